@@ -1,0 +1,79 @@
+//! backup-agent: reads a server's disks (or disk images) and stores them as a snapshot on the
+//! appliance. Parses arguments and dispatches to ferry-engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry_client::cli::ConnectArgs;
+use ferry_engine::backup::{self, BackupOptions, DiskSpec};
+
+#[derive(Parser)]
+#[command(version, about = "Back up disks and disk images to a Ferry appliance")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Back up disks; the first backup of a machine is full, later ones upload only new chunks
+    Backup {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Machine name the snapshot belongs to
+        #[arg(long)]
+        machine: String,
+        /// A block device or image file (raw, qcow2, VMDK), optionally named: [NAME=]SRC
+        #[arg(long = "disk", required = true)]
+        disks: Vec<String>,
+        /// Chunk size in bytes (power of two, 64 KiB to 64 MiB)
+        #[arg(long, default_value_t = ferry_engine::backup::DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+        /// Uploads in flight
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// zstd compression level
+        #[arg(long, default_value_t = backup::DEFAULT_LEVEL)]
+        level: i32,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let Cmd::Backup { connect, machine, disks, chunk_size, parallel, level, json } = Cli::parse().cmd;
+    let disks = disks.iter().map(|d| parse_disk(d)).collect();
+    let opts = BackupOptions { machine, disks, chunk_size, parallel, level, quiet: json };
+    let result = connect
+        .client(parallel + 1)
+        .map_err(anyhow::Error::from)
+        .and_then(|client| backup::backup(&client, &opts).map_err(anyhow::Error::from));
+    match result {
+        Ok(s) if json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            eprintln!(
+                "snapshot {}: read {} bytes in {:.1}s; {} chunks ({} zero), {} new uploaded ({} bytes), {} already stored",
+                s.snapshot, s.bytes_read, s.seconds, s.chunks_total, s.chunks_zero, s.chunks_new, s.bytes_uploaded, s.chunks_present
+            );
+            println!("{}", s.snapshot);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backup-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_disk(arg: &str) -> DiskSpec {
+    match arg.split_once('=') {
+        Some((name, path)) if !name.contains('/') => DiskSpec { name: name.to_string(), path: PathBuf::from(path) },
+        _ => DiskSpec { name: backup::default_disk_name(arg.as_ref()), path: PathBuf::from(arg) },
+    }
+}

@@ -1,0 +1,395 @@
+//! Blocking client for the appliance API (docs/protocol.md), used by backup-agent and restore-agent.
+//!
+//! - Trust: only the CA in the pinned trust bundle; the manifest must verify with the bundle's
+//!   signing key and each index with the digest in the manifest. Chunks are verified by the engine.
+//! - Retries: transport failures and 5xx are retried with exponential backoff until the retry
+//!   window runs out; 4xx and certificate failures are final at once.
+//! - `Client` is `Sync`: many threads share one connection pool.
+
+pub mod cli;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use ferry_format::api::{self, API_PREFIX};
+use ferry_format::signing::TrustBundle;
+use ferry_format::{ChunkId, DiskIndex, Manifest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// First retry delay; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Default retry window (ARCHITECTURE §4: 15 minutes, as the seeds do).
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Longest JSON answer accepted (snapshot lists of big stores stay far below this).
+const MAX_JSON: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the appliance at {url} ({what}): {detail}; gave up after retrying for {waited:?} (check the URL, the network and that `appliance serve` runs)")]
+    Unreachable { url: String, what: String, detail: String, waited: Duration },
+    #[error("the appliance at {url} presented a certificate the pinned CA does not vouch for ({detail}): check that --ca is the ca.pem of this appliance")]
+    Certificate { url: String, detail: String },
+    #[error("the appliance refused {what}: HTTP {status}: {message}")]
+    Refused { what: String, status: u16, message: String },
+    #[error("the appliance's answer to {what} is invalid: {detail}")]
+    BadAnswer { what: String, detail: String },
+    #[error("snapshot {snapshot}: {source}")]
+    Untrusted { snapshot: String, source: ferry_format::FormatError },
+    #[error("index of disk {disk} in snapshot {snapshot} does not match the digest its signed manifest records: the appliance's copy is corrupt")]
+    IndexDigest { snapshot: String, disk: String },
+}
+
+impl ClientError {
+    /// HTTP status when the appliance answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how to reach the appliance.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `https://10.0.2.2:8443`.
+    pub url: String,
+    pub trust: TrustBundle,
+    pub token: String,
+    pub retry_window: Duration,
+    /// Connections kept per host: at least the number of requests in flight.
+    pub connections: usize,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+    trust: TrustBundle,
+    retry_window: Duration,
+}
+
+/// One attempt's failure: try again, or give up now.
+enum Failure {
+    Transient(String),
+    Final(ClientError),
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let base = cfg.url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            return Err(ClientError::BadAnswer {
+                what: "the appliance URL".into(),
+                detail: format!("{base:?} must start with https:// (the appliance speaks HTTPS only)"),
+            });
+        }
+        let roots: Vec<ureq::tls::Certificate<'static>> = cfg
+            .trust
+            .ca_certs
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .https_only(true)
+            .http_status_as_error(false)
+            .max_idle_connections_per_host(cfg.connections.max(2))
+            .max_idle_connections(cfg.connections.max(2) * 2)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            // A stalled transfer is a network failure: retried, never waited on forever.
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_write(Some(Duration::from_secs(60)))
+            .user_agent(format!("ferry/{}", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            base,
+            auth: format!("Bearer {}", cfg.token.trim()),
+            trust: cfg.trust,
+            retry_window: cfg.retry_window,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn trust(&self) -> &TrustBundle {
+        &self.trust
+    }
+
+    /// Run `attempt` until it succeeds, fails finally, or the retry window is spent.
+    fn retry<T>(&self, what: &str, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, ClientError> {
+        let mut first_failure: Option<Instant> = None;
+        let mut delay = FIRST_BACKOFF;
+        loop {
+            match attempt() {
+                Ok(v) => {
+                    if let Some(t) = first_failure {
+                        tracing::info!("{what}: succeeded after {:.1}s of retries", t.elapsed().as_secs_f64());
+                    }
+                    return Ok(v);
+                }
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(detail)) => {
+                    let since = *first_failure.get_or_insert_with(Instant::now);
+                    let waited = since.elapsed();
+                    if waited >= self.retry_window {
+                        return Err(ClientError::Unreachable {
+                            url: self.base.clone(),
+                            what: what.to_string(),
+                            detail,
+                            waited,
+                        });
+                    }
+                    tracing::warn!("{what}: {detail}; retrying in {:.1}s", delay.as_secs_f64());
+                    std::thread::sleep(delay.min(self.retry_window.saturating_sub(waited)));
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn classify(&self, e: ureq::Error) -> Failure {
+        if let Some(detail) = certificate_problem(&e) {
+            return Failure::Final(ClientError::Certificate { url: self.base.clone(), detail });
+        }
+        Failure::Transient(e.to_string())
+    }
+
+    /// Send one request; 2xx bodies go to `read`. `body` is sent as-is.
+    fn call<T>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        accept_status: &[u16],
+        mut read: impl FnMut(u16, &mut ureq::Body) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{API_PREFIX}{path}", self.base);
+        let what = format!("{method} {path}");
+        self.retry(&what, || {
+            let req = ureq::http::Request::builder()
+                .method(method)
+                .uri(&url)
+                .header("authorization", &self.auth);
+            let result = match body {
+                Some((ctype, bytes)) => {
+                    let req = req.header("content-type", ctype).body(bytes).map_err(|e| http_err(&what, e))?;
+                    self.agent.run(req)
+                }
+                None => {
+                    let req = req.body(()).map_err(|e| http_err(&what, e))?;
+                    self.agent.run(req)
+                }
+            };
+            let mut resp = result.map_err(|e| self.classify(e))?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) || accept_status.contains(&status) {
+                return read(status, resp.body_mut()).map_err(|e| match e {
+                    // A body cut off mid-transfer is a network failure.
+                    ClientError::BadAnswer { detail, .. } if detail.starts_with("io:") => Failure::Transient(detail),
+                    e => Failure::Final(e),
+                });
+            }
+            let message = resp
+                .body_mut()
+                .with_config()
+                .limit(64 << 10)
+                .read_to_vec()
+                .ok()
+                .and_then(|b| serde_json::from_slice::<api::ErrorBody>(&b).ok())
+                .map(|b| b.error)
+                .ok_or(())
+                .unwrap_or_else(|_| "no explanation given".into());
+            if status >= 500 {
+                Err(Failure::Transient(format!("HTTP {status}: {message}")))
+            } else {
+                Err(Failure::Final(ClientError::Refused { what: what.clone(), status, message }))
+            }
+        })
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None, &[], |_, body| read_json(path, body))
+    }
+
+    fn send_json<Q: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, q: &Q) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(q).map_err(|e| ClientError::BadAnswer {
+            what: path.to_string(),
+            detail: e.to_string(),
+        })?;
+        self.call(method, path, Some(("application/json", &bytes)), &[], |_, body| read_json(path, body))
+    }
+
+    pub fn hello(&self) -> Result<api::Hello, ClientError> {
+        self.get_json("/hello")
+    }
+
+    // ---- backup side ----
+
+    pub fn start_backup(&self, machine: &str, chunk_size: u32) -> Result<String, ClientError> {
+        let q = api::BackupStart { machine: machine.to_string(), chunk_size };
+        let r: api::BackupSession = self.send_json("POST", "/backups", &q)?;
+        Ok(r.session)
+    }
+
+    /// Which of `ids` the appliance lacks (present ones are marked in use by the session).
+    pub fn missing_chunks(&self, session: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, ClientError> {
+        let mut missing = Vec::new();
+        for part in ids.chunks(api::MAX_KNOWN_QUERY) {
+            let q = api::KnownChunksQuery { ids: part.to_vec() };
+            let r: api::KnownChunksReply = self.send_json("POST", &format!("/backups/{session}/known-chunks"), &q)?;
+            missing.extend(r.missing);
+        }
+        Ok(missing)
+    }
+
+    /// Upload one chunk as a zstd frame. True when it was new to the appliance.
+    pub fn put_chunk(&self, id: &ChunkId, zstd_frame: &[u8]) -> Result<bool, ClientError> {
+        let path = format!("/chunks/{id}");
+        self.call("PUT", &path, Some(("application/octet-stream", zstd_frame)), &[], |status, _| Ok(status == 201))
+    }
+
+    /// Upload a disk's index. `Ok(missing)`: empty when accepted, else the chunks to upload first.
+    pub fn put_index(&self, session: &str, disk: &str, index: &[u8]) -> Result<Vec<ChunkId>, ClientError> {
+        let path = format!("/backups/{session}/disks/{disk}/index");
+        self.call("PUT", &path, Some(("application/octet-stream", index)), &[409], |status, body| {
+            if status == 409 {
+                let m: api::MissingChunks = read_json(&path, body)?;
+                Ok(m.missing)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+    }
+
+    pub fn commit(&self, session: &str, req: &api::CommitRequest) -> Result<String, ClientError> {
+        let r: api::CommitReply = self.send_json("POST", &format!("/backups/{session}/commit"), req)?;
+        Ok(r.snapshot)
+    }
+
+    pub fn abandon(&self, session: &str) -> Result<(), ClientError> {
+        self.call("DELETE", &format!("/backups/{session}"), None, &[], |_, _| Ok(()))
+    }
+
+    // ---- restore side ----
+
+    pub fn snapshots(&self, machine: Option<&str>) -> Result<Vec<api::SnapshotSummary>, ClientError> {
+        match machine {
+            Some(m) => self.get_json(&format!("/snapshots?machine={m}")),
+            None => self.get_json("/snapshots"),
+        }
+    }
+
+    /// The snapshot's manifest, after its signature verified with the pinned key.
+    pub fn manifest(&self, snapshot: &str) -> Result<Manifest, ClientError> {
+        let signed: api::SignedManifest = self.get_json(&format!("/snapshots/{snapshot}/manifest"))?;
+        let untrusted = |source| ClientError::Untrusted { snapshot: snapshot.to_string(), source };
+        self.trust.signing_key.verify(signed.manifest.as_bytes(), &signed.signature).map_err(untrusted)?;
+        let manifest: Manifest = serde_json::from_str(&signed.manifest)
+            .map_err(|e| untrusted(ferry_format::FormatError::Manifest(e.to_string())))?;
+        manifest.check().map_err(untrusted)?;
+        if manifest.snapshot != snapshot {
+            return Err(untrusted(ferry_format::FormatError::Manifest(format!(
+                "the appliance answered with the manifest of snapshot {}",
+                manifest.snapshot
+            ))));
+        }
+        Ok(manifest)
+    }
+
+    /// A disk's index, checked against the digest in the (verified) manifest.
+    pub fn index(&self, manifest: &Manifest, disk: &str) -> Result<DiskIndex, ClientError> {
+        let snapshot = &manifest.snapshot;
+        let path = format!("/snapshots/{snapshot}/disks/{disk}/index");
+        let bytes = self.call("GET", &path, None, &[], |_, body| read_vec(&path, body, 1 << 40))?;
+        let d = manifest.disk(disk).ok_or_else(|| ClientError::BadAnswer {
+            what: path.clone(),
+            detail: format!("snapshot {snapshot} has no disk {disk}"),
+        })?;
+        if ChunkId::of(&bytes) != d.index_digest {
+            return Err(ClientError::IndexDigest { snapshot: snapshot.clone(), disk: disk.to_string() });
+        }
+        DiskIndex::decode(&bytes).map_err(|source| ClientError::Untrusted { snapshot: snapshot.clone(), source })
+    }
+
+    /// Fetch a chunk's stored zstd frame into `out` (cleared first). The caller verifies it.
+    pub fn get_chunk(&self, id: &ChunkId, out: &mut Vec<u8>, limit: u64) -> Result<(), ClientError> {
+        let path = format!("/chunks/{id}");
+        self.call("GET", &path, None, &[], |_, body| {
+            out.clear();
+            body.as_reader()
+                .take(limit + 1)
+                .read_to_end(out)
+                .map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: format!("io: {e}") })?;
+            if out.len() as u64 > limit {
+                return Err(ClientError::BadAnswer { what: path.clone(), detail: format!("chunk larger than {limit} bytes") });
+            }
+            Ok(())
+        })
+    }
+}
+
+fn http_err(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Final(ClientError::BadAnswer { what: what.to_string(), detail: e.to_string() })
+}
+
+fn read_vec(what: &str, body: &mut ureq::Body, limit: u64) -> Result<Vec<u8>, ClientError> {
+    body.with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| ClientError::BadAnswer { what: what.to_string(), detail: format!("io: {e}") })
+}
+
+fn read_json<T: DeserializeOwned>(what: &str, body: &mut ureq::Body) -> Result<T, ClientError> {
+    let bytes = read_vec(what, body, MAX_JSON)?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer { what: what.to_string(), detail: e.to_string() })
+}
+
+/// A TLS failure that no retry will fix: the peer's certificate is not one we trust.
+fn certificate_problem(e: &ureq::Error) -> Option<String> {
+    let rustls_err = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }?;
+    match rustls_err {
+        rustls::Error::InvalidCertificate(c) => Some(format!("{c:?}")),
+        rustls::Error::NoCertificatesPresented => Some("no certificate presented".into()),
+        _ => None,
+    }
+}
+
+/// Read the trust bundle (`ca.pem` from `appliance init`) an agent pins.
+pub fn load_trust(path: &std::path::Path) -> Result<TrustBundle, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::BadAnswer {
+        what: format!("the CA file {}", path.display()),
+        detail: format!("cannot read it: {e}"),
+    })?;
+    TrustBundle::from_pem(&text).map_err(|e| ClientError::BadAnswer {
+        what: format!("the CA file {}", path.display()),
+        detail: e.to_string(),
+    })
+}
+
+/// Parse a duration: `900`, `90s`, `15m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| Duration::from_secs(n * mult))
+        .map_err(|_| format!("{s:?} is not a duration: use seconds (900), or 90s, 15m, 2h"))
+}

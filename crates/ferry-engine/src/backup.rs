@@ -1,0 +1,368 @@
+//! Backup: read each disk chunk by chunk, skip zeros, hash, ask the appliance which chunks it
+//! lacks, compress and upload only those, upload the disk's index, and commit the snapshot.
+//!
+//! Stages per disk: a reader thread (read, zero check, BLAKE3) → this thread (dedupe within the
+//! run, batched `known-chunks` queries) → `parallel` upload workers (zstd, PUT). A snapshot only
+//! becomes visible at commit; an interrupted backup leaves chunks the next run will not upload again.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferry_client::Client;
+use ferry_format::api::CommitRequest;
+use ferry_format::index::DiskIndex;
+use ferry_format::manifest::{ChunkCounts, DiskManifest};
+use ferry_format::names::{check_name, NameKind};
+use ferry_format::{ChunkId, Entry};
+use ferry_image::{DiskSource, ImageFormat};
+use serde::Serialize;
+
+use crate::pool::Pool;
+use crate::progress::Progress;
+use crate::EngineError;
+
+/// zstd level for uploads: level 3 compresses OS data well at several hundred MB/s per core.
+pub const DEFAULT_LEVEL: i32 = 3;
+pub use ferry_format::DEFAULT_CHUNK_SIZE;
+/// Most chunk ids asked about in one `known-chunks` round trip while streaming.
+const QUERY_BATCH: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct DiskSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub machine: String,
+    pub disks: Vec<DiskSpec>,
+    pub chunk_size: u32,
+    pub parallel: usize,
+    pub level: i32,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupSummary {
+    pub snapshot: String,
+    pub machine: String,
+    pub bytes_read: u64,
+    pub chunks_total: u64,
+    pub chunks_zero: u64,
+    pub chunks_unused: u64,
+    /// Data chunks the appliance lacked and that were uploaded.
+    pub chunks_new: u64,
+    /// Data chunks (counted once per run) the appliance already had.
+    pub chunks_present: u64,
+    /// Bytes sent as chunk bodies (compressed).
+    pub bytes_uploaded: u64,
+    pub seconds: f64,
+}
+
+/// Name a disk after its source path (`/dev/sda` → `sda`, `web.qcow2` → `web`).
+pub fn default_disk_name(path: &std::path::Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Raw => "raw",
+        ImageFormat::BlockDevice => "block-device",
+        ImageFormat::Qcow2 => "qcow2",
+        ImageFormat::VmdkMonolithicSparse => "vmdk-sparse",
+        ImageFormat::VmdkStreamOptimized => "vmdk-stream",
+        ImageFormat::VmdkFlat => "vmdk-flat",
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    new: AtomicU64,
+    bytes_uploaded: AtomicU64,
+}
+
+pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
+    let start = Instant::now();
+    check_name(NameKind::Machine, &opts.machine).map_err(|e| EngineError::Refused(e.to_string()))?;
+    ferry_format::chunk::check_chunk_size(opts.chunk_size).map_err(|e| EngineError::Refused(e.to_string()))?;
+    // Open and probe every source before the appliance hears of this backup.
+    let mut sources = Vec::new();
+    for (i, d) in opts.disks.iter().enumerate() {
+        check_name(NameKind::Disk, &d.name).map_err(|e| EngineError::Refused(format!("{e} (name disks with --disk NAME=SRC)")))?;
+        if opts.disks[..i].iter().any(|o| o.name == d.name) {
+            return Err(EngineError::Refused(format!("two disks are named {:?}: name them with --disk NAME=SRC", d.name)));
+        }
+        let src = ferry_image::open(&d.path)?;
+        let layout = match ferry_probe::probe(&*src) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("disk {} ({}): layout not captured: {e}", d.name, d.path.display());
+                None
+            }
+        };
+        sources.push((d, src, layout));
+    }
+    if sources.is_empty() {
+        return Err(EngineError::Refused("no --disk given".into()));
+    }
+    let session = client.start_backup(&opts.machine, opts.chunk_size)?;
+    let result = run_session(client, opts, &session, sources);
+    match result {
+        Ok(mut summary) => {
+            summary.seconds = start.elapsed().as_secs_f64();
+            Ok(summary)
+        }
+        Err(e) => {
+            // Best effort: the session's chunks stay (a rerun skips them), nothing becomes visible.
+            let _ = client.abandon(&session);
+            Err(e)
+        }
+    }
+}
+
+type Source<'a> = (&'a DiskSpec, Box<dyn DiskSource>, Option<ferry_format::layout::DiskLayout>);
+
+fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Vec<Source<'_>>) -> Result<BackupSummary, EngineError> {
+    let mut summary = BackupSummary { machine: opts.machine.clone(), ..Default::default() };
+    let counters = Counters::default();
+    let mut seen = HashSet::new();
+    let mut disks = Vec::new();
+    for (spec, src, layout) in sources {
+        let progress = Progress::new();
+        progress.total.store(src.size(), Ordering::Relaxed);
+        let reporter = progress.report(format!("backup {}", spec.name), opts.quiet);
+        let r = backup_disk(client, opts, session, &*src, &counters, &mut seen, &progress);
+        progress.finish(reporter);
+        let index = r?;
+        let encoded = index.encode();
+        // The appliance answers with the chunks it lacks (a concurrent GC may have removed one
+        // we were told it had): upload those from the source and try again.
+        let mut missing = client.put_index(session, &spec.name, &encoded)?;
+        for _ in 0..3 {
+            if missing.is_empty() {
+                break;
+            }
+            reupload(client, &*src, &index, &missing, opts.level, &counters)?;
+            missing = client.put_index(session, &spec.name, &encoded)?;
+        }
+        if !missing.is_empty() {
+            return Err(EngineError::Refused(format!("the appliance keeps reporting {} chunks of disk {} missing", missing.len(), spec.name)));
+        }
+        let (data, zero, unused) = index.counts();
+        summary.chunks_total += index.entries.len() as u64;
+        summary.chunks_zero += zero;
+        summary.chunks_unused += unused;
+        disks.push(DiskManifest {
+            name: spec.name.clone(),
+            size: src.size(),
+            logical_sector_size: src.logical_sector_size(),
+            source: spec.path.display().to_string(),
+            source_format: format_name(src.format()).to_string(),
+            index_digest: ChunkId::of(&encoded),
+            chunks: ChunkCounts { data, zero, unused },
+            layout,
+        });
+    }
+    let req = CommitRequest { disks, os: None, agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")) };
+    summary.snapshot = client.commit(session, &req)?;
+    summary.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
+    summary.chunks_new = counters.new.load(Ordering::Relaxed);
+    summary.chunks_present = seen.len() as u64 - summary.chunks_new;
+    summary.bytes_uploaded = counters.bytes_uploaded.load(Ordering::Relaxed);
+    Ok(summary)
+}
+
+struct Item {
+    i: usize,
+    id: ChunkId,
+    buf: Vec<u8>,
+}
+
+fn backup_disk(
+    client: &Client,
+    opts: &BackupOptions,
+    session: &str,
+    src: &dyn DiskSource,
+    counters: &Counters,
+    seen: &mut HashSet<ChunkId>,
+    progress: &Progress,
+) -> Result<DiskIndex, EngineError> {
+    let mut index = DiskIndex::new_zero(src.size(), opts.chunk_size).map_err(|e| EngineError::Refused(e.to_string()))?;
+    let parallel = opts.parallel.max(1);
+    let pool = Pool::new(parallel + QUERY_BATCH.min(8) + 2, opts.chunk_size as usize);
+    let (item_tx, item_rx) = sync_channel::<Result<Item, EngineError>>(4);
+    let (up_tx, up_rx) = sync_channel::<Item>(parallel);
+    let up_rx = Mutex::new(up_rx);
+    let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
+    let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len()).map(|i| { let (o, l) = index.range(i); (i, o, l) }).collect();
+
+    std::thread::scope(|s| -> Result<(), EngineError> {
+        let pool = &pool;
+        let ranges = &ranges;
+        s.spawn(move || {
+            for &(i, off, len) in ranges {
+                if src.known_zero(off, len as u64) {
+                    progress.add(len as u64);
+                    continue;
+                }
+                let Some(mut buf) = pool.take() else { return };
+                buf.resize(len, 0);
+                if let Err(e) = src.read_at(&mut buf, off) {
+                    let _ = item_tx.send(Err(e.into()));
+                    return;
+                }
+                counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+                progress.add(len as u64);
+                if ferry_format::chunk::is_zero(&buf) {
+                    pool.give(buf);
+                    continue;
+                }
+                let id = ChunkId::of(&buf);
+                if item_tx.send(Ok(Item { i, id, buf })).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..parallel {
+            let (up_rx, failed) = (&up_rx, Arc::clone(&failed));
+            s.spawn(move || upload_worker(client, up_rx, pool, opts.level, counters, &failed));
+        }
+        let r = dispatch(client, session, item_rx, &up_tx, &mut index, seen, pool, &failed);
+        drop(up_tx);
+        r
+    })?;
+    if let Some(e) = failed.lock().ok().and_then(|mut g| g.take()) {
+        return Err(e);
+    }
+    Ok(index)
+}
+
+/// Record each item in the index; query in batches which new ids the appliance lacks; send those
+/// to the upload workers and recycle the rest.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    client: &Client,
+    session: &str,
+    rx: Receiver<Result<Item, EngineError>>,
+    up_tx: &std::sync::mpsc::SyncSender<Item>,
+    index: &mut DiskIndex,
+    seen: &mut HashSet<ChunkId>,
+    pool: &Pool,
+    failed: &Mutex<Option<EngineError>>,
+) -> Result<(), EngineError> {
+    let mut batch: Vec<Item> = Vec::new();
+    loop {
+        let first = match rx.recv() {
+            Ok(item) => Some(item?),
+            Err(_) => None,
+        };
+        let done = first.is_none();
+        let mut take = |item: Item, batch: &mut Vec<Item>| {
+            index.entries[item.i] = Entry::Data(item.id);
+            if seen.insert(item.id) {
+                batch.push(item);
+            } else {
+                pool.give(item.buf);
+            }
+        };
+        if let Some(item) = first {
+            take(item, &mut batch);
+            while batch.len() < QUERY_BATCH.min(8) {
+                match rx.try_recv() {
+                    Ok(item) => take(item?, &mut batch),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let ids: Vec<ChunkId> = batch.iter().map(|b| b.id).collect();
+            let missing: HashSet<ChunkId> = client.missing_chunks(session, &ids)?.into_iter().collect();
+            for item in batch.drain(..) {
+                if missing.contains(&item.id) {
+                    if up_tx.send(item).is_err() {
+                        break;
+                    }
+                } else {
+                    pool.give(item.buf);
+                }
+            }
+        }
+        if failed.lock().map(|g| g.is_some()).unwrap_or(true) {
+            return Ok(());
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+fn upload_worker(client: &Client, rx: &Mutex<Receiver<Item>>, pool: &Pool, level: i32, counters: &Counters, failed: &Mutex<Option<EngineError>>) {
+    let mut cctx = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            record(failed, EngineError::Worker(format!("zstd: {e}")));
+            return;
+        }
+    };
+    let mut out = Vec::new();
+    loop {
+        let next = match rx.lock() {
+            Ok(g) => g.recv(),
+            Err(_) => return,
+        };
+        let Ok(item) = next else { return };
+        let r = upload_one(client, &mut cctx, &mut out, &item.id, &item.buf, counters);
+        pool.give(item.buf);
+        if let Err(e) = r {
+            record(failed, e);
+            return;
+        }
+    }
+}
+
+fn upload_one(client: &Client, cctx: &mut zstd::bulk::Compressor<'_>, out: &mut Vec<u8>, id: &ChunkId, data: &[u8], counters: &Counters) -> Result<(), EngineError> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress_to_buffer(data, out).map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    if client.put_chunk(id, out)? {
+        counters.new.fetch_add(1, Ordering::Relaxed);
+    }
+    counters.bytes_uploaded.fetch_add(out.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn record(failed: &Mutex<Option<EngineError>>, e: EngineError) {
+    if let Ok(mut g) = failed.lock() {
+        g.get_or_insert(e);
+    }
+}
+
+/// Upload chunks the appliance reports missing at index time, read again from the source.
+fn reupload(client: &Client, src: &dyn DiskSource, index: &DiskIndex, missing: &[ChunkId], level: i32, counters: &Counters) -> Result<(), EngineError> {
+    let missing: HashSet<&ChunkId> = missing.iter().collect();
+    let mut cctx = zstd::bulk::Compressor::new(level).map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    let mut out = Vec::new();
+    let mut done = HashSet::new();
+    let mut buf = Vec::new();
+    for (i, e) in index.entries.iter().enumerate() {
+        let Entry::Data(id) = e else { continue };
+        if !missing.contains(id) || !done.insert(*id) {
+            continue;
+        }
+        let (off, len) = index.range(i);
+        buf.resize(len, 0);
+        src.read_at(&mut buf, off)?;
+        if ChunkId::of(&buf) != *id {
+            return Err(EngineError::Refused(format!("the source changed while it was backed up (chunk at offset {off}); back up a stopped source or a snapshot of it")));
+        }
+        upload_one(client, &mut cctx, &mut out, id, &buf, counters)?;
+    }
+    Ok(())
+}

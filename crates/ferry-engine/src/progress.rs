@@ -1,0 +1,91 @@
+//! Progress for people: one line that redraws on a terminal, a plain line every few seconds
+//! otherwise (serial consoles, logs). Counters are atomics the pipeline bumps.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct Progress {
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress::default())
+    }
+
+    pub fn add(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Print progress on stderr until [`Progress::finish`]; `quiet` prints nothing.
+    pub fn report(self: &Arc<Self>, label: String, quiet: bool) -> Option<std::thread::JoinHandle<()>> {
+        if quiet {
+            return None;
+        }
+        let me = Arc::clone(self);
+        let tty = std::io::stderr().is_terminal();
+        let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
+        Some(std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut last_print = Instant::now();
+            while !me.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last_print.elapsed() < every {
+                    continue;
+                }
+                last_print = Instant::now();
+                let line = me.line(&label, start.elapsed());
+                let mut err = std::io::stderr().lock();
+                let _ = if tty { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
+            }
+            if tty {
+                let _ = writeln!(std::io::stderr(), "\r{}\x1b[K", me.line(&label, start.elapsed()));
+            }
+        }))
+    }
+
+    fn line(&self, label: &str, elapsed: Duration) -> String {
+        let total = self.total.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed).min(total);
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
+        let eta = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
+        format!(
+            "{label}: {pct:5.1}% {} of {} at {}/s, {:.0}s elapsed, ETA {:.0}s",
+            human(done),
+            human(total),
+            human(rate as u64),
+            secs,
+            eta
+        )
+    }
+
+    pub fn finish(&self, handle: Option<std::thread::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Bytes in binary units with one decimal: `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,205 @@
+//! Restore targets: a block device or a regular file, opened only after the checks that keep us
+//! from writing the wrong disk pass (it exists or can be created, it is large enough, it is not
+//! in use, and it holds no data unless the operator said to overwrite).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::{io_err, EngineError};
+
+/// How much of each end of a target is looked at to decide whether it holds data.
+const PROBE_LEN: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    BlockDevice,
+    /// A regular file; `created` when this run made it (then it is known to read as zeros).
+    File { created: bool },
+}
+
+pub struct Target {
+    pub path: PathBuf,
+    pub file: File,
+    pub kind: TargetKind,
+    pub size: u64,
+}
+
+/// What a target looked like before anything was written (for plans and messages).
+#[derive(Debug, Clone)]
+pub struct TargetCheck {
+    pub path: PathBuf,
+    pub exists: bool,
+    pub kind: TargetKind,
+    pub size: u64,
+    /// Why it counts as holding data, if it does.
+    pub holds: Option<String>,
+}
+
+/// Inspect `path` without writing anything, and refuse it when it is not a safe target for a
+/// disk of `needed` bytes.
+pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, EngineError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(EngineError::Refused(format!(
+                    "cannot create {}: its directory {} does not exist",
+                    path.display(),
+                    parent.display()
+                )));
+            }
+            return Ok(TargetCheck { path: path.into(), exists: false, kind: TargetKind::File { created: true }, size: needed, holds: None });
+        }
+        Err(e) => return Err(io_err(path, "stat", 0)(e)),
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_block_device() {
+        TargetKind::BlockDevice
+    } else if ft.is_file() {
+        TargetKind::File { created: false }
+    } else {
+        return Err(EngineError::Refused(format!(
+            "{} is neither a block device nor a regular file: give a disk (/dev/…) or an image file path",
+            path.display()
+        )));
+    };
+    // O_EXCL on a block device fails while it is mounted or held (LVM, md, another program).
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(if kind == TargetKind::BlockDevice { libc::O_EXCL } else { 0 })
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                EngineError::Refused(format!(
+                    "{} is in use (mounted, an LVM/RAID member, or open by another program): refusing to restore onto it",
+                    path.display()
+                ))
+            } else {
+                io_err(path, "open", 0)(e)
+            }
+        })?;
+    let size = match kind {
+        TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
+        TargetKind::File { .. } => meta.len(),
+    };
+    if kind == TargetKind::BlockDevice && size < needed {
+        return Err(EngineError::Refused(format!(
+            "{} is too small: {size} bytes, the snapshot's disk needs {needed} bytes ({} more); attach a disk of at least {needed} bytes",
+            path.display(),
+            needed - size
+        )));
+    }
+    let holds = describe_contents(&file, size).map_err(io_err(path, "read", 0))?;
+    if let (Some(what), false) = (&holds, overwrite) {
+        return Err(EngineError::Refused(format!(
+            "{} holds data ({what}): refusing to overwrite it. If this is the right target, run again with --overwrite",
+            path.display()
+        )));
+    }
+    Ok(TargetCheck { path: path.into(), exists: true, kind, size, holds })
+}
+
+/// Open a checked target for writing; a new or short file is sized to `needed` bytes.
+pub fn open(check: &TargetCheck, needed: u64) -> Result<Target, EngineError> {
+    let path = &check.path;
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true);
+    match check.kind {
+        TargetKind::BlockDevice => {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        TargetKind::File { created: true } => {
+            opts.create_new(true);
+        }
+        TargetKind::File { created: false } => {}
+    }
+    let file = opts.open(path).map_err(io_err(path, "open for writing", 0))?;
+    let size = match check.kind {
+        TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
+        TargetKind::File { .. } => {
+            let len = file.metadata().map_err(io_err(path, "stat", 0))?.len();
+            if len != needed {
+                // A file target becomes exactly the disk: an image of it.
+                file.set_len(needed).map_err(io_err(path, "resize", needed))?;
+            }
+            needed
+        }
+    };
+    Ok(Target { path: path.clone(), file, kind: check.kind, size })
+}
+
+fn block_size(f: &File) -> std::io::Result<u64> {
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    // SAFETY: the ioctl writes one u64 into `size`, which outlives the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// `None` when the first and last MiB read as zeros; otherwise what was recognised there.
+fn describe_contents(f: &File, size: u64) -> std::io::Result<Option<String>> {
+    let head_len = PROBE_LEN.min(size) as usize;
+    let mut head = vec![0u8; head_len];
+    f.read_exact_at(&mut head, 0)?;
+    let tail_start = size.saturating_sub(PROBE_LEN).max(head_len as u64);
+    let mut tail = vec![0u8; (size - tail_start) as usize];
+    f.read_exact_at(&mut tail, tail_start)?;
+    if ferry_format::chunk::is_zero(&head) && ferry_format::chunk::is_zero(&tail) {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    let sig = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    if sig(512, b"EFI PART") || sig(4096, b"EFI PART") {
+        found.push("a GPT partition table");
+    } else if sig(510, &[0x55, 0xaa]) {
+        found.push("an MBR partition table or boot sector");
+    }
+    if sig(1024 + 56, &[0x53, 0xef]) {
+        found.push("an ext2/3/4 filesystem");
+    }
+    if sig(0, b"XFSB") {
+        found.push("an XFS filesystem");
+    }
+    if sig(3, b"NTFS    ") {
+        found.push("an NTFS filesystem");
+    }
+    if (0..4).any(|s| sig(s * 512, b"LABELONE")) {
+        found.push("an LVM physical volume");
+    }
+    if found.is_empty() {
+        found.push("non-zero bytes in its first or last MiB");
+    }
+    Ok(Some(found.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_created_blank_and_data_is_refused_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.img");
+        let c = check(&p, 1 << 20, false).unwrap();
+        assert!(!c.exists);
+        let t = open(&c, 1 << 20).unwrap();
+        assert_eq!(t.file.metadata().unwrap().len(), 1 << 20);
+        drop(t);
+        assert!(check(&p, 1 << 20, false).unwrap().holds.is_none());
+        let mut mbr = vec![0u8; 512];
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        std::fs::write(&p, &mbr).unwrap();
+        let e = check(&p, 1 << 20, false).unwrap_err().to_string();
+        assert!(e.contains("MBR") && e.contains("--overwrite"), "{e}");
+        assert!(check(&p, 1 << 20, true).is_ok());
+        assert!(check(&dir.path().join("no/such/dir/x"), 1, false).is_err());
+    }
+}

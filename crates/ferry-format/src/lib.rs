@@ -1,0 +1,40 @@
+//! Ferry's formats and wire types, shared by the agents and the appliance. No I/O here.
+//!
+//! - [`chunk`]: chunk ids (BLAKE3-256 of the plaintext) and chunk sizes.
+//! - [`index`]: the per-disk index, a frozen binary format.
+//! - [`manifest`]: the snapshot manifest (JSON), signed by the appliance ([`signing`]).
+//! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
+//! - [`api`]: request and response bodies of the HTTPS API.
+//!
+//! docs/format.md and docs/protocol.md describe the same formats for a second implementation.
+
+pub mod api;
+pub mod chunk;
+pub mod index;
+pub mod layout;
+pub mod manifest;
+pub mod names;
+pub mod signing;
+
+pub use chunk::{ChunkId, DEFAULT_CHUNK_SIZE};
+pub use index::{DiskIndex, Entry};
+pub use manifest::Manifest;
+
+/// A value that does not follow the format.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("chunk size {0} is not a power of two between 64 KiB and 64 MiB")]
+    ChunkSize(u32),
+    #[error("{0:?} is not a chunk id (64 hex digits)")]
+    ChunkIdText(String),
+    #[error("invalid disk index: {0}")]
+    Index(String),
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    #[error("invalid {kind} {name:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")]
+    Name { kind: &'static str, name: String },
+    #[error("{0}")]
+    Signature(String),
+    #[error("invalid trust bundle: {0}")]
+    Trust(String),
+}

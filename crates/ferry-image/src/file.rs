@@ -1,0 +1,182 @@
+//! The one open file behind a source: positional reads that name the file in their errors, and the
+//! bounds checks every parser runs before it trusts an offset read from the image.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{ImageError, ImageFormat};
+
+pub(crate) struct ImageFile {
+    file: File,
+    path: PathBuf,
+    /// File length at open time. Images are read while nobody writes them, so offsets taken from
+    /// metadata are checked against this once instead of trusting the kernel's short reads.
+    len: u64,
+}
+
+impl ImageFile {
+    pub(crate) fn open(path: &Path) -> Result<Self, ImageError> {
+        let open_err = |source| ImageError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let len = file.metadata().map_err(open_err)?.len();
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// Wrap an already opened file whose length the caller determined (block devices report 0).
+    pub(crate) fn with_len(file: File, path: &Path, len: u64) -> Self {
+        Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`; the caller has checked the range.
+    pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| self.read_err(offset, source))
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`, zero-filling whatever lies past the end of the file.
+    /// qemu reads past EOF as zeros, and it leaves the last cluster of an image short when the tail
+    /// was never written, so the formats that allow this use it for data clusters.
+    pub(crate) fn read_zero_padded(&self, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+        let avail = self.len.saturating_sub(offset);
+        let n = usize::try_from(avail).map_or(buf.len(), |a| a.min(buf.len()));
+        let (head, tail) = buf.split_at_mut(n);
+        self.read_exact_at(head, offset)?;
+        tail.fill(0);
+        Ok(())
+    }
+
+    /// Read a metadata structure of `len` bytes at `offset`, or report `what` as corrupt when it
+    /// does not lie inside the file. `len` must already be bounded by the caller.
+    pub(crate) fn read_struct(
+        &self,
+        format: ImageFormat,
+        what: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, ImageError> {
+        self.check_inside(format, what, offset, len as u64)?;
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Fail with `Corrupt` unless `offset..offset+len` lies inside the file.
+    pub(crate) fn check_inside(
+        &self,
+        format: ImageFormat,
+        what: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), ImageError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(self.corrupt(
+                format,
+                format!(
+                    "{what} at offset {offset} ({len} bytes) extends past the end of the file ({} bytes)",
+                    self.len
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn corrupt(&self, format: ImageFormat, reason: impl Into<String>) -> ImageError {
+        ImageError::Corrupt {
+            path: self.path.clone(),
+            format,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn unsupported(&self, reason: impl Into<String>) -> ImageError {
+        ImageError::Unsupported {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn read_err(&self, offset: u64, source: std::io::Error) -> ImageError {
+        // A short read of a range we checked means the file shrank under us: still an I/O error.
+        let source = if source.kind() == ErrorKind::UnexpectedEof {
+            std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "file ended early (truncated while open?)",
+            )
+        } else {
+            source
+        };
+        ImageError::Read {
+            path: self.path.clone(),
+            offset,
+            source,
+        }
+    }
+}
+
+/// Fail with `OutOfRange` unless a guest read of `len` bytes at `offset` fits in `size`.
+pub(crate) fn check_guest_range(
+    path: &Path,
+    size: u64,
+    offset: u64,
+    len: usize,
+) -> Result<(), ImageError> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(ImageError::OutOfRange {
+            path: path.to_path_buf(),
+            offset,
+            len,
+            size,
+        }),
+    }
+}
+
+pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
+}
+
+pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+pub(crate) fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}

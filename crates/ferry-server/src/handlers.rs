@@ -1,0 +1,156 @@
+//! One small handler per route of docs/protocol.md: authorise, parse, hand the store work to a
+//! blocking thread, answer.
+
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_format::api::{
+    BackupSession, BackupStart, CommitReply, CommitRequest, Hello, KnownChunksQuery, KnownChunksReply, Role,
+    SignedManifest, SnapshotSummary, MAX_KNOWN_QUERY,
+};
+use ferry_format::ChunkId;
+use ferry_store::chunks::PutOutcome;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::{blocking, SharedState};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
+}
+
+fn parse_chunk_id(text: &str) -> ApiResult<ChunkId> {
+    text.parse().map_err(|e: ferry_format::FormatError| ApiError::bad_request(e.to_string()))
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+}
+
+pub async fn hello(State(st): State<SharedState>, caller: Caller) -> Json<Hello> {
+    Json(Hello {
+        appliance: st.store.config().name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        api: 1,
+        role: caller.0,
+    })
+}
+
+pub async fn start_backup(State(st): State<SharedState>, caller: Caller, body: Bytes) -> ApiResult<Json<BackupSession>> {
+    caller.need(Role::Backup)?;
+    let req: BackupStart = parse_json(&body)?;
+    let session = blocking(move || st.store.start_session(&req.machine, req.chunk_size, SystemTime::now())).await?;
+    Ok(Json(BackupSession { session }))
+}
+
+pub async fn known_chunks(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(session): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<KnownChunksReply>> {
+    caller.need(Role::Backup)?;
+    let q: KnownChunksQuery = parse_json(&body)?;
+    if q.ids.len() > MAX_KNOWN_QUERY {
+        return Err(ApiError::bad_request(format!(
+            "{} ids in one known-chunks query: ask about at most {MAX_KNOWN_QUERY} at a time",
+            q.ids.len()
+        )));
+    }
+    let missing = blocking(move || {
+        st.store.session(&session, SystemTime::now())?;
+        st.store.touch_chunks(&q.ids)
+    })
+    .await?;
+    Ok(Json(KnownChunksReply { missing }))
+}
+
+pub async fn put_chunk(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.need(Role::Backup)?;
+    let id = parse_chunk_id(&id)?;
+    match blocking(move || st.store.put_chunk(&id, &body)).await? {
+        PutOutcome::Stored => Ok(StatusCode::CREATED),
+        PutOutcome::AlreadyPresent => Ok(StatusCode::OK),
+    }
+}
+
+pub async fn put_index(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path((session, disk)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.need(Role::Backup)?;
+    blocking(move || st.store.put_index(&session, &disk, &body, SystemTime::now())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn commit(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(session): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<CommitReply>> {
+    caller.need(Role::Backup)?;
+    let req: CommitRequest = parse_json(&body)?;
+    let snapshot = blocking(move || st.store.commit(&session, &req, &st.signer, SystemTime::now())).await?;
+    tracing::info!("committed snapshot {snapshot}");
+    Ok(Json(CommitReply { snapshot }))
+}
+
+pub async fn abandon(State(st): State<SharedState>, caller: Caller, Path(session): Path<String>) -> ApiResult<StatusCode> {
+    caller.need(Role::Backup)?;
+    blocking(move || st.store.abandon_session(&session)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    machine: Option<String>,
+}
+
+pub async fn list_snapshots(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<SnapshotSummary>>> {
+    caller.need(Role::Restore)?;
+    Ok(Json(blocking(move || st.store.list_snapshots(q.machine.as_deref())).await?))
+}
+
+pub async fn manifest(State(st): State<SharedState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<SignedManifest>> {
+    caller.need(Role::Restore)?;
+    Ok(Json(blocking(move || st.store.signed_manifest(&id, &st.key_id)).await?))
+}
+
+pub async fn snapshot_index(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path((id, disk)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.need(Role::Restore)?;
+    Ok(octets(blocking(move || st.store.snapshot_index(&id, &disk)).await?))
+}
+
+pub async fn get_chunk(State(st): State<SharedState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.need(Role::Restore)?;
+    let id = parse_chunk_id(&id)?;
+    Ok(octets(blocking(move || st.store.read_chunk(&id)).await?))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route: see docs/protocol.md (all routes are under /api/v1)")
+}

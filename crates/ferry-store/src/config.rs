@@ -1,0 +1,77 @@
+//! DIR/config.json: the appliance's name and the layout version; its presence marks a store.
+
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, Result, StoreError};
+use crate::fsx;
+use crate::STORE_VERSION;
+
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Directories `init` creates (chunk prefix directories are created lazily).
+pub const STORE_DIRS: [&str; 6] = ["keys", "chunks", "snapshots", "sessions", "tmp", "trash"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The appliance's name, reported by `GET /hello`.
+    pub name: String,
+    /// Layout version ([`STORE_VERSION`]).
+    pub version: u32,
+}
+
+impl StoreConfig {
+    pub fn load(root: &Path) -> Result<StoreConfig> {
+        let path = root.join(CONFIG_FILE);
+        let text = fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(format!(
+                    "{} holds no appliance store: run `appliance init --data {}` first",
+                    root.display(),
+                    root.display()
+                ))
+            } else {
+                io_err("read", &path)(e)
+            }
+        })?;
+        let cfg: StoreConfig = serde_json::from_slice(&text)
+            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))?;
+        if cfg.version != STORE_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "{} has store version {}; this appliance reads version {STORE_VERSION}",
+                path.display(),
+                cfg.version
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Create the directories of a new store. Refuses a directory that already holds a store.
+/// The caller writes keys and tokens, then [`write_config`] last: a store without config.json is
+/// an interrupted init and may be initialised again.
+pub fn create_layout(root: &Path) -> Result<()> {
+    if root.join(CONFIG_FILE).exists() {
+        return Err(StoreError::Conflict(format!(
+            "{} already holds an appliance store: choose another --data directory or use this one",
+            root.display()
+        )));
+    }
+    for d in STORE_DIRS {
+        fsx::create_dir_all(&root.join(d))?;
+    }
+    fs::set_permissions(root.join("keys"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io_err("chmod", &root.join("keys")))?;
+    Ok(())
+}
+
+pub fn write_config(root: &Path, name: &str) -> Result<()> {
+    let cfg = StoreConfig { name: name.to_string(), version: STORE_VERSION };
+    let mut bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    fsx::write_atomic(&root.join(CONFIG_FILE), &bytes, 0o644)?;
+    fsx::fsync_dir(root)
+}

@@ -1,0 +1,56 @@
+//! Errors of the store, typed by what the caller should do about them.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_format::{ChunkId, FormatError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed: carries the operation and the path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The caller sent something that does not follow the format or the protocol.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// An uploaded chunk does not decompress to data whose BLAKE3 is its id.
+    #[error("{0}")]
+    BadChunk(String),
+    /// The named thing does not exist (or no longer does).
+    #[error("{0}")]
+    NotFound(String),
+    /// Chunks an index or a commit refers to are not in the store.
+    #[error("{} chunks are missing from the store: upload them, then retry", .0.len())]
+    MissingChunks(Vec<ChunkId>),
+    /// The store is not in the state the operation needs (already initialised, GC running, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// Key material could not be used.
+    #[error("{0}")]
+    Key(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// `map_err` helper: `.map_err(io_err("read", &path))`.
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
+}
+
+impl StoreError {
+    /// True for an I/O error whose cause is a missing file.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StoreError::NotFound(_) => true,
+            StoreError::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}

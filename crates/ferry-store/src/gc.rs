@@ -1,0 +1,202 @@
+//! Garbage collection: mark and sweep by mtime, safe while backups run in another process.
+//!
+//! 1. T0 = start time. Dead sessions (idle > 24 h) and their `tmp/` directories are removed;
+//!    `trash/` is emptied.
+//! 2. cutoff = min(T0, start of every live session) - [`GC_MARGIN`].
+//! 3. Mark: the mtime of every chunk a committed snapshot references is set to now.
+//! 4. Sweep: per prefix directory, chunk files (and stale temporary files) with mtime < cutoff
+//!    are listed, then re-stated and unlinked while `chunks/.lock` is held exclusive.
+//!
+//! Why it is safe: the server sets a chunk's mtime to now, holding `chunks/.lock` shared,
+//! whenever a session learns the chunk is present (known-chunks, index upload, PUT of a present
+//! chunk), and a new chunk is born with mtime now. Every such touch by a session happens after the
+//! session started, hence after the cutoff; the lock orders "check present + touch" against
+//! "re-stat + unlink", so GC either sees the new mtime or the server sees the chunk gone (and the
+//! agent uploads it). Snapshots committed during GC consist of chunks their session touched.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ferry_format::DiskIndex;
+use serde::Serialize;
+
+use crate::error::{io_err, Result, StoreError};
+use crate::fsx::{FileLock, LockMode, TMP_PREFIX};
+use crate::sessions::unique_data_chunks;
+use crate::snapshots::rfc3339;
+use crate::{fsx, Store};
+
+/// Slack between the cutoff and the oldest thing GC must respect (clock steps, coarse mtimes).
+pub const GC_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// What a GC run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    pub cutoff: String,
+    pub snapshots: u64,
+    pub live_sessions: u64,
+    pub dead_sessions_removed: u64,
+    pub kept_chunks: u64,
+    pub kept_bytes: u64,
+    pub removed_chunks: u64,
+    pub removed_bytes: u64,
+    /// Chunks a snapshot references that are not in the store (damage: such snapshots cannot be
+    /// restored whole).
+    pub missing_chunks: u64,
+}
+
+impl Store {
+    /// Run garbage collection with `now` as its start time T0.
+    pub fn gc(&self, now: SystemTime) -> Result<GcReport> {
+        let _gc_lock = FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?
+            .ok_or_else(|| StoreError::Conflict("another gc is running on this store: wait for it to finish".into()))?;
+        let mut report = GcReport::default();
+        let oldest_live = self.remove_dead_sessions(now, &mut report)?;
+        self.empty_trash()?;
+        let cutoff = oldest_live.min(now).checked_sub(GC_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH);
+        report.cutoff = rfc3339(cutoff);
+        self.mark(&mut report)?;
+        self.sweep(cutoff, &mut report)?;
+        Ok(report)
+    }
+
+    /// Remove dead sessions and orphaned tmp directories; return the start of the oldest live
+    /// session (or `now`).
+    fn remove_dead_sessions(&self, now: SystemTime, report: &mut GcReport) -> Result<SystemTime> {
+        // List tmp/ before sessions/: a session file is written before its tmp directory, so a
+        // directory listed here whose session is not live below is not in use.
+        let tmp_names = list_names(&self.tmp_dir())?;
+        let mut live = HashSet::new();
+        let mut oldest = now;
+        for (id, rec) in self.list_sessions()? {
+            if rec.is_live(now) {
+                let started = SystemTime::UNIX_EPOCH + Duration::from_secs(rec.started);
+                oldest = oldest.min(started);
+                live.insert(id);
+            } else {
+                tracing::info!("removing dead backup session {id} of {}", rec.machine);
+                let _ = fs::remove_file(self.session_path(&id));
+                report.dead_sessions_removed += 1;
+            }
+        }
+        report.live_sessions = live.len() as u64;
+        for name in tmp_names.iter().filter(|n| !live.contains(*n)) {
+            let p = self.tmp_dir().join(name);
+            match fs::remove_dir_all(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &p)(e)),
+                _ => {}
+            }
+        }
+        Ok(oldest)
+    }
+
+    fn mark(&self, report: &mut GcReport) -> Result<()> {
+        let mut marked = HashSet::new();
+        for id in self.snapshot_ids()? {
+            let manifest = match self.manifest(&id) {
+                Ok(m) => m,
+                // Pruned since listed.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            report.snapshots += 1;
+            for disk in &manifest.disks {
+                let bytes = match self.snapshot_index(&id, &disk.name) {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                };
+                let index = DiskIndex::decode(&bytes)?;
+                for chunk in unique_data_chunks(&index) {
+                    if marked.insert(chunk) && !fsx::touch(&self.chunk_path(&chunk))? {
+                        tracing::warn!("snapshot {id} disk {} references missing chunk {chunk}", disk.name);
+                        report.missing_chunks += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sweep(&self, cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
+        let chunks = self.chunks_dir();
+        for prefix in list_names(&chunks)? {
+            let dir = chunks.join(&prefix);
+            if prefix.len() != 4 || !dir.is_dir() {
+                continue;
+            }
+            let mut candidates = Vec::new();
+            for name in list_names(&dir)? {
+                if !(is_chunk_name(&name) || name.starts_with(TMP_PREFIX)) {
+                    continue;
+                }
+                let path = dir.join(&name);
+                let Some((mtime, len)) = stat(&path)? else { continue };
+                if mtime < cutoff {
+                    candidates.push(path);
+                } else if is_chunk_name(&name) {
+                    report.kept_chunks += 1;
+                    report.kept_bytes += len;
+                }
+            }
+            if !candidates.is_empty() {
+                self.unlink_old(&candidates, cutoff, report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-stat and unlink candidates under the exclusive chunk lock (one prefix directory at a
+    /// time, so the server waits at most that long).
+    fn unlink_old(&self, candidates: &[PathBuf], cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
+        let _lock = FileLock::acquire(&self.chunk_lock_path(), LockMode::Exclusive)?;
+        for path in candidates {
+            let Some((mtime, len)) = stat(path)? else { continue };
+            let is_chunk = path.file_name().is_some_and(|n| is_chunk_name(&n.to_string_lossy()));
+            if mtime >= cutoff {
+                if is_chunk {
+                    report.kept_chunks += 1;
+                    report.kept_bytes += len;
+                }
+                continue;
+            }
+            match fs::remove_file(path) {
+                Ok(()) if is_chunk => {
+                    report.removed_chunks += 1;
+                    report.removed_bytes += len;
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", path)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_chunk_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// mtime and size, or `None` if the file is gone.
+fn stat(path: &Path) -> Result<Option<(SystemTime, u64)>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some((m.modified().map_err(io_err("stat", path))?, m.len()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("stat", path)(e)),
+    }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    entries
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(io_err("list", dir)))
+        .collect()
+}

@@ -1,0 +1,104 @@
+//! The appliance's store on a local file system: chunks, snapshots, open backup sessions,
+//! tokens and keys. No HTTP here; `ferry-server` serves it. docs/store.md is the byte-exact
+//! description of the layout:
+//!
+//! ```text
+//! DIR/config.json                 {"name": ..., "version": 1}
+//! DIR/tokens.json                 token hash -> role, created
+//! DIR/ca.pem                      trust bundle: CA certificate + manifest signing public key
+//! DIR/keys/                       ca.key ca.pem server.key server.pem signing.pk8 (private: 0600)
+//! DIR/chunks/.lock                advisory lock between the server and GC
+//! DIR/chunks/abcd/<64 hex>        a chunk: the zstd frame exactly as uploaded (and verified)
+//! DIR/sessions/<session>.json     an open backup session
+//! DIR/tmp/<session>/<disk>.index  indexes uploaded by an open session
+//! DIR/snapshots/<id>/             manifest.json manifest.sig <disk>.index
+//! DIR/trash/                      snapshots being deleted by prune
+//! ```
+//!
+//! Invariants:
+//! - Every file is written to a temporary name in its directory, fsynced and renamed, so a
+//!   reader sees all of it or nothing. A snapshot appears by renaming a complete directory from
+//!   `tmp/` into `snapshots/` after all its chunks are durable (syncfs): a crash leaves nothing
+//!   half-visible.
+//! - A stored chunk always decompresses to data whose BLAKE3 is its file name.
+//! - Garbage collection ([`gc`]) deletes only chunks whose mtime is older than both its own start
+//!   and the start of every live session, minus a margin; the server touches every chunk a session
+//!   relies on while holding `chunks/.lock` shared, GC unlinks while holding it exclusive. So GC
+//!   may run in another process while backups are running.
+
+pub mod chunks;
+pub mod config;
+pub mod error;
+pub mod fsx;
+pub mod gc;
+pub mod keys;
+pub mod sessions;
+pub mod snapshots;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{Result, StoreError};
+
+/// Version of the store layout written in config.json.
+pub const STORE_VERSION: u32 = 1;
+
+/// A store rooted at a directory. Cheap to clone; holds no open files.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: config::StoreConfig,
+}
+
+impl Store {
+    /// Open an existing store (one `appliance init` created).
+    pub fn open(root: &Path) -> Result<Store> {
+        let config = config::StoreConfig::load(root)?;
+        Ok(Store { root: root.to_path_buf(), config })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &config::StoreConfig {
+        &self.config
+    }
+
+    pub fn chunks_dir(&self) -> PathBuf {
+        self.root.join("chunks")
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.root.join("sessions")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    pub fn tokens_path(&self) -> PathBuf {
+        self.root.join("tokens.json")
+    }
+
+    /// The trust bundle agents pin.
+    pub fn trust_bundle_path(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    pub fn chunk_lock_path(&self) -> PathBuf {
+        self.chunks_dir().join(".lock")
+    }
+}

@@ -1,0 +1,292 @@
+//! Snapshots: `snapshots/<id>/{manifest.json, manifest.sig, <disk>.index}`, committed atomically
+//! by renaming a session's `tmp/<session>/` directory, listed, read and pruned.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use ferry_format::api::{CommitRequest, SignedManifest, SnapshotSummary};
+use ferry_format::manifest::MANIFEST_VERSION;
+use ferry_format::names::{check_name, NameKind};
+use ferry_format::{DiskIndex, Manifest};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::error::{io_err, Result, StoreError};
+use crate::fsx;
+use crate::keys::ManifestSigner;
+use crate::sessions::{unique_data_chunks, SessionRecord};
+use crate::Store;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+/// Retention bounds of `prune --keep`.
+pub const KEEP_RANGE: std::ops::RangeInclusive<usize> = 1..=10;
+/// Longest machine-name prefix of a snapshot id: leaves room for `-YYYYMMDDTHHMMSSZ-NNN` within
+/// the 64 characters every name may have. The manifest always holds the full machine name.
+const ID_MACHINE_MAX: usize = 64 - 17 - 4;
+
+/// RFC 3339 UTC with whole seconds, e.g. `2025-01-31T12:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let t = OffsetDateTime::from(t).replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// `<machine>-<YYYYMMDDTHHMMSSZ>`, then `-2`, `-3`... for `attempt` 2, 3...
+pub fn snapshot_id(machine: &str, t: SystemTime, attempt: u32) -> String {
+    let stamp = OffsetDateTime::from(t)
+        .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap_or_default();
+    let m = &machine[..machine.len().min(ID_MACHINE_MAX)];
+    match attempt {
+        0 | 1 => format!("{m}-{stamp}"),
+        n => format!("{m}-{stamp}-{n}"),
+    }
+}
+
+/// Which snapshots of a machine `prune` keeps and removes (each list newest first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrunePlan {
+    pub machine: String,
+    pub keep: Vec<SnapshotSummary>,
+    pub remove: Vec<SnapshotSummary>,
+}
+
+/// Pure retention rule: keep the newest `keep` snapshots.
+pub fn compute_prune(machine: &str, mut snapshots: Vec<SnapshotSummary>, keep: usize) -> PrunePlan {
+    snapshots.sort_by(|a, b| (&b.created, &b.snapshot).cmp(&(&a.created, &a.snapshot)));
+    let remove = snapshots.split_off(keep.min(snapshots.len()));
+    PrunePlan { machine: machine.to_string(), keep: snapshots, remove }
+}
+
+pub fn summarize(m: &Manifest) -> SnapshotSummary {
+    SnapshotSummary {
+        snapshot: m.snapshot.clone(),
+        machine: m.machine.clone(),
+        created: m.created.clone(),
+        disks: m.disks.iter().map(|d| d.name.clone()).collect(),
+        size: m.disks.iter().map(|d| d.size).sum(),
+        data_chunks: m.disks.iter().map(|d| d.chunks.data).sum(),
+    }
+}
+
+impl Store {
+    /// Check a commit against the session's uploaded indexes, sign the manifest and make the
+    /// snapshot visible atomically. Returns the snapshot id; the session ends.
+    pub fn commit(
+        &self,
+        session: &str,
+        req: &CommitRequest,
+        signer: &ManifestSigner,
+        now: SystemTime,
+    ) -> Result<String> {
+        let rec = self.session(session, now)?;
+        let tmp = self.session_tmp_dir(session);
+        self.check_commit(&rec, &tmp, req)?;
+        remove_strays(&tmp, req)?;
+        let created = rfc3339(now);
+        for attempt in 1..=1000 {
+            let id = snapshot_id(&rec.machine, now, attempt);
+            let dest = self.snapshots_dir().join(&id);
+            if dest.exists() {
+                continue;
+            }
+            let manifest = Manifest {
+                version: MANIFEST_VERSION,
+                snapshot: id.clone(),
+                machine: rec.machine.clone(),
+                created: created.clone(),
+                chunk_size: rec.chunk_size,
+                disks: req.disks.clone(),
+                os: req.os.clone(),
+                agent: req.agent.clone(),
+            };
+            manifest.check()?;
+            check_name(NameKind::Snapshot, &id)?;
+            let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            fsx::write_atomic(&tmp.join(MANIFEST_FILE), &bytes, 0o644)?;
+            fsx::write_atomic(&tmp.join(SIGNATURE_FILE), signer.sign(&bytes).as_bytes(), 0o644)?;
+            // Chunks, indexes and manifest durable before the snapshot becomes visible.
+            fsx::sync_fs(&tmp)?;
+            match fs::rename(&tmp, &dest) {
+                Ok(()) => {
+                    fsx::fsync_dir(&self.snapshots_dir())?;
+                    let _ = fs::remove_file(self.session_path(session));
+                    return Ok(id);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => continue,
+                Err(e) => return Err(io_err("rename snapshot into place", &dest)(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "no free snapshot id for machine {} at {created}: retry the commit",
+            rec.machine
+        )))
+    }
+
+    fn check_commit(&self, rec: &SessionRecord, tmp: &Path, req: &CommitRequest) -> Result<()> {
+        if req.disks.is_empty() {
+            return Err(StoreError::Invalid("the commit lists no disks".into()));
+        }
+        for disk in &req.disks {
+            check_name(NameKind::Disk, &disk.name)?;
+            let path = tmp.join(format!("{}.index", disk.name));
+            let bytes = fs::read(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::Invalid(format!(
+                    "disk {} has no index uploaded in this session: PUT its index, then commit",
+                    disk.name
+                )),
+                _ => io_err("read", &path)(e),
+            })?;
+            let index = DiskIndex::decode(&bytes)?;
+            let bad = |why: String| StoreError::Invalid(format!("disk {}: {why}", disk.name));
+            if index.digest() != disk.index_digest {
+                return Err(bad(format!(
+                    "the uploaded index has digest {} but the commit says {}: upload the index again",
+                    index.digest(),
+                    disk.index_digest
+                )));
+            }
+            if index.disk_size != disk.size {
+                return Err(bad(format!("the index covers {} bytes but the commit says {}", index.disk_size, disk.size)));
+            }
+            if index.chunk_size != rec.chunk_size {
+                return Err(bad(format!("index chunk size {} is not the session's {}", index.chunk_size, rec.chunk_size)));
+            }
+            let (data, zero, unused) = index.counts();
+            let c = disk.chunks;
+            if (c.data, c.zero, c.unused) != (data, zero, unused) {
+                return Err(bad(format!(
+                    "the commit counts {}/{}/{} data/zero/unused chunks, the index {data}/{zero}/{unused}",
+                    c.data, c.zero, c.unused
+                )));
+            }
+            let missing: Vec<_> = unique_data_chunks(&index).into_iter().filter(|id| !self.has_chunk(id)).collect();
+            if !missing.is_empty() {
+                return Err(StoreError::MissingChunks(missing));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every committed snapshot (of `machine` if given), oldest first. Unreadable snapshot
+    /// directories are skipped with a warning.
+    pub fn list_snapshots(&self, machine: Option<&str>) -> Result<Vec<SnapshotSummary>> {
+        let mut out: Vec<SnapshotSummary> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter_map(|id| match self.manifest(&id) {
+                Ok(m) => Some(summarize(&m)),
+                Err(e) => {
+                    tracing::warn!("skipping snapshot {id}: {e}");
+                    None
+                }
+            })
+            .filter(|s| machine.is_none_or(|m| s.machine == m))
+            .collect();
+        out.sort_by(|a, b| (&a.created, &a.snapshot).cmp(&(&b.created, &b.snapshot)));
+        Ok(out)
+    }
+
+    /// Names of the directories in `snapshots/` that are valid snapshot ids.
+    pub fn snapshot_ids(&self) -> Result<Vec<String>> {
+        let dir = self.snapshots_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_name(NameKind::Snapshot, &name).is_ok() && entry.path().is_dir() {
+                ids.push(name);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn snapshot_file(&self, id: &str, file: &str) -> Result<Vec<u8>> {
+        check_name(NameKind::Snapshot, id)?;
+        let path = self.snapshots_dir().join(id).join(file);
+        fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound if !path.parent().is_some_and(Path::exists) => {
+                StoreError::NotFound(format!("snapshot {id} does not exist: list snapshots to see which do"))
+            }
+            io::ErrorKind::NotFound => StoreError::NotFound(format!("snapshot {id} has no {file}")),
+            _ => io_err("read", &path)(e),
+        })
+    }
+
+    /// The parsed manifest of a snapshot (not verified: the store wrote it).
+    pub fn manifest(&self, id: &str) -> Result<Manifest> {
+        let bytes = self.snapshot_file(id, MANIFEST_FILE)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("parse manifest of {id}: {e}")))
+    }
+
+    /// The stored manifest bytes and signature, for `GET /snapshots/{id}/manifest`.
+    pub fn signed_manifest(&self, id: &str, key_id: &str) -> Result<SignedManifest> {
+        let manifest = String::from_utf8(self.snapshot_file(id, MANIFEST_FILE)?)
+            .map_err(|_| StoreError::Invalid(format!("the manifest of {id} is not UTF-8")))?;
+        let signature = String::from_utf8(self.snapshot_file(id, SIGNATURE_FILE)?)
+            .map_err(|_| StoreError::Invalid(format!("the signature of {id} is not UTF-8")))?;
+        Ok(SignedManifest { manifest, signature, key_id: key_id.to_string() })
+    }
+
+    /// The encoded index of one disk of a snapshot.
+    pub fn snapshot_index(&self, id: &str, disk: &str) -> Result<Vec<u8>> {
+        check_name(NameKind::Disk, disk)?;
+        self.snapshot_file(id, &format!("{disk}.index"))
+    }
+
+    pub fn plan_prune(&self, machine: &str, keep: usize) -> Result<PrunePlan> {
+        check_name(NameKind::Machine, machine)?;
+        if !KEEP_RANGE.contains(&keep) {
+            return Err(StoreError::Invalid(format!("--keep {keep}: keep between 1 and 10 snapshots")));
+        }
+        Ok(compute_prune(machine, self.list_snapshots(Some(machine))?, keep))
+    }
+
+    /// Remove the plan's snapshots: each is renamed into `trash/` (atomic: it disappears whole),
+    /// then deleted. Their chunks stay until the next GC.
+    pub fn apply_prune(&self, plan: &PrunePlan) -> Result<()> {
+        fsx::create_dir_all(&self.trash_dir())?;
+        for s in &plan.remove {
+            let from = self.snapshots_dir().join(&s.snapshot);
+            let to = self.trash_dir().join(format!("{}.{}", s.snapshot, fsx::random_hex(4)?));
+            fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
+        }
+        fsx::fsync_dir(&self.snapshots_dir())?;
+        self.empty_trash()
+    }
+
+    /// Delete whatever is in `trash/` (also what an interrupted prune left there).
+    pub fn empty_trash(&self) -> Result<()> {
+        let dir = self.trash_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io_err("list", &dir))?.path();
+            let res = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            res.map_err(io_err("remove", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Remove files of a session's tmp directory that the commit does not name (indexes of disks
+/// left out, temporary files of interrupted writes).
+fn remove_strays(tmp: &Path, req: &CommitRequest) -> Result<()> {
+    for entry in fs::read_dir(tmp).map_err(io_err("list", tmp))? {
+        let entry = entry.map_err(io_err("list", tmp))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let wanted = req.disks.iter().any(|d| name == format!("{}.index", d.name));
+        if !wanted {
+            let p = entry.path();
+            let res = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            res.map_err(io_err("remove", &p))?;
+        }
+    }
+    Ok(())
+}
