@@ -1,1 +1,37 @@
-fn main() {}
+//! `appliance`: parses the command line ([`cli`]) and dispatches to `ferry_server::commands`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Cmd, TokenCmd};
+use ferry_server::commands;
+
+fn main() -> ExitCode {
+    commands::init_logging();
+    let result = match Cli::parse().cmd {
+        Cmd::Init { data, names, json } => commands::init(&data, &names, json),
+        Cmd::Serve { data, listen } => commands::serve(&data, listen),
+        Cmd::Token(TokenCmd::Create { data, role }) => commands::token_create(&data, role),
+        Cmd::Snapshots {
+            data,
+            machine,
+            json,
+        } => commands::snapshots(&data, machine.as_deref(), json),
+        Cmd::Prune {
+            data,
+            machine,
+            keep,
+            dry_run,
+        } => commands::prune(&data, &machine, keep.into(), dry_run),
+        Cmd::Gc { data, json } => commands::gc(&data, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,6 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Back up disks; the first backup of a machine is full, later ones upload only new chunks
+    #[command(args_override_self = true)]
     Backup {
         #[command(flatten)]
         connect: ConnectArgs,

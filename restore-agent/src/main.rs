@@ -18,6 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Restore a snapshot: fetch only what the targets lack, verify every chunk, write
+    #[command(args_override_self = true)]
     Restore {
         #[command(flatten)]
         connect: ConnectArgs,

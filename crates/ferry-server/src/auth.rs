@@ -43,7 +43,10 @@ fn role_name(r: Role) -> &'static str {
 impl FromRequestParts<SharedState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
         let token = parts
             .headers
@@ -53,12 +56,16 @@ impl FromRequestParts<SharedState> for Caller {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                unauthorized("send `Authorization: Bearer TOKEN` with a token from `appliance token create`")
+                unauthorized(
+                    "send `Authorization: Bearer TOKEN` with a token from `appliance token create`",
+                )
             })?;
         let st = state.clone();
         match blocking(move || st.tokens.role_of(&token)).await? {
             Some(role) => Ok(Caller(role)),
-            None => Err(unauthorized("unknown token: create one with `appliance token create` on the appliance")),
+            None => Err(unauthorized(
+                "unknown token: create one with `appliance token create` on the appliance",
+            )),
         }
     }
 }

@@ -1,1 +1,286 @@
-//! placeholder
+//! The appliance's commands, called by the `appliance` binary after parsing. Each is a short
+//! list of named steps; errors carry what to do.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use ferry_format::api::{Role, SnapshotSummary};
+use ferry_format::signing::{fingerprint, TrustBundle};
+use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
+use ferry_store::snapshots::{rfc3339, PrunePlan};
+use ferry_store::{config, fsx, tokens, Store};
+use serde::Serialize;
+
+use crate::tls;
+
+/// Name of an appliance initialised without `--name`.
+pub const DEFAULT_APPLIANCE_NAME: &str = "ferry-appliance";
+
+/// Log to stderr at info (or as RUST_LOG says), without colour (serial consoles, journald).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// What `init` made.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitOutput {
+    pub data: PathBuf,
+    pub name: String,
+    pub names: Vec<String>,
+    pub ca_fingerprint: String,
+    pub trust_bundle: PathBuf,
+    pub signing_key_id: String,
+    pub admin_token: String,
+}
+
+/// Create a store with its CA, server certificate, signing key and an admin token.
+pub fn init_store(data: &Path, names: &[String]) -> Result<InitOutput> {
+    let name = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_APPLIANCE_NAME.to_string());
+    let names = tls::server_names(names);
+    config::create_layout(data).context("create the store")?;
+    let keys_dir = data.join("keys");
+
+    let pki = tls::generate(&name, &names)?;
+    write_private(&keys_dir.join(keys::CA_KEY), pki.ca_key_pem.as_bytes())?;
+    fsx::write_atomic(
+        &keys_dir.join(keys::CA_CERT),
+        pki.ca_cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write_private(
+        &keys_dir.join(keys::SERVER_KEY),
+        pki.server_key_pem.as_bytes(),
+    )?;
+    fsx::write_atomic(
+        &keys_dir.join(keys::SERVER_CERT),
+        pki.server_cert_pem.as_bytes(),
+        0o644,
+    )?;
+
+    let pk8 = generate_signing_key()?;
+    write_private(&keys_dir.join(keys::SIGNING_KEY), &pk8)?;
+    let signing_key = ManifestSigner::from_pkcs8(&pk8)?.public_key();
+
+    let bundle = format!("{}{}", pki.ca_cert_pem, signing_key.to_pem());
+    TrustBundle::from_pem(&bundle).context("check the trust bundle just made")?;
+    let trust_bundle = data.join("ca.pem");
+    fsx::write_atomic(&trust_bundle, bundle.as_bytes(), 0o644)?;
+
+    let admin_token = tokens::create_token_at(data, Role::Admin, &rfc3339(SystemTime::now()))?;
+    fsx::fsync_dir(&keys_dir)?;
+    config::write_config(data, &name)?;
+    Ok(InitOutput {
+        data: data.to_path_buf(),
+        name,
+        names,
+        ca_fingerprint: fingerprint(&pki.ca_cert_der),
+        trust_bundle,
+        signing_key_id: signing_key.key_id(),
+        admin_token,
+    })
+}
+
+pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
+    let out = init_store(data, names)
+        .with_context(|| format!("initialise an appliance store in {}", data.display()))?;
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "Initialised appliance {:?} in {}",
+        out.name,
+        out.data.display()
+    );
+    println!("Server certificate names: {}", out.names.join(", "));
+    println!("CA SHA-256 fingerprint:   {}", out.ca_fingerprint);
+    println!("Trust bundle (pin it):    {}", out.trust_bundle.display());
+    println!("Manifest signing key id:  {}", out.signing_key_id);
+    println!("Admin token (shown once): {}", out.admin_token);
+    Ok(())
+}
+
+/// Serve HTTPS until SIGTERM or SIGINT, then shut down gracefully.
+pub fn serve(data: &Path, listen: SocketAddr) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(async {
+        let server = crate::start(data, listen).await?;
+        tracing::info!("serving {} on https://{}", data.display(), server.addr);
+        wait_for_signal().await?;
+        tracing::info!(
+            "shutting down (up to {}s for requests in flight)",
+            crate::SHUTDOWN_GRACE.as_secs()
+        );
+        server.shutdown(crate::SHUTDOWN_GRACE).await
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+pub fn token_create(data: &Path, role: Role) -> Result<()> {
+    let store = Store::open(data)?;
+    let token = store
+        .create_token(role, &rfc3339(SystemTime::now()))
+        .context("create a token")?;
+    println!("{token}");
+    Ok(())
+}
+
+pub fn snapshots(data: &Path, machine: Option<&str>, json: bool) -> Result<()> {
+    let list = Store::open(data)?
+        .list_snapshots(machine)
+        .context("list snapshots")?;
+    if json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    write_snapshot_table(&mut out, &list)?;
+    Ok(())
+}
+
+/// The `snapshots` table: id, machine, created, disks, size.
+pub fn write_snapshot_table(out: &mut impl Write, list: &[SnapshotSummary]) -> std::io::Result<()> {
+    let w = list
+        .iter()
+        .map(|s| s.snapshot.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let m = list
+        .iter()
+        .map(|s| s.machine.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    writeln!(
+        out,
+        "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}",
+        "SNAPSHOT", "MACHINE", "CREATED", "DISKS", "SIZE"
+    )?;
+    for s in list {
+        writeln!(
+            out,
+            "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}",
+            s.snapshot,
+            s.machine,
+            s.created,
+            s.disks.join(","),
+            human_size(s.size)
+        )?;
+    }
+    Ok(())
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn prune(data: &Path, machine: &str, keep: usize, dry_run: bool) -> Result<()> {
+    let store = Store::open(data)?;
+    let plan = store.plan_prune(machine, keep).context("plan the prune")?;
+    print_prune_plan(&plan, dry_run);
+    if !dry_run && !plan.remove.is_empty() {
+        store.apply_prune(&plan).context("remove snapshots")?;
+        println!(
+            "Removed {} snapshots; run `appliance gc` to free their chunks.",
+            plan.remove.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_prune_plan(plan: &PrunePlan, dry_run: bool) {
+    for s in &plan.keep {
+        println!("keep    {}  {}", s.snapshot, s.created);
+    }
+    let verb = if dry_run { "would remove" } else { "remove" };
+    for s in &plan.remove {
+        println!("{verb}  {}  {}", s.snapshot, s.created);
+    }
+    if plan.remove.is_empty() {
+        println!(
+            "Nothing to remove: machine {} has {} snapshots.",
+            plan.machine,
+            plan.keep.len()
+        );
+    }
+}
+
+pub fn gc(data: &Path, json: bool) -> Result<()> {
+    let store = Store::open(data)?;
+    let report = store.gc(SystemTime::now()).context("collect garbage")?;
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "Cutoff: chunks unused since before {} were candidates",
+        report.cutoff
+    );
+    println!(
+        "Snapshots: {}; live backup sessions: {}",
+        report.snapshots, report.live_sessions
+    );
+    println!(
+        "Kept:    {} chunks, {}",
+        report.kept_chunks,
+        human_size(report.kept_bytes)
+    );
+    println!(
+        "Removed: {} chunks, {}",
+        report.removed_chunks,
+        human_size(report.removed_bytes)
+    );
+    if report.dead_sessions_removed > 0 {
+        println!(
+            "Removed {} dead backup sessions",
+            report.dead_sessions_removed
+        );
+    }
+    if report.missing_chunks > 0 {
+        bail!(
+            "{} chunks referenced by snapshots are missing: those snapshots cannot be restored whole; \
+             back the machines up again",
+            report.missing_chunks
+        );
+    }
+    Ok(())
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -17,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), missing: None }
+        ApiError {
+            status,
+            message: message.into(),
+            missing: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -45,15 +49,32 @@ impl From<StoreError> for ApiError {
         if status.is_server_error() {
             tracing::error!("{e}");
         }
-        ApiError { status, message: e.to_string(), missing }
+        ApiError {
+            status,
+            message: e.to_string(),
+            missing,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.missing {
-            Some(missing) => (self.status, Json(MissingChunks { error: self.message, missing })).into_response(),
-            None => (self.status, Json(ErrorBody { error: self.message })).into_response(),
+            Some(missing) => (
+                self.status,
+                Json(MissingChunks {
+                    error: self.message,
+                    missing,
+                }),
+            )
+                .into_response(),
+            None => (
+                self.status,
+                Json(ErrorBody {
+                    error: self.message,
+                }),
+            )
+                .into_response(),
         }
     }
 }

@@ -9,8 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferry_format::api::{
-    BackupSession, BackupStart, CommitReply, CommitRequest, Hello, KnownChunksQuery, KnownChunksReply, Role,
-    SignedManifest, SnapshotSummary, MAX_KNOWN_QUERY,
+    BackupSession, BackupStart, CommitReply, CommitRequest, Hello, KnownChunksQuery,
+    KnownChunksReply, Role, SignedManifest, SnapshotSummary, MAX_KNOWN_QUERY,
 };
 use ferry_format::ChunkId;
 use ferry_store::chunks::PutOutcome;
@@ -24,11 +24,13 @@ use crate::state::{blocking, SharedState};
 type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
 }
 
 fn parse_chunk_id(text: &str) -> ApiResult<ChunkId> {
-    text.parse().map_err(|e: ferry_format::FormatError| ApiError::bad_request(e.to_string()))
+    text.parse()
+        .map_err(|e: ferry_format::FormatError| ApiError::bad_request(e.to_string()))
 }
 
 fn octets(bytes: Vec<u8>) -> Response {
@@ -44,10 +46,18 @@ pub async fn hello(State(st): State<SharedState>, caller: Caller) -> Json<Hello>
     })
 }
 
-pub async fn start_backup(State(st): State<SharedState>, caller: Caller, body: Bytes) -> ApiResult<Json<BackupSession>> {
+pub async fn start_backup(
+    State(st): State<SharedState>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<Json<BackupSession>> {
     caller.need(Role::Backup)?;
     let req: BackupStart = parse_json(&body)?;
-    let session = blocking(move || st.store.start_session(&req.machine, req.chunk_size, SystemTime::now())).await?;
+    let session = blocking(move || {
+        st.store
+            .start_session(&req.machine, req.chunk_size, SystemTime::now())
+    })
+    .await?;
     Ok(Json(BackupSession { session }))
 }
 
@@ -94,7 +104,11 @@ pub async fn put_index(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     caller.need(Role::Backup)?;
-    blocking(move || st.store.put_index(&session, &disk, &body, SystemTime::now())).await?;
+    blocking(move || {
+        st.store
+            .put_index(&session, &disk, &body, SystemTime::now())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -106,12 +120,20 @@ pub async fn commit(
 ) -> ApiResult<Json<CommitReply>> {
     caller.need(Role::Backup)?;
     let req: CommitRequest = parse_json(&body)?;
-    let snapshot = blocking(move || st.store.commit(&session, &req, &st.signer, SystemTime::now())).await?;
+    let snapshot = blocking(move || {
+        st.store
+            .commit(&session, &req, &st.signer, SystemTime::now())
+    })
+    .await?;
     tracing::info!("committed snapshot {snapshot}");
     Ok(Json(CommitReply { snapshot }))
 }
 
-pub async fn abandon(State(st): State<SharedState>, caller: Caller, Path(session): Path<String>) -> ApiResult<StatusCode> {
+pub async fn abandon(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(session): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.need(Role::Backup)?;
     blocking(move || st.store.abandon_session(&session)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -128,12 +150,20 @@ pub async fn list_snapshots(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<SnapshotSummary>>> {
     caller.need(Role::Restore)?;
-    Ok(Json(blocking(move || st.store.list_snapshots(q.machine.as_deref())).await?))
+    Ok(Json(
+        blocking(move || st.store.list_snapshots(q.machine.as_deref())).await?,
+    ))
 }
 
-pub async fn manifest(State(st): State<SharedState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<SignedManifest>> {
+pub async fn manifest(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SignedManifest>> {
     caller.need(Role::Restore)?;
-    Ok(Json(blocking(move || st.store.signed_manifest(&id, &st.key_id)).await?))
+    Ok(Json(
+        blocking(move || st.store.signed_manifest(&id, &st.key_id)).await?,
+    ))
 }
 
 pub async fn snapshot_index(
@@ -142,15 +172,24 @@ pub async fn snapshot_index(
     Path((id, disk)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.need(Role::Restore)?;
-    Ok(octets(blocking(move || st.store.snapshot_index(&id, &disk)).await?))
+    Ok(octets(
+        blocking(move || st.store.snapshot_index(&id, &disk)).await?,
+    ))
 }
 
-pub async fn get_chunk(State(st): State<SharedState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_chunk(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.need(Role::Restore)?;
     let id = parse_chunk_id(&id)?;
     Ok(octets(blocking(move || st.store.read_chunk(&id)).await?))
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route: see docs/protocol.md (all routes are under /api/v1)")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route: see docs/protocol.md (all routes are under /api/v1)",
+    )
 }

@@ -64,7 +64,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/backups/{session}/commit", post(commit))
         .route(
             "/chunks/{id}",
-            put(put_chunk).get(get_chunk).layer(DefaultBodyLimit::max(CHUNK_BODY_LIMIT)),
+            put(put_chunk)
+                .get(get_chunk)
+                .layer(DefaultBodyLimit::max(CHUNK_BODY_LIMIT)),
         )
         .route("/snapshots", get(list_snapshots))
         .route("/snapshots/{id}/manifest", get(manifest))
@@ -88,7 +90,11 @@ async fn log_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let res = next.run(req).await;
-    let bytes_out = res.body().size_hint().exact().map_or("-".to_string(), |n| n.to_string());
+    let bytes_out = res
+        .body()
+        .size_hint()
+        .exact()
+        .map_or("-".to_string(), |n| n.to_string());
     tracing::info!(
         "{method} {path} {} in={bytes_in} out={bytes_out} {}ms",
         res.status().as_u16(),
@@ -108,7 +114,10 @@ impl RunningServer {
     /// Stop accepting, let requests in flight finish (up to `grace`), and wait.
     pub async fn shutdown(self, grace: Duration) -> Result<()> {
         self.handle.graceful_shutdown(Some(grace));
-        self.task.await.context("join the server task")?.context("serve HTTPS")
+        self.task
+            .await
+            .context("join the server task")?
+            .context("serve HTTPS")
     }
 }
 
@@ -128,7 +137,9 @@ pub async fn start(data: &Path, listen: SocketAddr) -> Result<RunningServer> {
                 Ok(Err(e)) => anyhow!(e),
                 _ => anyhow!("the server stopped before listening"),
             };
-            Err(err.context(format!("listen on {listen}: is the address free and local?")))
+            Err(err.context(format!(
+                "listen on {listen}: is the address free and local?"
+            )))
         }
     }
 }

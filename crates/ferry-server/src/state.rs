@@ -25,7 +25,12 @@ impl AppState {
         let signer = store.load_signer()?;
         let key_id = signer.public_key().key_id();
         let tokens = TokenCache::new(store.tokens_path());
-        Ok(AppState { store, signer, key_id, tokens })
+        Ok(AppState {
+            store,
+            signer,
+            key_id,
+            tokens,
+        })
     }
 }
 
@@ -44,7 +49,10 @@ struct FileStamp {
 
 impl TokenCache {
     pub fn new(path: PathBuf) -> TokenCache {
-        TokenCache { path, cache: Mutex::new(None) }
+        TokenCache {
+            path,
+            cache: Mutex::new(None),
+        }
     }
 
     /// The role of a token, `None` if unknown. Blocking (stats the file).
@@ -61,7 +69,10 @@ impl TokenCache {
             *cache = stamp.map(|s| (s, table.clone()));
             return Ok(table.get(&hash_token(token)).map(|r| r.role));
         }
-        Ok(cache.as_ref().and_then(|(_, t)| t.get(&hash_token(token))).map(|r| r.role))
+        Ok(cache
+            .as_ref()
+            .and_then(|(_, t)| t.get(&hash_token(token)))
+            .map(|r| r.role))
     }
 }
 

@@ -9,8 +9,8 @@ use anyhow::{anyhow, Context, Result};
 use ferry_store::keys::{SERVER_CERT, SERVER_KEY};
 use ferry_store::Store;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -44,23 +44,36 @@ pub fn server_names(extra: &[String]) -> Vec<String> {
 pub fn generate(appliance: &str, names: &[String]) -> Result<Pki> {
     let now = OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generate the CA key")?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).context("build the CA certificate")?;
+    let mut ca =
+        CertificateParams::new(Vec::<String>::new()).context("build the CA certificate")?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, format!("Ferry appliance CA ({appliance})"));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("Ferry appliance CA ({appliance})"),
+    );
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = now - Duration::days(1);
     ca.not_after = now + Duration::days(CA_VALIDITY_DAYS);
     let ca_cert = ca.self_signed(&ca_key).context("sign the CA certificate")?;
 
-    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generate the server key")?;
-    let mut srv = CertificateParams::new(names.to_vec())
-        .with_context(|| format!("build a server certificate for {names:?}: give DNS names or IP addresses"))?;
-    srv.distinguished_name.push(DnType::CommonName, format!("Ferry appliance {appliance}"));
+    let server_key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generate the server key")?;
+    let mut srv = CertificateParams::new(names.to_vec()).with_context(|| {
+        format!("build a server certificate for {names:?}: give DNS names or IP addresses")
+    })?;
+    srv.distinguished_name
+        .push(DnType::CommonName, format!("Ferry appliance {appliance}"));
     srv.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     srv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     srv.not_before = now - Duration::days(1);
     srv.not_after = now + Duration::days(SERVER_VALIDITY_DAYS);
-    let server_cert = srv.signed_by(&server_key, &ca_cert, &ca_key).context("sign the server certificate")?;
+    let server_cert = srv
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .context("sign the server certificate")?;
 
     Ok(Pki {
         ca_cert_pem: ca_cert.pem(),

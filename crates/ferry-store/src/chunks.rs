@@ -59,7 +59,10 @@ impl Store {
         }
         verify_chunk(id, frame, MAX_CHUNK_SIZE)?;
         let _lock = self.lock_chunks_shared()?;
-        let dir = path.parent().unwrap_or(self.chunks_dir().as_path()).to_path_buf();
+        let dir = path
+            .parent()
+            .unwrap_or(self.chunks_dir().as_path())
+            .to_path_buf();
         fsx::create_dir_all(&dir)?;
         fsx::write_atomic(&path, frame, 0o644)?;
         Ok(PutOutcome::Stored)

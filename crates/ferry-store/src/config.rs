@@ -63,14 +63,21 @@ pub fn create_layout(root: &Path) -> Result<()> {
     for d in STORE_DIRS {
         fsx::create_dir_all(&root.join(d))?;
     }
-    fs::set_permissions(root.join("keys"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(io_err("chmod", &root.join("keys")))?;
+    fs::set_permissions(
+        root.join("keys"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(io_err("chmod", &root.join("keys")))?;
     Ok(())
 }
 
 pub fn write_config(root: &Path, name: &str) -> Result<()> {
-    let cfg = StoreConfig { name: name.to_string(), version: STORE_VERSION };
-    let mut bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let cfg = StoreConfig {
+        name: name.to_string(),
+        version: STORE_VERSION,
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
     fsx::write_atomic(&root.join(CONFIG_FILE), &bytes, 0o644)?;
     fsx::fsync_dir(root)

@@ -52,7 +52,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 
 /// fsync a directory so the renames and creations in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
 }
 
 /// Flush every dirty file of the file system holding `path` (syncfs(2)): makes the chunks a
@@ -76,8 +78,14 @@ pub fn touch(path: &Path) -> Result<bool> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| StoreError::Invalid(format!("path {} contains a NUL byte", path.display())))?;
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
     ];
     // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs, both alive
     // for the duration of the call.

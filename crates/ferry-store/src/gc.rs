@@ -52,11 +52,18 @@ impl Store {
     /// Run garbage collection with `now` as its start time T0.
     pub fn gc(&self, now: SystemTime) -> Result<GcReport> {
         let _gc_lock = FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?
-            .ok_or_else(|| StoreError::Conflict("another gc is running on this store: wait for it to finish".into()))?;
+            .ok_or_else(|| {
+                StoreError::Conflict(
+                    "another gc is running on this store: wait for it to finish".into(),
+                )
+            })?;
         let mut report = GcReport::default();
         let oldest_live = self.remove_dead_sessions(now, &mut report)?;
         self.empty_trash()?;
-        let cutoff = oldest_live.min(now).checked_sub(GC_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = oldest_live
+            .min(now)
+            .checked_sub(GC_MARGIN)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         report.cutoff = rfc3339(cutoff);
         self.mark(&mut report)?;
         self.sweep(cutoff, &mut report)?;
@@ -86,7 +93,9 @@ impl Store {
         for name in tmp_names.iter().filter(|n| !live.contains(*n)) {
             let p = self.tmp_dir().join(name);
             match fs::remove_dir_all(&p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &p)(e)),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("remove", &p)(e))
+                }
                 _ => {}
             }
         }
@@ -112,7 +121,10 @@ impl Store {
                 let index = DiskIndex::decode(&bytes)?;
                 for chunk in unique_data_chunks(&index) {
                     if marked.insert(chunk) && !fsx::touch(&self.chunk_path(&chunk))? {
-                        tracing::warn!("snapshot {id} disk {} references missing chunk {chunk}", disk.name);
+                        tracing::warn!(
+                            "snapshot {id} disk {} references missing chunk {chunk}",
+                            disk.name
+                        );
                         report.missing_chunks += 1;
                     }
                 }
@@ -134,7 +146,9 @@ impl Store {
                     continue;
                 }
                 let path = dir.join(&name);
-                let Some((mtime, len)) = stat(&path)? else { continue };
+                let Some((mtime, len)) = stat(&path)? else {
+                    continue;
+                };
                 if mtime < cutoff {
                     candidates.push(path);
                 } else if is_chunk_name(&name) {
@@ -151,11 +165,20 @@ impl Store {
 
     /// Re-stat and unlink candidates under the exclusive chunk lock (one prefix directory at a
     /// time, so the server waits at most that long).
-    fn unlink_old(&self, candidates: &[PathBuf], cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
+    fn unlink_old(
+        &self,
+        candidates: &[PathBuf],
+        cutoff: SystemTime,
+        report: &mut GcReport,
+    ) -> Result<()> {
         let _lock = FileLock::acquire(&self.chunk_lock_path(), LockMode::Exclusive)?;
         for path in candidates {
-            let Some((mtime, len)) = stat(path)? else { continue };
-            let is_chunk = path.file_name().is_some_and(|n| is_chunk_name(&n.to_string_lossy()));
+            let Some((mtime, len)) = stat(path)? else {
+                continue;
+            };
+            let is_chunk = path
+                .file_name()
+                .is_some_and(|n| is_chunk_name(&n.to_string_lossy()));
             if mtime >= cutoff {
                 if is_chunk {
                     report.kept_chunks += 1;
@@ -178,7 +201,10 @@ impl Store {
 }
 
 fn is_chunk_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// mtime and size, or `None` if the file is gone.
@@ -197,6 +223,9 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
         Err(e) => return Err(io_err("list", dir)(e)),
     };
     entries
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(io_err("list", dir)))
+        .map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .map_err(io_err("list", dir))
+        })
         .collect()
 }

@@ -54,7 +54,10 @@ impl Store {
     /// Open an existing store (one `appliance init` created).
     pub fn open(root: &Path) -> Result<Store> {
         let config = config::StoreConfig::load(root)?;
-        Ok(Store { root: root.to_path_buf(), config })
+        Ok(Store {
+            root: root.to_path_buf(),
+            config,
+        })
     }
 
     pub fn root(&self) -> &Path {

@@ -41,7 +41,9 @@ impl SessionRecord {
 }
 
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -59,13 +61,19 @@ impl Store {
         check_chunk_size(chunk_size)?;
         let session = fsx::random_hex(16)?;
         let t = unix_secs(now);
-        let rec = SessionRecord { machine: machine.to_string(), chunk_size, started: t, last_activity: t };
+        let rec = SessionRecord {
+            machine: machine.to_string(),
+            chunk_size,
+            started: t,
+            last_activity: t,
+        };
         self.write_session(&session, &rec)?;
         Ok(session)
     }
 
     fn write_session(&self, session: &str, rec: &SessionRecord) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         fsx::write_atomic(&self.session_path(session), &bytes, 0o644)
     }
 
@@ -103,13 +111,21 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else { continue };
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
             if check_name(NameKind::Session, id).is_err() {
                 continue;
             }
-            match fs::read(entry.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            match fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
                 Some(rec) => out.push((id.to_string(), rec)),
-                None => tracing::warn!("skipping unreadable session file {}", entry.path().display()),
+                None => tracing::warn!(
+                    "skipping unreadable session file {}",
+                    entry.path().display()
+                ),
             }
         }
         Ok(out)
@@ -125,16 +141,22 @@ impl Store {
         let path = self.session_path(session);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(format!(
-                "backup session {session} does not exist"
-            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(
+                format!("backup session {session} does not exist"),
+            )),
             Err(e) => Err(io_err("remove", &path)(e)),
         }
     }
 
     /// Store a disk's index for a session after checking it and that every data chunk it names is
     /// present (those are touched). Missing chunks give [`StoreError::MissingChunks`].
-    pub fn put_index(&self, session: &str, disk: &str, bytes: &[u8], now: SystemTime) -> Result<()> {
+    pub fn put_index(
+        &self,
+        session: &str,
+        disk: &str,
+        bytes: &[u8],
+        now: SystemTime,
+    ) -> Result<()> {
         check_name(NameKind::Disk, disk)?;
         let rec = self.session(session, now)?;
         let index = DiskIndex::decode(bytes)?;

@@ -30,14 +30,18 @@ const ID_MACHINE_MAX: usize = 64 - 17 - 4;
 
 /// RFC 3339 UTC with whole seconds, e.g. `2025-01-31T12:00:00Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let t = OffsetDateTime::from(t).replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// `<machine>-<YYYYMMDDTHHMMSSZ>`, then `-2`, `-3`... for `attempt` 2, 3...
 pub fn snapshot_id(machine: &str, t: SystemTime, attempt: u32) -> String {
     let stamp = OffsetDateTime::from(t)
-        .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .format(format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
         .unwrap_or_default();
     let m = &machine[..machine.len().min(ID_MACHINE_MAX)];
     match attempt {
@@ -58,7 +62,11 @@ pub struct PrunePlan {
 pub fn compute_prune(machine: &str, mut snapshots: Vec<SnapshotSummary>, keep: usize) -> PrunePlan {
     snapshots.sort_by(|a, b| (&b.created, &b.snapshot).cmp(&(&a.created, &a.snapshot)));
     let remove = snapshots.split_off(keep.min(snapshots.len()));
-    PrunePlan { machine: machine.to_string(), keep: snapshots, remove }
+    PrunePlan {
+        machine: machine.to_string(),
+        keep: snapshots,
+        remove,
+    }
 }
 
 pub fn summarize(m: &Manifest) -> SnapshotSummary {
@@ -105,9 +113,14 @@ impl Store {
             };
             manifest.check()?;
             check_name(NameKind::Snapshot, &id)?;
-            let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let bytes = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
             fsx::write_atomic(&tmp.join(MANIFEST_FILE), &bytes, 0o644)?;
-            fsx::write_atomic(&tmp.join(SIGNATURE_FILE), signer.sign(&bytes).as_bytes(), 0o644)?;
+            fsx::write_atomic(
+                &tmp.join(SIGNATURE_FILE),
+                signer.sign(&bytes).as_bytes(),
+                0o644,
+            )?;
             // Chunks, indexes and manifest durable before the snapshot becomes visible.
             fsx::sync_fs(&tmp)?;
             match fs::rename(&tmp, &dest) {
@@ -116,7 +129,9 @@ impl Store {
                     let _ = fs::remove_file(self.session_path(session));
                     return Ok(id);
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                    continue
+                }
                 Err(e) => return Err(io_err("rename snapshot into place", &dest)(e)),
             }
         }
@@ -150,10 +165,16 @@ impl Store {
                 )));
             }
             if index.disk_size != disk.size {
-                return Err(bad(format!("the index covers {} bytes but the commit says {}", index.disk_size, disk.size)));
+                return Err(bad(format!(
+                    "the index covers {} bytes but the commit says {}",
+                    index.disk_size, disk.size
+                )));
             }
             if index.chunk_size != rec.chunk_size {
-                return Err(bad(format!("index chunk size {} is not the session's {}", index.chunk_size, rec.chunk_size)));
+                return Err(bad(format!(
+                    "index chunk size {} is not the session's {}",
+                    index.chunk_size, rec.chunk_size
+                )));
             }
             let (data, zero, unused) = index.counts();
             let c = disk.chunks;
@@ -163,7 +184,10 @@ impl Store {
                     c.data, c.zero, c.unused
                 )));
             }
-            let missing: Vec<_> = unique_data_chunks(&index).into_iter().filter(|id| !self.has_chunk(id)).collect();
+            let missing: Vec<_> = unique_data_chunks(&index)
+                .into_iter()
+                .filter(|id| !self.has_chunk(id))
+                .collect();
             if !missing.is_empty() {
                 return Err(StoreError::MissingChunks(missing));
             }
@@ -209,7 +233,9 @@ impl Store {
         let path = self.snapshots_dir().join(id).join(file);
         fs::read(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound if !path.parent().is_some_and(Path::exists) => {
-                StoreError::NotFound(format!("snapshot {id} does not exist: list snapshots to see which do"))
+                StoreError::NotFound(format!(
+                    "snapshot {id} does not exist: list snapshots to see which do"
+                ))
             }
             io::ErrorKind::NotFound => StoreError::NotFound(format!("snapshot {id} has no {file}")),
             _ => io_err("read", &path)(e),
@@ -219,7 +245,8 @@ impl Store {
     /// The parsed manifest of a snapshot (not verified: the store wrote it).
     pub fn manifest(&self, id: &str) -> Result<Manifest> {
         let bytes = self.snapshot_file(id, MANIFEST_FILE)?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("parse manifest of {id}: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Invalid(format!("parse manifest of {id}: {e}")))
     }
 
     /// The stored manifest bytes and signature, for `GET /snapshots/{id}/manifest`.
@@ -228,7 +255,11 @@ impl Store {
             .map_err(|_| StoreError::Invalid(format!("the manifest of {id} is not UTF-8")))?;
         let signature = String::from_utf8(self.snapshot_file(id, SIGNATURE_FILE)?)
             .map_err(|_| StoreError::Invalid(format!("the signature of {id} is not UTF-8")))?;
-        Ok(SignedManifest { manifest, signature, key_id: key_id.to_string() })
+        Ok(SignedManifest {
+            manifest,
+            signature,
+            key_id: key_id.to_string(),
+        })
     }
 
     /// The encoded index of one disk of a snapshot.
@@ -240,9 +271,15 @@ impl Store {
     pub fn plan_prune(&self, machine: &str, keep: usize) -> Result<PrunePlan> {
         check_name(NameKind::Machine, machine)?;
         if !KEEP_RANGE.contains(&keep) {
-            return Err(StoreError::Invalid(format!("--keep {keep}: keep between 1 and 10 snapshots")));
+            return Err(StoreError::Invalid(format!(
+                "--keep {keep}: keep between 1 and 10 snapshots"
+            )));
         }
-        Ok(compute_prune(machine, self.list_snapshots(Some(machine))?, keep))
+        Ok(compute_prune(
+            machine,
+            self.list_snapshots(Some(machine))?,
+            keep,
+        ))
     }
 
     /// Remove the plan's snapshots: each is renamed into `trash/` (atomic: it disappears whole),
@@ -251,7 +288,9 @@ impl Store {
         fsx::create_dir_all(&self.trash_dir())?;
         for s in &plan.remove {
             let from = self.snapshots_dir().join(&s.snapshot);
-            let to = self.trash_dir().join(format!("{}.{}", s.snapshot, fsx::random_hex(4)?));
+            let to = self
+                .trash_dir()
+                .join(format!("{}.{}", s.snapshot, fsx::random_hex(4)?));
             fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
         }
         fsx::fsync_dir(&self.snapshots_dir())?;
@@ -268,7 +307,11 @@ impl Store {
         };
         for entry in entries {
             let path = entry.map_err(io_err("list", &dir))?.path();
-            let res = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            let res = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
             res.map_err(io_err("remove", &path))?;
         }
         Ok(())
@@ -281,12 +324,65 @@ fn remove_strays(tmp: &Path, req: &CommitRequest) -> Result<()> {
     for entry in fs::read_dir(tmp).map_err(io_err("list", tmp))? {
         let entry = entry.map_err(io_err("list", tmp))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let wanted = req.disks.iter().any(|d| name == format!("{}.index", d.name));
+        let wanted = req
+            .disks
+            .iter()
+            .any(|d| name == format!("{}.index", d.name));
         if !wanted {
             let p = entry.path();
-            let res = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            let res = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
             res.map_err(io_err("remove", &p))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn summary(id: &str, created: &str) -> SnapshotSummary {
+        SnapshotSummary {
+            snapshot: id.into(),
+            machine: "m".into(),
+            created: created.into(),
+            disks: vec![],
+            size: 0,
+            data_chunks: 0,
+        }
+    }
+
+    #[test]
+    fn snapshot_ids_are_names_with_suffixes() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(snapshot_id("web01", t, 1), "web01-20231114T221320Z");
+        assert_eq!(snapshot_id("web01", t, 3), "web01-20231114T221320Z-3");
+        assert_eq!(
+            rfc3339(t + Duration::from_millis(500)),
+            "2023-11-14T22:13:20Z"
+        );
+        let long = "m".repeat(64);
+        let id = snapshot_id(&long, t, 999);
+        assert!(check_name(NameKind::Snapshot, &id).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn prune_keeps_newest_by_creation_then_id() {
+        let list = vec![
+            summary("a", "2025-01-01T00:00:00Z"),
+            summary("c", "2025-01-03T00:00:00Z"),
+            summary("b", "2025-01-02T00:00:00Z"),
+            summary("b-2", "2025-01-02T00:00:00Z"),
+        ];
+        let plan = compute_prune("m", list.clone(), 2);
+        let ids = |v: &[SnapshotSummary]| v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&plan.keep), ["c", "b-2"]);
+        assert_eq!(ids(&plan.remove), ["b", "a"]);
+        assert!(compute_prune("m", list, 10).remove.is_empty());
+    }
 }

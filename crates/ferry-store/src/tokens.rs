@@ -1,14 +1,12 @@
 //! `tokens.json`: the API tokens, stored only as hashes.
 //!
-//! A token is 32 random bytes in unpadded base64url (43 characters). The file maps the lowercase
+//! A token is 32 random bytes in lowercase hex (64 characters). The file maps the lowercase
 //! hex BLAKE3 of the token's text to its role and creation time.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ferry_format::api::Role;
 use serde::{Deserialize, Serialize};
 
@@ -43,12 +41,21 @@ pub fn load_tokens(path: &Path) -> Result<TokenTable> {
 
 /// Create a token for `role` in the store rooted at `root`, returning its text (shown once).
 pub fn create_token_at(root: &Path, role: Role, created: &str) -> Result<String> {
-    let token = URL_SAFE_NO_PAD.encode(fsx::random_bytes(32)?);
+    // Hex, not base64url: a token must never start with '-' (a command line would take it for
+    // an option) and must survive copy-paste from a terminal.
+    let token = hex::encode(fsx::random_bytes(32)?);
     let path = root.join("tokens.json");
     let _lock = FileLock::acquire(&root.join("tokens.lock"), LockMode::Exclusive)?;
     let mut table = load_tokens(&path)?;
-    table.insert(hash_token(&token), TokenRecord { role, created: created.to_string() });
-    let bytes = serde_json::to_vec_pretty(&table).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    table.insert(
+        hash_token(&token),
+        TokenRecord {
+            role,
+            created: created.to_string(),
+        },
+    );
+    let bytes =
+        serde_json::to_vec_pretty(&table).map_err(|e| StoreError::Invalid(e.to_string()))?;
     fsx::write_atomic(&path, &bytes, 0o600)?;
     Ok(token)
 }

@@ -29,7 +29,10 @@ fn new_store(dir: &Path) -> (Store, ManifestSigner) {
 
 fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
     let plain = vec![seed; CS as usize];
-    (ChunkId::of(&plain), zstd::bulk::compress(&plain, 1).unwrap())
+    (
+        ChunkId::of(&plain),
+        zstd::bulk::compress(&plain, 1).unwrap(),
+    )
 }
 
 fn ago(secs: u64) -> SystemTime {
@@ -37,7 +40,12 @@ fn ago(secs: u64) -> SystemTime {
 }
 
 fn set_mtime(path: &Path, t: SystemTime) {
-    File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
 }
 
 /// One disk of two chunks (data `ids`, then zero) as index + commit request.
@@ -65,7 +73,13 @@ fn disk(ids: &[ChunkId]) -> (Vec<u8>, CommitRequest) {
 }
 
 /// A full backup of `ids` committed at `now`.
-fn backup(store: &Store, signer: &ManifestSigner, machine: &str, seeds: &[u8], now: SystemTime) -> String {
+fn backup(
+    store: &Store,
+    signer: &ManifestSigner,
+    machine: &str,
+    seeds: &[u8],
+    now: SystemTime,
+) -> String {
     let session = store.start_session(machine, CS, now).unwrap();
     let ids: Vec<_> = seeds
         .iter()
@@ -87,18 +101,34 @@ fn put_chunk_verifies_before_storing() {
     let (id, frame) = chunk(1);
     assert_eq!(store.put_chunk(&id, &frame).unwrap(), PutOutcome::Stored);
     assert_eq!(fs::read(store.chunk_path(&id)).unwrap(), frame);
-    assert!(store.chunk_path(&id).parent().unwrap().ends_with(&id.to_hex()[..4]));
-    assert_eq!(store.put_chunk(&id, &frame).unwrap(), PutOutcome::AlreadyPresent);
+    assert!(store
+        .chunk_path(&id)
+        .parent()
+        .unwrap()
+        .ends_with(&id.to_hex()[..4]));
+    assert_eq!(
+        store.put_chunk(&id, &frame).unwrap(),
+        PutOutcome::AlreadyPresent
+    );
 
     let (other, _) = chunk(2);
-    assert!(matches!(store.put_chunk(&other, &frame), Err(StoreError::BadChunk(_))));
-    assert!(matches!(store.put_chunk(&other, b"not zstd"), Err(StoreError::BadChunk(_))));
+    assert!(matches!(
+        store.put_chunk(&other, &frame),
+        Err(StoreError::BadChunk(_))
+    ));
+    assert!(matches!(
+        store.put_chunk(&other, b"not zstd"),
+        Err(StoreError::BadChunk(_))
+    ));
     assert!(!store.has_chunk(&other));
     // A zstd bomb beyond 64 MiB is refused without storing.
     let big = vec![0u8; (64 << 20) + 1];
     let bomb = zstd::bulk::compress(&big, 1).unwrap();
     let big_id = ChunkId::of(&big);
-    assert!(matches!(store.put_chunk(&big_id, &bomb), Err(StoreError::BadChunk(_))));
+    assert!(matches!(
+        store.put_chunk(&big_id, &bomb),
+        Err(StoreError::BadChunk(_))
+    ));
     assert!(!store.has_chunk(&big_id));
 }
 
@@ -121,15 +151,23 @@ fn index_upload_reports_missing_chunks_then_commit_signs() {
 
     let mut wrong = req.clone();
     wrong.disks[0].chunks.data = 7;
-    assert!(matches!(store.commit(&session, &wrong, &signer, now), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.commit(&session, &wrong, &signer, now),
+        Err(StoreError::Invalid(_))
+    ));
 
     let id = store.commit(&session, &req, &signer, now).unwrap();
     assert!(id.starts_with("web01-") && id.ends_with('Z'), "{id}");
     let list = store.list_snapshots(None).unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].data_chunks, list[0].size), (2, 3 * CS as u64));
-    let signed = store.signed_manifest(&id, &signer.public_key().key_id()).unwrap();
-    signer.public_key().verify(signed.manifest.as_bytes(), &signed.signature).unwrap();
+    let signed = store
+        .signed_manifest(&id, &signer.public_key().key_id())
+        .unwrap();
+    signer
+        .public_key()
+        .verify(signed.manifest.as_bytes(), &signed.signature)
+        .unwrap();
     assert_eq!(store.snapshot_index(&id, "sda").unwrap(), index);
     // The session is over.
     assert!(store.commit(&session, &req, &signer, now).is_err());
@@ -167,12 +205,16 @@ fn interrupted_commit_is_invisible_and_cleaned() {
 fn prune_keeps_the_newest_n() {
     let dir = tempfile::tempdir().unwrap();
     let (store, signer) = new_store(dir.path());
-    let ids: Vec<_> = (0..4).map(|i| backup(&store, &signer, "web01", &[i], ago(3600 - i as u64 * 60))).collect();
+    let ids: Vec<_> = (0..4)
+        .map(|i| backup(&store, &signer, "web01", &[i], ago(3600 - i as u64 * 60)))
+        .collect();
     let other = backup(&store, &signer, "db01", &[9], ago(10));
     assert!(store.plan_prune("web01", 0).is_err());
     assert!(store.plan_prune("web01", 11).is_err());
     let plan = store.plan_prune("web01", 2).unwrap();
-    let names = |v: &[ferry_format::api::SnapshotSummary]| v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>();
+    let names = |v: &[ferry_format::api::SnapshotSummary]| {
+        v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(names(&plan.keep), vec![ids[3].clone(), ids[2].clone()]);
     assert_eq!(names(&plan.remove), vec![ids[1].clone(), ids[0].clone()]);
     store.apply_prune(&plan).unwrap();
@@ -195,7 +237,14 @@ fn gc_removes_unreferenced_chunks_and_keeps_referenced_ones() {
         set_mtime(&store.chunk_path(&chunk(seed).0), ago(7200));
     }
     let report = store.gc(SystemTime::now()).unwrap();
-    assert_eq!((report.removed_chunks, report.kept_chunks, report.missing_chunks), (1, 3, 0));
+    assert_eq!(
+        (
+            report.removed_chunks,
+            report.kept_chunks,
+            report.missing_chunks
+        ),
+        (1, 3, 0)
+    );
     assert!(store.has_chunk(&kept) && store.has_chunk(&fresh));
     assert!(!store.has_chunk(&orphan));
 }

@@ -1,0 +1,91 @@
+//! The `appliance` binary: help lists every command, and the offline commands work on a fresh
+//! store (init, token create, snapshots, prune, gc) and fail with a non-zero exit and advice.
+
+use std::process::{Command, Output};
+
+fn appliance(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let help = stdout(&appliance(&["--help"]));
+    for cmd in ["init", "serve", "token", "snapshots", "prune", "gc"] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let prune = stdout(&appliance(&["prune", "--help"]));
+    assert!(prune.contains("--keep") && prune.contains("--dry-run"));
+}
+
+#[test]
+fn offline_commands_on_a_fresh_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    let init: serde_json::Value =
+        serde_json::from_str(&stdout(&appliance(&["init", "--data", data, "--json"]))).unwrap();
+    assert_eq!(init["admin_token"].as_str().unwrap().len(), 64);
+    let again = appliance(&["init", "--data", data]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an appliance store"));
+
+    let token = stdout(&appliance(&[
+        "token", "create", "--data", data, "--role", "restore",
+    ]));
+    assert_eq!(token.trim().len(), 64);
+    assert!(
+        !appliance(&["token", "create", "--data", data, "--role", "root"])
+            .status
+            .success()
+    );
+
+    assert!(stdout(&appliance(&["snapshots", "--data", data])).starts_with("SNAPSHOT"));
+    assert_eq!(
+        stdout(&appliance(&["snapshots", "--data", data, "--json"])).trim(),
+        "[]"
+    );
+    assert!(stdout(&appliance(&[
+        "prune",
+        "--data",
+        data,
+        "--machine",
+        "web01",
+        "--keep",
+        "3",
+        "--dry-run"
+    ]))
+    .contains("Nothing to remove"));
+    assert!(!appliance(&[
+        "prune",
+        "--data",
+        data,
+        "--machine",
+        "web01",
+        "--keep",
+        "11"
+    ])
+    .status
+    .success());
+    let gc: serde_json::Value =
+        serde_json::from_str(&stdout(&appliance(&["gc", "--data", data, "--json"]))).unwrap();
+    assert_eq!(gc["removed_chunks"], 0);
+
+    let missing = appliance(&[
+        "snapshots",
+        "--data",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("run `appliance init"));
+}

@@ -1,0 +1,290 @@
+//! Host integration test: `init` a store, serve it on 127.0.0.1 (random port) in-process, and
+//! drive the protocol with ureq pinning the store's CA, as the agents do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_format::api::{
+    BackupSession, CommitReply, CommitRequest, Hello, KnownChunksReply, MissingChunks, Role,
+    SignedManifest, SnapshotSummary,
+};
+use ferry_format::index::Entry;
+use ferry_format::manifest::{ChunkCounts, DiskManifest};
+use ferry_format::signing::TrustBundle;
+use ferry_format::{ChunkId, DiskIndex, Manifest};
+use ferry_server::commands::init_store;
+use ferry_store::tokens::create_token_at;
+use serde::de::DeserializeOwned;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+const CS: u32 = 64 << 10;
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    fn new(trust: &TrustBundle, addr: SocketAddr) -> Client {
+        let roots = trust
+            .ca_certs
+            .iter()
+            .map(|c| Certificate::from_der(c).to_owned())
+            .collect();
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(roots)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        Client {
+            agent,
+            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
+        }
+    }
+
+    /// (status, body) of a request; `body` None sends none.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ureq::Error> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let mut res = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call()?,
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call()?,
+            ("POST", b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send(b.unwrap_or_default())?,
+            ("PUT", b) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(b.unwrap_or_default())?,
+            _ => unreachable!(),
+        };
+        let status = res.status().as_u16();
+        let bytes = res.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+        Ok((status, bytes))
+    }
+
+    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>, want: u16) -> Vec<u8> {
+        let (status, bytes) = self.call(method, path, token, body).unwrap();
+        assert_eq!(
+            status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> T {
+        serde_json::from_slice(&self.ok(method, path, token, body, 200)).unwrap()
+    }
+}
+
+fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
+    let plain: Vec<u8> = (0..CS).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    (
+        ChunkId::of(&plain),
+        zstd::bulk::compress(&plain, 3).unwrap(),
+    )
+}
+
+#[test]
+fn full_backup_and_restore_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = init_store(dir.path(), &["appliance.test".into()]).unwrap();
+    let trust =
+        TrustBundle::from_pem(&std::fs::read_to_string(&init.trust_bundle).unwrap()).unwrap();
+    assert_eq!(trust.ca_fingerprint(), init.ca_fingerprint);
+    let backup = create_token_at(dir.path(), Role::Backup, "2025-01-01T00:00:00Z").unwrap();
+    let restore = create_token_at(dir.path(), Role::Restore, "2025-01-01T00:00:00Z").unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(ferry_server::start(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
+    let c = Client::new(&trust, server.addr);
+
+    // Hello and authentication.
+    let hello: Hello = c.json("GET", "/hello", &backup, None);
+    assert_eq!(
+        (hello.appliance.as_str(), hello.api, hello.role),
+        ("appliance.test", 1, Role::Backup)
+    );
+    c.ok("GET", "/hello", "not-a-token", None, 401);
+    assert!(
+        c.agent
+            .get(format!("{}/hello", c.base))
+            .call()
+            .unwrap()
+            .status()
+            == 401
+    );
+    c.ok("GET", "/snapshots", &backup, None, 403);
+    c.ok(
+        "POST",
+        "/backups",
+        &restore,
+        Some(br#"{"machine":"web01","chunk_size":65536}"#),
+        403,
+    );
+
+    // Backup: session, known chunks, uploads, index (409 then 204), commit.
+    let start = br#"{"machine":"web01","chunk_size":65536}"#;
+    let BackupSession { session } = c.json("POST", "/backups", &backup, Some(start));
+    let (a, fa) = chunk(3);
+    let (b, fb) = chunk(5);
+    let q = serde_json::to_vec(&serde_json::json!({ "ids": [a, b] })).unwrap();
+    let known: KnownChunksReply = c.json(
+        "POST",
+        &format!("/backups/{session}/known-chunks"),
+        &backup,
+        Some(&q),
+    );
+    assert_eq!(known.missing, vec![a, b]);
+    c.ok("PUT", &format!("/chunks/{a}"), &backup, Some(&fa), 201);
+    c.ok("PUT", &format!("/chunks/{a}"), &backup, Some(&fa), 200);
+    c.ok("PUT", &format!("/chunks/{b}"), &backup, Some(&fa), 422);
+
+    let mut index = DiskIndex::new_zero(3 * CS as u64, CS).unwrap();
+    index.entries[0] = Entry::Data(a);
+    index.entries[2] = Entry::Data(b);
+    let index_bytes = index.encode();
+    let index_path = format!("/backups/{session}/disks/sda/index");
+    let conflict: MissingChunks =
+        serde_json::from_slice(&c.ok("PUT", &index_path, &backup, Some(&index_bytes), 409))
+            .unwrap();
+    assert_eq!(conflict.missing, vec![b]);
+    c.ok("PUT", &format!("/chunks/{b}"), &backup, Some(&fb), 201);
+    c.ok("PUT", &index_path, &backup, Some(&index_bytes), 204);
+
+    let commit = CommitRequest {
+        disks: vec![DiskManifest {
+            name: "sda".into(),
+            size: index.disk_size,
+            logical_sector_size: 512,
+            source: "/dev/vda".into(),
+            source_format: "block-device".into(),
+            index_digest: index.digest(),
+            chunks: ChunkCounts {
+                data: 2,
+                zero: 1,
+                unused: 0,
+            },
+            layout: None,
+        }],
+        os: None,
+        agent: "test-agent".into(),
+    };
+    let body = serde_json::to_vec(&commit).unwrap();
+    let CommitReply { snapshot } = c.json(
+        "POST",
+        &format!("/backups/{session}/commit"),
+        &backup,
+        Some(&body),
+    );
+    // The session is over.
+    c.ok(
+        "POST",
+        &format!("/backups/{session}/commit"),
+        &backup,
+        Some(&body),
+        404,
+    );
+
+    // Restore: list, verified manifest, index, chunk.
+    let list: Vec<SnapshotSummary> = c.json("GET", "/snapshots?machine=web01", &restore, None);
+    assert_eq!(
+        list.iter().map(|s| s.snapshot.as_str()).collect::<Vec<_>>(),
+        vec![snapshot.as_str()]
+    );
+    let none: Vec<SnapshotSummary> = c.json("GET", "/snapshots?machine=db01", &restore, None);
+    assert!(none.is_empty());
+    let signed: SignedManifest = c.json(
+        "GET",
+        &format!("/snapshots/{snapshot}/manifest"),
+        &restore,
+        None,
+    );
+    trust
+        .signing_key
+        .verify(signed.manifest.as_bytes(), &signed.signature)
+        .unwrap();
+    assert_eq!(signed.key_id, trust.signing_key.key_id());
+    let manifest: Manifest = serde_json::from_str(&signed.manifest).unwrap();
+    assert_eq!(
+        (manifest.snapshot.as_str(), manifest.chunk_size),
+        (snapshot.as_str(), CS)
+    );
+    let got_index = c.ok(
+        "GET",
+        &format!("/snapshots/{snapshot}/disks/sda/index"),
+        &restore,
+        None,
+        200,
+    );
+    assert_eq!(
+        DiskIndex::decode(&got_index).unwrap().digest(),
+        manifest.disks[0].index_digest
+    );
+    let frame = c.ok("GET", &format!("/chunks/{b}"), &restore, None, 200);
+    assert_eq!(
+        ChunkId::of(&zstd::bulk::decompress(&frame, CS as usize).unwrap()),
+        b
+    );
+    c.ok(
+        "GET",
+        &format!("/chunks/{}", ChunkId::of(b"absent")),
+        &restore,
+        None,
+        404,
+    );
+    c.ok(
+        "GET",
+        "/snapshots/nope-20250101T000000Z/manifest",
+        &restore,
+        None,
+        404,
+    );
+
+    // An abandoned session leaves nothing behind.
+    let BackupSession { session } = c.json("POST", "/backups", &backup, Some(start));
+    c.ok("DELETE", &format!("/backups/{session}"), &backup, None, 204);
+    c.ok("DELETE", &format!("/backups/{session}"), &backup, None, 404);
+
+    // A client pinning another appliance's CA fails the handshake.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = init_store(other_dir.path(), &[]).unwrap();
+    let other_trust =
+        TrustBundle::from_pem(&std::fs::read_to_string(&other.trust_bundle).unwrap()).unwrap();
+    let stranger = Client::new(&other_trust, server.addr);
+    assert!(stranger.call("GET", "/hello", &backup, None).is_err());
+
+    rt.block_on(server.shutdown(Duration::from_secs(5)))
+        .unwrap();
+}

@@ -1,0 +1,1 @@
+//! Host integration tests live in tests/; see tests/common for the harness.
