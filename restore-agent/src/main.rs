@@ -34,6 +34,12 @@ enum Cmd {
         /// Allow writing a target that already holds a partition table, filesystem or other data
         #[arg(long)]
         overwrite: bool,
+        /// On a larger target: grow the last partition, the LVM PV and LV on it, and the filesystem
+        #[arg(long)]
+        grow: bool,
+        /// The LV to grow with --grow, as VG/LV (default: the last LV holding a growable filesystem)
+        #[arg(long, requires = "grow")]
+        grow_lv: Option<String>,
         /// Chunk fetches in flight
         #[arg(long, default_value_t = restore::DEFAULT_PARALLEL)]
         parallel: usize,
@@ -52,8 +58,8 @@ fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
-    let Cmd::Restore { connect, snapshot, targets, dry_run, overwrite, parallel, json } = Cli::parse().cmd;
-    let opts = RestoreOptions { snapshot, targets, overwrite, dry_run, parallel, quiet: json };
+    let Cmd::Restore { connect, snapshot, targets, dry_run, overwrite, grow, grow_lv, parallel, json } = Cli::parse().cmd;
+    let opts = RestoreOptions { snapshot, targets, overwrite, dry_run, parallel, quiet: json, grow, grow_lv };
     match run(&connect, &opts, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,6 +10,7 @@
 //! Memory is bounded by a pool of chunk buffers: at most `parallel + 4` chunks live at once.
 
 pub mod backup;
+pub mod grow;
 mod pool;
 pub mod progress;
 pub mod restore;

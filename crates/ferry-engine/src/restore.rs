@@ -17,12 +17,14 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_client::Client;
 use ferry_format::{ChunkId, DiskIndex, Entry, Manifest};
 use serde::Serialize;
+
+use ferry_layout::{GrowLv, LayoutPlan, Mapping, Patch, Policy, SourceDisk, TargetDisk};
 
 use crate::pool::Pool;
 use crate::progress::{human, Progress};
@@ -41,12 +43,18 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     pub parallel: usize,
     pub quiet: bool,
+    /// Grow the last partition, the PV and LV on it, and its filesystem onto a larger target.
+    pub grow: bool,
+    /// The LV to grow, `VG/LV`; default: the one the planner picks (see ferry-layout).
+    pub grow_lv: Option<String>,
 }
 
 /// What a restore will do, decided before anything is written.
 pub struct RestorePlan {
     pub manifest: Manifest,
     pub disks: Vec<DiskPlan>,
+    /// Disk mapping and the bytes that change when a target differs from its source.
+    pub layout: LayoutPlan,
 }
 
 pub struct DiskPlan {
@@ -54,6 +62,8 @@ pub struct DiskPlan {
     pub size: u64,
     pub index: DiskIndex,
     pub target: TargetCheck,
+    /// Written after the data, boot-critical ones (inside the first chunk) last of all.
+    pub patches: Vec<Patch>,
 }
 
 impl fmt::Display for RestorePlan {
@@ -78,7 +88,8 @@ impl fmt::Display for RestorePlan {
                 t.holds.as_ref().map(|h| format!("; holds {h}, will be overwritten")).unwrap_or_default()
             )?;
         }
-        write!(f, "  order: compare target with index, fetch and verify differing chunks, write; first chunk last")
+        writeln!(f, "{}", self.layout)?;
+        write!(f, "  order: compare target with index, fetch and verify differing chunks, write; layout patches; first chunk last")
     }
 }
 
@@ -117,6 +128,8 @@ pub struct RestoreSummary {
     pub seconds: f64,
     /// Disk bytes made right per second (written + skipped).
     pub mb_per_s: f64,
+    /// Filesystems grown into a larger target (`--grow`).
+    pub grown: Vec<crate::grow::GrowOutcome>,
 }
 
 /// Fetch and verify the manifest and indexes, and check every target. Writes nothing.
@@ -146,27 +159,81 @@ pub fn plan(client: &Client, opts: &RestoreOptions) -> Result<RestorePlan, Engin
             return Err(EngineError::Refused(format!("the index of disk {disk} disagrees with the manifest on its size")));
         }
         let target = target::check(dest, d.size, opts.overwrite)?;
-        disks.push(DiskPlan { disk: disk.clone(), size: d.size, index, target });
+        disks.push(DiskPlan { disk: disk.clone(), size: d.size, index, target, patches: Vec::new() });
     }
-    Ok(RestorePlan { manifest, disks })
+    let layout = plan_layout(&manifest, &disks, opts)?;
+    for (d, m) in disks.iter_mut().zip(&layout.mappings) {
+        d.patches = m.patches.clone();
+        d.target.size = m.target_size;
+    }
+    Ok(RestorePlan { manifest, disks, layout })
+}
+
+/// The pure layout planner over what the manifest recorded and what the targets are.
+fn plan_layout(manifest: &Manifest, disks: &[DiskPlan], opts: &RestoreOptions) -> Result<LayoutPlan, EngineError> {
+    let mut sources = Vec::new();
+    let mut targets = Vec::new();
+    let mut pairs = Vec::new();
+    for d in disks {
+        let m = manifest.disk(&d.disk).ok_or_else(|| EngineError::Refused(format!("no disk {}", d.disk)))?;
+        sources.push(SourceDisk::from_manifest(m, manifest.chunk_size));
+        let t = &d.target;
+        let path = t.path.display().to_string();
+        // An image file takes the source's sector size; a device reports its own.
+        let lss = if t.logical_sector_size == 0 { m.logical_sector_size } else { t.logical_sector_size };
+        let pss = if t.physical_sector_size == 0 { lss } else { t.physical_sector_size };
+        targets.push(TargetDisk { path: path.clone(), size: t.size, logical_sector_size: lss, physical_sector_size: pss, serial: None, model: None, blank: t.holds.is_none() });
+        pairs.push((d.disk.clone(), path));
+    }
+    let grow_lv = match &opts.grow_lv {
+        None => GrowLv::Auto,
+        Some(s) => match s.split_once('/') {
+            Some((vg, lv)) if !vg.is_empty() && !lv.is_empty() => GrowLv::Named { vg: vg.into(), lv: lv.into() },
+            _ => return Err(EngineError::Refused(format!("--grow-lv {s:?} is not VG/LV"))),
+        },
+    };
+    let policy = Policy { mapping: Mapping::Explicit(pairs), grow: opts.grow, grow_lv, overwrite: opts.overwrite };
+    let plan = ferry_layout::plan(&sources, &targets, &policy).map_err(|e| EngineError::Refused(e.to_string()))?;
+    // The planner returns mappings in the order of the explicit pairs; keep that invariant checked.
+    if plan.mappings.len() != disks.len() || plan.mappings.iter().zip(disks).any(|(m, d)| m.disk != d.disk) {
+        return Err(EngineError::Worker("the layout plan does not follow the requested mapping".into()));
+    }
+    Ok(plan)
 }
 
 /// Execute a plan (or, with `dry_run`, only compare the targets with it).
 pub fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions) -> Result<RestoreSummary, EngineError> {
+    apply_observed(client, plan, opts, None)
+}
+
+/// [`apply`], also counting every byte made right (written or found in place) into `overall`,
+/// whose `total` is set to the sum of the plan's disk sizes: a caller reads its counters from
+/// another thread to report progress (disks are restored in plan order).
+pub fn apply_observed(client: &Client, plan: &RestorePlan, opts: &RestoreOptions, overall: Option<&Arc<Progress>>) -> Result<RestoreSummary, EngineError> {
     let start = Instant::now();
+    if let Some(o) = overall {
+        o.total.store(plan.disks.iter().map(|d| d.size).sum(), Ordering::Relaxed);
+    }
     let mut disks = Vec::new();
-    for d in &plan.disks {
-        let progress = Progress::new();
+    let mut grown = Vec::new();
+    for (d, mapping) in plan.disks.iter().zip(&plan.layout.mappings) {
+        let progress = overall.map_or_else(Progress::new, Progress::with_parent);
         progress.total.store(d.size, Ordering::Relaxed);
         let verb = if opts.dry_run { "compare" } else { "restore" };
         let reporter = progress.report(format!("{verb} {} -> {}", d.disk, d.target.path.display()), opts.quiet);
         let result = if opts.dry_run {
             dry_scan(d)
         } else {
-            target::open(&d.target, d.size).and_then(|t| sync_disk(client, d, &t, opts.parallel.max(1), &progress))
+            target::open(&d.target).and_then(|t| sync_disk(client, d, &t, opts.parallel.max(1), &progress))
         };
         progress.finish(reporter);
         disks.push(result?);
+        if !opts.dry_run {
+            if let Some(g) = crate::grow::grow(&d.target.path, mapping) {
+                tracing::info!("{}: {}", g.filesystem, g.detail);
+                grown.push(g);
+            }
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     let sum = |f: fn(&DiskStats) -> u64| disks.iter().map(f).sum::<u64>();
@@ -184,6 +251,7 @@ pub fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions) -> Resu
         mb_per_s: (bytes_written + bytes_skipped) as f64 / 1e6 / seconds.max(1e-6),
         seconds,
         disks,
+        grown,
     })
 }
 
@@ -347,12 +415,7 @@ fn sync_disk(client: &Client, d: &DiskPlan, t: &Target, parallel: usize, progres
     if let Some(e) = abort.error.lock().ok().and_then(|mut g| g.take()) {
         return Err(e);
     }
-    // Everything but the first chunk is in place: make it durable, then write the first chunk.
-    t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0))?;
-    if let Some(w) = held_first {
-        write_work(t, index, &w, &counters)?;
-        t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0))?;
-    }
+    finish_boot_critical(t, index, &d.patches, held_first, &counters)?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(DiskStats {
         disk: d.disk.clone(),
@@ -528,6 +591,43 @@ fn write_work(t: &Target, index: &DiskIndex, w: &Work, counters: &Counters) -> R
         }
     }
     Ok(())
+}
+
+/// Everything but the first chunk is in place: make it durable, write the layout patches outside
+/// the first chunk, make those durable, then write the first chunk with its patches merged in.
+fn finish_boot_critical(t: &Target, index: &DiskIndex, patches: &[Patch], held: Option<Work>, counters: &Counters) -> Result<(), EngineError> {
+    let sync = || t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0));
+    sync()?;
+    let (_, first_len) = index.range(0);
+    let first_end = first_len as u64;
+    for p in patches.iter().filter(|p| p.end() > first_end) {
+        // A patch may straddle the first chunk's end: write only its part past it here.
+        let skip = first_end.saturating_sub(p.offset) as usize;
+        let off = p.offset + skip as u64;
+        t.file.write_all_at(&p.bytes[skip..], off).map_err(io_err(&t.path, "write layout patch", off))?;
+        counters.bytes_written.fetch_add((p.bytes.len() - skip) as u64, Ordering::Relaxed);
+    }
+    let first_patches: Vec<&Patch> = patches.iter().filter(|p| p.offset < first_end).collect();
+    if held.is_none() && first_patches.is_empty() {
+        return Ok(());
+    }
+    sync()?;
+    let mut first = match held {
+        Some(Work::Data(_, buf)) => buf,
+        Some(Work::Zero(_)) => vec![0u8; first_len],
+        // The target already held the snapshot's first chunk: patch what is there.
+        None => {
+            let mut b = vec![0u8; first_len];
+            t.file.read_exact_at(&mut b, 0).map_err(io_err(&t.path, "read", 0))?;
+            b
+        }
+    };
+    for p in first_patches {
+        p.apply_to(0, &mut first);
+    }
+    t.file.write_all_at(&first, 0).map_err(io_err(&t.path, "write", 0))?;
+    counters.bytes_written.fetch_add(first.len() as u64, Ordering::Relaxed);
+    sync()
 }
 
 /// Make a range read as zeros: punch a hole in a file, BLKZEROOUT on a device, else write zeros.

@@ -32,7 +32,11 @@ pub struct TargetCheck {
     pub path: PathBuf,
     pub exists: bool,
     pub kind: TargetKind,
+    /// Bytes the target offers: a device's size; a file's length, or the disk's size if it is
+    /// shorter (files grow).
     pub size: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
     /// Why it counts as holding data, if it does.
     pub holds: Option<String>,
 }
@@ -51,7 +55,15 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
                     parent.display()
                 )));
             }
-            return Ok(TargetCheck { path: path.into(), exists: false, kind: TargetKind::File { created: true }, size: needed, holds: None });
+            return Ok(TargetCheck {
+                path: path.into(),
+                exists: false,
+                kind: TargetKind::File { created: true },
+                size: needed,
+                logical_sector_size: 0,
+                physical_sector_size: 0,
+                holds: None,
+            });
         }
         Err(e) => return Err(io_err(path, "stat", 0)(e)),
     };
@@ -81,17 +93,15 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
                 io_err(path, "open", 0)(e)
             }
         })?;
-    let size = match kind {
-        TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
-        TargetKind::File { .. } => meta.len(),
+    let (size, logical_sector_size, physical_sector_size) = match kind {
+        TargetKind::BlockDevice => (
+            block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
+            sector_size(&file, BLKSSZGET).map_err(io_err(path, "BLKSSZGET", 0))?,
+            sector_size(&file, BLKPBSZGET).map_err(io_err(path, "BLKPBSZGET", 0))?,
+        ),
+        // 0: an image file takes the source disk's sector size.
+        TargetKind::File { .. } => (meta.len(), 0, 0),
     };
-    if kind == TargetKind::BlockDevice && size < needed {
-        return Err(EngineError::Refused(format!(
-            "{} is too small: {size} bytes, the snapshot's disk needs {needed} bytes ({} more); attach a disk of at least {needed} bytes",
-            path.display(),
-            needed - size
-        )));
-    }
     let holds = describe_contents(&file, size).map_err(io_err(path, "read", 0))?;
     if let (Some(what), false) = (&holds, overwrite) {
         return Err(EngineError::Refused(format!(
@@ -99,11 +109,12 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
             path.display()
         )));
     }
-    Ok(TargetCheck { path: path.into(), exists: true, kind, size, holds })
+    let size = if kind == TargetKind::BlockDevice { size } else { size.max(needed) };
+    Ok(TargetCheck { path: path.into(), exists: true, kind, size, logical_sector_size, physical_sector_size, holds })
 }
 
-/// Open a checked target for writing; a new or short file is sized to `needed` bytes.
-pub fn open(check: &TargetCheck, needed: u64) -> Result<Target, EngineError> {
+/// Open a checked target for writing; a new or short file grows to `check.size` bytes.
+pub fn open(check: &TargetCheck) -> Result<Target, EngineError> {
     let path = &check.path;
     let mut opts = OpenOptions::new();
     opts.read(true).write(true);
@@ -121,14 +132,26 @@ pub fn open(check: &TargetCheck, needed: u64) -> Result<Target, EngineError> {
         TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
         TargetKind::File { .. } => {
             let len = file.metadata().map_err(io_err(path, "stat", 0))?.len();
-            if len != needed {
-                // A file target becomes exactly the disk: an image of it.
-                file.set_len(needed).map_err(io_err(path, "resize", needed))?;
+            if len < check.size {
+                file.set_len(check.size).map_err(io_err(path, "resize", check.size))?;
             }
-            needed
+            check.size
         }
     };
     Ok(Target { path: path.clone(), file, kind: check.kind, size })
+}
+
+const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12, 104): logical sector size (int)
+const BLKPBSZGET: libc::c_ulong = 0x127b; // _IO(0x12, 123): physical sector size (uint)
+
+fn sector_size(f: &File, req: libc::c_ulong) -> std::io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: both ioctls write one int into `v`, which outlives the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), req as _, &mut v as *mut libc::c_int) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v as u32)
 }
 
 fn block_size(f: &File) -> std::io::Result<u64> {
@@ -189,7 +212,7 @@ mod tests {
         let p = dir.path().join("disk.img");
         let c = check(&p, 1 << 20, false).unwrap();
         assert!(!c.exists);
-        let t = open(&c, 1 << 20).unwrap();
+        let t = open(&c).unwrap();
         assert_eq!(t.file.metadata().unwrap().len(), 1 << 20);
         drop(t);
         assert!(check(&p, 1 << 20, false).unwrap().holds.is_none());

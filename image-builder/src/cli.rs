@@ -1,0 +1,101 @@
+//! The command line: clap definitions and the site-argument check. Kept out of main.rs so main only
+//! dispatches; `tests/cli.rs` checks the help text.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::site;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Build Ferry's rescue image (hybrid BIOS/UEFI ISO + PXE) and stamp per-site settings"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Build the ISO, PXE files, initramfs and manifest.json into an output directory
+    Build {
+        #[arg(long)]
+        out: PathBuf,
+        /// A linux-image-*.deb (default: fetch bookworm-backports' linux-image-6.12.*-amd64-unsigned)
+        #[arg(long)]
+        kernel_deb: Option<PathBuf>,
+        /// Cache for the private apt state and kernel packages (default: ~/.cache/ferry)
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Static /init binary (default: WORKSPACE/target/x86_64-unknown-linux-musl/release/restore-agent)
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Static busybox for the operator shell (package busybox-static)
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// Directory holding catalog.txt (default: WORKSPACE/drivers)
+        #[arg(long)]
+        drivers_dir: Option<PathBuf>,
+        /// Directory holding rootfs.txt (default: WORKSPACE/initramfs)
+        #[arg(long)]
+        initramfs_dir: Option<PathBuf>,
+        /// Extra kernel arguments for the ISO and the iPXE script (e.g. "ferry.debug=1")
+        #[arg(long, default_value = "")]
+        append: String,
+        /// mtime of every initramfs entry (default: the kernel image's date in its package)
+        #[arg(long, env = "SOURCE_DATE_EPOCH")]
+        source_date_epoch: Option<u64>,
+        #[command(flatten)]
+        site: SiteArgs,
+    },
+    /// Copy a built ISO or PXE initrd and stamp site settings into the copy
+    Customize {
+        /// ISO to customize: its /boot/site.img embed area is overwritten in place
+        #[arg(long, required_unless_present = "initrd", conflicts_with = "initrd")]
+        iso: Option<PathBuf>,
+        /// PXE initrd to customize: the site cpio is appended
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        site: SiteArgs,
+    },
+}
+
+/// Per-site settings; appliance, CA and token go together.
+#[derive(Args)]
+pub struct SiteArgs {
+    /// Appliance URL (https://HOST[:PORT])
+    #[arg(long, requires_all = ["ca", "token"])]
+    appliance: Option<String>,
+    /// PEM file with the appliance's CA certificate
+    #[arg(long, requires_all = ["appliance", "token"])]
+    ca: Option<PathBuf>,
+    /// Enrollment token for the appliance
+    #[arg(long, requires_all = ["appliance", "ca"])]
+    token: Option<String>,
+    /// Network setup in dracut `ip=` syntax (repeatable), e.g. dhcp or IP::GW:MASK:HOST:IFACE:none
+    #[arg(long)]
+    ip: Vec<String>,
+    /// DNS server (repeatable)
+    #[arg(long)]
+    nameserver: Vec<String>,
+}
+
+impl SiteArgs {
+    pub fn load(&self) -> Result<Option<site::Site>> {
+        match (&self.appliance, &self.ca, &self.token) {
+            (Some(a), Some(c), Some(t)) => {
+                Ok(Some(site::Site::new(a, c, t, &self.ip, &self.nameserver)?))
+            }
+            _ if !self.ip.is_empty() || !self.nameserver.is_empty() => {
+                anyhow::bail!("use --ip/--nameserver: they need --appliance, --ca and --token")
+            }
+            _ => Ok(None),
+        }
+    }
+}

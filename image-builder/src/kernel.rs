@@ -1,0 +1,231 @@
+//! The kernel: a Debian `linux-image-*` package, given or fetched from bookworm-backports with a
+//! private apt configuration (own sources.list, state and cache dirs under the cache directory; the
+//! host's apt configuration is never touched), unpacked with `dpkg-deb -x`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::tools::run;
+
+/// The suite and package pattern of the default kernel: Linux 6.12 from bookworm-backports (it has
+/// ntfs3 and compressed modules).
+pub const SOURCES_LIST: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                                http://deb.debian.org/debian bookworm-backports main\n";
+
+/// An unpacked kernel package.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The root the package was unpacked into (holds `boot/` and `lib/modules/`).
+    pub root: PathBuf,
+    /// `uname -r`, e.g. `6.12.95+deb12-amd64`.
+    pub version: String,
+    pub vmlinuz: PathBuf,
+    pub package: String,
+    pub package_version: String,
+    /// mtime of the vmlinuz in the package: the default SOURCE_DATE_EPOCH.
+    pub build_epoch: u64,
+}
+
+impl Kernel {
+    /// `ROOT/lib/modules/VERSION`.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.version)
+    }
+}
+
+/// True for `linux-image-6.12.<abi>-amd64-unsigned` (not -cloud-, -rt-, or a -dbg package).
+pub fn is_default_kernel_package(name: &str) -> bool {
+    name.strip_prefix("linux-image-6.12.")
+        .and_then(|rest| rest.strip_suffix("-amd64-unsigned"))
+        .is_some_and(|abi| !abi.is_empty() && !abi.contains('-'))
+}
+
+/// Sort key for `linux-image-6.12.95+deb12-amd64-unsigned`: the numbers in the name.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// Downloads (or reuses from `cache`) the newest bookworm-backports 6.12 kernel package.
+pub fn fetch_default_deb(cache: &Path) -> Result<PathBuf> {
+    let debs = cache.join("debs");
+    match fetch_with_private_apt(cache, &debs) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            if let Some(cached) = newest_cached(&debs) {
+                eprintln!(
+                    "warning: fetch kernel package failed ({e:#}); using cached {}",
+                    cached.display()
+                );
+                return Ok(cached);
+            }
+            bail!(
+                "fetch the default kernel (linux-image-6.12.*-amd64-unsigned from bookworm-backports) \
+                 failed: {e:#}\nPass a kernel package with --kernel-deb FILE (e.g. from \
+                 `apt-get download linux-image-6.12.<abi>-amd64-unsigned` with bookworm-backports enabled)"
+            )
+        }
+    }
+}
+
+fn fetch_with_private_apt(cache: &Path, debs: &Path) -> Result<PathBuf> {
+    let apt = cache.join("apt");
+    for d in ["etc", "state/lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(apt.join(d))
+            .with_context(|| format!("create {}", apt.join(d).display()))?;
+    }
+    std::fs::create_dir_all(debs)?;
+    std::fs::write(apt.join("etc/sources.list"), SOURCES_LIST)?;
+    let opts = |cmd: &mut Command| {
+        for (k, v) in [
+            ("Dir::Etc::SourceList", apt.join("etc/sources.list")),
+            ("Dir::Etc::SourceParts", PathBuf::from("/nonexistent")),
+            ("Dir::State", apt.join("state")),
+            ("Dir::Cache", apt.join("cache")),
+        ] {
+            cmd.arg("-o").arg(format!("{k}={}", v.display()));
+        }
+        cmd.args([
+            "-o",
+            "APT::Sandbox::User=root",
+            "-o",
+            "Debug::NoLocking=1",
+            "-q",
+        ]);
+    };
+    eprintln!(
+        "kernel: apt-get update (private sources: bookworm-backports) in {}",
+        apt.display()
+    );
+    let mut update = Command::new("apt-get");
+    opts(&mut update);
+    run(update.arg("update"), "apt")?;
+    let mut search = Command::new("apt-cache");
+    opts(&mut search);
+    let out = run(
+        search.args([
+            "search",
+            "--names-only",
+            "^linux-image-6\\.12\\..*-amd64-unsigned$",
+        ]),
+        "apt",
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(pkg) = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| is_default_kernel_package(n))
+        .max_by_key(|n| version_key(n))
+    else {
+        bail!("find linux-image-6.12.*-amd64-unsigned in bookworm-backports: no such package");
+    };
+    if let Some(hit) = std::fs::read_dir(debs)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+        })
+    {
+        eprintln!("kernel: using cached {}", hit.display());
+        return Ok(hit);
+    }
+    eprintln!("kernel: apt-get download {pkg}");
+    let mut dl = Command::new("apt-get");
+    opts(&mut dl);
+    run(dl.current_dir(debs).args(["download", pkg]), "apt")?;
+    newest_cached(debs).context("find the downloaded package")
+}
+
+fn newest_cached(debs: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(debs)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            n.ends_with(".deb") && n.split('_').next().is_some_and(is_default_kernel_package)
+        })
+        .max_by_key(|p| version_key(&p.file_name().unwrap_or_default().to_string_lossy()))
+}
+
+/// Unpacks `deb` into `dir` and locates vmlinuz and the module tree.
+pub fn unpack(deb: &Path, dir: &Path) -> Result<Kernel> {
+    let field = |f: &str| -> Result<String> {
+        let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f), "dpkg")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let package = field("Package")?;
+    let package_version = field("Version")?;
+    if !package.starts_with("linux-image-") {
+        bail!(
+            "use {}: package {package} is not a linux-image-* package",
+            deb.display()
+        );
+    }
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir), "dpkg")?;
+    let modroot = [dir.join("lib/modules"), dir.join("usr/lib/modules")]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .with_context(|| format!("find lib/modules in {}", deb.display()))?;
+    let version = std::fs::read_dir(&modroot)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .with_context(|| format!("find a kernel version under {}", modroot.display()))?;
+    let root = modroot.parent().unwrap().parent().unwrap().to_path_buf();
+    let vmlinuz = dir.join("boot").join(format!("vmlinuz-{version}"));
+    if !vmlinuz.exists() {
+        bail!(
+            "find {}: the package has no kernel image",
+            vmlinuz.display()
+        );
+    }
+    let build_epoch = std::fs::metadata(&vmlinuz)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(Kernel {
+        root,
+        version,
+        vmlinuz,
+        package,
+        package_version,
+        build_epoch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_generic_unsigned_flavour() {
+        assert!(is_default_kernel_package(
+            "linux-image-6.12.95+deb12-amd64-unsigned"
+        ));
+        assert!(!is_default_kernel_package(
+            "linux-image-6.12.95+deb12-cloud-amd64-unsigned"
+        ));
+        assert!(!is_default_kernel_package(
+            "linux-image-6.12.95+deb12-rt-amd64-unsigned"
+        ));
+        assert!(!is_default_kernel_package(
+            "linux-image-6.12.95+deb12-amd64"
+        ));
+        let mut v = [
+            "linux-image-6.12.9+deb12-amd64-unsigned",
+            "linux-image-6.12.95+deb12-amd64-unsigned",
+        ];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v[1], "linux-image-6.12.95+deb12-amd64-unsigned");
+    }
+}
