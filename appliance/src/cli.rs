@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ferry_format::agent::{Mapping, Then};
 use ferry_format::api::Role;
 
 #[derive(Parser)]
@@ -61,6 +62,16 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List enrolled restore agents with their inventory and state.
+    Agents {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage unattended restore jobs.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
     /// Remove chunks no snapshot references (safe while `serve` runs backups).
     Gc {
         #[arg(long, value_name = "DIR")]
@@ -76,8 +87,62 @@ pub enum TokenCmd {
     Create {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// backup, restore or admin.
+        /// backup, restore, admin or enroll (enroll: only enrolls rescue-image agents).
         #[arg(long)]
         role: Role,
     },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCmd {
+    /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot later).
+    Create(JobsCreate),
+    /// List jobs, oldest first.
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a job's state, progress and event log.
+    Show {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Job id (`jobs create` printed it).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct JobsCreate {
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// An enrolled agent (`appliance agents`).
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with = "mac",
+        required_unless_present = "mac"
+    )]
+    pub agent: Option<String>,
+    /// The machine whose rescue agent enrolls with this MAC.
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+    /// Snapshot id (`appliance snapshots`).
+    #[arg(long)]
+    pub snapshot: String,
+    /// DISK=TARGET: a snapshot disk onto a device as the agent sees it (/dev/vda) or `auto` (the
+    /// single blank disk large enough). Repeat for each disk.
+    #[arg(long = "map", value_name = "DISK=TARGET", required = true)]
+    pub maps: Vec<Mapping>,
+    /// After a successful restore: reboot, poweroff or none.
+    #[arg(long, default_value = "none")]
+    pub then: Then,
+    /// Allow writing targets that hold data.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[arg(long)]
+    pub json: bool,
 }

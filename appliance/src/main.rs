@@ -5,8 +5,8 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Cmd, TokenCmd};
-use ferry_server::commands;
+use cli::{Cli, Cmd, JobsCmd, TokenCmd};
+use ferry_server::{commands, job_commands as jobs};
 
 fn main() -> ExitCode {
     commands::init_logging();
@@ -26,6 +26,13 @@ fn main() -> ExitCode {
             dry_run,
         } => commands::prune(&data, &machine, keep.into(), dry_run),
         Cmd::Gc { data, json } => commands::gc(&data, json),
+        Cmd::Agents { data, json } => jobs::agents(&data, json),
+        Cmd::Jobs(JobsCmd::List { data, json }) => jobs::jobs_list(&data, json),
+        Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),
+        Cmd::Jobs(JobsCmd::Create(c)) => {
+            let args = jobs::CreateArgs { agent: c.agent, mac: c.mac, snapshot: c.snapshot, maps: c.maps, then: c.then, overwrite: c.overwrite };
+            jobs::jobs_create(&c.data, args, c.json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

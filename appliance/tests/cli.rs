@@ -22,11 +22,79 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn help_lists_every_command() {
     let help = stdout(&appliance(&["--help"]));
-    for cmd in ["init", "serve", "token", "snapshots", "prune", "gc"] {
+    for cmd in [
+        "init",
+        "serve",
+        "token",
+        "snapshots",
+        "prune",
+        "gc",
+        "agents",
+        "jobs",
+    ] {
         assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
     }
     let prune = stdout(&appliance(&["prune", "--help"]));
     assert!(prune.contains("--keep") && prune.contains("--dry-run"));
+    let create = stdout(&appliance(&["jobs", "create", "--help"]));
+    for opt in [
+        "--agent",
+        "--mac",
+        "--snapshot",
+        "--map",
+        "--then",
+        "--overwrite",
+    ] {
+        assert!(create.contains(opt), "{opt} missing from:\n{create}");
+    }
+}
+
+#[test]
+fn agents_and_jobs_on_a_fresh_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    stdout(&appliance(&["init", "--data", data]));
+    let enroll = stdout(&appliance(&[
+        "token", "create", "--data", data, "--role", "enroll",
+    ]));
+    assert_eq!(enroll.trim().len(), 64);
+    // Agent credentials come only from enrolling.
+    assert!(
+        !appliance(&["token", "create", "--data", data, "--role", "agent"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        stdout(&appliance(&["agents", "--data", data, "--json"])).trim(),
+        "[]"
+    );
+    assert_eq!(
+        stdout(&appliance(&["jobs", "list", "--data", data, "--json"])).trim(),
+        "[]"
+    );
+    let create = |args: &[&str]| {
+        let mut all = vec![
+            "jobs",
+            "create",
+            "--data",
+            data,
+            "--snapshot",
+            "web01-20250101T000000Z",
+        ];
+        all.extend_from_slice(args);
+        let o = appliance(&all);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(create(&["--mac", "52:54:00:00:00:01", "--map", "sda=auto"]).contains("snapshot"));
+    assert!(create(&["--mac", "not-a-mac", "--map", "sda=auto"]).contains("not a MAC"));
+    assert!(create(&["--mac", "52:54:00:00:00:01", "--map", "sda"]).contains("DISK=TARGET"));
+    assert!(create(&["--map", "sda=auto"]).contains("--agent"));
+    assert!(String::from_utf8_lossy(
+        &appliance(&["jobs", "show", "--data", data, "job-00000000"]).stderr
+    )
+    .contains("no job"));
 }
 
 #[test]

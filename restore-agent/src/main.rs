@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore::{self, RestoreOptions};
 
+mod pid1;
+
 #[derive(Parser)]
 #[command(version, about = "Restore Ferry snapshots onto disks or image files")]
 struct Cli {
@@ -47,6 +49,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Unattended: enroll with the appliance, wait for a job, restore, report (the rescue image's loop)
+    Agent(ferry_agent::cli::AgentArgs),
 }
 
 fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
@@ -57,9 +61,16 @@ fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        pid1::run(); // the rescue image: ferry-init takes over, never returns
+    }
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
-    let Cmd::Restore { connect, snapshot, targets, dry_run, overwrite, grow, grow_lv, parallel, json } = Cli::parse().cmd;
-    let opts = RestoreOptions { snapshot, targets, overwrite, dry_run, parallel, quiet: json, grow, grow_lv };
+    let (connect, opts, json) = match Cli::parse().cmd {
+        Cmd::Agent(args) => return ferry_agent::cli::main(args),
+        Cmd::Restore { connect, snapshot, targets, dry_run, overwrite, grow, grow_lv, parallel, json } => {
+            (connect, RestoreOptions { snapshot, targets, overwrite, dry_run, parallel, quiet: json, grow, grow_lv }, json)
+        }
+    };
     match run(&connect, &opts, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod cli;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use ferry_format::agent;
 use ferry_format::api::{self, API_PREFIX};
 use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex, Manifest};
@@ -119,6 +120,26 @@ impl Client {
 
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// The same appliance, connection pool and trust with another bearer token (an agent's
+    /// credential after enrolling).
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            base: self.base.clone(),
+            auth: format!("Bearer {}", token.trim()),
+            trust: self.trust.clone(),
+            retry_window: self.retry_window,
+        }
+    }
+
+    /// The same client with another retry window (short for best-effort calls).
+    pub fn with_retry_window(&self, window: Duration) -> Client {
+        let mut c = self.with_token("");
+        c.auth = self.auth.clone();
+        c.retry_window = window;
+        c
     }
 
     pub fn trust(&self) -> &TrustBundle {
@@ -335,6 +356,36 @@ impl Client {
             }
             Ok(())
         })
+    }
+}
+
+/// Unattended restores: enrollment, the job long poll, events, job state (docs/protocol.md,
+/// "Agents and jobs").
+impl Client {
+    /// Enroll with an enroll token; the reply's credential is this agent's token from now on.
+    pub fn enroll(&self, req: &agent::EnrollRequest) -> Result<agent::EnrollReply, ClientError> {
+        self.send_json("POST", "/agents/enroll", req)
+    }
+
+    /// Wait up to `wait` (at most 55 s) for this agent's job; `None` when there is none yet.
+    pub fn poll_job(&self, agent_id: &str, wait: Duration) -> Result<Option<agent::Job>, ClientError> {
+        let path = format!("/agents/{agent_id}/job?wait={}", wait.as_secs());
+        self.call("GET", &path, None, &[], |status, body| match status {
+            204 => Ok(None),
+            _ => read_json(&path, body).map(Some),
+        })
+    }
+
+    pub fn post_events(&self, agent_id: &str, batch: &agent::EventBatch) -> Result<(), ClientError> {
+        let path = format!("/agents/{agent_id}/events");
+        let bytes = serde_json::to_vec(batch).map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: e.to_string() })?;
+        self.call("POST", &path, Some(("application/json", &bytes)), &[], |_, _| Ok(()))
+    }
+
+    pub fn set_job_state(&self, agent_id: &str, job: &str, state: &agent::JobState) -> Result<(), ClientError> {
+        let path = format!("/agents/{agent_id}/jobs/{job}/state");
+        let bytes = serde_json::to_vec(state).map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: e.to_string() })?;
+        self.call("PUT", &path, Some(("application/json", &bytes)), &[], |_, _| Ok(()))
     }
 }
 

@@ -1,6 +1,9 @@
 //! Backup: read each disk chunk by chunk, skip zeros, hash, ask the appliance which chunks it
 //! lacks, compress and upload only those, upload the disk's index, and commit the snapshot.
 //!
+//! Chunks the disk's filesystems do not use (`ferry_probe::used_map`) become "unused" entries
+//! and are never read.
+//!
 //! Stages per disk: a reader thread (read, zero check, BLAKE3) → this thread (dedupe within the
 //! run, batched `known-chunks` queries) → `parallel` upload workers (zstd, PUT). A snapshot only
 //! becomes visible at commit; an interrupted backup leaves chunks the next run will not upload again.
@@ -19,6 +22,7 @@ use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, Entry};
 use ferry_image::{DiskSource, ImageFormat};
+use ferry_probe::UsedMap;
 use serde::Serialize;
 
 use crate::pool::Pool;
@@ -107,7 +111,8 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
                 None
             }
         };
-        sources.push((d, src, layout));
+        let used = layout.as_ref().and_then(|l| used_map(d, &*src, l));
+        sources.push((d, src, layout, used));
     }
     if sources.is_empty() {
         return Err(EngineError::Refused("no --disk given".into()));
@@ -127,18 +132,35 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
     }
 }
 
-type Source<'a> = (&'a DiskSpec, Box<dyn DiskSource>, Option<ferry_format::layout::DiskLayout>);
+type Source<'a> = (&'a DiskSpec, Box<dyn DiskSource>, Option<ferry_format::layout::DiskLayout>, Option<UsedMap>);
+
+/// The bytes the disk's filesystems use; `None` (back up every chunk) when it cannot be read.
+fn used_map(d: &DiskSpec, src: &dyn DiskSource, layout: &ferry_format::layout::DiskLayout) -> Option<UsedMap> {
+    match ferry_probe::used_map(src, layout) {
+        Ok(map) => {
+            for note in &map.notes {
+                tracing::info!("disk {}: {note}", d.name);
+            }
+            tracing::info!("disk {}: {} of {} bytes in use", d.name, map.used_bytes(), map.size());
+            Some(map)
+        }
+        Err(e) => {
+            tracing::warn!("disk {} ({}): used space not read, backing up every chunk: {e}", d.name, d.path.display());
+            None
+        }
+    }
+}
 
 fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Vec<Source<'_>>) -> Result<BackupSummary, EngineError> {
     let mut summary = BackupSummary { machine: opts.machine.clone(), ..Default::default() };
     let counters = Counters::default();
     let mut seen = HashSet::new();
     let mut disks = Vec::new();
-    for (spec, src, layout) in sources {
+    for (spec, src, layout, used) in sources {
         let progress = Progress::new();
         progress.total.store(src.size(), Ordering::Relaxed);
         let reporter = progress.report(format!("backup {}", spec.name), opts.quiet);
-        let r = backup_disk(client, opts, session, &*src, &counters, &mut seen, &progress);
+        let r = backup_disk(client, opts, session, &*src, used.as_ref(), &counters, &mut seen, &progress);
         progress.finish(reporter);
         let index = r?;
         let encoded = index.encode();
@@ -185,11 +207,13 @@ struct Item {
     buf: Vec<u8>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backup_disk(
     client: &Client,
     opts: &BackupOptions,
     session: &str,
     src: &dyn DiskSource,
+    used: Option<&UsedMap>,
     counters: &Counters,
     seen: &mut HashSet<ChunkId>,
     progress: &Progress,
@@ -202,13 +226,18 @@ fn backup_disk(
     let up_rx = Mutex::new(up_rx);
     let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
     let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len()).map(|i| { let (o, l) = index.range(i); (i, o, l) }).collect();
+    // Chunks no filesystem uses are recorded as such and never read.
+    let unused: Vec<bool> = ranges.iter().map(|&(_, o, l)| used.is_some_and(|u| u.chunk_unused(o, l as u64))).collect();
+    for (e, _) in index.entries.iter_mut().zip(&unused).filter(|(_, &u)| u) {
+        *e = Entry::Unused;
+    }
 
     std::thread::scope(|s| -> Result<(), EngineError> {
         let pool = &pool;
-        let ranges = &ranges;
+        let (ranges, unused) = (&ranges, &unused);
         s.spawn(move || {
             for &(i, off, len) in ranges {
-                if src.known_zero(off, len as u64) {
+                if unused[i] || src.known_zero(off, len as u64) {
                     progress.add(len as u64);
                     continue;
                 }

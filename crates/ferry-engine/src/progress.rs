@@ -11,6 +11,8 @@ pub struct Progress {
     pub total: AtomicU64,
     pub done: AtomicU64,
     stop: AtomicBool,
+    /// Every byte added here is also added there (a whole restore's progress, for observers).
+    parent: Option<Arc<Progress>>,
 }
 
 impl Progress {
@@ -18,8 +20,16 @@ impl Progress {
         Arc::new(Progress::default())
     }
 
+    /// A progress whose bytes also count into `parent`.
+    pub fn with_parent(parent: &Arc<Progress>) -> Arc<Self> {
+        Arc::new(Progress { parent: Some(Arc::clone(parent)), ..Progress::default() })
+    }
+
     pub fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.add(bytes);
+        }
     }
 
     /// Print progress on stderr until [`Progress::finish`]; `quiet` prints nothing.

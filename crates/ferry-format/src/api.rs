@@ -23,11 +23,26 @@ pub enum Role {
     Restore,
     /// Everything, including managing agents and jobs.
     Admin,
+    /// Only `POST /agents/enroll`: the token stamped into rescue images.
+    Enroll,
+    /// A per-agent credential (never in tokens.json): its own agent routes and the snapshot and
+    /// chunks of its current job.
+    Agent,
 }
 
 impl Role {
     pub fn allows(self, needed: Role) -> bool {
         self == Role::Admin || self == needed
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Backup => "backup",
+            Role::Restore => "restore",
+            Role::Admin => "admin",
+            Role::Enroll => "enroll",
+            Role::Agent => "agent",
+        }
     }
 }
 
@@ -38,7 +53,8 @@ impl std::str::FromStr for Role {
             "backup" => Ok(Role::Backup),
             "restore" => Ok(Role::Restore),
             "admin" => Ok(Role::Admin),
-            _ => Err(format!("unknown role {s:?}: use backup, restore or admin")),
+            "enroll" => Ok(Role::Enroll),
+            _ => Err(format!("unknown role {s:?}: use backup, restore, admin or enroll")),
         }
     }
 }

@@ -5,9 +5,11 @@
 //! - [`manifest`]: the snapshot manifest (JSON), signed by the appliance ([`signing`]).
 //! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
 //! - [`api`]: request and response bodies of the HTTPS API.
+//! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
 //!
 //! docs/format.md and docs/protocol.md describe the same formats for a second implementation.
 
+pub mod agent;
 pub mod api;
 pub mod chunk;
 pub mod index;

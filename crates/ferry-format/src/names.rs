@@ -1,4 +1,5 @@
-//! Names that become path components and URL segments: machines, disks, snapshots, sessions.
+//! Names that become path components and URL segments: machines, disks, snapshots, sessions,
+//! agents and jobs.
 
 use crate::FormatError;
 
@@ -8,6 +9,8 @@ pub enum NameKind {
     Disk,
     Snapshot,
     Session,
+    Agent,
+    Job,
 }
 
 impl NameKind {
@@ -17,6 +20,8 @@ impl NameKind {
             NameKind::Disk => "disk name",
             NameKind::Snapshot => "snapshot id",
             NameKind::Session => "session id",
+            NameKind::Agent => "agent id",
+            NameKind::Job => "job id",
         }
     }
 }

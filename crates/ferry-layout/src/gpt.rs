@@ -10,7 +10,7 @@
 
 use ferry_format::layout::{Gpt, GptPartition, ProtectiveMbrKind};
 
-use crate::crc::crc32;
+use ferry_probe::crc::crc32;
 use crate::display::human;
 use crate::patch::PatchSet;
 use crate::plan::{growable, Geometry, GptChange, Grown, PartitionGrow, Refusal, TableOutcome};

@@ -29,7 +29,6 @@
 //! arithmetic, overlaps and loops refused with [`PlanError::Layout`]), and nothing panics.
 //! docs/layout.md ("Restoring onto different disks") describes every patch.
 
-mod crc;
 mod display;
 mod gpt;
 mod lvm;

@@ -19,7 +19,7 @@
 use ferry_format::layout::{Area, ContentKind, LogicalVolume, LvmPv, PhysicalVolume, VolumeGroup};
 use ferry_probe::lvm_text::{self, Node, Section, Value};
 
-use crate::crc::lvm_crc;
+use ferry_probe::crc::lvm_crc;
 use crate::patch::PatchSet;
 use crate::plan::{growable, FsGrow, GrowLv, GrowTarget, LvGrow, PvGrow, Refusal};
 

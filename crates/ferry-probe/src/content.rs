@@ -142,7 +142,7 @@ fn btrfs(view: &View) -> Result<Option<Content>, ProbeError> {
     }))
 }
 
-fn is_ntfs_boot(s: &[u8]) -> bool {
+pub(crate) fn is_ntfs_boot(s: &[u8]) -> bool {
     let bps = le16(s, 0x0b);
     &s[3..11] == b"NTFS    " && bps.is_power_of_two() && (256..=4096).contains(&bps) && s[0x0d] != 0
 }
@@ -222,7 +222,7 @@ fn ntfs_label(view: &View, boot: &[u8]) -> Result<Option<String>, ProbeError> {
 }
 
 /// Apply an NTFS record's update sequence array (one check value per 512-byte stride).
-fn ntfs_fixup(rec: &mut [u8]) -> bool {
+pub(crate) fn ntfs_fixup(rec: &mut [u8]) -> bool {
     let (usa_offset, usa_count) = (usize::from(le16(rec, 4)), usize::from(le16(rec, 6)));
     if usa_count == 0 || usa_offset + 2 * usa_count > rec.len() || (usa_count - 1) * 512 > rec.len()
     {
@@ -242,18 +242,19 @@ fn ntfs_fixup(rec: &mut [u8]) -> bool {
 }
 
 /// Geometry of a FAT boot sector, when it is one.
-struct Fat {
-    bytes_per_sector: u64,
-    sectors_per_cluster: u64,
-    reserved: u64,
-    fat_count: u64,
-    fat_sectors: u64,
-    root_entries: u64,
-    clusters: u64,
-    bits: u8,
+pub(crate) struct Fat {
+    pub(crate) bytes_per_sector: u64,
+    pub(crate) sectors_per_cluster: u64,
+    pub(crate) reserved: u64,
+    pub(crate) fat_count: u64,
+    pub(crate) fat_sectors: u64,
+    pub(crate) root_entries: u64,
+    pub(crate) total_sectors: u64,
+    pub(crate) clusters: u64,
+    pub(crate) bits: u8,
 }
 
-fn fat_geometry(s: &[u8]) -> Option<Fat> {
+pub(crate) fn fat_geometry(s: &[u8]) -> Option<Fat> {
     let bps = le16(s, 0x0b);
     let spc = s[0x0d];
     let reserved = le16(s, 0x0e);
@@ -301,6 +302,7 @@ fn fat_geometry(s: &[u8]) -> Option<Fat> {
         fat_count: u64::from(fats),
         fat_sectors,
         root_entries,
+        total_sectors: total,
         clusters,
         bits,
     })

@@ -4,7 +4,7 @@
 //! same register with initial value [`LVM_INITIAL_CRC`] and no final inversion.
 
 /// LVM2's CRC seed (`INITIAL_CRC` in lib/misc/crc.h). Frozen by the on-disk format.
-pub(crate) const LVM_INITIAL_CRC: u32 = 0xf597_a6cf;
+pub const LVM_INITIAL_CRC: u32 = 0xf597_a6cf;
 
 const TABLE: [u32; 256] = {
     let mut table = [0u32; 256];
@@ -35,12 +35,12 @@ pub(crate) fn update(mut crc: u32, data: &[u8]) -> u32 {
 }
 
 /// The standard CRC-32 of `data` (GPT header and entry array checksums).
-pub(crate) fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     !update(!0, data)
 }
 
 /// LVM2's checksum of `data` (label header, metadata area header, metadata text).
-pub(crate) fn lvm_crc(data: &[u8]) -> u32 {
+pub fn lvm_crc(data: &[u8]) -> u32 {
     update(LVM_INITIAL_CRC, data)
 }
 

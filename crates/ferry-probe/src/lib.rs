@@ -20,12 +20,15 @@ use ferry_format::layout::{BootArea, ContentKind, DiskLayout, Gap, LbaRange, Par
 use ferry_image::{DiskSource, ImageError};
 
 mod content;
-mod crc;
+pub mod crc;
 mod gpt;
 mod lvm;
 pub mod lvm_text;
 mod mbr;
+mod used;
 mod view;
+
+pub use used::{used_map, UsedMap, GRANULE};
 
 use view::View;
 

@@ -113,6 +113,13 @@ impl<'a> View<'a> {
                 .all(|(disk_offset, piece)| self.disk.known_zero(disk_offset, piece))
     }
 
+    /// The disk ranges `(disk_offset, len)` covering view range `offset..offset+len`, clipped
+    /// to the view.
+    pub(crate) fn disk_ranges(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let end = offset.saturating_add(len).min(self.len);
+        self.pieces(offset.min(end), end - offset.min(end))
+    }
+
     /// The disk ranges `(disk_offset, len)` covering view range `offset..offset+len`, which the
     /// caller has checked is inside the view.
     fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64)> + '_ {

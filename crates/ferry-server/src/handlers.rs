@@ -17,13 +17,14 @@ use ferry_store::chunks::PutOutcome;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::agents::{may_read_chunk, may_read_snapshot};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::{blocking, SharedState};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
 }
@@ -42,7 +43,7 @@ pub async fn hello(State(st): State<SharedState>, caller: Caller) -> Json<Hello>
         appliance: st.store.config().name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         api: 1,
-        role: caller.0,
+        role: caller.role,
     })
 }
 
@@ -160,7 +161,7 @@ pub async fn manifest(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SignedManifest>> {
-    caller.need(Role::Restore)?;
+    may_read_snapshot(&st, &caller, &id).await?;
     Ok(Json(
         blocking(move || st.store.signed_manifest(&id, &st.key_id)).await?,
     ))
@@ -171,7 +172,7 @@ pub async fn snapshot_index(
     caller: Caller,
     Path((id, disk)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.need(Role::Restore)?;
+    may_read_snapshot(&st, &caller, &id).await?;
     Ok(octets(
         blocking(move || st.store.snapshot_index(&id, &disk)).await?,
     ))
@@ -182,8 +183,8 @@ pub async fn get_chunk(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.need(Role::Restore)?;
     let id = parse_chunk_id(&id)?;
+    may_read_chunk(&st, &caller, id).await?;
     Ok(octets(blocking(move || st.store.read_chunk(&id)).await?))
 }
 

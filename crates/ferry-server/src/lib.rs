@@ -6,15 +6,19 @@
 //! - [`auth`]: bearer token to role; 401 for a missing or unknown token, 403 for the wrong role.
 //! - [`handlers`]: one small handler per route; every file system access runs on a blocking
 //!   thread ([`state::blocking`]).
+//! - [`agents`]: enrollment, the long-polled job, events and job state of unattended restores;
+//!   an agent credential reads only its own job's snapshot and chunks.
 //! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`).
 //!
 //! Each request is logged at info on one line: method, path, status, bytes in and out, ms.
 //! Tokens are never logged (they only travel in the Authorization header).
 
+pub mod agents;
 pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod handlers;
+pub mod job_commands;
 pub mod state;
 pub mod tls;
 
@@ -71,6 +75,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/snapshots", get(list_snapshots))
         .route("/snapshots/{id}/manifest", get(manifest))
         .route("/snapshots/{id}/disks/{disk}/index", get(snapshot_index))
+        .route("/agents/enroll", post(agents::enroll))
+        .route("/agents/{id}/job", get(agents::job))
+        .route("/agents/{id}/events", post(agents::events))
+        .route("/agents/{id}/jobs/{job}/state", put(agents::job_state))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .nest(API_PREFIX, api)

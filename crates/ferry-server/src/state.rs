@@ -1,8 +1,11 @@
-//! What every handler shares: the store, the signer, the token table.
+//! What every handler shares: the store, the signer, the token table, agents' chunk sets.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use ferry_format::ChunkId;
 
 use ferry_format::api::Role;
 use ferry_store::keys::ManifestSigner;
@@ -18,6 +21,8 @@ pub struct AppState {
     pub signer: ManifestSigner,
     pub key_id: String,
     pub tokens: TokenCache,
+    /// Snapshot id -> every chunk it references: what an agent working on it may read.
+    pub chunk_sets: Mutex<HashMap<String, Arc<HashSet<ChunkId>>>>,
 }
 
 impl AppState {
@@ -30,6 +35,7 @@ impl AppState {
             signer,
             key_id,
             tokens,
+            chunk_sets: Mutex::new(HashMap::new()),
         })
     }
 }

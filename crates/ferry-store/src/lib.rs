@@ -13,6 +13,8 @@
 //! DIR/tmp/<session>/<disk>.index  indexes uploaded by an open session
 //! DIR/snapshots/<id>/             manifest.json manifest.sig <disk>.index
 //! DIR/trash/                      snapshots being deleted by prune
+//! DIR/agents/<agent>.json         an enrolled agent: inventory, state, credential hash
+//! DIR/jobs/<job>.json             a restore job; jobs/<job>.events.jsonl its event log
 //! ```
 //!
 //! Invariants:
@@ -26,11 +28,13 @@
 //!   relies on while holding `chunks/.lock` shared, GC unlinks while holding it exclusive. So GC
 //!   may run in another process while backups are running.
 
+pub mod agents;
 pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod fsx;
 pub mod gc;
+pub mod jobs;
 pub mod keys;
 pub mod sessions;
 pub mod snapshots;

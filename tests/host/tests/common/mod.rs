@@ -138,6 +138,18 @@ impl Appliance {
         c
     }
 
+    /// A new token of `role` (`appliance token create`).
+    pub fn token(&self, role: &str) -> String {
+        ok(Command::new(bin("appliance")).args(["token", "create", "--role", role, "--data"]).arg(self.data())).trim().to_string()
+    }
+
+    /// `restore-agent agent` with this appliance's connection settings and a fake machine at `root`.
+    pub fn agent_cmd(&self, token: &str, root: &Path) -> Command {
+        let mut c = Command::new(bin("restore-agent"));
+        c.args(["agent", "--retry-window", "60s", "--appliance", &self.url(), "--token", token, "--ca"]).arg(self.ca()).arg("--root").arg(root);
+        c
+    }
+
     pub fn restore(&self, snapshot: &str, targets: &[(&str, &Path)], extra: &[&str]) -> serde_json::Value {
         let out = ok(self.restore_cmd(snapshot, targets).args(extra));
         serde_json::from_str(&out).expect("restore --json")

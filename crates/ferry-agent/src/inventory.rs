@@ -1,0 +1,202 @@
+//! The machine's hardware as the kernel shows it in /sys and /proc, read under a `root` so
+//! tests run on a directory tree: disks from `sys/block` (their first and last MiB read from
+//! `dev/<name>` to tell whether they are blank), NICs from `sys/class/net`, UEFI from
+//! `sys/firmware/efi`, memory from `proc/meminfo`, CPUs from `proc/cpuinfo`.
+//!
+//! Nothing here fails: what cannot be read is left out (a disk that cannot be read is not blank).
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ferry_format::agent::{Cpu, Disk, Firmware, Inventory, Nic};
+
+/// How much of each end of a disk must read as zeros for it to count as blank.
+pub const BLANK_PROBE: u64 = 1 << 20;
+
+/// Block devices that are never restore targets: loop, RAM and optical devices, device-mapper,
+/// md and floppies (the restore writes whole disks).
+const SKIP_PREFIXES: [&str; 9] = ["loop", "ram", "zram", "sr", "dm-", "md", "fd", "nbd", "mtdblock"];
+
+pub fn collect(root: &Path) -> Inventory {
+    Inventory {
+        disks: disks(root),
+        nics: nics(root),
+        firmware: if root.join("sys/firmware/efi").is_dir() { Firmware::Uefi } else { Firmware::Bios },
+        memory_bytes: memory(root),
+        cpu: cpu(root),
+    }
+}
+
+fn read_text(p: &Path) -> Option<String> {
+    let t = fs::read_to_string(p).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    read_text(p)?.parse().ok()
+}
+
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn disks(root: &Path) -> Vec<Disk> {
+    let block = root.join("sys/block");
+    sorted_names(&block)
+        .into_iter()
+        .filter(|n| !SKIP_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .filter_map(|name| disk(root, &block.join(&name), name))
+        .collect()
+}
+
+fn disk(root: &Path, sys: &Path, name: String) -> Option<Disk> {
+    let size = read_u64(&sys.join("size"))? * 512;
+    if size == 0 {
+        // Empty card readers, ejected media.
+        return None;
+    }
+    let logical = read_u64(&sys.join("queue/logical_block_size")).unwrap_or(512) as u32;
+    let physical = read_u64(&sys.join("queue/physical_block_size")).map_or(logical, |v| v as u32);
+    let first = |paths: &[&str]| paths.iter().find_map(|p| read_text(&sys.join(p)));
+    Some(Disk {
+        model: first(&["device/model"]),
+        serial: first(&["device/serial", "serial"]),
+        wwn: first(&["wwid", "device/wwid", "device/wwn"]),
+        logical_sector_size: logical,
+        physical_sector_size: physical,
+        blank: is_blank(&root.join("dev").join(&name), size),
+        removable: read_u64(&sys.join("removable")) == Some(1),
+        name,
+        size,
+    })
+}
+
+/// The first and last [`BLANK_PROBE`] bytes read as zeros. Unreadable is not blank.
+pub fn is_blank(dev: &Path, size: u64) -> bool {
+    let Ok(f) = fs::File::open(dev) else { return false };
+    let zero = |off: u64, len: u64| {
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, off).is_ok() && buf.iter().all(|&b| b == 0)
+    };
+    let head = BLANK_PROBE.min(size);
+    let tail = size.saturating_sub(BLANK_PROBE).max(head);
+    zero(0, head) && zero(tail, size - tail)
+}
+
+fn nics(root: &Path) -> Vec<Nic> {
+    let net = root.join("sys/class/net");
+    sorted_names(&net)
+        .into_iter()
+        .filter(|n| n != "lo")
+        .filter_map(|name| {
+            let dir = net.join(&name);
+            let mac = ferry_format::agent::normalize_mac(&read_text(&dir.join("address"))?).ok()?;
+            if mac == "00:00:00:00:00:00" {
+                return None;
+            }
+            // Reading `carrier` of a down interface fails (EINVAL): unknown.
+            let carrier = read_text(&dir.join("carrier")).map(|c| c == "1");
+            Some(Nic { name, mac, carrier })
+        })
+        .collect()
+}
+
+fn memory(root: &Path) -> u64 {
+    let text = fs::read_to_string(root.join("proc/meminfo")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn cpu(root: &Path) -> Cpu {
+    let text = fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
+    let field = |l: &str, key: &str| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    };
+    Cpu {
+        count: text.lines().filter(|l| field(l, "processor").is_some()).count() as u32,
+        model: text.lines().find_map(|l| field(l, "model name")).filter(|m| !m.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    fn image(root: &Path, name: &str, size: u64, data_at: Option<u64>) {
+        let p = root.join("dev").join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = fs::File::create(&p).unwrap();
+        f.set_len(size).unwrap();
+        if let Some(off) = data_at {
+            f.write_all_at(b"\x55\xaa", off).unwrap();
+        }
+        put(root, &format!("sys/block/{name}/size"), &format!("{}\n", size / 512));
+    }
+
+    #[test]
+    fn inventory_from_a_fake_sysfs_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        const MIB: u64 = 1 << 20;
+        image(r, "vda", 64 * MIB, None);
+        put(r, "sys/block/vda/queue/logical_block_size", "512\n");
+        put(r, "sys/block/vda/queue/physical_block_size", "4096\n");
+        put(r, "sys/block/vda/serial", "SER-VDA\n");
+        image(r, "sda", 16 * MIB, Some(510));
+        put(r, "sys/block/sda/device/model", "QEMU HARDDISK   \n");
+        put(r, "sys/block/sda/device/serial", "QM0001\n");
+        put(r, "sys/block/sda/device/wwid", "naa.5000c500a1b2c3d4\n");
+        put(r, "sys/block/sda/removable", "0\n");
+        // Data in the last MiB only: not blank either.
+        image(r, "sdb", 8 * MIB, Some(8 * MIB - 100));
+        // Skipped: loop devices, empty drives; a disk without a /dev node is kept, not blank.
+        image(r, "loop0", 8 * MIB, None);
+        put(r, "sys/block/sr0/size", "0\n");
+        put(r, "sys/block/nvme0n1/size", "2048\n");
+        put(r, "sys/class/net/lo/address", "00:00:00:00:00:00\n");
+        put(r, "sys/class/net/eth0/address", "52:54:00:AB:CD:EF\n");
+        put(r, "sys/class/net/eth0/carrier", "1\n");
+        put(r, "sys/class/net/eth1/address", "52:54:00:00:00:02\n");
+        fs::create_dir_all(r.join("sys/firmware/efi")).unwrap();
+        put(r, "proc/meminfo", "MemTotal:        2048000 kB\nMemFree:  100 kB\n");
+        put(r, "proc/cpuinfo", "processor\t: 0\nmodel name\t: QEMU Virtual CPU\n\nprocessor\t: 1\nmodel name\t: QEMU Virtual CPU\n");
+
+        let inv = collect(r);
+        let names: Vec<&str> = inv.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["nvme0n1", "sda", "sdb", "vda"]);
+        let vda = inv.disk("vda").unwrap();
+        assert_eq!((vda.size, vda.logical_sector_size, vda.physical_sector_size, vda.blank), (64 * MIB, 512, 4096, true));
+        assert_eq!(vda.serial.as_deref(), Some("SER-VDA"));
+        let sda = inv.disk("sda").unwrap();
+        assert_eq!(sda.model.as_deref(), Some("QEMU HARDDISK"));
+        assert_eq!(sda.serial.as_deref(), Some("QM0001"));
+        assert_eq!(sda.wwn.as_deref(), Some("naa.5000c500a1b2c3d4"));
+        assert_eq!((sda.logical_sector_size, sda.physical_sector_size), (512, 512));
+        assert!(!sda.blank && !inv.disk("sdb").unwrap().blank && !inv.disk("nvme0n1").unwrap().blank);
+        assert_eq!(inv.macs(), ["52:54:00:ab:cd:ef", "52:54:00:00:00:02"]);
+        assert_eq!(inv.nics[0].carrier, Some(true));
+        assert_eq!(inv.nics[1].carrier, None);
+        assert_eq!(inv.firmware, Firmware::Uefi);
+        assert_eq!(inv.memory_bytes, 2048000 * 1024);
+        assert_eq!((inv.cpu.count, inv.cpu.model.as_deref()), (2, Some("QEMU Virtual CPU")));
+
+        let empty = tempfile::tempdir().unwrap();
+        let inv = collect(empty.path());
+        assert!(inv.disks.is_empty() && inv.nics.is_empty() && inv.firmware == Firmware::Bios);
+    }
+}

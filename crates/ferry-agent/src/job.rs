@@ -1,0 +1,259 @@
+//! Running one job: announce it, plan (nothing written), check the plan against this machine,
+//! apply with progress every [`PROGRESS_EVERY`], report the result. Every step's failure becomes
+//! the job's failure reason (the engine's error text says what to do) and is shown on the
+//! console; a failure before `apply` has written nothing.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ferry_client::{Client, ClientError};
+use ferry_engine::progress::{human, Progress};
+use ferry_engine::restore::{self, RestoreOptions, RestorePlan, RestoreSummary};
+use ferry_format::agent::{resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget, Phase, MAX_EVENT_BATCH};
+
+use crate::console::{now_rfc3339, Console};
+use crate::{AgentConfig, AgentError, Outcome, Session};
+
+/// How often progress is shown and sent.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How long one event post keeps retrying before the events wait for the next one.
+const EVENT_RETRY: Duration = Duration::from_secs(5);
+/// Events kept while the appliance cannot be reached; older progress events are dropped first.
+const MAX_PENDING_EVENTS: usize = 5000;
+
+/// The job's event stream: each event goes to the console at once and to the appliance in
+/// batches (best effort; the job's state report is the one that must arrive).
+pub struct Events<'a> {
+    client: Client,
+    agent: &'a str,
+    job: String,
+    pending: Vec<Event>,
+}
+
+impl<'a> Events<'a> {
+    pub fn new(client: &Client, agent: &'a str, job: &str) -> Self {
+        Events { client: client.with_retry_window(EVENT_RETRY), agent, job: job.to_string(), pending: Vec::new() }
+    }
+
+    pub fn emit(&mut self, out: &mut Console, level: Level, phase: Phase, message: String, bytes: Option<Bytes>) {
+        let prefix = match level {
+            Level::Error => "ERROR: ",
+            Level::Warn => "warning: ",
+            Level::Info => "",
+        };
+        out.line(&format!("{prefix}{message}"));
+        self.pending.push(Event {
+            time: now_rfc3339(),
+            level,
+            phase,
+            message,
+            bytes_done: bytes.map(|b| b.done),
+            bytes_total: bytes.map(|b| b.total),
+            rate: bytes.map(|b| b.rate),
+            eta: bytes.map(|b| b.eta),
+        });
+        if self.pending.len() > MAX_PENDING_EVENTS {
+            if let Some(i) = self.pending.iter().position(|e| e.bytes_total.is_some()) {
+                self.pending.remove(i);
+            }
+        }
+        self.flush();
+    }
+
+    pub fn flush(&mut self) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_EVENT_BATCH);
+            let batch = EventBatch { job: self.job.clone(), events: self.pending[..n].to_vec() };
+            match self.client.post_events(self.agent, &batch) {
+                Ok(()) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) => {
+                    tracing::warn!("send {} events of job {}: {e}; keeping them for later", self.pending.len(), self.job);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes {
+    pub done: u64,
+    pub total: u64,
+    pub rate: u64,
+    pub eta: u64,
+}
+
+/// Run `job` to its end and report it. Errors only when the result cannot be reported.
+pub(crate) fn run_job(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg: &AgentConfig, out: &mut Console) -> Result<Outcome, AgentError> {
+    let mut events = Events::new(&s.client, &s.agent, &job.id);
+    let outcome = |succeeded| Outcome { then: job.then, succeeded, job: Some(job.id.clone()) };
+    if let JobState::Failed { reason } = &job.state {
+        // Failed when the appliance matched it against this machine: nothing to run.
+        show_failure(out, job, reason);
+        return Ok(outcome(false));
+    }
+    let mappings: Vec<String> = job.mappings.iter().map(|m| format!("{} -> {}", m.disk, m.target)).collect();
+    let then = format!("{:?}", job.then).to_lowercase();
+    out.line(&format!("job {}: restore snapshot {} ({}); afterwards: {then}", job.id, job.snapshot, mappings.join(", ")));
+    let resume = job.state == JobState::Running;
+    let result = execute(s, job, inv, root, cfg, resume, &mut events, out);
+    let report = |state: &JobState| s.client.set_job_state(&s.agent, &job.id, state).map_err(|source| AgentError::Report { job: job.id.clone(), source });
+    match result {
+        Ok(sum) => {
+            let msg = format!(
+                "job {} succeeded: {} written, {} already in place, {} fetched in {:.1}s",
+                job.id,
+                human(sum.bytes_written),
+                human(sum.bytes_skipped),
+                human(sum.bytes_fetched),
+                sum.seconds
+            );
+            let total = sum.disks.iter().map(|d| d.size).sum();
+            events.emit(out, Level::Info, Phase::Done, msg, Some(Bytes { done: total, total, rate: (sum.mb_per_s * 1e6) as u64, eta: 0 }));
+            events.flush();
+            report(&JobState::Succeeded)?;
+            Ok(outcome(true))
+        }
+        Err(Step::Stopped(e)) => Err(AgentError::Report { job: job.id.clone(), source: e }),
+        Err(Step::Failed(reason)) => {
+            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
+            events.flush();
+            report(&JobState::Failed { reason: reason.clone() })?;
+            show_failure(out, job, &reason);
+            Ok(outcome(false))
+        }
+    }
+}
+
+/// Why a job did not succeed: a reason for the operator, or the appliance refused to let it run.
+enum Step {
+    Failed(String),
+    Stopped(ClientError),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg: &AgentConfig, resume: bool, events: &mut Events, out: &mut Console) -> Result<RestoreSummary, Step> {
+    if !resume {
+        // A job the appliance no longer lets us run (409) must not touch a disk.
+        s.client.set_job_state(&s.agent, &job.id, &JobState::Running).map_err(Step::Stopped)?;
+    } else {
+        out.line(&format!("job {} was running when this agent stopped: resuming (only what differs is fetched)", job.id));
+    }
+    let opts = restore_options(job, root, cfg, resume).map_err(Step::Failed)?;
+    events.emit(out, Level::Info, Phase::Plan, format!("plan: fetch and verify the manifest of {} and its indexes, check the targets", job.snapshot), None);
+    let plan = restore::plan(&s.client, &opts).map_err(|e| Step::Failed(e.to_string()))?;
+    check_plan(&plan, job, inv, resume).map_err(Step::Failed)?;
+    for line in plan.to_string().lines() {
+        out.line(line);
+    }
+    apply(&s.client, &plan, &opts, events, out).map_err(Step::Failed)
+}
+
+/// The engine's options: each mapping's device under `root`.
+fn restore_options(job: &Job, root: &Path, cfg: &AgentConfig, resume: bool) -> Result<RestoreOptions, String> {
+    let mut targets = Vec::new();
+    for m in &job.mappings {
+        match &m.target {
+            MapTarget::Device(dev) => targets.push((m.disk.clone(), root.join("dev").join(dev))),
+            MapTarget::Auto => return Err(format!("the appliance sent disk {} unresolved (auto): update the appliance", m.disk)),
+        }
+    }
+    Ok(RestoreOptions {
+        snapshot: job.snapshot.clone(),
+        targets,
+        // A resumed job's targets hold its own partial restore.
+        overwrite: job.overwrite || resume,
+        dry_run: false,
+        parallel: cfg.parallel,
+        quiet: true,
+        grow: false,
+        grow_lv: None,
+    })
+}
+
+/// The plan against this machine's own inventory, as the appliance checked it at pickup: every
+/// target exists here, is large enough, and is blank unless the job allows overwriting.
+fn check_plan(plan: &RestorePlan, job: &Job, inv: &Inventory, resume: bool) -> Result<(), String> {
+    let needs: Vec<DiskNeed> = plan.manifest.disks.iter().map(|d| DiskNeed { disk: d.name.clone(), size: d.size }).collect();
+    resolve_mappings(&job.mappings, &needs, inv, job.overwrite || resume).map(|_| ())
+}
+
+/// `restore::apply` on a worker thread; this thread shows and sends progress meanwhile.
+fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions, events: &mut Events, out: &mut Console) -> Result<RestoreSummary, String> {
+    let overall = Progress::new();
+    let sizes: Vec<(String, String, u64)> = plan.disks.iter().map(|d| (d.disk.clone(), d.target.path.display().to_string(), d.size)).collect();
+    std::thread::scope(|sc| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let worker = sc.spawn(|| {
+            let r = restore::apply_observed(client, plan, opts, Some(&overall));
+            drop(tx);
+            r
+        });
+        let start = Instant::now();
+        while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PROGRESS_EVERY) {
+            let b = sample(&overall, start);
+            let msg = format!(
+                "restore {}: {:.1}% {} of {} at {}/s, ETA {}s",
+                current_disk(&sizes, b.done),
+                b.done as f64 * 100.0 / b.total.max(1) as f64,
+                human(b.done),
+                human(b.total),
+                human(b.rate),
+                b.eta
+            );
+            events.emit(out, Level::Info, Phase::Restore, msg, Some(b));
+        }
+        worker.join().unwrap_or_else(|_| Err(ferry_engine::EngineError::Worker("the restore thread panicked".into())))
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn sample(p: &Progress, start: Instant) -> Bytes {
+    use std::sync::atomic::Ordering;
+    let total = p.total.load(Ordering::Relaxed);
+    let done = p.done.load(Ordering::Relaxed).min(total);
+    let rate = (done as f64 / start.elapsed().as_secs_f64().max(0.001)) as u64;
+    let eta = (total - done).checked_div(rate).unwrap_or(0);
+    Bytes { done, total, rate, eta }
+}
+
+/// `disk -> target` of the disk `done` bytes into the restore (disks go in plan order).
+fn current_disk(sizes: &[(String, String, u64)], done: u64) -> String {
+    let mut end = 0;
+    for (disk, target, size) in sizes {
+        end += size;
+        if done < end {
+            return format!("{disk} -> {target}");
+        }
+    }
+    sizes.last().map(|(d, t, _)| format!("{d} -> {t}")).unwrap_or_default()
+}
+
+fn show_failure(out: &mut Console, job: &Job, reason: &str) {
+    out.line(&format!("job {} FAILED: {reason}", job.id));
+    out.line("Nothing more will be written. Fix the cause above, then create a new job with `appliance jobs create`.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_names_the_disk_being_restored() {
+        let sizes = vec![("sda".to_string(), "/dev/vda".to_string(), 100), ("sdb".to_string(), "/dev/vdb".to_string(), 50)];
+        assert_eq!(current_disk(&sizes, 0), "sda -> /dev/vda");
+        assert_eq!(current_disk(&sizes, 99), "sda -> /dev/vda");
+        assert_eq!(current_disk(&sizes, 100), "sdb -> /dev/vdb");
+        assert_eq!(current_disk(&sizes, 150), "sdb -> /dev/vdb");
+        assert_eq!(current_disk(&[], 0), "");
+        let p = Progress::new();
+        p.total.store(1000, std::sync::atomic::Ordering::Relaxed);
+        p.add(2000);
+        let b = sample(&p, Instant::now() - Duration::from_secs(1));
+        assert_eq!((b.done, b.total, b.eta), (1000, 1000, 0));
+        assert!(b.rate > 0);
+    }
+}

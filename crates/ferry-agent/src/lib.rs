@@ -1,0 +1,165 @@
+//! The unattended restore agent (ARCHITECTURE §3, docs/protocol.md "Agents and jobs"): the loop
+//! the rescue image's PID 1 runs, and `restore-agent agent` runs on an ordinary host.
+//!
+//! [`run`] is a short list of named steps:
+//! 1. **inventory**: [`inventory::collect`] reads /sys and /proc under `root` (a seam: tests use
+//!    a directory tree, and image files stand in for `/dev` nodes);
+//! 2. **enroll** with the enrollment token stamped into the image (retried through the client's
+//!    retry window); the reply is this agent's own credential, used from then on;
+//! 3. **wait** for a job (long poll, `wait=30`); a 401 means another enrollment replaced the
+//!    credential: enroll again;
+//! 4. **run** it ([`job`]): announce it, plan (writes nothing), check the plan against the
+//!    inventory, apply with events every 2 s to the appliance and the console, report the result;
+//! 5. return an [`Outcome`] (the job's `then` and whether it succeeded) once a job succeeded, or
+//!    after the first job with `once`. A failed job is shown and the agent waits for the next.
+//!
+//! The agent never reboots or powers off by itself: its caller (PID 1) does what the outcome
+//! says; host mode only prints it. Console output is plain timestamped lines ([`console`]).
+
+pub mod cli;
+pub mod console;
+pub mod inventory;
+pub mod job;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_client::{Client, ClientConfig, ClientError};
+use ferry_format::agent::{EnrollRequest, Inventory, Then};
+use ferry_format::signing::TrustBundle;
+
+use crate::console::Console;
+
+/// How long one job poll waits on the appliance.
+pub const POLL_WAIT: Duration = Duration::from_secs(30);
+/// How often "still waiting" is repeated on the console.
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(300);
+/// Pause after the appliance stayed unreachable for a whole retry window, before trying again.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(10);
+
+/// Where the appliance is and how to act; the image stamps these in (PID 1) or the command line
+/// gives them (host mode).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// `https://host:port`
+    pub appliance: String,
+    pub trust: TrustBundle,
+    /// A token of role `enroll`.
+    pub enroll_token: String,
+    /// How long network failures are retried before a step gives up.
+    pub retry_window: Duration,
+    /// Chunk fetches in flight.
+    pub parallel: usize,
+    /// Return after the first job, succeeded or not.
+    pub once: bool,
+}
+
+/// How the agent's work ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// What the job says to do now (the caller does it; only after success is advisable).
+    pub then: Then,
+    pub succeeded: bool,
+    pub job: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("enroll with the appliance: {0}")]
+    Enroll(ClientError),
+    #[error("ask the appliance for a job: {0}")]
+    Poll(ClientError),
+    #[error("report job {job} to the appliance: {source}")]
+    Report { job: String, source: ClientError },
+}
+
+/// The enrolled agent: its id and a client carrying its credential.
+pub struct Session {
+    pub agent: String,
+    pub client: Client,
+}
+
+/// Enroll, wait for jobs and run them (see the crate docs for the steps).
+pub fn run(cfg: AgentConfig, root: &Path, console: &mut dyn FnMut(&str)) -> Result<Outcome, AgentError> {
+    let mut out = Console::new(console);
+    out.line(&format!("ferry restore agent {} starting; appliance {}", env!("CARGO_PKG_VERSION"), cfg.appliance));
+    let inventory = inventory::collect(root);
+    show_inventory(&mut out, &inventory);
+    let enroll_client = Client::new(ClientConfig {
+        url: cfg.appliance.clone(),
+        trust: cfg.trust.clone(),
+        token: cfg.enroll_token.clone(),
+        retry_window: cfg.retry_window,
+        connections: cfg.parallel + 2,
+    })
+    .map_err(AgentError::Enroll)?;
+    let mut session = enroll(&enroll_client, &inventory, &mut out)?;
+    let mut last_note: Option<Instant> = None;
+    loop {
+        if last_note.is_none_or(|t| t.elapsed() >= WAITING_NOTE_EVERY) {
+            out.line(&format!("agent {}: waiting for a job (create one with `appliance jobs create --agent {} ...`)", session.agent, session.agent));
+            last_note = Some(Instant::now());
+        }
+        let job = match session.client.poll_job(&session.agent, POLL_WAIT) {
+            Ok(Some(job)) => job,
+            Ok(None) => continue,
+            Err(e) if e.status() == Some(401) => {
+                out.line("the appliance no longer accepts this agent's credential: enrolling again");
+                session = enroll(&enroll_client, &inventory, &mut out)?;
+                continue;
+            }
+            Err(e @ ClientError::Unreachable { .. }) if !cfg.once => {
+                out.line(&format!("warning: {e}; trying again"));
+                std::thread::sleep(UNREACHABLE_PAUSE);
+                continue;
+            }
+            Err(e) => return Err(AgentError::Poll(e)),
+        };
+        let outcome = job::run_job(&session, &job, &inventory, root, &cfg, &mut out)?;
+        if outcome.succeeded || cfg.once {
+            return Ok(outcome);
+        }
+        last_note = None;
+    }
+}
+
+fn enroll(client: &Client, inventory: &Inventory, out: &mut Console) -> Result<Session, AgentError> {
+    let req = EnrollRequest { inventory: inventory.clone(), version: env!("CARGO_PKG_VERSION").to_string() };
+    let reply = client.enroll(&req).map_err(AgentError::Enroll)?;
+    out.line(&format!("enrolled as agent {}", reply.agent));
+    Ok(Session { client: client.with_token(&reply.credential), agent: reply.agent })
+}
+
+fn show_inventory(out: &mut Console, inv: &Inventory) {
+    use ferry_engine::progress::human;
+    out.line(&format!(
+        "machine: {:?} firmware, {} CPUs{}, {} memory",
+        inv.firmware,
+        inv.cpu.count,
+        inv.cpu.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default(),
+        human(inv.memory_bytes)
+    ));
+    for d in &inv.disks {
+        out.line(&format!(
+            "disk /dev/{}: {}, sectors {}/{}{}{}{}",
+            d.name,
+            human(d.size),
+            d.logical_sector_size,
+            d.physical_sector_size,
+            d.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default(),
+            d.serial.as_deref().map(|s| format!(", serial {s}")).unwrap_or_default(),
+            if d.blank { ", blank" } else { ", holds data" }
+        ));
+    }
+    for n in &inv.nics {
+        let link = match n.carrier {
+            Some(true) => "link up",
+            Some(false) => "no link",
+            None => "link unknown",
+        };
+        out.line(&format!("nic {}: {} ({link})", n.name, n.mac));
+    }
+    if inv.disks.is_empty() {
+        out.line("warning: no disks found: a job has nothing to restore onto (is the storage driver loaded?)");
+    }
+}

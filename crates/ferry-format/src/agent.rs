@@ -1,0 +1,637 @@
+//! Unattended restore jobs: what a rescue-image agent tells the appliance about its machine
+//! ([`Inventory`]), how it enrolls ([`EnrollRequest`], [`EnrollReply`]), the [`Job`] it is given,
+//! the [`Event`]s it streams back, and the pure resolution of a job's disk mappings against an
+//! inventory ([`resolve_mappings`]). docs/protocol.md ("Agents and jobs") describes the routes.
+//!
+//! Invariants:
+//! - A job handed to an agent names only devices of that agent's inventory (`auto` is resolved
+//!   by the appliance when the agent picks the job up); every target exists, is at least as large
+//!   as the snapshot's disk, and is blank unless the job says `overwrite`.
+//! - Device names are kernel block device names (`vda`, `nvme0n1`); `/dev/` is accepted on input
+//!   and shown on output.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{check_name, NameKind};
+
+/// What the agent found on its machine, sent at enrollment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    pub firmware: Firmware,
+    /// MemTotal from /proc/meminfo, in bytes.
+    pub memory_bytes: u64,
+    pub cpu: Cpu,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Kernel name (`vda`, `sda`, `nvme0n1`): the device is `/dev/<name>`.
+    pub name: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    /// The first and last MiB read as zeros (false when they could not be read).
+    pub blank: bool,
+    #[serde(default)]
+    pub removable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub name: String,
+    /// Lowercase `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Link detected; `None` when the interface is down and the kernel cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cpu {
+    /// Logical processors.
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl Inventory {
+    /// Every NIC's MAC, lowercase.
+    pub fn macs(&self) -> Vec<String> {
+        self.nics.iter().map(|n| n.mac.clone()).collect()
+    }
+
+    pub fn disk(&self, name: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.name == name)
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` in lowercase, from any case and `-` or `:` separators.
+pub fn normalize_mac(text: &str) -> Result<String, String> {
+    let t = text.trim().to_ascii_lowercase().replace('-', ":");
+    let parts: Vec<&str> = t.split(':').collect();
+    let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(t)
+    } else {
+        Err(format!("{text:?} is not a MAC address: use six hex pairs, e.g. 52:54:00:12:34:56"))
+    }
+}
+
+/// `POST /agents/enroll` (enroll token): who I am.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub inventory: Inventory,
+    /// restore-agent version.
+    pub version: String,
+}
+
+/// The agent's id and its credential: a bearer token valid only for this agent's routes and the
+/// snapshot of its current job. Shown once; the appliance keeps its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollReply {
+    pub agent: String,
+    pub credential: String,
+}
+
+/// What to do once the job is over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Then {
+    Reboot,
+    Poweroff,
+    #[default]
+    None,
+}
+
+impl std::str::FromStr for Then {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reboot" => Ok(Then::Reboot),
+            "poweroff" => Ok(Then::Poweroff),
+            "none" => Ok(Then::None),
+            _ => Err(format!("unknown --then {s:?}: use reboot, poweroff or none")),
+        }
+    }
+}
+
+/// Where a snapshot disk goes: a device of the agent's machine, or the single blank disk that is
+/// large enough (resolved by the appliance when the agent picks the job up). JSON: `"auto"` or
+/// the device path `"/dev/vda"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum MapTarget {
+    Auto,
+    /// Kernel device name, without `/dev/`.
+    Device(String),
+}
+
+impl fmt::Display for MapTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapTarget::Auto => f.write_str("auto"),
+            MapTarget::Device(d) => write!(f, "/dev/{d}"),
+        }
+    }
+}
+
+impl From<MapTarget> for String {
+    fn from(t: MapTarget) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for MapTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for MapTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(MapTarget::Auto);
+        }
+        let name = s.strip_prefix("/dev/").unwrap_or(s);
+        check_name(NameKind::Disk, name)
+            .map(|()| MapTarget::Device(name.to_string()))
+            .map_err(|_| format!("{s:?} is not a target: use a device as the agent sees it (/dev/vda) or auto"))
+    }
+}
+
+/// One snapshot disk onto one target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub disk: String,
+    pub target: MapTarget,
+}
+
+impl std::str::FromStr for Mapping {
+    type Err = String;
+    /// `DISK=TARGET`, e.g. `sda=/dev/vda` or `sda=auto`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (disk, target) = s.split_once('=').ok_or_else(|| format!("{s:?} is not DISK=TARGET (e.g. sda=/dev/vda or sda=auto)"))?;
+        check_name(NameKind::Disk, disk).map_err(|e| e.to_string())?;
+        Ok(Mapping { disk: disk.to_string(), target: target.parse()? })
+    }
+}
+
+/// A job's life. JSON: `"pending"`, `"running"`, `"succeeded"` or
+/// `{"failed": {"reason": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobState {
+    /// Created; no agent has started it (it may have been handed to one).
+    Pending,
+    Running,
+    Succeeded,
+    Failed { reason: String },
+}
+
+impl JobState {
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed { .. })
+    }
+
+    /// The agent may move a job pending → running → succeeded/failed (or pending → failed).
+    pub fn may_become(&self, next: &JobState) -> bool {
+        matches!(
+            (self, next),
+            (JobState::Pending, JobState::Running)
+                | (JobState::Pending | JobState::Running, JobState::Failed { .. })
+                | (JobState::Running, JobState::Succeeded)
+                | (JobState::Running, JobState::Running)
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// `GET /agents/{id}/job`: the job an agent is to run. Its mappings are resolved (no `auto`).
+/// A job in state `failed` is handed out once so the agent can show why; `running` means the
+/// agent restarted during it and resumes (the restore is a seeded sync).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    pub snapshot: String,
+    pub mappings: Vec<Mapping>,
+    pub then: Then,
+    pub overwrite: bool,
+    pub state: JobState,
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where in a job an event was raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Fetching the manifest and indexes, checking the targets. Nothing written.
+    Plan,
+    /// Comparing, fetching and writing data.
+    Restore,
+    /// Finished successfully.
+    Done,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// One structured event of a job, as posted by the agent and stored append-only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// RFC 3339 UTC, the agent's clock.
+    pub time: String,
+    pub level: Level,
+    pub phase: Phase,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Bytes per second since the phase began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Seconds left at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<u64>,
+}
+
+/// Most events one `POST /agents/{id}/events` may carry.
+pub const MAX_EVENT_BATCH: usize = 1000;
+
+/// `POST /agents/{id}/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    pub job: String,
+    pub events: Vec<Event>,
+}
+
+/// Which machine a job is for: an enrolled agent, or whichever agent enrolls with this MAC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobFor {
+    Agent(String),
+    Mac(String),
+}
+
+/// Progress as last reported by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobProgress {
+    pub phase: Option<Phase>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub rate: u64,
+    pub eta: u64,
+}
+
+/// The appliance's record of a job (`jobs/<id>.json`; `appliance jobs show --json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    pub id: String,
+    pub snapshot: String,
+    #[serde(rename = "for")]
+    pub for_: JobFor,
+    /// As given at creation (may hold `auto`).
+    pub mappings: Vec<Mapping>,
+    pub then: Then,
+    pub overwrite: bool,
+    /// RFC 3339 UTC.
+    pub created: String,
+    /// The agent that picked the job up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The mappings resolved against that agent's inventory at pickup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Vec<Mapping>>,
+    pub state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    #[serde(default)]
+    pub progress: JobProgress,
+}
+
+impl JobRecord {
+    /// The job as handed to its agent: resolved mappings.
+    pub fn to_job(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            snapshot: self.snapshot.clone(),
+            mappings: self.resolved.clone().unwrap_or_else(|| self.mappings.clone()),
+            then: self.then,
+            overwrite: self.overwrite,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// What an agent is doing, as the appliance last heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    /// Enrolled, asking for a job.
+    Waiting,
+    /// Running its job.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// An enrolled agent (`appliance agents --json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    pub agent: String,
+    pub version: String,
+    pub inventory: Inventory,
+    /// RFC 3339 UTC of the last enrollment.
+    pub enrolled: String,
+    /// RFC 3339 UTC of the last request.
+    pub last_seen: String,
+    pub state: AgentState,
+    /// The job it runs or ran last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+/// A snapshot disk to place: its name and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskNeed {
+    pub disk: String,
+    pub size: u64,
+}
+
+/// Resolve a job's mappings against an agent's inventory, before anything is written. Explicit
+/// targets must exist, be large enough and be blank unless `overwrite`; `auto` takes the single
+/// blank, non-removable disk of at least the snapshot disk's size that no other mapping uses. Every failure is a
+/// sentence that says what to do. `needs` holds each mapped disk's size (from the manifest).
+pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventory, overwrite: bool) -> Result<Vec<Mapping>, String> {
+    let size_of = |disk: &str| {
+        needs.iter().find(|n| n.disk == disk).map(|n| n.size).ok_or_else(|| {
+            let names: Vec<&str> = needs.iter().map(|n| n.disk.as_str()).collect();
+            format!("the snapshot has no disk {disk:?} (it has: {}): create the job again with --map for one of those", names.join(", "))
+        })
+    };
+    let mut used: Vec<String> = Vec::new();
+    let mut chosen: Vec<Option<String>> = vec![None; mappings.len()];
+    // Explicit targets first, so `auto` never takes a disk that is named elsewhere.
+    for (i, m) in mappings.iter().enumerate() {
+        if mappings[..i].iter().any(|o| o.disk == m.disk) {
+            return Err(format!("disk {} is mapped twice: give one --map per disk", m.disk));
+        }
+        let MapTarget::Device(dev) = &m.target else { continue };
+        let need = size_of(&m.disk)?;
+        let Some(d) = inv.disk(dev) else {
+            return Err(format!(
+                "target /dev/{dev} for disk {} does not exist on this machine (its disks: {}): create the job again with one of those or auto",
+                m.disk,
+                disk_list(inv)
+            ));
+        };
+        if d.size < need {
+            return Err(format!(
+                "target /dev/{dev} is too small for disk {}: {} bytes, the snapshot's disk needs {need} bytes ({} more); attach a larger disk or map another one",
+                m.disk,
+                d.size,
+                need - d.size
+            ));
+        }
+        if !d.blank && !overwrite {
+            return Err(format!(
+                "target /dev/{dev} for disk {} holds data (its first or last MiB is not zero): if it may be overwritten, create the job again with --overwrite",
+                m.disk
+            ));
+        }
+        if used.contains(dev) {
+            return Err(format!("/dev/{dev} is the target of two disks: map each disk to its own device"));
+        }
+        used.push(dev.clone());
+        chosen[i] = Some(dev.clone());
+    }
+    for (i, m) in mappings.iter().enumerate() {
+        if m.target != MapTarget::Auto {
+            continue;
+        }
+        let need = size_of(&m.disk)?;
+        let fits: Vec<&Disk> = inv.disks.iter().filter(|d| d.blank && !d.removable && d.size >= need && !used.contains(&d.name)).collect();
+        match fits.as_slice() {
+            [one] => {
+                used.push(one.name.clone());
+                chosen[i] = Some(one.name.clone());
+            }
+            [] => {
+                return Err(format!(
+                    "auto: no blank disk of at least {need} bytes for disk {} (this machine has: {}): attach one, or name the target with --map {}=/dev/NAME --overwrite",
+                    m.disk,
+                    disk_list(inv),
+                    m.disk
+                ))
+            }
+            many => {
+                let names: Vec<String> = many.iter().map(|d| format!("/dev/{}", d.name)).collect();
+                return Err(format!(
+                    "auto is ambiguous for disk {}: {} are all blank and large enough; name the target with --map {}=/dev/NAME",
+                    m.disk,
+                    names.join(", "),
+                    m.disk
+                ));
+            }
+        }
+    }
+    Ok(mappings
+        .iter()
+        .zip(chosen)
+        .map(|(m, dev)| Mapping { disk: m.disk.clone(), target: MapTarget::Device(dev.unwrap_or_default()) })
+        .collect())
+}
+
+fn disk_list(inv: &Inventory) -> String {
+    if inv.disks.is_empty() {
+        return "no disks".into();
+    }
+    let each: Vec<String> = inv
+        .disks
+        .iter()
+        .map(|d| format!("/dev/{} {} bytes{}", d.name, d.size, if d.blank { " blank" } else { " holding data" }))
+        .collect();
+    each.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GB: u64 = 1_000_000_000;
+
+    fn disk(name: &str, size: u64, blank: bool) -> Disk {
+        Disk {
+            name: name.into(),
+            size,
+            model: None,
+            serial: None,
+            wwn: None,
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            blank,
+            removable: false,
+        }
+    }
+
+    fn inv(disks: Vec<Disk>) -> Inventory {
+        Inventory { disks, ..Default::default() }
+    }
+
+    fn map(s: &str) -> Mapping {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn auto_resolution_table() {
+        let need = [DiskNeed { disk: "sda".into(), size: 10 * GB }];
+        let auto = [map("sda=auto")];
+        // (disks, Ok(target) or Err(fragment))
+        let cases: Vec<(Vec<Disk>, Result<&str, &str>)> = vec![
+            (vec![disk("vda", 20 * GB, true)], Ok("vda")),
+            (vec![disk("vda", 10 * GB, true)], Ok("vda")),
+            (vec![disk("vda", 20 * GB, false), disk("vdb", 20 * GB, true)], Ok("vdb")),
+            (vec![disk("vda", 5 * GB, true), disk("vdb", 20 * GB, true)], Ok("vdb")),
+            (vec![], Err("no blank disk")),
+            (vec![disk("vda", 20 * GB, false)], Err("no blank disk")),
+            (vec![disk("vda", 9 * GB, true)], Err("no blank disk of at least 10000000000 bytes")),
+            (vec![disk("vda", 20 * GB, true), disk("vdb", 30 * GB, true)], Err("ambiguous for disk sda: /dev/vda, /dev/vdb")),
+        ];
+        for (disks, want) in cases {
+            let got = resolve_mappings(&auto, &need, &inv(disks.clone()), false);
+            match (want, got) {
+                (Ok(dev), Ok(m)) => assert_eq!(m, vec![Mapping { disk: "sda".into(), target: MapTarget::Device(dev.into()) }], "{disks:?}"),
+                (Err(frag), Err(e)) => assert!(e.contains(frag), "{disks:?}: {e}"),
+                (want, got) => panic!("{disks:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_targets_are_checked() {
+        let needs = [DiskNeed { disk: "sda".into(), size: 10 * GB }, DiskNeed { disk: "sdb".into(), size: GB }];
+        let machine = inv(vec![disk("vda", 20 * GB, true), disk("vdb", 5 * GB, true), disk("vdc", 20 * GB, false)]);
+        let r = |maps: &[&str], overwrite: bool| {
+            let maps: Vec<Mapping> = maps.iter().map(|m| map(m)).collect();
+            resolve_mappings(&maps, &needs, &machine, overwrite)
+        };
+        let err = |maps: &[&str]| r(maps, false).unwrap_err();
+        assert!(err(&["sda=/dev/vdb"]).contains("too small"));
+        assert!(err(&["sda=/dev/vdx"]).contains("does not exist"));
+        assert!(err(&["sda=/dev/vdc"]).contains("--overwrite"));
+        assert!(r(&["sda=/dev/vdc"], true).is_ok());
+        assert!(err(&["sdz=auto"]).contains("has no disk \"sdz\""));
+        assert!(err(&["sda=vda", "sda=vdb"]).contains("mapped twice"));
+        assert!(err(&["sda=vda", "sdb=vda"]).contains("two disks"));
+        // auto never takes a disk named explicitly: vdb is then the only blank one that fits sdb.
+        let ok = r(&["sdb=auto", "sda=/dev/vda"], false).unwrap();
+        assert_eq!(ok[0].target, MapTarget::Device("vdb".into()));
+        assert_eq!(ok[1].target, MapTarget::Device("vda".into()));
+    }
+
+    #[test]
+    fn job_json_round_trips() {
+        let job = Job {
+            id: "job-0011aabb".into(),
+            snapshot: "web01-20250101T000000Z".into(),
+            mappings: vec![map("sda=/dev/vda"), map("sdb=auto")],
+            then: Then::Reboot,
+            overwrite: false,
+            state: JobState::Failed { reason: "no disk".into() },
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains(r#""target":"/dev/vda""#) && text.contains(r#""target":"auto""#), "{text}");
+        assert!(text.contains(r#""state":{"failed":{"reason":"no disk"}}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        let pending = Job { state: JobState::Pending, ..job.clone() };
+        let text = serde_json::to_string(&pending).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), pending);
+        // Unknown fields are refused.
+        let extra = text.replace("\"then\"", "\"bogus\":1,\"then\"");
+        assert!(serde_json::from_str::<Job>(&extra).is_err());
+        assert!(serde_json::from_str::<JobState>(r#"{"failed":{}}"#).is_err());
+        assert!(serde_json::from_str::<JobState>(r#"{"failed":{"reason":"x","extra":1}}"#).is_err());
+        assert_eq!(serde_json::from_str::<JobState>(r#""running""#).unwrap(), JobState::Running);
+
+        let rec = JobRecord {
+            id: job.id.clone(),
+            snapshot: job.snapshot.clone(),
+            for_: JobFor::Mac("52:54:00:12:34:56".into()),
+            mappings: job.mappings.clone(),
+            then: Then::Poweroff,
+            overwrite: true,
+            created: "2025-01-01T00:00:00Z".into(),
+            agent: Some("agent-525400123456".into()),
+            resolved: Some(vec![map("sda=vda"), map("sdb=vdb")]),
+            state: JobState::Running,
+            started: None,
+            finished: None,
+            progress: JobProgress::default(),
+        };
+        let text = serde_json::to_string_pretty(&rec).unwrap();
+        assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);
+        assert_eq!(rec.to_job().mappings[1].target, MapTarget::Device("vdb".into()));
+    }
+
+    #[test]
+    fn names_and_macs_parse() {
+        assert_eq!(normalize_mac("52-54-00-AB-cd-EF").unwrap(), "52:54:00:ab:cd:ef");
+        assert!(normalize_mac("52:54:00:ab:cd").is_err());
+        assert!("../etc".parse::<MapTarget>().is_err());
+        assert!("sda".parse::<Mapping>().is_err());
+        assert_eq!("/dev/nvme0n1".parse::<MapTarget>().unwrap(), MapTarget::Device("nvme0n1".into()));
+        assert!(!JobState::Succeeded.may_become(&JobState::Running));
+        assert!(JobState::Pending.may_become(&JobState::Failed { reason: String::new() }));
+    }
+}

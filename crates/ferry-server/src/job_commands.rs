@@ -1,0 +1,204 @@
+//! The appliance's commands for unattended restores: `agents`, `jobs create|list|show`. They
+//! work on the store directly, so they run beside `serve` (another process); a waiting agent's
+//! long poll sees a new job within about a second.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use ferry_format::agent::{AgentInfo, Event, JobFor, JobRecord, JobState, Mapping, Then};
+use ferry_store::jobs::NewJob;
+use ferry_store::Store;
+use serde::Serialize;
+
+use crate::commands::human_size;
+
+/// `appliance jobs show --json`: the record and its event log.
+#[derive(Serialize)]
+pub struct JobView {
+    pub job: JobRecord,
+    pub events: Vec<Event>,
+}
+
+pub fn agents(data: &Path, json: bool) -> Result<()> {
+    let list = Store::open(data)?.list_agents().context("list agents")?;
+    if json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    write_agent_table(&mut out, &list)?;
+    Ok(())
+}
+
+/// One line per agent: id, state, last seen, job, MACs, disks, firmware, memory.
+pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<20}  {:<9}  {:<20}  {:<12}  {:<17}  DISKS",
+        "AGENT", "STATE", "LAST SEEN", "JOB", "MACS"
+    )?;
+    for a in list {
+        let inv = &a.inventory;
+        let disks: Vec<String> = inv
+            .disks
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}{}",
+                    d.name,
+                    human_size(d.size),
+                    if d.blank { " blank" } else { "" }
+                )
+            })
+            .collect();
+        let state = serde_json::to_value(a.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<20}  {:<9}  {:<20}  {:<12}  {:<17}  {}",
+            a.agent,
+            state,
+            a.last_seen,
+            a.job.as_deref().unwrap_or("-"),
+            inv.macs().join(","),
+            disks.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// What `jobs create` was given on the command line.
+pub struct CreateArgs {
+    pub agent: Option<String>,
+    pub mac: Option<String>,
+    pub snapshot: String,
+    pub maps: Vec<Mapping>,
+    pub then: Then,
+    pub overwrite: bool,
+}
+
+pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
+    let for_ = match (args.agent, args.mac) {
+        (Some(a), None) => JobFor::Agent(a),
+        (None, Some(m)) => {
+            JobFor::Mac(ferry_format::agent::normalize_mac(&m).map_err(anyhow::Error::msg)?)
+        }
+        _ => anyhow::bail!("give exactly one of --agent ID or --mac MAC"),
+    };
+    let store = Store::open(data)?;
+    let new = NewJob {
+        snapshot: args.snapshot,
+        for_,
+        mappings: args.maps,
+        then: args.then,
+        overwrite: args.overwrite,
+    };
+    let job = store
+        .create_job(new, SystemTime::now())
+        .context("create the job")?;
+    if json {
+        return print_json(&job);
+    }
+    let who = match &job.for_ {
+        JobFor::Agent(a) => format!("agent {a}"),
+        JobFor::Mac(m) => format!("the machine with MAC {m}"),
+    };
+    println!("{}", job.id);
+    eprintln!(
+        "Created job {} ({}): snapshot {} onto {who}; it starts when that agent asks for work.",
+        job.id,
+        mappings_text(&job.mappings),
+        job.snapshot
+    );
+    Ok(())
+}
+
+pub fn jobs_list(data: &Path, json: bool) -> Result<()> {
+    let list = Store::open(data)?.list_jobs().context("list jobs")?;
+    if json {
+        return print_json(&list);
+    }
+    println!(
+        "{:<13}  {:<9}  {:<20}  {:<22}  {:<6}  SNAPSHOT",
+        "JOB", "STATE", "CREATED", "AGENT", "DONE"
+    );
+    for j in &list {
+        println!(
+            "{:<13}  {:<9}  {:<20}  {:<22}  {:<6}  {}",
+            j.id,
+            j.state.name(),
+            j.created,
+            j.agent.as_deref().unwrap_or("-"),
+            percent(j),
+            j.snapshot
+        );
+    }
+    Ok(())
+}
+
+pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
+    let store = Store::open(data)?;
+    let job = store.job(id)?;
+    let events = store.job_events(id).context("read the job's events")?;
+    if json {
+        return print_json(&JobView { job, events });
+    }
+    println!("job       {}", job.id);
+    println!("state     {}", job.state.name());
+    if let JobState::Failed { reason } = &job.state {
+        println!("reason    {reason}");
+    }
+    println!("snapshot  {}", job.snapshot);
+    println!("mappings  {}", mappings_text(&job.mappings));
+    if let Some(r) = &job.resolved {
+        println!("resolved  {}", mappings_text(r));
+    }
+    println!(
+        "agent     {}",
+        job.agent.as_deref().unwrap_or("- (not picked up yet)")
+    );
+    println!(
+        "then      {:?}{}",
+        job.then,
+        if job.overwrite { ", overwrite" } else { "" }
+    );
+    println!("created   {}", job.created);
+    let p = &job.progress;
+    if p.bytes_total > 0 {
+        println!(
+            "progress  {} of {} ({}), {}/s, ETA {}s",
+            human_size(p.bytes_done),
+            human_size(p.bytes_total),
+            percent(&job),
+            human_size(p.rate),
+            p.eta
+        );
+    }
+    println!("events:");
+    for e in &events {
+        println!("  {} {:?} {:?}: {}", e.time, e.level, e.phase, e.message);
+    }
+    Ok(())
+}
+
+fn percent(j: &JobRecord) -> String {
+    match j.progress.bytes_total {
+        0 => "-".into(),
+        t => format!("{:.0}%", j.progress.bytes_done as f64 * 100.0 / t as f64),
+    }
+}
+
+fn mappings_text(maps: &[Mapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} -> {}", m.disk, m.target))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

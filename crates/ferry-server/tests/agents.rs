@@ -1,0 +1,560 @@
+//! Unattended restores over the real HTTPS server: enrollment with an enroll token, what an
+//! agent credential may read, the job long poll, and jobs created for a MAC before the machine
+//! enrolls. Jobs are created through the store, as `appliance jobs create` does from another
+//! process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_format::agent::{
+    Disk, EnrollReply, EnrollRequest, Inventory, Job, JobFor, JobRecord, JobState, MapTarget,
+    Mapping, Nic, Then,
+};
+use ferry_format::api::{BackupSession, CommitReply, CommitRequest, Hello, Role};
+use ferry_format::index::Entry;
+use ferry_format::manifest::{ChunkCounts, DiskManifest};
+use ferry_format::signing::TrustBundle;
+use ferry_format::{ChunkId, DiskIndex};
+use ferry_server::commands::init_store;
+use ferry_store::jobs::NewJob;
+use ferry_store::tokens::create_token_at;
+use ferry_store::Store;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+const CS: u32 = 64 << 10;
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    fn new(trust: &TrustBundle, addr: SocketAddr) -> Client {
+        let roots = trust
+            .ca_certs
+            .iter()
+            .map(|c| Certificate::from_der(c).to_owned())
+            .collect();
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(roots)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Client {
+            agent,
+            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let mut res = match method {
+            "GET" => self.agent.get(&url).header("Authorization", &auth).call(),
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
+            "PUT" => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
+            _ => unreachable!(),
+        }
+        .unwrap();
+        let status = res.status().as_u16();
+        (
+            status,
+            res.body_mut()
+                .with_config()
+                .limit(1 << 30)
+                .read_to_vec()
+                .unwrap(),
+        )
+    }
+
+    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>, want: u16) -> Vec<u8> {
+        let (status, bytes) = self.call(method, path, token, body);
+        assert_eq!(
+            status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    rt: tokio::runtime::Runtime,
+    server: Option<ferry_server::RunningServer>,
+    c: Client,
+    admin: String,
+    backup: String,
+    enroll: String,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_store(dir.path(), &[]).unwrap();
+        let trust =
+            TrustBundle::from_pem(&std::fs::read_to_string(&init.trust_bundle).unwrap()).unwrap();
+        let t = "2025-01-01T00:00:00Z";
+        let backup = create_token_at(dir.path(), Role::Backup, t).unwrap();
+        let enroll = create_token_at(dir.path(), Role::Enroll, t).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt
+            .block_on(ferry_server::start(
+                dir.path(),
+                "127.0.0.1:0".parse().unwrap(),
+            ))
+            .unwrap();
+        let c = Client::new(&trust, server.addr);
+        let store = Store::open(dir.path()).unwrap();
+        World {
+            store,
+            rt,
+            server: Some(server),
+            c,
+            admin: init.admin_token,
+            backup,
+            enroll,
+            _dir: dir,
+        }
+    }
+
+    /// A committed snapshot of one 3-chunk disk `sda`; returns its id and data chunk ids.
+    fn snapshot(&self, machine: &str, seed: u8) -> (String, Vec<ChunkId>) {
+        let c = &self.c;
+        let start = format!(r#"{{"machine":"{machine}","chunk_size":{CS}}}"#);
+        let s: BackupSession = serde_json::from_slice(&c.ok(
+            "POST",
+            "/backups",
+            &self.backup,
+            Some(start.as_bytes()),
+            200,
+        ))
+        .unwrap();
+        let mut ids = Vec::new();
+        let mut index = DiskIndex::new_zero(3 * CS as u64, CS).unwrap();
+        for i in [0usize, 2] {
+            let plain: Vec<u8> = (0..CS)
+                .map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8))
+                .collect();
+            let id = ChunkId::of(&plain);
+            c.ok(
+                "PUT",
+                &format!("/chunks/{id}"),
+                &self.backup,
+                Some(&zstd::bulk::compress(&plain, 1).unwrap()),
+                201,
+            );
+            index.entries[i] = Entry::Data(id);
+            ids.push(id);
+        }
+        c.ok(
+            "PUT",
+            &format!("/backups/{}/disks/sda/index", s.session),
+            &self.backup,
+            Some(&index.encode()),
+            204,
+        );
+        let commit = CommitRequest {
+            disks: vec![DiskManifest {
+                name: "sda".into(),
+                size: index.disk_size,
+                logical_sector_size: 512,
+                source: "/dev/sda".into(),
+                source_format: "block-device".into(),
+                index_digest: index.digest(),
+                chunks: ChunkCounts {
+                    data: 2,
+                    zero: 1,
+                    unused: 0,
+                },
+                layout: None,
+            }],
+            os: None,
+            agent: "test".into(),
+        };
+        let body = serde_json::to_vec(&commit).unwrap();
+        let r: CommitReply = serde_json::from_slice(&c.ok(
+            "POST",
+            &format!("/backups/{}/commit", s.session),
+            &self.backup,
+            Some(&body),
+            200,
+        ))
+        .unwrap();
+        (r.snapshot, ids)
+    }
+
+    fn enroll(&self, mac: &str, disks: &[(&str, u64, bool)]) -> EnrollReply {
+        let inventory = Inventory {
+            disks: disks
+                .iter()
+                .map(|&(name, size, blank)| Disk {
+                    name: name.into(),
+                    size,
+                    model: None,
+                    serial: Some(format!("SER-{name}")),
+                    wwn: None,
+                    logical_sector_size: 512,
+                    physical_sector_size: 512,
+                    blank,
+                    removable: false,
+                })
+                .collect(),
+            nics: vec![Nic {
+                name: "eth0".into(),
+                mac: mac.into(),
+                carrier: Some(true),
+            }],
+            ..Default::default()
+        };
+        let req = serde_json::to_vec(&EnrollRequest {
+            inventory,
+            version: "test".into(),
+        })
+        .unwrap();
+        serde_json::from_slice(
+            &self
+                .c
+                .ok("POST", "/agents/enroll", &self.enroll, Some(&req), 200),
+        )
+        .unwrap()
+    }
+
+    fn create_job(&self, snapshot: &str, for_: JobFor, map: &str) -> JobRecord {
+        let new = NewJob {
+            snapshot: snapshot.into(),
+            for_,
+            mappings: vec![map.parse::<Mapping>().unwrap()],
+            then: Then::Reboot,
+            overwrite: false,
+        };
+        self.store.create_job(new, SystemTime::now()).unwrap()
+    }
+
+    fn poll(&self, a: &EnrollReply, wait: u64) -> Option<Job> {
+        let (status, body) = self.c.call(
+            "GET",
+            &format!("/agents/{}/job?wait={wait}", a.agent),
+            &a.credential,
+            None,
+        );
+        match status {
+            204 => None,
+            200 => Some(serde_json::from_slice(&body).unwrap()),
+            s => panic!("poll: {s} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = self.rt.block_on(s.shutdown(Duration::from_secs(1)));
+        }
+    }
+}
+
+#[test]
+fn enroll_token_only_enrolls_and_a_credential_reads_only_its_jobs_snapshot() {
+    let w = World::new();
+    let (snap_a, chunks_a) = w.snapshot("web01", 3);
+    let (snap_b, chunks_b) = w.snapshot("db01", 5);
+    let c = &w.c;
+
+    // The enroll token enrolls and does nothing else.
+    c.ok("GET", "/snapshots", &w.enroll, None, 403);
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_a}/manifest"),
+        &w.enroll,
+        None,
+        403,
+    );
+    c.ok(
+        "POST",
+        "/backups",
+        &w.enroll,
+        Some(br#"{"machine":"x","chunk_size":65536}"#),
+        403,
+    );
+    c.ok("POST", "/agents/enroll", &w.backup, Some(b"{}"), 403);
+    let a = w.enroll("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    assert_eq!(a.agent, "agent-525400000001");
+    c.ok(
+        "GET",
+        &format!("/agents/{}/job", a.agent),
+        &w.enroll,
+        None,
+        403,
+    );
+    let hello: Hello =
+        serde_json::from_slice(&c.ok("GET", "/hello", &a.credential, None, 200)).unwrap();
+    assert_eq!(hello.role, Role::Agent);
+    // The agent is listed with its inventory; the credential's hash, not the credential, is stored.
+    let listed = w.store.list_agents().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].inventory.disks[0].serial.as_deref(),
+        Some("SER-vda")
+    );
+    let raw =
+        std::fs::read_to_string(w.store.agents_dir().join(format!("{}.json", a.agent))).unwrap();
+    assert!(!raw.contains(a.credential.split('.').nth(1).unwrap()));
+
+    // Without a job, the credential reads no snapshot at all.
+    c.ok("GET", "/snapshots", &a.credential, None, 403);
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_a}/manifest"),
+        &a.credential,
+        None,
+        403,
+    );
+    c.ok(
+        "GET",
+        &format!("/chunks/{}", chunks_a[0]),
+        &a.credential,
+        None,
+        403,
+    );
+
+    let job = w.create_job(&snap_a, JobFor::Agent(a.agent.clone()), "sda=auto");
+    let got = w.poll(&a, 0).expect("the job");
+    assert_eq!(
+        (got.id.as_str(), &got.state),
+        (job.id.as_str(), &JobState::Pending)
+    );
+    assert_eq!(
+        got.mappings,
+        vec![Mapping {
+            disk: "sda".into(),
+            target: MapTarget::Device("vda".into())
+        }]
+    );
+
+    // Its job's snapshot and chunks, and nothing else.
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_a}/manifest"),
+        &a.credential,
+        None,
+        200,
+    );
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_a}/disks/sda/index"),
+        &a.credential,
+        None,
+        200,
+    );
+    c.ok(
+        "GET",
+        &format!("/chunks/{}", chunks_a[1]),
+        &a.credential,
+        None,
+        200,
+    );
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_b}/manifest"),
+        &a.credential,
+        None,
+        403,
+    );
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_b}/disks/sda/index"),
+        &a.credential,
+        None,
+        403,
+    );
+    c.ok(
+        "GET",
+        &format!("/chunks/{}", chunks_b[0]),
+        &a.credential,
+        None,
+        403,
+    );
+
+    // Another agent cannot act for this one.
+    let b = w.enroll("52:54:00:00:00:02", &[("vda", 1 << 20, true)]);
+    c.ok(
+        "GET",
+        &format!("/agents/{}/job", a.agent),
+        &b.credential,
+        None,
+        403,
+    );
+    c.ok(
+        "PUT",
+        &format!("/agents/{}/jobs/{}/state", b.agent, job.id),
+        &b.credential,
+        Some(br#""running""#),
+        404,
+    );
+
+    // Run it: running, events, succeeded; then the snapshot is closed to the agent again.
+    let state = |s: &str, want| {
+        c.ok(
+            "PUT",
+            &format!("/agents/{}/jobs/{}/state", a.agent, job.id),
+            &a.credential,
+            Some(s.as_bytes()),
+            want,
+        )
+    };
+    state(r#""succeeded""#, 409);
+    state(r#""running""#, 204);
+    let ev = format!(
+        r#"{{"job":"{}","events":[{{"time":"2025-01-01T00:00:00Z","level":"info","phase":"restore","message":"half","bytes_done":98304,"bytes_total":196608,"rate":1000,"eta":98}}]}}"#,
+        job.id
+    );
+    c.ok(
+        "POST",
+        &format!("/agents/{}/events", a.agent),
+        &a.credential,
+        Some(ev.as_bytes()),
+        204,
+    );
+    state(r#""succeeded""#, 204);
+    state(r#""running""#, 409);
+    let rec = w.store.job(&job.id).unwrap();
+    assert_eq!(
+        (rec.state, rec.progress.bytes_done, rec.agent.as_deref()),
+        (JobState::Succeeded, 98304, Some(a.agent.as_str()))
+    );
+    assert_eq!(w.store.job_events(&job.id).unwrap()[0].message, "half");
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap_a}/manifest"),
+        &a.credential,
+        None,
+        403,
+    );
+    assert!(w.poll(&a, 0).is_none());
+
+    // Enrolling again replaces the credential.
+    let again = w.enroll("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    assert_eq!(again.agent, a.agent);
+    c.ok("GET", "/hello", &a.credential, None, 401);
+    c.ok("GET", "/hello", &again.credential, None, 200);
+    // The admin token may do what an agent does.
+    c.ok(
+        "GET",
+        &format!("/agents/{}/job?wait=0", a.agent),
+        &w.admin,
+        None,
+        204,
+    );
+}
+
+#[test]
+fn long_poll_returns_a_job_created_after_it_started() {
+    let w = World::new();
+    let (snap, _) = w.snapshot("web01", 7);
+    let a = w.enroll("52:54:00:00:00:0a", &[("vda", 1 << 20, true)]);
+    let t0 = Instant::now();
+    let (job, got) = std::thread::scope(|s| {
+        let poller = s.spawn(|| w.poll(&a, 20));
+        std::thread::sleep(Duration::from_millis(1500));
+        // Another process would do exactly this: write the job into the store.
+        let other = Store::open(w.store.root()).unwrap();
+        let new = NewJob {
+            snapshot: snap.clone(),
+            for_: JobFor::Agent(a.agent.clone()),
+            mappings: vec!["sda=/dev/vda".parse().unwrap()],
+            then: Then::Poweroff,
+            overwrite: false,
+        };
+        let job = other.create_job(new, SystemTime::now()).unwrap();
+        (job, poller.join().unwrap())
+    });
+    let got = got.expect("the long poll returns the new job");
+    assert_eq!(got.id, job.id);
+    assert_eq!(got.then, Then::Poweroff);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "answered after {waited:?}"
+    );
+    // Nothing new: a short poll answers 204 after its wait.
+    let b = w.enroll("52:54:00:00:00:0b", &[]);
+    let t1 = Instant::now();
+    assert!(w.poll(&b, 1).is_none());
+    assert!(t1.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn job_created_for_a_mac_is_picked_up_when_that_machine_enrolls() {
+    let w = World::new();
+    let (snap, _) = w.snapshot("web01", 9);
+    let mac = "52:54:00:12:34:56";
+    let job = w.create_job(&snap, JobFor::Mac(mac.into()), "sda=auto");
+    let ambiguous = w.create_job(&snap, JobFor::Mac("52:54:00:99:99:99".into()), "sda=auto");
+    assert_eq!(w.store.job(&job.id).unwrap().agent, None);
+
+    // Another machine does not get it.
+    let other = w.enroll("52:54:00:00:00:77", &[("vda", 1 << 20, true)]);
+    assert!(w.poll(&other, 0).is_none());
+
+    let a = w.enroll(mac, &[("sda", 1 << 30, false), ("vdb", 1 << 20, true)]);
+    assert_eq!(
+        w.store.job(&job.id).unwrap().agent.as_deref(),
+        Some(a.agent.as_str()),
+        "bound at enrollment"
+    );
+    let got = w.poll(&a, 0).expect("the MAC's job");
+    assert_eq!(got.id, job.id);
+    assert_eq!(
+        got.mappings[0].target,
+        MapTarget::Device("vdb".into()),
+        "auto takes the blank disk"
+    );
+    assert_eq!(
+        w.store
+            .list_agents()
+            .unwrap()
+            .iter()
+            .find(|i| i.agent == a.agent)
+            .unwrap()
+            .job
+            .as_deref(),
+        Some(job.id.as_str())
+    );
+
+    // `auto` with two blank disks: the job fails with the reason, handed out once, nothing else.
+    let b = w.enroll(
+        "52:54:00:99:99:99",
+        &[("vda", 1 << 20, true), ("vdb", 1 << 20, true)],
+    );
+    let failed = w.poll(&b, 0).expect("the failed job, once");
+    assert_eq!(failed.id, ambiguous.id);
+    let JobState::Failed { reason } = &failed.state else {
+        panic!("{failed:?}")
+    };
+    assert!(
+        reason.contains("ambiguous") && reason.contains("/dev/vda, /dev/vdb"),
+        "{reason}"
+    );
+    assert!(w.poll(&b, 0).is_none());
+    let rec = w.store.job(&ambiguous.id).unwrap();
+    assert!(matches!(rec.state, JobState::Failed { .. }));
+    assert!(w.store.job_events(&ambiguous.id).unwrap()[0]
+        .message
+        .contains("ambiguous"));
+}

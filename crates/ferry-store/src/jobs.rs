@@ -1,0 +1,401 @@
+//! `jobs/<id>.json` and `jobs/<id>.events.jsonl`: restore jobs for agents, their state and their
+//! append-only event logs (docs/store.md, "Agents and jobs").
+//!
+//! Every read-modify-write of a job record holds `jobs/.lock` (flock), so `appliance jobs create`
+//! in one process and `serve` in another never lose an update. Lock order: jobs, then agents.
+//! A job's mappings are resolved against the agent's inventory when the agent picks it up
+//! ([`Store::take_job`]); a mapping that cannot be satisfied fails the job with a reason before
+//! the agent writes anything.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use ferry_format::agent::{
+    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, JobFor, JobProgress, JobRecord,
+    JobState, Mapping, Then, MAX_EVENT_BATCH,
+};
+use ferry_format::names::{check_name, NameKind};
+use ferry_format::{ChunkId, DiskIndex, Entry};
+
+use crate::error::{io_err, Result, StoreError};
+use crate::fsx::{self, FileLock, LockMode};
+use crate::snapshots::rfc3339;
+use crate::Store;
+
+/// What `appliance jobs create` asks for.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub snapshot: String,
+    pub for_: JobFor,
+    pub mappings: Vec<Mapping>,
+    pub then: Then,
+    pub overwrite: bool,
+}
+
+impl Store {
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root().join("jobs")
+    }
+
+    fn job_path(&self, id: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{id}.json"))
+    }
+
+    fn events_path(&self, id: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{id}.events.jsonl"))
+    }
+
+    fn lock_jobs(&self) -> Result<FileLock> {
+        fsx::create_dir_all(&self.jobs_dir())?;
+        FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)
+    }
+
+    fn write_job(&self, job: &JobRecord) -> Result<()> {
+        let mut bytes =
+            serde_json::to_vec_pretty(job).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        bytes.push(b'\n');
+        fsx::write_atomic(&self.job_path(&job.id), &bytes, 0o644)
+    }
+
+    /// Check a new job against its snapshot (and its agent, when named) and record it.
+    pub fn create_job(&self, new: NewJob, now: SystemTime) -> Result<JobRecord> {
+        let manifest = self.manifest(&new.snapshot)?;
+        match &new.for_ {
+            JobFor::Agent(a) => {
+                self.agent_record(a)?;
+            }
+            JobFor::Mac(m) => {
+                ferry_format::agent::normalize_mac(m).map_err(StoreError::Invalid)?;
+            }
+        }
+        if new.mappings.is_empty() {
+            return Err(StoreError::Invalid(
+                "a job needs at least one --map DISK=TARGET".into(),
+            ));
+        }
+        for (i, m) in new.mappings.iter().enumerate() {
+            if manifest.disk(&m.disk).is_none() {
+                let names: Vec<&str> = manifest.disks.iter().map(|d| d.name.as_str()).collect();
+                return Err(StoreError::Invalid(format!(
+                    "snapshot {} has no disk {:?}; its disks are: {}",
+                    new.snapshot,
+                    m.disk,
+                    names.join(", ")
+                )));
+            }
+            if new.mappings[..i].iter().any(|o| o.disk == m.disk) {
+                return Err(StoreError::Invalid(format!(
+                    "disk {} is mapped twice: give one --map per disk",
+                    m.disk
+                )));
+            }
+        }
+        let _lock = self.lock_jobs()?;
+        let id = loop {
+            let id = format!("job-{}", fsx::random_hex(4)?);
+            if !self.job_path(&id).exists() {
+                break id;
+            }
+        };
+        let job = JobRecord {
+            id,
+            snapshot: new.snapshot,
+            for_: new.for_,
+            mappings: new.mappings,
+            then: new.then,
+            overwrite: new.overwrite,
+            created: rfc3339(now),
+            agent: None,
+            resolved: None,
+            state: JobState::Pending,
+            started: None,
+            finished: None,
+            progress: JobProgress::default(),
+        };
+        self.write_job(&job)?;
+        fsx::fsync_dir(&self.jobs_dir())?;
+        Ok(job)
+    }
+
+    pub fn job(&self, id: &str) -> Result<JobRecord> {
+        check_name(NameKind::Job, id)?;
+        let path = self.job_path(id);
+        let bytes = fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(format!("there is no job {id}: see `appliance jobs list`"))
+            } else {
+                io_err("read", &path)(e)
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))
+    }
+
+    /// Every job, oldest first.
+    pub fn list_jobs(&self) -> Result<Vec<JobRecord>> {
+        let dir = self.jobs_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let name = e
+                .map_err(io_err("list", &dir))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            match self.job(id) {
+                Ok(j) => out.push(j),
+                Err(e) => tracing::warn!("skipping job record {name}: {e}"),
+            }
+        }
+        out.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// A job's events, in the order they were received.
+    pub fn job_events(&self, id: &str) -> Result<Vec<Event>> {
+        check_name(NameKind::Job, id)?;
+        let path = self.events_path(id);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        // A line cut short by a crash mid-append is skipped, not fatal.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    fn append_event_lines(&self, id: &str, events: &[Event]) -> Result<()> {
+        let path = self.events_path(id);
+        let mut buf = Vec::new();
+        for e in events {
+            serde_json::to_writer(&mut buf, e).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        f.write_all(&buf).map_err(io_err("append to", &path))?;
+        f.sync_data().map_err(io_err("fsync", &path))
+    }
+
+    /// Jobs created for one of `macs` and not yet bound: bind them to `agent` (at enrollment).
+    pub(crate) fn bind_mac_jobs(&self, agent: &str, macs: &[String]) -> Result<()> {
+        let _lock = self.lock_jobs()?;
+        for mut job in self.list_jobs()? {
+            if job.agent.is_none()
+                && job.state == JobState::Pending
+                && matches!(&job.for_, JobFor::Mac(m) if macs.contains(m))
+            {
+                job.agent = Some(agent.to_string());
+                self.write_job(&job)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The job `agent` is to run now, if any: its oldest pending or running job (bound to it, or
+    /// created for it or one of its MACs). A pending job's mappings are resolved against the
+    /// agent's inventory here; when they cannot be, the job fails with the reason and is returned
+    /// this once, so the agent can show why.
+    pub fn take_job(&self, agent: &str, now: SystemTime) -> Result<Option<JobRecord>> {
+        let _lock = self.lock_jobs()?;
+        let info = self.agent_record(agent)?.info;
+        let macs = info.inventory.macs();
+        let mine = |j: &JobRecord| match &j.agent {
+            Some(a) => a == agent,
+            None => match &j.for_ {
+                JobFor::Agent(a) => a == agent,
+                JobFor::Mac(m) => macs.contains(m),
+            },
+        };
+        let Some(mut job) = self
+            .list_jobs()?
+            .into_iter()
+            .find(|j| matches!(j.state, JobState::Pending | JobState::Running) && mine(j))
+        else {
+            return Ok(None);
+        };
+        if job.state == JobState::Pending
+            && (job.resolved.is_none() || job.agent.as_deref() != Some(agent))
+        {
+            job.agent = Some(agent.to_string());
+            match self.resolve_job(&job, &info.inventory) {
+                Ok(resolved) => job.resolved = Some(resolved),
+                Err(reason) => {
+                    job.state = JobState::Failed {
+                        reason: reason.clone(),
+                    };
+                    job.finished = Some(rfc3339(now));
+                    let ev = Event {
+                        time: rfc3339(now),
+                        level: ferry_format::agent::Level::Error,
+                        phase: ferry_format::agent::Phase::Failed,
+                        message: reason,
+                        bytes_done: None,
+                        bytes_total: None,
+                        rate: None,
+                        eta: None,
+                    };
+                    self.append_event_lines(&job.id, &[ev])?;
+                }
+            }
+            self.write_job(&job)?;
+        }
+        let state = match &job.state {
+            JobState::Failed { .. } => AgentState::Failed,
+            JobState::Running => AgentState::Running,
+            _ => AgentState::Waiting,
+        };
+        let id = job.id.clone();
+        self.update_agent(agent, |a| {
+            a.job = Some(id);
+            a.state = state;
+            a.last_seen = rfc3339(now);
+        })?;
+        Ok(Some(job))
+    }
+
+    fn resolve_job(
+        &self,
+        job: &JobRecord,
+        inv: &ferry_format::agent::Inventory,
+    ) -> std::result::Result<Vec<Mapping>, String> {
+        let manifest = self.manifest(&job.snapshot).map_err(|e| {
+            format!(
+                "cannot read snapshot {} ({e}): create the job again with an existing snapshot",
+                job.snapshot
+            )
+        })?;
+        let needs: Vec<DiskNeed> = manifest
+            .disks
+            .iter()
+            .map(|d| DiskNeed {
+                disk: d.name.clone(),
+                size: d.size,
+            })
+            .collect();
+        resolve_mappings(&job.mappings, &needs, inv, job.overwrite)
+    }
+
+    /// The agent reports its job's state (running, succeeded, failed).
+    pub fn set_job_state(
+        &self,
+        agent: &str,
+        id: &str,
+        state: JobState,
+        now: SystemTime,
+    ) -> Result<JobRecord> {
+        let _lock = self.lock_jobs()?;
+        let mut job = self.agent_job(agent, id)?;
+        if !job.state.may_become(&state) {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is {} and cannot become {}",
+                job.state.name(),
+                state.name()
+            )));
+        }
+        let t = rfc3339(now);
+        if state == JobState::Running && job.started.is_none() {
+            job.started = Some(t.clone());
+        }
+        if state.is_final() {
+            job.finished = Some(t.clone());
+        }
+        let agent_state = match &state {
+            JobState::Succeeded => AgentState::Succeeded,
+            JobState::Failed { .. } => AgentState::Failed,
+            _ => AgentState::Running,
+        };
+        job.state = state;
+        self.write_job(&job)?;
+        self.update_agent(agent, |a| {
+            a.state = agent_state;
+            a.job = Some(id.to_string());
+            a.last_seen = t;
+        })?;
+        Ok(job)
+    }
+
+    /// Append an agent's events to its job's log; the last one with byte counts becomes the job's
+    /// progress.
+    pub fn append_events(&self, agent: &str, batch: &EventBatch, now: SystemTime) -> Result<()> {
+        if batch.events.len() > MAX_EVENT_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "{} events in one batch: send at most {MAX_EVENT_BATCH}",
+                batch.events.len()
+            )));
+        }
+        let _lock = self.lock_jobs()?;
+        let mut job = self.agent_job(agent, &batch.job)?;
+        self.append_event_lines(&job.id, &batch.events)?;
+        if let Some(e) = batch.events.iter().rev().find(|e| e.bytes_total.is_some()) {
+            job.progress = JobProgress {
+                phase: Some(e.phase),
+                bytes_done: e.bytes_done.unwrap_or(0),
+                bytes_total: e.bytes_total.unwrap_or(0),
+                rate: e.rate.unwrap_or(0),
+                eta: e.eta.unwrap_or(0),
+            };
+            self.write_job(&job)?;
+        }
+        let t = rfc3339(now);
+        self.update_agent(agent, |a| a.last_seen = t)?;
+        Ok(())
+    }
+
+    /// A job bound to `agent`; another agent's job is "not found" to it.
+    fn agent_job(&self, agent: &str, id: &str) -> Result<JobRecord> {
+        let job = self.job(id)?;
+        if job.agent.as_deref() != Some(agent) {
+            return Err(StoreError::NotFound(format!(
+                "agent {agent} has no job {id}"
+            )));
+        }
+        Ok(job)
+    }
+
+    /// The snapshot an agent may read now: that of its job, while the job is pending (handed
+    /// out) or running.
+    pub fn agent_snapshot(&self, agent: &str) -> Result<Option<String>> {
+        let info = self.agent_record(agent)?.info;
+        let Some(id) = info.job else { return Ok(None) };
+        let job = self.job(&id)?;
+        let live = matches!(job.state, JobState::Pending | JobState::Running)
+            && job.agent.as_deref() == Some(agent);
+        Ok(live.then_some(job.snapshot))
+    }
+
+    /// Every data chunk any disk of a snapshot references.
+    pub fn snapshot_chunk_ids(&self, snapshot: &str) -> Result<HashSet<ChunkId>> {
+        let manifest = self.manifest(snapshot)?;
+        let mut ids = HashSet::new();
+        for d in &manifest.disks {
+            let index = DiskIndex::decode(&self.snapshot_index(snapshot, &d.name)?)?;
+            ids.extend(index.entries.iter().filter_map(|e| match e {
+                Entry::Data(id) => Some(*id),
+                _ => None,
+            }));
+        }
+        Ok(ids)
+    }
+}
