@@ -1,0 +1,76 @@
+//! The command line: clap types only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ferry_client::cli::ConnectArgs;
+use ferry_engine::restore;
+
+#[derive(Parser)]
+#[command(version, about = "Restore Ferry snapshots onto disks or image files")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Restore a snapshot: fetch only what the targets lack, verify every chunk, write
+    #[command(args_override_self = true)]
+    Restore {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Snapshot id (`appliance snapshots`)
+        #[arg(long)]
+        snapshot: String,
+        /// DISK=DEST: a disk of the snapshot onto a block device or an image file (created if missing)
+        #[arg(long = "target", required = true, value_parser = parse_target)]
+        targets: Vec<(String, PathBuf)>,
+        /// Print the plan and what would be fetched and written; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow writing a target that already holds a partition table, filesystem or other data
+        #[arg(long)]
+        overwrite: bool,
+        /// On a larger target: grow the last partition, the LVM PV and LV on it, and the filesystem
+        #[arg(long)]
+        grow: bool,
+        /// The LV to grow with --grow, as VG/LV (default: the last LV holding a growable filesystem)
+        #[arg(long, requires = "grow")]
+        grow_lv: Option<String>,
+        /// Chunk fetches in flight
+        #[arg(long, default_value_t = restore::DEFAULT_PARALLEL)]
+        parallel: usize,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unattended: enroll with the appliance, wait for a job, restore, report (the rescue image's loop)
+    Agent(ferry_agent::cli::AgentArgs),
+    /// Make a restored system boot on its new hardware (virtio drivers, fstab, boot loader)
+    Fixup {
+        /// The restored system's root: a mounted Linux root or a Windows volume's root directory
+        #[arg(long)]
+        root: PathBuf,
+        /// linux, windows or auto (detect from the files under --root)
+        #[arg(long, default_value = "auto")]
+        os: ferry_fixup::OsChoice,
+        /// The virtio driver package laid out like the virtio-win media (Windows)
+        #[arg(long)]
+        drivers: Option<PathBuf>,
+        /// Print each change that would be made; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the changes as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((disk, dest)) if !disk.is_empty() && !dest.is_empty() => Ok((disk.to_string(), PathBuf::from(dest))),
+        _ => Err(format!("{s:?} is not DISK=DEST (e.g. sda=/dev/vda)")),
+    }
+}
+
