@@ -10,6 +10,7 @@
 //! | `ferry.ca_sha256=HEX` | `ferry.ca_sha256=` or `ca_sha256=` | SHA-256 pin of the appliance CA (64 hex digits) |
 //! | `ferry.debug[=1]` | `ferry.debug=` or `debug=` | debug logging (`1/0`, `yes/no`, `on/off`, `true/false`) |
 //! | `ferry.on_failure=shell` | `on_failure=` | what PID 1 does when the agent fails: `shell` (default), `reboot`, `poweroff` |
+//! | `ferry.retry_window=15m` | `retry_window=` | how long an unreachable appliance is retried before the agent gives up (seconds, or with s/m/h) |
 //! | `ip=…` (repeatable) | `ip=` | dracut syntax, see [`ip`] |
 //! | `nameserver=A.B.C.D` (repeatable) | `nameserver=` | DNS servers; win over DHCP's |
 //!
@@ -41,6 +42,8 @@ pub struct Settings {
     pub ca_sha256: Option<[u8; 32]>,
     pub debug: bool,
     pub on_failure: FailurePolicy,
+    /// `ferry.retry_window=`: how long an unreachable appliance is retried (agent default: 15 min).
+    pub retry_window: Option<std::time::Duration>,
     pub net: NetConfig,
 }
 
@@ -72,6 +75,7 @@ impl Default for Settings {
             ca_sha256: None,
             debug: false,
             on_failure: FailurePolicy::Shell,
+            retry_window: None,
             net: NetConfig::default(),
         }
     }
@@ -150,12 +154,13 @@ enum Key {
     CaSha256,
     Debug,
     OnFailure,
+    RetryWindow,
     Ip,
     Nameserver,
 }
 
 /// The expected-syntax text of an unknown key.
-const KNOWN_KEYS: &str = "one of ferry.appliance, ferry.token, ferry.ca_sha256, ferry.debug, ferry.on_failure, ip, nameserver";
+const KNOWN_KEYS: &str = "one of ferry.appliance, ferry.token, ferry.ca_sha256, ferry.debug, ferry.on_failure, ferry.retry_window, ip, nameserver";
 
 impl Key {
     fn from_ferry(name: &str) -> Option<Key> {
@@ -165,6 +170,7 @@ impl Key {
             "ca_sha256" => Key::CaSha256,
             "debug" => Key::Debug,
             "on_failure" => Key::OnFailure,
+            "retry_window" => Key::RetryWindow,
             _ => return None,
         })
     }
@@ -180,6 +186,7 @@ impl Key {
             Key::CaSha256 => "ferry.ca_sha256=<64 hex digits>",
             Key::Debug => "ferry.debug, ferry.debug=1 or ferry.debug=0",
             Key::OnFailure => "ferry.on_failure=shell, reboot or poweroff",
+            Key::RetryWindow => "ferry.retry_window=900, 90s, 15m or 2h",
             Key::Ip => IP_SYNTAX,
             Key::Nameserver => "nameserver=A.B.C.D",
         }
@@ -280,6 +287,7 @@ fn apply(s: &mut Settings, e: &Entry) -> Result<(), SettingsError> {
                 other => return Err(e.bad(format!("unknown policy {other:?}"))),
             }
         }
+        Key::RetryWindow => s.retry_window = Some(parse_duration(e.value()?).ok_or_else(|| e.bad("not a duration"))?),
         Key::Ip => s.net.ip.push(ip::parse_ip(e.value()?).map_err(|why| e.bad(why))?),
         Key::Nameserver => {
             let v = e.value()?;
@@ -499,4 +507,15 @@ mod tests {
         std::fs::remove_file(dir.path().join("proc/cmdline")).unwrap();
         assert!(load(dir.path()).unwrap_err().to_string().starts_with("read "));
     }
+}
+
+/// `900`, `90s`, `15m`, `2h`.
+fn parse_duration(v: &str) -> Option<std::time::Duration> {
+    let (num, mult) = match v.as_bytes().last()? {
+        b's' => (&v[..v.len() - 1], 1),
+        b'm' => (&v[..v.len() - 1], 60),
+        b'h' => (&v[..v.len() - 1], 3600),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).map(std::time::Duration::from_secs)
 }
