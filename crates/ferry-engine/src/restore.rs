@@ -352,11 +352,16 @@ fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
         Some(f) => LocalState::new(f, d.target.kind, d.target.size),
         None => LocalState { created: true, extents: None },
     };
+    // What the target holds now: a file may be shorter than the size it will be given.
+    let held_len = match (&file, d.target.kind) {
+        (Some(f), TargetKind::File { .. }) => f.metadata().map_err(io_err(&d.target.path, "stat", 0))?.len(),
+        _ => d.target.size,
+    };
     let mut buf = Vec::new();
     for (i, e) in d.index.entries.iter().enumerate() {
         let (off, len) = d.index.range(i);
         let held = match &file {
-            Some(f) if !local.known_zero(off, len as u64) && off + len as u64 <= d.target.size => {
+            Some(f) if !local.known_zero(off, len as u64) && off + len as u64 <= held_len => {
                 Some(read_local(f, &d.target.path, &mut buf, off, len)?)
             }
             _ => None,

@@ -14,6 +14,10 @@
 //! `number_of_partition_entries` entries before checking anything and multiplies LBAs without
 //! overflow checks; mbrman panics on some malformed EBR chains.
 //!
+//! [`used_map`] reads, for a probed disk, which byte ranges hold anything a restore needs (the
+//! allocation bitmaps and free-space trees of ext2/3/4, xfs, vfat and ntfs, swap headers, LVM
+//! extents); a backup leaves the rest out. Its module documentation gives the rules.
+//!
 //! docs/layout.md describes each captured field and where it is found on the disk.
 
 use ferry_format::layout::{BootArea, ContentKind, DiskLayout, Gap, LbaRange, PartitionTable};

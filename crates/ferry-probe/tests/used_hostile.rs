@@ -24,9 +24,16 @@ impl DiskSource for Mutated<'_> {
         self.base.len() as u64
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.size());
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size());
         let Some(end) = end else {
-            return Err(ImageError::OutOfRange { path: "mutated".into(), offset, len: buf.len(), size: self.size() });
+            return Err(ImageError::OutOfRange {
+                path: "mutated".into(),
+                offset,
+                len: buf.len(),
+                size: self.size(),
+            });
         };
         buf.copy_from_slice(&self.base[offset as usize..end as usize]);
         for (&at, &b) in self.patches.range(offset..end) {
@@ -56,21 +63,51 @@ fn seeds() -> &'static Vec<(Vec<u8>, u64)> {
                 .envs(env.iter().copied())
                 .output()
                 .unwrap();
-            assert!(status.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&status.stderr));
+            assert!(
+                status.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
             seeds.push((std::fs::read(&img).unwrap(), 64 * 1024));
         };
-        mk("e1.img", 4 * MIB, &["mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "meta_bg,^resize_inode"], &[]);
-        mk("e4.img", 16 * MIB, &["mkfs.ext4", "-q", "-F", "-b", "4096"], &[]);
+        mk(
+            "e1.img",
+            4 * MIB,
+            &[
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-b",
+                "1024",
+                "-O",
+                "meta_bg,^resize_inode",
+            ],
+            &[],
+        );
+        mk(
+            "e4.img",
+            16 * MIB,
+            &["mkfs.ext4", "-q", "-F", "-b", "4096"],
+            &[],
+        );
         mk("e2.img", 4 * MIB, &["mkfs.ext2", "-q", "-F"], &[]);
         mk("f.img", 2 * MIB, &["mkfs.vfat", "-F", "12"], &[]);
         mk("f32.img", 40 * MIB, &["mkfs.vfat", "-F", "32"], &[]);
         mk("n.img", 8 * MIB, &["mkntfs", "-q", "-F", "-f"], &[]);
-        mk("x.img", 32 * MIB, &["mkfs.xfs", "-q", "-f"], &[("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")]);
+        mk(
+            "x.img",
+            32 * MIB,
+            &["mkfs.xfs", "-q", "-f"],
+            &[("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")],
+        );
         let uuid = "HaNdBu-iLtP-V000-1111-2222-3333-444444";
         let mut pv = build_pv(8 << 20, uuid, 16 * 1024, &vg_text(uuid, 6), 512);
         if have("mkfs.ext2") {
             let fs = image(dir.path(), "lv.img", 2 * MIB);
-            run("mkfs.ext2", &["-q", "-F", "-b", "1024", fs.to_str().unwrap()]);
+            run(
+                "mkfs.ext2",
+                &["-q", "-F", "-b", "1024", fs.to_str().unwrap()],
+            );
             pv[2 << 20..4 << 20].copy_from_slice(&std::fs::read(&fs).unwrap());
         }
         seeds.push((pv, 8 * MIB));
@@ -109,7 +146,10 @@ proptest! {
 #[test]
 fn seeds_parse_cleanly() {
     for (base, _) in seeds() {
-        let disk = Mutated { base, patches: BTreeMap::new() };
+        let disk = Mutated {
+            base,
+            patches: BTreeMap::new(),
+        };
         let layout = ferry_probe::probe(&disk).unwrap();
         let map = ferry_probe::used_map(&disk, &layout).unwrap();
         assert!(map.notes.is_empty(), "{:?}", map.notes);

@@ -25,15 +25,42 @@ const INCOMPAT_64BIT: u32 = 0x80;
 /// Incompatible features that do not change where allocation is recorded: filetype, recover
 /// and journal_dev (refused separately), meta_bg, extents, 64bit, mmp, flex_bg, ea_inode,
 /// dirdata, csum_seed, largedir, inline_data, encrypt, casefold.
-const INCOMPAT_KNOWN: u32 = 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000
-    | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000;
+const INCOMPAT_KNOWN: u32 = 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x40
+    | 0x80
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x1_0000
+    | 0x2_0000;
 const RO_SPARSE_SUPER: u32 = 0x1;
 const RO_GDT_CSUM: u32 = 0x10;
 const RO_BIGALLOC: u32 = 0x200;
 const RO_METADATA_CSUM: u32 = 0x400;
 /// Read-only features understood: all of e2fsprogs' except has_snapshot (0x80).
-const RO_KNOWN: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x100 | 0x200 | 0x400 | 0x800
-    | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000;
+const RO_KNOWN: u32 = 0x1
+    | 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x20
+    | 0x40
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x800
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x1_0000;
 const STATE_VALID: u16 = 0x1;
 const STATE_ERROR: u16 = 0x2;
 const BG_BLOCK_UNINIT: u16 = 0x2;
@@ -99,12 +126,20 @@ fn geometry(sb: &[u8], view_len: u64) -> Result<Geometry, Skip> {
         return why("the filesystem records errors");
     }
     if incompat & !INCOMPAT_KNOWN != 0 || ro & !RO_KNOWN != 0 {
-        return why(format!("unknown features (incompat {incompat:#x}, ro_compat {ro:#x})"));
+        return why(format!(
+            "unknown features (incompat {incompat:#x}, ro_compat {ro:#x})"
+        ));
     }
     let log_block = le32(sb, 0x18);
-    let log_cluster = if ro & RO_BIGALLOC != 0 { le32(sb, 0x1c) } else { log_block };
+    let log_cluster = if ro & RO_BIGALLOC != 0 {
+        le32(sb, 0x1c)
+    } else {
+        log_block
+    };
     if log_block > 6 || log_cluster < log_block || log_cluster > log_block + 16 {
-        return why(format!("block size 2^{log_block} KiB, cluster size 2^{log_cluster} KiB"));
+        return why(format!(
+            "block size 2^{log_block} KiB, cluster size 2^{log_cluster} KiB"
+        ));
     }
     let bs = 1024u64 << log_block;
     let cluster = 1024u64 << log_cluster;
@@ -127,20 +162,27 @@ fn geometry(sb: &[u8], view_len: u64) -> Result<Geometry, Skip> {
     }
     let fs_len = blocks.checked_mul(bs).filter(|&l| l <= view_len);
     if fs_len.is_none() || blocks <= first_data_block {
-        return why(format!("{blocks} blocks of {bs} bytes do not fit the {view_len} bytes it is in"));
+        return why(format!(
+            "{blocks} blocks of {bs} bytes do not fit the {view_len} bytes it is in"
+        ));
     }
     let data_blocks = blocks - first_data_block;
     let groups = data_blocks.div_ceil(blocks_per_group);
     if groups > MAX_GROUPS {
         return why(format!("{groups} block groups"));
     }
-    let inode_size = if le32(sb, 0x4c) == 0 { 128 } else { u64::from(le16(sb, 0x58)) };
+    let inode_size = if le32(sb, 0x4c) == 0 {
+        128
+    } else {
+        u64::from(le16(sb, 0x58))
+    };
     if !inode_size.is_power_of_two() || !(128..=bs).contains(&inode_size) {
         return why(format!("inode size {inode_size}"));
     }
     let inode_table_blocks = (u64::from(le32(sb, 0x28)) * inode_size).div_ceil(bs);
     let desc_size = if is64 { u64::from(le16(sb, 0xfe)) } else { 32 };
-    if !desc_size.is_power_of_two() || !(32..=1024).contains(&desc_size) || (is64 && desc_size < 64) {
+    if !desc_size.is_power_of_two() || !(32..=1024).contains(&desc_size) || (is64 && desc_size < 64)
+    {
         return why(format!("group descriptor size {desc_size}"));
     }
     let per_block = bs / desc_size;
@@ -212,7 +254,9 @@ impl Geometry {
             _ => sb_block + n + 1,
         };
         if at >= self.blocks {
-            return why(format!("descriptor block {n} at block {at} is past the end"));
+            return why(format!(
+                "descriptor block {n} at block {at} is past the end"
+            ));
         }
         Ok(at)
     }
@@ -233,7 +277,11 @@ impl Geometry {
 
 fn one_group(view: &View, out: &mut Out, g: &Geometry, group: u64, d: &[u8]) -> Result<(), Skip> {
     let wide = |at: usize| {
-        let hi = if g.is64 { u64::from(le32(d, at + 0x20)) } else { 0 };
+        let hi = if g.is64 {
+            u64::from(le32(d, at + 0x20))
+        } else {
+            0
+        };
         hi << 32 | u64::from(le32(d, at))
     };
     let (block_bitmap, inode_bitmap, inode_table) = (wide(0), wide(4), wide(8));
@@ -244,7 +292,9 @@ fn one_group(view: &View, out: &mut Out, g: &Geometry, group: u64, d: &[u8]) -> 
         ("inode table", inode_table, g.inode_table_blocks),
     ] {
         if at < g.first_data_block || at.checked_add(n).is_none_or(|e| e > g.blocks) {
-            return why(format!("group {group}'s {what} at block {at} lies outside the filesystem"));
+            return why(format!(
+                "group {group}'s {what} at block {at} lies outside the filesystem"
+            ));
         }
         out.used(at * g.bs, n * g.bs);
     }
@@ -254,8 +304,15 @@ fn one_group(view: &View, out: &mut Out, g: &Geometry, group: u64, d: &[u8]) -> 
     if g.uninit_allowed && flags & BG_BLOCK_UNINIT != 0 {
         return Ok(());
     }
-    let bits = g.clusters_per_group.min(g.clusters - group * g.clusters_per_group);
-    let bitmap = read(view, block_bitmap * g.bs, bits.div_ceil(8) as usize, "block bitmap")?;
+    let bits = g
+        .clusters_per_group
+        .min(g.clusters - group * g.clusters_per_group);
+    let bitmap = read(
+        view,
+        block_bitmap * g.bs,
+        bits.div_ceil(8) as usize,
+        "block bitmap",
+    )?;
     let base = g.first_data_block * g.bs + group * g.clusters_per_group * g.cluster;
     for (start, len) in runs(&bitmap, bits) {
         out.used(base + start * g.cluster, len * g.cluster);
@@ -269,7 +326,7 @@ pub(super) fn runs(bitmap: &[u8], bits: u64) -> impl Iterator<Item = (u64, u64)>
     std::iter::from_fn(move || {
         let bit = |i: u64| bitmap[(i / 8) as usize] >> (i % 8) & 1 == 1;
         while i < bits && !bit(i) {
-            if i % 8 == 0 && bitmap[(i / 8) as usize] == 0 {
+            if i & 7 == 0 && bitmap[(i / 8) as usize] == 0 {
                 i += 8;
             } else {
                 i += 1;
@@ -280,7 +337,7 @@ pub(super) fn runs(bitmap: &[u8], bits: u64) -> impl Iterator<Item = (u64, u64)>
         }
         let start = i;
         while i < bits && bit(i) {
-            if i % 8 == 0 && bitmap[(i / 8) as usize] == 0xff && i + 8 <= bits {
+            if i & 7 == 0 && bitmap[(i / 8) as usize] == 0xff && i + 8 <= bits {
                 i += 8;
             } else {
                 i += 1;

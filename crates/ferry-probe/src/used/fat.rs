@@ -12,7 +12,9 @@ const PIECE: u64 = 3 << 18;
 
 pub(super) fn used(view: &View, out: &mut Out) -> Result<u64, Skip> {
     let boot = read(view, 0, 512, "boot sector")?;
-    let Some(f) = fat_geometry(&boot) else { return why("the boot sector no longer parses") };
+    let Some(f) = fat_geometry(&boot) else {
+        return why("the boot sector no longer parses");
+    };
     let bps = f.bytes_per_sector;
     let fs_len = f.total_sectors * bps;
     let fat_start = f.reserved * bps;
@@ -21,11 +23,17 @@ pub(super) fn used(view: &View, out: &mut Out) -> Result<u64, Skip> {
     let data_start = fat_start + f.fat_count * fat_len + root;
     let cluster = f.sectors_per_cluster * bps;
     if fs_len > view.len() {
-        return why(format!("{fs_len} bytes do not fit the {} bytes it is in", view.len()));
+        return why(format!(
+            "{fs_len} bytes do not fit the {} bytes it is in",
+            view.len()
+        ));
     }
     let entries = f.clusters + 2;
     if entries * u64::from(f.bits) > fat_len * 8 {
-        return why(format!("{} clusters do not fit a FAT of {fat_len} bytes", f.clusters));
+        return why(format!(
+            "{} clusters do not fit a FAT of {fat_len} bytes",
+            f.clusters
+        ));
     }
     out.used(0, data_start);
     let needed = (entries * u64::from(f.bits)).div_ceil(8);
@@ -72,6 +80,9 @@ pub(super) fn used(view: &View, out: &mut Out) -> Result<u64, Skip> {
         at += len;
     }
     // The end of the data area that is no whole cluster stays used.
-    out.used(data_start + f.clusters * cluster, fs_len.saturating_sub(data_start + f.clusters * cluster));
+    out.used(
+        data_start + f.clusters * cluster,
+        fs_len.saturating_sub(data_start + f.clusters * cluster),
+    );
     Ok(fs_len)
 }

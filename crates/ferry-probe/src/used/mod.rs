@@ -62,7 +62,11 @@ pub struct UsedMap {
 impl UsedMap {
     /// A map in which every byte of a disk of `size` bytes is used.
     pub fn fully_used(size: u64) -> UsedMap {
-        UsedMap { size, ranges: vec![0..size], notes: Vec::new() }
+        UsedMap {
+            size,
+            ranges: std::iter::once(0..size).collect(),
+            notes: Vec::new(),
+        }
     }
 
     /// Disk size in bytes.
@@ -103,7 +107,12 @@ pub(crate) struct Builder {
 
 impl Builder {
     fn new(size: u64) -> Builder {
-        Builder { size, granule: GRANULE, ranges: Vec::new(), notes: Vec::new() }
+        Builder {
+            size,
+            granule: GRANULE,
+            ranges: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     /// Mark disk bytes `start..end` used (clipped to the disk).
@@ -114,7 +123,9 @@ impl Builder {
         }
         let r = self.widen(start..end);
         match self.ranges.last_mut() {
-            Some(last) if last.start <= r.start && r.start <= last.end => last.end = last.end.max(r.end),
+            Some(last) if last.start <= r.start && r.start <= last.end => {
+                last.end = last.end.max(r.end)
+            }
             _ => self.ranges.push(r),
         }
         if self.ranges.len() >= MAX_RANGES {
@@ -151,7 +162,10 @@ impl Builder {
             self.ranges = ranges.into_iter().map(|r| self.widen(r)).collect();
             self.merge();
         }
-        let note = format!("the map has many small ranges: coarsened to {} KiB", self.granule >> 10);
+        let note = format!(
+            "the map has many small ranges: coarsened to {} KiB",
+            self.granule >> 10
+        );
         if self.notes.last() != Some(&note) {
             self.notes.push(note);
         }
@@ -159,7 +173,11 @@ impl Builder {
 
     fn finish(mut self) -> UsedMap {
         self.merge();
-        UsedMap { size: self.size, ranges: self.ranges, notes: self.notes }
+        UsedMap {
+            size: self.size,
+            ranges: self.ranges,
+            notes: self.notes,
+        }
     }
 }
 
@@ -185,7 +203,9 @@ pub(crate) fn why<T>(reason: impl Into<String>) -> Result<T, Skip> {
 pub(crate) fn read(view: &View, offset: u64, len: usize, what: &str) -> Result<Vec<u8>, Skip> {
     match view.read(offset, len)? {
         Some(b) => Ok(b),
-        None => why(format!("the {what} ({len} bytes at {offset}) lies outside the filesystem")),
+        None => why(format!(
+            "the {what} ({len} bytes at {offset}) lies outside the filesystem"
+        )),
     }
 }
 
@@ -210,7 +230,10 @@ pub fn used_map(disk: &dyn DiskSource, layout: &DiskLayout) -> Result<UsedMap, P
     let mut b = Builder::new(size);
     if layout.size != size {
         b.used(0, size);
-        b.note(format!("the layout describes {} bytes, the disk has {size}: used in full", layout.size));
+        b.note(format!(
+            "the layout describes {} bytes, the disk has {size}: used in full",
+            layout.size
+        ));
         return Ok(b.finish());
     }
     let ss = u64::from(layout.logical_sector_size);
@@ -230,8 +253,19 @@ pub fn used_map(disk: &dyn DiskSource, layout: &DiskLayout) -> Result<UsedMap, P
             boot_gap(&mut b, &layout.boot, ss);
             for p in &g.partitions {
                 let what = format!("GPT partition {}", p.slot);
-                let len = p.last_lba.saturating_sub(p.first_lba).saturating_add(1).saturating_mul(ss);
-                partition(&mut b, disk, p.first_lba.saturating_mul(ss), len, Some(&p.content), &what)?;
+                let len = p
+                    .last_lba
+                    .saturating_sub(p.first_lba)
+                    .saturating_add(1)
+                    .saturating_mul(ss);
+                partition(
+                    &mut b,
+                    disk,
+                    p.first_lba.saturating_mul(ss),
+                    len,
+                    Some(&p.content),
+                    &what,
+                )?;
             }
         }
         PartitionTable::Mbr(m) => {
@@ -241,7 +275,10 @@ pub fn used_map(disk: &dyn DiskSource, layout: &DiskLayout) -> Result<UsedMap, P
                 let what = format!("MBR partition {}", p.slot);
                 let start = p.start_lba.saturating_mul(ss);
                 if let Some(ebr) = p.ebr_lba {
-                    b.used(ebr.saturating_mul(ss), ebr.saturating_add(1).saturating_mul(ss));
+                    b.used(
+                        ebr.saturating_mul(ss),
+                        ebr.saturating_add(1).saturating_mul(ss),
+                    );
                 }
                 if p.kind == MbrPartitionKind::Extended {
                     b.used(start, start.saturating_add(ss)); // the first EBR
@@ -259,9 +296,15 @@ pub fn used_map(disk: &dyn DiskSource, layout: &DiskLayout) -> Result<UsedMap, P
 fn boot_gap(b: &mut Builder, boot: &BootArea, ss: u64) {
     let Some(gap) = &boot.gap else { return };
     if let Some(u) = gap.used {
-        b.used(u.first.saturating_mul(ss), u.last.saturating_add(1).saturating_mul(ss));
+        b.used(
+            u.first.saturating_mul(ss),
+            u.last.saturating_add(1).saturating_mul(ss),
+        );
     }
-    b.used(gap.scanned_end_lba.saturating_mul(ss), gap.end_lba.saturating_mul(ss));
+    b.used(
+        gap.scanned_end_lba.saturating_mul(ss),
+        gap.end_lba.saturating_mul(ss),
+    );
 }
 
 fn partition(
@@ -276,14 +319,22 @@ fn partition(
         (Some(view), Some(c)) => content(b, &view, c, what, 0),
         _ => {
             b.used(start, start.saturating_add(len));
-            b.note(format!("{what}: no content recorded or outside the disk: used in full"));
+            b.note(format!(
+                "{what}: no content recorded or outside the disk: used in full"
+            ));
             Ok(())
         }
     }
 }
 
 /// Mark what `c` on `view` uses; on anything but a read error, all of `view`.
-pub(crate) fn content(b: &mut Builder, view: &View, c: &Content, what: &str, depth: u32) -> Result<(), ProbeError> {
+pub(crate) fn content(
+    b: &mut Builder,
+    view: &View,
+    c: &Content,
+    what: &str,
+    depth: u32,
+) -> Result<(), ProbeError> {
     let r = match c.kind {
         ContentKind::Lvm2Member if depth < MAX_DEPTH => lvm::used(b, view, c, what, depth),
         _ => filesystem(&mut Out { b: &mut *b, view }, view, c.kind),
@@ -293,7 +344,11 @@ pub(crate) fn content(b: &mut Builder, view: &View, c: &Content, what: &str, dep
         Err(Skip::Read(e)) => Err(e),
         Err(Skip::Why(reason)) => {
             Out { b: &mut *b, view }.used(0, view.len());
-            b.note(format!("{what} ({}): {reason}: used in full", c.kind));
+            b.note(format!(
+                "{what} ({}, disk offset {}): {reason}: used in full",
+                c.kind,
+                view.disk_offset(0)
+            ));
             Ok(())
         }
     }
@@ -329,6 +384,7 @@ fn swap(view: &View, out: &mut Out) -> Result<u64, Skip> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -342,8 +398,19 @@ mod tests {
 
     #[test]
     fn ranges_are_widened_merged_and_clipped() {
-        let m = map(1 << 30, &[(5 << 20, (5 << 20) + 1), (100, 200), (70_000, 70_001), (2 << 30, 3 << 30)]);
-        assert_eq!(m.ranges(), &[0..2 * GRANULE, (5 << 20)..(5 << 20) + GRANULE]);
+        let m = map(
+            1 << 30,
+            &[
+                (5 << 20, (5 << 20) + 1),
+                (100, 200),
+                (70_000, 70_001),
+                (2 << 30, 3 << 30),
+            ],
+        );
+        assert_eq!(
+            m.ranges(),
+            &[0..2 * GRANULE, (5 << 20)..(5 << 20) + GRANULE]
+        );
         assert!(m.chunk_unused(2 * GRANULE, (5 << 20) - 2 * GRANULE));
         assert!(!m.chunk_unused(2 * GRANULE, (5 << 20) - 2 * GRANULE + 1));
         assert!(!m.chunk_unused(0, 1));

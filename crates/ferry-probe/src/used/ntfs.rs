@@ -37,7 +37,8 @@ pub(super) fn used(view: &View, out: &mut Out) -> Result<u64, Skip> {
     let boot = read(view, 0, 512, "boot sector")?;
     let v = volume(&boot, view.len())?;
     let volume_rec = record(view, &v, 3)?;
-    let info = attribute(&volume_rec, VOLUME_INFORMATION).ok_or_else(|| Skip::Why("$Volume has no $VOLUME_INFORMATION".into()))?;
+    let info = attribute(&volume_rec, VOLUME_INFORMATION)
+        .ok_or_else(|| Skip::Why("$Volume has no $VOLUME_INFORMATION".into()))?;
     let value = resident_value(&volume_rec, info).filter(|v| v.len() >= 12);
     match value {
         Some(value) if le16(value, 10) & VOLUME_IS_DIRTY == 0 => {}
@@ -46,11 +47,14 @@ pub(super) fn used(view: &View, out: &mut Out) -> Result<u64, Skip> {
     }
     logfile_is_clean(view, &v)?;
     let bitmap_rec = record(view, &v, 6)?;
-    let data = attribute(&bitmap_rec, DATA).ok_or_else(|| Skip::Why("$Bitmap has no $DATA in its record".into()))?;
+    let data = attribute(&bitmap_rec, DATA)
+        .ok_or_else(|| Skip::Why("$Bitmap has no $DATA in its record".into()))?;
     let needed = v.clusters.div_ceil(8);
     if bitmap_rec[data + 8] == 0 {
         let value = resident_value(&bitmap_rec, data).filter(|b| b.len() as u64 >= needed);
-        let Some(value) = value else { return why("the resident $Bitmap is too short") };
+        let Some(value) = value else {
+            return why("the resident $Bitmap is too short");
+        };
         mark(out, &v, value, 0);
         return Ok(v.clusters * v.cluster);
     }
@@ -87,7 +91,9 @@ fn volume(b: &[u8], view_len: u64) -> Result<Volume, Skip> {
     }
     let clusters = le64(b, 0x28) / spc;
     if clusters.checked_mul(cluster).is_none_or(|l| l > view_len) {
-        return why(format!("{clusters} clusters of {cluster} bytes do not fit the {view_len} bytes it is in"));
+        return why(format!(
+            "{clusters} clusters of {cluster} bytes do not fit the {view_len} bytes it is in"
+        ));
     }
     let record = match b[0x40] as i8 {
         n @ 1.. => cluster * n as u64,
@@ -100,12 +106,22 @@ fn volume(b: &[u8], view_len: u64) -> Result<Volume, Skip> {
     if mft >= clusters {
         return why("the MFT lies outside the volume");
     }
-    Ok(Volume { cluster, clusters, mft, record })
+    Ok(Volume {
+        cluster,
+        clusters,
+        mft,
+        record,
+    })
 }
 
 /// MFT record `n` (one of the first records, which lie in the MFT's first run), fixed up.
 fn record(view: &View, v: &Volume, n: u64) -> Result<Vec<u8>, Skip> {
-    let mut rec = read(view, v.mft * v.cluster + n * v.record, v.record as usize, "MFT record")?;
+    let mut rec = read(
+        view,
+        v.mft * v.cluster + n * v.record,
+        v.record as usize,
+        "MFT record",
+    )?;
     if &rec[..4] != b"FILE" || !ntfs_fixup(&mut rec) || le16(&rec, 0x16) & 1 == 0 {
         return why(format!("MFT record {n} is not a valid record in use"));
     }
@@ -130,7 +146,10 @@ fn attribute(rec: &[u8], kind: u32) -> Option<usize> {
 
 fn resident_value(rec: &[u8], at: usize) -> Option<&[u8]> {
     let len = le32(rec, at + 4) as usize;
-    let (vlen, voff) = (le32(rec, at + 0x10) as usize, usize::from(le16(rec, at + 0x14)));
+    let (vlen, voff) = (
+        le32(rec, at + 0x10) as usize,
+        usize::from(le16(rec, at + 0x14)),
+    );
     (rec[at + 8] == 0 && voff.checked_add(vlen)? <= len).then(|| &rec[at + voff..at + voff + vlen])
 }
 
@@ -147,7 +166,12 @@ fn runlist(rec: &[u8], at: usize, v: &Volume) -> Result<Vec<(u64, u64)>, Skip> {
     let mut out = Vec::new();
     while p < end && rec[p] != 0 {
         let (len_bytes, off_bytes) = (usize::from(rec[p] & 0xf), usize::from(rec[p] >> 4));
-        if len_bytes == 0 || len_bytes > 8 || off_bytes > 8 || p + 1 + len_bytes + off_bytes > end || out.len() == MAX_RUNS {
+        if len_bytes == 0
+            || len_bytes > 8
+            || off_bytes > 8
+            || p + 1 + len_bytes + off_bytes > end
+            || out.len() == MAX_RUNS
+        {
             return why("a malformed runlist");
         }
         let field = |from: usize, n: usize, signed: bool| {
@@ -162,7 +186,9 @@ fn runlist(rec: &[u8], at: usize, v: &Volume) -> Result<Vec<(u64, u64)>, Skip> {
         if off_bytes == 0 {
             return why("a sparse run in $Bitmap");
         }
-        lcn = lcn.checked_add(field(p + 1 + len_bytes, off_bytes, true)).unwrap_or(-1);
+        lcn = lcn
+            .checked_add(field(p + 1 + len_bytes, off_bytes, true))
+            .unwrap_or(-1);
         if lcn < 0 || (lcn as u64).checked_add(run).is_none_or(|e| e > v.clusters) {
             return why("a run outside the volume");
         }
@@ -185,8 +211,12 @@ fn mark(out: &mut Out, v: &Volume, bitmap: &[u8], first: u64) {
 fn logfile_is_clean(view: &View, v: &Volume) -> Result<(), Skip> {
     let rec = record(view, v, 2)?;
     let data = attribute(&rec, DATA).filter(|&a| rec[a + 8] == 1);
-    let Some(data) = data else { return why("$LogFile has no non-resident $DATA") };
-    let Some(&(lcn, n)) = runlist(&rec, data, v)?.first() else { return why("$LogFile is empty") };
+    let Some(data) = data else {
+        return why("$LogFile has no non-resident $DATA");
+    };
+    let Some(&(lcn, n)) = runlist(&rec, data, v)?.first() else {
+        return why("$LogFile is empty");
+    };
     let page = 4096u64;
     if n * v.cluster < 2 * page {
         return why("$LogFile is too short");
@@ -205,13 +235,16 @@ fn logfile_is_clean(view: &View, v: &Volume) -> Result<(), Skip> {
             return why("$LogFile's restart area lies outside its page");
         }
         let lsn = le64(&p, ra);
-        let clean = le16(&p, ra + 12) == LOGFILE_NO_CLIENT || le16(&p, ra + 14) & RESTART_VOLUME_IS_CLEAN != 0;
+        let clean = le16(&p, ra + 12) == LOGFILE_NO_CLIENT
+            || le16(&p, ra + 14) & RESTART_VOLUME_IS_CLEAN != 0;
         if newest.is_none_or(|(l, _)| lsn > l) {
             newest = Some((lsn, clean));
         }
     }
     match newest {
-        Some((_, false)) => why("$LogFile is not clean (Windows was hibernated or not shut down cleanly)"),
+        Some((_, false)) => {
+            why("$LogFile is not clean (Windows was hibernated or not shut down cleanly)")
+        }
         _ => Ok(()),
     }
 }

@@ -62,16 +62,27 @@ fn superblock(s: &[u8], view_len: u64) -> Result<Sb, Skip> {
         return why(format!("sector size {sect}, version {version}"));
     }
     if ag_blocks < 64 || ag_count == 0 || blocks.div_ceil(ag_blocks) != ag_count {
-        return why(format!("{ag_count} AGs of {ag_blocks} blocks for {blocks} blocks"));
+        return why(format!(
+            "{ag_count} AGs of {ag_blocks} blocks for {blocks} blocks"
+        ));
     }
     if blocks.checked_mul(bs).is_none_or(|l| l > view_len) {
-        return why(format!("{blocks} blocks of {bs} bytes do not fit the {view_len} bytes it is in"));
+        return why(format!(
+            "{blocks} blocks of {bs} bytes do not fit the {view_len} bytes it is in"
+        ));
     }
     let v5 = version == 5;
     if v5 && be32(s, 216) & !INCOMPAT_KNOWN != 0 {
         return why(format!("unknown incompatible features {:#x}", be32(s, 216)));
     }
-    Ok(Sb { bs, ag_blocks, ag_count, blocks, sect, v5 })
+    Ok(Sb {
+        bs,
+        ag_blocks,
+        ag_count,
+        blocks,
+        sect,
+        v5,
+    })
 }
 
 /// The internal log ends in an unmount record, as xfs's own log recovery decides
@@ -89,7 +100,9 @@ fn log_is_clean(view: &View, s: &[u8], sb: &Sb) -> Result<(), Skip> {
     let (ag, block) = (start >> agblklog, start & ((1u64 << agblklog) - 1));
     let log_len = u64::from(be32(s, 96)) * sb.bs;
     let offset = (ag * sb.ag_blocks + block).checked_mul(sb.bs);
-    let Some(offset) = offset.filter(|&o| ag < sb.ag_count && log_len > 0 && log_len <= MAX_LOG && o + log_len <= sb.blocks * sb.bs) else {
+    let Some(offset) = offset.filter(|&o| {
+        ag < sb.ag_count && log_len > 0 && log_len <= MAX_LOG && o + log_len <= sb.blocks * sb.bs
+    }) else {
         return why("the internal log lies outside the filesystem");
     };
     let n = log_len / BB;
@@ -104,25 +117,46 @@ fn log_is_clean(view: &View, s: &[u8], sb: &Sb) -> Result<(), Skip> {
         }));
         at += len;
     }
-    let dirty = || why("the log does not end in an unmount record (mounted, or not cleanly unmounted)");
+    let dirty =
+        || why("the log does not end in an unmount record (mounted, or not cleanly unmounted)");
     // Blocks 0..head carry cycle c, head..n cycle c − 1.
     let c = cycles[0].0;
-    let head = cycles.iter().position(|&(x, _)| x != c).unwrap_or(cycles.len());
+    let head = cycles
+        .iter()
+        .position(|&(x, _)| x != c)
+        .unwrap_or(cycles.len());
     if c == 0 || cycles[head..].iter().any(|&(x, _)| x != c - 1) {
         return dirty();
     }
     let n = n as usize;
-    let Some(rec) = (1..=n).map(|back| (head + n - back) % n).find(|&i| cycles[i].1) else {
+    let Some(rec) = (1..=n)
+        .map(|back| (head + n - back) % n)
+        .find(|&i| cycles[i].1)
+    else {
         return dirty();
     };
-    let h = read(view, offset + rec as u64 * BB, BB as usize, "log record header")?;
-    let hblks = if be32(&h, 8) & 2 != 0 { u64::from(be32(&h, 320)).div_ceil(32768).max(1) } else { 1 };
+    let h = read(
+        view,
+        offset + rec as u64 * BB,
+        BB as usize,
+        "log record header",
+    )?;
+    let hblks = if be32(&h, 8) & 2 != 0 {
+        u64::from(be32(&h, 320)).div_ceil(32768).max(1)
+    } else {
+        1
+    };
     let data_bbs = u64::from(be32(&h, 12)).div_ceil(BB);
     let ends_at_head = (rec as u64 + hblks + data_bbs) % n as u64 == head as u64 % n as u64;
     if !ends_at_head || be32(&h, 40) != 1 {
         return dirty();
     }
-    let op = read(view, offset + (rec as u64 + hblks) % n as u64 * BB, BB as usize, "log operation")?;
+    let op = read(
+        view,
+        offset + (rec as u64 + hblks) % n as u64 * BB,
+        BB as usize,
+        "log operation",
+    )?;
     if op[9] & XLOG_UNMOUNT_TRANS == 0 {
         return dirty();
     }
@@ -136,7 +170,9 @@ fn one_ag(view: &View, out: &mut Out, sb: &Sb, ag: u64) -> Result<(), Skip> {
     let length = u64::from(be32(&agf, 12));
     let expected = sb.ag_blocks.min(sb.blocks - ag * sb.ag_blocks);
     if &agf[..4] != AGF_MAGIC || u64::from(be32(&agf, 8)) != ag || length != expected {
-        return why(format!("AG {ag}: bad AGF (magic, seqno or length {length})"));
+        return why(format!(
+            "AG {ag}: bad AGF (magic, seqno or length {length})"
+        ));
     }
     let (root, levels, free_blocks) = (be32(&agf, 16), be32(&agf, 28), u64::from(be32(&agf, 52)));
     if !(1..=MAX_LEVELS).contains(&levels) {
@@ -156,7 +192,9 @@ fn one_ag(view: &View, out: &mut Out, sb: &Sb, ag: u64) -> Result<(), Skip> {
     })?;
     out.used(ag_start + at * sb.bs, (length - at) * sb.bs);
     if total != free_blocks {
-        return why(format!("AG {ag}: the free-space btree holds {total} blocks, the AGF says {free_blocks}"));
+        return why(format!(
+            "AG {ag}: the free-space btree holds {total} blocks, the AGF says {free_blocks}"
+        ));
     }
     Ok(())
 }
@@ -183,12 +221,24 @@ fn free_extents(
     while let Some((block, level)) = stack.pop() {
         visited += 1;
         if u64::from(block) >= length || visited > length {
-            return why(format!("btree block {block} is outside the AG or visited twice"));
+            return why(format!(
+                "btree block {block} is outside the AG or visited twice"
+            ));
         }
-        let b = read(view, ag_start + u64::from(block) * sb.bs, bs, "free-space btree block")?;
+        let b = read(
+            view,
+            ag_start + u64::from(block) * sb.bs,
+            bs,
+            "free-space btree block",
+        )?;
         let records = usize::from(be16(&b, 6));
-        if &b[..4] != magic || u32::from(be16(&b, 4)) != level || records > if level == 0 { leaf_max } else { node_max } {
-            return why(format!("btree block {block}: bad magic, level or record count"));
+        if &b[..4] != magic
+            || u32::from(be16(&b, 4)) != level
+            || records > if level == 0 { leaf_max } else { node_max }
+        {
+            return why(format!(
+                "btree block {block}: bad magic, level or record count"
+            ));
         }
         if level > 0 {
             for i in (0..records).rev() {
@@ -197,9 +247,14 @@ fn free_extents(
             continue;
         }
         for i in 0..records {
-            let (start, n) = (u64::from(be32(&b, hdr + i * 8)), u64::from(be32(&b, hdr + i * 8 + 4)));
+            let (start, n) = (
+                u64::from(be32(&b, hdr + i * 8)),
+                u64::from(be32(&b, hdr + i * 8 + 4)),
+            );
             if n == 0 || start < prev_end || start + n > length {
-                return why(format!("free extent {start}+{n} is out of order or outside the AG"));
+                return why(format!(
+                    "free extent {start}+{n} is out of order or outside the AG"
+                ));
             }
             on_free(start, n);
             prev_end = start + n;
