@@ -2,12 +2,14 @@
 # QEMU smoke test of the rescue image's PID 1 (crates/ferry-init), TCG only (never -enable-kvm).
 #
 #   bash tests/init/run.sh            /init = restore-agent (its PID-1 hook calls ferry_init::run_pid1)
-#   bash tests/init/run.sh --example  /init = ferry-init's examples/pid1-smoke.rs (same closure, no agent deps)
+#   bash tests/init/run.sh --example  /init = ferry-init's examples/pid1-smoke.rs (network, then PowerOff;
+#                                     no agent dependencies, so ferry-init boots while the rest is in flux)
 #
 # Builds the static agent for x86_64-unknown-linux-musl, builds the image with image-builder (prints
 # "SKIPPED: image-builder not available yet" and exits 0 if image-builder does not build), then boots:
 #   dhcp     ISO, virtio-net on QEMU user networking: init steps, virtio_net loaded by modalias,
-#            DHCP lease 10.0.2.15, then the closure's PowerOff
+#            DHCP lease 10.0.2.15, then power off (the example powers off by itself; restore-agent, with
+#            no appliance stamped, fails with "no appliance configured" → the shell → `poweroff` typed)
 #   static   kernel+initrd with ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none nameserver=10.0.2.3
 #   no-nic   ISO with -nic none: "no network: no network adapter found", the shell; types `poweroff`
 #   no-link  virtio-net with its link set down (monitor set_link): "no network: no NIC has a link …
@@ -74,7 +76,7 @@ net: eth0: DHCP lease 10\.0\.2\.15/24 router 10\.0\.2\.2 dns 10\.0\.2\.3
 net: default route via 10\.0\.2\.2 dev eth0
 agent: network up: eth0 10\.0\.2\.15/24 via 10\.0\.2\.2; dns 10\.0\.2\.3
 init: powering off now' REJECT="$COMMON_REJECT
-FAILED" MARK='agent: network up' \
+FAILED" MARK='agent: network up' SEND='ferry-rescue# =>poweroff' \
     boot dhcp "${QEMU[@]}" -cdrom "$ISO" "${NIC[@]}"
 
 echo "== boot: static ip= (kernel + initrd)"
@@ -83,7 +85,7 @@ net: eth0: static address 10\.0\.2\.15/24
 net: default route via 10\.0\.2\.2 dev eth0
 agent: network up: eth0 10\.0\.2\.15/24 via 10\.0\.2\.2; dns 10\.0\.2\.3
 init: powering off now' REJECT="$COMMON_REJECT
-DHCP lease" MARK='agent: network up' \
+DHCP lease" MARK='agent: network up' SEND='ferry-rescue# =>poweroff' \
     boot static "${QEMU[@]}" -kernel "$KERNEL" -initrd "$INITRD" "${NIC[@]}" \
     -append "$ARGS ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none nameserver=10.0.2.3"
 

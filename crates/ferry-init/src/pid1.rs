@@ -52,7 +52,8 @@ const SHELL: &str = "/bin/sh";
 /// Runs PID 1 of the rescue image. Call it first thing in `main` when `std::process::id() == 1`.
 ///
 /// Order: mounts (proc, sys, dev, dev/pts, run, tmp) → console → settings → clock → kernel modules
-/// by modalias → efivarfs → entropy → watchdog; then `main(&settings)` in a worker process; then
+/// by modalias → efivarfs → entropy; then the filesystem modules in a background process and
+/// `main(&settings)` in a worker process (PID 1 supervises both, pets a watchdog if present); then
 /// the [`Outcome`]. `main` is not run when the settings cannot be parsed (the error is the
 /// failure).
 pub fn run_pid1(main: impl FnOnce(&Settings) -> Outcome) -> ! {
@@ -63,6 +64,7 @@ pub fn run_pid1(main: impl FnOnce(&Settings) -> Outcome) -> ! {
     tracing::info!("init: ferry-init {} starting as PID 1", env!("CARGO_PKG_VERSION"));
     let (settings, settings_error) = init_steps();
     let mut sup = Supervisor::new();
+    spawn_late_modules();
     let outcome = match settings_error {
         Some(e) => Outcome::Failed(e),
         None => sup.run_worker(main, &settings),
@@ -125,18 +127,46 @@ fn step_clock() -> Result<String, String> {
     }
 }
 
-fn step_modules() -> Result<String, String> {
+fn module_dir() -> Result<PathBuf, String> {
     let release = sys::kernel_release().map_err(|e| format!("uname: {e}"))?;
-    let moddir = PathBuf::from("/lib/modules").join(&release);
+    Ok(PathBuf::from("/lib/modules").join(release))
+}
+
+/// Loads [`kmod::LATE_LOAD`] in a child process while the agent starts; PID 1 reaps it.
+fn spawn_late_modules() {
+    // SAFETY: PID 1 is single-threaded here; the child only loads modules and exits.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        if pid < 0 {
+            tracing::warn!("modules: fork the background loader: {}", std::io::Error::last_os_error());
+        }
+        return;
+    }
+    let start = Instant::now();
+    let result = module_dir().and_then(|d| ModIndex::read(&d).map(|i| (d, i)).map_err(|e| e.to_string()));
+    match result {
+        Ok((dir, index)) => {
+            let r = kmod::load_list(&index, &dir, &mut Finit, kmod::LATE_LOAD);
+            let names: Vec<&str> = r.loaded.iter().map(|(m, _)| m.as_str()).collect();
+            tracing::info!("modules: background: {} loaded in {} ms: {}", names.len(), start.elapsed().as_millis(), names.join(" "));
+            for (m, e) in &r.failed {
+                tracing::warn!("modules: background: {m} failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("modules: background: {e}"),
+    }
+    // SAFETY: ends this child without running PID 1's state teardown.
+    unsafe { libc::_exit(0) }
+}
+
+fn step_modules() -> Result<String, String> {
+    let moddir = module_dir()?;
+    let release = moddir.file_name().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
     if !moddir.is_dir() {
         return Err(format!("{} does not exist: this image has no modules for kernel {release}", moddir.display()));
     }
     let index = ModIndex::read(&moddir).map_err(|e| e.to_string())?;
-    let report =
-        kmod::coldplug(&index, &moddir, Path::new("/sys/devices"), &mut Finit, kmod::ALWAYS_LOAD, ColdplugOptions::default());
-    for (m, cause) in &report.loaded {
-        tracing::debug!("modules: {m} for {cause}");
-    }
+    let report = kmod::coldplug(&index, &moddir, Path::new("/sys/bus"), &mut Finit, kmod::ALWAYS_LOAD, ColdplugOptions::default());
     if report.failed.is_empty() {
         Ok(report.to_string())
     } else {
@@ -287,8 +317,12 @@ impl Supervisor {
     /// kernel refuses.
     fn shutdown(mut self, cmd: libc::c_int, what: &str) -> ! {
         tracing::info!("init: {what}: stopping processes and syncing disks");
-        // SAFETY: signalling every process but ourselves (PID 1 is exempt from kill(-1)).
-        unsafe { libc::kill(-1, libc::SIGTERM) };
+        // SAFETY: signalling every process but ourselves (PID 1 is exempt from kill(-1)). SIGHUP
+        // too: an interactive shell ignores SIGTERM.
+        unsafe {
+            libc::kill(-1, libc::SIGTERM);
+            libc::kill(-1, libc::SIGHUP);
+        }
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             self.reap(0);

@@ -27,13 +27,15 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Modules loaded at every boot if the image ships them: nothing in /sys asks for these (the
-/// filesystems and device-mapper the restore mounts, the disk class driver, efivarfs), or a disk
-/// must not depend on a late modalias round (virtio_blk). Kept short: under TCG each large module
-/// costs about a second (btrfs' raid6 benchmark several), and the kernel still requests others on
-/// demand through busybox modprobe.
-pub const ALWAYS_LOAD: &[&str] =
-    &["ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ntfs3", "dm_mod", "sd_mod", "virtio_blk", "efivarfs"];
+/// Modules loaded at every boot, if the image ships them, right after coldplug: nothing in /sys
+/// asks for these (disk class driver, device-mapper, efivarfs before its mount), or a boot disk
+/// must not wait for a later modalias round (virtio_blk).
+pub const ALWAYS_LOAD: &[&str] = &["sd_mod", "virtio_blk", "dm_mod", "efivarfs"];
+
+/// Filesystems the restore and fix-up mount, loaded in the background while the agent starts:
+/// they are large (under QEMU/TCG xfs alone takes 4 s to load) and needed only minutes later. A
+/// mount before they are loaded still works: the kernel requests the module (busybox modprobe).
+pub const LATE_LOAD: &[&str] = &["ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ntfs3"];
 
 /// `xen-blkfront` → `xen_blkfront` (the kernel treats both the same).
 pub fn normalise(name: &str) -> String {
@@ -272,12 +274,12 @@ impl fmt::Display for ColdplugReport {
     }
 }
 
-/// Loads modules for the devices under `sys_devices` (normally `/sys/devices`) in rounds, then the
+/// Loads modules for the devices under `sys_bus` (normally `/sys/bus`) in rounds, then the
 /// `always` list. `moddir` is `/lib/modules/$(uname -r)`.
 pub fn coldplug(
     index: &ModIndex,
     moddir: &Path,
-    sys_devices: &Path,
+    sys_bus: &Path,
     loader: &mut dyn Loader,
     always: &[&str],
     opts: ColdplugOptions,
@@ -287,7 +289,7 @@ pub fn coldplug(
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         state.report.rounds += 1;
-        let new: Vec<String> = read_modaliases(sys_devices).into_iter().filter(|a| !seen.contains(a)).collect();
+        let new: Vec<String> = read_modaliases(sys_bus).into_iter().filter(|a| !seen.contains(a)).collect();
         tracing::debug!("modules: round {}: {} new modalias strings", state.report.rounds, new.len());
         for alias in &new {
             for m in index.match_alias(alias) {
@@ -349,24 +351,24 @@ impl LoadState<'_> {
     }
 }
 
-/// Every distinct `modalias` under `dir`, without following symlinks (sysfs is full of loops).
-pub fn read_modaliases(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    walk(dir, 0, &mut out);
-    out
+/// Loads `names` (and what they need) that the index ships, outside any coldplug round.
+pub fn load_list(index: &ModIndex, moddir: &Path, loader: &mut dyn Loader, names: &[&str]) -> ColdplugReport {
+    let mut state = LoadState { index, moddir, loader, tried: HashSet::new(), report: ColdplugReport::default() };
+    for m in names.iter().filter(|m| index.contains(m)) {
+        state.load(&normalise(m), "always");
+    }
+    state.report
 }
 
-/// sysfs device trees are deep but not this deep; the bound guards against surprises.
-const MAX_DEPTH: usize = 40;
-
-fn walk(dir: &Path, depth: usize, out: &mut BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() && depth < MAX_DEPTH {
-            walk(&e.path(), depth + 1, out);
-        } else if ft.is_file() && e.file_name() == "modalias" {
-            if let Ok(s) = std::fs::read_to_string(e.path()) {
+/// Every distinct modalias of the devices under `sys_bus`: `BUS/devices/DEV/modalias` (every
+/// device with a modalias sits on a bus; two levels instead of walking all of /sys/devices, which
+/// takes most of a second per round under TCG).
+pub fn read_modaliases(sys_bus: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let dirs = |p: &Path| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path());
+    for bus in dirs(sys_bus) {
+        for dev in dirs(&bus.join("devices")) {
+            if let Ok(s) = std::fs::read_to_string(dev.join("modalias")) {
                 let s = s.trim();
                 if !s.is_empty() {
                     out.insert(s.to_string());
@@ -374,6 +376,7 @@ fn walk(dir: &Path, depth: usize, out: &mut BTreeSet<String>) {
             }
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -447,8 +450,11 @@ alias fs-ext4 ext4
             if name == "crc16" {
                 return Err(io::Error::from_raw_os_error(libc::ENOEXEC));
             }
+            if self.loaded.iter().any(|l| l == name) {
+                return Ok(Loaded::Already);
+            }
             if name == "virtio_pci" {
-                let d = self.sys.join("pci0000:00/0000:00:02.0/virtio0");
+                let d = self.sys.join("virtio/devices/virtio0");
                 std::fs::create_dir_all(&d)?;
                 std::fs::write(d.join("modalias"), "virtio:d00000001v00001AF4\n")?;
             }
@@ -460,17 +466,22 @@ alias fs-ext4 ext4
     #[test]
     fn coldplug_runs_rounds_until_nothing_new_appears() {
         let dir = tempfile::tempdir().unwrap();
-        let sys = dir.path().join("sys/devices");
-        let nic = sys.join("pci0000:00/0000:00:02.0");
-        std::fs::create_dir_all(&nic).unwrap();
-        std::fs::write(nic.join("modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n").unwrap();
-        std::fs::create_dir_all(sys.join("platform/serial8250")).unwrap();
-        std::fs::write(sys.join("platform/serial8250/modalias"), "platform:serial8250\n").unwrap();
-        // A symlink loop must not be followed.
-        std::os::unix::fs::symlink(&sys, nic.join("subsystem")).unwrap();
+        let sys = dir.path().join("sys/bus");
+        let real = dir.path().join("sys/devices/pci0000:00/0000:00:02.0");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n").unwrap();
+        std::fs::create_dir_all(sys.join("pci/devices")).unwrap();
+        // As in sysfs: bus/devices/X is a symlink to the device directory.
+        std::os::unix::fs::symlink(&real, sys.join("pci/devices/0000:00:02.0")).unwrap();
+        std::fs::create_dir_all(sys.join("platform/devices/serial8250")).unwrap();
+        std::fs::write(sys.join("platform/devices/serial8250/modalias"), "platform:serial8250\n").unwrap();
+        std::fs::create_dir_all(sys.join("cpu/devices/cpu0")).unwrap(); // no modalias: fine
         let mut k = FakeKernel { sys: sys.clone(), loaded: Vec::new() };
         let opts = ColdplugOptions { settle: Duration::from_millis(1), ..Default::default() };
         let r = coldplug(&idx(), Path::new("/lib/modules/6.12"), &sys, &mut k, &["ext4", "nosuch", "virtio_net"], opts);
+        let late = load_list(&idx(), Path::new("/lib/modules/6.12"), &mut k, &["ext4", "crc16", "nosuch"]);
+        assert_eq!(late.loaded.len(), 0, "already loaded by the always list");
+        assert_eq!(late.failed.len(), 1, "crc16 is retried in a new list and fails again");
         assert_eq!(
             k.loaded,
             ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "net_failover", "virtio_net", "xen_blkfront", "mbcache", "jbd2", "ext4"]
@@ -490,9 +501,9 @@ alias fs-ext4 ext4
     #[test]
     fn coldplug_stops_at_the_round_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let sys = dir.path().join("devices");
-        std::fs::create_dir_all(sys.join("a")).unwrap();
-        std::fs::write(sys.join("a/modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00").unwrap();
+        let sys = dir.path().join("bus");
+        std::fs::create_dir_all(sys.join("pci/devices/a")).unwrap();
+        std::fs::write(sys.join("pci/devices/a/modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00").unwrap();
         let mut k = FakeKernel { sys: sys.clone(), loaded: Vec::new() };
         let opts = ColdplugOptions { max_rounds: 1, settle: Duration::ZERO, timeout: Duration::from_secs(1) };
         let r = coldplug(&idx(), Path::new("/m"), &sys, &mut k, &[], opts);
