@@ -242,7 +242,7 @@ pub fn parse(cmdline: &str, site_conf: Option<&str>) -> Result<Settings, Setting
         None => Vec::new(),
     };
     let mut s = Settings::default();
-    for key in [Key::Appliance, Key::Token, Key::CaSha256, Key::Debug, Key::OnFailure, Key::Ip, Key::Nameserver] {
+    for key in [Key::Appliance, Key::Token, Key::CaSha256, Key::Debug, Key::OnFailure, Key::RetryWindow, Key::Ip, Key::Nameserver] {
         let from_cmd: Vec<&Entry> = cmd.iter().filter(|e| e.key == key).collect();
         let chosen = if from_cmd.is_empty() { site.iter().filter(|e| e.key == key).collect() } else { from_cmd };
         // Single-valued keys: the last occurrence wins (as the kernel does).
@@ -393,6 +393,15 @@ fn unknown_key(origin: Origin, token: &str) -> SettingsError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_window_is_read_from_both_places() {
+        let s = parse("ferry.retry_window=20s", None).unwrap();
+        assert_eq!(s.retry_window, Some(std::time::Duration::from_secs(20)));
+        let s = parse("", Some("retry_window=15m\n")).unwrap();
+        assert_eq!(s.retry_window, Some(std::time::Duration::from_secs(900)));
+        assert!(parse("ferry.retry_window=soon", None).is_err());
+    }
+
     use super::*;
 
     const PIN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
