@@ -30,7 +30,14 @@ fn main() -> ExitCode {
         Cmd::Jobs(JobsCmd::List { data, json }) => jobs::jobs_list(&data, json),
         Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),
         Cmd::Jobs(JobsCmd::Create(c)) => {
-            let args = jobs::CreateArgs { agent: c.agent, mac: c.mac, snapshot: c.snapshot, maps: c.maps, then: c.then, overwrite: c.overwrite };
+            let args = jobs::CreateArgs {
+                agent: c.agent,
+                mac: c.mac,
+                snapshot: c.snapshot,
+                maps: c.maps,
+                then: c.then,
+                overwrite: c.overwrite,
+            };
             jobs::jobs_create(&c.data, args, c.json)
         }
     };

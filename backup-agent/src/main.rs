@@ -44,10 +44,28 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
-    let Cmd::Backup { connect, machine, disks, chunk_size, parallel, level, json } = Cli::parse().cmd;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let Cmd::Backup {
+        connect,
+        machine,
+        disks,
+        chunk_size,
+        parallel,
+        level,
+        json,
+    } = Cli::parse().cmd;
     let disks = disks.iter().map(|d| parse_disk(d)).collect();
-    let opts = BackupOptions { machine, disks, chunk_size, parallel, level, quiet: json };
+    let opts = BackupOptions {
+        machine,
+        disks,
+        chunk_size,
+        parallel,
+        level,
+        quiet: json,
+    };
     let result = connect
         .client(parallel + 1)
         .map_err(anyhow::Error::from)
@@ -74,7 +92,13 @@ fn main() -> ExitCode {
 
 fn parse_disk(arg: &str) -> DiskSpec {
     match arg.split_once('=') {
-        Some((name, path)) if !name.contains('/') => DiskSpec { name: name.to_string(), path: PathBuf::from(path) },
-        _ => DiskSpec { name: backup::default_disk_name(arg.as_ref()), path: PathBuf::from(arg) },
+        Some((name, path)) if !name.contains('/') => DiskSpec {
+            name: name.to_string(),
+            path: PathBuf::from(path),
+        },
+        _ => DiskSpec {
+            name: backup::default_disk_name(arg.as_ref()),
+            path: PathBuf::from(arg),
+        },
     }
 }

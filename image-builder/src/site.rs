@@ -190,7 +190,10 @@ fn check_distinct(input: &Path, output: &Path) -> Result<()> {
         _ => false,
     };
     if same {
-        bail!("customize {}: --out must differ from the input", input.display());
+        bail!(
+            "customize {}: --out must differ from the input",
+            input.display()
+        );
     }
     Ok(())
 }

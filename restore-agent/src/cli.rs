@@ -69,8 +69,9 @@ pub enum Cmd {
 
 pub fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
-        Some((disk, dest)) if !disk.is_empty() && !dest.is_empty() => Ok((disk.to_string(), PathBuf::from(dest))),
+        Some((disk, dest)) if !disk.is_empty() && !dest.is_empty() => {
+            Ok((disk.to_string(), PathBuf::from(dest)))
+        }
         _ => Err(format!("{s:?} is not DISK=DEST (e.g. sda=/dev/vda)")),
     }
 }
-

@@ -22,7 +22,13 @@ pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyh
     Ok(())
 }
 
-pub fn fixup(root: &Path, os: ferry_fixup::OsChoice, drivers: Option<&Path>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub fn fixup(
+    root: &Path,
+    os: ferry_fixup::OsChoice,
+    drivers: Option<&Path>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let changes = ferry_fixup::run(root, os, drivers, dry_run)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&changes)?);
@@ -61,12 +67,22 @@ fn run_in_chroot(root: &Path, cmd: &str, dry_run: bool) -> bool {
         .filter(|m| {
             let dir = root.join(m);
             dir.is_dir()
-                && std::process::Command::new("mount").arg("--bind").arg(format!("/{m}")).arg(&dir).status().is_ok_and(|s| s.success())
+                && std::process::Command::new("mount")
+                    .arg("--bind")
+                    .arg(format!("/{m}"))
+                    .arg(&dir)
+                    .status()
+                    .is_ok_and(|s| s.success())
         })
         .collect();
-    let status = std::process::Command::new("chroot").arg(root).args(["sh", "-c", cmd]).status();
+    let status = std::process::Command::new("chroot")
+        .arg(root)
+        .args(["sh", "-c", cmd])
+        .status();
     for m in mounted.iter().rev() {
-        let _ = std::process::Command::new("umount").arg(root.join(m)).status();
+        let _ = std::process::Command::new("umount")
+            .arg(root.join(m))
+            .status();
     }
     match status {
         Ok(s) if s.success() => {
@@ -78,7 +94,10 @@ fn run_in_chroot(root: &Path, cmd: &str, dry_run: bool) -> bool {
             false
         }
         Err(e) => {
-            println!("NOT DONE: cannot chroot into {} ({e}): run `{cmd}` in the restored system", root.display());
+            println!(
+                "NOT DONE: cannot chroot into {} ({e}): run `{cmd}` in the restored system",
+                root.display()
+            );
             false
         }
     }

@@ -15,14 +15,42 @@ fn main() -> ExitCode {
     if std::process::id() == 1 {
         pid1::run(); // the rescue image: ferry-init takes over, never returns
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let result = match Cli::parse().cmd {
         Cmd::Agent(args) => return ferry_agent::cli::main(args),
-        Cmd::Restore { connect, snapshot, targets, dry_run, overwrite, grow, grow_lv, parallel, json } => {
-            let opts = RestoreOptions { snapshot, targets, overwrite, dry_run, parallel, quiet: json, grow, grow_lv };
+        Cmd::Restore {
+            connect,
+            snapshot,
+            targets,
+            dry_run,
+            overwrite,
+            grow,
+            grow_lv,
+            parallel,
+            json,
+        } => {
+            let opts = RestoreOptions {
+                snapshot,
+                targets,
+                overwrite,
+                dry_run,
+                parallel,
+                quiet: json,
+                grow,
+                grow_lv,
+            };
             commands::restore(&connect, &opts, json)
         }
-        Cmd::Fixup { root, os, drivers, dry_run, json } => commands::fixup(&root, os, drivers.as_deref(), dry_run, json),
+        Cmd::Fixup {
+            root,
+            os,
+            drivers,
+            dry_run,
+            json,
+        } => commands::fixup(&root, os, drivers.as_deref(), dry_run, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,7 +39,9 @@ fn agent(settings: &Settings) -> Result<Outcome, String> {
          (`appliance token create --role enroll`)",
     )?;
     let trust = ferry_client::load_trust(&settings.ca_path).map_err(|e| {
-        format!("{e}: stamp the appliance's ca.pem into the image with `image-builder customize --ca`")
+        format!(
+            "{e}: stamp the appliance's ca.pem into the image with `image-builder customize --ca`"
+        )
     })?;
     if let Some(pin) = settings.ca_sha256 {
         let have = ring_sha256(&trust.ca_certs[0]);

@@ -51,7 +51,10 @@ pub fn main(args: AgentArgs) -> ExitCode {
         Ok(outcome) if outcome.succeeded => {
             if outcome.then != Then::None {
                 let then = format!("{:?}", outcome.then).to_lowercase();
-                console(&format!("{} the job says {then} now; host mode leaves this machine running", crate::console::now_rfc3339()));
+                console(&format!(
+                    "{} the job says {then} now; host mode leaves this machine running",
+                    crate::console::now_rfc3339()
+                ));
             }
             ExitCode::SUCCESS
         }

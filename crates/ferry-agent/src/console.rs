@@ -7,7 +7,10 @@ use time::OffsetDateTime;
 /// RFC 3339 UTC with whole seconds.
 pub fn now_rfc3339() -> String {
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 pub struct Console<'a> {
@@ -30,7 +33,9 @@ impl<'a> Console<'a> {
 
 /// `text` without control characters (no `\r`, no ANSI escapes).
 pub fn plain(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -42,7 +47,13 @@ mod tests {
         let mut got = Vec::new();
         Console::new(&mut |l: &str| got.push(l.to_string())).line("one\r\x1b[Kred\ntwo");
         assert_eq!(got.len(), 2);
-        assert!(got[0].ends_with(" one  [Kred") && got[1].ends_with(" two"), "{got:?}");
-        assert!(got[0].len() > 20 && got[0].as_bytes()[10] == b'T' && got[0].contains("Z "), "{got:?}");
+        assert!(
+            got[0].ends_with(" one  [Kred") && got[1].ends_with(" two"),
+            "{got:?}"
+        );
+        assert!(
+            got[0].len() > 20 && got[0].as_bytes()[10] == b'T' && got[0].contains("Z "),
+            "{got:?}"
+        );
     }
 }

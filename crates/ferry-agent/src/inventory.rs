@@ -16,13 +16,19 @@ pub const BLANK_PROBE: u64 = 1 << 20;
 
 /// Block devices that are never restore targets: loop, RAM and optical devices, device-mapper,
 /// md and floppies (the restore writes whole disks).
-const SKIP_PREFIXES: [&str; 9] = ["loop", "ram", "zram", "sr", "dm-", "md", "fd", "nbd", "mtdblock"];
+const SKIP_PREFIXES: [&str; 9] = [
+    "loop", "ram", "zram", "sr", "dm-", "md", "fd", "nbd", "mtdblock",
+];
 
 pub fn collect(root: &Path) -> Inventory {
     Inventory {
         disks: disks(root),
         nics: nics(root),
-        firmware: if root.join("sys/firmware/efi").is_dir() { Firmware::Uefi } else { Firmware::Bios },
+        firmware: if root.join("sys/firmware/efi").is_dir() {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        },
         memory_bytes: memory(root),
         cpu: cpu(root),
     }
@@ -40,7 +46,11 @@ fn read_u64(p: &Path) -> Option<u64> {
 
 fn sorted_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -79,7 +89,9 @@ fn disk(root: &Path, sys: &Path, name: String) -> Option<Disk> {
 
 /// The first and last [`BLANK_PROBE`] bytes read as zeros. Unreadable is not blank.
 pub fn is_blank(dev: &Path, size: u64) -> bool {
-    let Ok(f) = fs::File::open(dev) else { return false };
+    let Ok(f) = fs::File::open(dev) else {
+        return false;
+    };
     let zero = |off: u64, len: u64| {
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, off).is_ok() && buf.iter().all(|&b| b == 0)
@@ -122,8 +134,14 @@ fn cpu(root: &Path) -> Cpu {
         (k.trim() == key).then(|| v.trim().to_string())
     };
     Cpu {
-        count: text.lines().filter(|l| field(l, "processor").is_some()).count() as u32,
-        model: text.lines().find_map(|l| field(l, "model name")).filter(|m| !m.is_empty()),
+        count: text
+            .lines()
+            .filter(|l| field(l, "processor").is_some())
+            .count() as u32,
+        model: text
+            .lines()
+            .find_map(|l| field(l, "model name"))
+            .filter(|m| !m.is_empty()),
     }
 }
 
@@ -145,7 +163,11 @@ mod tests {
         if let Some(off) = data_at {
             f.write_all_at(b"\x55\xaa", off).unwrap();
         }
-        put(root, &format!("sys/block/{name}/size"), &format!("{}\n", size / 512));
+        put(
+            root,
+            &format!("sys/block/{name}/size"),
+            &format!("{}\n", size / 512),
+        );
     }
 
     #[test]
@@ -173,27 +195,47 @@ mod tests {
         put(r, "sys/class/net/eth0/carrier", "1\n");
         put(r, "sys/class/net/eth1/address", "52:54:00:00:00:02\n");
         fs::create_dir_all(r.join("sys/firmware/efi")).unwrap();
-        put(r, "proc/meminfo", "MemTotal:        2048000 kB\nMemFree:  100 kB\n");
+        put(
+            r,
+            "proc/meminfo",
+            "MemTotal:        2048000 kB\nMemFree:  100 kB\n",
+        );
         put(r, "proc/cpuinfo", "processor\t: 0\nmodel name\t: QEMU Virtual CPU\n\nprocessor\t: 1\nmodel name\t: QEMU Virtual CPU\n");
 
         let inv = collect(r);
         let names: Vec<&str> = inv.disks.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["nvme0n1", "sda", "sdb", "vda"]);
         let vda = inv.disk("vda").unwrap();
-        assert_eq!((vda.size, vda.logical_sector_size, vda.physical_sector_size, vda.blank), (64 * MIB, 512, 4096, true));
+        assert_eq!(
+            (
+                vda.size,
+                vda.logical_sector_size,
+                vda.physical_sector_size,
+                vda.blank
+            ),
+            (64 * MIB, 512, 4096, true)
+        );
         assert_eq!(vda.serial.as_deref(), Some("SER-VDA"));
         let sda = inv.disk("sda").unwrap();
         assert_eq!(sda.model.as_deref(), Some("QEMU HARDDISK"));
         assert_eq!(sda.serial.as_deref(), Some("QM0001"));
         assert_eq!(sda.wwn.as_deref(), Some("naa.5000c500a1b2c3d4"));
-        assert_eq!((sda.logical_sector_size, sda.physical_sector_size), (512, 512));
-        assert!(!sda.blank && !inv.disk("sdb").unwrap().blank && !inv.disk("nvme0n1").unwrap().blank);
+        assert_eq!(
+            (sda.logical_sector_size, sda.physical_sector_size),
+            (512, 512)
+        );
+        assert!(
+            !sda.blank && !inv.disk("sdb").unwrap().blank && !inv.disk("nvme0n1").unwrap().blank
+        );
         assert_eq!(inv.macs(), ["52:54:00:ab:cd:ef", "52:54:00:00:00:02"]);
         assert_eq!(inv.nics[0].carrier, Some(true));
         assert_eq!(inv.nics[1].carrier, None);
         assert_eq!(inv.firmware, Firmware::Uefi);
         assert_eq!(inv.memory_bytes, 2048000 * 1024);
-        assert_eq!((inv.cpu.count, inv.cpu.model.as_deref()), (2, Some("QEMU Virtual CPU")));
+        assert_eq!(
+            (inv.cpu.count, inv.cpu.model.as_deref()),
+            (2, Some("QEMU Virtual CPU"))
+        );
 
         let empty = tempfile::tempdir().unwrap();
         let inv = collect(empty.path());

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use ferry_client::{Client, ClientError};
 use ferry_engine::progress::{human, Progress};
 use ferry_engine::restore::{self, RestoreOptions, RestorePlan, RestoreSummary};
-use ferry_format::agent::{resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget, Phase, MAX_EVENT_BATCH};
+use ferry_format::agent::{
+    resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget,
+    Phase, MAX_EVENT_BATCH,
+};
 
 use crate::console::{now_rfc3339, Console};
 use crate::{AgentConfig, AgentError, Outcome, Session};
@@ -33,10 +36,22 @@ pub struct Events<'a> {
 
 impl<'a> Events<'a> {
     pub fn new(client: &Client, agent: &'a str, job: &str) -> Self {
-        Events { client: client.with_retry_window(EVENT_RETRY), agent, job: job.to_string(), pending: Vec::new() }
+        Events {
+            client: client.with_retry_window(EVENT_RETRY),
+            agent,
+            job: job.to_string(),
+            pending: Vec::new(),
+        }
     }
 
-    pub fn emit(&mut self, out: &mut Console, level: Level, phase: Phase, message: String, bytes: Option<Bytes>) {
+    pub fn emit(
+        &mut self,
+        out: &mut Console,
+        level: Level,
+        phase: Phase,
+        message: String,
+        bytes: Option<Bytes>,
+    ) {
         let prefix = match level {
             Level::Error => "ERROR: ",
             Level::Warn => "warning: ",
@@ -64,13 +79,20 @@ impl<'a> Events<'a> {
     pub fn flush(&mut self) {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(MAX_EVENT_BATCH);
-            let batch = EventBatch { job: self.job.clone(), events: self.pending[..n].to_vec() };
+            let batch = EventBatch {
+                job: self.job.clone(),
+                events: self.pending[..n].to_vec(),
+            };
             match self.client.post_events(self.agent, &batch) {
                 Ok(()) => {
                     self.pending.drain(..n);
                 }
                 Err(e) => {
-                    tracing::warn!("send {} events of job {}: {e}; keeping them for later", self.pending.len(), self.job);
+                    tracing::warn!(
+                        "send {} events of job {}: {e}; keeping them for later",
+                        self.pending.len(),
+                        self.job
+                    );
                     return;
                 }
             }
@@ -87,20 +109,47 @@ pub struct Bytes {
 }
 
 /// Run `job` to its end and report it. Errors only when the result cannot be reported.
-pub(crate) fn run_job(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg: &AgentConfig, out: &mut Console) -> Result<Outcome, AgentError> {
+pub(crate) fn run_job(
+    s: &Session,
+    job: &Job,
+    inv: &Inventory,
+    root: &Path,
+    cfg: &AgentConfig,
+    out: &mut Console,
+) -> Result<Outcome, AgentError> {
     let mut events = Events::new(&s.client, &s.agent, &job.id);
-    let outcome = |succeeded| Outcome { then: job.then, succeeded, job: Some(job.id.clone()) };
+    let outcome = |succeeded| Outcome {
+        then: job.then,
+        succeeded,
+        job: Some(job.id.clone()),
+    };
     if let JobState::Failed { reason } = &job.state {
         // Failed when the appliance matched it against this machine: nothing to run.
         show_failure(out, job, reason);
         return Ok(outcome(false));
     }
-    let mappings: Vec<String> = job.mappings.iter().map(|m| format!("{} -> {}", m.disk, m.target)).collect();
+    let mappings: Vec<String> = job
+        .mappings
+        .iter()
+        .map(|m| format!("{} -> {}", m.disk, m.target))
+        .collect();
     let then = format!("{:?}", job.then).to_lowercase();
-    out.line(&format!("job {}: restore snapshot {} ({}); afterwards: {then}", job.id, job.snapshot, mappings.join(", ")));
+    out.line(&format!(
+        "job {}: restore snapshot {} ({}); afterwards: {then}",
+        job.id,
+        job.snapshot,
+        mappings.join(", ")
+    ));
     let resume = job.state == JobState::Running;
     let result = execute(s, job, inv, root, cfg, resume, &mut events, out);
-    let report = |state: &JobState| s.client.set_job_state(&s.agent, &job.id, state).map_err(|source| AgentError::Report { job: job.id.clone(), source });
+    let report = |state: &JobState| {
+        s.client
+            .set_job_state(&s.agent, &job.id, state)
+            .map_err(|source| AgentError::Report {
+                job: job.id.clone(),
+                source,
+            })
+    };
     match result {
         Ok(sum) => {
             let msg = format!(
@@ -112,16 +161,32 @@ pub(crate) fn run_job(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg:
                 sum.seconds
             );
             let total = sum.disks.iter().map(|d| d.size).sum();
-            events.emit(out, Level::Info, Phase::Done, msg, Some(Bytes { done: total, total, rate: (sum.mb_per_s * 1e6) as u64, eta: 0 }));
+            events.emit(
+                out,
+                Level::Info,
+                Phase::Done,
+                msg,
+                Some(Bytes {
+                    done: total,
+                    total,
+                    rate: (sum.mb_per_s * 1e6) as u64,
+                    eta: 0,
+                }),
+            );
             events.flush();
             report(&JobState::Succeeded)?;
             Ok(outcome(true))
         }
-        Err(Step::Stopped(e)) => Err(AgentError::Report { job: job.id.clone(), source: e }),
+        Err(Step::Stopped(e)) => Err(AgentError::Report {
+            job: job.id.clone(),
+            source: e,
+        }),
         Err(Step::Failed(reason)) => {
             events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
             events.flush();
-            report(&JobState::Failed { reason: reason.clone() })?;
+            report(&JobState::Failed {
+                reason: reason.clone(),
+            })?;
             show_failure(out, job, &reason);
             Ok(outcome(false))
         }
@@ -135,15 +200,38 @@ enum Step {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn execute(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg: &AgentConfig, resume: bool, events: &mut Events, out: &mut Console) -> Result<RestoreSummary, Step> {
+fn execute(
+    s: &Session,
+    job: &Job,
+    inv: &Inventory,
+    root: &Path,
+    cfg: &AgentConfig,
+    resume: bool,
+    events: &mut Events,
+    out: &mut Console,
+) -> Result<RestoreSummary, Step> {
     if !resume {
         // A job the appliance no longer lets us run (409) must not touch a disk.
-        s.client.set_job_state(&s.agent, &job.id, &JobState::Running).map_err(Step::Stopped)?;
+        s.client
+            .set_job_state(&s.agent, &job.id, &JobState::Running)
+            .map_err(Step::Stopped)?;
     } else {
-        out.line(&format!("job {} was running when this agent stopped: resuming (only what differs is fetched)", job.id));
+        out.line(&format!(
+            "job {} was running when this agent stopped: resuming (only what differs is fetched)",
+            job.id
+        ));
     }
     let opts = restore_options(job, root, cfg, resume).map_err(Step::Failed)?;
-    events.emit(out, Level::Info, Phase::Plan, format!("plan: fetch and verify the manifest of {} and its indexes, check the targets", job.snapshot), None);
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Plan,
+        format!(
+            "plan: fetch and verify the manifest of {} and its indexes, check the targets",
+            job.snapshot
+        ),
+        None,
+    );
     let plan = restore::plan(&s.client, &opts).map_err(|e| Step::Failed(e.to_string()))?;
     check_plan(&plan, job, inv, resume).map_err(Step::Failed)?;
     for line in plan.to_string().lines() {
@@ -153,12 +241,22 @@ fn execute(s: &Session, job: &Job, inv: &Inventory, root: &Path, cfg: &AgentConf
 }
 
 /// The engine's options: each mapping's device under `root`.
-fn restore_options(job: &Job, root: &Path, cfg: &AgentConfig, resume: bool) -> Result<RestoreOptions, String> {
+fn restore_options(
+    job: &Job,
+    root: &Path,
+    cfg: &AgentConfig,
+    resume: bool,
+) -> Result<RestoreOptions, String> {
     let mut targets = Vec::new();
     for m in &job.mappings {
         match &m.target {
             MapTarget::Device(dev) => targets.push((m.disk.clone(), root.join("dev").join(dev))),
-            MapTarget::Auto => return Err(format!("the appliance sent disk {} unresolved (auto): update the appliance", m.disk)),
+            MapTarget::Auto => {
+                return Err(format!(
+                    "the appliance sent disk {} unresolved (auto): update the appliance",
+                    m.disk
+                ))
+            }
         }
     }
     Ok(RestoreOptions {
@@ -177,14 +275,32 @@ fn restore_options(job: &Job, root: &Path, cfg: &AgentConfig, resume: bool) -> R
 /// The plan against this machine's own inventory, as the appliance checked it at pickup: every
 /// target exists here, is large enough, and is blank unless the job allows overwriting.
 fn check_plan(plan: &RestorePlan, job: &Job, inv: &Inventory, resume: bool) -> Result<(), String> {
-    let needs: Vec<DiskNeed> = plan.manifest.disks.iter().map(|d| DiskNeed { disk: d.name.clone(), size: d.size }).collect();
+    let needs: Vec<DiskNeed> = plan
+        .manifest
+        .disks
+        .iter()
+        .map(|d| DiskNeed {
+            disk: d.name.clone(),
+            size: d.size,
+        })
+        .collect();
     resolve_mappings(&job.mappings, &needs, inv, job.overwrite || resume).map(|_| ())
 }
 
 /// `restore::apply` on a worker thread; this thread shows and sends progress meanwhile.
-fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions, events: &mut Events, out: &mut Console) -> Result<RestoreSummary, String> {
+fn apply(
+    client: &Client,
+    plan: &RestorePlan,
+    opts: &RestoreOptions,
+    events: &mut Events,
+    out: &mut Console,
+) -> Result<RestoreSummary, String> {
     let overall = Progress::new();
-    let sizes: Vec<(String, String, u64)> = plan.disks.iter().map(|d| (d.disk.clone(), d.target.path.display().to_string(), d.size)).collect();
+    let sizes: Vec<(String, String, u64)> = plan
+        .disks
+        .iter()
+        .map(|d| (d.disk.clone(), d.target.path.display().to_string(), d.size))
+        .collect();
     std::thread::scope(|sc| {
         let (tx, rx) = mpsc::channel::<()>();
         let worker = sc.spawn(|| {
@@ -206,7 +322,11 @@ fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions, events: &mu
             );
             events.emit(out, Level::Info, Phase::Restore, msg, Some(b));
         }
-        worker.join().unwrap_or_else(|_| Err(ferry_engine::EngineError::Worker("the restore thread panicked".into())))
+        worker.join().unwrap_or_else(|_| {
+            Err(ferry_engine::EngineError::Worker(
+                "the restore thread panicked".into(),
+            ))
+        })
     })
     .map_err(|e| e.to_string())
 }
@@ -217,7 +337,12 @@ fn sample(p: &Progress, start: Instant) -> Bytes {
     let done = p.done.load(Ordering::Relaxed).min(total);
     let rate = (done as f64 / start.elapsed().as_secs_f64().max(0.001)) as u64;
     let eta = (total - done).checked_div(rate).unwrap_or(0);
-    Bytes { done, total, rate, eta }
+    Bytes {
+        done,
+        total,
+        rate,
+        eta,
+    }
 }
 
 /// `disk -> target` of the disk `done` bytes into the restore (disks go in plan order).
@@ -229,7 +354,10 @@ fn current_disk(sizes: &[(String, String, u64)], done: u64) -> String {
             return format!("{disk} -> {target}");
         }
     }
-    sizes.last().map(|(d, t, _)| format!("{d} -> {t}")).unwrap_or_default()
+    sizes
+        .last()
+        .map(|(d, t, _)| format!("{d} -> {t}"))
+        .unwrap_or_default()
 }
 
 fn show_failure(out: &mut Console, job: &Job, reason: &str) {
@@ -243,7 +371,10 @@ mod tests {
 
     #[test]
     fn progress_names_the_disk_being_restored() {
-        let sizes = vec![("sda".to_string(), "/dev/vda".to_string(), 100), ("sdb".to_string(), "/dev/vdb".to_string(), 50)];
+        let sizes = vec![
+            ("sda".to_string(), "/dev/vda".to_string(), 100),
+            ("sdb".to_string(), "/dev/vdb".to_string(), 50),
+        ];
         assert_eq!(current_disk(&sizes, 0), "sda -> /dev/vda");
         assert_eq!(current_disk(&sizes, 99), "sda -> /dev/vda");
         assert_eq!(current_disk(&sizes, 100), "sdb -> /dev/vdb");

@@ -80,9 +80,17 @@ pub struct Session {
 }
 
 /// Enroll, wait for jobs and run them (see the crate docs for the steps).
-pub fn run(cfg: AgentConfig, root: &Path, console: &mut dyn FnMut(&str)) -> Result<Outcome, AgentError> {
+pub fn run(
+    cfg: AgentConfig,
+    root: &Path,
+    console: &mut dyn FnMut(&str),
+) -> Result<Outcome, AgentError> {
     let mut out = Console::new(console);
-    out.line(&format!("ferry restore agent {} starting; appliance {}", env!("CARGO_PKG_VERSION"), cfg.appliance));
+    out.line(&format!(
+        "ferry restore agent {} starting; appliance {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.appliance
+    ));
     let inventory = inventory::collect(root);
     show_inventory(&mut out, &inventory);
     let enroll_client = Client::new(ClientConfig {
@@ -104,7 +112,9 @@ pub fn run(cfg: AgentConfig, root: &Path, console: &mut dyn FnMut(&str)) -> Resu
             Ok(Some(job)) => job,
             Ok(None) => continue,
             Err(e) if e.status() == Some(401) => {
-                out.line("the appliance no longer accepts this agent's credential: enrolling again");
+                out.line(
+                    "the appliance no longer accepts this agent's credential: enrolling again",
+                );
                 session = enroll(&enroll_client, &inventory, &mut out)?;
                 continue;
             }
@@ -123,11 +133,21 @@ pub fn run(cfg: AgentConfig, root: &Path, console: &mut dyn FnMut(&str)) -> Resu
     }
 }
 
-fn enroll(client: &Client, inventory: &Inventory, out: &mut Console) -> Result<Session, AgentError> {
-    let req = EnrollRequest { inventory: inventory.clone(), version: env!("CARGO_PKG_VERSION").to_string() };
+fn enroll(
+    client: &Client,
+    inventory: &Inventory,
+    out: &mut Console,
+) -> Result<Session, AgentError> {
+    let req = EnrollRequest {
+        inventory: inventory.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
     let reply = client.enroll(&req).map_err(AgentError::Enroll)?;
     out.line(&format!("enrolled as agent {}", reply.agent));
-    Ok(Session { client: client.with_token(&reply.credential), agent: reply.agent })
+    Ok(Session {
+        client: client.with_token(&reply.credential),
+        agent: reply.agent,
+    })
 }
 
 fn show_inventory(out: &mut Console, inv: &Inventory) {
@@ -136,7 +156,11 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
         "machine: {:?} firmware, {} CPUs{}, {} memory",
         inv.firmware,
         inv.cpu.count,
-        inv.cpu.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default(),
+        inv.cpu
+            .model
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default(),
         human(inv.memory_bytes)
     ));
     for d in &inv.disks {
@@ -146,8 +170,14 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
             human(d.size),
             d.logical_sector_size,
             d.physical_sector_size,
-            d.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default(),
-            d.serial.as_deref().map(|s| format!(", serial {s}")).unwrap_or_default(),
+            d.model
+                .as_deref()
+                .map(|m| format!(", model {m}"))
+                .unwrap_or_default(),
+            d.serial
+                .as_deref()
+                .map(|s| format!(", serial {s}"))
+                .unwrap_or_default(),
             if d.blank { ", blank" } else { ", holds data" }
         ));
     }

@@ -29,15 +29,27 @@ const MAX_JSON: u64 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the appliance at {url} ({what}): {detail}; gave up after retrying for {waited:?} (check the URL, the network and that `appliance serve` runs)")]
-    Unreachable { url: String, what: String, detail: String, waited: Duration },
+    Unreachable {
+        url: String,
+        what: String,
+        detail: String,
+        waited: Duration,
+    },
     #[error("the appliance at {url} presented a certificate the pinned CA does not vouch for ({detail}): check that --ca is the ca.pem of this appliance")]
     Certificate { url: String, detail: String },
     #[error("the appliance refused {what}: HTTP {status}: {message}")]
-    Refused { what: String, status: u16, message: String },
+    Refused {
+        what: String,
+        status: u16,
+        message: String,
+    },
     #[error("the appliance's answer to {what} is invalid: {detail}")]
     BadAnswer { what: String, detail: String },
     #[error("snapshot {snapshot}: {source}")]
-    Untrusted { snapshot: String, source: ferry_format::FormatError },
+    Untrusted {
+        snapshot: String,
+        source: ferry_format::FormatError,
+    },
     #[error("index of disk {disk} in snapshot {snapshot} does not match the digest its signed manifest records: the appliance's copy is corrupt")]
     IndexDigest { snapshot: String, disk: String },
 }
@@ -84,7 +96,9 @@ impl Client {
         if !base.starts_with("https://") {
             return Err(ClientError::BadAnswer {
                 what: "the appliance URL".into(),
-                detail: format!("{base:?} must start with https:// (the appliance speaks HTTPS only)"),
+                detail: format!(
+                    "{base:?} must start with https:// (the appliance speaks HTTPS only)"
+                ),
             });
         }
         let roots: Vec<ureq::tls::Certificate<'static>> = cfg
@@ -147,14 +161,21 @@ impl Client {
     }
 
     /// Run `attempt` until it succeeds, fails finally, or the retry window is spent.
-    fn retry<T>(&self, what: &str, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, ClientError> {
+    fn retry<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<T, Failure>,
+    ) -> Result<T, ClientError> {
         let mut first_failure: Option<Instant> = None;
         let mut delay = FIRST_BACKOFF;
         loop {
             match attempt() {
                 Ok(v) => {
                     if let Some(t) = first_failure {
-                        tracing::info!("{what}: succeeded after {:.1}s of retries", t.elapsed().as_secs_f64());
+                        tracing::info!(
+                            "{what}: succeeded after {:.1}s of retries",
+                            t.elapsed().as_secs_f64()
+                        );
                     }
                     return Ok(v);
                 }
@@ -180,7 +201,10 @@ impl Client {
 
     fn classify(&self, e: ureq::Error) -> Failure {
         if let Some(detail) = certificate_problem(&e) {
-            return Failure::Final(ClientError::Certificate { url: self.base.clone(), detail });
+            return Failure::Final(ClientError::Certificate {
+                url: self.base.clone(),
+                detail,
+            });
         }
         Failure::Transient(e.to_string())
     }
@@ -203,7 +227,10 @@ impl Client {
                 .header("authorization", &self.auth);
             let result = match body {
                 Some((ctype, bytes)) => {
-                    let req = req.header("content-type", ctype).body(bytes).map_err(|e| http_err(&what, e))?;
+                    let req = req
+                        .header("content-type", ctype)
+                        .body(bytes)
+                        .map_err(|e| http_err(&what, e))?;
                     self.agent.run(req)
                 }
                 None => {
@@ -216,7 +243,9 @@ impl Client {
             if (200..300).contains(&status) || accept_status.contains(&status) {
                 return read(status, resp.body_mut()).map_err(|e| match e {
                     // A body cut off mid-transfer is a network failure.
-                    ClientError::BadAnswer { detail, .. } if detail.starts_with("io:") => Failure::Transient(detail),
+                    ClientError::BadAnswer { detail, .. } if detail.starts_with("io:") => {
+                        Failure::Transient(detail)
+                    }
                     e => Failure::Final(e),
                 });
             }
@@ -233,7 +262,11 @@ impl Client {
             if status >= 500 {
                 Err(Failure::Transient(format!("HTTP {status}: {message}")))
             } else {
-                Err(Failure::Final(ClientError::Refused { what: what.clone(), status, message }))
+                Err(Failure::Final(ClientError::Refused {
+                    what: what.clone(),
+                    status,
+                    message,
+                }))
             }
         })
     }
@@ -242,12 +275,23 @@ impl Client {
         self.call("GET", path, None, &[], |_, body| read_json(path, body))
     }
 
-    fn send_json<Q: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, q: &Q) -> Result<T, ClientError> {
+    fn send_json<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        q: &Q,
+    ) -> Result<T, ClientError> {
         let bytes = serde_json::to_vec(q).map_err(|e| ClientError::BadAnswer {
             what: path.to_string(),
             detail: e.to_string(),
         })?;
-        self.call(method, path, Some(("application/json", &bytes)), &[], |_, body| read_json(path, body))
+        self.call(
+            method,
+            path,
+            Some(("application/json", &bytes)),
+            &[],
+            |_, body| read_json(path, body),
+        )
     }
 
     pub fn hello(&self) -> Result<api::Hello, ClientError> {
@@ -257,17 +301,25 @@ impl Client {
     // ---- backup side ----
 
     pub fn start_backup(&self, machine: &str, chunk_size: u32) -> Result<String, ClientError> {
-        let q = api::BackupStart { machine: machine.to_string(), chunk_size };
+        let q = api::BackupStart {
+            machine: machine.to_string(),
+            chunk_size,
+        };
         let r: api::BackupSession = self.send_json("POST", "/backups", &q)?;
         Ok(r.session)
     }
 
     /// Which of `ids` the appliance lacks (present ones are marked in use by the session).
-    pub fn missing_chunks(&self, session: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>, ClientError> {
+    pub fn missing_chunks(
+        &self,
+        session: &str,
+        ids: &[ChunkId],
+    ) -> Result<Vec<ChunkId>, ClientError> {
         let mut missing = Vec::new();
         for part in ids.chunks(api::MAX_KNOWN_QUERY) {
             let q = api::KnownChunksQuery { ids: part.to_vec() };
-            let r: api::KnownChunksReply = self.send_json("POST", &format!("/backups/{session}/known-chunks"), &q)?;
+            let r: api::KnownChunksReply =
+                self.send_json("POST", &format!("/backups/{session}/known-chunks"), &q)?;
             missing.extend(r.missing);
         }
         Ok(missing)
@@ -276,34 +328,61 @@ impl Client {
     /// Upload one chunk as a zstd frame. True when it was new to the appliance.
     pub fn put_chunk(&self, id: &ChunkId, zstd_frame: &[u8]) -> Result<bool, ClientError> {
         let path = format!("/chunks/{id}");
-        self.call("PUT", &path, Some(("application/octet-stream", zstd_frame)), &[], |status, _| Ok(status == 201))
+        self.call(
+            "PUT",
+            &path,
+            Some(("application/octet-stream", zstd_frame)),
+            &[],
+            |status, _| Ok(status == 201),
+        )
     }
 
     /// Upload a disk's index. `Ok(missing)`: empty when accepted, else the chunks to upload first.
-    pub fn put_index(&self, session: &str, disk: &str, index: &[u8]) -> Result<Vec<ChunkId>, ClientError> {
+    pub fn put_index(
+        &self,
+        session: &str,
+        disk: &str,
+        index: &[u8],
+    ) -> Result<Vec<ChunkId>, ClientError> {
         let path = format!("/backups/{session}/disks/{disk}/index");
-        self.call("PUT", &path, Some(("application/octet-stream", index)), &[409], |status, body| {
-            if status == 409 {
-                let m: api::MissingChunks = read_json(&path, body)?;
-                Ok(m.missing)
-            } else {
-                Ok(Vec::new())
-            }
-        })
+        self.call(
+            "PUT",
+            &path,
+            Some(("application/octet-stream", index)),
+            &[409],
+            |status, body| {
+                if status == 409 {
+                    let m: api::MissingChunks = read_json(&path, body)?;
+                    Ok(m.missing)
+                } else {
+                    Ok(Vec::new())
+                }
+            },
+        )
     }
 
     pub fn commit(&self, session: &str, req: &api::CommitRequest) -> Result<String, ClientError> {
-        let r: api::CommitReply = self.send_json("POST", &format!("/backups/{session}/commit"), req)?;
+        let r: api::CommitReply =
+            self.send_json("POST", &format!("/backups/{session}/commit"), req)?;
         Ok(r.snapshot)
     }
 
     pub fn abandon(&self, session: &str) -> Result<(), ClientError> {
-        self.call("DELETE", &format!("/backups/{session}"), None, &[], |_, _| Ok(()))
+        self.call(
+            "DELETE",
+            &format!("/backups/{session}"),
+            None,
+            &[],
+            |_, _| Ok(()),
+        )
     }
 
     // ---- restore side ----
 
-    pub fn snapshots(&self, machine: Option<&str>) -> Result<Vec<api::SnapshotSummary>, ClientError> {
+    pub fn snapshots(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<api::SnapshotSummary>, ClientError> {
         match machine {
             Some(m) => self.get_json(&format!("/snapshots?machine={m}")),
             None => self.get_json("/snapshots"),
@@ -312,9 +391,16 @@ impl Client {
 
     /// The snapshot's manifest, after its signature verified with the pinned key.
     pub fn manifest(&self, snapshot: &str) -> Result<Manifest, ClientError> {
-        let signed: api::SignedManifest = self.get_json(&format!("/snapshots/{snapshot}/manifest"))?;
-        let untrusted = |source| ClientError::Untrusted { snapshot: snapshot.to_string(), source };
-        self.trust.signing_key.verify(signed.manifest.as_bytes(), &signed.signature).map_err(untrusted)?;
+        let signed: api::SignedManifest =
+            self.get_json(&format!("/snapshots/{snapshot}/manifest"))?;
+        let untrusted = |source| ClientError::Untrusted {
+            snapshot: snapshot.to_string(),
+            source,
+        };
+        self.trust
+            .signing_key
+            .verify(signed.manifest.as_bytes(), &signed.signature)
+            .map_err(untrusted)?;
         let manifest: Manifest = serde_json::from_str(&signed.manifest)
             .map_err(|e| untrusted(ferry_format::FormatError::Manifest(e.to_string())))?;
         manifest.check().map_err(untrusted)?;
@@ -331,28 +417,47 @@ impl Client {
     pub fn index(&self, manifest: &Manifest, disk: &str) -> Result<DiskIndex, ClientError> {
         let snapshot = &manifest.snapshot;
         let path = format!("/snapshots/{snapshot}/disks/{disk}/index");
-        let bytes = self.call("GET", &path, None, &[], |_, body| read_vec(&path, body, 1 << 40))?;
+        let bytes = self.call("GET", &path, None, &[], |_, body| {
+            read_vec(&path, body, 1 << 40)
+        })?;
         let d = manifest.disk(disk).ok_or_else(|| ClientError::BadAnswer {
             what: path.clone(),
             detail: format!("snapshot {snapshot} has no disk {disk}"),
         })?;
         if ChunkId::of(&bytes) != d.index_digest {
-            return Err(ClientError::IndexDigest { snapshot: snapshot.clone(), disk: disk.to_string() });
+            return Err(ClientError::IndexDigest {
+                snapshot: snapshot.clone(),
+                disk: disk.to_string(),
+            });
         }
-        DiskIndex::decode(&bytes).map_err(|source| ClientError::Untrusted { snapshot: snapshot.clone(), source })
+        DiskIndex::decode(&bytes).map_err(|source| ClientError::Untrusted {
+            snapshot: snapshot.clone(),
+            source,
+        })
     }
 
     /// Fetch a chunk's stored zstd frame into `out` (cleared first). The caller verifies it.
-    pub fn get_chunk(&self, id: &ChunkId, out: &mut Vec<u8>, limit: u64) -> Result<(), ClientError> {
+    pub fn get_chunk(
+        &self,
+        id: &ChunkId,
+        out: &mut Vec<u8>,
+        limit: u64,
+    ) -> Result<(), ClientError> {
         let path = format!("/chunks/{id}");
         self.call("GET", &path, None, &[], |_, body| {
             out.clear();
             body.as_reader()
                 .take(limit + 1)
                 .read_to_end(out)
-                .map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: format!("io: {e}") })?;
+                .map_err(|e| ClientError::BadAnswer {
+                    what: path.clone(),
+                    detail: format!("io: {e}"),
+                })?;
             if out.len() as u64 > limit {
-                return Err(ClientError::BadAnswer { what: path.clone(), detail: format!("chunk larger than {limit} bytes") });
+                return Err(ClientError::BadAnswer {
+                    what: path.clone(),
+                    detail: format!("chunk larger than {limit} bytes"),
+                });
             }
             Ok(())
         })
@@ -368,7 +473,11 @@ impl Client {
     }
 
     /// Wait up to `wait` (at most 55 s) for this agent's job; `None` when there is none yet.
-    pub fn poll_job(&self, agent_id: &str, wait: Duration) -> Result<Option<agent::Job>, ClientError> {
+    pub fn poll_job(
+        &self,
+        agent_id: &str,
+        wait: Duration,
+    ) -> Result<Option<agent::Job>, ClientError> {
         let path = format!("/agents/{agent_id}/job?wait={}", wait.as_secs());
         self.call("GET", &path, None, &[], |status, body| match status {
             204 => Ok(None),
@@ -376,40 +485,78 @@ impl Client {
         })
     }
 
-    pub fn post_events(&self, agent_id: &str, batch: &agent::EventBatch) -> Result<(), ClientError> {
+    pub fn post_events(
+        &self,
+        agent_id: &str,
+        batch: &agent::EventBatch,
+    ) -> Result<(), ClientError> {
         let path = format!("/agents/{agent_id}/events");
-        let bytes = serde_json::to_vec(batch).map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: e.to_string() })?;
-        self.call("POST", &path, Some(("application/json", &bytes)), &[], |_, _| Ok(()))
+        let bytes = serde_json::to_vec(batch).map_err(|e| ClientError::BadAnswer {
+            what: path.clone(),
+            detail: e.to_string(),
+        })?;
+        self.call(
+            "POST",
+            &path,
+            Some(("application/json", &bytes)),
+            &[],
+            |_, _| Ok(()),
+        )
     }
 
-    pub fn set_job_state(&self, agent_id: &str, job: &str, state: &agent::JobState) -> Result<(), ClientError> {
+    pub fn set_job_state(
+        &self,
+        agent_id: &str,
+        job: &str,
+        state: &agent::JobState,
+    ) -> Result<(), ClientError> {
         let path = format!("/agents/{agent_id}/jobs/{job}/state");
-        let bytes = serde_json::to_vec(state).map_err(|e| ClientError::BadAnswer { what: path.clone(), detail: e.to_string() })?;
-        self.call("PUT", &path, Some(("application/json", &bytes)), &[], |_, _| Ok(()))
+        let bytes = serde_json::to_vec(state).map_err(|e| ClientError::BadAnswer {
+            what: path.clone(),
+            detail: e.to_string(),
+        })?;
+        self.call(
+            "PUT",
+            &path,
+            Some(("application/json", &bytes)),
+            &[],
+            |_, _| Ok(()),
+        )
     }
 }
 
 fn http_err(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::Final(ClientError::BadAnswer { what: what.to_string(), detail: e.to_string() })
+    Failure::Final(ClientError::BadAnswer {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 fn read_vec(what: &str, body: &mut ureq::Body, limit: u64) -> Result<Vec<u8>, ClientError> {
     body.with_config()
         .limit(limit)
         .read_to_vec()
-        .map_err(|e| ClientError::BadAnswer { what: what.to_string(), detail: format!("io: {e}") })
+        .map_err(|e| ClientError::BadAnswer {
+            what: what.to_string(),
+            detail: format!("io: {e}"),
+        })
 }
 
 fn read_json<T: DeserializeOwned>(what: &str, body: &mut ureq::Body) -> Result<T, ClientError> {
     let bytes = read_vec(what, body, MAX_JSON)?;
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer { what: what.to_string(), detail: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// A TLS failure that no retry will fix: the peer's certificate is not one we trust.
 fn certificate_problem(e: &ureq::Error) -> Option<String> {
     let rustls_err = match e {
         ureq::Error::Rustls(r) => Some(r),
-        ureq::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
         _ => None,
     }?;
     match rustls_err {

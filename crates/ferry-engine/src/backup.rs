@@ -70,8 +70,19 @@ pub struct BackupSummary {
 
 /// Name a disk after its source path (`/dev/sda` → `sda`, `web.qcow2` → `web`).
 pub fn default_disk_name(path: &std::path::Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn format_name(f: ImageFormat) -> &'static str {
@@ -94,20 +105,30 @@ struct Counters {
 
 pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
     let start = Instant::now();
-    check_name(NameKind::Machine, &opts.machine).map_err(|e| EngineError::Refused(e.to_string()))?;
-    ferry_format::chunk::check_chunk_size(opts.chunk_size).map_err(|e| EngineError::Refused(e.to_string()))?;
+    check_name(NameKind::Machine, &opts.machine)
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
+    ferry_format::chunk::check_chunk_size(opts.chunk_size)
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
     // Open and probe every source before the appliance hears of this backup.
     let mut sources = Vec::new();
     for (i, d) in opts.disks.iter().enumerate() {
-        check_name(NameKind::Disk, &d.name).map_err(|e| EngineError::Refused(format!("{e} (name disks with --disk NAME=SRC)")))?;
+        check_name(NameKind::Disk, &d.name)
+            .map_err(|e| EngineError::Refused(format!("{e} (name disks with --disk NAME=SRC)")))?;
         if opts.disks[..i].iter().any(|o| o.name == d.name) {
-            return Err(EngineError::Refused(format!("two disks are named {:?}: name them with --disk NAME=SRC", d.name)));
+            return Err(EngineError::Refused(format!(
+                "two disks are named {:?}: name them with --disk NAME=SRC",
+                d.name
+            )));
         }
         let src = ferry_image::open(&d.path)?;
         let layout = match ferry_probe::probe(&*src) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!("disk {} ({}): layout not captured: {e}", d.name, d.path.display());
+                tracing::warn!(
+                    "disk {} ({}): layout not captured: {e}",
+                    d.name,
+                    d.path.display()
+                );
                 None
             }
         };
@@ -132,27 +153,53 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
     }
 }
 
-type Source<'a> = (&'a DiskSpec, Box<dyn DiskSource>, Option<ferry_format::layout::DiskLayout>, Option<UsedMap>);
+type Source<'a> = (
+    &'a DiskSpec,
+    Box<dyn DiskSource>,
+    Option<ferry_format::layout::DiskLayout>,
+    Option<UsedMap>,
+);
 
 /// The bytes the disk's filesystems use; `None` (back up every chunk) when it cannot be read.
-fn used_map(d: &DiskSpec, src: &dyn DiskSource, layout: &ferry_format::layout::DiskLayout) -> Option<UsedMap> {
+fn used_map(
+    d: &DiskSpec,
+    src: &dyn DiskSource,
+    layout: &ferry_format::layout::DiskLayout,
+) -> Option<UsedMap> {
     match ferry_probe::used_map(src, layout) {
         Ok(map) => {
             for note in &map.notes {
                 tracing::info!("disk {}: {note}", d.name);
             }
-            tracing::info!("disk {}: {} of {} bytes in use", d.name, map.used_bytes(), map.size());
+            tracing::info!(
+                "disk {}: {} of {} bytes in use",
+                d.name,
+                map.used_bytes(),
+                map.size()
+            );
             Some(map)
         }
         Err(e) => {
-            tracing::warn!("disk {} ({}): used space not read, backing up every chunk: {e}", d.name, d.path.display());
+            tracing::warn!(
+                "disk {} ({}): used space not read, backing up every chunk: {e}",
+                d.name,
+                d.path.display()
+            );
             None
         }
     }
 }
 
-fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Vec<Source<'_>>) -> Result<BackupSummary, EngineError> {
-    let mut summary = BackupSummary { machine: opts.machine.clone(), ..Default::default() };
+fn run_session(
+    client: &Client,
+    opts: &BackupOptions,
+    session: &str,
+    sources: Vec<Source<'_>>,
+) -> Result<BackupSummary, EngineError> {
+    let mut summary = BackupSummary {
+        machine: opts.machine.clone(),
+        ..Default::default()
+    };
     let counters = Counters::default();
     let mut seen = HashSet::new();
     let mut disks = Vec::new();
@@ -160,7 +207,16 @@ fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Ve
         let progress = Progress::new();
         progress.total.store(src.size(), Ordering::Relaxed);
         let reporter = progress.report(format!("backup {}", spec.name), opts.quiet);
-        let r = backup_disk(client, opts, session, &*src, used.as_ref(), &counters, &mut seen, &progress);
+        let r = backup_disk(
+            client,
+            opts,
+            session,
+            &*src,
+            used.as_ref(),
+            &counters,
+            &mut seen,
+            &progress,
+        );
         progress.finish(reporter);
         let index = r?;
         let encoded = index.encode();
@@ -175,7 +231,11 @@ fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Ve
             missing = client.put_index(session, &spec.name, &encoded)?;
         }
         if !missing.is_empty() {
-            return Err(EngineError::Refused(format!("the appliance keeps reporting {} chunks of disk {} missing", missing.len(), spec.name)));
+            return Err(EngineError::Refused(format!(
+                "the appliance keeps reporting {} chunks of disk {} missing",
+                missing.len(),
+                spec.name
+            )));
         }
         let (data, zero, unused) = index.counts();
         summary.chunks_total += index.entries.len() as u64;
@@ -192,7 +252,11 @@ fn run_session(client: &Client, opts: &BackupOptions, session: &str, sources: Ve
             layout,
         });
     }
-    let req = CommitRequest { disks, os: None, agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")) };
+    let req = CommitRequest {
+        disks,
+        os: None,
+        agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")),
+    };
     summary.snapshot = client.commit(session, &req)?;
     summary.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
     summary.chunks_new = counters.new.load(Ordering::Relaxed);
@@ -218,16 +282,25 @@ fn backup_disk(
     seen: &mut HashSet<ChunkId>,
     progress: &Progress,
 ) -> Result<DiskIndex, EngineError> {
-    let mut index = DiskIndex::new_zero(src.size(), opts.chunk_size).map_err(|e| EngineError::Refused(e.to_string()))?;
+    let mut index = DiskIndex::new_zero(src.size(), opts.chunk_size)
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
     let parallel = opts.parallel.max(1);
     let pool = Pool::new(parallel + QUERY_BATCH.min(8) + 2, opts.chunk_size as usize);
     let (item_tx, item_rx) = sync_channel::<Result<Item, EngineError>>(4);
     let (up_tx, up_rx) = sync_channel::<Item>(parallel);
     let up_rx = Mutex::new(up_rx);
     let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
-    let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len()).map(|i| { let (o, l) = index.range(i); (i, o, l) }).collect();
+    let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len())
+        .map(|i| {
+            let (o, l) = index.range(i);
+            (i, o, l)
+        })
+        .collect();
     // Chunks no filesystem uses are recorded as such and never read.
-    let unused: Vec<bool> = ranges.iter().map(|&(_, o, l)| used.is_some_and(|u| u.chunk_unused(o, l as u64))).collect();
+    let unused: Vec<bool> = ranges
+        .iter()
+        .map(|&(_, o, l)| used.is_some_and(|u| u.chunk_unused(o, l as u64)))
+        .collect();
     for (e, _) in index.entries.iter_mut().zip(&unused).filter(|(_, &u)| u) {
         *e = Entry::Unused;
     }
@@ -263,7 +336,9 @@ fn backup_disk(
             let (up_rx, failed) = (&up_rx, Arc::clone(&failed));
             s.spawn(move || upload_worker(client, up_rx, pool, opts.level, counters, &failed));
         }
-        let r = dispatch(client, session, item_rx, &up_tx, &mut index, seen, pool, &failed);
+        let r = dispatch(
+            client, session, item_rx, &up_tx, &mut index, seen, pool, &failed,
+        );
         drop(up_tx);
         r
     })?;
@@ -312,7 +387,8 @@ fn dispatch(
         }
         if !batch.is_empty() {
             let ids: Vec<ChunkId> = batch.iter().map(|b| b.id).collect();
-            let missing: HashSet<ChunkId> = client.missing_chunks(session, &ids)?.into_iter().collect();
+            let missing: HashSet<ChunkId> =
+                client.missing_chunks(session, &ids)?.into_iter().collect();
             for item in batch.drain(..) {
                 if missing.contains(&item.id) {
                     if up_tx.send(item).is_err() {
@@ -332,7 +408,14 @@ fn dispatch(
     }
 }
 
-fn upload_worker(client: &Client, rx: &Mutex<Receiver<Item>>, pool: &Pool, level: i32, counters: &Counters, failed: &Mutex<Option<EngineError>>) {
+fn upload_worker(
+    client: &Client,
+    rx: &Mutex<Receiver<Item>>,
+    pool: &Pool,
+    level: i32,
+    counters: &Counters,
+    failed: &Mutex<Option<EngineError>>,
+) {
     let mut cctx = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
         Err(e) => {
@@ -356,14 +439,24 @@ fn upload_worker(client: &Client, rx: &Mutex<Receiver<Item>>, pool: &Pool, level
     }
 }
 
-fn upload_one(client: &Client, cctx: &mut zstd::bulk::Compressor<'_>, out: &mut Vec<u8>, id: &ChunkId, data: &[u8], counters: &Counters) -> Result<(), EngineError> {
+fn upload_one(
+    client: &Client,
+    cctx: &mut zstd::bulk::Compressor<'_>,
+    out: &mut Vec<u8>,
+    id: &ChunkId,
+    data: &[u8],
+    counters: &Counters,
+) -> Result<(), EngineError> {
     out.clear();
     out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-    cctx.compress_to_buffer(data, out).map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    cctx.compress_to_buffer(data, out)
+        .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
     if client.put_chunk(id, out)? {
         counters.new.fetch_add(1, Ordering::Relaxed);
     }
-    counters.bytes_uploaded.fetch_add(out.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes_uploaded
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -374,9 +467,17 @@ fn record(failed: &Mutex<Option<EngineError>>, e: EngineError) {
 }
 
 /// Upload chunks the appliance reports missing at index time, read again from the source.
-fn reupload(client: &Client, src: &dyn DiskSource, index: &DiskIndex, missing: &[ChunkId], level: i32, counters: &Counters) -> Result<(), EngineError> {
+fn reupload(
+    client: &Client,
+    src: &dyn DiskSource,
+    index: &DiskIndex,
+    missing: &[ChunkId],
+    level: i32,
+    counters: &Counters,
+) -> Result<(), EngineError> {
     let missing: HashSet<&ChunkId> = missing.iter().collect();
-    let mut cctx = zstd::bulk::Compressor::new(level).map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    let mut cctx = zstd::bulk::Compressor::new(level)
+        .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
     let mut out = Vec::new();
     let mut done = HashSet::new();
     let mut buf = Vec::new();

@@ -26,19 +26,36 @@ pub fn grow(target: &Path, mapping: &DiskMapping) -> Option<GrowOutcome> {
     let name = format!("{} on {}", fs.fs.as_str(), describe(&fs.on));
     let range = match (&fs.on, &mapping.action) {
         (GrowTarget::Disk, _) => Some((0, mapping.target_size)),
-        (GrowTarget::Partition { slot }, Action::Adapt(a)) => a.partition.as_ref().filter(|p| p.slot == *slot).map(|p| {
-            let ss = u64::from(mapping.target_sector_size);
-            (p.first_lba * ss, (p.new_last_lba + 1 - p.first_lba) * ss)
-        }),
+        (GrowTarget::Partition { slot }, Action::Adapt(a)) => {
+            a.partition.as_ref().filter(|p| p.slot == *slot).map(|p| {
+                let ss = u64::from(mapping.target_sector_size);
+                (p.first_lba * ss, (p.new_last_lba + 1 - p.first_lba) * ss)
+            })
+        }
         _ => None,
     };
-    let outcome = |grown, detail: String| Some(GrowOutcome { filesystem: name.clone(), grown, detail });
+    let outcome = |grown, detail: String| {
+        Some(GrowOutcome {
+            filesystem: name.clone(),
+            grown,
+            detail,
+        })
+    };
     let Some((offset, len)) = range else {
-        return outcome(false, format!("not grown here (needs device-mapper): after the first boot run `{}`", after_boot(fs)));
+        return outcome(
+            false,
+            format!(
+                "not grown here (needs device-mapper): after the first boot run `{}`",
+                after_boot(fs)
+            ),
+        );
     };
     match run_grow(target, offset, len, fs) {
         Ok(detail) => outcome(true, detail),
-        Err(e) => outcome(false, format!("{e}; after the first boot run `{}`", after_boot(fs))),
+        Err(e) => outcome(
+            false,
+            format!("{e}; after the first boot run `{}`", after_boot(fs)),
+        ),
     }
 }
 
@@ -69,17 +86,35 @@ fn run_grow(target: &Path, offset: u64, len: u64, fs: &FsGrow) -> Result<String,
         ContentKind::Xfs => "xfs_growfs",
         other => return Err(format!("growing {} is not supported", other.as_str())),
     };
-    let loopdev = cmd("losetup", &["-f", "--show", "-o", &offset.to_string(), "--sizelimit", &len.to_string(), &target.display().to_string()])
-        .map_err(|e| format!("cannot attach a loop device to grow the filesystem: {e}"))?;
+    let loopdev = cmd(
+        "losetup",
+        &[
+            "-f",
+            "--show",
+            "-o",
+            &offset.to_string(),
+            "--sizelimit",
+            &len.to_string(),
+            &target.display().to_string(),
+        ],
+    )
+    .map_err(|e| format!("cannot attach a loop device to grow the filesystem: {e}"))?;
     let loopdev = loopdev.trim().to_string();
     let result = if tool == "resize2fs" {
         // resize2fs insists on a freshly checked filesystem; -p only fixes what is safe.
-        cmd_ok("e2fsck", &["-f", "-p", &loopdev], &[0, 1]).and_then(|_| cmd("resize2fs", &[&loopdev]))
+        cmd_ok("e2fsck", &["-f", "-p", &loopdev], &[0, 1])
+            .and_then(|_| cmd("resize2fs", &[&loopdev]))
     } else {
         grow_xfs(&loopdev)
     };
     let _ = cmd("losetup", &["-d", &loopdev]);
-    result.map(|out| format!("grown to {} bytes: {}", len, out.lines().last().unwrap_or("").trim()))
+    result.map(|out| {
+        format!(
+            "grown to {} bytes: {}",
+            len,
+            out.lines().last().unwrap_or("").trim()
+        )
+    })
 }
 
 fn grow_xfs(dev: &str) -> Result<String, String> {
@@ -100,10 +135,17 @@ fn cmd(prog: &str, args: &[&str]) -> Result<String, String> {
 }
 
 fn cmd_ok(prog: &str, args: &[&str], ok: &[i32]) -> Result<String, String> {
-    let out = Command::new(prog).args(args).output().map_err(|e| format!("cannot run {prog}: {e}"))?;
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
     if out.status.code().is_some_and(|c| ok.contains(&c)) {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{prog} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{prog} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }

@@ -26,15 +26,34 @@ pub enum EngineError {
     #[error(transparent)]
     Image(#[from] ferry_image::ImageError),
     #[error("{path}: {op} at offset {offset}: {source}")]
-    Io { path: PathBuf, op: &'static str, offset: u64, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        offset: u64,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("chunk {id} (disk {disk}, offset {offset}) from the appliance does not match its id: the appliance's copy is corrupt ({detail}). Nothing of it was written. Back up the source again to re-upload it, or restore another snapshot; a rerun resumes where this one stopped")]
-    CorruptChunk { id: ferry_format::ChunkId, disk: String, offset: u64, detail: String },
+    CorruptChunk {
+        id: ferry_format::ChunkId,
+        disk: String,
+        offset: u64,
+        detail: String,
+    },
     #[error("a worker thread failed: {0}")]
     Worker(String),
 }
 
-pub(crate) fn io_err<'a>(path: &'a std::path::Path, op: &'static str, offset: u64) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
-    move |source| EngineError::Io { path: path.to_path_buf(), op, offset, source }
+pub(crate) fn io_err<'a>(
+    path: &'a std::path::Path,
+    op: &'static str,
+    offset: u64,
+) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
+    move |source| EngineError::Io {
+        path: path.to_path_buf(),
+        op,
+        offset,
+        source,
+    }
 }

@@ -15,7 +15,10 @@ impl Pool {
         for _ in 0..count {
             let _ = tx.send(Vec::with_capacity(capacity));
         }
-        Pool { tx, rx: Mutex::new(rx) }
+        Pool {
+            tx,
+            rx: Mutex::new(rx),
+        }
     }
 
     /// Wait for a free buffer (cleared). `None` only if the pool is gone.

@@ -22,7 +22,10 @@ impl Progress {
 
     /// A progress whose bytes also count into `parent`.
     pub fn with_parent(parent: &Arc<Progress>) -> Arc<Self> {
-        Arc::new(Progress { parent: Some(Arc::clone(parent)), ..Progress::default() })
+        Arc::new(Progress {
+            parent: Some(Arc::clone(parent)),
+            ..Progress::default()
+        })
     }
 
     pub fn add(&self, bytes: u64) {
@@ -33,13 +36,21 @@ impl Progress {
     }
 
     /// Print progress on stderr until [`Progress::finish`]; `quiet` prints nothing.
-    pub fn report(self: &Arc<Self>, label: String, quiet: bool) -> Option<std::thread::JoinHandle<()>> {
+    pub fn report(
+        self: &Arc<Self>,
+        label: String,
+        quiet: bool,
+    ) -> Option<std::thread::JoinHandle<()>> {
         if quiet {
             return None;
         }
         let me = Arc::clone(self);
         let tty = std::io::stderr().is_terminal();
-        let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
+        let every = if tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
         Some(std::thread::spawn(move || {
             let start = Instant::now();
             let mut last_print = Instant::now();
@@ -51,10 +62,18 @@ impl Progress {
                 last_print = Instant::now();
                 let line = me.line(&label, start.elapsed());
                 let mut err = std::io::stderr().lock();
-                let _ = if tty { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
+                let _ = if tty {
+                    write!(err, "\r{line}\x1b[K")
+                } else {
+                    writeln!(err, "{line}")
+                };
             }
             if tty {
-                let _ = writeln!(std::io::stderr(), "\r{}\x1b[K", me.line(&label, start.elapsed()));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\r{}\x1b[K",
+                    me.line(&label, start.elapsed())
+                );
             }
         }))
     }
@@ -64,8 +83,16 @@ impl Progress {
         let done = self.done.load(Ordering::Relaxed).min(total);
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate = done as f64 / secs;
-        let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
-        let eta = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
+        let pct = if total > 0 {
+            done as f64 * 100.0 / total as f64
+        } else {
+            100.0
+        };
+        let eta = if rate > 0.0 {
+            (total - done) as f64 / rate
+        } else {
+            0.0
+        };
         format!(
             "{label}: {pct:5.1}% {} of {} at {}/s, {:.0}s elapsed, ETA {:.0}s",
             human(done),

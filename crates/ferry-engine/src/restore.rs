@@ -69,7 +69,11 @@ pub struct DiskPlan {
 impl fmt::Display for RestorePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.manifest;
-        writeln!(f, "restore plan: snapshot {} of machine {} (taken {})", m.snapshot, m.machine, m.created)?;
+        writeln!(
+            f,
+            "restore plan: snapshot {} of machine {} (taken {})",
+            m.snapshot, m.machine, m.created
+        )?;
         for d in &self.disks {
             let (data, zero, unused) = d.index.counts();
             let t = &d.target;
@@ -135,7 +139,9 @@ pub struct RestoreSummary {
 /// Fetch and verify the manifest and indexes, and check every target. Writes nothing.
 pub fn plan(client: &Client, opts: &RestoreOptions) -> Result<RestorePlan, EngineError> {
     if opts.targets.is_empty() {
-        return Err(EngineError::Refused("no --target given: name DISK=DEST for each disk to restore".into()));
+        return Err(EngineError::Refused(
+            "no --target given: name DISK=DEST for each disk to restore".into(),
+        ));
     }
     let manifest = client.manifest(&opts.snapshot)?;
     let mut disks = Vec::new();
@@ -149,70 +155,140 @@ pub fn plan(client: &Client, opts: &RestoreOptions) -> Result<RestorePlan, Engin
             )));
         };
         if opts.targets[..i].iter().any(|(o, _)| o == disk) {
-            return Err(EngineError::Refused(format!("disk {disk} is given two targets")));
+            return Err(EngineError::Refused(format!(
+                "disk {disk} is given two targets"
+            )));
         }
         if opts.targets[..i].iter().any(|(_, p)| p == dest) {
-            return Err(EngineError::Refused(format!("{} is the target of two disks", dest.display())));
+            return Err(EngineError::Refused(format!(
+                "{} is the target of two disks",
+                dest.display()
+            )));
         }
         let index = client.index(&manifest, disk)?;
         if index.disk_size != d.size {
-            return Err(EngineError::Refused(format!("the index of disk {disk} disagrees with the manifest on its size")));
+            return Err(EngineError::Refused(format!(
+                "the index of disk {disk} disagrees with the manifest on its size"
+            )));
         }
         let target = target::check(dest, d.size, opts.overwrite)?;
-        disks.push(DiskPlan { disk: disk.clone(), size: d.size, index, target, patches: Vec::new() });
+        disks.push(DiskPlan {
+            disk: disk.clone(),
+            size: d.size,
+            index,
+            target,
+            patches: Vec::new(),
+        });
     }
     let layout = plan_layout(&manifest, &disks, opts)?;
     for (d, m) in disks.iter_mut().zip(&layout.mappings) {
         d.patches = m.patches.clone();
         d.target.size = m.target_size;
     }
-    Ok(RestorePlan { manifest, disks, layout })
+    Ok(RestorePlan {
+        manifest,
+        disks,
+        layout,
+    })
 }
 
 /// The pure layout planner over what the manifest recorded and what the targets are.
-fn plan_layout(manifest: &Manifest, disks: &[DiskPlan], opts: &RestoreOptions) -> Result<LayoutPlan, EngineError> {
+fn plan_layout(
+    manifest: &Manifest,
+    disks: &[DiskPlan],
+    opts: &RestoreOptions,
+) -> Result<LayoutPlan, EngineError> {
     let mut sources = Vec::new();
     let mut targets = Vec::new();
     let mut pairs = Vec::new();
     for d in disks {
-        let m = manifest.disk(&d.disk).ok_or_else(|| EngineError::Refused(format!("no disk {}", d.disk)))?;
+        let m = manifest
+            .disk(&d.disk)
+            .ok_or_else(|| EngineError::Refused(format!("no disk {}", d.disk)))?;
         sources.push(SourceDisk::from_manifest(m, manifest.chunk_size));
         let t = &d.target;
         let path = t.path.display().to_string();
         // An image file takes the source's sector size; a device reports its own.
-        let lss = if t.logical_sector_size == 0 { m.logical_sector_size } else { t.logical_sector_size };
-        let pss = if t.physical_sector_size == 0 { lss } else { t.physical_sector_size };
-        targets.push(TargetDisk { path: path.clone(), size: t.size, logical_sector_size: lss, physical_sector_size: pss, serial: None, model: None, blank: t.holds.is_none() });
+        let lss = if t.logical_sector_size == 0 {
+            m.logical_sector_size
+        } else {
+            t.logical_sector_size
+        };
+        let pss = if t.physical_sector_size == 0 {
+            lss
+        } else {
+            t.physical_sector_size
+        };
+        targets.push(TargetDisk {
+            path: path.clone(),
+            size: t.size,
+            logical_sector_size: lss,
+            physical_sector_size: pss,
+            serial: None,
+            model: None,
+            blank: t.holds.is_none(),
+        });
         pairs.push((d.disk.clone(), path));
     }
     let grow_lv = match &opts.grow_lv {
         None => GrowLv::Auto,
         Some(s) => match s.split_once('/') {
-            Some((vg, lv)) if !vg.is_empty() && !lv.is_empty() => GrowLv::Named { vg: vg.into(), lv: lv.into() },
-            _ => return Err(EngineError::Refused(format!("--grow-lv {s:?} is not VG/LV"))),
+            Some((vg, lv)) if !vg.is_empty() && !lv.is_empty() => GrowLv::Named {
+                vg: vg.into(),
+                lv: lv.into(),
+            },
+            _ => {
+                return Err(EngineError::Refused(format!(
+                    "--grow-lv {s:?} is not VG/LV"
+                )))
+            }
         },
     };
-    let policy = Policy { mapping: Mapping::Explicit(pairs), grow: opts.grow, grow_lv, overwrite: opts.overwrite };
-    let plan = ferry_layout::plan(&sources, &targets, &policy).map_err(|e| EngineError::Refused(e.to_string()))?;
+    let policy = Policy {
+        mapping: Mapping::Explicit(pairs),
+        grow: opts.grow,
+        grow_lv,
+        overwrite: opts.overwrite,
+    };
+    let plan = ferry_layout::plan(&sources, &targets, &policy)
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
     // The planner returns mappings in the order of the explicit pairs; keep that invariant checked.
-    if plan.mappings.len() != disks.len() || plan.mappings.iter().zip(disks).any(|(m, d)| m.disk != d.disk) {
-        return Err(EngineError::Worker("the layout plan does not follow the requested mapping".into()));
+    if plan.mappings.len() != disks.len()
+        || plan
+            .mappings
+            .iter()
+            .zip(disks)
+            .any(|(m, d)| m.disk != d.disk)
+    {
+        return Err(EngineError::Worker(
+            "the layout plan does not follow the requested mapping".into(),
+        ));
     }
     Ok(plan)
 }
 
 /// Execute a plan (or, with `dry_run`, only compare the targets with it).
-pub fn apply(client: &Client, plan: &RestorePlan, opts: &RestoreOptions) -> Result<RestoreSummary, EngineError> {
+pub fn apply(
+    client: &Client,
+    plan: &RestorePlan,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary, EngineError> {
     apply_observed(client, plan, opts, None)
 }
 
 /// [`apply`], also counting every byte made right (written or found in place) into `overall`,
 /// whose `total` is set to the sum of the plan's disk sizes: a caller reads its counters from
 /// another thread to report progress (disks are restored in plan order).
-pub fn apply_observed(client: &Client, plan: &RestorePlan, opts: &RestoreOptions, overall: Option<&Arc<Progress>>) -> Result<RestoreSummary, EngineError> {
+pub fn apply_observed(
+    client: &Client,
+    plan: &RestorePlan,
+    opts: &RestoreOptions,
+    overall: Option<&Arc<Progress>>,
+) -> Result<RestoreSummary, EngineError> {
     let start = Instant::now();
     if let Some(o) = overall {
-        o.total.store(plan.disks.iter().map(|d| d.size).sum(), Ordering::Relaxed);
+        o.total
+            .store(plan.disks.iter().map(|d| d.size).sum(), Ordering::Relaxed);
     }
     let mut disks = Vec::new();
     let mut grown = Vec::new();
@@ -220,11 +296,15 @@ pub fn apply_observed(client: &Client, plan: &RestorePlan, opts: &RestoreOptions
         let progress = overall.map_or_else(Progress::new, Progress::with_parent);
         progress.total.store(d.size, Ordering::Relaxed);
         let verb = if opts.dry_run { "compare" } else { "restore" };
-        let reporter = progress.report(format!("{verb} {} -> {}", d.disk, d.target.path.display()), opts.quiet);
+        let reporter = progress.report(
+            format!("{verb} {} -> {}", d.disk, d.target.path.display()),
+            opts.quiet,
+        );
         let result = if opts.dry_run {
             dry_scan(d)
         } else {
-            target::open(&d.target).and_then(|t| sync_disk(client, d, &t, opts.parallel.max(1), &progress))
+            target::open(&d.target)
+                .and_then(|t| sync_disk(client, d, &t, opts.parallel.max(1), &progress))
         };
         progress.finish(reporter);
         disks.push(result?);
@@ -265,9 +345,18 @@ struct LocalState {
 impl LocalState {
     fn new(file: &std::fs::File, kind: TargetKind, size: u64) -> Self {
         match kind {
-            TargetKind::File { created: true } => LocalState { created: true, extents: None },
-            TargetKind::File { created: false } => LocalState { created: false, extents: data_extents(file, size) },
-            TargetKind::BlockDevice => LocalState { created: false, extents: None },
+            TargetKind::File { created: true } => LocalState {
+                created: true,
+                extents: None,
+            },
+            TargetKind::File { created: false } => LocalState {
+                created: false,
+                extents: data_extents(file, size),
+            },
+            TargetKind::BlockDevice => LocalState {
+                created: false,
+                extents: None,
+            },
         }
     }
 
@@ -295,7 +384,11 @@ fn data_extents(file: &std::fs::File, size: u64) -> Option<Vec<(u64, u64)>> {
         let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
         if data < 0 {
             let e = std::io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENXIO) { Some(out) } else { None };
+            return if e.raw_os_error() == Some(libc::ENXIO) {
+                Some(out)
+            } else {
+                None
+            };
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
@@ -345,16 +438,31 @@ impl Abort {
 }
 
 fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
-    let mut stats = DiskStats { disk: d.disk.clone(), target: d.target.path.clone(), size: d.size, ..Default::default() };
+    let mut stats = DiskStats {
+        disk: d.disk.clone(),
+        target: d.target.path.clone(),
+        size: d.size,
+        ..Default::default()
+    };
     stats.chunks_total = d.index.entries.len() as u64;
-    let file = if d.target.exists { Some(std::fs::File::open(&d.target.path).map_err(io_err(&d.target.path, "open", 0))?) } else { None };
+    let file = if d.target.exists {
+        Some(std::fs::File::open(&d.target.path).map_err(io_err(&d.target.path, "open", 0))?)
+    } else {
+        None
+    };
     let local = match &file {
         Some(f) => LocalState::new(f, d.target.kind, d.target.size),
-        None => LocalState { created: true, extents: None },
+        None => LocalState {
+            created: true,
+            extents: None,
+        },
     };
     // What the target holds now: a file may be shorter than the size it will be given.
     let held_len = match (&file, d.target.kind) {
-        (Some(f), TargetKind::File { .. }) => f.metadata().map_err(io_err(&d.target.path, "stat", 0))?.len(),
+        (Some(f), TargetKind::File { .. }) => f
+            .metadata()
+            .map_err(io_err(&d.target.path, "stat", 0))?
+            .len(),
         _ => d.target.size,
     };
     let mut buf = Vec::new();
@@ -376,13 +484,26 @@ fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
     Ok(stats)
 }
 
-fn read_local<'a>(f: &std::fs::File, path: &std::path::Path, buf: &'a mut Vec<u8>, off: u64, len: usize) -> Result<&'a [u8], EngineError> {
+fn read_local<'a>(
+    f: &std::fs::File,
+    path: &std::path::Path,
+    buf: &'a mut Vec<u8>,
+    off: u64,
+    len: usize,
+) -> Result<&'a [u8], EngineError> {
     buf.resize(len, 0);
-    f.read_exact_at(buf, off).map_err(io_err(path, "read", off))?;
+    f.read_exact_at(buf, off)
+        .map_err(io_err(path, "read", off))?;
     Ok(&buf[..])
 }
 
-fn sync_disk(client: &Client, d: &DiskPlan, t: &Target, parallel: usize, progress: &Progress) -> Result<DiskStats, EngineError> {
+fn sync_disk(
+    client: &Client,
+    d: &DiskPlan,
+    t: &Target,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<DiskStats, EngineError> {
     let index = &d.index;
     let chunk_size = index.chunk_size as usize;
     let local = LocalState::new(&t.file, t.kind, t.size);
@@ -400,7 +521,17 @@ fn sync_disk(client: &Client, d: &DiskPlan, t: &Target, parallel: usize, progres
             let work_tx = work_tx.clone();
             let (counters, abort, local, first_dirty) = (&counters, &abort, &local, &first_dirty);
             s.spawn(move || {
-                if let Err(e) = scan(index, t, local, fetch_tx, work_tx, counters, abort, first_dirty, progress) {
+                if let Err(e) = scan(
+                    index,
+                    t,
+                    local,
+                    fetch_tx,
+                    work_tx,
+                    counters,
+                    abort,
+                    first_dirty,
+                    progress,
+                ) {
                     abort.set(e);
                 }
             });
@@ -409,13 +540,24 @@ fn sync_disk(client: &Client, d: &DiskPlan, t: &Target, parallel: usize, progres
             let work_tx = work_tx.clone();
             let (counters, abort, pool, fetch_rx) = (&counters, &abort, &pool, &fetch_rx);
             s.spawn(move || {
-                if let Err(e) = fetch_worker(client, &d.disk, index, fetch_rx, work_tx, pool, counters, abort) {
+                if let Err(e) = fetch_worker(
+                    client, &d.disk, index, fetch_rx, work_tx, pool, counters, abort,
+                ) {
                     abort.set(e);
                 }
             });
         }
         drop(work_tx);
-        held_first = write_loop(t, index, work_rx, &pool, &counters, &abort, &first_dirty, progress);
+        held_first = write_loop(
+            t,
+            index,
+            work_rx,
+            &pool,
+            &counters,
+            &abort,
+            &first_dirty,
+            progress,
+        );
     });
     if let Some(e) = abort.error.lock().ok().and_then(|mut g| g.take()) {
         return Err(e);
@@ -455,7 +597,11 @@ fn scan(
             break;
         }
         let (off, len) = index.range(i);
-        let held = if local.known_zero(off, len as u64) { None } else { Some(read_local(&t.file, &t.path, &mut buf, off, len)?) };
+        let held = if local.known_zero(off, len as u64) {
+            None
+        } else {
+            Some(read_local(&t.file, &t.path, &mut buf, off, len)?)
+        };
         let skip = match (entry, held) {
             (Entry::Data(id), Some(b)) => ChunkId::of(b) == *id,
             (Entry::Data(_), None) => false,
@@ -463,9 +609,15 @@ fn scan(
             (_, Some(b)) => ferry_format::chunk::is_zero(b),
         };
         if skip {
-            let c = if matches!(entry, Entry::Data(_)) { &counters.present } else { &counters.zero_skipped };
+            let c = if matches!(entry, Entry::Data(_)) {
+                &counters.present
+            } else {
+                &counters.zero_skipped
+            };
             c.fetch_add(1, Ordering::Relaxed);
-            counters.bytes_skipped.fetch_add(len as u64, Ordering::Relaxed);
+            counters
+                .bytes_skipped
+                .fetch_add(len as u64, Ordering::Relaxed);
             progress.add(len as u64);
             continue;
         }
@@ -495,7 +647,8 @@ fn fetch_worker(
     abort: &Abort,
 ) -> Result<(), EngineError> {
     let mut compressed = Vec::new();
-    let mut dctx = zstd::bulk::Decompressor::new().map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    let mut dctx =
+        zstd::bulk::Decompressor::new().map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
     let limit = zstd::zstd_safe::compress_bound(index.chunk_size as usize) as u64;
     loop {
         let next = match rx.lock() {
@@ -508,14 +661,25 @@ fn fetch_worker(
         }
         let (off, len) = index.range(i);
         client.get_chunk(&id, &mut compressed, limit)?;
-        counters.bytes_fetched.fetch_add(compressed.len() as u64, Ordering::Relaxed);
-        let Some(mut buf) = pool.take() else { return Ok(()) };
-        let corrupt = |detail: String| EngineError::CorruptChunk { id, disk: disk.to_string(), offset: off, detail };
+        counters
+            .bytes_fetched
+            .fetch_add(compressed.len() as u64, Ordering::Relaxed);
+        let Some(mut buf) = pool.take() else {
+            return Ok(());
+        };
+        let corrupt = |detail: String| EngineError::CorruptChunk {
+            id,
+            disk: disk.to_string(),
+            offset: off,
+            detail,
+        };
         match dctx.decompress_to_buffer(&compressed, &mut buf) {
             Ok(n) if n == len => {}
             Ok(n) => {
                 pool.give(buf);
-                return Err(corrupt(format!("it holds {n} bytes where {len} are expected")));
+                return Err(corrupt(format!(
+                    "it holds {n} bytes where {len} are expected"
+                )));
             }
             Err(e) => {
                 pool.give(buf);
@@ -581,19 +745,30 @@ fn write_loop(
     held
 }
 
-fn write_work(t: &Target, index: &DiskIndex, w: &Work, counters: &Counters) -> Result<(), EngineError> {
+fn write_work(
+    t: &Target,
+    index: &DiskIndex,
+    w: &Work,
+    counters: &Counters,
+) -> Result<(), EngineError> {
     match w {
         Work::Data(i, buf) => {
             let (off, _) = index.range(*i);
-            t.file.write_all_at(buf, off).map_err(io_err(&t.path, "write", off))?;
+            t.file
+                .write_all_at(buf, off)
+                .map_err(io_err(&t.path, "write", off))?;
             start_writeback(t, off, buf.len() as u64);
-            counters.bytes_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            counters
+                .bytes_written
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         Work::Zero(i) => {
             let (off, len) = index.range(*i);
             zero_range(t, off, len as u64)?;
             counters.zero_written.fetch_add(1, Ordering::Relaxed);
-            counters.bytes_written.fetch_add(len as u64, Ordering::Relaxed);
+            counters
+                .bytes_written
+                .fetch_add(len as u64, Ordering::Relaxed);
         }
     }
     Ok(())
@@ -601,7 +776,13 @@ fn write_work(t: &Target, index: &DiskIndex, w: &Work, counters: &Counters) -> R
 
 /// Everything but the first chunk is in place: make it durable, write the layout patches outside
 /// the first chunk, make those durable, then write the first chunk with its patches merged in.
-fn finish_boot_critical(t: &Target, index: &DiskIndex, patches: &[Patch], held: Option<Work>, counters: &Counters) -> Result<(), EngineError> {
+fn finish_boot_critical(
+    t: &Target,
+    index: &DiskIndex,
+    patches: &[Patch],
+    held: Option<Work>,
+    counters: &Counters,
+) -> Result<(), EngineError> {
     let sync = || t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0));
     sync()?;
     let (_, first_len) = index.range(0);
@@ -610,8 +791,14 @@ fn finish_boot_critical(t: &Target, index: &DiskIndex, patches: &[Patch], held: 
         // A patch may straddle the first chunk's end: write only its part past it here.
         let skip = first_end.saturating_sub(p.offset) as usize;
         let off = p.offset + skip as u64;
-        t.file.write_all_at(&p.bytes[skip..], off).map_err(io_err(&t.path, "write layout patch", off))?;
-        counters.bytes_written.fetch_add((p.bytes.len() - skip) as u64, Ordering::Relaxed);
+        t.file.write_all_at(&p.bytes[skip..], off).map_err(io_err(
+            &t.path,
+            "write layout patch",
+            off,
+        ))?;
+        counters
+            .bytes_written
+            .fetch_add((p.bytes.len() - skip) as u64, Ordering::Relaxed);
     }
     let first_patches: Vec<&Patch> = patches.iter().filter(|p| p.offset < first_end).collect();
     if held.is_none() && first_patches.is_empty() {
@@ -624,15 +811,21 @@ fn finish_boot_critical(t: &Target, index: &DiskIndex, patches: &[Patch], held: 
         // The target already held the snapshot's first chunk: patch what is there.
         None => {
             let mut b = vec![0u8; first_len];
-            t.file.read_exact_at(&mut b, 0).map_err(io_err(&t.path, "read", 0))?;
+            t.file
+                .read_exact_at(&mut b, 0)
+                .map_err(io_err(&t.path, "read", 0))?;
             b
         }
     };
     for p in first_patches {
         p.apply_to(0, &mut first);
     }
-    t.file.write_all_at(&first, 0).map_err(io_err(&t.path, "write", 0))?;
-    counters.bytes_written.fetch_add(first.len() as u64, Ordering::Relaxed);
+    t.file
+        .write_all_at(&first, 0)
+        .map_err(io_err(&t.path, "write", 0))?;
+    counters
+        .bytes_written
+        .fetch_add(first.len() as u64, Ordering::Relaxed);
     sync()
 }
 
@@ -641,7 +834,12 @@ fn finish_boot_critical(t: &Target, index: &DiskIndex, patches: &[Patch], held: 
 fn start_writeback(t: &Target, off: u64, len: u64) {
     // SAFETY: sync_file_range on a valid fd with in-range arguments; it only schedules I/O.
     unsafe {
-        libc::sync_file_range(t.file.as_raw_fd(), off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            t.file.as_raw_fd(),
+            off as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -651,7 +849,14 @@ fn zero_range(t: &Target, off: u64, len: u64) -> Result<(), EngineError> {
     let done = match t.kind {
         TargetKind::File { .. } => {
             // SAFETY: fallocate on a valid fd with in-range arguments.
-            unsafe { libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off as i64, len as i64) == 0 }
+            unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    off as i64,
+                    len as i64,
+                ) == 0
+            }
         }
         TargetKind::BlockDevice => {
             // BLKZEROOUT = _IO(0x12, 127); a discard is not a zeroing, this is.
@@ -663,13 +868,18 @@ fn zero_range(t: &Target, off: u64, len: u64) -> Result<(), EngineError> {
     };
     if !done {
         let zeros = vec![0u8; len as usize];
-        t.file.write_all_at(&zeros, off).map_err(io_err(&t.path, "write zeros", off))?;
+        t.file
+            .write_all_at(&zeros, off)
+            .map_err(io_err(&t.path, "write zeros", off))?;
     }
     Ok(())
 }
 
 /// Plan, print nothing, apply: the whole restore for callers that need no dry-run step.
-pub fn restore(client: &Client, opts: &RestoreOptions) -> Result<(RestorePlan, RestoreSummary), EngineError> {
+pub fn restore(
+    client: &Client,
+    opts: &RestoreOptions,
+) -> Result<(RestorePlan, RestoreSummary), EngineError> {
     let plan = plan(client, opts)?;
     let summary = apply(client, &plan, opts)?;
     Ok((plan, summary))
@@ -681,13 +891,19 @@ mod tests {
 
     #[test]
     fn known_zero_follows_extents() {
-        let l = LocalState { created: false, extents: Some(vec![(4096, 8192), (65536, 70000)]) };
+        let l = LocalState {
+            created: false,
+            extents: Some(vec![(4096, 8192), (65536, 70000)]),
+        };
         assert!(l.known_zero(0, 4096));
         assert!(!l.known_zero(0, 4097));
         assert!(l.known_zero(8192, 4096));
         assert!(!l.known_zero(60000, 6000));
         assert!(l.known_zero(70000, 100));
-        let none = LocalState { created: false, extents: None };
+        let none = LocalState {
+            created: false,
+            extents: None,
+        };
         assert!(!none.known_zero(0, 1));
     }
 }

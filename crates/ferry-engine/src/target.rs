@@ -16,7 +16,9 @@ const PROBE_LEN: u64 = 1 << 20;
 pub enum TargetKind {
     BlockDevice,
     /// A regular file; `created` when this run made it (then it is known to read as zeros).
-    File { created: bool },
+    File {
+        created: bool,
+    },
 }
 
 pub struct Target {
@@ -47,7 +49,10 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(EngineError::Refused(format!(
                     "cannot create {}: its directory {} does not exist",
@@ -109,8 +114,20 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
             path.display()
         )));
     }
-    let size = if kind == TargetKind::BlockDevice { size } else { size.max(needed) };
-    Ok(TargetCheck { path: path.into(), exists: true, kind, size, logical_sector_size, physical_sector_size, holds })
+    let size = if kind == TargetKind::BlockDevice {
+        size
+    } else {
+        size.max(needed)
+    };
+    Ok(TargetCheck {
+        path: path.into(),
+        exists: true,
+        kind,
+        size,
+        logical_sector_size,
+        physical_sector_size,
+        holds,
+    })
 }
 
 /// Open a checked target for writing; a new or short file grows to `check.size` bytes.
@@ -127,18 +144,26 @@ pub fn open(check: &TargetCheck) -> Result<Target, EngineError> {
         }
         TargetKind::File { created: false } => {}
     }
-    let file = opts.open(path).map_err(io_err(path, "open for writing", 0))?;
+    let file = opts
+        .open(path)
+        .map_err(io_err(path, "open for writing", 0))?;
     let size = match check.kind {
         TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
         TargetKind::File { .. } => {
             let len = file.metadata().map_err(io_err(path, "stat", 0))?.len();
             if len < check.size {
-                file.set_len(check.size).map_err(io_err(path, "resize", check.size))?;
+                file.set_len(check.size)
+                    .map_err(io_err(path, "resize", check.size))?;
             }
             check.size
         }
     };
-    Ok(Target { path: path.clone(), file, kind: check.kind, size })
+    Ok(Target {
+        path: path.clone(),
+        file,
+        kind: check.kind,
+        size,
+    })
 }
 
 const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12, 104): logical sector size (int)

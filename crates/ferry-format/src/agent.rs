@@ -91,11 +91,16 @@ impl Inventory {
 pub fn normalize_mac(text: &str) -> Result<String, String> {
     let t = text.trim().to_ascii_lowercase().replace('-', ":");
     let parts: Vec<&str> = t.split(':').collect();
-    let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
     if ok {
         Ok(t)
     } else {
-        Err(format!("{text:?} is not a MAC address: use six hex pairs, e.g. 52:54:00:12:34:56"))
+        Err(format!(
+            "{text:?} is not a MAC address: use six hex pairs, e.g. 52:54:00:12:34:56"
+        ))
     }
 }
 
@@ -134,7 +139,9 @@ impl std::str::FromStr for Then {
             "reboot" => Ok(Then::Reboot),
             "poweroff" => Ok(Then::Poweroff),
             "none" => Ok(Then::None),
-            _ => Err(format!("unknown --then {s:?}: use reboot, poweroff or none")),
+            _ => Err(format!(
+                "unknown --then {s:?}: use reboot, poweroff or none"
+            )),
         }
     }
 }
@@ -181,7 +188,11 @@ impl std::str::FromStr for MapTarget {
         let name = s.strip_prefix("/dev/").unwrap_or(s);
         check_name(NameKind::Disk, name)
             .map(|()| MapTarget::Device(name.to_string()))
-            .map_err(|_| format!("{s:?} is not a target: use a device as the agent sees it (/dev/vda) or auto"))
+            .map_err(|_| {
+                format!(
+                    "{s:?} is not a target: use a device as the agent sees it (/dev/vda) or auto"
+                )
+            })
     }
 }
 
@@ -197,9 +208,14 @@ impl std::str::FromStr for Mapping {
     type Err = String;
     /// `DISK=TARGET`, e.g. `sda=/dev/vda` or `sda=auto`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (disk, target) = s.split_once('=').ok_or_else(|| format!("{s:?} is not DISK=TARGET (e.g. sda=/dev/vda or sda=auto)"))?;
+        let (disk, target) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not DISK=TARGET (e.g. sda=/dev/vda or sda=auto)"))?;
         check_name(NameKind::Disk, disk).map_err(|e| e.to_string())?;
-        Ok(Mapping { disk: disk.to_string(), target: target.parse()? })
+        Ok(Mapping {
+            disk: disk.to_string(),
+            target: target.parse()?,
+        })
     }
 }
 
@@ -212,7 +228,9 @@ pub enum JobState {
     Pending,
     Running,
     Succeeded,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl JobState {
@@ -225,7 +243,10 @@ impl JobState {
         matches!(
             (self, next),
             (JobState::Pending, JobState::Running)
-                | (JobState::Pending | JobState::Running, JobState::Failed { .. })
+                | (
+                    JobState::Pending | JobState::Running,
+                    JobState::Failed { .. }
+                )
                 | (JobState::Running, JobState::Succeeded)
                 | (JobState::Running, JobState::Running)
         )
@@ -365,7 +386,10 @@ impl JobRecord {
         Job {
             id: self.id.clone(),
             snapshot: self.snapshot.clone(),
-            mappings: self.resolved.clone().unwrap_or_else(|| self.mappings.clone()),
+            mappings: self
+                .resolved
+                .clone()
+                .unwrap_or_else(|| self.mappings.clone()),
             then: self.then,
             overwrite: self.overwrite,
             state: self.state.clone(),
@@ -413,7 +437,12 @@ pub struct DiskNeed {
 /// targets must exist, be large enough and be blank unless `overwrite`; `auto` takes the single
 /// blank, non-removable disk of at least the snapshot disk's size that no other mapping uses. Every failure is a
 /// sentence that says what to do. `needs` holds each mapped disk's size (from the manifest).
-pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventory, overwrite: bool) -> Result<Vec<Mapping>, String> {
+pub fn resolve_mappings(
+    mappings: &[Mapping],
+    needs: &[DiskNeed],
+    inv: &Inventory,
+    overwrite: bool,
+) -> Result<Vec<Mapping>, String> {
     let size_of = |disk: &str| {
         needs.iter().find(|n| n.disk == disk).map(|n| n.size).ok_or_else(|| {
             let names: Vec<&str> = needs.iter().map(|n| n.disk.as_str()).collect();
@@ -425,9 +454,14 @@ pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventor
     // Explicit targets first, so `auto` never takes a disk that is named elsewhere.
     for (i, m) in mappings.iter().enumerate() {
         if mappings[..i].iter().any(|o| o.disk == m.disk) {
-            return Err(format!("disk {} is mapped twice: give one --map per disk", m.disk));
+            return Err(format!(
+                "disk {} is mapped twice: give one --map per disk",
+                m.disk
+            ));
         }
-        let MapTarget::Device(dev) = &m.target else { continue };
+        let MapTarget::Device(dev) = &m.target else {
+            continue;
+        };
         let need = size_of(&m.disk)?;
         let Some(d) = inv.disk(dev) else {
             return Err(format!(
@@ -451,7 +485,9 @@ pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventor
             ));
         }
         if used.contains(dev) {
-            return Err(format!("/dev/{dev} is the target of two disks: map each disk to its own device"));
+            return Err(format!(
+                "/dev/{dev} is the target of two disks: map each disk to its own device"
+            ));
         }
         used.push(dev.clone());
         chosen[i] = Some(dev.clone());
@@ -461,7 +497,11 @@ pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventor
             continue;
         }
         let need = size_of(&m.disk)?;
-        let fits: Vec<&Disk> = inv.disks.iter().filter(|d| d.blank && !d.removable && d.size >= need && !used.contains(&d.name)).collect();
+        let fits: Vec<&Disk> = inv
+            .disks
+            .iter()
+            .filter(|d| d.blank && !d.removable && d.size >= need && !used.contains(&d.name))
+            .collect();
         match fits.as_slice() {
             [one] => {
                 used.push(one.name.clone());
@@ -489,7 +529,10 @@ pub fn resolve_mappings(mappings: &[Mapping], needs: &[DiskNeed], inv: &Inventor
     Ok(mappings
         .iter()
         .zip(chosen)
-        .map(|(m, dev)| Mapping { disk: m.disk.clone(), target: MapTarget::Device(dev.unwrap_or_default()) })
+        .map(|(m, dev)| Mapping {
+            disk: m.disk.clone(),
+            target: MapTarget::Device(dev.unwrap_or_default()),
+        })
         .collect())
 }
 
@@ -500,7 +543,14 @@ fn disk_list(inv: &Inventory) -> String {
     let each: Vec<String> = inv
         .disks
         .iter()
-        .map(|d| format!("/dev/{} {} bytes{}", d.name, d.size, if d.blank { " blank" } else { " holding data" }))
+        .map(|d| {
+            format!(
+                "/dev/{} {} bytes{}",
+                d.name,
+                d.size,
+                if d.blank { " blank" } else { " holding data" }
+            )
+        })
         .collect();
     each.join(", ")
 }
@@ -526,7 +576,10 @@ mod tests {
     }
 
     fn inv(disks: Vec<Disk>) -> Inventory {
-        Inventory { disks, ..Default::default() }
+        Inventory {
+            disks,
+            ..Default::default()
+        }
     }
 
     fn map(s: &str) -> Mapping {
@@ -535,23 +588,45 @@ mod tests {
 
     #[test]
     fn auto_resolution_table() {
-        let need = [DiskNeed { disk: "sda".into(), size: 10 * GB }];
+        let need = [DiskNeed {
+            disk: "sda".into(),
+            size: 10 * GB,
+        }];
         let auto = [map("sda=auto")];
         // (disks, Ok(target) or Err(fragment))
         let cases: Vec<(Vec<Disk>, Result<&str, &str>)> = vec![
             (vec![disk("vda", 20 * GB, true)], Ok("vda")),
             (vec![disk("vda", 10 * GB, true)], Ok("vda")),
-            (vec![disk("vda", 20 * GB, false), disk("vdb", 20 * GB, true)], Ok("vdb")),
-            (vec![disk("vda", 5 * GB, true), disk("vdb", 20 * GB, true)], Ok("vdb")),
+            (
+                vec![disk("vda", 20 * GB, false), disk("vdb", 20 * GB, true)],
+                Ok("vdb"),
+            ),
+            (
+                vec![disk("vda", 5 * GB, true), disk("vdb", 20 * GB, true)],
+                Ok("vdb"),
+            ),
             (vec![], Err("no blank disk")),
             (vec![disk("vda", 20 * GB, false)], Err("no blank disk")),
-            (vec![disk("vda", 9 * GB, true)], Err("no blank disk of at least 10000000000 bytes")),
-            (vec![disk("vda", 20 * GB, true), disk("vdb", 30 * GB, true)], Err("ambiguous for disk sda: /dev/vda, /dev/vdb")),
+            (
+                vec![disk("vda", 9 * GB, true)],
+                Err("no blank disk of at least 10000000000 bytes"),
+            ),
+            (
+                vec![disk("vda", 20 * GB, true), disk("vdb", 30 * GB, true)],
+                Err("ambiguous for disk sda: /dev/vda, /dev/vdb"),
+            ),
         ];
         for (disks, want) in cases {
             let got = resolve_mappings(&auto, &need, &inv(disks.clone()), false);
             match (want, got) {
-                (Ok(dev), Ok(m)) => assert_eq!(m, vec![Mapping { disk: "sda".into(), target: MapTarget::Device(dev.into()) }], "{disks:?}"),
+                (Ok(dev), Ok(m)) => assert_eq!(
+                    m,
+                    vec![Mapping {
+                        disk: "sda".into(),
+                        target: MapTarget::Device(dev.into())
+                    }],
+                    "{disks:?}"
+                ),
                 (Err(frag), Err(e)) => assert!(e.contains(frag), "{disks:?}: {e}"),
                 (want, got) => panic!("{disks:?}: want {want:?}, got {got:?}"),
             }
@@ -560,8 +635,21 @@ mod tests {
 
     #[test]
     fn explicit_targets_are_checked() {
-        let needs = [DiskNeed { disk: "sda".into(), size: 10 * GB }, DiskNeed { disk: "sdb".into(), size: GB }];
-        let machine = inv(vec![disk("vda", 20 * GB, true), disk("vdb", 5 * GB, true), disk("vdc", 20 * GB, false)]);
+        let needs = [
+            DiskNeed {
+                disk: "sda".into(),
+                size: 10 * GB,
+            },
+            DiskNeed {
+                disk: "sdb".into(),
+                size: GB,
+            },
+        ];
+        let machine = inv(vec![
+            disk("vda", 20 * GB, true),
+            disk("vdb", 5 * GB, true),
+            disk("vdc", 20 * GB, false),
+        ]);
         let r = |maps: &[&str], overwrite: bool| {
             let maps: Vec<Mapping> = maps.iter().map(|m| map(m)).collect();
             resolve_mappings(&maps, &needs, &machine, overwrite)
@@ -588,21 +676,37 @@ mod tests {
             mappings: vec![map("sda=/dev/vda"), map("sdb=auto")],
             then: Then::Reboot,
             overwrite: false,
-            state: JobState::Failed { reason: "no disk".into() },
+            state: JobState::Failed {
+                reason: "no disk".into(),
+            },
         };
         let text = serde_json::to_string(&job).unwrap();
-        assert!(text.contains(r#""target":"/dev/vda""#) && text.contains(r#""target":"auto""#), "{text}");
-        assert!(text.contains(r#""state":{"failed":{"reason":"no disk"}}"#), "{text}");
+        assert!(
+            text.contains(r#""target":"/dev/vda""#) && text.contains(r#""target":"auto""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""state":{"failed":{"reason":"no disk"}}"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
-        let pending = Job { state: JobState::Pending, ..job.clone() };
+        let pending = Job {
+            state: JobState::Pending,
+            ..job.clone()
+        };
         let text = serde_json::to_string(&pending).unwrap();
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), pending);
         // Unknown fields are refused.
         let extra = text.replace("\"then\"", "\"bogus\":1,\"then\"");
         assert!(serde_json::from_str::<Job>(&extra).is_err());
         assert!(serde_json::from_str::<JobState>(r#"{"failed":{}}"#).is_err());
-        assert!(serde_json::from_str::<JobState>(r#"{"failed":{"reason":"x","extra":1}}"#).is_err());
-        assert_eq!(serde_json::from_str::<JobState>(r#""running""#).unwrap(), JobState::Running);
+        assert!(
+            serde_json::from_str::<JobState>(r#"{"failed":{"reason":"x","extra":1}}"#).is_err()
+        );
+        assert_eq!(
+            serde_json::from_str::<JobState>(r#""running""#).unwrap(),
+            JobState::Running
+        );
 
         let rec = JobRecord {
             id: job.id.clone(),
@@ -621,17 +725,28 @@ mod tests {
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);
-        assert_eq!(rec.to_job().mappings[1].target, MapTarget::Device("vdb".into()));
+        assert_eq!(
+            rec.to_job().mappings[1].target,
+            MapTarget::Device("vdb".into())
+        );
     }
 
     #[test]
     fn names_and_macs_parse() {
-        assert_eq!(normalize_mac("52-54-00-AB-cd-EF").unwrap(), "52:54:00:ab:cd:ef");
+        assert_eq!(
+            normalize_mac("52-54-00-AB-cd-EF").unwrap(),
+            "52:54:00:ab:cd:ef"
+        );
         assert!(normalize_mac("52:54:00:ab:cd").is_err());
         assert!("../etc".parse::<MapTarget>().is_err());
         assert!("sda".parse::<Mapping>().is_err());
-        assert_eq!("/dev/nvme0n1".parse::<MapTarget>().unwrap(), MapTarget::Device("nvme0n1".into()));
+        assert_eq!(
+            "/dev/nvme0n1".parse::<MapTarget>().unwrap(),
+            MapTarget::Device("nvme0n1".into())
+        );
         assert!(!JobState::Succeeded.may_become(&JobState::Running));
-        assert!(JobState::Pending.may_become(&JobState::Failed { reason: String::new() }));
+        assert!(JobState::Pending.may_become(&JobState::Failed {
+            reason: String::new()
+        }));
     }
 }

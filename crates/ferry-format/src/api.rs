@@ -54,7 +54,9 @@ impl std::str::FromStr for Role {
             "restore" => Ok(Role::Restore),
             "admin" => Ok(Role::Admin),
             "enroll" => Ok(Role::Enroll),
-            _ => Err(format!("unknown role {s:?}: use backup, restore, admin or enroll")),
+            _ => Err(format!(
+                "unknown role {s:?}: use backup, restore, admin or enroll"
+            )),
         }
     }
 }

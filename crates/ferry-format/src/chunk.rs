@@ -85,7 +85,9 @@ impl<'de> Deserialize<'de> for ChunkId {
 pub fn is_zero(data: &[u8]) -> bool {
     // OR-fold fixed blocks so the compiler vectorises it: this runs over every byte a backup reads.
     let mut blocks = data.chunks_exact(64);
-    blocks.by_ref().all(|b| b.iter().fold(0u8, |a, &x| a | x) == 0)
+    blocks
+        .by_ref()
+        .all(|b| b.iter().fold(0u8, |a, &x| a | x) == 0)
         && blocks.remainder().iter().all(|&x| x == 0)
 }
 

@@ -57,9 +57,15 @@ impl DiskIndex {
         check_chunk_size(chunk_size)?;
         let n = chunk_count(disk_size, chunk_size);
         if n > MAX_ENTRIES {
-            return Err(FormatError::Index(format!("disk of {disk_size} bytes has too many chunks")));
+            return Err(FormatError::Index(format!(
+                "disk of {disk_size} bytes has too many chunks"
+            )));
         }
-        Ok(DiskIndex { chunk_size, disk_size, entries: vec![Entry::Zero; n as usize] })
+        Ok(DiskIndex {
+            chunk_size,
+            disk_size,
+            entries: vec![Entry::Zero; n as usize],
+        })
     }
 
     /// Byte range of entry `i` on the disk.
@@ -99,7 +105,9 @@ impl DiskIndex {
         let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
         let version = u32_at(8);
         if version != INDEX_VERSION {
-            return Err(FormatError::Index(format!("unsupported index version {version}")));
+            return Err(FormatError::Index(format!(
+                "unsupported index version {version}"
+            )));
         }
         let chunk_size = check_chunk_size(u32_at(12))?;
         let disk_size = u64_at(16);
@@ -128,7 +136,11 @@ impl DiskIndex {
                 }
             })
             .collect();
-        Ok(DiskIndex { chunk_size, disk_size, entries })
+        Ok(DiskIndex {
+            chunk_size,
+            disk_size,
+            entries,
+        })
     }
 
     /// BLAKE3 of the encoded index: what the manifest records and signs.
@@ -177,7 +189,10 @@ mod tests {
         assert!(DiskIndex::decode(&b).is_err());
         let mut b = sample().encode();
         b[24] = 99;
-        assert!(DiskIndex::decode(&b).unwrap_err().to_string().contains("does not cover"));
+        assert!(DiskIndex::decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("does not cover"));
         let mut b = sample().encode();
         b[0] = b'X';
         assert!(DiskIndex::decode(&b).is_err());

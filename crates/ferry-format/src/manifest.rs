@@ -91,7 +91,10 @@ impl Manifest {
         for (i, d) in self.disks.iter().enumerate() {
             check_name(NameKind::Disk, &d.name)?;
             if self.disks[..i].iter().any(|o| o.name == d.name) {
-                return Err(FormatError::Manifest(format!("disk name {:?} appears twice", d.name)));
+                return Err(FormatError::Manifest(format!(
+                    "disk name {:?} appears twice",
+                    d.name
+                )));
             }
             if !matches!(d.logical_sector_size, 512 | 4096) {
                 return Err(FormatError::Manifest(format!(

@@ -44,7 +44,9 @@ impl SigningKey {
     pub fn from_spki_der(der: &[u8]) -> Result<Self, FormatError> {
         match der.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
             Some(key) if key.len() == 32 => Ok(SigningKey(key.try_into().unwrap_or([0; 32]))),
-            _ => Err(FormatError::Trust("the PUBLIC KEY block is not an Ed25519 key".into())),
+            _ => Err(FormatError::Trust(
+                "the PUBLIC KEY block is not an Ed25519 key".into(),
+            )),
         }
     }
 
@@ -55,12 +57,14 @@ impl SigningKey {
             .map_err(|_| FormatError::Signature("the signature is not valid base64".into()))?;
         let mut msg = SIGNING_CONTEXT.to_vec();
         msg.extend_from_slice(manifest);
-        UnparsedPublicKey::new(&ED25519, &self.0).verify(&msg, &sig).map_err(|_| {
-            FormatError::Signature(format!(
-                "the manifest signature does not verify with the pinned signing key {}",
-                self.key_id()
-            ))
-        })
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(&msg, &sig)
+            .map_err(|_| {
+                FormatError::Signature(format!(
+                    "the manifest signature does not verify with the pinned signing key {}",
+                    self.key_id()
+                ))
+            })
     }
 }
 
@@ -92,7 +96,10 @@ impl TrustBundle {
                 "no PUBLIC KEY block (manifest signing key): give the ca.pem that `appliance init` wrote".into(),
             )
         })?;
-        Ok(TrustBundle { ca_certs, signing_key })
+        Ok(TrustBundle {
+            ca_certs,
+            signing_key,
+        })
     }
 
     /// SHA-256 fingerprint of the first CA certificate, as `openssl x509 -fingerprint -sha256` prints it.
@@ -104,7 +111,11 @@ impl TrustBundle {
 /// `AB:CD:…` SHA-256 of a DER certificate.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub fn pem_block(label: &str, der: &[u8]) -> String {
@@ -122,7 +133,11 @@ fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, FormatError> {
     let mut out = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        let Some(label) = line.trim().strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
+        let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
             continue;
         };
         let end = format!("-----END {label}-----");
@@ -136,7 +151,9 @@ fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, FormatError> {
             b64.push_str(l.trim());
         }
         if !closed {
-            return Err(FormatError::Trust(format!("PEM block {label} is not terminated")));
+            return Err(FormatError::Trust(format!(
+                "PEM block {label} is not terminated"
+            )));
         }
         let der = B64
             .decode(&b64)
@@ -164,7 +181,11 @@ mod tests {
         key.verify(manifest, &sig).unwrap();
         assert!(key.verify(br#"{"version":2}"#, &sig).is_err());
 
-        let pem = format!("{}{}", pem_block("CERTIFICATE", b"not really a cert"), key.to_pem());
+        let pem = format!(
+            "{}{}",
+            pem_block("CERTIFICATE", b"not really a cert"),
+            key.to_pem()
+        );
         let bundle = TrustBundle::from_pem(&pem).unwrap();
         assert_eq!(bundle.signing_key, key);
         assert_eq!(bundle.ca_certs, vec![b"not really a cert".to_vec()]);

@@ -23,10 +23,16 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 
 /// Time since boot, the clock of the kernel's log timestamps.
 pub fn uptime() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the valid timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Formats one console line (without the trailing newline). ferry-init's own messages start with
@@ -39,8 +45,16 @@ pub fn format_line(uptime: Duration, level: Level, target: &str, message: &str) 
         Level::DEBUG => "DEBUG ",
         Level::TRACE => "TRACE ",
     };
-    let area = if target.starts_with("ferry_init") || target.is_empty() { String::new() } else { format!("{target}: ") };
-    format!("[{:5}.{:06}] ferry {level}{area}{message}", uptime.as_secs(), uptime.subsec_micros())
+    let area = if target.starts_with("ferry_init") || target.is_empty() {
+        String::new()
+    } else {
+        format!("{target}: ")
+    };
+    format!(
+        "[{:5}.{:06}] ferry {level}{area}{message}",
+        uptime.as_secs(),
+        uptime.subsec_micros()
+    )
 }
 
 /// Writes a line straight to stderr (the console once [`attach`] ran), bypassing tracing.
@@ -140,9 +154,18 @@ mod tests {
     #[test]
     fn lines_look_like_the_kernels() {
         let t = Duration::new(3, 141_592_653);
-        assert_eq!(format_line(t, Level::INFO, "ferry_init::net", "net: eth0: link up"), "[    3.141592] ferry net: eth0: link up");
-        assert_eq!(format_line(t, Level::ERROR, "ferry_agent::enroll", "x"), "[    3.141592] ferry ERROR ferry_agent::enroll: x");
-        assert_eq!(format_line(Duration::from_secs(123_456), Level::WARN, "agent", "y"), "[123456.000000] ferry WARN agent: y");
+        assert_eq!(
+            format_line(t, Level::INFO, "ferry_init::net", "net: eth0: link up"),
+            "[    3.141592] ferry net: eth0: link up"
+        );
+        assert_eq!(
+            format_line(t, Level::ERROR, "ferry_agent::enroll", "x"),
+            "[    3.141592] ferry ERROR ferry_agent::enroll: x"
+        );
+        assert_eq!(
+            format_line(Duration::from_secs(123_456), Level::WARN, "agent", "y"),
+            "[123456.000000] ferry WARN agent: y"
+        );
         assert!(uptime() > Duration::ZERO);
     }
 }

@@ -61,7 +61,10 @@ pub fn run_pid1(main: impl FnOnce(&Settings) -> Outcome) -> ! {
     std::panic::set_hook(Box::new(|info| {
         console::say(tracing::Level::ERROR, "", &format!("init: {info}"));
     }));
-    tracing::info!("init: ferry-init {} starting as PID 1", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "init: ferry-init {} starting as PID 1",
+        env!("CARGO_PKG_VERSION")
+    );
     let (settings, settings_error) = init_steps();
     let mut sup = Supervisor::new();
     spawn_late_modules();
@@ -78,7 +81,9 @@ fn init_steps() -> (Settings, Option<String>) {
     for m in sys::MOUNTS {
         steps.run(m.step, || sys::mount(m).map(|r| mount_detail(r, m)));
     }
-    steps.run("console", || console::attach(Path::new("/dev/console")).map(|()| "stdio on /dev/console".to_string()));
+    steps.run("console", || {
+        console::attach(Path::new("/dev/console")).map(|()| "stdio on /dev/console".to_string())
+    });
     let mut settings = Settings::default();
     let mut settings_error = None;
     steps.run("read-settings", || match settings::load(Path::new("/")) {
@@ -94,10 +99,15 @@ fn init_steps() -> (Settings, Option<String>) {
     console::set_debug(settings.debug);
     steps.run("clock", step_clock);
     steps.run("load-modules", step_modules);
-    steps.run(sys::EFIVARFS.step, || sys::mount(&sys::EFIVARFS).map(|r| mount_detail(r, &sys::EFIVARFS)));
+    steps.run(sys::EFIVARFS.step, || {
+        sys::mount(&sys::EFIVARFS).map(|r| mount_detail(r, &sys::EFIVARFS))
+    });
     steps.run("entropy", || match sys::wait_for_entropy(ENTROPY_TIMEOUT) {
         Some(t) => Ok(format!("random pool ready after {} ms", t.as_millis())),
-        None => Err(format!("the kernel's random pool is still not ready after {} s; TLS may block", ENTROPY_TIMEOUT.as_secs())),
+        None => Err(format!(
+            "the kernel's random pool is still not ready after {} s; TLS may block",
+            ENTROPY_TIMEOUT.as_secs()
+        )),
     });
     tracing::info!("init: {}", steps.summary());
     (settings, settings_error)
@@ -107,7 +117,9 @@ fn mount_detail(r: sys::MountResult, m: &sys::Mount) -> String {
     match r {
         sys::MountResult::Mounted => format!("{} on {}", m.fstype, m.target),
         sys::MountResult::AlreadyMounted => format!("{} already on {}", m.fstype, m.target),
-        sys::MountResult::Skipped => format!("skipped ({} does not exist)", m.only_if.unwrap_or("?")),
+        sys::MountResult::Skipped => {
+            format!("skipped ({} does not exist)", m.only_if.unwrap_or("?"))
+        }
     }
 }
 
@@ -116,13 +128,18 @@ fn step_clock() -> Result<String, String> {
     match sys::clock_decision(now, floor) {
         None => Ok(format!("{} (not before this build)", sys::format_utc(now))),
         Some(to) => {
-            sys::set_clock(to).map_err(|e| format!("set the clock to {}: {e}", sys::format_utc(to)))?;
+            sys::set_clock(to)
+                .map_err(|e| format!("set the clock to {}: {e}", sys::format_utc(to)))?;
             tracing::warn!(
                 "init: the system time {} is before this build; set it to {} so certificate checks can pass",
                 sys::format_utc(now),
                 sys::format_utc(to)
             );
-            Ok(format!("moved forward from {} to {}", sys::format_utc(now), sys::format_utc(to)))
+            Ok(format!(
+                "moved forward from {} to {}",
+                sys::format_utc(now),
+                sys::format_utc(to)
+            ))
         }
     }
 }
@@ -138,17 +155,29 @@ fn spawn_late_modules() {
     let pid = unsafe { libc::fork() };
     if pid != 0 {
         if pid < 0 {
-            tracing::warn!("modules: fork the background loader: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "modules: fork the background loader: {}",
+                std::io::Error::last_os_error()
+            );
         }
         return;
     }
     let start = Instant::now();
-    let result = module_dir().and_then(|d| ModIndex::read(&d).map(|i| (d, i)).map_err(|e| e.to_string()));
+    let result = module_dir().and_then(|d| {
+        ModIndex::read(&d)
+            .map(|i| (d, i))
+            .map_err(|e| e.to_string())
+    });
     match result {
         Ok((dir, index)) => {
             let r = kmod::load_list(&index, &dir, &mut Finit, kmod::LATE_LOAD);
             let names: Vec<&str> = r.loaded.iter().map(|(m, _)| m.as_str()).collect();
-            tracing::info!("modules: background: {} loaded in {} ms: {}", names.len(), start.elapsed().as_millis(), names.join(" "));
+            tracing::info!(
+                "modules: background: {} loaded in {} ms: {}",
+                names.len(),
+                start.elapsed().as_millis(),
+                names.join(" ")
+            );
             for (m, e) in &r.failed {
                 tracing::warn!("modules: background: {m} failed: {e}");
             }
@@ -161,12 +190,25 @@ fn spawn_late_modules() {
 
 fn step_modules() -> Result<String, String> {
     let moddir = module_dir()?;
-    let release = moddir.file_name().map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let release = moddir
+        .file_name()
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !moddir.is_dir() {
-        return Err(format!("{} does not exist: this image has no modules for kernel {release}", moddir.display()));
+        return Err(format!(
+            "{} does not exist: this image has no modules for kernel {release}",
+            moddir.display()
+        ));
     }
     let index = ModIndex::read(&moddir).map_err(|e| e.to_string())?;
-    let report = kmod::coldplug(&index, &moddir, Path::new("/sys/bus"), &mut Finit, kmod::ALWAYS_LOAD, ColdplugOptions::default());
+    let report = kmod::coldplug(
+        &index,
+        &moddir,
+        Path::new("/sys/bus"),
+        &mut Finit,
+        kmod::ALWAYS_LOAD,
+        ColdplugOptions::default(),
+    );
     if report.failed.is_empty() {
         Ok(report.to_string())
     } else {
@@ -192,23 +234,41 @@ impl Supervisor {
         let signals = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2, libc::SIGPWR, libc::SIGINT, libc::SIGHUP] {
+            for s in [
+                libc::SIGCHLD,
+                libc::SIGTERM,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+                libc::SIGPWR,
+                libc::SIGINT,
+                libc::SIGHUP,
+            ] {
                 libc::sigaddset(&mut set, s);
             }
             libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             set
         };
-        Supervisor { signals, watchdog: None }
+        Supervisor {
+            signals,
+            watchdog: None,
+        }
     }
 
     /// Forks the worker, runs `main` there, and waits for it (reaping orphans meanwhile).
-    fn run_worker(&mut self, main: impl FnOnce(&Settings) -> Outcome, settings: &Settings) -> Outcome {
+    fn run_worker(
+        &mut self,
+        main: impl FnOnce(&Settings) -> Outcome,
+        settings: &Settings,
+    ) -> Outcome {
         let _ = std::fs::create_dir_all("/run/ferry");
         let _ = std::fs::remove_file(FAILURE_FILE);
         // SAFETY: PID 1 is single-threaded here, so the child starts in a consistent state.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Outcome::Failed(format!("fork the agent process: {}", std::io::Error::last_os_error()));
+            return Outcome::Failed(format!(
+                "fork the agent process: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         if pid == 0 {
             worker(main, settings);
@@ -227,17 +287,27 @@ impl Supervisor {
                 };
             }
         };
-        let reason = || std::fs::read_to_string(FAILURE_FILE).unwrap_or_default().trim().to_string();
+        let reason = || {
+            std::fs::read_to_string(FAILURE_FILE)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         if libc::WIFEXITED(status) {
             match libc::WEXITSTATUS(status) {
                 EXIT_REBOOT => Outcome::Reboot,
                 EXIT_POWEROFF => Outcome::PowerOff,
                 EXIT_FAILED => Outcome::Failed(reason()),
                 EXIT_PANICKED => Outcome::Failed(format!("the agent panicked: {}", reason())),
-                code => Outcome::Failed(format!("the agent exited with status {code} without an outcome")),
+                code => Outcome::Failed(format!(
+                    "the agent exited with status {code} without an outcome"
+                )),
             }
         } else if libc::WIFSIGNALED(status) {
-            Outcome::Failed(format!("the agent was killed by signal {}", libc::WTERMSIG(status)))
+            Outcome::Failed(format!(
+                "the agent was killed by signal {}",
+                libc::WTERMSIG(status)
+            ))
         } else {
             Outcome::Failed(format!("the agent ended with wait status {status:#x}"))
         }
@@ -279,7 +349,10 @@ impl Supervisor {
         if let Some(w) = &mut self.watchdog {
             w.pet();
         }
-        let ts = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        let ts = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
         // SAFETY: a valid set and timeout; no siginfo wanted.
         let sig = unsafe { libc::sigtimedwait(&self.signals, std::ptr::null_mut(), &ts) };
         match sig {
@@ -362,15 +435,22 @@ impl Supervisor {
                 }
             };
             match self.wait_for(pid) {
-                Ok(_) => tracing::info!("init: the shell exited; starting a new one (`reboot` or `poweroff` to leave)"),
+                Ok(_) => tracing::info!(
+                    "init: the shell exited; starting a new one (`reboot` or `poweroff` to leave)"
+                ),
                 Err(Request::Reboot) => self.shutdown_from_shell(libc::RB_AUTOBOOT, "rebooting"),
-                Err(Request::PowerOff) => self.shutdown_from_shell(libc::RB_POWER_OFF, "powering off"),
+                Err(Request::PowerOff) => {
+                    self.shutdown_from_shell(libc::RB_POWER_OFF, "powering off")
+                }
             }
         }
     }
 
     fn shutdown_from_shell(&mut self, cmd: libc::c_int, what: &str) -> ! {
-        let me = Supervisor { signals: self.signals, watchdog: None };
+        let me = Supervisor {
+            signals: self.signals,
+            watchdog: None,
+        };
         me.shutdown(cmd, what)
     }
 
@@ -450,7 +530,10 @@ impl Watchdog {
             tracing::debug!("init: no /dev/watchdog");
             return None;
         }
-        match std::fs::OpenOptions::new().write(true).open("/dev/watchdog") {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/watchdog")
+        {
             Ok(f) => {
                 tracing::info!("init: /dev/watchdog armed; PID 1 pets it every second");
                 Some(Watchdog(f))

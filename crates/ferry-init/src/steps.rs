@@ -22,7 +22,11 @@ pub struct Steps {
 impl Steps {
     /// Runs `f` as step `name`. `Ok(detail)` and `Err(error)` are both printed; a panic is a failure.
     /// Returns whether the step succeeded.
-    pub fn run<E: std::fmt::Display>(&mut self, name: &'static str, f: impl FnOnce() -> Result<String, E>) -> bool {
+    pub fn run<E: std::fmt::Display>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<String, E>,
+    ) -> bool {
         let start = Instant::now();
         let result = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(Ok(detail)) => Ok(detail),
@@ -44,13 +48,22 @@ impl Steps {
                 (false, e)
             }
         };
-        self.results.push(StepResult { name, ok, detail, millis });
+        self.results.push(StepResult {
+            name,
+            ok,
+            detail,
+            millis,
+        });
         ok
     }
 
     /// Names of the failed steps.
     pub fn failed(&self) -> Vec<&'static str> {
-        self.results.iter().filter(|r| !r.ok).map(|r| r.name).collect()
+        self.results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.name)
+            .collect()
     }
 
     /// `init: 12 steps in 840 ms, all ok` or `… 1 failed: mount-efivarfs`.
@@ -61,7 +74,11 @@ impl Steps {
         if failed.is_empty() {
             format!("{n} steps in {total} ms, all ok")
         } else {
-            format!("{n} steps in {total} ms, {} failed: {}", failed.len(), failed.join(", "))
+            format!(
+                "{n} steps in {total} ms, {} failed: {}",
+                failed.len(),
+                failed.join(", ")
+            )
         }
     }
 }
@@ -94,6 +111,10 @@ mod tests {
         assert_eq!(s.failed(), ["two", "three"]);
         assert_eq!(s.results[2].detail, "panicked: boom");
         assert!(s.summary().starts_with("4 steps in "), "{}", s.summary());
-        assert!(s.summary().ends_with("2 failed: two, three"), "{}", s.summary());
+        assert!(
+            s.summary().ends_with("2 failed: two, three"),
+            "{}",
+            s.summary()
+        );
     }
 }

@@ -24,12 +24,54 @@ const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | li
 
 /// The early mounts, in order. efivarfs comes later (its module may need loading first).
 pub const MOUNTS: &[Mount] = &[
-    Mount { step: "mount-proc", fstype: "proc", target: "/proc", flags: NOSUID_NODEV_NOEXEC, data: "", only_if: None },
-    Mount { step: "mount-sys", fstype: "sysfs", target: "/sys", flags: NOSUID_NODEV_NOEXEC, data: "", only_if: None },
-    Mount { step: "mount-dev", fstype: "devtmpfs", target: "/dev", flags: libc::MS_NOSUID, data: "mode=0755", only_if: None },
-    Mount { step: "mount-devpts", fstype: "devpts", target: "/dev/pts", flags: libc::MS_NOSUID | libc::MS_NOEXEC, data: "gid=5,mode=0620,ptmxmode=0666", only_if: None },
-    Mount { step: "mount-run", fstype: "tmpfs", target: "/run", flags: libc::MS_NOSUID | libc::MS_NODEV, data: "mode=0755", only_if: None },
-    Mount { step: "mount-tmp", fstype: "tmpfs", target: "/tmp", flags: libc::MS_NOSUID | libc::MS_NODEV, data: "mode=1777", only_if: None },
+    Mount {
+        step: "mount-proc",
+        fstype: "proc",
+        target: "/proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        only_if: None,
+    },
+    Mount {
+        step: "mount-sys",
+        fstype: "sysfs",
+        target: "/sys",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        only_if: None,
+    },
+    Mount {
+        step: "mount-dev",
+        fstype: "devtmpfs",
+        target: "/dev",
+        flags: libc::MS_NOSUID,
+        data: "mode=0755",
+        only_if: None,
+    },
+    Mount {
+        step: "mount-devpts",
+        fstype: "devpts",
+        target: "/dev/pts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: "gid=5,mode=0620,ptmxmode=0666",
+        only_if: None,
+    },
+    Mount {
+        step: "mount-run",
+        fstype: "tmpfs",
+        target: "/run",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=0755",
+        only_if: None,
+    },
+    Mount {
+        step: "mount-tmp",
+        fstype: "tmpfs",
+        target: "/tmp",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+        only_if: None,
+    },
 ];
 
 /// Mounted only on UEFI machines, after modules are loaded.
@@ -67,14 +109,26 @@ pub fn mount(m: &Mount) -> io::Result<MountResult> {
     if std::fs::read_to_string("/proc/mounts").is_ok_and(|s| is_mounted(&s, m.target, m.fstype)) {
         return Ok(MountResult::AlreadyMounted);
     }
-    std::fs::create_dir_all(m.target).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", m.target)))?;
+    std::fs::create_dir_all(m.target)
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", m.target)))?;
     let c = |s: &str| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
     let (src, target, fstype, data) = (c(m.fstype)?, c(m.target)?, c(m.fstype)?, c(m.data)?);
     // SAFETY: all pointers are NUL-terminated strings alive for the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), m.flags, data.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            m.flags,
+            data.as_ptr().cast(),
+        )
+    };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount {} on {}: {e}", m.fstype, m.target)));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("mount {} on {}: {e}", m.fstype, m.target),
+        ));
     }
     Ok(MountResult::Mounted)
 }
@@ -87,7 +141,12 @@ pub fn kernel_release() -> io::Result<String> {
     if unsafe { libc::uname(&mut u) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let bytes: Vec<u8> = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -95,7 +154,9 @@ pub fn kernel_release() -> io::Result<String> {
 /// 1970 (dead battery, blank VM) must not be earlier than the software it runs.
 /// `SOURCE_DATE_EPOCH` at build time, else [`CLOCK_FLOOR_FALLBACK`].
 pub fn clock_floor() -> i64 {
-    option_env!("SOURCE_DATE_EPOCH").and_then(|s| s.trim().parse().ok()).unwrap_or(CLOCK_FLOOR_FALLBACK)
+    option_env!("SOURCE_DATE_EPOCH")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(CLOCK_FLOOR_FALLBACK)
 }
 
 /// 2026-11-01T00:00:00Z. Raise it now and then; it only needs to be before any real "now".
@@ -108,12 +169,18 @@ pub fn clock_decision(now: i64, floor: i64) -> Option<i64> {
 
 /// The wall clock, seconds since the epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Sets the system clock (not the RTC: its timezone convention is the installed OS's business).
 pub fn set_clock(secs: i64) -> io::Result<()> {
-    let ts = libc::timespec { tv_sec: secs as _, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: secs as _,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } < 0 {
         return Err(io::Error::last_os_error());
@@ -135,7 +202,12 @@ pub fn format_utc(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Is the kernel's random pool initialised (getrandom would not block)?
@@ -227,6 +299,11 @@ mod tests {
         assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
         assert!(clock_floor() >= 1_700_000_000);
         assert!(entropy_ready(), "the test host's pool is initialised");
-        assert!(kernel_release().unwrap().chars().next().unwrap().is_ascii_digit());
+        assert!(kernel_release()
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap()
+            .is_ascii_digit());
     }
 }

@@ -10,11 +10,11 @@
 
 use ferry_format::layout::{Gpt, GptPartition, ProtectiveMbrKind};
 
-use ferry_probe::crc::crc32;
 use crate::display::human;
 use crate::patch::PatchSet;
 use crate::plan::{growable, Geometry, GptChange, Grown, PartitionGrow, Refusal, TableOutcome};
 use crate::MIB;
+use ferry_probe::crc::crc32;
 
 /// Entry arrays larger than this are refused (as ferry-probe does).
 const MAX_ARRAY_BYTES: u64 = 1 << 20;

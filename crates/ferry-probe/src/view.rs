@@ -115,7 +115,11 @@ impl<'a> View<'a> {
 
     /// The disk ranges `(disk_offset, len)` covering view range `offset..offset+len`, clipped
     /// to the view.
-    pub(crate) fn disk_ranges(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub(crate) fn disk_ranges(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Iterator<Item = (u64, u64)> + '_ {
         let end = offset.saturating_add(len).min(self.len);
         self.pieces(offset.min(end), end - offset.min(end))
     }

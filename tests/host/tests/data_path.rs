@@ -35,7 +35,11 @@ fn change(path: &Path, seed: u64) -> u64 {
     let mut rng = Rng::new(seed);
     // 1% of the disk in three runs, as a real workload's writes cluster.
     let total = size / 100;
-    let runs = [(size / 5, total / 2), (size / 2 + 3 * MIB, total / 4), (size - 40 * MIB, total / 4)];
+    let runs = [
+        (size / 5, total / 2),
+        (size / 2 + 3 * MIB, total / 4),
+        (size - 40 * MIB, total / 4),
+    ];
     for (off, len) in runs {
         write_region(&f, off, len as usize, "random", &mut rng);
     }
@@ -44,7 +48,8 @@ fn change(path: &Path, seed: u64) -> u64 {
 }
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 fn incremental_round_trip(kind: &str, make: fn(&Path, u64, u64)) {
@@ -57,16 +62,24 @@ fn incremental_round_trip(kind: &str, make: fn(&Path, u64, u64)) {
 
     let t = Instant::now();
     let b1 = a.backup(kind, &[&src]);
-    log(format!("{kind}: full backup {b1} in {:.1}s", t.elapsed().as_secs_f64()));
+    log(format!(
+        "{kind}: full backup {b1} in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
     assert_eq!(n(&b1, "chunks_total"), GIB / (4 * MIB));
     assert!(n(&b1, "chunks_zero") > 0, "the image has zero regions");
     assert_eq!(n(&b1, "chunks_present"), 0);
 
     let changed = change(&src, 99);
     let b2 = a.backup(kind, &[&src]);
-    log(format!("{kind}: incremental backup {b2}; {changed} bytes changed"));
+    log(format!(
+        "{kind}: incremental backup {b2}; {changed} bytes changed"
+    ));
     let uploaded = n(&b2, "bytes_uploaded");
-    assert!(uploaded <= 2 * changed, "second upload {uploaded} bytes > 2x the {changed} changed bytes");
+    assert!(
+        uploaded <= 2 * changed,
+        "second upload {uploaded} bytes > 2x the {changed} changed bytes"
+    );
     assert!(n(&b2, "chunks_new") > 0);
 
     let s1 = b1["snapshot"].as_str().unwrap();
@@ -85,7 +98,11 @@ fn incremental_round_trip(kind: &str, make: fn(&Path, u64, u64)) {
     cmp(&src, &r1);
     let changed_chunks = n(&b2, "chunks_new");
     log(format!("{kind}: catch-up restore {sum}"));
-    assert_eq!(n(&sum, "chunks_fetched"), changed_chunks, "catch-up should fetch exactly the changed chunks");
+    assert_eq!(
+        n(&sum, "chunks_fetched"),
+        changed_chunks,
+        "catch-up should fetch exactly the changed chunks"
+    );
     assert!(n(&sum, "bytes_fetched") <= 2 * changed);
     assert!(n(&sum, "chunks_present") > 0);
 
@@ -93,8 +110,14 @@ fn incremental_round_trip(kind: &str, make: fn(&Path, u64, u64)) {
     match kind {
         "gpt" => {
             let p = sh(&format!("sgdisk -p {}", r1.display()));
-            assert!(p.contains("ESP") && p.contains("root") && p.contains("lvm"), "{p}");
-            sh(&format!("sgdisk -v {} | grep -q 'No problems found'", r1.display()));
+            assert!(
+                p.contains("ESP") && p.contains("root") && p.contains("lvm"),
+                "{p}"
+            );
+            sh(&format!(
+                "sgdisk -v {} | grep -q 'No problems found'",
+                r1.display()
+            ));
         }
         _ => {
             let j = sh(&format!("sfdisk --json {}", r1.display()));
@@ -116,7 +139,13 @@ fn mbr_image_with_logical_partitions_round_trips() {
 
 /// The digest of each disk's index in a snapshot's stored manifest.
 fn index_digest(a: &Appliance, snapshot: &str) -> String {
-    let m = std::fs::read_to_string(a.data().join("snapshots").join(snapshot).join("manifest.json")).unwrap();
+    let m = std::fs::read_to_string(
+        a.data()
+            .join("snapshots")
+            .join(snapshot)
+            .join("manifest.json"),
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&m).unwrap();
     v["disks"][0]["index_digest"].as_str().unwrap().to_string()
 }
@@ -128,19 +157,36 @@ fn qcow2_and_vmdk_back_up_to_the_same_chunks_as_raw() {
     let raw = work.path().join("disk.raw");
     gpt_image(&raw, 512 * MIB, 3);
     let mut digests = Vec::new();
-    for (fmt, opts) in [("raw", ""), ("qcow2", "-c"), ("vmdk", "-o subformat=monolithicSparse"), ("vmdk", "-o subformat=streamOptimized")] {
+    for (fmt, opts) in [
+        ("raw", ""),
+        ("qcow2", "-c"),
+        ("vmdk", "-o subformat=monolithicSparse"),
+        ("vmdk", "-o subformat=streamOptimized"),
+    ] {
         let img = work.path().join(format!("disk-{}.{fmt}", digests.len()));
         if fmt != "raw" {
-            sh(&format!("qemu-img convert -O {fmt} {opts} {} {}", raw.display(), img.display()));
+            sh(&format!(
+                "qemu-img convert -O {fmt} {opts} {} {}",
+                raw.display(),
+                img.display()
+            ));
         } else {
             std::fs::copy(&raw, &img).unwrap();
         }
         let b = a.backup(&format!("m{}", digests.len()), &[&img]);
-        digests.push((format!("{fmt} {opts}"), index_digest(&a, b["snapshot"].as_str().unwrap()), b));
+        digests.push((
+            format!("{fmt} {opts}"),
+            index_digest(&a, b["snapshot"].as_str().unwrap()),
+            b,
+        ));
     }
     for (what, d, b) in &digests[1..] {
         assert_eq!(d, &digests[0].1, "{what} gave different chunk ids than raw");
-        assert_eq!(n(b, "chunks_new"), 0, "{what}: every chunk was already stored from the raw backup");
+        assert_eq!(
+            n(b, "chunks_new"),
+            0,
+            "{what}: every chunk was already stored from the raw backup"
+        );
     }
 }
 
@@ -148,12 +194,18 @@ fn qcow2_and_vmdk_back_up_to_the_same_chunks_as_raw() {
 fn wrong_ca_and_bad_tokens_are_refused() {
     let a = Appliance::start();
     let other = tempfile::tempdir().unwrap();
-    ok(a.appliance().args(["init", "--data"]).arg(other.path().join("d")));
+    ok(a.appliance()
+        .args(["init", "--data"])
+        .arg(other.path().join("d")));
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("d.img");
     make_image(&img, 16 * MIB, 1);
 
-    let e = fails(a.backup_cmd("m", &[&img]).arg("--ca").arg(other.path().join("d/ca.pem")));
+    let e = fails(
+        a.backup_cmd("m", &[&img])
+            .arg("--ca")
+            .arg(other.path().join("d/ca.pem")),
+    );
     assert!(e.contains("certificate") && e.contains("--ca"), "{e}");
     let e = fails(a.backup_cmd("m", &[&img]).args(["--token", "not-a-token"]));
     assert!(e.contains("401"), "{e}");
@@ -163,11 +215,21 @@ fn wrong_ca_and_bad_tokens_are_refused() {
     let b = a.backup("m", &[&img]);
     let s = b["snapshot"].as_str().unwrap();
     let dest = work.path().join("r.img");
-    let e = fails(a.restore_cmd(s, &[("d", &dest)]).args(["--token", &a.backup]));
+    let e = fails(
+        a.restore_cmd(s, &[("d", &dest)])
+            .args(["--token", &a.backup]),
+    );
     assert!(e.contains("403"), "{e}");
-    let e = fails(a.restore_cmd(s, &[("d", &dest)]).arg("--ca").arg(other.path().join("d/ca.pem")));
+    let e = fails(
+        a.restore_cmd(s, &[("d", &dest)])
+            .arg("--ca")
+            .arg(other.path().join("d/ca.pem")),
+    );
     assert!(e.contains("certificate"), "{e}");
-    assert!(!dest.exists(), "nothing may be created when the appliance is not trusted");
+    assert!(
+        !dest.exists(),
+        "nothing may be created when the appliance is not trusted"
+    );
     // A target that is too small or holds data, a disk the snapshot lacks: refused, untouched.
     let e = fails(&mut a.restore_cmd(s, &[("nosuch", &dest)]));
     assert!(e.contains("has no disk") && e.contains("d"), "{e}");
@@ -176,7 +238,9 @@ fn wrong_ca_and_bad_tokens_are_refused() {
     assert!(e.contains("--overwrite"), "{e}");
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
     // A dry run prints the plan and writes nothing.
-    let out = ok(a.restore_cmd(s, &[("d", &dest)]).args(["--dry-run", "--overwrite"]));
+    let out = ok(a
+        .restore_cmd(s, &[("d", &dest)])
+        .args(["--dry-run", "--overwrite"]));
     assert!(out.contains("\"dry_run\": true"), "{out}");
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
 }
@@ -190,7 +254,10 @@ fn corrupt_chunk_on_the_appliance_stops_the_restore_before_it_is_written() {
     let b = a.backup("m", &[&img]);
     let s = b["snapshot"].as_str().unwrap();
     // Corrupt one stored chunk: a valid zstd frame of other (known) bytes.
-    let mut chunks: Vec<_> = walk(&a.data().join("chunks")).into_iter().filter(|e| e.file_name().map(|n| n.len() == 64).unwrap_or(false)).collect();
+    let mut chunks: Vec<_> = walk(&a.data().join("chunks"))
+        .into_iter()
+        .filter(|e| e.file_name().map(|n| n.len() == 64).unwrap_or(false))
+        .collect();
     chunks.sort();
     let victim = &chunks[chunks.len() / 2];
     let id = victim.file_name().unwrap().to_string_lossy().into_owned();
@@ -198,13 +265,20 @@ fn corrupt_chunk_on_the_appliance_stops_the_restore_before_it_is_written() {
     Rng::new(666).fill(&mut evil);
     let plain = work.path().join("evil");
     std::fs::write(&plain, &evil).unwrap();
-    sh(&format!("zstd -q -f -c {} > {}", plain.display(), victim.display()));
+    sh(&format!(
+        "zstd -q -f -c {} > {}",
+        plain.display(),
+        victim.display()
+    ));
     let dest = work.path().join("r.img");
     let e = fails(&mut a.restore_cmd(s, &[("d", &dest)]));
     assert!(e.contains(&id) && e.contains("corrupt"), "{e}");
     // No byte of the bad chunk reached the target.
     let restored = std::fs::read(&dest).unwrap_or_default();
-    assert!(!restored.chunks(4096).any(|w| w == &evil[..4096]), "bytes of the corrupt chunk reached the target");
+    assert!(
+        !restored.chunks(4096).any(|w| w == &evil[..4096]),
+        "bytes of the corrupt chunk reached the target"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -223,8 +297,15 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn snapshot_count(a: &Appliance) -> usize {
-    let out = ok(a.appliance().args(["snapshots", "--json", "--data"]).arg(a.data()));
-    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().map(|v| v.len()).unwrap_or(0)
+    let out = ok(a
+        .appliance()
+        .args(["snapshots", "--json", "--data"])
+        .arg(a.data()));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .map(|v| v.len())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -233,18 +314,34 @@ fn killed_backup_leaves_no_snapshot_and_a_rerun_uploads_only_the_rest() {
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("d.img");
     make_image(&img, GIB, 11);
-    let mut child = a.backup_cmd("m", &[&img]).args(["--parallel", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = a
+        .backup_cmd("m", &[&img])
+        .args(["--parallel", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Kill it once some chunks are stored.
     let t = Instant::now();
     while walk(&a.data().join("chunks")).len() < 20 {
-        assert!(t.elapsed() < Duration::from_secs(120), "backup stored nothing");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "backup stored nothing"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(snapshot_count(&a), 0, "a killed backup must leave no visible snapshot");
+    assert_eq!(
+        snapshot_count(&a),
+        0,
+        "a killed backup must leave no visible snapshot"
+    );
     let b = a.backup("m", &[&img]);
-    assert!(n(&b, "chunks_present") >= 15, "the rerun should find the chunks stored before the kill: {b}");
+    assert!(
+        n(&b, "chunks_present") >= 15,
+        "the rerun should find the chunks stored before the kill: {b}"
+    );
     assert_eq!(snapshot_count(&a), 1);
     let dest = work.path().join("r.img");
     a.restore(b["snapshot"].as_str().unwrap(), &[("d", &dest)], &[]);
@@ -260,19 +357,32 @@ fn prune_and_gc_while_a_backup_runs_keep_every_referenced_chunk() {
     let first = a.backup("m", &[&old]);
     let img = work.path().join("d.img");
     make_image(&img, GIB, 22);
-    let mut child = a.backup_cmd("m", &[&img]).args(["--parallel", "1"]).stderr(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = a
+        .backup_cmd("m", &[&img])
+        .args(["--parallel", "1"])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut rounds = 0;
     while child.try_wait().unwrap().is_none() {
-        ok(a.appliance().args(["prune", "--machine", "m", "--keep", "1", "--data"]).arg(a.data()));
+        ok(a.appliance()
+            .args(["prune", "--machine", "m", "--keep", "1", "--data"])
+            .arg(a.data()));
         ok(a.appliance().args(["gc", "--data"]).arg(a.data()));
         rounds += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(rounds >= 2, "gc should have run while the backup ran ({rounds} rounds)");
+    assert!(
+        rounds >= 2,
+        "gc should have run while the backup ran ({rounds} rounds)"
+    );
     let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    ok(a.appliance().args(["prune", "--machine", "m", "--keep", "1", "--data"]).arg(a.data()));
+    ok(a.appliance()
+        .args(["prune", "--machine", "m", "--keep", "1", "--data"])
+        .arg(a.data()));
     ok(a.appliance().args(["gc", "--data"]).arg(a.data()));
     let dest = work.path().join("r.img");
     a.restore(b["snapshot"].as_str().unwrap(), &[("d", &dest)], &[]);
@@ -289,11 +399,24 @@ fn restore_survives_an_appliance_restart() {
     make_image(&img, GIB, 31);
     let b = a.backup("m", &[&img]);
     let dest = work.path().join("r.img");
-    let child = a.restore_cmd(b["snapshot"].as_str().unwrap(), &[("d", &dest)]).args(["--parallel", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = a
+        .restore_cmd(b["snapshot"].as_str().unwrap(), &[("d", &dest)])
+        .args(["--parallel", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Restart the appliance once the restore has written something.
     let t = Instant::now();
-    while std::fs::metadata(&dest).map(|m| m.len() == 0).unwrap_or(true) || allocated(&dest) < 16 * MIB {
-        assert!(t.elapsed() < Duration::from_secs(60), "restore wrote nothing");
+    while std::fs::metadata(&dest)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+        || allocated(&dest) < 16 * MIB
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "restore wrote nothing"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     a.kill();
@@ -302,7 +425,10 @@ fn restore_survives_an_appliance_restart() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("retrying"), "the restore should have seen the appliance go away: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the restore should have seen the appliance go away: {stderr}"
+    );
     cmp(&img, &dest);
 }
 

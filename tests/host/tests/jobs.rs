@@ -27,11 +27,26 @@ fn machine(mac: &str, disks: &[(&str, u64)]) -> tempfile::TempDir {
     put("proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU\n");
     fs::create_dir_all(root.path().join("dev")).unwrap();
     for (name, size) in disks {
-        put(&format!("sys/block/{name}/size"), &format!("{}\n", size / 512));
-        put(&format!("sys/block/{name}/queue/logical_block_size"), "512\n");
-        put(&format!("sys/block/{name}/queue/physical_block_size"), "512\n");
-        put(&format!("sys/block/{name}/device/serial"), &format!("FAKE-{name}\n"));
-        fs::File::create(root.path().join("dev").join(name)).unwrap().set_len(*size).unwrap();
+        put(
+            &format!("sys/block/{name}/size"),
+            &format!("{}\n", size / 512),
+        );
+        put(
+            &format!("sys/block/{name}/queue/logical_block_size"),
+            "512\n",
+        );
+        put(
+            &format!("sys/block/{name}/queue/physical_block_size"),
+            "512\n",
+        );
+        put(
+            &format!("sys/block/{name}/device/serial"),
+            &format!("FAKE-{name}\n"),
+        );
+        fs::File::create(root.path().join("dev").join(name))
+            .unwrap()
+            .set_len(*size)
+            .unwrap();
     }
     root
 }
@@ -53,14 +68,25 @@ fn create_job(a: &Appliance, mac: &str, snapshot: &str, map: &str, extra: &[&str
 }
 
 fn show(a: &Appliance, job: &str) -> serde_json::Value {
-    json(a.appliance().args(["jobs", "show", "--json", "--data"]).arg(a.data()).arg(job))
+    json(
+        a.appliance()
+            .args(["jobs", "show", "--json", "--data"])
+            .arg(a.data())
+            .arg(job),
+    )
 }
 
 /// Console output is plain lines for a serial console: timestamped, no CR, no escapes.
 fn assert_plain_console(out: &str) {
-    assert!(!out.contains('\r') && !out.contains('\x1b'), "console output has control characters:\n{out}");
+    assert!(
+        !out.contains('\r') && !out.contains('\x1b'),
+        "console output has control characters:\n{out}"
+    );
     for line in out.lines() {
-        assert!(line.len() > 21 && line.as_bytes()[10] == b'T' && line[..21].ends_with("Z "), "not a timestamped line: {line:?}");
+        assert!(
+            line.len() > 21 && line.as_bytes()[10] == b'T' && line[..21].ends_with("Z "),
+            "not a timestamped line: {line:?}"
+        );
     }
 }
 
@@ -70,20 +96,35 @@ fn job_created_by_mac_before_the_machine_boots_restores_its_disk() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("disk.img");
     make_image(&src, 64 * MIB, 21);
-    let snapshot = a.backup("web01", &[&src])["snapshot"].as_str().unwrap().to_string();
+    let snapshot = a.backup("web01", &[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let enroll = a.token("enroll");
 
     // The job exists before the machine boots; only the MAC is known.
-    let job = create_job(&a, "52:54:00:AA:00:01", &snapshot, "disk=auto", &["--then", "reboot"]);
+    let job = create_job(
+        &a,
+        "52:54:00:AA:00:01",
+        &snapshot,
+        "disk=auto",
+        &["--then", "reboot"],
+    );
     assert_eq!(show(&a, &job)["job"]["state"], "pending");
 
     let m = machine("52:54:00:aa:00:01", &[("vda", 64 * MIB)]);
     let out = ok(a.agent_cmd(&enroll, m.path()).arg("--once"));
     log(format!("agent console:\n{out}"));
     assert_plain_console(&out);
-    assert!(out.contains("enrolled as agent agent-525400aa0001"), "{out}");
+    assert!(
+        out.contains("enrolled as agent agent-525400aa0001"),
+        "{out}"
+    );
     assert!(out.contains(&format!("job {job} succeeded")), "{out}");
-    assert!(out.contains("host mode leaves this machine running"), "{out}");
+    assert!(
+        out.contains("host mode leaves this machine running"),
+        "{out}"
+    );
     cmp(&src, &m.path().join("dev/vda"));
 
     let v = show(&a, &job);
@@ -94,12 +135,21 @@ fn job_created_by_mac_before_the_machine_boots_restores_its_disk() {
     assert_eq!(j["progress"]["bytes_total"], 64 * MIB);
     assert_eq!(j["progress"]["bytes_done"], 64 * MIB);
     let events = v["events"].as_array().unwrap();
-    let phases: Vec<&str> = events.iter().map(|e| e["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> = events
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
     assert_eq!(phases.first(), Some(&"plan"), "{phases:?}");
     assert_eq!(phases.last(), Some(&"done"), "{phases:?}");
-    assert!(events.iter().all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert!(events
+        .iter()
+        .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
 
-    let agents = json(a.appliance().args(["agents", "--json", "--data"]).arg(a.data()));
+    let agents = json(
+        a.appliance()
+            .args(["agents", "--json", "--data"])
+            .arg(a.data()),
+    );
     let agent = &agents.as_array().unwrap()[0];
     assert_eq!(agent["agent"], "agent-525400aa0001");
     assert_eq!(agent["state"], "succeeded");
@@ -114,9 +164,19 @@ fn job_created_by_mac_before_the_machine_boots_restores_its_disk() {
     assert!(agent.get("credential_hash").is_none(), "{agent}");
     // The human views work too.
     let table = ok(a.appliance().args(["agents", "--data"]).arg(a.data()));
-    assert!(table.contains("agent-525400aa0001") && table.contains("succeeded"), "{table}");
-    let text = ok(a.appliance().args(["jobs", "show", "--data"]).arg(a.data()).arg(&job));
-    assert!(text.contains("state     succeeded") && text.contains("disk -> /dev/vda"), "{text}");
+    assert!(
+        table.contains("agent-525400aa0001") && table.contains("succeeded"),
+        "{table}"
+    );
+    let text = ok(a
+        .appliance()
+        .args(["jobs", "show", "--data"])
+        .arg(a.data())
+        .arg(&job));
+    assert!(
+        text.contains("state     succeeded") && text.contains("disk -> /dev/vda"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -125,32 +185,80 @@ fn jobs_that_cannot_be_placed_fail_with_a_reason_and_touch_no_disk() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("disk.img");
     make_image(&src, 32 * MIB, 5);
-    let snapshot = a.backup("db01", &[&src])["snapshot"].as_str().unwrap().to_string();
+    let snapshot = a.backup("db01", &[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let enroll = a.token("enroll");
 
     // (what, MAC, disks, --map, reason fragment)
     let cases: [(&str, &str, &[(&str, u64)], &str, &str); 4] = [
-        ("target too small", "52:54:00:bb:00:01", &[("vda", 16 * MIB)], "disk=/dev/vda", "/dev/vda is too small"),
-        ("target missing", "52:54:00:bb:00:02", &[("vda", 32 * MIB)], "disk=/dev/vdb", "/dev/vdb for disk disk does not exist"),
-        ("auto ambiguous", "52:54:00:bb:00:03", &[("vda", 32 * MIB), ("vdb", 64 * MIB)], "disk=auto", "auto is ambiguous"),
-        ("auto without a fit", "52:54:00:bb:00:04", &[("vda", 16 * MIB)], "disk=auto", "no blank disk of at least"),
+        (
+            "target too small",
+            "52:54:00:bb:00:01",
+            &[("vda", 16 * MIB)],
+            "disk=/dev/vda",
+            "/dev/vda is too small",
+        ),
+        (
+            "target missing",
+            "52:54:00:bb:00:02",
+            &[("vda", 32 * MIB)],
+            "disk=/dev/vdb",
+            "/dev/vdb for disk disk does not exist",
+        ),
+        (
+            "auto ambiguous",
+            "52:54:00:bb:00:03",
+            &[("vda", 32 * MIB), ("vdb", 64 * MIB)],
+            "disk=auto",
+            "auto is ambiguous",
+        ),
+        (
+            "auto without a fit",
+            "52:54:00:bb:00:04",
+            &[("vda", 16 * MIB)],
+            "disk=auto",
+            "no blank disk of at least",
+        ),
     ];
     for (what, mac, disks, map, fragment) in cases {
         let job = create_job(&a, mac, &snapshot, map, &[]);
         let m = machine(mac, disks);
-        let before: Vec<Vec<u8>> = disks.iter().map(|(n, _)| fs::read(m.path().join("dev").join(n)).unwrap()).collect();
+        let before: Vec<Vec<u8>> = disks
+            .iter()
+            .map(|(n, _)| fs::read(m.path().join("dev").join(n)).unwrap())
+            .collect();
         let out = run(a.agent_cmd(&enroll, m.path()).arg("--once"));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{what}: the agent should exit non-zero:\n{stdout}");
+        assert!(
+            !out.status.success(),
+            "{what}: the agent should exit non-zero:\n{stdout}"
+        );
         assert_plain_console(&stdout);
-        assert!(stdout.contains(&format!("job {job} FAILED")) && stdout.contains(fragment), "{what}: console:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("job {job} FAILED")) && stdout.contains(fragment),
+            "{what}: console:\n{stdout}"
+        );
 
         let v = show(&a, &job);
-        let reason = v["job"]["state"]["failed"]["reason"].as_str().unwrap_or_else(|| panic!("{what}: {v}"));
+        let reason = v["job"]["state"]["failed"]["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {v}"));
         assert!(reason.contains(fragment), "{what}: {reason}");
-        assert!(v["events"].as_array().unwrap().iter().any(|e| e["level"] == "error"), "{what}: {v}");
+        assert!(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["level"] == "error"),
+            "{what}: {v}"
+        );
         for ((n, _), old) in disks.iter().zip(before) {
-            assert!(fs::read(m.path().join("dev").join(n)).unwrap() == old, "{what}: /dev/{n} was changed");
+            assert!(
+                fs::read(m.path().join("dev").join(n)).unwrap() == old,
+                "{what}: /dev/{n} was changed"
+            );
         }
     }
 }

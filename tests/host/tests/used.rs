@@ -19,7 +19,8 @@ const PART_START: u64 = MIB;
 const PART_LEN: u64 = GIB;
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 /// ~200 MB of incompressible files in a few directories.
@@ -54,10 +55,24 @@ fn garbage(img: &Path, free: &[(u64, u64)], budget: u64) -> u64 {
 /// Free extents of an ext4 image in bytes, from dumpe2fs.
 fn ext4_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
     let out = ok(Command::new("dumpe2fs").arg(img));
-    let field = |name: &str| -> u64 { out.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().parse().unwrap() };
-    let (bs, blocks, free_blocks) = (field("Block size:"), field("Block count:"), field("Free blocks:"));
+    let field = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (bs, blocks, free_blocks) = (
+        field("Block size:"),
+        field("Block count:"),
+        field("Free blocks:"),
+    );
     let mut free = Vec::new();
-    for list in out.lines().filter_map(|l| l.strip_prefix("  Free blocks: ")) {
+    for list in out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  Free blocks: "))
+    {
         for item in list.split(", ").filter(|s| !s.trim().is_empty()) {
             let (a, b) = item.split_once('-').unwrap_or((item, item));
             let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
@@ -70,14 +85,35 @@ fn ext4_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
 /// Free extents of an xfs image in bytes, from xfs_db freesp; and the used bytes.
 fn xfs_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
     let p = img.to_str().unwrap();
-    let sb = ok(Command::new("xfs_db").args(["-r", "-c", "sb 0", "-c", "p agblocks blocksize dblocks", p]));
-    let field = |k: &str| -> u64 { sb.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().parse().unwrap() };
-    let (agblocks, bs, dblocks) = (field("agblocks = "), field("blocksize = "), field("dblocks = "));
+    let sb = ok(Command::new("xfs_db").args([
+        "-r",
+        "-c",
+        "sb 0",
+        "-c",
+        "p agblocks blocksize dblocks",
+        p,
+    ]));
+    let field = |k: &str| -> u64 {
+        sb.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (agblocks, bs, dblocks) = (
+        field("agblocks = "),
+        field("blocksize = "),
+        field("dblocks = "),
+    );
     let out = ok(Command::new("xfs_db").args(["-r", "-c", "freesp -d", p]));
     let free: Vec<(u64, u64)> = out
         .lines()
         .filter_map(|l| {
-            let v: Vec<u64> = l.split_whitespace().map(|x| x.parse().ok()).collect::<Option<_>>()?;
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
             (v.len() == 3).then(|| ((v[0] * agblocks + v[1]) * bs, v[2] * bs))
         })
         .collect();
@@ -100,7 +136,11 @@ fn extract_partition(disk: &Path, out: &Path) {
 /// dirtied) copied in, and 100 MiB of garbage in unpartitioned space.
 fn build_disk(disk: &Path, part: &Path) {
     std::fs::File::create(disk).unwrap().set_len(DISK).unwrap();
-    sh(&format!("sgdisk -n 1:2048:+{}M -t 1:8300 {} >/dev/null", PART_LEN / MIB, disk.display()));
+    sh(&format!(
+        "sgdisk -n 1:2048:+{}M -t 1:8300 {} >/dev/null",
+        PART_LEN / MIB,
+        disk.display()
+    ));
     sh(&format!(
         "dd if={} of={} bs=1M seek={} conv=sparse,notrunc status=none",
         part.display(),
@@ -108,31 +148,61 @@ fn build_disk(disk: &Path, part: &Path) {
         PART_START / MIB
     ));
     let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
-    write_region(&f, DISK / 2 + 300 * MIB, 100 << 20, "random", &mut Rng::new(11));
+    write_region(
+        &f,
+        DISK / 2 + 300 * MIB,
+        100 << 20,
+        "random",
+        &mut Rng::new(11),
+    );
 }
 
 /// Back up, check only about the used bytes moved, restore, and return the restored disk.
-fn backup_and_restore(a: &Appliance, work: &Path, disk: &Path, used: u64, garbage: u64, kind: &str) -> std::path::PathBuf {
+fn backup_and_restore(
+    a: &Appliance,
+    work: &Path,
+    disk: &Path,
+    used: u64,
+    garbage: u64,
+    kind: &str,
+) -> std::path::PathBuf {
     let b = a.backup(kind, &[disk]);
-    log(format!("{kind}: backup {b}; the filesystem uses {used} bytes, {garbage} bytes of garbage"));
+    log(format!(
+        "{kind}: backup {b}; the filesystem uses {used} bytes, {garbage} bytes of garbage"
+    ));
     let (read, uploaded) = (n(&b, "bytes_read"), n(&b, "bytes_uploaded"));
     assert!(n(&b, "chunks_unused") > 0, "{b}");
-    assert!(uploaded < used * 13 / 10 + 16 * MIB, "uploaded {uploaded} bytes for {used} used");
-    assert!(read < used * 13 / 10 + 64 * MIB, "read {read} bytes for {used} used");
+    assert!(
+        uploaded < used * 13 / 10 + 16 * MIB,
+        "uploaded {uploaded} bytes for {used} used"
+    );
+    assert!(
+        read < used * 13 / 10 + 64 * MIB,
+        "read {read} bytes for {used} used"
+    );
     let restored = work.join("restored.img");
     let r = a.restore(b["snapshot"].as_str().unwrap(), &[("disk", &restored)], &[]);
     log(format!("{kind}: restore {r}"));
     // The unpartitioned garbage came back as zeros.
     let mut buf = vec![0u8; MIB as usize];
-    std::fs::File::open(&restored).unwrap().read_exact_at(&mut buf, DISK / 2 + 300 * MIB).unwrap();
-    assert!(buf.iter().all(|&x| x == 0), "unpartitioned garbage was restored");
+    std::fs::File::open(&restored)
+        .unwrap()
+        .read_exact_at(&mut buf, DISK / 2 + 300 * MIB)
+        .unwrap();
+    assert!(
+        buf.iter().all(|&x| x == 0),
+        "unpartitioned garbage was restored"
+    );
     ok(Command::new("sgdisk").arg("-v").arg(&restored));
     restored
 }
 
 #[test]
 fn ext4_only_used_blocks_are_backed_up_and_restored() {
-    if !["sgdisk", "mkfs.ext4", "dumpe2fs", "e2fsck", "debugfs", "dd"].iter().all(|t| have(t)) {
+    if !["sgdisk", "mkfs.ext4", "dumpe2fs", "e2fsck", "debugfs", "dd"]
+        .iter()
+        .all(|t| have(t))
+    {
         eprintln!("SKIPPED: needs sgdisk and e2fsprogs");
         return;
     }
@@ -142,26 +212,45 @@ fn ext4_only_used_blocks_are_backed_up_and_restored() {
     std::fs::create_dir(&src).unwrap();
     files(&src);
     let part = work.path().join("part.img");
-    std::fs::File::create(&part).unwrap().set_len(PART_LEN).unwrap();
-    ok(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-d"]).arg(&src).arg(&part));
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(PART_LEN)
+        .unwrap();
+    ok(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-d"])
+        .arg(&src)
+        .arg(&part));
     let (free, used) = ext4_free(&part);
     let dirt = garbage(&part, &free, 400 * MIB);
     build_disk(&work.path().join("disk.img"), &part);
 
-    let restored = backup_and_restore(&a, work.path(), &work.path().join("disk.img"), used, dirt, "ext4host");
+    let restored = backup_and_restore(
+        &a,
+        work.path(),
+        &work.path().join("disk.img"),
+        used,
+        dirt,
+        "ext4host",
+    );
     let rpart = work.path().join("rpart.img");
     extract_partition(&restored, &rpart);
     ok(Command::new("e2fsck").arg("-fn").arg(&rpart));
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    ok(Command::new("debugfs").arg("-R").arg(format!("rdump / {}", out.display())).arg(&rpart));
+    ok(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", out.display()))
+        .arg(&rpart));
     std::fs::remove_dir(out.join("lost+found")).unwrap();
     ok(Command::new("diff").arg("-r").arg(&src).arg(&out));
 }
 
 #[test]
 fn xfs_only_used_blocks_are_backed_up_and_restored() {
-    if !["sgdisk", "mkfs.xfs", "xfs_db", "xfs_repair", "dd"].iter().all(|t| have(t)) {
+    if !["sgdisk", "mkfs.xfs", "xfs_db", "xfs_repair", "dd"]
+        .iter()
+        .all(|t| have(t))
+    {
         eprintln!("SKIPPED: needs sgdisk and xfsprogs");
         return;
     }
@@ -172,7 +261,10 @@ fn xfs_only_used_blocks_are_backed_up_and_restored() {
     files(&src);
     // mkfs.xfs -p populates from a proto file (no mount needed).
     let proto = work.path().join("proto");
-    let list = sh(&format!("cd {} && find . -mindepth 1 | LC_ALL=C sort", src.display()));
+    let list = sh(&format!(
+        "cd {} && find . -mindepth 1 | LC_ALL=C sort",
+        src.display()
+    ));
     let mut text = String::from("/dev/null\n0 0\nd--755 0 0\n");
     let mut depth = 0;
     for path in list.lines().map(|l| l.trim_start_matches("./")) {
@@ -194,22 +286,50 @@ fn xfs_only_used_blocks_are_backed_up_and_restored() {
     }
     std::fs::write(&proto, text).unwrap();
     let part = work.path().join("part.img");
-    std::fs::File::create(&part).unwrap().set_len(PART_LEN).unwrap();
-    ok(Command::new("mkfs.xfs").args(["-q", "-f", "-p"]).arg(&proto).arg(&part));
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(PART_LEN)
+        .unwrap();
+    ok(Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-p"])
+        .arg(&proto)
+        .arg(&part));
     let (free, used) = xfs_free(&part);
     let dirt = garbage(&part, &free, 400 * MIB);
     build_disk(&work.path().join("disk.img"), &part);
 
-    let restored = backup_and_restore(&a, work.path(), &work.path().join("disk.img"), used, dirt, "xfshost");
+    let restored = backup_and_restore(
+        &a,
+        work.path(),
+        &work.path().join("disk.img"),
+        used,
+        dirt,
+        "xfshost",
+    );
     let rpart = work.path().join("rpart.img");
     extract_partition(&restored, &rpart);
     ok(Command::new("xfs_repair").args(["-n", "-f"]).arg(&rpart));
     let mnt = work.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    if Command::new("mount").args(["-o", "loop,ro"]).arg(&rpart).arg(&mnt).status().is_ok_and(|s| s.success()) {
-        let d = Command::new("diff").arg("-r").arg(&src).arg(&mnt).output().unwrap();
+    if Command::new("mount")
+        .args(["-o", "loop,ro"])
+        .arg(&rpart)
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let d = Command::new("diff")
+            .arg("-r")
+            .arg(&src)
+            .arg(&mnt)
+            .output()
+            .unwrap();
         let _ = Command::new("umount").arg(&mnt).status();
-        assert!(d.status.success(), "restored files differ:\n{}", String::from_utf8_lossy(&d.stdout));
+        assert!(
+            d.status.success(),
+            "restored files differ:\n{}",
+            String::from_utf8_lossy(&d.stdout)
+        );
     } else {
         eprintln!("SKIPPED: cannot mount xfs here: files checked by xfs_repair only");
     }

@@ -112,16 +112,36 @@ mod tests {
             ("\\*", "x", false),
             ("a/b*", "a/b/c", true),
             // Real modules.alias lines against real modalias strings.
-            ("pci:v00001AF4d00001000sv*sd*bc*sc*i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", true),
-            ("pci:v00001AF4d00001041sv*sd*bc*sc*i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", false),
-            ("pci:v00001AF4d*sv*sd*bc*sc*i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", true),
+            (
+                "pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                true,
+            ),
+            (
+                "pci:v00001AF4d00001041sv*sd*bc*sc*i*",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                false,
+            ),
+            (
+                "pci:v00001AF4d*sv*sd*bc*sc*i*",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                true,
+            ),
             ("virtio:d00000001v*", "virtio:d00000001v00001AF4", true),
             ("virtio:d00000002v*", "virtio:d00000001v00001AF4", false),
-            ("pci:v*d*sv*sd*bc01sc06i01*", "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", true),
+            (
+                "pci:v*d*sv*sd*bc01sc06i01*",
+                "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",
+                true,
+            ),
             ("acpi*:PNP0501:*", "acpi:PNP0501:", true),
             ("scsi:t-0x00*", "scsi:t-0x00", true),
             ("scsi:t-0x0[05]*", "scsi:t-0x05", true),
-            ("input:b0019v0000p0001e0000-e0,1,k74,ramlsfw", "input:b0019v0000p0001e0000-e0,1,k74,ramlsfw", true),
+            (
+                "input:b0019v0000p0001e0000-e0,1,k74,ramlsfw",
+                "input:b0019v0000p0001e0000-e0,1,k74,ramlsfw",
+                true,
+            ),
         ];
         for (pat, text, want) in cases {
             assert_eq!(glob_match(pat, text), *want, "{pat:?} vs {text:?}");

@@ -35,7 +35,15 @@ pub const ALWAYS_LOAD: &[&str] = &["sd_mod", "virtio_blk", "dm_mod", "efivarfs"]
 /// Filesystems the restore and fix-up mount, loaded in the background while the agent starts:
 /// they are large (under QEMU/TCG xfs alone takes 4 s to load) and needed only minutes later. A
 /// mount before they are loaded still works: the kernel requests the module (busybox modprobe).
-pub const LATE_LOAD: &[&str] = &["ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ntfs3"];
+pub const LATE_LOAD: &[&str] = &[
+    "ext4",
+    "xfs",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "ntfs3",
+];
 
 /// `xen-blkfront` → `xen_blkfront` (the kernel treats both the same).
 pub fn normalise(name: &str) -> String {
@@ -77,15 +85,27 @@ impl ModIndex {
     pub fn parse(dep: &str, alias: &str, softdep: &str) -> Self {
         let mut idx = ModIndex::default();
         for line in dep.lines() {
-            let Some((path, deps)) = line.split_once(':') else { continue };
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
             let deps = deps.split_whitespace().map(module_name).collect();
-            idx.modules.insert(module_name(path), Module { path: path.trim().to_string(), deps });
+            idx.modules.insert(
+                module_name(path),
+                Module {
+                    path: path.trim().to_string(),
+                    deps,
+                },
+            );
         }
         for line in alias.lines() {
             let mut w = line.split_whitespace();
             if let (Some("alias"), Some(pattern), Some(module)) = (w.next(), w.next(), w.next()) {
                 let prefix_len = glob::literal_prefix(pattern).len();
-                idx.aliases.push(Alias { pattern: pattern.to_string(), prefix_len, module: normalise(module) });
+                idx.aliases.push(Alias {
+                    pattern: pattern.to_string(),
+                    prefix_len,
+                    module: normalise(module),
+                });
             }
         }
         for line in softdep.lines() {
@@ -113,9 +133,16 @@ impl ModIndex {
         let read = |f: &str, required: bool| match std::fs::read_to_string(moddir.join(f)) {
             Ok(s) => Ok(s),
             Err(e) if !required && e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(io::Error::new(e.kind(), format!("read {}: {e}", moddir.join(f).display()))),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("read {}: {e}", moddir.join(f).display()),
+            )),
         };
-        Ok(Self::parse(&read("modules.dep", true)?, &read("modules.alias", false)?, &read("modules.softdep", false)?))
+        Ok(Self::parse(
+            &read("modules.dep", true)?,
+            &read("modules.alias", false)?,
+            &read("modules.softdep", false)?,
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -135,7 +162,11 @@ impl ModIndex {
         let hits: BTreeSet<&str> = self
             .aliases
             .iter()
-            .filter(|a| modalias.as_bytes().starts_with(&a.pattern.as_bytes()[..a.prefix_len]))
+            .filter(|a| {
+                modalias
+                    .as_bytes()
+                    .starts_with(&a.pattern.as_bytes()[..a.prefix_len])
+            })
             .filter(|a| glob::glob_match(&a.pattern, modalias))
             .map(|a| a.module.as_str())
             .collect();
@@ -211,7 +242,8 @@ impl Loader for Finit {
         let f = std::fs::File::open(path)?;
         let params = CString::default();
         // SAFETY: finit_module reads the open descriptor and a NUL-terminated parameter string.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
         if rc == 0 {
             return Ok(Loaded::New);
         }
@@ -235,7 +267,11 @@ pub struct ColdplugOptions {
 
 impl Default for ColdplugOptions {
     fn default() -> Self {
-        ColdplugOptions { max_rounds: 8, settle: Duration::from_millis(150), timeout: Duration::from_secs(20) }
+        ColdplugOptions {
+            max_rounds: 8,
+            settle: Duration::from_millis(150),
+            timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -256,12 +292,23 @@ pub struct ColdplugReport {
 
 impl fmt::Display for ColdplugReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} devices, {} modules loaded in {} rounds", self.devices, self.loaded.len(), self.rounds)?;
+        write!(
+            f,
+            "{} devices, {} modules loaded in {} rounds",
+            self.devices,
+            self.loaded.len(),
+            self.rounds
+        )?;
         if self.timed_out {
             write!(f, " (stopped at the time limit)")?;
         }
         if !self.no_device.is_empty() {
-            write!(f, " ({} found no device: {})", self.no_device.len(), self.no_device.join(" "))?;
+            write!(
+                f,
+                " ({} found no device: {})",
+                self.no_device.len(),
+                self.no_device.join(" ")
+            )?;
         }
         let names: Vec<&str> = self.loaded.iter().map(|(m, _)| m.as_str()).collect();
         if !names.is_empty() {
@@ -285,12 +332,25 @@ pub fn coldplug(
     opts: ColdplugOptions,
 ) -> ColdplugReport {
     let start = Instant::now();
-    let mut state = LoadState { index, moddir, loader, tried: HashSet::new(), report: ColdplugReport::default() };
+    let mut state = LoadState {
+        index,
+        moddir,
+        loader,
+        tried: HashSet::new(),
+        report: ColdplugReport::default(),
+    };
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         state.report.rounds += 1;
-        let new: Vec<String> = read_modaliases(sys_bus).into_iter().filter(|a| !seen.contains(a)).collect();
-        tracing::debug!("modules: round {}: {} new modalias strings", state.report.rounds, new.len());
+        let new: Vec<String> = read_modaliases(sys_bus)
+            .into_iter()
+            .filter(|a| !seen.contains(a))
+            .collect();
+        tracing::debug!(
+            "modules: round {}: {} new modalias strings",
+            state.report.rounds,
+            new.len()
+        );
         for alias in &new {
             for m in index.match_alias(alias) {
                 state.load(&m, alias);
@@ -329,12 +389,17 @@ impl LoadState<'_> {
             if !self.tried.insert(name.clone()) {
                 continue;
             }
-            let Some(rel) = self.index.path(&name) else { continue };
+            let Some(rel) = self.index.path(&name) else {
+                continue;
+            };
             let path: PathBuf = self.moddir.join(rel);
             let start = Instant::now();
             match self.loader.load(&name, &path) {
                 Ok(Loaded::New) => {
-                    tracing::debug!("modules: loaded {name} for {cause} in {} ms", start.elapsed().as_millis());
+                    tracing::debug!(
+                        "modules: loaded {name} for {cause} in {} ms",
+                        start.elapsed().as_millis()
+                    );
                     self.report.loaded.push((name, cause.to_string()));
                 }
                 Ok(Loaded::Already) => {}
@@ -352,8 +417,19 @@ impl LoadState<'_> {
 }
 
 /// Loads `names` (and what they need) that the index ships, outside any coldplug round.
-pub fn load_list(index: &ModIndex, moddir: &Path, loader: &mut dyn Loader, names: &[&str]) -> ColdplugReport {
-    let mut state = LoadState { index, moddir, loader, tried: HashSet::new(), report: ColdplugReport::default() };
+pub fn load_list(
+    index: &ModIndex,
+    moddir: &Path,
+    loader: &mut dyn Loader,
+    names: &[&str],
+) -> ColdplugReport {
+    let mut state = LoadState {
+        index,
+        moddir,
+        loader,
+        tried: HashSet::new(),
+        report: ColdplugReport::default(),
+    };
     for m in names.iter().filter(|m| index.contains(m)) {
         state.load(&normalise(m), "always");
     }
@@ -365,7 +441,13 @@ pub fn load_list(index: &ModIndex, moddir: &Path, loader: &mut dyn Loader, names
 /// takes most of a second per round under TCG).
 pub fn read_modaliases(sys_bus: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let dirs = |p: &Path| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path());
+    let dirs = |p: &Path| {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+    };
     for bus in dirs(sys_bus) {
         for dev in dirs(&bus.join("devices")) {
             if let Ok(s) = std::fs::read_to_string(dev.join("modalias")) {
@@ -414,9 +496,22 @@ alias fs-ext4 ext4
     #[test]
     fn load_order_puts_softdeps_and_dependencies_first() {
         let i = idx();
-        assert_eq!(i.load_order("ext4"), ["crc32c_intel", "crc16", "mbcache", "jbd2", "ext4"]);
-        assert_eq!(i.load_order("virtio_net"), ["failover", "net_failover", "virtio_net", "xen_blkfront"]);
-        assert_eq!(i.load_order("virtio-pci"), ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci"]);
+        assert_eq!(
+            i.load_order("ext4"),
+            ["crc32c_intel", "crc16", "mbcache", "jbd2", "ext4"]
+        );
+        assert_eq!(
+            i.load_order("virtio_net"),
+            ["failover", "net_failover", "virtio_net", "xen_blkfront"]
+        );
+        assert_eq!(
+            i.load_order("virtio-pci"),
+            [
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+                "virtio_pci"
+            ]
+        );
         assert_eq!(i.load_order("builtin_or_absent"), Vec::<String>::new());
         // A softdep cycle terminates.
         let c = ModIndex::parse("a.ko:\nb.ko:\n", "", "softdep a pre: b\nsoftdep b pre: a\n");
@@ -426,9 +521,15 @@ alias fs-ext4 ext4
     #[test]
     fn aliases_match_by_glob() {
         let i = idx();
-        assert_eq!(i.match_alias("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"), ["virtio_pci"]);
+        assert_eq!(
+            i.match_alias("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"),
+            ["virtio_pci"]
+        );
         assert_eq!(i.match_alias("virtio:d00000001v00001AF4"), ["virtio_net"]);
-        assert_eq!(i.match_alias("virtio:d00000002v00001AF4"), Vec::<String>::new());
+        assert_eq!(
+            i.match_alias("virtio:d00000002v00001AF4"),
+            Vec::<String>::new()
+        );
         assert_eq!(i.match_alias("xen:vbd"), ["xen_blkfront"]);
     }
 
@@ -440,7 +541,12 @@ alias fs-ext4 ext4
 
     impl Loader for FakeKernel {
         fn load(&mut self, name: &str, path: &Path) -> io::Result<Loaded> {
-            assert_eq!(path.extension().and_then(|e| e.to_str()), Some("ko"), "{}", path.display());
+            assert_eq!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("ko"),
+                "{}",
+                path.display()
+            );
             if name == "failover" {
                 return Ok(Loaded::Already);
             }
@@ -469,28 +575,83 @@ alias fs-ext4 ext4
         let sys = dir.path().join("sys/bus");
         let real = dir.path().join("sys/devices/pci0000:00/0000:00:02.0");
         std::fs::create_dir_all(&real).unwrap();
-        std::fs::write(real.join("modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n").unwrap();
+        std::fs::write(
+            real.join("modalias"),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(sys.join("pci/devices")).unwrap();
         // As in sysfs: bus/devices/X is a symlink to the device directory.
         std::os::unix::fs::symlink(&real, sys.join("pci/devices/0000:00:02.0")).unwrap();
         std::fs::create_dir_all(sys.join("platform/devices/serial8250")).unwrap();
-        std::fs::write(sys.join("platform/devices/serial8250/modalias"), "platform:serial8250\n").unwrap();
+        std::fs::write(
+            sys.join("platform/devices/serial8250/modalias"),
+            "platform:serial8250\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(sys.join("cpu/devices/cpu0")).unwrap(); // no modalias: fine
-        let mut k = FakeKernel { sys: sys.clone(), loaded: Vec::new() };
-        let opts = ColdplugOptions { settle: Duration::from_millis(1), ..Default::default() };
-        let r = coldplug(&idx(), Path::new("/lib/modules/6.12"), &sys, &mut k, &["ext4", "nosuch", "virtio_net"], opts);
-        let late = load_list(&idx(), Path::new("/lib/modules/6.12"), &mut k, &["ext4", "crc16", "nosuch"]);
+        let mut k = FakeKernel {
+            sys: sys.clone(),
+            loaded: Vec::new(),
+        };
+        let opts = ColdplugOptions {
+            settle: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let r = coldplug(
+            &idx(),
+            Path::new("/lib/modules/6.12"),
+            &sys,
+            &mut k,
+            &["ext4", "nosuch", "virtio_net"],
+            opts,
+        );
+        let late = load_list(
+            &idx(),
+            Path::new("/lib/modules/6.12"),
+            &mut k,
+            &["ext4", "crc16", "nosuch"],
+        );
         assert_eq!(late.loaded.len(), 0, "already loaded by the always list");
-        assert_eq!(late.failed.len(), 1, "crc16 is retried in a new list and fails again");
+        assert_eq!(
+            late.failed.len(),
+            1,
+            "crc16 is retried in a new list and fails again"
+        );
         assert_eq!(
             k.loaded,
-            ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "net_failover", "virtio_net", "xen_blkfront", "mbcache", "jbd2", "ext4"]
+            [
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+                "virtio_pci",
+                "net_failover",
+                "virtio_net",
+                "xen_blkfront",
+                "mbcache",
+                "jbd2",
+                "ext4"
+            ]
         );
         assert_eq!(r.rounds, 3);
         assert_eq!(r.devices, 3);
-        assert_eq!(r.loaded[4], ("virtio_net".to_string(), "virtio:d00000001v00001AF4".to_string()));
-        assert_eq!(r.loaded.last().unwrap(), &("ext4".to_string(), "always".to_string()));
-        assert_eq!(r.failed, [("crc16".to_string(), io::Error::from_raw_os_error(libc::ENOEXEC).to_string())]);
+        assert_eq!(
+            r.loaded[4],
+            (
+                "virtio_net".to_string(),
+                "virtio:d00000001v00001AF4".to_string()
+            )
+        );
+        assert_eq!(
+            r.loaded.last().unwrap(),
+            &("ext4".to_string(), "always".to_string())
+        );
+        assert_eq!(
+            r.failed,
+            [(
+                "crc16".to_string(),
+                io::Error::from_raw_os_error(libc::ENOEXEC).to_string()
+            )]
+        );
         assert!(!r.timed_out);
         let text = r.to_string();
         assert_eq!(r.no_device, ["crc32c_intel"]);
@@ -503,9 +664,20 @@ alias fs-ext4 ext4
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path().join("bus");
         std::fs::create_dir_all(sys.join("pci/devices/a")).unwrap();
-        std::fs::write(sys.join("pci/devices/a/modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00").unwrap();
-        let mut k = FakeKernel { sys: sys.clone(), loaded: Vec::new() };
-        let opts = ColdplugOptions { max_rounds: 1, settle: Duration::ZERO, timeout: Duration::from_secs(1) };
+        std::fs::write(
+            sys.join("pci/devices/a/modalias"),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+        )
+        .unwrap();
+        let mut k = FakeKernel {
+            sys: sys.clone(),
+            loaded: Vec::new(),
+        };
+        let opts = ColdplugOptions {
+            max_rounds: 1,
+            settle: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+        };
         let r = coldplug(&idx(), Path::new("/m"), &sys, &mut k, &[], opts);
         assert_eq!(r.rounds, 1);
         assert!(!k.loaded.contains(&"virtio_net".to_string()));

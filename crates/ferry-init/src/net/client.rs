@@ -43,10 +43,12 @@ impl fmt::Display for Lease {
 impl Lease {
     /// What an ACK grants. Without a subnet mask option the classful default applies.
     pub fn from_ack(ack: &ServerMsg) -> Lease {
-        let prefix = ack.subnet_mask.and_then(netmask_prefix).unwrap_or_else(|| match ack.yiaddr.octets()[0] {
-            0..=127 => 8,
-            128..=191 => 16,
-            _ => 24,
+        let prefix = ack.subnet_mask.and_then(netmask_prefix).unwrap_or_else(|| {
+            match ack.yiaddr.octets()[0] {
+                0..=127 => 8,
+                128..=191 => 16,
+                _ => 24,
+            }
         });
         Lease {
             addr: ack.yiaddr,
@@ -94,15 +96,36 @@ pub fn obtain(ifname: &str, mac: [u8; 6], timeout: Duration) -> Result<Lease, St
     };
     let mut naks = 0;
     while Instant::now() < deadline {
-        let offer = exchange(&sock, &msg(MsgType::Discover, None), xid, mac, deadline, &[MsgType::Offer])?;
+        let offer = exchange(
+            &sock,
+            &msg(MsgType::Discover, None),
+            xid,
+            mac,
+            deadline,
+            &[MsgType::Offer],
+        )?;
         let Some(offer) = offer else { break };
-        tracing::debug!("net: {ifname}: offer {} from {:?}", offer.yiaddr, offer.server_id);
-        let reply = exchange(&sock, &msg(MsgType::Request, Some(&offer)), xid, mac, deadline, &[MsgType::Ack, MsgType::Nak])?;
+        tracing::debug!(
+            "net: {ifname}: offer {} from {:?}",
+            offer.yiaddr,
+            offer.server_id
+        );
+        let reply = exchange(
+            &sock,
+            &msg(MsgType::Request, Some(&offer)),
+            xid,
+            mac,
+            deadline,
+            &[MsgType::Ack, MsgType::Nak],
+        )?;
         match reply {
             Some(ack) if ack.kind == Some(MsgType::Ack) => return Ok(Lease::from_ack(&ack)),
             Some(_) => {
                 naks += 1;
-                tracing::warn!("net: {ifname}: the server declined our request for {} (NAK); starting over", offer.yiaddr);
+                tracing::warn!(
+                    "net: {ifname}: the server declined our request for {} (NAK); starting over",
+                    offer.yiaddr
+                );
             }
             None => break,
         }
@@ -130,17 +153,37 @@ fn exchange(
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        sock.send_to(&bytes, SERVER).map_err(|e| format!("send DHCP {:?}: {e}", m.kind))?;
+        sock.send_to(&bytes, SERVER)
+            .map_err(|e| format!("send DHCP {:?}: {e}", m.kind))?;
         let until = (Instant::now() + Duration::from_secs(*interval)).min(deadline);
-        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-            sock.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        while let Some(left) = until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            sock.set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
             let n = match sock.recv(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(format!("receive DHCP reply: {e}")),
             };
             match dhcp::parse(&buf[..n]) {
-                Ok(r) if r.xid == xid && r.chaddr == mac && r.kind.is_some_and(|k| kinds.contains(&k)) => return Ok(Some(r)),
+                Ok(r)
+                    if r.xid == xid
+                        && r.chaddr == mac
+                        && r.kind.is_some_and(|k| kinds.contains(&k)) =>
+                {
+                    return Ok(Some(r))
+                }
                 Ok(_) => {}
                 Err(e) => tracing::debug!("net: ignored a malformed DHCP message: {e}"),
             }

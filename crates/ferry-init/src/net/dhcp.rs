@@ -137,11 +137,25 @@ pub fn build(m: &ClientMsg) -> Vec<u8> {
     if let Some(ip) = m.server_id {
         opt(OPT_SERVER_ID, &ip.octets());
     }
-    if let Some(h) = m.hostname.as_deref().filter(|h| !h.is_empty() && h.len() < 256) {
+    if let Some(h) = m
+        .hostname
+        .as_deref()
+        .filter(|h| !h.is_empty() && h.len() < 256)
+    {
         opt(OPT_HOSTNAME, h.as_bytes());
     }
     opt(OPT_MAX_SIZE, &1500u16.to_be_bytes());
-    opt(OPT_PARAMS, &[OPT_SUBNET_MASK, OPT_ROUTER, OPT_DNS, OPT_DOMAIN, OPT_LEASE_TIME, OPT_SERVER_ID]);
+    opt(
+        OPT_PARAMS,
+        &[
+            OPT_SUBNET_MASK,
+            OPT_ROUTER,
+            OPT_DNS,
+            OPT_DOMAIN,
+            OPT_LEASE_TIME,
+            OPT_SERVER_ID,
+        ],
+    );
     b.push(OPT_END);
     if b.len() < MIN_LEN {
         b.resize(MIN_LEN, OPT_PAD);
@@ -190,7 +204,9 @@ pub fn parse(b: &[u8]) -> Result<ServerMsg, ParseError> {
             _ => {}
         }
         let len = *b.get(i + 1).ok_or(ParseError::Truncated { code })? as usize;
-        let v = b.get(i + 2..i + 2 + len).ok_or(ParseError::Truncated { code })?;
+        let v = b
+            .get(i + 2..i + 2 + len)
+            .ok_or(ParseError::Truncated { code })?;
         apply_option(&mut m, code, v)?;
         i += 2 + len;
     }
@@ -207,7 +223,9 @@ fn apply_option(m: &mut ServerMsg, code: u8, v: &[u8]) -> Result<(), ParseError>
         if v.is_empty() || !v.chunks_exact(4).remainder().is_empty() {
             return Err(bad());
         }
-        Ok(v.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])).collect())
+        Ok(v.chunks_exact(4)
+            .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+            .collect())
     };
     match code {
         OPT_MSG_TYPE => {
@@ -222,7 +240,8 @@ fn apply_option(m: &mut ServerMsg, code: u8, v: &[u8]) -> Result<(), ParseError>
         OPT_DOMAIN => {
             let s = String::from_utf8_lossy(v);
             let s = s.trim_end_matches('\0').trim();
-            m.domain = (!s.is_empty() && s.bytes().all(|c| c.is_ascii_graphic())).then(|| s.to_string());
+            m.domain =
+                (!s.is_empty() && s.bytes().all(|c| c.is_ascii_graphic())).then(|| s.to_string());
         }
         _ => {}
     }
@@ -236,7 +255,15 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
     fn discover() -> ClientMsg {
-        ClientMsg { kind: MsgType::Discover, xid: 0xdead_beef, mac: MAC, secs: 3, requested_ip: None, server_id: None, hostname: None }
+        ClientMsg {
+            kind: MsgType::Discover,
+            xid: 0xdead_beef,
+            mac: MAC,
+            secs: 3,
+            requested_ip: None,
+            server_id: None,
+            hostname: None,
+        }
     }
 
     /// A reply as QEMU's slirp sends it (built by hand from the RFC layout).
@@ -251,7 +278,9 @@ mod tests {
         b[20..24].copy_from_slice(&[10, 0, 2, 2]);
         b[28..34].copy_from_slice(&MAC);
         b[236..240].copy_from_slice(&MAGIC);
-        b.extend_from_slice(&[53, 1, kind, 54, 4, 10, 0, 2, 2, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 2, 2]);
+        b.extend_from_slice(&[
+            53, 1, kind, 54, 4, 10, 0, 2, 2, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 2, 2,
+        ]);
         b.extend_from_slice(&[6, 8, 10, 0, 2, 3, 192, 0, 2, 53, 51, 4, 0, 1, 0x51, 0x80]);
         b.extend_from_slice(extra);
         b.push(255);
@@ -305,7 +334,13 @@ mod tests {
 
     #[test]
     fn parses_an_offer() {
-        let m = parse(&reply(2, &[15, 12, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c', b'o', b'm', 0])).unwrap();
+        let m = parse(&reply(
+            2,
+            &[
+                15, 12, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c', b'o', b'm', 0,
+            ],
+        ))
+        .unwrap();
         assert_eq!(m.kind, Some(MsgType::Offer));
         assert_eq!(m.xid, 0xdead_beef);
         assert_eq!(m.flags, FLAG_BROADCAST);
@@ -315,7 +350,10 @@ mod tests {
         assert_eq!(m.server_id, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(m.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
         assert_eq!(m.routers, [Ipv4Addr::new(10, 0, 2, 2)]);
-        assert_eq!(m.dns, [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(192, 0, 2, 53)]);
+        assert_eq!(
+            m.dns,
+            [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(192, 0, 2, 53)]
+        );
         assert_eq!(m.lease_secs, Some(86_400));
         assert_eq!(m.domain.as_deref(), Some("example.com"));
     }
@@ -334,23 +372,38 @@ mod tests {
             (request, ParseError::NotReply(1)),
             (token_ring, ParseError::NotEthernet(6, 6)),
             (no_magic, ParseError::NoMagic),
-            (reply(5, &[3, 5, 1, 2, 3, 4, 5]), ParseError::BadLength { code: 3, len: 5 }),
-            (reply(5, &[1, 3, 255, 255, 0]), ParseError::BadLength { code: 1, len: 3 }),
+            (
+                reply(5, &[3, 5, 1, 2, 3, 4, 5]),
+                ParseError::BadLength { code: 3, len: 5 },
+            ),
+            (
+                reply(5, &[1, 3, 255, 255, 0]),
+                ParseError::BadLength { code: 1, len: 3 },
+            ),
             (reply(5, &[53, 1, 9]), ParseError::UnknownType(9)),
-            (reply(5, &[53, 2, 5, 5]), ParseError::BadLength { code: 53, len: 2 }),
+            (
+                reply(5, &[53, 2, 5, 5]),
+                ParseError::BadLength { code: 53, len: 2 },
+            ),
             (reply(5, &[6, 0]), ParseError::BadLength { code: 6, len: 0 }),
-            ({
-                let mut r = reply(5, &[]);
-                r.pop();
-                r.extend_from_slice(&[3, 8, 1, 2]);
-                r
-            }, ParseError::Truncated { code: 3 }),
-            ({
-                let mut r = reply(5, &[]);
-                r.pop();
-                r.push(3);
-                r
-            }, ParseError::Truncated { code: 3 }),
+            (
+                {
+                    let mut r = reply(5, &[]);
+                    r.pop();
+                    r.extend_from_slice(&[3, 8, 1, 2]);
+                    r
+                },
+                ParseError::Truncated { code: 3 },
+            ),
+            (
+                {
+                    let mut r = reply(5, &[]);
+                    r.pop();
+                    r.push(3);
+                    r
+                },
+                ParseError::Truncated { code: 3 },
+            ),
         ];
         for (i, (bytes, want)) in cases.into_iter().enumerate() {
             assert_eq!(parse(&bytes), Err(want), "case {i}");

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::super::settings::ip::prefix_netmask;
 
@@ -43,9 +43,15 @@ struct RtEntry {
 
 fn ifreq(name: &str) -> io::Result<IfReq> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
     }
-    let mut r = IfReq { name: [0; libc::IFNAMSIZ], data: [0; 24] };
+    let mut r = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: [0; 24],
+    };
     r.name[..name.len()].copy_from_slice(name.as_bytes());
     Ok(r)
 }
@@ -110,8 +116,17 @@ pub fn add_default_route(name: &str, gw: Ipv4Addr, metric: u16) -> io::Result<()
         rt_window: 0,
         rt_irtt: 0,
     };
-    match ioctl(&format!("add default route via {gw}"), name, libc::SIOCADDRT, &mut rt) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) || e.to_string().contains("File exists") => Ok(()),
+    match ioctl(
+        &format!("add default route via {gw}"),
+        name,
+        libc::SIOCADDRT,
+        &mut rt,
+    ) {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EEXIST) || e.to_string().contains("File exists") =>
+        {
+            Ok(())
+        }
         r => r,
     }
 }
@@ -127,18 +142,46 @@ pub fn dhcp_socket(name: &str) -> io::Result<UdpSocket> {
     // SAFETY: fresh descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    let set = |opt: libc::c_int, val: *const libc::c_void, len: usize, what: &str| -> io::Result<()> {
-        // SAFETY: val points to `len` readable bytes for the duration of the call.
-        if unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, val, len as libc::socklen_t) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("{what} on the DHCP socket of {name}: {e}")));
-        }
-        Ok(())
-    };
+    let set =
+        |opt: libc::c_int, val: *const libc::c_void, len: usize, what: &str| -> io::Result<()> {
+            // SAFETY: val points to `len` readable bytes for the duration of the call.
+            if unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    val,
+                    len as libc::socklen_t,
+                )
+            } < 0
+            {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{what} on the DHCP socket of {name}: {e}"),
+                ));
+            }
+            Ok(())
+        };
     let one_ptr = (&one as *const libc::c_int).cast();
-    set(libc::SO_REUSEADDR, one_ptr, size_of::<libc::c_int>(), "SO_REUSEADDR")?;
-    set(libc::SO_BROADCAST, one_ptr, size_of::<libc::c_int>(), "SO_BROADCAST")?;
-    set(libc::SO_BINDTODEVICE, dev.as_ptr().cast(), name.len() + 1, "SO_BINDTODEVICE")?;
+    set(
+        libc::SO_REUSEADDR,
+        one_ptr,
+        size_of::<libc::c_int>(),
+        "SO_REUSEADDR",
+    )?;
+    set(
+        libc::SO_BROADCAST,
+        one_ptr,
+        size_of::<libc::c_int>(),
+        "SO_BROADCAST",
+    )?;
+    set(
+        libc::SO_BINDTODEVICE,
+        dev.as_ptr().cast(),
+        name.len() + 1,
+        "SO_BINDTODEVICE",
+    )?;
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 68u16.to_be(),
@@ -147,11 +190,18 @@ pub fn dhcp_socket(name: &str) -> io::Result<UdpSocket> {
     };
     // SAFETY: sa is a valid sockaddr_in of the given size.
     let rc = unsafe {
-        libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
     };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("bind the DHCP socket of {name} to port 68: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("bind the DHCP socket of {name} to port 68: {e}"),
+        ));
     }
     Ok(UdpSocket::from(fd))
 }

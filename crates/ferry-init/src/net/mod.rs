@@ -32,7 +32,11 @@ pub struct NetOptions {
 
 impl Default for NetOptions {
     fn default() -> Self {
-        NetOptions { carrier_timeout: Duration::from_secs(10), carrier_grace: Duration::from_secs(2), dhcp_timeout: Duration::from_secs(15) }
+        NetOptions {
+            carrier_timeout: Duration::from_secs(10),
+            carrier_grace: Duration::from_secs(2),
+            dhcp_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -86,7 +90,12 @@ impl NetReport {
             .iter()
             .filter_map(|n| match &n.outcome {
                 NicOutcome::Static(s) => Some((n.name.as_str(), s.addr, s.prefix, s.gateway)),
-                NicOutcome::Dhcp(l) => Some((n.name.as_str(), l.addr, l.prefix, l.routers.first().copied())),
+                NicOutcome::Dhcp(l) => Some((
+                    n.name.as_str(),
+                    l.addr,
+                    l.prefix,
+                    l.routers.first().copied(),
+                )),
                 _ => None,
             })
             .collect()
@@ -108,7 +117,15 @@ impl fmt::Display for NetReport {
             .collect();
         write!(f, "{}", parts.join(", "))?;
         let ns: Vec<String> = self.nameservers.iter().map(ToString::to_string).collect();
-        write!(f, "; dns {}", if ns.is_empty() { "none".to_string() } else { ns.join(" ") })?;
+        write!(
+            f,
+            "; dns {}",
+            if ns.is_empty() {
+                "none".to_string()
+            } else {
+                ns.join(" ")
+            }
+        )?;
         write!(f, " ({:.1} s)", self.took.as_secs_f64())
     }
 }
@@ -128,7 +145,10 @@ pub enum NetError {
 }
 
 fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Decides what each NIC gets. `nics` are sorted by name; rules:
@@ -140,11 +160,20 @@ fn mac_text(mac: &[u8; 6]) -> String {
 ///
 /// NICs named explicitly are planned even without a link (the caller reports "no link").
 pub fn plan(specs: &[IpSpec], nics: &[Nic]) -> Result<Vec<(String, Action)>, NetError> {
-    let found = || nics.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+    let found = || {
+        nics.iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut out: Vec<(String, Action)> = Vec::new();
     let taken = |out: &Vec<(String, Action)>, name: &str| out.iter().any(|(n, _)| n == name);
     let default_dhcp = [IpSpec::Dhcp { iface: None }];
-    let specs = if specs.is_empty() { &default_dhcp[..] } else { specs };
+    let specs = if specs.is_empty() {
+        &default_dhcp[..]
+    } else {
+        specs
+    };
     // Explicitly named NICs first, so "every other NIC" and "the first free NIC" exclude them.
     for spec in specs {
         let (iface, action) = match spec {
@@ -153,7 +182,10 @@ pub fn plan(specs: &[IpSpec], nics: &[Nic]) -> Result<Vec<(String, Action)>, Net
             _ => continue,
         };
         if !nics.iter().any(|n| &n.name == iface) {
-            return Err(NetError::NoSuchNic { iface: iface.clone(), found: found() });
+            return Err(NetError::NoSuchNic {
+                iface: iface.clone(),
+                found: found(),
+            });
         }
         if !taken(&out, iface) {
             out.push((iface.clone(), action));
@@ -190,7 +222,11 @@ pub fn up_at(root: &Path, cfg: &NetConfig, opts: NetOptions) -> Result<NetReport
     ifconfig::link_up("lo").map_err(NetError::Loopback)?;
     if cfg.ip.iter().all(|s| *s == IpSpec::Off) && !cfg.ip.is_empty() {
         tracing::info!("net: ip=off: configuring no NIC");
-        return Ok(NetReport { disabled: true, took: start.elapsed(), ..Default::default() });
+        return Ok(NetReport {
+            disabled: true,
+            took: start.elapsed(),
+            ..Default::default()
+        });
     }
     let sys_net = root.join("sys/class/net");
     let mut nics = list_nics(&sys_net);
@@ -204,14 +240,26 @@ pub fn up_at(root: &Path, cfg: &NetConfig, opts: NetOptions) -> Result<NetReport
     }
     wait_for_carrier(&sys_net, &mut nics, opts);
     for n in &nics {
-        tracing::info!("net: {} ({}): {}", n.name, mac_text(&n.mac), if n.carrier { "link up" } else { "no link" });
+        tracing::info!(
+            "net: {} ({}): {}",
+            n.name,
+            mac_text(&n.mac),
+            if n.carrier { "link up" } else { "no link" }
+        );
     }
     let actions = plan(&cfg.ip, &nics)?;
     if !nics.iter().any(|n| n.carrier) {
         let names: Vec<&str> = nics.iter().map(|n| n.name.as_str()).collect();
-        return Err(NetError::NoCarrier(format!("checked {} for {:.0} s", names.join(", "), opts.carrier_timeout.as_secs_f64())));
+        return Err(NetError::NoCarrier(format!(
+            "checked {} for {:.0} s",
+            names.join(", "),
+            opts.carrier_timeout.as_secs_f64()
+        )));
     }
-    let mut report = NetReport { nics: configure(&nics, &actions, opts), ..Default::default() };
+    let mut report = NetReport {
+        nics: configure(&nics, &actions, opts),
+        ..Default::default()
+    };
     add_routes(&report);
     report.nameservers = nameservers(cfg, &report);
     write_resolv_conf(&root.join("etc/resolv.conf"), &report);
@@ -219,7 +267,8 @@ pub fn up_at(root: &Path, cfg: &NetConfig, opts: NetOptions) -> Result<NetReport
         NicOutcome::Static(s) => s.hostname.clone(),
         _ => None,
     }) {
-        crate::sys::set_hostname(&h).unwrap_or_else(|e| tracing::warn!("net: set hostname {h}: {e}"));
+        crate::sys::set_hostname(&h)
+            .unwrap_or_else(|e| tracing::warn!("net: set hostname {h}: {e}"));
     }
     report.took = start.elapsed();
     if report.addresses().is_empty() {
@@ -239,14 +288,22 @@ pub fn up_at(root: &Path, cfg: &NetConfig, opts: NetOptions) -> Result<NetReport
 
 /// Physical NICs (those with a `device` link) under `sys_net`, sorted by name.
 pub fn list_nics(sys_net: &Path) -> Vec<Nic> {
-    let Ok(entries) = std::fs::read_dir(sys_net) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(sys_net) else {
+        return Vec::new();
+    };
     let mut nics: Vec<Nic> = entries
         .flatten()
         .filter(|e| e.path().join("device").exists())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let mac = parse_mac(&std::fs::read_to_string(e.path().join("address")).unwrap_or_default()).unwrap_or_default();
-            Some(Nic { name, mac, carrier: false })
+            let mac =
+                parse_mac(&std::fs::read_to_string(e.path().join("address")).unwrap_or_default())
+                    .unwrap_or_default();
+            Some(Nic {
+                name,
+                mac,
+                carrier: false,
+            })
         })
         .collect();
     nics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -255,7 +312,12 @@ pub fn list_nics(sys_net: &Path) -> Vec<Nic> {
 
 /// `52:54:00:12:34:56\n` → bytes.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s.trim().split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    let parts: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
     parts.try_into().ok()
 }
 
@@ -289,8 +351,15 @@ fn configure(nics: &[Nic], actions: &[(String, Action)], opts: NetOptions) -> Ve
         let handles: Vec<_> = nics
             .iter()
             .map(|nic| {
-                let action = actions.iter().find(|(n, _)| *n == nic.name).map(|(_, a)| a.clone());
-                s.spawn(move || NicReport { name: nic.name.clone(), mac: nic.mac, outcome: configure_one(nic, action, opts) })
+                let action = actions
+                    .iter()
+                    .find(|(n, _)| *n == nic.name)
+                    .map(|(_, a)| a.clone());
+                s.spawn(move || NicReport {
+                    name: nic.name.clone(),
+                    mac: nic.mac,
+                    outcome: configure_one(nic, action, opts),
+                })
             })
             .collect();
         handles
@@ -308,7 +377,9 @@ fn configure(nics: &[Nic], actions: &[(String, Action)], opts: NetOptions) -> Ve
 }
 
 fn configure_one(nic: &Nic, action: Option<Action>, opts: NetOptions) -> NicOutcome {
-    let Some(action) = action else { return NicOutcome::Unused };
+    let Some(action) = action else {
+        return NicOutcome::Unused;
+    };
     if !nic.carrier {
         return NicOutcome::NoCarrier;
     }
@@ -322,11 +393,19 @@ fn configure_one(nic: &Nic, action: Option<Action>, opts: NetOptions) -> NicOutc
         },
         Action::Dhcp => {
             let started = Instant::now();
-            let lease = client::obtain(&nic.name, nic.mac, opts.dhcp_timeout)
-                .and_then(|l| ifconfig::set_addr(&nic.name, l.addr, l.prefix).map(|()| l).map_err(|e| e.to_string()));
+            let lease = client::obtain(&nic.name, nic.mac, opts.dhcp_timeout).and_then(|l| {
+                ifconfig::set_addr(&nic.name, l.addr, l.prefix)
+                    .map(|()| l)
+                    .map_err(|e| e.to_string())
+            });
             match lease {
                 Ok(l) => {
-                    tracing::info!("net: {}: DHCP lease {} in {:.1} s", nic.name, l, started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        "net: {}: DHCP lease {} in {:.1} s",
+                        nic.name,
+                        l,
+                        started.elapsed().as_secs_f64()
+                    );
                     NicOutcome::Dhcp(l)
                 }
                 Err(e) => {
@@ -407,7 +486,13 @@ mod tests {
     use crate::settings::ip::parse_ip;
 
     fn nics(spec: &[(&str, bool)]) -> Vec<Nic> {
-        spec.iter().map(|(n, c)| Nic { name: n.to_string(), mac: [0; 6], carrier: *c }).collect()
+        spec.iter()
+            .map(|(n, c)| Nic {
+                name: n.to_string(),
+                mac: [0; 6],
+                carrier: *c,
+            })
+            .collect()
     }
 
     fn specs(v: &[&str]) -> Vec<IpSpec> {
@@ -432,31 +517,64 @@ mod tests {
             (&["off"], &[]),
             (&["eth1:dhcp"], &["eth1:dhcp"]),
             (&["10.0.0.5:::24:::none"], &["eth0:10.0.0.5"]),
-            (&["10.0.0.5:::24::eth2:none", "dhcp"], &["eth2:10.0.0.5", "eth0:dhcp"]),
-            (&["dhcp", "10.0.0.5:::24:::none"], &["eth0:dhcp", "eth2:dhcp"]),
-            (&["10.0.0.5:::24:::none", "10.0.0.6:::24:::none", "10.0.0.7:::24:::none"], &["eth0:10.0.0.5", "eth2:10.0.0.6"]),
+            (
+                &["10.0.0.5:::24::eth2:none", "dhcp"],
+                &["eth2:10.0.0.5", "eth0:dhcp"],
+            ),
+            (
+                &["dhcp", "10.0.0.5:::24:::none"],
+                &["eth0:dhcp", "eth2:dhcp"],
+            ),
+            (
+                &[
+                    "10.0.0.5:::24:::none",
+                    "10.0.0.6:::24:::none",
+                    "10.0.0.7:::24:::none",
+                ],
+                &["eth0:10.0.0.5", "eth2:10.0.0.6"],
+            ),
             (&["eth0:dhcp", "10.0.0.5:::24::eth0:none"], &["eth0:dhcp"]),
         ];
         for (s, want) in cases {
             assert_eq!(names(&plan(&specs(s), &two).unwrap()), *want, "{s:?}");
         }
         let err = plan(&specs(&["eth9:dhcp"]), &two).unwrap_err().to_string();
-        assert_eq!(err, "no network: ip= names eth9, but there is no such NIC (found: eth0, eth1, eth2)");
+        assert_eq!(
+            err,
+            "no network: ip= names eth9, but there is no such NIC (found: eth0, eth1, eth2)"
+        );
     }
 
     #[test]
     fn nameservers_prefer_settings_then_dedup_and_cap() {
-        let lease = |dns: &[[u8; 4]]| Lease { dns: dns.iter().map(|d| Ipv4Addr::from(*d)).collect(), ..Lease::test_value() };
+        let lease = |dns: &[[u8; 4]]| Lease {
+            dns: dns.iter().map(|d| Ipv4Addr::from(*d)).collect(),
+            ..Lease::test_value()
+        };
         let report = NetReport {
             nics: vec![
-                NicReport { name: "eth0".into(), mac: [0; 6], outcome: NicOutcome::Dhcp(lease(&[[10, 0, 2, 3], [1, 1, 1, 1]])) },
-                NicReport { name: "eth1".into(), mac: [0; 6], outcome: NicOutcome::Dhcp(lease(&[[1, 1, 1, 1], [8, 8, 8, 8], [9, 9, 9, 9]])) },
+                NicReport {
+                    name: "eth0".into(),
+                    mac: [0; 6],
+                    outcome: NicOutcome::Dhcp(lease(&[[10, 0, 2, 3], [1, 1, 1, 1]])),
+                },
+                NicReport {
+                    name: "eth1".into(),
+                    mac: [0; 6],
+                    outcome: NicOutcome::Dhcp(lease(&[[1, 1, 1, 1], [8, 8, 8, 8], [9, 9, 9, 9]])),
+                },
             ],
             ..Default::default()
         };
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(nameservers(&NetConfig::default(), &report), [ip("10.0.2.3"), ip("1.1.1.1"), ip("8.8.8.8")]);
-        let cfg = NetConfig { ip: vec![], nameservers: vec![ip("192.0.2.53")] };
+        assert_eq!(
+            nameservers(&NetConfig::default(), &report),
+            [ip("10.0.2.3"), ip("1.1.1.1"), ip("8.8.8.8")]
+        );
+        let cfg = NetConfig {
+            ip: vec![],
+            nameservers: vec![ip("192.0.2.53")],
+        };
         assert_eq!(nameservers(&cfg, &report), [ip("192.0.2.53")]);
         assert_eq!(
             resolv_conf(&[ip("10.0.2.3")], Some("example.com")),
@@ -467,7 +585,12 @@ mod tests {
     #[test]
     fn nics_from_sysfs_skip_virtual_ones() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, physical) in [("lo", false), ("eth1", true), ("eth0", true), ("sit0", false)] {
+        for (name, physical) in [
+            ("lo", false),
+            ("eth1", true),
+            ("eth0", true),
+            ("sit0", false),
+        ] {
             let d = dir.path().join(name);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("address"), "52:54:00:12:34:56\n").unwrap();
@@ -477,17 +600,27 @@ mod tests {
         }
         std::fs::write(dir.path().join("eth0/carrier"), "1\n").unwrap();
         let got = list_nics(dir.path());
-        assert_eq!(got.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["eth0", "eth1"]);
+        assert_eq!(
+            got.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["eth0", "eth1"]
+        );
         assert_eq!(got[0].mac, [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
         assert!(has_carrier(dir.path(), "eth0"));
         assert!(!has_carrier(dir.path(), "eth1"));
         assert_eq!(parse_mac("52:54:00:12:34"), None);
         let report = NetReport {
-            nics: vec![NicReport { name: "eth0".into(), mac: [0; 6], outcome: NicOutcome::Dhcp(Lease::test_value()) }],
+            nics: vec![NicReport {
+                name: "eth0".into(),
+                mac: [0; 6],
+                outcome: NicOutcome::Dhcp(Lease::test_value()),
+            }],
             nameservers: vec![Ipv4Addr::new(10, 0, 2, 3)],
             took: Duration::from_millis(1234),
             disabled: false,
         };
-        assert_eq!(report.to_string(), "eth0 10.0.2.15/24 via 10.0.2.2; dns 10.0.2.3 (1.2 s)");
+        assert_eq!(
+            report.to_string(),
+            "eth0 10.0.2.15/24 via 10.0.2.2; dns 10.0.2.3 (1.2 s)"
+        );
     }
 }

@@ -49,7 +49,13 @@ impl fmt::Display for IpSpec {
             IpSpec::Dhcp { iface: Some(i) } => write!(f, "DHCP on {i}"),
             IpSpec::Off => write!(f, "no network (ip=off)"),
             IpSpec::Static(s) => {
-                write!(f, "static {}/{} on {}", s.addr, s.prefix, s.iface.as_deref().unwrap_or("the first NIC with a link"))?;
+                write!(
+                    f,
+                    "static {}/{} on {}",
+                    s.addr,
+                    s.prefix,
+                    s.iface.as_deref().unwrap_or("the first NIC with a link")
+                )?;
                 if let Some(gw) = s.gateway {
                     write!(f, " via {gw}")?;
                 }
@@ -78,7 +84,10 @@ pub fn parse_ip(value: &str) -> Result<IpSpec, String> {
             if DHCP_METHODS.contains(&f[1]) {
                 Ok(IpSpec::Dhcp { iface: Some(iface) })
             } else {
-                Err(format!("unsupported method {:?} for {iface} (only dhcp)", f[1]))
+                Err(format!(
+                    "unsupported method {:?} for {iface} (only dhcp)",
+                    f[1]
+                ))
             }
         }
         3 | 4 => Err("the MTU and MAC fields are not supported".into()),
@@ -90,7 +99,9 @@ pub fn parse_ip(value: &str) -> Result<IpSpec, String> {
 fn parse_static(f: &[&str]) -> Result<StaticIp, String> {
     let method = f[6];
     if !OFF_METHODS.contains(&method) {
-        return Err(format!("method {method:?} with a client address: use none for a static address, or ip=dhcp"));
+        return Err(format!(
+            "method {method:?} with a client address: use none for a static address, or ip=dhcp"
+        ));
     }
     let addr = parse_addr("client address", f[0])?.ok_or("the client address is empty")?;
     if !f[1].is_empty() {
@@ -108,14 +119,23 @@ fn parse_static(f: &[&str]) -> Result<StaticIp, String> {
     for d in &f[7..] {
         dns.extend(parse_addr("DNS server", d)?);
     }
-    Ok(StaticIp { addr, prefix, gateway, hostname, iface, dns })
+    Ok(StaticIp {
+        addr,
+        prefix,
+        gateway,
+        hostname,
+        iface,
+        dns,
+    })
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<Option<Ipv4Addr>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| format!("{what} {s:?} is not an IPv4 address"))
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{what} {s:?} is not an IPv4 address"))
 }
 
 /// `255.255.255.0` or `24` → 24.
@@ -124,9 +144,15 @@ pub fn parse_netmask(s: &str) -> Result<u8, String> {
         return Err("the netmask is empty".into());
     }
     if let Ok(p) = s.parse::<u8>() {
-        return if p <= 32 { Ok(p) } else { Err(format!("prefix length {p} is larger than 32")) };
+        return if p <= 32 {
+            Ok(p)
+        } else {
+            Err(format!("prefix length {p} is larger than 32"))
+        };
     }
-    let m: Ipv4Addr = s.parse().map_err(|_| format!("netmask {s:?} is neither dotted nor a prefix length"))?;
+    let m: Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("netmask {s:?} is neither dotted nor a prefix length"))?;
     netmask_prefix(m).ok_or_else(|| format!("netmask {s} is not contiguous"))
 }
 
@@ -139,7 +165,11 @@ pub fn netmask_prefix(m: Ipv4Addr) -> Option<u8> {
 
 /// The netmask of a prefix length (0..=32).
 pub fn prefix_netmask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0))
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0),
+    )
 }
 
 fn parse_iface(s: &str) -> Result<Option<String>, String> {
@@ -147,19 +177,35 @@ fn parse_iface(s: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     // Linux: at most 15 bytes, no '/', no whitespace, not "." or "..".
-    let ok = s.len() <= 15 && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-    if ok { Ok(Some(s.to_string())) } else { Err(format!("{s:?} is not a valid interface name")) }
+    let ok = s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(format!("{s:?} is not a valid interface name"))
+    }
 }
 
 fn valid_hostname(h: &str) -> bool {
-    h.len() <= 64 && h.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    h.len() <= 64
+        && h.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn st(addr: &str, prefix: u8, gw: Option<&str>, host: Option<&str>, iface: Option<&str>, dns: &[&str]) -> IpSpec {
+    fn st(
+        addr: &str,
+        prefix: u8,
+        gw: Option<&str>,
+        host: Option<&str>,
+        iface: Option<&str>,
+        dns: &[&str],
+    ) -> IpSpec {
         IpSpec::Static(StaticIp {
             addr: addr.parse().unwrap(),
             prefix,
@@ -178,17 +224,77 @@ mod tests {
             ("any", IpSpec::Dhcp { iface: None }),
             ("off", IpSpec::Off),
             ("none", IpSpec::Off),
-            ("eth0:dhcp", IpSpec::Dhcp { iface: Some("eth0".into()) }),
-            ("ens3:on", IpSpec::Dhcp { iface: Some("ens3".into()) }),
-            ("10.0.2.15::10.0.2.2:255.255.255.0::eth0:none", st("10.0.2.15", 24, Some("10.0.2.2"), None, Some("eth0"), &[])),
-            ("10.0.2.15::10.0.2.2:24:rescue:eth0:off", st("10.0.2.15", 24, Some("10.0.2.2"), Some("rescue"), Some("eth0"), &[])),
-            ("192.0.2.10:::255.255.0.0:::none", st("192.0.2.10", 16, None, None, None, &[])),
-            ("192.0.2.10::192.0.2.1:32:h.example.com:ens3:none:192.0.2.53", st("192.0.2.10", 32, Some("192.0.2.1"), Some("h.example.com"), Some("ens3"), &["192.0.2.53"])),
-            ("192.0.2.10:192.0.2.99:192.0.2.1:0::eth1:none:192.0.2.53:192.0.2.54", st("192.0.2.10", 0, Some("192.0.2.1"), None, Some("eth1"), &["192.0.2.53", "192.0.2.54"])),
-            ("192.0.2.10::192.0.2.1:24::eth0:none::192.0.2.54", st("192.0.2.10", 24, Some("192.0.2.1"), None, Some("eth0"), &["192.0.2.54"])),
+            (
+                "eth0:dhcp",
+                IpSpec::Dhcp {
+                    iface: Some("eth0".into()),
+                },
+            ),
+            (
+                "ens3:on",
+                IpSpec::Dhcp {
+                    iface: Some("ens3".into()),
+                },
+            ),
+            (
+                "10.0.2.15::10.0.2.2:255.255.255.0::eth0:none",
+                st("10.0.2.15", 24, Some("10.0.2.2"), None, Some("eth0"), &[]),
+            ),
+            (
+                "10.0.2.15::10.0.2.2:24:rescue:eth0:off",
+                st(
+                    "10.0.2.15",
+                    24,
+                    Some("10.0.2.2"),
+                    Some("rescue"),
+                    Some("eth0"),
+                    &[],
+                ),
+            ),
+            (
+                "192.0.2.10:::255.255.0.0:::none",
+                st("192.0.2.10", 16, None, None, None, &[]),
+            ),
+            (
+                "192.0.2.10::192.0.2.1:32:h.example.com:ens3:none:192.0.2.53",
+                st(
+                    "192.0.2.10",
+                    32,
+                    Some("192.0.2.1"),
+                    Some("h.example.com"),
+                    Some("ens3"),
+                    &["192.0.2.53"],
+                ),
+            ),
+            (
+                "192.0.2.10:192.0.2.99:192.0.2.1:0::eth1:none:192.0.2.53:192.0.2.54",
+                st(
+                    "192.0.2.10",
+                    0,
+                    Some("192.0.2.1"),
+                    None,
+                    Some("eth1"),
+                    &["192.0.2.53", "192.0.2.54"],
+                ),
+            ),
+            (
+                "192.0.2.10::192.0.2.1:24::eth0:none::192.0.2.54",
+                st(
+                    "192.0.2.10",
+                    24,
+                    Some("192.0.2.1"),
+                    None,
+                    Some("eth0"),
+                    &["192.0.2.54"],
+                ),
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(&parse_ip(input).unwrap_or_else(|e| panic!("{input}: {e}")), want, "{input}");
+            assert_eq!(
+                &parse_ip(input).unwrap_or_else(|e| panic!("{input}: {e}")),
+                want,
+                "{input}"
+            );
         }
     }
 
@@ -202,17 +308,38 @@ mod tests {
             ("eth0:none", "unsupported method \"none\" for eth0"),
             ("eth0:dhcp:1500", "MTU and MAC"),
             ("a:b:c:d:e", "5 colon-separated fields"),
-            ("10.0.2.15::10.0.2.2:255.255.0.255::eth0:none", "netmask 255.255.0.255 is not contiguous"),
+            (
+                "10.0.2.15::10.0.2.2:255.255.0.255::eth0:none",
+                "netmask 255.255.0.255 is not contiguous",
+            ),
             ("10.0.2.15::10.0.2.2:33::eth0:none", "prefix length 33"),
             ("10.0.2.15::10.0.2.2:::eth0:none", "netmask is empty"),
-            ("10.0.2.15::10.0.2.2:mask::eth0:none", "neither dotted nor a prefix length"),
-            ("10.0.2.300::10.0.2.2:24::eth0:none", "client address \"10.0.2.300\""),
+            (
+                "10.0.2.15::10.0.2.2:mask::eth0:none",
+                "neither dotted nor a prefix length",
+            ),
+            (
+                "10.0.2.300::10.0.2.2:24::eth0:none",
+                "client address \"10.0.2.300\"",
+            ),
             ("::10.0.2.2:24::eth0:none", "client address is empty"),
             ("10.0.2.15::gw:24::eth0:none", "gateway \"gw\""),
-            ("10.0.2.15::10.0.2.2:24::eth0:dhcp", "use none for a static address"),
-            ("10.0.2.15::10.0.2.2:24:bad_host::none", "hostname \"bad_host\""),
-            ("10.0.2.15::10.0.2.2:24::a/b:none", "\"a/b\" is not a valid interface name"),
-            ("10.0.2.15::10.0.2.2:24::eth0:none:dns", "DNS server \"dns\""),
+            (
+                "10.0.2.15::10.0.2.2:24::eth0:dhcp",
+                "use none for a static address",
+            ),
+            (
+                "10.0.2.15::10.0.2.2:24:bad_host::none",
+                "hostname \"bad_host\"",
+            ),
+            (
+                "10.0.2.15::10.0.2.2:24::a/b:none",
+                "\"a/b\" is not a valid interface name",
+            ),
+            (
+                "10.0.2.15::10.0.2.2:24::eth0:none:dns",
+                "DNS server \"dns\"",
+            ),
             ("[2001:db8::10]::[2001:db8::1]:64::eth0:none", "IPv6"),
         ];
         for (input, want) in cases {

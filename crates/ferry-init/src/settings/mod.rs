@@ -98,11 +98,25 @@ impl fmt::Debug for Settings {
 
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "appliance={} token={} ca={}", self.appliance.as_deref().unwrap_or("(none)"), if self.token.is_some() { "(set)" } else { "(none)" }, self.ca_path.display())?;
+        write!(
+            f,
+            "appliance={} token={} ca={}",
+            self.appliance.as_deref().unwrap_or("(none)"),
+            if self.token.is_some() {
+                "(set)"
+            } else {
+                "(none)"
+            },
+            self.ca_path.display()
+        )?;
         if let Some(pin) = self.ca_sha256 {
             write!(f, " ca_sha256={}", hex(pin))?;
         }
-        write!(f, " debug={} on_failure={:?} net=", self.debug, self.on_failure)?;
+        write!(
+            f,
+            " debug={} on_failure={:?} net=",
+            self.debug, self.on_failure
+        )?;
         if self.net.ip.is_empty() {
             write!(f, "[DHCP on every NIC with a link]")?;
         } else {
@@ -110,7 +124,12 @@ impl fmt::Display for Settings {
             write!(f, "[{}]", specs.join("; "))?;
         }
         if !self.net.nameservers.is_empty() {
-            let ns: Vec<String> = self.net.nameservers.iter().map(ToString::to_string).collect();
+            let ns: Vec<String> = self
+                .net
+                .nameservers
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             write!(f, " nameservers={}", ns.join(","))?;
         }
         Ok(())
@@ -140,10 +159,18 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// `token` is the offending `key=value` (a token's value is redacted).
     #[error("fix `{token}` {origin}: {why}; expected {expected}")]
-    Bad { origin: Origin, token: String, why: String, expected: &'static str },
+    Bad {
+        origin: Origin,
+        token: String,
+        why: String,
+        expected: &'static str,
+    },
 }
 
 /// The keys we know, after removing the `ferry.` prefix.
@@ -209,11 +236,18 @@ impl Entry {
             (Some(v), _) => format!("{}={v}", self.raw_key),
             (None, _) => self.raw_key.clone(),
         };
-        SettingsError::Bad { origin: self.origin, token, why: why.into(), expected: self.key.expected() }
+        SettingsError::Bad {
+            origin: self.origin,
+            token,
+            why: why.into(),
+            expected: self.key.expected(),
+        }
     }
 
     fn value(&self) -> Result<&str, SettingsError> {
-        self.value.as_deref().ok_or_else(|| self.bad("the value is missing"))
+        self.value
+            .as_deref()
+            .ok_or_else(|| self.bad("the value is missing"))
     }
 }
 
@@ -226,7 +260,11 @@ pub fn load(root: &Path) -> Result<Settings, SettingsError> {
     let cmdline = read("proc/cmdline")?;
     let site = match read(SITE_CONF) {
         Ok(s) => Some(s),
-        Err(SettingsError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(SettingsError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
         Err(e) => return Err(e),
     };
     let mut s = parse(&cmdline, site.as_deref())?;
@@ -242,11 +280,28 @@ pub fn parse(cmdline: &str, site_conf: Option<&str>) -> Result<Settings, Setting
         None => Vec::new(),
     };
     let mut s = Settings::default();
-    for key in [Key::Appliance, Key::Token, Key::CaSha256, Key::Debug, Key::OnFailure, Key::RetryWindow, Key::Ip, Key::Nameserver] {
+    for key in [
+        Key::Appliance,
+        Key::Token,
+        Key::CaSha256,
+        Key::Debug,
+        Key::OnFailure,
+        Key::RetryWindow,
+        Key::Ip,
+        Key::Nameserver,
+    ] {
         let from_cmd: Vec<&Entry> = cmd.iter().filter(|e| e.key == key).collect();
-        let chosen = if from_cmd.is_empty() { site.iter().filter(|e| e.key == key).collect() } else { from_cmd };
+        let chosen = if from_cmd.is_empty() {
+            site.iter().filter(|e| e.key == key).collect()
+        } else {
+            from_cmd
+        };
         // Single-valued keys: the last occurrence wins (as the kernel does).
-        let chosen = if key.repeatable() { chosen } else { chosen.last().copied().into_iter().collect() };
+        let chosen = if key.repeatable() {
+            chosen
+        } else {
+            chosen.last().copied().into_iter().collect()
+        };
         for e in chosen {
             apply(&mut s, e)?;
         }
@@ -258,8 +313,13 @@ fn apply(s: &mut Settings, e: &Entry) -> Result<(), SettingsError> {
     match e.key {
         Key::Appliance => {
             let v = e.value()?;
-            let rest = v.strip_prefix("https://").ok_or_else(|| e.bad("the URL must start with https://"))?;
-            if rest.is_empty() || rest.starts_with('/') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let rest = v
+                .strip_prefix("https://")
+                .ok_or_else(|| e.bad("the URL must start with https://"))?;
+            if rest.is_empty()
+                || rest.starts_with('/')
+                || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(e.bad("the URL has no host or contains spaces"));
             }
             s.appliance = Some(v.to_string());
@@ -267,11 +327,15 @@ fn apply(s: &mut Settings, e: &Entry) -> Result<(), SettingsError> {
         Key::Token => {
             let v = e.value()?;
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(e.bad("the token is empty or has characters other than printable ASCII"));
+                return Err(
+                    e.bad("the token is empty or has characters other than printable ASCII")
+                );
             }
             s.token = Some(v.to_string());
         }
-        Key::CaSha256 => s.ca_sha256 = Some(parse_sha256(e.value()?).ok_or_else(|| e.bad("not 64 hex digits"))?),
+        Key::CaSha256 => {
+            s.ca_sha256 = Some(parse_sha256(e.value()?).ok_or_else(|| e.bad("not 64 hex digits"))?)
+        }
         Key::Debug => {
             s.debug = match e.value.as_deref() {
                 None | Some("1" | "yes" | "on" | "true") => true,
@@ -287,11 +351,20 @@ fn apply(s: &mut Settings, e: &Entry) -> Result<(), SettingsError> {
                 other => return Err(e.bad(format!("unknown policy {other:?}"))),
             }
         }
-        Key::RetryWindow => s.retry_window = Some(parse_duration(e.value()?).ok_or_else(|| e.bad("not a duration"))?),
-        Key::Ip => s.net.ip.push(ip::parse_ip(e.value()?).map_err(|why| e.bad(why))?),
+        Key::RetryWindow => {
+            s.retry_window =
+                Some(parse_duration(e.value()?).ok_or_else(|| e.bad("not a duration"))?)
+        }
+        Key::Ip => s
+            .net
+            .ip
+            .push(ip::parse_ip(e.value()?).map_err(|why| e.bad(why))?),
         Key::Nameserver => {
             let v = e.value()?;
-            s.net.nameservers.push(v.parse().map_err(|_| e.bad(format!("{v:?} is not an IPv4 address")))?);
+            s.net.nameservers.push(
+                v.parse()
+                    .map_err(|_| e.bad(format!("{v:?} is not an IPv4 address")))?,
+            );
         }
     }
     Ok(())
@@ -358,7 +431,12 @@ fn cmdline_entries(cmdline: &str) -> Result<Vec<Entry>, SettingsError> {
             }
         };
         if let Some(key) = key {
-            out.push(Entry { key, raw_key, value, origin: Origin::Cmdline });
+            out.push(Entry {
+                key,
+                raw_key,
+                value,
+                origin: Origin::Cmdline,
+            });
         }
     }
     Ok(out)
@@ -373,22 +451,38 @@ fn site_entries(text: &str) -> Result<Vec<Entry>, SettingsError> {
         }
         let origin = Origin::SiteConf { line: i + 1 };
         let Some((raw_key, value)) = line.split_once('=') else {
-            return Err(SettingsError::Bad { origin, token: line.into(), why: "not a key=value line".into(), expected: "KEY=VALUE, e.g. ferry.appliance=https://HOST:PORT" });
+            return Err(SettingsError::Bad {
+                origin,
+                token: line.into(),
+                why: "not a key=value line".into(),
+                expected: "KEY=VALUE, e.g. ferry.appliance=https://HOST:PORT",
+            });
         };
         let (raw_key, value) = (raw_key.trim(), value.trim());
         let key = match raw_key {
             "ip" => Key::Ip,
             "nameserver" => Key::Nameserver,
-            k => Key::from_ferry(k.strip_prefix("ferry.").unwrap_or(k)).ok_or_else(|| unknown_key(origin, raw_key))?,
+            k => Key::from_ferry(k.strip_prefix("ferry.").unwrap_or(k))
+                .ok_or_else(|| unknown_key(origin, raw_key))?,
         };
-        out.push(Entry { key, raw_key: raw_key.into(), value: Some(value.into()), origin });
+        out.push(Entry {
+            key,
+            raw_key: raw_key.into(),
+            value: Some(value.into()),
+            origin,
+        });
     }
     Ok(out)
 }
 
 fn unknown_key(origin: Origin, token: &str) -> SettingsError {
     let token = token.split_once('=').map_or(token, |(k, _)| k).to_string();
-    SettingsError::Bad { origin, token, why: "unknown key".into(), expected: KNOWN_KEYS }
+    SettingsError::Bad {
+        origin,
+        token,
+        why: "unknown key".into(),
+        expected: KNOWN_KEYS,
+    }
 }
 
 #[cfg(test)]
@@ -435,8 +529,16 @@ mod tests {
         assert_eq!(s.ca_sha256, parse_sha256(PIN));
         assert!(s.debug);
         assert_eq!(s.on_failure, FailurePolicy::Shell);
-        assert_eq!(s.net.ip, [IpSpec::Dhcp { iface: Some("eth0".into()) }]);
-        assert_eq!(s.net.nameservers, [Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]);
+        assert_eq!(
+            s.net.ip,
+            [IpSpec::Dhcp {
+                iface: Some("eth0".into())
+            }]
+        );
+        assert_eq!(
+            s.net.nameservers,
+            [Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]
+        );
         assert_eq!(s.ca_path, Path::new("/etc/ferry/ca.pem"));
     }
 
@@ -451,7 +553,10 @@ mod tests {
             assert_eq!(s.net.ip, [IpSpec::Dhcp { iface: None }]);
             assert_eq!(s.net.nameservers, [Ipv4Addr::new(192, 0, 2, 53)]);
         }
-        assert_eq!(parse("", Some(short)).unwrap().on_failure, FailurePolicy::PowerOff);
+        assert_eq!(
+            parse("", Some(short)).unwrap().on_failure,
+            FailurePolicy::PowerOff
+        );
     }
 
     #[test]
@@ -461,7 +566,11 @@ mod tests {
         assert_eq!(s.appliance.as_deref(), Some("https://cmd.example"));
         assert_eq!(s.token.as_deref(), Some("site-tok"));
         assert!(!s.debug);
-        assert_eq!(s.net.ip.len(), 1, "ip= on the command line replaces the file's list");
+        assert_eq!(
+            s.net.ip.len(),
+            1,
+            "ip= on the command line replaces the file's list"
+        );
         assert!(matches!(s.net.ip[0], IpSpec::Static(_)));
         assert_eq!(s.net.nameservers, [Ipv4Addr::new(192, 0, 2, 1)]);
         // Last occurrence of a single-valued key wins.
@@ -486,13 +595,18 @@ mod tests {
         ];
         for (cmd, site, want) in cases {
             let err = parse(cmd, *site).expect_err(cmd).to_string();
-            assert!(err.contains(want), "{cmd:?} {site:?}:\n got  {err}\n want {want}");
+            assert!(
+                err.contains(want),
+                "{cmd:?} {site:?}:\n got  {err}\n want {want}"
+            );
         }
     }
 
     #[test]
     fn the_token_never_appears_in_output() {
-        let err = parse("ferry.token=\"sec ret\"", None).unwrap_err().to_string();
+        let err = parse("ferry.token=\"sec ret\"", None)
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("sec"), "{err}");
         assert!(err.contains("ferry.token=<redacted>"), "{err}");
         let s = parse("ferry.token=secret ferry.appliance=https://a", None).unwrap();
@@ -505,16 +619,28 @@ mod tests {
     fn defaults_and_load_from_a_root() {
         let s = parse("quiet", None).unwrap();
         assert_eq!(s, Settings::default());
-        assert!(s.to_string().contains("net=[DHCP on every NIC with a link]"));
+        assert!(s
+            .to_string()
+            .contains("net=[DHCP on every NIC with a link]"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("proc")).unwrap();
         std::fs::create_dir_all(dir.path().join("etc/ferry")).unwrap();
-        std::fs::write(dir.path().join("proc/cmdline"), "console=ttyS0 ferry.debug=1\n").unwrap();
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "console=ttyS0 ferry.debug=1\n",
+        )
+        .unwrap();
         assert!(load(dir.path()).unwrap().debug);
         std::fs::write(dir.path().join(SITE_CONF), "ferry.appliance=https://a\n").unwrap();
-        assert_eq!(load(dir.path()).unwrap().appliance.as_deref(), Some("https://a"));
+        assert_eq!(
+            load(dir.path()).unwrap().appliance.as_deref(),
+            Some("https://a")
+        );
         std::fs::remove_file(dir.path().join("proc/cmdline")).unwrap();
-        assert!(load(dir.path()).unwrap_err().to_string().starts_with("read "));
+        assert!(load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .starts_with("read "));
     }
 }
 
@@ -526,5 +652,8 @@ fn parse_duration(v: &str) -> Option<std::time::Duration> {
         b'h' => (&v[..v.len() - 1], 3600),
         _ => (v, 1),
     };
-    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).map(std::time::Duration::from_secs)
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(std::time::Duration::from_secs)
 }

@@ -11,18 +11,29 @@ use std::time::{Duration, Instant};
 
 /// Directory of the workspace's built binaries (`cargo test --workspace` builds them first).
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("FERRY_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test exe path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-    });
+    let dir = std::env::var_os("FERRY_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("test exe path");
+            // target/<profile>/deps/<test> -> target/<profile>
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        });
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` (or cargo test --workspace) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` (or cargo test --workspace) first",
+        p.display()
+    );
     p
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
 }
 
@@ -42,12 +53,23 @@ pub fn ok(cmd: &mut Command) -> String {
 /// Run and require failure; returns stderr.
 pub fn fails(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(!out.status.success(), "{cmd:?} should have failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should have failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 pub struct Appliance {
@@ -73,23 +95,54 @@ impl Appliance {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let out = ok(Command::new(bin("appliance")).args(["init", "--json", "--data"]).arg(&data));
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("init --json printed {out:?}: {e}"));
-        let admin = v["admin_token"].as_str().expect("admin_token in init --json").to_string();
-        let token = |role: &str| ok(Command::new(bin("appliance")).args(["token", "create", "--role", role, "--data"]).arg(&data)).trim().to_string();
+        let out = ok(Command::new(bin("appliance"))
+            .args(["init", "--json", "--data"])
+            .arg(&data));
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("init --json printed {out:?}: {e}"));
+        let admin = v["admin_token"]
+            .as_str()
+            .expect("admin_token in init --json")
+            .to_string();
+        let token = |role: &str| {
+            ok(Command::new(bin("appliance"))
+                .args(["token", "create", "--role", role, "--data"])
+                .arg(&data))
+            .trim()
+            .to_string()
+        };
         let backup = token("backup");
         let restore = token("restore");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut a = Appliance { dir, port, admin, backup, restore, server: None };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut a = Appliance {
+            dir,
+            port,
+            admin,
+            backup,
+            restore,
+            server: None,
+        };
         a.serve();
         a
     }
 
     /// Start (or restart) `appliance serve` and wait until it accepts connections.
     pub fn serve(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .expect("log");
         let child = Command::new(bin("appliance"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--data"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data",
+            ])
             .arg(self.data())
             .stdout(Stdio::null())
             .stderr(log)
@@ -98,7 +151,10 @@ impl Appliance {
         self.server = Some(child);
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "appliance did not start listening");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "appliance did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -117,7 +173,18 @@ impl Appliance {
     /// `backup-agent backup` with this appliance's connection settings.
     pub fn backup_cmd(&self, machine: &str, disks: &[&Path]) -> Command {
         let mut c = Command::new(bin("backup-agent"));
-        c.args(["backup", "--json", "--appliance", &self.url(), "--token", &self.backup, "--machine", machine, "--ca"]).arg(self.ca());
+        c.args([
+            "backup",
+            "--json",
+            "--appliance",
+            &self.url(),
+            "--token",
+            &self.backup,
+            "--machine",
+            machine,
+            "--ca",
+        ])
+        .arg(self.ca());
         for d in disks {
             c.arg("--disk").arg(d);
         }
@@ -131,7 +198,20 @@ impl Appliance {
 
     pub fn restore_cmd(&self, snapshot: &str, targets: &[(&str, &Path)]) -> Command {
         let mut c = Command::new(bin("restore-agent"));
-        c.args(["restore", "--json", "--retry-window", "60s", "--appliance", &self.url(), "--token", &self.restore, "--snapshot", snapshot, "--ca"]).arg(self.ca());
+        c.args([
+            "restore",
+            "--json",
+            "--retry-window",
+            "60s",
+            "--appliance",
+            &self.url(),
+            "--token",
+            &self.restore,
+            "--snapshot",
+            snapshot,
+            "--ca",
+        ])
+        .arg(self.ca());
         for (disk, dest) in targets {
             c.arg("--target").arg(format!("{disk}={}", dest.display()));
         }
@@ -140,17 +220,38 @@ impl Appliance {
 
     /// A new token of `role` (`appliance token create`).
     pub fn token(&self, role: &str) -> String {
-        ok(Command::new(bin("appliance")).args(["token", "create", "--role", role, "--data"]).arg(self.data())).trim().to_string()
+        ok(Command::new(bin("appliance"))
+            .args(["token", "create", "--role", role, "--data"])
+            .arg(self.data()))
+        .trim()
+        .to_string()
     }
 
     /// `restore-agent agent` with this appliance's connection settings and a fake machine at `root`.
     pub fn agent_cmd(&self, token: &str, root: &Path) -> Command {
         let mut c = Command::new(bin("restore-agent"));
-        c.args(["agent", "--retry-window", "60s", "--appliance", &self.url(), "--token", token, "--ca"]).arg(self.ca()).arg("--root").arg(root);
+        c.args([
+            "agent",
+            "--retry-window",
+            "60s",
+            "--appliance",
+            &self.url(),
+            "--token",
+            token,
+            "--ca",
+        ])
+        .arg(self.ca())
+        .arg("--root")
+        .arg(root);
         c
     }
 
-    pub fn restore(&self, snapshot: &str, targets: &[(&str, &Path)], extra: &[&str]) -> serde_json::Value {
+    pub fn restore(
+        &self,
+        snapshot: &str,
+        targets: &[(&str, &Path)],
+        extra: &[&str],
+    ) -> serde_json::Value {
         let out = ok(self.restore_cmd(snapshot, targets).args(extra));
         serde_json::from_str(&out).expect("restore --json")
     }
@@ -190,7 +291,15 @@ pub fn write_region(f: &std::fs::File, off: u64, len: usize, kind: &str, rng: &m
     match kind {
         "random" => rng.fill(&mut buf),
         "text" => {
-            let words = [&b"restore "[..], b"kernel ", b"initramfs ", b"virtio ", b"chunk\n", b"ext4 ", b"grub "];
+            let words = [
+                &b"restore "[..],
+                b"kernel ",
+                b"initramfs ",
+                b"virtio ",
+                b"chunk\n",
+                b"ext4 ",
+                b"grub ",
+            ];
             let mut i = 0;
             while i < len {
                 let w = words[(rng.next() % words.len() as u64) as usize];
