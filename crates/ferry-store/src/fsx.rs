@@ -157,3 +157,28 @@ impl FileLock {
         }
     }
 }
+
+/// Ids of the `<id>.json` records in `dir` (none if it does not exist yet); dot-files are
+/// temporary writes and are skipped.
+pub(crate) fn json_record_ids(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut ids = Vec::new();
+    for e in entries {
+        let name = e
+            .map_err(io_err("list", dir))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(id) = name
+            .strip_suffix(".json")
+            .filter(|_| !name.starts_with('.'))
+        {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}

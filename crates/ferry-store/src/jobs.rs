@@ -137,25 +137,10 @@ impl Store {
 
     /// Every job, oldest first.
     pub fn list_jobs(&self) -> Result<Vec<JobRecord>> {
-        let dir = self.jobs_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", &dir)(e)),
-        };
         let mut out = Vec::new();
-        for e in entries {
-            let name = e
-                .map_err(io_err("list", &dir))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
+        for id in fsx::json_record_ids(&self.jobs_dir())? {
+            let id = id.as_str();
+            let name = format!("{id}.json");
             match self.job(id) {
                 Ok(j) => out.push(j),
                 Err(e) => tracing::warn!("skipping job record {name}: {e}"),
