@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,30 @@ impl ImageFile {
 
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Where the next data at or after `offset` starts (`lseek(SEEK_DATA)`): `Ok(None)` when
+    /// the file holds no data from `offset` to its end (ENXIO). Filesystems without hole
+    /// support answer `offset` itself (all data) or fail; both mean "read it".
+    pub(crate) fn next_data(&self, offset: u64) -> std::io::Result<Option<u64>> {
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+        // SAFETY: lseek takes a descriptor we own and plain integers. It moves the file position,
+        // which nothing here uses: every read is positional (pread).
+        let rc = unsafe { libc::lseek(self.file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(u64::try_from(rc).ok())
+    }
+
+    /// The file's length now (`fstat`), which may differ from the length at open.
+    pub(crate) fn current_len(&self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
     }
 
     /// Read exactly `buf.len()` bytes at `offset`; the caller has checked the range.

@@ -1,5 +1,10 @@
 //! Sources whose guest bytes are file bytes: raw images, block devices and the flat extent of a
 //! VMDK descriptor (a window of `size` bytes starting at `base`).
+//!
+//! Holes: a sparse file's holes read as zeros, so `known_zero` asks the filesystem where data
+//! is (`lseek(SEEK_DATA)`) and a backup neither reads nor uploads them. Filesystems without hole
+//! support report every byte as data (or fail the call): then nothing is known and every byte is
+//! read. Block devices are never asked (no holes; discarded blocks need not read as zeros).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -14,6 +19,8 @@ pub(crate) struct Raw {
     size: u64,
     sector_size: u32,
     format: ImageFormat,
+    /// A regular file, whose holes the filesystem can report.
+    holes: bool,
 }
 
 impl Raw {
@@ -25,6 +32,7 @@ impl Raw {
             size,
             sector_size: 512,
             format: ImageFormat::Raw,
+            holes: true,
         }
     }
 
@@ -36,6 +44,7 @@ impl Raw {
             size,
             sector_size: 512,
             format,
+            holes: true,
         }
     }
 
@@ -54,6 +63,7 @@ impl Raw {
             size,
             sector_size,
             format: ImageFormat::BlockDevice,
+            holes: false,
         })
     }
 }
@@ -73,8 +83,33 @@ impl DiskSource for Raw {
         self.file.read_exact_at(buf, self.base + offset)
     }
 
+    fn known_zero(&self, offset: u64, len: u64) -> bool {
+        let inside = offset.checked_add(len).is_some_and(|end| end <= self.size);
+        if !self.holes || len == 0 || !inside {
+            return false;
+        }
+        // base + size was checked against the file, so no overflow.
+        let (start, end) = (self.base + offset, self.base + offset + len);
+        hole_covers(self.file.next_data(start), end, || self.file.current_len())
+    }
+
     fn format(&self) -> ImageFormat {
         self.format
+    }
+}
+
+/// Whether a `SEEK_DATA` answer for a range's start proves the range up to `end` is a hole.
+/// "No data to the end of the file" counts only while the file still reaches `end`: a file that
+/// shrank must fail its read, not turn into zeros. Any error means "unknown": read it.
+fn hole_covers(
+    next_data: std::io::Result<Option<u64>>,
+    end: u64,
+    current_len: impl FnOnce() -> Option<u64>,
+) -> bool {
+    match next_data {
+        Ok(Some(data)) => data >= end,
+        Ok(None) => current_len().is_some_and(|len| len >= end),
+        Err(_) => false,
     }
 }
 
@@ -133,4 +168,38 @@ fn logical_sector_size(file: &File) -> std::io::Result<u32> {
                 format!("implausible sector size {size}"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hole_covers;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_a_reported_hole_counts_as_zeros() {
+        let len = || Some(1 << 20);
+        // Data after the range: a hole; data inside it: not.
+        assert!(hole_covers(Ok(Some(8192)), 8192, len));
+        assert!(!hole_covers(Ok(Some(8191)), 8192, len));
+        // No data to the end of the file, which still covers the range.
+        assert!(hole_covers(Ok(None), 8192, len));
+        // ... but a file that shrank below the range must be read (and fail), not be zeros.
+        assert!(!hole_covers(Ok(None), 8192, || Some(4096)));
+        assert!(!hole_covers(Ok(None), 8192, || None));
+    }
+
+    #[test]
+    fn filesystems_without_hole_support_fall_back_to_reading() {
+        let len = || Some(1 << 20);
+        // The VFS's generic llseek reports every byte as data: SEEK_DATA returns the offset.
+        assert!(!hole_covers(Ok(Some(4096)), 8192, len));
+        // Kernels or filesystems that reject SEEK_DATA.
+        for e in [
+            Error::from_raw_os_error(libc::EINVAL),
+            Error::from_raw_os_error(libc::EOPNOTSUPP),
+            Error::from(ErrorKind::Other),
+        ] {
+            assert!(!hole_covers(Err(e), 8192, len));
+        }
+    }
 }
