@@ -143,6 +143,16 @@ pub struct JobsCreate {
     /// Allow writing targets that hold data.
     #[arg(long)]
     pub overwrite: bool,
+    /// Onto a larger target: grow the last partition, the LVM PV on it, an LV and its
+    /// filesystem (ext4, xfs) into the new space.
+    #[arg(long)]
+    pub grow: bool,
+    /// With --grow: the LV to grow, VG/LV (default: the one mounted at /).
+    #[arg(long, value_name = "VG/LV", requires = "grow")]
+    pub grow_lv: Option<String>,
+    /// Write the data only: do not adapt the restored OS (drivers, initramfs, fstab, boot loader).
+    #[arg(long)]
+    pub no_fixup: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -37,6 +37,11 @@ fn main() -> ExitCode {
                 maps: c.maps,
                 then: c.then,
                 overwrite: c.overwrite,
+                options: ferry_format::agent::JobOptions {
+                    grow: c.grow,
+                    grow_lv: c.grow_lv,
+                    fixup: !c.no_fixup,
+                },
             };
             jobs::jobs_create(&c.data, args, c.json)
         }

@@ -50,8 +50,15 @@ pub enum Cmd {
     /// Make a restored system boot on its new hardware (virtio drivers, fstab, boot loader)
     Fixup {
         /// The restored system's root: a mounted Linux root or a Windows volume's root directory
-        #[arg(long)]
-        root: PathBuf,
+        #[arg(long, required_unless_present = "disk", conflicts_with = "disk")]
+        root: Option<PathBuf>,
+        /// Instead of --root: the restored disks (in snapshot order, boot disk first); their
+        /// partitions and LVM volumes are found, mounted, fixed in a chroot and reported on.
+        #[arg(long, value_name = "DEVICE")]
+        disk: Vec<PathBuf>,
+        /// With --disk: the machine boots with UEFI (default: as this system was booted)
+        #[arg(long, requires = "disk")]
+        uefi: Option<bool>,
         /// linux, windows or auto (detect from the files under --root)
         #[arg(long, default_value = "auto")]
         os: ferry_fixup::OsChoice,

@@ -1,6 +1,6 @@
 //! What each subcommand does, in terms of the libraries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore::{self, RestoreOptions};
@@ -50,6 +50,54 @@ pub fn fixup(
     }
     if not_done > 0 {
         anyhow::bail!("fix-up incomplete: {not_done} command(s) could not run in the restored system (see NOT DONE above)");
+    }
+    Ok(())
+}
+
+/// `fixup --disk`: the rescue system's whole fix-up on restored disks, with the report.
+pub fn fixup_disks(
+    disks: &[PathBuf],
+    uefi: Option<bool>,
+    drivers: Option<PathBuf>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if dry_run {
+        anyhow::bail!(
+            "--dry-run needs --root (a mounted system): --disk mounts and changes the disks"
+        );
+    }
+    let disks: Vec<ferry_fixup::system::RestoredDisk> = disks
+        .iter()
+        .map(|d| ferry_fixup::system::RestoredDisk {
+            name: d.display().to_string(),
+            source: String::new(),
+            device: d.clone(),
+        })
+        .collect();
+    let opts = ferry_fixup::system::Options {
+        uefi: uefi.unwrap_or_else(|| Path::new("/sys/firmware/efi").exists()),
+        drivers,
+        work: std::env::temp_dir().join(format!("ferry-fixup-{}", std::process::id())),
+        tool_timeout: std::time::Duration::from_secs(600),
+    };
+    let mut log = |l: &str| {
+        if !json {
+            println!("{l}");
+        }
+    };
+    let out = ferry_fixup::system::run(&disks, &opts, &mut log)?;
+    let _ = std::fs::remove_dir_all(&opts.work);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for c in &out.changes {
+            println!("changed: {c}");
+        }
+        println!("{}", out.report);
+    }
+    if out.os.is_some() && !out.report.bootable() {
+        anyhow::bail!("the restored system will most likely not boot (see FAIL above)");
     }
     Ok(())
 }

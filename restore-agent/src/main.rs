@@ -45,12 +45,22 @@ fn main() -> ExitCode {
             commands::restore(&connect, &opts, json)
         }
         Cmd::Fixup {
-            root,
+            root: Some(root),
             os,
             drivers,
             dry_run,
             json,
+            ..
         } => commands::fixup(&root, os, drivers.as_deref(), dry_run, json),
+        Cmd::Fixup {
+            root: None,
+            disk,
+            uefi,
+            drivers,
+            dry_run,
+            json,
+            ..
+        } => commands::fixup_disks(&disk, uefi, drivers, dry_run, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -237,7 +237,29 @@ fn execute(
     for line in plan.to_string().lines() {
         out.line(line);
     }
-    apply(&s.client, &plan, &opts, events, out).map_err(Step::Failed)
+    let sum = apply(&s.client, &plan, &opts, events, out).map_err(Step::Failed)?;
+    for g in &sum.grown {
+        let level = if g.grown { Level::Info } else { Level::Warn };
+        events.emit(
+            out,
+            level,
+            Phase::Restore,
+            format!("grow {}: {}", g.filesystem, g.detail),
+            None,
+        );
+    }
+    if job.options.fixup {
+        crate::fixup::run(&plan, root, cfg, events, out).map_err(Step::Failed)?;
+    } else {
+        events.emit(
+            out,
+            Level::Info,
+            Phase::Fixup,
+            "fix-up skipped (the job says --no-fixup)".into(),
+            None,
+        );
+    }
+    Ok(sum)
 }
 
 /// The engine's options: each mapping's device under `root`.
@@ -267,8 +289,8 @@ fn restore_options(
         dry_run: false,
         parallel: cfg.parallel,
         quiet: true,
-        grow: false,
-        grow_lv: None,
+        grow: job.options.grow,
+        grow_lv: job.options.grow_lv.clone(),
     })
 }
 

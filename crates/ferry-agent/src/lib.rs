@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod console;
+mod fixup;
 pub mod inventory;
 pub mod job;
 

@@ -26,6 +26,8 @@ pub mod fsutil;
 pub mod hive;
 pub mod linux;
 pub mod report;
+pub mod system;
+pub mod uefi;
 pub mod windows;
 
 /// One change a fix-up makes (or, in a dry run, would make).

@@ -132,6 +132,30 @@ pub enum Then {
     None,
 }
 
+/// How the restored system is adapted to its new disks and hardware (`appliance jobs create
+/// --grow --grow-lv --no-fixup`). Absent in older records: the defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobOptions {
+    /// Grow the last partition, the PV on it, an LV and its filesystem into a larger target.
+    pub grow: bool,
+    /// The LV to grow, `VG/LV`; default: the one mounted at /.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow_lv: Option<String>,
+    /// Adapt the restored OS to this machine (drivers, initramfs, fstab, boot loader).
+    pub fixup: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            grow: false,
+            grow_lv: None,
+            fixup: true,
+        }
+    }
+}
+
 impl std::str::FromStr for Then {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -273,6 +297,8 @@ pub struct Job {
     pub mappings: Vec<Mapping>,
     pub then: Then,
     pub overwrite: bool,
+    #[serde(default)]
+    pub options: JobOptions,
     pub state: JobState,
 }
 
@@ -294,6 +320,8 @@ pub enum Phase {
     Plan,
     /// Comparing, fetching and writing data.
     Restore,
+    /// Adapting the restored OS to this machine, and the bootability report.
+    Fixup,
     /// Finished successfully.
     Done,
     /// Stopped by an error.
@@ -363,6 +391,8 @@ pub struct JobRecord {
     pub mappings: Vec<Mapping>,
     pub then: Then,
     pub overwrite: bool,
+    #[serde(default)]
+    pub options: JobOptions,
     /// RFC 3339 UTC.
     pub created: String,
     /// The agent that picked the job up.
@@ -392,6 +422,7 @@ impl JobRecord {
                 .unwrap_or_else(|| self.mappings.clone()),
             then: self.then,
             overwrite: self.overwrite,
+            options: self.options.clone(),
             state: self.state.clone(),
         }
     }
@@ -676,6 +707,11 @@ mod tests {
             mappings: vec![map("sda=/dev/vda"), map("sdb=auto")],
             then: Then::Reboot,
             overwrite: false,
+            options: JobOptions {
+                grow: true,
+                grow_lv: Some("vg0/root".into()),
+                fixup: true,
+            },
             state: JobState::Failed {
                 reason: "no disk".into(),
             },
@@ -696,6 +732,16 @@ mod tests {
         };
         let text = serde_json::to_string(&pending).unwrap();
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), pending);
+        // Records written before options existed read with the defaults.
+        let old = text.replace(
+            r#""options":{"grow":true,"grow_lv":"vg0/root","fixup":true},"#,
+            "",
+        );
+        assert_ne!(old, text);
+        assert_eq!(
+            serde_json::from_str::<Job>(&old).unwrap().options,
+            JobOptions::default()
+        );
         // Unknown fields are refused.
         let extra = text.replace("\"then\"", "\"bogus\":1,\"then\"");
         assert!(serde_json::from_str::<Job>(&extra).is_err());
@@ -715,6 +761,7 @@ mod tests {
             mappings: job.mappings.clone(),
             then: Then::Poweroff,
             overwrite: true,
+            options: JobOptions::default(),
             created: "2025-01-01T00:00:00Z".into(),
             agent: Some("agent-525400123456".into()),
             resolved: Some(vec![map("sda=vda"), map("sdb=vdb")]),

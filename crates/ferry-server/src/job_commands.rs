@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use ferry_format::agent::{AgentInfo, Event, JobFor, JobRecord, JobState, Mapping, Then};
+use ferry_format::agent::{
+    AgentInfo, Event, JobFor, JobOptions, JobRecord, JobState, Mapping, Then,
+};
 use ferry_store::jobs::NewJob;
 use ferry_store::Store;
 use serde::Serialize;
@@ -78,6 +80,7 @@ pub struct CreateArgs {
     pub maps: Vec<Mapping>,
     pub then: Then,
     pub overwrite: bool,
+    pub options: JobOptions,
 }
 
 pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
@@ -95,6 +98,7 @@ pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
         mappings: args.maps,
         then: args.then,
         overwrite: args.overwrite,
+        options: args.options,
     };
     let job = store
         .create_job(new, SystemTime::now())
@@ -165,6 +169,7 @@ pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
         job.then,
         if job.overwrite { ", overwrite" } else { "" }
     );
+    println!("options   {}", options_text(&job.options));
     println!("created   {}", job.created);
     let p = &job.progress;
     if p.bytes_total > 0 {
@@ -201,4 +206,17 @@ fn mappings_text(maps: &[Mapping]) -> String {
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// `grow (LV vg/root), fix-up` — what the job will do besides writing the data.
+fn options_text(o: &JobOptions) -> String {
+    let mut parts = Vec::new();
+    if o.grow {
+        parts.push(match &o.grow_lv {
+            Some(lv) => format!("grow (LV {lv})"),
+            None => "grow (LV mounted at /)".to_string(),
+        });
+    }
+    parts.push(if o.fixup { "fix-up" } else { "no fix-up" }.to_string());
+    parts.join(", ")
 }

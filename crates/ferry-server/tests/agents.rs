@@ -242,6 +242,7 @@ impl World {
             mappings: vec![map.parse::<Mapping>().unwrap()],
             then: Then::Reboot,
             overwrite: false,
+            options: Default::default(),
         };
         self.store.create_job(new, SystemTime::now()).unwrap()
     }
@@ -480,6 +481,7 @@ fn long_poll_returns_a_job_created_after_it_started() {
             mappings: vec!["sda=/dev/vda".parse().unwrap()],
             then: Then::Poweroff,
             overwrite: false,
+            options: Default::default(),
         };
         let job = other.create_job(new, SystemTime::now()).unwrap();
         (job, poller.join().unwrap())

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::{
-    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, JobFor, JobProgress, JobRecord,
-    JobState, Mapping, Then, MAX_EVENT_BATCH,
+    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, JobFor, JobOptions, JobProgress,
+    JobRecord, JobState, Mapping, Then, MAX_EVENT_BATCH,
 };
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, DiskIndex, Entry};
@@ -34,6 +34,7 @@ pub struct NewJob {
     pub mappings: Vec<Mapping>,
     pub then: Then,
     pub overwrite: bool,
+    pub options: JobOptions,
 }
 
 impl Store {
@@ -77,6 +78,26 @@ impl Store {
                 "a job needs at least one --map DISK=TARGET".into(),
             ));
         }
+        if let Some(lv) = &new.options.grow_lv {
+            if !new.options.grow {
+                return Err(StoreError::Invalid(
+                    "--grow-lv only has an effect with --grow: add --grow".into(),
+                ));
+            }
+            let ok = lv.split_once('/').is_some_and(|(vg, l)| {
+                let name = |n: &str| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+                };
+                name(vg) && name(l)
+            });
+            if !ok {
+                return Err(StoreError::Invalid(format!(
+                    "--grow-lv {lv:?} is not VG/LV (for example vg0/root)"
+                )));
+            }
+        }
         for (i, m) in new.mappings.iter().enumerate() {
             if manifest.disk(&m.disk).is_none() {
                 let names: Vec<&str> = manifest.disks.iter().map(|d| d.name.as_str()).collect();
@@ -108,6 +129,7 @@ impl Store {
             mappings: new.mappings,
             then: new.then,
             overwrite: new.overwrite,
+            options: new.options,
             created: rfc3339(now),
             agent: None,
             resolved: None,
