@@ -43,8 +43,8 @@ MIB=$((1024 * 1024))
 SUITE_START=$(date +%s.%N)
 
 say() { printf '== %s\n' "$*"; }
-now() { date +%s.%N; }
-elapsed() { awk -v s="$1" -v e="${2:-$(now)}" 'BEGIN { printf "%.1f", e - s }'; }
+# shellcheck source=../lib/vm.sh
+source "$ROOT/tests/lib/vm.sh"
 
 # --- build (once per run) ---------------------------------------------------------------------
 abort_build() {
@@ -84,7 +84,6 @@ SIZES="ISO $ISO_SIZE bytes ($(awk -v b="$ISO_SIZE" 'BEGIN { printf "%.1f", b / 1
 echo "$SIZES"
 
 # --- the appliance ----------------------------------------------------------------------------
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 APP=$WORK/appliance
 DATA=$APP/data
 PORT=$(free_port)
@@ -124,55 +123,6 @@ BASE_APPEND="console=ttyS0,115200 loglevel=4 panic=10"
 # --- helpers used inside a test (each test runs in its own subshell and directory $T) ----------
 T= QPID= QSTART=
 
-# qemu ARGS...: start the VM (TCG, 512 MB, serial to $T/serial.log) in the background.
-qemu() {
-    : >"$T/serial.log"
-    QSTART=$(now)
-    qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot -monitor none -serial "file:$T/serial.log" "$@" \
-        >"$T/qemu.out" 2>&1 &
-    QPID=$!
-    echo "$QPID" >"$T/qemu.pid"
-    echo "qemu $*" >"$T/qemu.cmd"
-}
-
-alive() { kill -0 "$QPID" 2>/dev/null; }
-
-stop_qemu() {
-    [[ -n $QPID ]] || return 0
-    kill "$QPID" 2>/dev/null
-    wait "$QPID" 2>/dev/null
-    rm -f "$T/qemu.pid"
-    QPID=
-}
-
-# The serial log without carriage returns.
-serial() { tr -d '\r' <"$T/serial.log" 2>/dev/null; }
-# grep over the serial log (not through a pipe: an early-exiting grep must not make the writer's
-# SIGPIPE a failure under pipefail).
-sgrep() { grep -a "$@" < <(serial); }
-has() { sgrep -qE -- "$1"; }
-
-# wait_serial REGEX [TIMEOUT]: until the serial log matches (0), QEMU exits or the timeout (1).
-wait_serial() {
-    local end=$(($(date +%s) + ${2:-$BOOT_TIMEOUT}))
-    while (($(date +%s) < end)); do
-        has "$1" && return 0
-        alive || { has "$1"; return; }
-        sleep 0.5
-    done
-    return 1
-}
-
-# wait_exit TIMEOUT: until QEMU exits by itself (0) or the timeout (1).
-wait_exit() {
-    local end=$(($(date +%s) + $1))
-    while (($(date +%s) < end)); do
-        alive || { wait "$QPID" 2>/dev/null; rm -f "$T/qemu.pid"; QPID=; return 0; }
-        sleep 0.5
-    done
-    return 1
-}
-
 agents_json() { "$BIN/appliance" agents --json --data "$DATA"; }
 enrolled() { agents_json | jq -e --arg id "$1" 'any(.[]; .agent == $id)' >/dev/null 2>&1; }
 
@@ -188,7 +138,6 @@ wait_enrolled() {
 }
 
 agent_id() { echo "agent-$(tr -d : <<<"$1" | tr 'A-F' 'a-f')"; }
-nic() { echo "-netdev user,id=n -device virtio-net-pci,netdev=n,mac=$1"; }
 
 # Record a metric line (also printed in the summary).
 metric() { printf '%-18s %s\n' "$NAME" "$*" | tee -a "$WORK/metrics.txt"; }
