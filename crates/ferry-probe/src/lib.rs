@@ -53,33 +53,33 @@ pub enum ProbeError {
     },
     #[error("unsupported logical sector size {0}: expected a power of two from 512 to 65536")]
     SectorSize(u32),
-    #[error("invalid GPT {region} at LBA {lba}: {reason}")]
+    #[error("invalid GPT {region} at LBA {lba}: {reason} (`sgdisk -v` lists what is wrong; gdisk's recovery menu rebuilds a damaged GPT from its other copy)")]
     Gpt {
         region: &'static str,
         lba: u64,
         reason: String,
     },
-    #[error("invalid MBR partition table in the {region} at LBA {lba}: {reason}")]
+    #[error("invalid MBR partition table in the {region} at LBA {lba}: {reason} (`sfdisk --verify` lists what is wrong; fix the table with fdisk)")]
     Mbr {
         region: &'static str,
         lba: u64,
         reason: String,
     },
-    #[error("{partition} ends at LBA {last_lba}, past the end of the disk ({sectors} sectors)")]
+    #[error("{partition} ends at LBA {last_lba}, past the end of the disk ({sectors} sectors): the disk is smaller than its partition table says (a truncated image?); check the table with `sgdisk -v` or `sfdisk --verify`")]
     BeyondEnd {
         partition: String,
         last_lba: u64,
         sectors: u64,
     },
-    #[error("{a} and {b} overlap")]
+    #[error("{a} and {b} overlap: no sector may belong to two of them; check the table with `sgdisk -v` or `sfdisk --verify`")]
     Overlap { a: String, b: String },
-    #[error("invalid LVM2 {region} at disk offset {offset}: {reason}")]
+    #[error("invalid LVM2 {region} at disk offset {offset}: {reason} (`pvck` checks the PV; `vgcfgrestore` writes back good metadata)")]
     Lvm {
         region: &'static str,
         offset: u64,
         reason: String,
     },
-    #[error("invalid LVM2 metadata text at disk offset {offset}, line {line}: {reason}")]
+    #[error("invalid LVM2 metadata text at disk offset {offset}, line {line}: {reason} (`pvck` checks the PV; `vgcfgrestore` writes back good metadata)")]
     LvmText {
         offset: u64,
         line: u32,

@@ -434,6 +434,62 @@ fn count(s: &Section, key: &str, what: &str) -> Result<u64, String> {
     }
 }
 
+/// The PV's extents end inside its `dev_size` and inside the device we read, and every stripe
+/// on it lies inside its `pe_count`: otherwise an LV would be read from (or restored to) bytes
+/// that are not the PV's.
+fn check_extents(
+    view: &View,
+    vg: &VolumeGroup,
+    pv_name: &str,
+    extent: u64,
+    pe_start: u64,
+) -> Result<(), String> {
+    let Some(pv) = vg.physical_volumes.iter().find(|p| p.name == pv_name) else {
+        return Ok(());
+    };
+    let claim = format!(
+        "physical volume {pv_name} claims {} extents of {extent} bytes from byte {pe_start}",
+        pv.pe_count
+    );
+    let Some(end) = pv
+        .pe_count
+        .checked_mul(extent)
+        .and_then(|n| n.checked_add(pe_start))
+    else {
+        return Err(format!("{claim}: that overflows"));
+    };
+    // dev_size 0: old metadata without the field.
+    let dev_size = pv.dev_size.saturating_mul(SECTOR);
+    if pv.dev_size > 0 && end > dev_size {
+        return Err(format!(
+            "{claim}, ending at byte {end}, past its own dev_size of {dev_size} bytes"
+        ));
+    }
+    if end > view.len() {
+        return Err(format!(
+            "{claim}, ending at byte {end}, past the end of the device ({} bytes): the disk is \
+             smaller than the volume group says (a truncated image or a shrunk partition?)",
+            view.len()
+        ));
+    }
+    for lv in &vg.logical_volumes {
+        for seg in lv.segments.iter().filter(|s| s.segment_type == "striped") {
+            let per_stripe = seg.extent_count / (seg.stripes.len() as u64).max(1);
+            for st in seg.stripes.iter().filter(|st| st.pv == pv_name) {
+                let last = st.pv_start_extent.checked_add(per_stripe);
+                if last.is_none_or(|e| e > pv.pe_count) {
+                    return Err(format!(
+                        "logical volume {} uses {per_stripe} extents from extent {} of {pv_name}, \
+                         past the end of the PV ({} extents)",
+                        lv.name, st.pv_start_extent, pv.pe_count
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Probe the contents of each LV whose segments are all linear on this PV.
 fn probe_lv_contents(
     view: &View,
@@ -462,6 +518,7 @@ fn probe_lv_contents(
         );
         return Err(err(reason));
     }
+    check_extents(view, vg, pv_name.as_str(), extent, pe_start).map_err(err)?;
     for lv in &mut vg.logical_volumes {
         let mut ranges = Vec::new();
         let mut next_extent = 0u64;

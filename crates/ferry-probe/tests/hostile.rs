@@ -34,7 +34,7 @@ fn seeds() -> &'static Vec<Vec<u8>> {
             seeds.push(std::fs::read(&img).unwrap());
         }
         let uuid = "HaNdBu-iLtP-V000-1111-2222-3333-444444";
-        seeds.push(build_pv(4096 * KIB as usize, uuid, 16 * 1024, &vg_text(uuid, 2), 16 * 1024 - 100));
+        seeds.push(build_pv(4096 * KIB as usize, uuid, 16 * 1024, &vg_text(uuid, 3), 16 * 1024 - 100));
         seeds
     })
 }

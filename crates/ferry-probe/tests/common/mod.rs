@@ -380,3 +380,117 @@ creation_time = 1700000000
         dev_size = (pe_count + 1) * 2048
     )
 }
+
+// ---- partition tables built by hand (512-byte sectors) ----
+
+/// Write MBR-style entry `i` (0-3) of the sector at byte `at`.
+pub fn mbr_entry(d: &mut [u8], at: usize, i: usize, status: u8, kind: u8, start: u32, count: u32) {
+    let e = at + 446 + 16 * i;
+    d[e] = status;
+    d[e + 4] = kind;
+    d[e + 8..e + 12].copy_from_slice(&start.to_le_bytes());
+    d[e + 12..e + 16].copy_from_slice(&count.to_le_bytes());
+    d[at + 510] = 0x55;
+    d[at + 511] = 0xaa;
+}
+
+/// An EBR at `lba`: its data entry (type, start relative to the EBR, count) and its link
+/// (start relative to the extended partition, count).
+pub struct Ebr {
+    pub lba: u64,
+    pub data: Option<(u8, u32, u32)>,
+    pub link: Option<(u32, u32)>,
+}
+
+/// A disk of `sectors` sectors with primaries (type, start, count) and an EBR chain.
+pub fn build_mbr(sectors: u64, primaries: &[(u8, u32, u32)], ebrs: &[Ebr]) -> Vec<u8> {
+    let mut d = vec![0u8; sectors as usize * 512];
+    d[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+    for (i, &(kind, start, count)) in primaries.iter().enumerate() {
+        mbr_entry(&mut d, 0, i, 0, kind, start, count);
+    }
+    d[510] = 0x55;
+    d[511] = 0xaa;
+    for e in ebrs {
+        let at = e.lba as usize * 512;
+        d[at + 510] = 0x55;
+        d[at + 511] = 0xaa;
+        if let Some((kind, start, count)) = e.data {
+            mbr_entry(&mut d, at, 0, 0, kind, start, count);
+        }
+        if let Some((start, count)) = e.link {
+            mbr_entry(&mut d, at, 1, 0, 0x05, start, count);
+        }
+    }
+    d
+}
+
+/// Recompute the entry array and header CRCs of the GPT header at `lba` (`ss`-byte sectors),
+/// as far as its own fields allow.
+pub fn seal_gpt(d: &mut [u8], ss: usize, lba: u64) {
+    let h = lba as usize * ss;
+    if d.len() < h + ss {
+        return;
+    }
+    let (entries, count, size) = (
+        le64(d, h + 72),
+        u64::from(le32(d, h + 80)),
+        u64::from(le32(d, h + 84)),
+    );
+    let start = entries.saturating_mul(ss as u64);
+    let len = count.saturating_mul(size);
+    if len <= 1 << 20 && start.saturating_add(len) <= d.len() as u64 {
+        let crc = crc32(&d[start as usize..(start + len) as usize]);
+        d[h + 88..h + 92].copy_from_slice(&crc.to_le_bytes());
+    }
+    let hsize = le32(d, h + 12) as usize;
+    if (92..=ss).contains(&hsize) {
+        d[h + 16..h + 20].fill(0);
+        let crc = crc32(&d[h..h + hsize]);
+        d[h + 16..h + 20].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Write a GPT header at `lba` (entries at `entries_lba`, 128 entries of 128 bytes), sealed.
+pub fn gpt_header(d: &mut [u8], lba: u64, alternate: u64, entries_lba: u64, usable: (u64, u64)) {
+    let h = lba as usize * 512;
+    let s = &mut d[h..h + 512];
+    s.fill(0);
+    s[0..8].copy_from_slice(b"EFI PART");
+    s[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    s[12..16].copy_from_slice(&92u32.to_le_bytes());
+    s[24..32].copy_from_slice(&lba.to_le_bytes());
+    s[32..40].copy_from_slice(&alternate.to_le_bytes());
+    s[40..48].copy_from_slice(&usable.0.to_le_bytes());
+    s[48..56].copy_from_slice(&usable.1.to_le_bytes());
+    s[56..72].copy_from_slice(&[0x42; 16]);
+    s[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+    s[80..84].copy_from_slice(&128u32.to_le_bytes());
+    s[84..88].copy_from_slice(&128u32.to_le_bytes());
+    seal_gpt(d, 512, lba);
+}
+
+/// A disk of `sectors` 512-byte sectors with a protective MBR and a valid GPT (primary and
+/// backup) holding partitions (slot, first LBA, last LBA).
+pub fn build_gpt(sectors: u64, parts: &[(u32, u64, u64)]) -> Vec<u8> {
+    let mut d = vec![0u8; sectors as usize * 512];
+    let count = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
+    mbr_entry(&mut d, 0, 0, 0, 0xee, 1, count);
+    let mut array = vec![0u8; 128 * 128];
+    for &(slot, first, last) in parts {
+        let e = &mut array[(slot as usize - 1) * 128..slot as usize * 128];
+        e[0..16].copy_from_slice(&[0xaf; 16]);
+        e[16..32].copy_from_slice(&[slot as u8; 16]);
+        e[32..40].copy_from_slice(&first.to_le_bytes());
+        e[40..48].copy_from_slice(&last.to_le_bytes());
+        e[56..58].copy_from_slice(&u16::from(b'p').to_le_bytes());
+    }
+    let backup_entries = sectors - 33;
+    d[1024..1024 + array.len()].copy_from_slice(&array);
+    let b = backup_entries as usize * 512;
+    d[b..b + array.len()].copy_from_slice(&array);
+    let usable = (34, sectors - 34);
+    gpt_header(&mut d, 1, sectors - 1, 2, usable);
+    gpt_header(&mut d, sectors - 1, 1, backup_entries, usable);
+    d
+}
