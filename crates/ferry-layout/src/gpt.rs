@@ -283,6 +283,7 @@ fn grow_last(parts: &mut [GptPartition], last_usable: u64, ss: u64, out: &mut Ta
             extended: None,
         }),
         offset: p.first_lba * ss,
+        old_len: (old_last - p.first_lba + 1) * ss,
         new_len: (p.last_lba - p.first_lba + 1) * ss,
         content: p.content.clone(),
     });

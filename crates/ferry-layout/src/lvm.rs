@@ -37,11 +37,11 @@ pub(crate) struct LvmOutcome {
     pub notes: Vec<String>,
 }
 
-/// Grow `pv` (at disk byte `offset`) to `new_len` bytes, and the chosen LV into the new extents.
+/// Grow `pv` (at disk byte `offset`, `old_len` bytes on the source) to `new_len` bytes, and
+/// the chosen LV into the new extents.
 pub(crate) fn grow(
     pv: &LvmPv,
-    offset: u64,
-    new_len: u64,
+    (offset, old_len, new_len): (u64, u64, u64),
     choice: &GrowLv,
     patches: &mut PatchSet,
 ) -> Result<LvmOutcome, Refusal> {
@@ -95,6 +95,7 @@ pub(crate) fn grow(
         ));
     }
     check_extents(s, me).map_err(layout_err)?;
+    check_pv_size(s, me, old_len).map_err(layout_err)?;
     let new_sectors = new_len / SECTOR;
     let new_pe = new_sectors.saturating_sub(me.pe_start) / s.extent_size;
     if new_pe <= me.pe_count {
@@ -176,6 +177,34 @@ fn check_extents(s: &VolumeGroup, me: &PhysicalVolume) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The PV's extents end inside its `dev_size` and inside the region it was on: metadata that
+/// claims more would be "grown" from a wrong count (as ferry-probe refuses it).
+fn check_pv_size(s: &VolumeGroup, me: &PhysicalVolume, old_len: u64) -> Result<(), String> {
+    let claim = format!(
+        "{} claims {} extents of {} sectors from sector {}",
+        me.name, me.pe_count, s.extent_size, me.pe_start
+    );
+    let end = me
+        .pe_count
+        .checked_mul(s.extent_size)
+        .and_then(|n| n.checked_add(me.pe_start))
+        .and_then(|n| n.checked_mul(SECTOR))
+        .ok_or_else(|| format!("{claim}: that overflows"))?;
+    // dev_size 0: old metadata without the field.
+    if me.dev_size > 0 && end > me.dev_size.saturating_mul(SECTOR) {
+        return Err(format!(
+            "{claim}, past its own dev_size of {} sectors",
+            me.dev_size
+        ));
+    }
+    if end > old_len {
+        return Err(format!(
+            "{claim}, ending at byte {end}, past the end of the {old_len}-byte region it was on"
+        ));
     }
     Ok(())
 }

@@ -125,6 +125,7 @@ pub(crate) fn adapt(m: &Mbr, geo: &Geometry) -> Result<TableOutcome, Refusal> {
     out.grown = Some(Grown {
         partition: Some(grow),
         offset: part.start_lba * ss,
+        old_len: part.sector_count * ss,
         new_len: (new_end - part.start_lba) * ss,
         content,
     });

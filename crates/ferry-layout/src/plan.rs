@@ -312,6 +312,8 @@ pub(crate) struct TableOutcome {
 pub(crate) struct Grown {
     pub partition: Option<PartitionGrow>,
     pub offset: u64,
+    /// Bytes the region had on the source disk (an LVM PV's extents must fit them).
+    pub old_len: u64,
     pub new_len: u64,
     pub content: Content,
 }
@@ -649,6 +651,7 @@ fn whole_disk(layout: &DiskLayout, geo: &Geometry) -> TableOutcome {
             out.grown = Some(Grown {
                 partition: None,
                 offset: 0,
+                old_len: geo.src_size,
                 new_len: geo.tgt_size,
                 content,
             })
@@ -687,7 +690,8 @@ fn grow_contents(
             .push("the LVM PV's label was not recorded: PV not grown".into());
         return Ok(None);
     };
-    let out = lvm::grow(pv, grown.offset, grown.new_len, &policy.grow_lv, patches)?;
+    let region = (grown.offset, grown.old_len, grown.new_len);
+    let out = lvm::grow(pv, region, &policy.grow_lv, patches)?;
     adaptation.pv = out.pv;
     adaptation.lv = out.lv;
     adaptation.notes.extend(out.notes);

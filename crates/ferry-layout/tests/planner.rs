@@ -603,3 +603,199 @@ fn inconsistent_layouts_are_refused_not_patched() {
         );
     }
 }
+
+const PV_UUID: &str = "JKVOSE-1GL5-Qdqw-rveQ-Wj3w-s7gQ-jG8adg";
+
+/// A PV (data from 1 MiB, 1 MiB extents) claiming `pe_count` extents and `dev_size` sectors;
+/// LV root holds `lv_extents` extents from extent 0.
+fn pv(pe_count: u64, dev_size: u64, lv_extents: u64) -> Content {
+    use ferry_format::layout::{
+        Area, LogicalVolume, LvSegment, LvmPv, LvmUuid, PhysicalVolume, Stripe, VgMetadata,
+        VolumeGroup,
+    };
+    let uuid: LvmUuid = PV_UUID.parse().unwrap();
+    let text = format!(
+        "vg0 {{\nid = \"{PV_UUID}\"\nseqno = 1\nextent_size = 2048\nphysical_volumes {{\npv0 {{\nid = \"{PV_UUID}\"\ndev_size = {dev_size}\npe_start = 2048\npe_count = {pe_count}\n}}\n}}\nlogical_volumes {{\nroot {{\nid = \"{PV_UUID}\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nsegment_count = 1\nsegment1 {{\nstart_extent = 0\nextent_count = {lv_extents}\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 0]\n}}\n}}\n}}\n}}\n"
+    );
+    let lvm = LvmPv {
+        pv_uuid: uuid,
+        label_sector: 1,
+        device_size: dev_size * 512,
+        data_area: Area {
+            offset: 1 << 20,
+            size: 0,
+        },
+        metadata_areas: vec![Area {
+            offset: 4096,
+            size: (1 << 20) - 4096,
+        }],
+        bootloader_area: None,
+        vg: Some(VgMetadata {
+            mda_offset: 4096,
+            text,
+            summary: VolumeGroup {
+                name: "vg0".into(),
+                uuid,
+                seqno: 1,
+                extent_size: 2048,
+                physical_volumes: vec![PhysicalVolume {
+                    name: "pv0".into(),
+                    uuid,
+                    device_hint: None,
+                    dev_size,
+                    pe_start: 2048,
+                    pe_count,
+                }],
+                logical_volumes: vec![LogicalVolume {
+                    name: "root".into(),
+                    uuid,
+                    status: vec!["READ".into(), "WRITE".into(), "VISIBLE".into()],
+                    segments: vec![LvSegment {
+                        start_extent: 0,
+                        extent_count: lv_extents,
+                        segment_type: "striped".into(),
+                        stripe_size: None,
+                        stripes: vec![Stripe {
+                            pv: "pv0".into(),
+                            pv_start_extent: 0,
+                        }],
+                    }],
+                    content: Some(Content::of(ContentKind::Ext4)),
+                }],
+            },
+        }),
+    };
+    Content {
+        uuid: Some(PV_UUID.into()),
+        lvm: Some(lvm),
+        ..Content::of(ContentKind::Lvm2Member)
+    }
+}
+
+/// A 1 GiB GPT disk whose one partition (LBA 2048..=2095103: 1071644672 bytes) is a PV.
+fn gpt_pv(content: Content) -> DiskLayout {
+    let mut l = gpt(GIB, &[(1, 2048, 2_095_103, ContentKind::Lvm2Member)]);
+    if let PartitionTable::Gpt(g) = &mut l.table {
+        g.partitions[0].content = content;
+    }
+    l
+}
+
+/// Layouts no probe of ours records but a manifest from elsewhere might carry: each is refused
+/// before any write, naming the problem and what to do instead.
+#[test]
+fn hostile_layouts_are_refused_naming_the_problem() {
+    use MbrPartitionKind::{Extended, Logical, Primary};
+    let with_gpt = |f: &dyn Fn(&mut Gpt)| {
+        let mut l = gpt(GIB, &[(1, 2048, 4095, ContentKind::Ext4)]);
+        if let PartitionTable::Gpt(g) = &mut l.table {
+            f(g);
+        }
+        l
+    };
+    // The PV partition is 2_093_056 sectors: 1021 extents after pe_start fit, 1022 do not.
+    let cases: Vec<(&str, DiskLayout, &str)> = vec![
+        (
+            "(a) EBR recorded twice (a chain looping back)",
+            mbr(
+                GIB,
+                &[
+                    (2, Extended, 2048, 100_000, None),
+                    (5, Logical, 4096, 1000, Some(2048)),
+                    (6, Logical, 8192, 1000, Some(2048)),
+                ],
+            ),
+            "the EBRs of partitions 5 and 6 collide",
+        ),
+        (
+            "(a) EBR inside an earlier logical partition",
+            mbr(
+                GIB,
+                &[
+                    (2, Extended, 2048, 100_000, None),
+                    (5, Logical, 2111, 10_000, Some(2048)),
+                    (6, Logical, 4159, 1000, Some(4096)),
+                ],
+            ),
+            "partitions 5 and 6 overlap",
+        ),
+        (
+            "(b) overlapping primaries",
+            mbr(
+                GIB,
+                &[
+                    (1, Primary, 2048, 10_000, None),
+                    (2, Primary, 5000, 10_000, None),
+                ],
+            ),
+            "partitions 1 and 2 overlap",
+        ),
+        (
+            "(b) overlapping GPT partitions",
+            gpt(
+                GIB,
+                &[
+                    (1, 2048, 9999, ContentKind::Ext4),
+                    (2, 9000, 20000, ContentKind::Ext4),
+                ],
+            ),
+            "partitions 1 and 2 overlap",
+        ),
+        (
+            "(c) extents past dev_size",
+            gpt_pv(pv(1021, 500_000, 1021)),
+            "pv0 claims 1021 extents of 2048 sectors from sector 2048, past its own dev_size of 500000 sectors",
+        ),
+        (
+            "(c) extents past the partition",
+            gpt_pv(pv(5000, 5001 * 2048, 10)),
+            "pv0 claims 5000 extents of 2048 sectors from sector 2048, ending at byte 5243928576, past the end of the 1071644672-byte region it was on",
+        ),
+        (
+            "(c) an LV past pe_count",
+            gpt_pv(pv(100, 101 * 2048, 500)),
+            "LV root uses extents past the PV's 100",
+        ),
+        (
+            "(d) absurd entry count",
+            with_gpt(&|g| g.number_of_partition_entries = u32::MAX),
+            "GPT entry array of 4294967295 entries of 128 bytes",
+        ),
+        (
+            "(d) absurd entry size",
+            with_gpt(&|g| g.size_of_partition_entry = 0),
+            "GPT entry size 0 is not a multiple of 8",
+        ),
+        (
+            "(d) entry array past the disk",
+            with_gpt(&|g| {
+                if let Some(p) = g.primary.as_mut() {
+                    p.partition_entry_lba = u64::MAX - 3;
+                }
+            }),
+            "do not fit between the primary entry array and the end of the disk",
+        ),
+    ];
+    for (name, layout, says) in cases {
+        let err = match plan(&[disk("sda", layout)], &[tgt("/dev/vda", 2 * GIB)], &grow()) {
+            Ok(p) => panic!("{name}: planned\n{p}"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert!(matches!(err, PlanError::Layout { .. }), "{name}: {text}");
+        assert!(text.contains(says), "{name}: {text:?} lacks {says:?}");
+        assert!(
+            text.contains("restore it onto a disk of exactly 1073741824 bytes")
+                && text.contains("or take a new backup"),
+            "{name}: {text}"
+        );
+    }
+    // The same PV with consistent numbers grows.
+    let p = plan(
+        &[disk("sda", gpt_pv(pv(1021, 2_093_056, 1021)))],
+        &[tgt("/dev/vda", 2 * GIB)],
+        &grow(),
+    )
+    .unwrap();
+    assert!(p.to_string().contains("vg0"), "{p}");
+}
