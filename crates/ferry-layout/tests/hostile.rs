@@ -497,7 +497,7 @@ fn layout() -> impl Strategy<Value = DiskLayout> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
 
     #[test]
     fn planning_arbitrary_layouts_never_panics(
@@ -523,4 +523,12 @@ proptest! {
             }
         }
     }
+}
+
+/// `default` cases unless PROPTEST_CASES asks for another number (a longer campaign).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

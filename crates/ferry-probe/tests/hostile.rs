@@ -48,7 +48,7 @@ fn mutations() -> impl Strategy<Value = Vec<(bool, u32, u8)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn probe_never_panics(seed in any::<prop::sample::Index>(), muts in mutations(), reseal in any::<bool>()) {
@@ -72,4 +72,12 @@ proptest! {
             prop_assert_eq!(back, layout);
         }
     }
+}
+
+/// `default` cases unless PROPTEST_CASES asks for another number (a longer campaign).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -116,7 +116,7 @@ fn seeds() -> &'static Vec<(Vec<u8>, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn used_map_never_panics(
@@ -155,4 +155,12 @@ fn seeds_parse_cleanly() {
         assert!(map.notes.is_empty(), "{:?}", map.notes);
         assert!(map.used_bytes() < map.size(), "{:?}", map.ranges());
     }
+}
+
+/// `default` cases unless PROPTEST_CASES asks for another number (a longer campaign).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
