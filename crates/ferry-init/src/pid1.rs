@@ -57,6 +57,11 @@ const SHELL: &str = "/bin/sh";
 /// the [`Outcome`]. `main` is not run when the settings cannot be parsed (the error is the
 /// failure).
 pub fn run_pid1(main: impl FnOnce(&Settings) -> Outcome) -> ! {
+    // The kernel starts init without PATH; the agent runs blkid, lvm, mount, chroot from /sbin.
+    // Set before any thread exists.
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    }
     console::install_logger();
     std::panic::set_hook(Box::new(|info| {
         console::say(tracing::Level::ERROR, "", &format!("init: {info}"));
