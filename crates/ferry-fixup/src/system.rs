@@ -78,7 +78,8 @@ pub fn parse_blkid(text: &str) -> Vec<BlockDev> {
     for line in text.lines().chain(std::iter::once("")) {
         let line = line.trim();
         if line.is_empty() {
-            if !cur.dev.is_empty() {
+            // A record without DEVNAME gets its device from the caller.
+            if cur != BlockDev::default() {
                 out.push(std::mem::take(&mut cur));
             }
             continue;
@@ -283,7 +284,10 @@ impl Session<'_> {
                 .iter()
                 .flat_map(|(_, p)| p.iter().map(|(_, n)| n.display().to_string())),
         );
-        let mut devs = blkid(&nodes);
+        let (mut devs, errors) = blkid(&nodes);
+        if !errors.is_empty() {
+            self.step("probe the restored disks", false, errors.join("; "), t);
+        }
         let pvs: Vec<String> = devs
             .iter()
             .filter(|d| d.fstype == "LVM2_member")
@@ -308,7 +312,7 @@ impl Session<'_> {
                     )
                     .unwrap_or_default();
                     let lv_nodes: Vec<String> = lvs.split_whitespace().map(str::to_owned).collect();
-                    devs.extend(blkid(&lv_nodes));
+                    devs.extend(blkid(&lv_nodes).0);
                 }
                 Err(e) => self.step("activate LVM", false, e, t),
             }
@@ -674,34 +678,34 @@ fn partitions(device: &Path) -> Vec<(u32, PathBuf)> {
     out
 }
 
-fn blkid(nodes: &[String]) -> Vec<BlockDev> {
-    if nodes.is_empty() {
-        return Vec::new();
-    }
-    // -p: probe the device itself, not a cache that predates the restore.
+/// Probes each node; the errors of nodes that could not be probed at all come back too.
+fn blkid(nodes: &[String]) -> (Vec<BlockDev>, Vec<String>) {
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for n in nodes {
-        if let Ok(text) = tool_ok("blkid", &["-p", "-o", "export", n], &[0, 2]) {
-            let mut d = parse_blkid(&text);
-            for x in &mut d {
-                if x.dev.is_empty() {
-                    x.dev = n.clone();
+        // -p: probe the device itself, not a cache that predates the restore. 2: nothing found.
+        match tool_ok("blkid", &["-p", "-o", "export", n], &[0, 2]) {
+            Ok(text) => {
+                let mut d = parse_blkid(&text);
+                for x in &mut d {
+                    if x.dev.is_empty() {
+                        x.dev = n.clone();
+                    }
+                    // blkid -p reports PART_ENTRY_UUID rather than PARTUUID.
+                    if x.partuuid.is_empty() {
+                        x.partuuid = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("PART_ENTRY_UUID="))
+                            .unwrap_or("")
+                            .to_owned();
+                    }
                 }
+                out.extend(d.into_iter().filter(|d| !d.fstype.is_empty()));
             }
-            // blkid -p reports PART_ENTRY_UUID rather than PARTUUID.
-            if let Some(x) = d.first_mut() {
-                if x.partuuid.is_empty() {
-                    x.partuuid = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("PART_ENTRY_UUID="))
-                        .unwrap_or("")
-                        .to_owned();
-                }
-            }
-            out.extend(d.into_iter().filter(|d| !d.fstype.is_empty()));
+            Err(e) => errors.push(e),
         }
     }
-    out
+    (out, errors)
 }
 
 fn tool(prog: &str, args: &[&str]) -> Result<String, String> {
