@@ -124,8 +124,11 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
         let layout = match ferry_probe::probe(&*src) {
             Ok(l) => Some(l),
             Err(e) => {
+                // Safe fallback: a raw image restores byte for byte; only resizing needs a layout.
                 tracing::warn!(
-                    "disk {} ({}): layout not captured: {e}",
+                    "disk {} ({}): layout not captured: {e}. Backing it up as raw data: every \
+                     chunk is backed up and a restore copies it unchanged (not resized or \
+                     restructured)",
                     d.name,
                     d.path.display()
                 );
