@@ -8,7 +8,9 @@
 //! - Nothing read from a file is trusted: every offset is checked against the file length, every
 //!   size against the format's limits, before it is used or allocated, with checked arithmetic.
 //!   Bad input yields [`ImageError::Corrupt`] (or `Unsupported`), never a panic.
-//! - [`DiskSource::known_zero`] answers `true` only when the metadata proves the range is zero.
+//! - [`DiskSource::known_zero`] answers `true` only when the metadata proves the range is zero:
+//!   unallocated qcow2 clusters and VMDK grains, holes of raw files (`SEEK_DATA`; block devices
+//!   and filesystems without hole reporting answer `false`, and are read).
 //! - Images that depend on other files we do not read (qcow2 backing files and external data
 //!   files, VMDK parents and multi-extent disks) are refused, never read partially.
 //!
