@@ -1,5 +1,5 @@
-//! Running host tools (dpkg-deb, apt-get, depmod, xz, zstd, grub-mkrescue) with errors that say
-//! which Debian package to install when a tool is missing.
+//! Running host tools (dpkg-deb, apt-get, depmod, xz, zstd, grub-mkrescue, ldd) with errors that
+//! say which Debian package to install when a tool is missing.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -87,6 +87,71 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     })
 }
 
+/// A build-host program for the image and the shared libraries it loads.
+pub struct HostProgram {
+    pub data: Vec<u8>,
+    /// Absolute paths as the host's loader resolves them, the loader itself included; empty for
+    /// static programs and scripts.
+    pub libraries: Vec<String>,
+}
+
+/// Reads `path` (following symlinks) and, for a dynamically linked ELF, asks the host's loader
+/// (`ldd`) which libraries it needs. `package` is named when the program is missing.
+pub fn host_program(path: &Path, package: &str) -> Result<HostProgram> {
+    let data = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "{} is not on this build host; install it with `apt-get install {package}`",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("read {}: {e}", path.display())
+        }
+    })?;
+    // Scripts (xfs_admin) and static programs need nothing else.
+    if !data.starts_with(b"\x7fELF") || is_static_elf(&data) {
+        return Ok(HostProgram {
+            data,
+            libraries: Vec::new(),
+        });
+    }
+    let out = run(Command::new("ldd").arg(path), "libc-bin")?;
+    let libraries = parse_ldd(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("resolve the libraries of {}", path.display()))?;
+    Ok(HostProgram { data, libraries })
+}
+
+/// The library paths in `ldd` output: `name => /path (addr)` and `/path (addr)` lines; the vDSO
+/// (no path) is skipped; `name => not found` is an error.
+pub fn parse_ldd(text: &str) -> Result<Vec<String>> {
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let target = match line.split_once(" => ") {
+            Some((name, rest)) => {
+                if rest.trim_start().starts_with("not found") {
+                    bail!("library {name} not found on the build host");
+                }
+                rest
+            }
+            None => line,
+        };
+        let path = target.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            libs.push(path.to_string());
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+/// True for the dynamic loader's path (`ld-linux-x86-64.so.2` and the like).
+pub fn is_loader(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|n| n.starts_with("ld-linux"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +161,23 @@ mod tests {
         assert_eq!(strip_compression("kernel/a.ko.xz"), "kernel/a.ko");
         assert_eq!(strip_compression("kernel/a.ko.zst"), "kernel/a.ko");
         assert_eq!(strip_compression("kernel/a.ko"), "kernel/a.ko");
+    }
+
+    #[test]
+    fn parses_ldd_output() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd5f7d2000)\n\tlibblkid.so.1 => /lib/x86_64-linux-gnu/libblkid.so.1 (0x00007f1)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f3)\n";
+        assert_eq!(
+            parse_ldd(text).unwrap(),
+            [
+                "/lib/x86_64-linux-gnu/libblkid.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+        let e = parse_ldd("\tlibfoo.so.1 => not found\n").unwrap_err();
+        assert!(e.to_string().contains("libfoo.so.1"), "{e}");
+        assert!(is_loader("/lib64/ld-linux-x86-64.so.2"));
+        assert!(!is_loader("/lib/x86_64-linux-gnu/libc.so.6"));
     }
 
     #[test]
