@@ -5,11 +5,13 @@
 //! - [`restore`]: a seeded sync. Compare what the target already holds with the snapshot's index,
 //!   fetch only chunks that differ, verify each against its id *before* it reaches the target,
 //!   write with large aligned writes, and write the boot-critical first chunk last.
-//! - [`target`]: opening restore targets safely (size, in-use and holds-data checks).
+//! - [`target`]: opening restore targets safely (size, in-use and holds-data checks), and making
+//!   the kernel see a restored disk's partitions ([`target::reread_partitions`]).
 //!
 //! Memory is bounded by a pool of chunk buffers: at most `parallel + 4` chunks live at once.
 
 pub mod backup;
+mod blockdev;
 pub mod grow;
 mod pool;
 pub mod progress;

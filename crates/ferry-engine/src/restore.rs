@@ -308,6 +308,36 @@ pub fn apply_observed(
         };
         progress.finish(reporter);
         disks.push(result?);
+        if !opts.dry_run && d.target.kind == TargetKind::BlockDevice {
+            // The data is durable; the kernel must see the new table before grow and fix-up
+            // look for partitions. Never a reason to fail the restore.
+            match target::reread_partitions(&d.target.path) {
+                Ok(r) => {
+                    if let Some(w) = &r.warning {
+                        tracing::warn!("{}: {w}", d.target.path.display());
+                    }
+                    let nodes: Vec<String> = r
+                        .partitions
+                        .iter()
+                        .map(|p| p.node.display().to_string())
+                        .collect();
+                    tracing::info!(
+                        "{}: partition table re-read ({}): {}",
+                        d.target.path.display(),
+                        r.method,
+                        if nodes.is_empty() {
+                            "no partitions".into()
+                        } else {
+                            nodes.join(" ")
+                        }
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "{}: the kernel did not re-read the partition table: {e}",
+                    d.target.path.display()
+                ),
+            }
+        }
         if !opts.dry_run {
             if let Some(g) = crate::grow::grow(&d.target.path, mapping) {
                 tracing::info!("{}: {}", g.filesystem, g.detail);

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{io_err, EngineError};
 
+pub use crate::blockdev::{partitions, reread_partitions, PartitionNode, Reread};
+
 /// How much of each end of a target is looked at to decide whether it holds data.
 const PROBE_LEN: u64 = 1 << 20;
 
