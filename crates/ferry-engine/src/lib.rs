@@ -7,12 +7,15 @@
 //!   write with large aligned writes, and write the boot-critical first chunk last.
 //! - [`target`]: opening restore targets safely (size, in-use and holds-data checks), and making
 //!   the kernel see a restored disk's partitions ([`target::reread_partitions`]).
+//! - [`grow`]: growing a restored filesystem (in a partition, a whole disk or an LV) with its own
+//!   tool; [`loopdev`]: loop devices over byte ranges for it.
 //!
 //! Memory is bounded by a pool of chunk buffers: at most `parallel + 4` chunks live at once.
 
 pub mod backup;
 mod blockdev;
 pub mod grow;
+pub mod loopdev;
 mod pool;
 pub mod progress;
 pub mod restore;
