@@ -91,7 +91,7 @@ run_variant() { # bios|uefi
     echo "job $job: snapshot onto a blank virtio disk of $((size * 3 / 2)) bytes (1.5x), --grow, then poweroff"
 
     t1=$(now)
-    qemu "${firmware[@]}" -boot d -cdrom "$WORK/site.iso" -drive "file=$T/target.raw,format=raw,if=virtio" $(nic "$mac")
+    qemu "${firmware[@]}" -smp 2 -boot d -cdrom "$WORK/site.iso" -drive "file=$T/target.raw,format=raw,if=virtio" $(nic "$mac")
     local enrolled_at=
     wait_serial 'enrolled as agent' 300 && enrolled_at=$(elapsed "$t1")
     if ! wait_exit 1800; then
