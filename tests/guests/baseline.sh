@@ -19,7 +19,8 @@
 #
 # Env: FERRY_GUEST_CACHE=DIR (as build-debian.sh), FERRY_GUEST_WORK=DIR (default
 #      /tmp/ferry-guest-baseline, wiped at start), FERRY_GUEST_JOBS=N boots at once (default 2),
-#      FERRY_GUEST_BOOT_TIMEOUT=S until the marker or the ALERT (default 420),
+#      FERRY_GUEST_BOOT_TIMEOUT=S until the marker or the ALERT (default 900: a boot takes 60-120 s
+#      alone, up to ~6 min on a loaded 2-core host),
 #      FERRY_GUEST_NOBOOT_WAIT=S how long a boot that must not happen is watched (default 150),
 #      OVMF=FILE (default /usr/share/ovmf/OVMF.fd: volatile variables, so the NVRAM starts empty).
 # Needs: qemu-system-x86 qemu-utils ovmf mtools fdisk + build-debian.sh's needs.
@@ -30,7 +31,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${FERRY_GUEST_CACHE:-$HOME/.cache/ferry/guests}
 WORK=${FERRY_GUEST_WORK:-/tmp/ferry-guest-baseline}
 JOBS=${FERRY_GUEST_JOBS:-2}
-BOOT_TIMEOUT=${FERRY_GUEST_BOOT_TIMEOUT:-420}
+BOOT_TIMEOUT=${FERRY_GUEST_BOOT_TIMEOUT:-900}
 NOBOOT_WAIT=${FERRY_GUEST_NOBOOT_WAIT:-150}
 OVMF=${OVMF:-/usr/share/ovmf/OVMF.fd}
 FILTER=${1:-.}
@@ -136,6 +137,7 @@ expect_marker() {
     [[ $line == "FERRY-GUEST-UP host=$host sums=ok files=$files" ]] \
         || fail "marker line is not 'FERRY-GUEST-UP host=$host sums=ok files=$files'"
     (($(sgrep -c 'FERRY-GUEST-UP') == 1)) || fail "more than one marker line"
+    sgrep -qxF -- "$line" || fail "the marker does not stand alone on its console line"
     wait_exit 180 || { stop_qemu; fail "QEMU did not exit by itself within 180 s after the marker"; }
     local total
     total=$(elapsed "$QSTART")

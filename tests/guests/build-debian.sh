@@ -44,8 +44,9 @@
 # formats, copies and configures the two blank disks attached as virtio disks, both at once (GRUB
 # and update-initramfs run in a chroot of each target, with udevd running so that update-grub sees
 # /dev/disk/by-uuid). The host checks the console for FERRY-BUILD-DONE and takes the results off
-# the build disk. Times here (2 cores, TCG): debootstrap ~6 min, build VM ~9 min (update-initramfs
-# alone ~4.7 min under TCG, 10 s on the host), a cached run well under a second.
+# the build disk. Times here (2 cores, TCG): debootstrap ~6 min, build VM ~9 min on an idle host
+# and ~16 min on a loaded one (update-initramfs alone takes 4.5-8 min under TCG, 10 s on the host),
+# a cached run well under a second.
 #
 # Env: FERRY_GUEST_CACHE=DIR, FERRY_DEBIAN_MIRROR=URL (default http://deb.debian.org/debian),
 #      FERRY_GUEST_BUILD_TIMEOUT=S (build VM, default 3600).
