@@ -133,8 +133,9 @@ pub struct JobsCreate {
     /// Snapshot id (`appliance snapshots`).
     #[arg(long)]
     pub snapshot: String,
-    /// DISK=TARGET: a snapshot disk onto a device as the agent sees it (/dev/vda) or `auto` (the
-    /// single blank disk large enough). Repeat for each disk.
+    /// DISK=TARGET: a snapshot disk onto a device as the agent sees it (/dev/vda), the disk with
+    /// a serial number (serial:SERIAL, as `appliance agents` shows it) or `auto` (the single
+    /// blank disk large enough). Repeat for each disk.
     #[arg(long = "map", value_name = "DISK=TARGET", required = true)]
     pub maps: Vec<Mapping>,
     /// After a successful restore: reboot, poweroff or none.

@@ -273,9 +273,9 @@ fn restore_options(
     for m in &job.mappings {
         match &m.target {
             MapTarget::Device(dev) => targets.push((m.disk.clone(), root.join("dev").join(dev))),
-            MapTarget::Auto => {
+            other @ (MapTarget::Auto | MapTarget::Serial(_)) => {
                 return Err(format!(
-                    "the appliance sent disk {} unresolved (auto): update the appliance",
+                    "the appliance sent disk {} unresolved ({other}): update the appliance",
                     m.disk
                 ))
             }

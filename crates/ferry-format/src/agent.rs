@@ -171,14 +171,16 @@ impl std::str::FromStr for Then {
 }
 
 /// Where a snapshot disk goes: a device of the agent's machine, or the single blank disk that is
-/// large enough (resolved by the appliance when the agent picks the job up). JSON: `"auto"` or
-/// the device path `"/dev/vda"`.
+/// large enough, or the disk with a given serial number (both resolved by the appliance when the
+/// agent picks the job up). JSON: `"auto"`, `"serial:<serial>"` or the device path `"/dev/vda"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum MapTarget {
     Auto,
     /// Kernel device name, without `/dev/`.
     Device(String),
+    /// The disk whose serial number (as the inventory reports it) is this.
+    Serial(String),
 }
 
 impl fmt::Display for MapTarget {
@@ -186,6 +188,7 @@ impl fmt::Display for MapTarget {
         match self {
             MapTarget::Auto => f.write_str("auto"),
             MapTarget::Device(d) => write!(f, "/dev/{d}"),
+            MapTarget::Serial(s) => write!(f, "serial:{s}"),
         }
     }
 }
@@ -208,6 +211,18 @@ impl std::str::FromStr for MapTarget {
     fn from_str(s: &str) -> Result<Self, String> {
         if s == "auto" {
             return Ok(MapTarget::Auto);
+        }
+        if let Some(serial) = s.strip_prefix("serial:") {
+            let ok = !serial.is_empty()
+                && serial.len() <= 128
+                && serial.bytes().all(|b| b.is_ascii_graphic());
+            return if ok {
+                Ok(MapTarget::Serial(serial.to_string()))
+            } else {
+                Err(format!(
+                    "{s:?}: a serial number is 1 to 128 printable characters"
+                ))
+            };
         }
         let name = s.strip_prefix("/dev/").unwrap_or(s);
         check_name(NameKind::Disk, name)
@@ -490,8 +505,25 @@ pub fn resolve_mappings(
                 m.disk
             ));
         }
-        let MapTarget::Device(dev) = &m.target else {
-            continue;
+        let by_serial;
+        let dev = match &m.target {
+            MapTarget::Device(dev) => dev,
+            MapTarget::Serial(serial) => {
+                let Some(d) = inv
+                    .disks
+                    .iter()
+                    .find(|d| d.serial.as_deref() == Some(serial))
+                else {
+                    return Err(format!(
+                        "no disk with serial {serial:?} for disk {} on this machine (its disks: {}): create the job again with a serial from `appliance agents`, a device or auto",
+                        m.disk,
+                        disk_list(inv)
+                    ));
+                };
+                by_serial = d.name.clone();
+                &by_serial
+            }
+            MapTarget::Auto => continue,
         };
         let need = size_of(&m.disk)?;
         let Some(d) = inv.disk(dev) else {
@@ -700,6 +732,46 @@ mod tests {
     }
 
     #[test]
+    fn targets_by_serial() {
+        let needs = [
+            DiskNeed {
+                disk: "sda".into(),
+                size: 10 * GB,
+            },
+            DiskNeed {
+                disk: "sdb".into(),
+                size: GB,
+            },
+        ];
+        let mut a = disk("vda", 20 * GB, true);
+        a.serial = Some("SN-BIG".into());
+        let mut b = disk("vdb", 20 * GB, true);
+        b.serial = Some("SN-OTHER".into());
+        let machine = inv(vec![a, b]);
+        let maps = |m: &[&str]| -> Vec<Mapping> { m.iter().map(|x| map(x)).collect() };
+        // By serial, in the opposite order of the device names; auto then takes what is left.
+        let ok = resolve_mappings(
+            &maps(&["sda=serial:SN-OTHER", "sdb=auto"]),
+            &needs,
+            &machine,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok[0].target, MapTarget::Device("vdb".into()));
+        assert_eq!(ok[1].target, MapTarget::Device("vda".into()));
+        let e = resolve_mappings(&maps(&["sda=serial:NOPE"]), &needs, &machine, false).unwrap_err();
+        assert!(e.contains("no disk with serial \"NOPE\""), "{e}");
+        let e = resolve_mappings(
+            &maps(&["sda=serial:SN-BIG", "sdb=serial:SN-BIG"]),
+            &needs,
+            &machine,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("two disks"), "{e}");
+    }
+
+    #[test]
     fn job_json_round_trips() {
         let job = Job {
             id: "job-0011aabb".into(),
@@ -786,6 +858,16 @@ mod tests {
         );
         assert!(normalize_mac("52:54:00:ab:cd").is_err());
         assert!("../etc".parse::<MapTarget>().is_err());
+        assert_eq!(
+            "serial:QM0001".parse::<MapTarget>().unwrap(),
+            MapTarget::Serial("QM0001".into())
+        );
+        assert_eq!(
+            MapTarget::Serial("QM0001".into()).to_string(),
+            "serial:QM0001"
+        );
+        assert!("serial:".parse::<MapTarget>().is_err());
+        assert!("serial:a b".parse::<MapTarget>().is_err());
         assert!("sda".parse::<Mapping>().is_err());
         assert_eq!(
             "/dev/nvme0n1".parse::<MapTarget>().unwrap(),
