@@ -344,11 +344,12 @@ impl Session<'_> {
         let t = Instant::now();
         let root_dir = self.opts.work.join("root");
         let Some((root_dev, os)) = self.find_root(&devs, &root_dir) else {
+            // Not a failure: a data disk has no OS to adapt.
             self.step(
                 "find the operating system",
-                false,
-                "no filesystem on the restored disks holds etc/os-release or \
-                 Windows/System32/config/SYSTEM: nothing to adapt"
+                true,
+                "none on the restored disks (no etc/os-release or \
+                 Windows/System32/config/SYSTEM): nothing to adapt"
                     .into(),
                 t,
             );
