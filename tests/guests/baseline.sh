@@ -38,8 +38,9 @@ FILTER=${1:-.}
 SUITE_START=$(date +%s.%N)
 
 say() { printf '== %s\n' "$*"; }
-now() { date +%s.%N; }
-elapsed() { awk -v s="$1" -v e="${2:-$(now)}" 'BEGIN { printf "%.1f", e - s }'; }
+# shellcheck source=../lib/vm.sh
+source "$HERE/../lib/vm.sh"
+export QEMU_MEM=1024
 
 abort_build() {
     echo "FAIL build: $*"
@@ -66,47 +67,8 @@ cache_state >"$WORK/cache-before.txt"
 # --- helpers used inside a test (each test runs in its own subshell and directory $T) ----------
 T= QPID= QSTART= NAME=
 
-# qemu ARGS...: start the VM (TCG, q35, 1 GiB, serial to $T/serial.log) in the background.
-qemu() {
-    : >"$T/serial.log"
-    QSTART=$(now)
-    echo "qemu-system-x86_64 -machine q35 -accel tcg -m 1024 ... $*" >"$T/qemu.cmd"
-    qemu-system-x86_64 -machine q35 -accel tcg -m 1024 -display none -no-reboot -monitor none -nic none \
-        -serial "file:$T/serial.log" "$@" >"$T/qemu.out" 2>&1 &
-    QPID=$!
-    echo "$QPID" >"$T/qemu.pid"
-}
-alive() { kill -0 "$QPID" 2>/dev/null; }
-stop_qemu() {
-    [[ -n $QPID ]] || return 0
-    kill "$QPID" 2>/dev/null
-    wait "$QPID" 2>/dev/null
-    rm -f "$T/qemu.pid"
-    QPID=
-}
-serial() { tr -d '\r' <"$T/serial.log" 2>/dev/null; }
-sgrep() { grep -a "$@" < <(serial); }
-has() { sgrep -qE -- "$1"; }
-
-# wait_serial REGEX [TIMEOUT]: until the serial log matches (0), QEMU exits or the timeout (1).
-wait_serial() {
-    local end=$(($(date +%s) + ${2:-$BOOT_TIMEOUT}))
-    while (($(date +%s) < end)); do
-        has "$1" && return 0
-        alive || { has "$1"; return; }
-        sleep 1
-    done
-    return 1
-}
-# wait_exit TIMEOUT: until QEMU exits by itself (0) or the timeout (1).
-wait_exit() {
-    local end=$(($(date +%s) + $1))
-    while (($(date +%s) < end)); do
-        alive || { wait "$QPID" 2>/dev/null; QPID=; rm -f "$T/qemu.pid"; return 0; }
-        sleep 1
-    done
-    return 1
-}
+# qemu ARGS...: tests/lib/vm.sh's VM (TCG, 1 GiB, serial to $T/serial.log) as a q35 without a NIC.
+vm() { qemu -machine q35 -nic none "$@"; }
 
 metric() { printf '%-17s %s\n' "$NAME" "$*" | tee -a "$WORK/metrics.txt"; }
 
@@ -148,13 +110,13 @@ expect_marker() {
 # --- the tests --------------------------------------------------------------------------------
 test_bios-sata() {
     overlay debian12-bios
-    qemu $(sata "$T/disk.qcow2" qcow2)
+    vm $(sata "$T/disk.qcow2" qcow2)
     expect_marker debian12-bios ferry-deb12-bios
 }
 
 test_bios-virtio() {
     overlay debian12-bios
-    qemu -drive "file=$T/disk.qcow2,format=qcow2,if=virtio"
+    vm -drive "file=$T/disk.qcow2,format=qcow2,if=virtio"
     wait_serial 'ALERT!.*does not exist' || { stop_qemu; fail "no 'ALERT! ... does not exist' within ${BOOT_TIMEOUT}s"; }
     local wall
     wall=$(elapsed "$QSTART")
@@ -168,7 +130,7 @@ test_bios-virtio() {
 
 test_uefi-no-fallback() {
     overlay debian12-uefi
-    qemu -bios "$OVMF" $(sata "$T/disk.qcow2" qcow2)
+    vm -bios "$OVMF" $(sata "$T/disk.qcow2" qcow2)
     # OVMF tries its default boot options (no BOOTX64.EFI on the disk), then starts its shell; wait
     # for the shell or the whole window, then make sure nothing of the guest ran.
     local why="watched ${NOBOOT_WAIT}s"
@@ -198,7 +160,7 @@ test_uefi-fallback() {
     mmd -i "$T/disk.raw@@$off" ::/EFI/BOOT || fail "mmd EFI/BOOT"
     mcopy -i "$T/disk.raw@@$off" "$T/grubx64.efi" ::/EFI/BOOT/BOOTX64.EFI || fail "mcopy in BOOTX64.EFI"
     echo "copied EFI/debian/grubx64.efi ($(stat -c %s "$T/grubx64.efi") bytes) to EFI/BOOT/BOOTX64.EFI on the copy"
-    qemu -bios "$OVMF" $(sata "$T/disk.raw" raw)
+    vm -bios "$OVMF" $(sata "$T/disk.raw" raw)
     expect_marker debian12-uefi ferry-deb12-uefi
 }
 
