@@ -119,7 +119,7 @@ pub fn run(
                 session = enroll(&enroll_client, &inventory, &mut out)?;
                 continue;
             }
-            Err(e @ ClientError::Unreachable { .. }) if !cfg.once => {
+            Err(e) if e.gave_up_retrying() && !cfg.once => {
                 out.line(&format!("warning: {e}; trying again"));
                 std::thread::sleep(UNREACHABLE_PAUSE);
                 continue;

@@ -3,12 +3,19 @@
 //! - Trust: only the CA in the pinned trust bundle; the manifest must verify with the bundle's
 //!   signing key and each index with the digest in the manifest. Chunks are verified by the engine.
 //! - Retries: transport failures and 5xx are retried with exponential backoff until the retry
-//!   window runs out; 4xx and certificate failures are final at once.
+//!   window runs out; 4xx and certificate failures are final at once. The window is counted per
+//!   request *and* per outage: once every request to the appliance (from any thread, through any
+//!   clone of the client) has failed for a whole window, each one gives up after its next failed
+//!   attempt, so a pipeline of many requests fails within about one window, not one per request.
+//!   A request that gives up says what the last attempt met: the network
+//!   ([`ClientError::Unreachable`]) or the appliance's own error text
+//!   ([`ClientError::ServerFailing`], e.g. "No space left on device").
 //! - `Client` is `Sync`: many threads share one connection pool.
 
 pub mod cli;
 
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_format::agent;
@@ -33,6 +40,14 @@ pub enum ClientError {
         url: String,
         what: String,
         detail: String,
+        waited: Duration,
+    },
+    #[error("the appliance at {url} kept failing {what}: HTTP {status}: {message}; gave up after retrying for {waited:.1?} (the appliance's log has the details: fix the cause there, e.g. free space in its data directory, then run again; what was already stored is not sent again)")]
+    ServerFailing {
+        url: String,
+        what: String,
+        status: u16,
+        message: String,
         waited: Duration,
     },
     #[error("the appliance at {url} presented a certificate the pinned CA does not vouch for ({detail}): check that --ca is the ca.pem of this appliance")]
@@ -62,6 +77,15 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// True when the request failed for the whole retry window (the network or the appliance);
+    /// trying again later may succeed, unlike a refusal.
+    pub fn gave_up_retrying(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::ServerFailing { .. }
+        )
+    }
 }
 
 /// Where and how to reach the appliance.
@@ -82,12 +106,32 @@ pub struct Client {
     auth: String,
     trust: TrustBundle,
     retry_window: Duration,
+    /// Since when every request to this appliance has failed (`None` after any success); shared
+    /// by every clone so concurrent and consecutive requests see one outage.
+    outage: Arc<Mutex<Option<Instant>>>,
 }
 
 /// One attempt's failure: try again, or give up now.
 enum Failure {
-    Transient(String),
+    Transient(Transient),
     Final(ClientError),
+}
+
+/// What a failed attempt met; the last one is reported when the retry window runs out.
+enum Transient {
+    /// No answer: connection refused or reset, timeout, TLS failure, a body cut off.
+    Network(String),
+    /// The appliance answered 5xx with this error text.
+    Server { status: u16, message: String },
+}
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transient::Network(d) => f.write_str(d),
+            Transient::Server { status, message } => write!(f, "HTTP {status}: {message}"),
+        }
+    }
 }
 
 impl Client {
@@ -129,6 +173,7 @@ impl Client {
             auth: format!("Bearer {}", cfg.token.trim()),
             trust: cfg.trust,
             retry_window: cfg.retry_window,
+            outage: Arc::default(),
         })
     }
 
@@ -145,6 +190,7 @@ impl Client {
             auth: format!("Bearer {}", token.trim()),
             trust: self.trust.clone(),
             retry_window: self.retry_window,
+            outage: Arc::clone(&self.outage),
         }
     }
 
@@ -160,7 +206,9 @@ impl Client {
         &self.trust
     }
 
-    /// Run `attempt` until it succeeds, fails finally, or the retry window is spent.
+    /// Run `attempt` until it succeeds, fails finally, or the retry window is spent: counted
+    /// from this request's first failure or from the start of the appliance's outage (every
+    /// request failing), whichever is earlier.
     fn retry<T>(
         &self,
         what: &str,
@@ -171,6 +219,7 @@ impl Client {
         loop {
             match attempt() {
                 Ok(v) => {
+                    *self.outage.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     if let Some(t) = first_failure {
                         tracing::info!(
                             "{what}: succeeded after {:.1}s of retries",
@@ -180,22 +229,41 @@ impl Client {
                     return Ok(v);
                 }
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Transient(detail)) => {
-                    let since = *first_failure.get_or_insert_with(Instant::now);
-                    let waited = since.elapsed();
+                Err(Failure::Transient(cause)) => {
+                    let mine = *first_failure.get_or_insert_with(Instant::now);
+                    let outage = *self
+                        .outage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(mine);
+                    let waited = mine.elapsed().max(outage.elapsed());
                     if waited >= self.retry_window {
-                        return Err(ClientError::Unreachable {
-                            url: self.base.clone(),
-                            what: what.to_string(),
-                            detail,
-                            waited,
-                        });
+                        return Err(self.gave_up(what, cause, waited));
                     }
-                    tracing::warn!("{what}: {detail}; retrying in {:.1}s", delay.as_secs_f64());
+                    tracing::warn!("{what}: {cause}; retrying in {:.1}s", delay.as_secs_f64());
                     std::thread::sleep(delay.min(self.retry_window.saturating_sub(waited)));
                     delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    fn gave_up(&self, what: &str, cause: Transient, waited: Duration) -> ClientError {
+        let (url, what) = (self.base.clone(), what.to_string());
+        match cause {
+            Transient::Network(detail) => ClientError::Unreachable {
+                url,
+                what,
+                detail,
+                waited,
+            },
+            Transient::Server { status, message } => ClientError::ServerFailing {
+                url,
+                what,
+                status,
+                message,
+                waited,
+            },
         }
     }
 
@@ -206,7 +274,7 @@ impl Client {
                 detail,
             });
         }
-        Failure::Transient(e.to_string())
+        Failure::Transient(Transient::Network(e.to_string()))
     }
 
     /// Send one request; 2xx bodies go to `read`. `body` is sent as-is.
@@ -244,7 +312,7 @@ impl Client {
                 return read(status, resp.body_mut()).map_err(|e| match e {
                     // A body cut off mid-transfer is a network failure.
                     ClientError::BadAnswer { detail, .. } if detail.starts_with("io:") => {
-                        Failure::Transient(detail)
+                        Failure::Transient(Transient::Network(detail))
                     }
                     e => Failure::Final(e),
                 });
@@ -260,7 +328,7 @@ impl Client {
                 .ok_or(())
                 .unwrap_or_else(|_| "no explanation given".into());
             if status >= 500 {
-                Err(Failure::Transient(format!("HTTP {status}: {message}")))
+                Err(Failure::Transient(Transient::Server { status, message }))
             } else {
                 Err(Failure::Final(ClientError::Refused {
                     what: what.clone(),
@@ -590,4 +658,65 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     num.parse::<u64>()
         .map(|n| Duration::from_secs(n * mult))
         .map_err(|_| format!("{s:?} is not a duration: use seconds (900), or 90s, 15m, 2h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client of an address where nothing listens: every attempt is refused at once.
+    fn client_of_closed_port(window: Duration) -> Client {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Client::new(ClientConfig {
+            url: format!("https://127.0.0.1:{port}"),
+            trust: TrustBundle {
+                ca_certs: Vec::new(),
+                signing_key: ferry_format::signing::SigningKey([0; 32]),
+            },
+            token: "t".into(),
+            retry_window: window,
+            connections: 2,
+        })
+        .expect("client")
+    }
+
+    #[test]
+    fn a_request_gives_up_when_its_window_is_spent_and_names_the_network() {
+        let c = client_of_closed_port(Duration::from_secs(2));
+        let t = Instant::now();
+        let e = c.hello().expect_err("nothing listens");
+        let took = t.elapsed();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(e.gave_up_retrying());
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+            "gave up after {took:?}"
+        );
+        assert!(e.to_string().contains("GET /hello"), "{e}");
+    }
+
+    #[test]
+    fn an_outage_costs_one_window_not_one_per_request() {
+        let c = client_of_closed_port(Duration::from_secs(2));
+        c.hello().expect_err("nothing listens");
+        // The appliance has failed every request for a whole window: later requests, through
+        // this client or a clone, give up after one more failed attempt.
+        for c in [
+            &c,
+            &c.with_token("other"),
+            &c.with_retry_window(Duration::from_secs(2)),
+        ] {
+            let t = Instant::now();
+            let e = c.snapshots(None).expect_err("nothing listens");
+            assert!(e.gave_up_retrying(), "{e}");
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "took {:?}",
+                t.elapsed()
+            );
+        }
+    }
 }
