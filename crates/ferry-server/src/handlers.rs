@@ -93,7 +93,7 @@ pub async fn put_chunk(
     caller.need(Role::Backup)?;
     let id = parse_chunk_id(&id)?;
     match blocking(move || st.store.put_chunk(&id, &body)).await? {
-        PutOutcome::Stored => Ok(StatusCode::CREATED),
+        PutOutcome::Stored | PutOutcome::Replaced => Ok(StatusCode::CREATED),
         PutOutcome::AlreadyPresent => Ok(StatusCode::OK),
     }
 }

@@ -1,41 +1,79 @@
 //! The chunk store: `chunks/abcd/<64 hex>`, each file the zstd frame an agent uploaded, kept only
-//! after it decompressed (bounded) to data whose BLAKE3 is the id.
+//! when it is one canonical zstd frame ([`ferry_format::chunk::check_frame`]) that decompresses
+//! to exactly its declared size of data whose BLAKE3 is the id.
+//!
+//! Uploads are refused, not recompressed: a stored chunk is byte for byte what its first good
+//! upload sent. A PUT of an id that is present checks the stored copy too (bytes equal to the
+//! verified upload, else a full check) and replaces a bad one, so a backup heals damage it
+//! uploads over; `appliance verify` ([`crate::verify`]) moves damaged chunks out of the way so
+//! that known-chunks reports them missing and the next backup uploads them.
 
 use std::fs;
-use std::io::Read;
+use std::io;
 use std::path::PathBuf;
 
-use ferry_format::chunk::MAX_CHUNK_SIZE;
+use ferry_format::chunk::{check_frame, FrameError};
 use ferry_format::ChunkId;
 
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx::{self, FileLock, LockMode};
 use crate::Store;
 
-/// Whether a PUT stored a new chunk or found it already there.
+/// What a PUT did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The chunk was new.
     Stored,
+    /// A good copy was already stored; it was touched (marked in use now).
     AlreadyPresent,
+    /// The stored copy was damaged (or not canonical) and the upload replaced it.
+    Replaced,
 }
 
-/// Decompress `frame` (at most `bound` bytes of plaintext) and check that its BLAKE3 is `id`.
-pub fn verify_chunk(id: &ChunkId, frame: &[u8], bound: u32) -> Result<()> {
-    let bad = |why: String| StoreError::BadChunk(format!("chunk {id}: {why}; nothing was stored"));
-    let decoder = zstd::stream::read::Decoder::new(frame).map_err(|e| bad(format!("zstd: {e}")))?;
-    let mut plain = Vec::new();
-    decoder
-        .take(bound as u64 + 1)
-        .read_to_end(&mut plain)
-        .map_err(|e| bad(format!("not a valid zstd frame ({e})")))?;
-    if plain.len() as u64 > bound as u64 {
-        return Err(bad(format!("decompresses to more than {bound} bytes")));
-    }
+/// Why bytes are not a good chunk of the id they are filed or uploaded under.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkFault {
+    /// Not one canonical zstd frame, or its content is not the size it declares.
+    #[error("the zstd frame {0}")]
+    Frame(#[from] FrameError),
+    #[error("the zstd frame does not decompress ({0})")]
+    Undecodable(String),
+    #[error("its content has BLAKE3 {0}")]
+    WrongContent(ChunkId),
+}
+
+/// Check that `frame` is a canonical zstd frame of data whose BLAKE3 is `id`; returns the
+/// plaintext length. Decompression is bounded by the declared content size (at most 64 MiB).
+pub fn check_chunk(id: &ChunkId, frame: &[u8]) -> Result<u64, ChunkFault> {
+    let info = check_frame(frame)?;
+    let mut plain = Vec::with_capacity(info.content_size as usize);
+    zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(frame, &mut plain))
+        .map_err(|e| ChunkFault::Undecodable(e.to_string()))?;
+    info.check_decoded(plain.len() as u64)?;
     let actual = ChunkId::of(&plain);
     if actual != *id {
-        return Err(bad(format!("its content has BLAKE3 {actual}")));
+        return Err(ChunkFault::WrongContent(actual));
     }
-    Ok(())
+    Ok(plain.len() as u64)
+}
+
+/// Check an upload: a frame that is not canonical or does not decompress is malformed
+/// ([`StoreError::Invalid`], 400); one whose content is not the id is [`StoreError::BadChunk`]
+/// (422).
+pub fn verify_chunk(id: &ChunkId, frame: &[u8]) -> Result<()> {
+    match check_chunk(id, frame) {
+        Ok(_) => Ok(()),
+        Err(f @ (ChunkFault::Frame(_) | ChunkFault::Undecodable(_))) => {
+            Err(StoreError::Invalid(format!(
+                "chunk {id}: {f}; upload it as exactly one zstd frame that declares its content \
+                 size (docs/format.md); nothing was stored"
+            )))
+        }
+        Err(f @ ChunkFault::WrongContent(_)) => Err(StoreError::BadChunk(format!(
+            "chunk {id}: {f}; nothing was stored"
+        ))),
+    }
 }
 
 impl Store {
@@ -43,29 +81,45 @@ impl Store {
         self.chunks_dir().join(id.store_prefix()).join(id.to_hex())
     }
 
-    /// Hold the chunk lock shared: GC cannot unlink while it is held.
+    /// Hold the chunk lock shared: GC cannot unlink, nor verify quarantine, while it is held.
     pub fn lock_chunks_shared(&self) -> Result<FileLock> {
         FileLock::acquire(&self.chunk_lock_path(), LockMode::Shared)
     }
 
-    /// Verify and store a chunk upload. A chunk already present is touched instead.
+    /// Verify and store a chunk upload. When the id is present, a good stored copy is touched;
+    /// a bad one is replaced by the (verified) upload.
     pub fn put_chunk(&self, id: &ChunkId, frame: &[u8]) -> Result<PutOutcome> {
+        verify_chunk(id, frame)?;
         let path = self.chunk_path(id);
-        {
-            let _lock = self.lock_chunks_shared()?;
-            if fsx::touch(&path)? {
-                return Ok(PutOutcome::AlreadyPresent);
+        let _lock = self.lock_chunks_shared()?;
+        let outcome = match fs::read(&path) {
+            // Equal bytes are as good as the upload just verified: no second decompression.
+            Ok(stored) if stored == frame => PutOutcome::AlreadyPresent,
+            Ok(stored) => match check_chunk(id, &stored) {
+                Ok(_) => PutOutcome::AlreadyPresent,
+                Err(fault) => {
+                    tracing::warn!("replacing damaged stored chunk {id} ({fault}) with an upload");
+                    PutOutcome::Replaced
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => PutOutcome::Stored,
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        match outcome {
+            PutOutcome::AlreadyPresent => {
+                fsx::touch(&path)?;
+            }
+            PutOutcome::Stored | PutOutcome::Replaced => {
+                let dir = path
+                    .parent()
+                    .unwrap_or(self.chunks_dir().as_path())
+                    .to_path_buf();
+                fsx::create_dir_all(&dir)?;
+                // A rename over the damaged copy: readers see the old file or the new one.
+                fsx::write_atomic(&path, frame, 0o644)?;
             }
         }
-        verify_chunk(id, frame, MAX_CHUNK_SIZE)?;
-        let _lock = self.lock_chunks_shared()?;
-        let dir = path
-            .parent()
-            .unwrap_or(self.chunks_dir().as_path())
-            .to_path_buf();
-        fsx::create_dir_all(&dir)?;
-        fsx::write_atomic(&path, frame, 0o644)?;
-        Ok(PutOutcome::Stored)
+        Ok(outcome)
     }
 
     /// Touch every chunk of `ids` that is present (marks it in use now, see [`crate::gc`]) and

@@ -9,6 +9,8 @@
 //! DIR/keys/                       ca.key ca.pem server.key server.pem signing.pk8 (private: 0600)
 //! DIR/chunks/.lock                advisory lock between the server and GC
 //! DIR/chunks/abcd/<64 hex>        a chunk: the zstd frame exactly as uploaded (and verified)
+//! DIR/damaged/<64 hex>            a chunk `verify` found bad, moved out of chunks/
+//! DIR/verify.state                checkpoint of an interrupted `verify`
 //! DIR/sessions/<session>.json     an open backup session
 //! DIR/tmp/<session>/<disk>.index  indexes uploaded by an open session
 //! DIR/snapshots/<id>/             manifest.json manifest.sig <disk>.index
@@ -22,7 +24,8 @@
 //!   reader sees all of it or nothing. A snapshot appears by renaming a complete directory from
 //!   `tmp/` into `snapshots/` after all its chunks are durable (syncfs): a crash leaves nothing
 //!   half-visible.
-//! - A stored chunk always decompresses to data whose BLAKE3 is its file name.
+//! - A stored chunk is one canonical zstd frame that decompresses to data whose BLAKE3 is its
+//!   file name (checked on upload; `verify` re-checks and moves damaged ones to `damaged/`).
 //! - Garbage collection ([`gc`]) deletes only chunks whose mtime is older than both its own start
 //!   and the start of every live session, minus a margin; the server touches every chunk a session
 //!   relies on while holding `chunks/.lock` shared, GC unlinks while holding it exclusive. So GC
@@ -39,6 +42,7 @@ pub mod keys;
 pub mod sessions;
 pub mod snapshots;
 pub mod tokens;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

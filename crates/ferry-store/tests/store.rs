@@ -118,7 +118,7 @@ fn put_chunk_verifies_before_storing() {
     ));
     assert!(matches!(
         store.put_chunk(&other, b"not zstd"),
-        Err(StoreError::BadChunk(_))
+        Err(StoreError::Invalid(_))
     ));
     assert!(!store.has_chunk(&other));
     // A zstd bomb beyond 64 MiB is refused without storing.
@@ -127,7 +127,7 @@ fn put_chunk_verifies_before_storing() {
     let big_id = ChunkId::of(&big);
     assert!(matches!(
         store.put_chunk(&big_id, &bomb),
-        Err(StoreError::BadChunk(_))
+        Err(StoreError::Invalid(_))
     ));
     assert!(!store.has_chunk(&big_id));
 }
