@@ -79,6 +79,32 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash every stored chunk, check every snapshot's signature, indexes and chunks; move
+    /// bad chunks to DIR/damaged/ so the next backup uploads them again. Resumable, rate-limited,
+    /// safe while `serve` runs; exits non-zero when anything is damaged.
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Read at most this many megabytes (10^6 bytes) of chunks per second.
+        #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Continue the interrupted run recorded in DIR/verify.state (fail if there is none).
+        /// Without --resume or --restart, an interrupted run is continued if there is one.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Start over, discarding an interrupted run's progress.
+        #[arg(long)]
+        restart: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{text:?} is not a rate: give megabytes per second, e.g. 50 or 0.5")),
+    }
 }
 
 #[derive(Subcommand)]

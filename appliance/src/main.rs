@@ -26,6 +26,13 @@ fn main() -> ExitCode {
             dry_run,
         } => commands::prune(&data, &machine, keep.into(), dry_run),
         Cmd::Gc { data, json } => commands::gc(&data, json),
+        Cmd::Verify {
+            data,
+            rate,
+            resume,
+            restart,
+            json,
+        } => commands::verify(&data, rate, resume, restart, json),
         Cmd::Agents { data, json } => jobs::agents(&data, json),
         Cmd::Jobs(JobsCmd::List { data, json }) => jobs::jobs_list(&data, json),
         Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),

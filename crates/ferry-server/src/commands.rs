@@ -11,6 +11,7 @@ use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
 use ferry_store::snapshots::{rfc3339, PrunePlan};
+use ferry_store::verify::{Start, VerifyOptions};
 use ferry_store::{config, fsx, tokens, Store};
 use serde::Serialize;
 
@@ -275,6 +276,42 @@ pub fn gc(data: &Path, json: bool) -> Result<()> {
             "{} chunks referenced by snapshots are missing: those snapshots cannot be restored whole; \
              back the machines up again",
             report.missing_chunks
+        );
+    }
+    Ok(())
+}
+
+/// Re-check the store (`ferry_store::verify`), print the report, fail when anything is damaged.
+pub fn verify(
+    data: &Path,
+    rate_mb: Option<f64>,
+    resume: bool,
+    restart: bool,
+    json: bool,
+) -> Result<()> {
+    let store = Store::open(data)?;
+    let start = match (resume, restart) {
+        (true, _) => Start::Resume,
+        (_, true) => Start::Restart,
+        _ => Start::Auto,
+    };
+    let rate = rate_mb.map(|mb| (mb * 1e6).max(1.0) as u64);
+    let report = store
+        .verify(VerifyOptions { rate, start })
+        .context("verify the store")?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    if !report.is_clean() {
+        bail!(
+            "the store is damaged: {} bad chunks (moved to {}), {} missing chunks, {} damaged \
+             snapshots; do what each DAMAGED line says",
+            report.bad_chunks.len(),
+            store.damaged_dir().display(),
+            report.missing_chunks.len(),
+            report.damaged_snapshots.len()
         );
     }
     Ok(())
