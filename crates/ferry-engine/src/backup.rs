@@ -11,9 +11,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_client::Client;
 use ferry_format::api::CommitRequest;
@@ -25,6 +25,7 @@ use ferry_image::{DiskSource, ImageFormat};
 use ferry_probe::UsedMap;
 use serde::Serialize;
 
+use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::EngineError;
@@ -34,6 +35,9 @@ pub const DEFAULT_LEVEL: i32 = 3;
 pub use ferry_format::DEFAULT_CHUNK_SIZE;
 /// Most chunk ids asked about in one `known-chunks` round trip while streaming.
 const QUERY_BATCH: usize = 32;
+/// How long a failed backup tries to tell the appliance to drop its session: the failure may
+/// be the appliance's, and the session expires there anyway.
+const ABANDON_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct DiskSpec {
@@ -97,7 +101,7 @@ fn format_name(f: ImageFormat) -> &'static str {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     bytes_read: AtomicU64,
     new: AtomicU64,
     bytes_uploaded: AtomicU64,
@@ -149,8 +153,9 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
             Ok(summary)
         }
         Err(e) => {
-            // Best effort: the session's chunks stay (a rerun skips them), nothing becomes visible.
-            let _ = client.abandon(&session);
+            // Best effort, and brief: the appliance may be what failed. The session's chunks
+            // stay (a rerun skips them); nothing becomes visible.
+            let _ = client.with_retry_window(ABANDON_RETRY).abandon(&session);
             Err(e)
         }
     }
@@ -275,8 +280,8 @@ struct Item {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backup_disk(
-    client: &Client,
+pub(crate) fn backup_disk(
+    store: &dyn ChunkStore,
     opts: &BackupOptions,
     session: &str,
     src: &dyn DiskSource,
@@ -289,10 +294,7 @@ fn backup_disk(
         .map_err(|e| EngineError::Refused(e.to_string()))?;
     let parallel = opts.parallel.max(1);
     let pool = Pool::new(parallel + QUERY_BATCH.min(8) + 2, opts.chunk_size as usize);
-    let (item_tx, item_rx) = sync_channel::<Result<Item, EngineError>>(4);
-    let (up_tx, up_rx) = sync_channel::<Item>(parallel);
-    let up_rx = Mutex::new(up_rx);
-    let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
+    let abort = Abort::default();
     let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len())
         .map(|i| {
             let (o, l) = index.range(i);
@@ -308,69 +310,95 @@ fn backup_disk(
         *e = Entry::Unused;
     }
 
-    std::thread::scope(|s| -> Result<(), EngineError> {
-        let pool = &pool;
+    // Each stage owns its channel ends (see crate::pipeline): when one ends, for any reason,
+    // the stages next to it see the disconnection or the abort flag and end too.
+    std::thread::scope(|s| {
+        let (item_tx, item_rx) = sync_channel::<Item>(4);
+        let (up_tx, up_rx) = sync_channel::<Item>(parallel);
+        let up_rx = Arc::new(Mutex::new(up_rx));
+        let (pool, abort) = (&pool, &abort);
         let (ranges, unused) = (&ranges, &unused);
         s.spawn(move || {
-            for &(i, off, len) in ranges {
-                if unused[i] || src.known_zero(off, len as u64) {
-                    progress.add(len as u64);
-                    continue;
-                }
-                let Some(mut buf) = pool.take() else { return };
-                buf.resize(len, 0);
-                if let Err(e) = src.read_at(&mut buf, off) {
-                    let _ = item_tx.send(Err(e.into()));
-                    return;
-                }
-                counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
-                progress.add(len as u64);
-                if ferry_format::chunk::is_zero(&buf) {
-                    pool.give(buf);
-                    continue;
-                }
-                let id = ChunkId::of(&buf);
-                if item_tx.send(Ok(Item { i, id, buf })).is_err() {
-                    return;
-                }
-            }
+            abort.guard("the disk reader", || {
+                read_chunks(
+                    src, ranges, unused, item_tx, pool, counters, abort, progress,
+                )
+            })
         });
         for _ in 0..parallel {
-            let (up_rx, failed) = (&up_rx, Arc::clone(&failed));
-            s.spawn(move || upload_worker(client, up_rx, pool, opts.level, counters, &failed));
+            let up_rx = Arc::clone(&up_rx);
+            s.spawn(move || {
+                abort.guard("an upload worker", || {
+                    upload_worker(store, up_rx, pool, opts.level, counters, abort)
+                })
+            });
         }
-        let r = dispatch(
-            client, session, item_rx, &up_tx, &mut index, seen, pool, &failed,
-        );
-        drop(up_tx);
-        r
-    })?;
-    if let Some(e) = failed.lock().ok().and_then(|mut g| g.take()) {
-        return Err(e);
+        drop(up_rx);
+        abort.guard("the upload dispatcher", || {
+            dispatch(
+                store, session, item_rx, up_tx, &mut index, seen, pool, abort,
+            )
+        });
+    });
+    match abort.take() {
+        Some(e) => Err(e),
+        None => Ok(index),
     }
-    Ok(index)
+}
+
+/// Read every chunk that may hold data, skip zeros, hash, and pass it on.
+#[allow(clippy::too_many_arguments)]
+fn read_chunks(
+    src: &dyn DiskSource,
+    ranges: &[(usize, u64, usize)],
+    unused: &[bool],
+    tx: SyncSender<Item>,
+    pool: &Pool,
+    counters: &Counters,
+    abort: &Abort,
+    progress: &Progress,
+) -> Result<(), EngineError> {
+    for &(i, off, len) in ranges {
+        if unused[i] || src.known_zero(off, len as u64) {
+            progress.add(len as u64);
+            continue;
+        }
+        let Some(mut buf) = pool.take(abort) else {
+            return Ok(());
+        };
+        buf.resize(len, 0);
+        src.read_at(&mut buf, off)?;
+        counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+        progress.add(len as u64);
+        if ferry_format::chunk::is_zero(&buf) {
+            pool.give(buf);
+            continue;
+        }
+        let id = ChunkId::of(&buf);
+        if tx.send(Item { i, id, buf }).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Record each item in the index; query in batches which new ids the appliance lacks; send those
-/// to the upload workers and recycle the rest.
+/// to the upload workers and recycle the rest. Ends when the reader is done, or at once when
+/// any stage failed (the error is in `abort`).
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
-    client: &Client,
+    store: &dyn ChunkStore,
     session: &str,
-    rx: Receiver<Result<Item, EngineError>>,
-    up_tx: &std::sync::mpsc::SyncSender<Item>,
+    rx: Receiver<Item>,
+    up_tx: SyncSender<Item>,
     index: &mut DiskIndex,
     seen: &mut HashSet<ChunkId>,
     pool: &Pool,
-    failed: &Mutex<Option<EngineError>>,
+    abort: &Abort,
 ) -> Result<(), EngineError> {
     let mut batch: Vec<Item> = Vec::new();
-    loop {
-        let first = match rx.recv() {
-            Ok(item) => Some(item?),
-            Err(_) => None,
-        };
-        let done = first.is_none();
+    // Disconnected: the reader is done (or failed, which `abort` holds).
+    while let Ok(first) = rx.recv() {
         let mut take = |item: Item, batch: &mut Vec<Item>| {
             index.entries[item.i] = Entry::Data(item.id);
             if seen.insert(item.id) {
@@ -379,71 +407,60 @@ fn dispatch(
                 pool.give(item.buf);
             }
         };
-        if let Some(item) = first {
-            take(item, &mut batch);
-            while batch.len() < QUERY_BATCH.min(8) {
-                match rx.try_recv() {
-                    Ok(item) => take(item?, &mut batch),
-                    Err(_) => break,
-                }
+        take(first, &mut batch);
+        while batch.len() < QUERY_BATCH.min(8) {
+            match rx.try_recv() {
+                Ok(item) => take(item, &mut batch),
+                Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            let ids: Vec<ChunkId> = batch.iter().map(|b| b.id).collect();
-            let missing: HashSet<ChunkId> =
-                client.missing_chunks(session, &ids)?.into_iter().collect();
-            for item in batch.drain(..) {
-                if missing.contains(&item.id) {
-                    if up_tx.send(item).is_err() {
-                        break;
-                    }
-                } else {
-                    pool.give(item.buf);
-                }
+        if abort.is_set() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = batch.iter().map(|b| b.id).collect();
+        let missing: HashSet<ChunkId> = store.missing_chunks(session, &ids)?.into_iter().collect();
+        for item in batch.drain(..) {
+            if !missing.contains(&item.id) {
+                pool.give(item.buf);
+            } else if abort.is_set() || up_tx.send(item).is_err() {
+                // Every upload worker has ended: one of them failed.
+                return Ok(());
             }
-        }
-        if failed.lock().map(|g| g.is_some()).unwrap_or(true) {
-            return Ok(());
-        }
-        if done {
-            return Ok(());
         }
     }
+    Ok(())
 }
 
 fn upload_worker(
-    client: &Client,
-    rx: &Mutex<Receiver<Item>>,
+    store: &dyn ChunkStore,
+    rx: Arc<Mutex<Receiver<Item>>>,
     pool: &Pool,
     level: i32,
     counters: &Counters,
-    failed: &Mutex<Option<EngineError>>,
-) {
-    let mut cctx = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => {
-            record(failed, EngineError::Worker(format!("zstd: {e}")));
-            return;
-        }
-    };
+    abort: &Abort,
+) -> Result<(), EngineError> {
+    let mut cctx = zstd::bulk::Compressor::new(level)
+        .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
     let mut out = Vec::new();
     loop {
+        // A poisoned lock means another worker panicked; its panic is the error.
         let next = match rx.lock() {
             Ok(g) => g.recv(),
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
-        let Ok(item) = next else { return };
-        let r = upload_one(client, &mut cctx, &mut out, &item.id, &item.buf, counters);
-        pool.give(item.buf);
-        if let Err(e) = r {
-            record(failed, e);
-            return;
+        let Ok(item) = next else { return Ok(()) };
+        if abort.is_set() {
+            pool.give(item.buf);
+            return Ok(());
         }
+        let r = upload_one(store, &mut cctx, &mut out, &item.id, &item.buf, counters);
+        pool.give(item.buf);
+        r?;
     }
 }
 
 fn upload_one(
-    client: &Client,
+    store: &dyn ChunkStore,
     cctx: &mut zstd::bulk::Compressor<'_>,
     out: &mut Vec<u8>,
     id: &ChunkId,
@@ -454,19 +471,13 @@ fn upload_one(
     out.reserve(zstd::zstd_safe::compress_bound(data.len()));
     cctx.compress_to_buffer(data, out)
         .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
-    if client.put_chunk(id, out)? {
+    if store.put_chunk(id, out)? {
         counters.new.fetch_add(1, Ordering::Relaxed);
     }
     counters
         .bytes_uploaded
         .fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(())
-}
-
-fn record(failed: &Mutex<Option<EngineError>>, e: EngineError) {
-    if let Ok(mut g) = failed.lock() {
-        g.get_or_insert(e);
-    }
 }
 
 /// Upload chunks the appliance reports missing at index time, read again from the source.

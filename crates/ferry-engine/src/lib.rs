@@ -11,11 +11,47 @@
 //!   tool; [`loopdev`]: loop devices over byte ranges for it.
 //!
 //! Memory is bounded by a pool of chunk buffers: at most `parallel + 4` chunks live at once.
+//!
+//! ## Failure ends a pipeline; it never hangs it
+//!
+//! A stage that fails or panics ends the whole backup or restore with that stage's error, in
+//! bounded time: [`pipeline`] has the rules (stages own their channel ends, run under a guard
+//! that turns errors and panics into the first error, and poll one abort flag where no
+//! disconnection can wake them) and [`pipeline::ChunkStore`], the seam its fault tests use. Each
+//! appliance request is bounded by the client's retry window, counted per outage
+//! (`ferry_client`), so an appliance that keeps failing (disk full, stopped) ends a backup or a
+//! restore about one window after it started failing, with its error text.
+//!
+//! Audited (issue 9) — every place one worker's end could block the rest, and what holds now:
+//! - backup, upload workers all failed: the dispatcher blocked forever sending to them (their
+//!   receiver outlived them). Now the last worker's exit disconnects it, and the dispatcher
+//!   stops at the abort flag before each send.
+//! - backup, the reader waited forever for a free buffer whose holder had died or whose channel
+//!   was dropped. Now buffer-pool waits poll the abort flag.
+//! - backup, a failed `known-chunks` query, a source read error, a panicking worker: each ends
+//!   the run with its error (a panic as [`EngineError::Worker`] naming the stage), and the
+//!   session is abandoned with a 5 s retry window, not another full window.
+//! - restore, chunk fetches all failed: the scanner blocked forever sending to the fetch workers
+//!   (same shape as the backup hang), so the writer waited on the scanner. Fixed the same way.
+//! - restore, a fetch worker waiting for a buffer from a dead writer; a panicking writer or
+//!   scanner: guarded; waits poll the abort flag. The writer keeps draining after an error, writes
+//!   nothing more, and only chunks already verified against their id were ever handed to it; the
+//!   first chunk is written only after everything else succeeded.
+//! - the first-error cell dropped the error when its lock was poisoned: now kept.
+//! - restore-agent's job thread (`ferry_agent::job::apply`): the progress loop waits on a
+//!   channel the restore thread owns, so its end or panic wakes it; the join turns a panic into
+//!   an error. Event posts have their own 5 s window and a capped queue. The agent's job poll
+//!   waits out a dead appliance by design (it also did for a network failure; now for a failing
+//!   appliance too). No change needed beyond that.
+//! - not bounded here: a read or write that blocks inside the kernel (a hung source or target
+//!   device); a request attempt that starts just before the window ends may still run for the
+//!   client's per-read timeout (60 s).
 
 pub mod backup;
 mod blockdev;
 pub mod grow;
 pub mod loopdev;
+pub mod pipeline;
 mod pool;
 pub mod progress;
 pub mod restore;

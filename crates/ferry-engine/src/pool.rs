@@ -1,8 +1,15 @@
 //! A fixed set of chunk buffers passed between pipeline stages: bounds memory and avoids
 //! allocating 4 MiB per chunk.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::pipeline::Abort;
+
+/// How often a stage waiting for a free buffer looks at the abort flag: a buffer held by a
+/// stage that died never comes back, so this wait cannot rely on a disconnection.
+const ABORT_POLL: Duration = Duration::from_millis(50);
 
 pub(crate) struct Pool {
     tx: SyncSender<Vec<u8>>,
@@ -21,12 +28,22 @@ impl Pool {
         }
     }
 
-    /// Wait for a free buffer (cleared). `None` only if the pool is gone.
-    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+    /// Wait for a free buffer (cleared). `None` when the pipeline is aborting.
+    pub(crate) fn take(&self, abort: &Abort) -> Option<Vec<u8>> {
         let rx = self.rx.lock().ok()?;
-        let mut b = rx.recv().ok()?;
-        b.clear();
-        Some(b)
+        loop {
+            if abort.is_set() {
+                return None;
+            }
+            match rx.recv_timeout(ABORT_POLL) {
+                Ok(mut b) => {
+                    b.clear();
+                    return Some(b);
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     pub(crate) fn give(&self, b: Vec<u8>) {

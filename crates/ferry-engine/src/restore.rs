@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use ferry_layout::{GrowLv, LayoutPlan, Mapping, Patch, Policy, SourceDisk, TargetDisk};
 
+use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
 use crate::progress::{human, Progress};
 use crate::target::{self, Target, TargetCheck, TargetKind};
@@ -448,25 +449,6 @@ struct Counters {
     bytes_skipped: AtomicU64,
 }
 
-/// First error wins; every stage stops when one is set.
-#[derive(Default)]
-struct Abort {
-    flag: AtomicBool,
-    error: Mutex<Option<EngineError>>,
-}
-
-impl Abort {
-    fn set(&self, e: EngineError) {
-        if let Ok(mut g) = self.error.lock() {
-            g.get_or_insert(e);
-        }
-        self.flag.store(true, Ordering::SeqCst);
-    }
-    fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
-    }
-}
-
 fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
     let mut stats = DiskStats {
         disk: d.disk.clone(),
@@ -528,76 +510,92 @@ fn read_local<'a>(
 }
 
 fn sync_disk(
-    client: &Client,
+    store: &dyn ChunkStore,
     d: &DiskPlan,
     t: &Target,
     parallel: usize,
     progress: &Progress,
 ) -> Result<DiskStats, EngineError> {
-    let index = &d.index;
+    sync_chunks(store, &d.disk, &d.index, &d.patches, t, parallel, progress)
+}
+
+/// The seeded sync of one disk onto an opened target: scan → fetch workers → writer, then the
+/// boot-critical first chunk.
+pub(crate) fn sync_chunks(
+    store: &dyn ChunkStore,
+    disk: &str,
+    index: &DiskIndex,
+    patches: &[Patch],
+    t: &Target,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<DiskStats, EngineError> {
     let chunk_size = index.chunk_size as usize;
     let local = LocalState::new(&t.file, t.kind, t.size);
     let counters = Counters::default();
     let abort = Abort::default();
     let pool = Pool::new(parallel + 2, chunk_size);
     let first_dirty = AtomicBool::new(false);
-    let (fetch_tx, fetch_rx) = sync_channel::<(usize, ChunkId)>(parallel * 2);
-    let fetch_rx = Mutex::new(fetch_rx);
-    let (work_tx, work_rx) = sync_channel::<Work>(parallel + 2);
 
-    let mut held_first: Option<Work> = None;
-    std::thread::scope(|s| {
+    // Each stage owns its channel ends (see crate::pipeline): when one ends, for any reason,
+    // the stages next to it see the disconnection or the abort flag and end too.
+    let held_first = std::thread::scope(|s| {
+        let (fetch_tx, fetch_rx) = sync_channel::<(usize, ChunkId)>(parallel * 2);
+        let fetch_rx = Arc::new(Mutex::new(fetch_rx));
+        let (work_tx, work_rx) = sync_channel::<Work>(parallel + 2);
+        let (counters, abort, pool, local, first_dirty) =
+            (&counters, &abort, &pool, &local, &first_dirty);
         {
             let work_tx = work_tx.clone();
-            let (counters, abort, local, first_dirty) = (&counters, &abort, &local, &first_dirty);
             s.spawn(move || {
-                if let Err(e) = scan(
-                    index,
+                abort.guard("the target scanner", || {
+                    scan(
+                        index,
+                        t,
+                        local,
+                        fetch_tx,
+                        work_tx,
+                        counters,
+                        abort,
+                        first_dirty,
+                        progress,
+                    )
+                })
+            });
+        }
+        for _ in 0..parallel {
+            let (work_tx, fetch_rx) = (work_tx.clone(), Arc::clone(&fetch_rx));
+            s.spawn(move || {
+                abort.guard("a chunk fetch worker", || {
+                    fetch_worker(store, disk, index, fetch_rx, work_tx, pool, counters, abort)
+                })
+            });
+        }
+        drop((work_tx, fetch_rx));
+        abort
+            .guard("the target writer", || {
+                Ok(write_loop(
                     t,
-                    local,
-                    fetch_tx,
-                    work_tx,
+                    index,
+                    work_rx,
+                    pool,
                     counters,
                     abort,
                     first_dirty,
                     progress,
-                ) {
-                    abort.set(e);
-                }
-            });
-        }
-        for _ in 0..parallel {
-            let work_tx = work_tx.clone();
-            let (counters, abort, pool, fetch_rx) = (&counters, &abort, &pool, &fetch_rx);
-            s.spawn(move || {
-                if let Err(e) = fetch_worker(
-                    client, &d.disk, index, fetch_rx, work_tx, pool, counters, abort,
-                ) {
-                    abort.set(e);
-                }
-            });
-        }
-        drop(work_tx);
-        held_first = write_loop(
-            t,
-            index,
-            work_rx,
-            &pool,
-            &counters,
-            &abort,
-            &first_dirty,
-            progress,
-        );
+                ))
+            })
+            .flatten()
     });
-    if let Some(e) = abort.error.lock().ok().and_then(|mut g| g.take()) {
+    if let Some(e) = abort.take() {
         return Err(e);
     }
-    finish_boot_critical(t, index, &d.patches, held_first, &counters)?;
+    finish_boot_critical(t, index, patches, held_first, &counters)?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(DiskStats {
-        disk: d.disk.clone(),
+        disk: disk.to_string(),
         target: t.path.clone(),
-        size: d.size,
+        size: index.disk_size,
         chunks_total: index.entries.len() as u64,
         chunks_present: c(&counters.present),
         chunks_fetched: c(&counters.fetched),
@@ -667,10 +665,10 @@ fn scan(
 
 #[allow(clippy::too_many_arguments)]
 fn fetch_worker(
-    client: &Client,
+    store: &dyn ChunkStore,
     disk: &str,
     index: &DiskIndex,
-    rx: &Mutex<Receiver<(usize, ChunkId)>>,
+    rx: Arc<Mutex<Receiver<(usize, ChunkId)>>>,
     work_tx: SyncSender<Work>,
     pool: &Pool,
     counters: &Counters,
@@ -681,6 +679,7 @@ fn fetch_worker(
         zstd::bulk::Decompressor::new().map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
     let limit = zstd::zstd_safe::compress_bound(index.chunk_size as usize) as u64;
     loop {
+        // A poisoned lock means another worker panicked; its panic is the error.
         let next = match rx.lock() {
             Ok(g) => g.recv(),
             Err(_) => return Ok(()),
@@ -690,11 +689,11 @@ fn fetch_worker(
             return Ok(());
         }
         let (off, len) = index.range(i);
-        client.get_chunk(&id, &mut compressed, limit)?;
+        store.get_chunk(&id, &mut compressed, limit)?;
         counters
             .bytes_fetched
             .fetch_add(compressed.len() as u64, Ordering::Relaxed);
-        let Some(mut buf) = pool.take() else {
+        let Some(mut buf) = pool.take(abort) else {
             return Ok(());
         };
         let corrupt = |detail: String| EngineError::CorruptChunk {
