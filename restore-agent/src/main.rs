@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 quiet: json,
                 grow,
                 grow_lv,
+                job: None,
             };
             commands::restore(&connect, &opts, json)
         }

@@ -1,18 +1,16 @@
 //! The machine's hardware as the kernel shows it in /sys and /proc, read under a `root` so
-//! tests run on a directory tree: disks from `sys/block` (their first and last MiB read from
-//! `dev/<name>` to tell whether they are blank), NICs from `sys/class/net`, UEFI from
+//! tests run on a directory tree: disks from `sys/block` (read from `dev/<name>` by the blank
+//! check, ferry_engine::contents, which also finds the boot medium and in-progress markers), NICs from `sys/class/net`, UEFI from
 //! `sys/firmware/efi`, memory from `proc/meminfo`, CPUs from `proc/cpuinfo`.
 //!
 //! Nothing here fails: what cannot be read is left out (a disk that cannot be read is not blank).
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use ferry_engine::contents::Contents;
 use ferry_format::agent::{Cpu, Disk, Firmware, Inventory, Nic};
-
-/// How much of each end of a disk must read as zeros for it to count as blank.
-pub const BLANK_PROBE: u64 = 1 << 20;
+use ferry_format::marker::RestoreMarker;
 
 /// Block devices that are never restore targets: loop, RAM and optical devices, device-mapper,
 /// md and floppies (the restore writes whole disks).
@@ -74,31 +72,42 @@ fn disk(root: &Path, sys: &Path, name: String) -> Option<Disk> {
     let logical = read_u64(&sys.join("queue/logical_block_size")).unwrap_or(512) as u32;
     let physical = read_u64(&sys.join("queue/physical_block_size")).map_or(logical, |v| v as u32);
     let first = |paths: &[&str]| paths.iter().find_map(|p| read_text(&sys.join(p)));
+    let contents = examine(&root.join("dev").join(&name), size);
     Some(Disk {
         model: first(&["device/model"]),
         serial: first(&["device/serial", "serial"]),
         wwn: first(&["wwid", "device/wwid", "device/wwn"]),
         logical_sector_size: logical,
         physical_sector_size: physical,
-        blank: is_blank(&root.join("dev").join(&name), size),
+        blank: contents == Some(Contents::Blank),
+        holds: match &contents {
+            Some(c) => c.describe(),
+            None => Some("contents that could not be read".into()),
+        },
+        protected: contents.as_ref().and_then(Contents::protected),
         removable: read_u64(&sys.join("removable")) == Some(1),
         name,
         size,
     })
 }
 
-/// The first and last [`BLANK_PROBE`] bytes read as zeros. Unreadable is not blank.
-pub fn is_blank(dev: &Path, size: u64) -> bool {
-    let Ok(f) = fs::File::open(dev) else {
-        return false;
-    };
-    let zero = |off: u64, len: u64| {
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, off).is_ok() && buf.iter().all(|&b| b == 0)
-    };
-    let head = BLANK_PROBE.min(size);
-    let tail = size.saturating_sub(BLANK_PROBE).max(head);
-    zero(0, head) && zero(tail, size - tail)
+/// The blank check of a disk ([`ferry_engine::contents`]); `None` when it cannot be read.
+pub fn examine(dev: &Path, size: u64) -> Option<Contents> {
+    let f = fs::File::open(dev).ok()?;
+    ferry_engine::contents::examine(&f, size).ok()
+}
+
+/// Every in-progress marker on this machine's disks, with the disk that carries it.
+pub fn markers(root: &Path, inv: &Inventory) -> Vec<(String, RestoreMarker)> {
+    inv.disks
+        .iter()
+        .filter_map(
+            |d| match examine(&root.join("dev").join(&d.name), d.size)? {
+                Contents::Marker(m) => Some((d.name.clone(), m)),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 fn nics(root: &Path) -> Vec<Nic> {
@@ -148,6 +157,7 @@ fn cpu(root: &Path) -> Cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn put(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
@@ -227,6 +237,10 @@ mod tests {
         assert!(
             !sda.blank && !inv.disk("sdb").unwrap().blank && !inv.disk("nvme0n1").unwrap().blank
         );
+        assert!(
+            inv.disk("nvme0n1").unwrap().holds.as_deref()
+                == Some("contents that could not be read")
+        );
         assert_eq!(inv.macs(), ["52:54:00:ab:cd:ef", "52:54:00:00:00:02"]);
         assert_eq!(inv.nics[0].carrier, Some(true));
         assert_eq!(inv.nics[1].carrier, None);
@@ -240,5 +254,45 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let inv = collect(empty.path());
         assert!(inv.disks.is_empty() && inv.nics.is_empty() && inv.firmware == Firmware::Bios);
+    }
+
+    #[test]
+    fn the_boot_medium_wiped_tables_and_markers_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        const MIB: u64 = 1 << 20;
+        // A hybrid ISO written to a USB disk: protected.
+        image(r, "sdb", 64 * MIB, None);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(r.join("dev/sdb"))
+            .unwrap();
+        f.write_all_at(b"CD001", 32769).unwrap();
+        // A disk whose table was zapped but whose ext4 at 1 MiB is intact: not blank.
+        image(r, "vda", 256 * MIB, None);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(r.join("dev/vda"))
+            .unwrap();
+        f.write_all_at(&[0x53, 0xef], MIB + 1080).unwrap();
+        // A partial restore of ours.
+        image(r, "vdb", 64 * MIB, None);
+        let m = RestoreMarker::new("job-0badcafe", "web01-x", "sda", &"5a".repeat(32));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(r.join("dev/vdb"))
+            .unwrap();
+        f.write_all_at(&m.encode(), 0).unwrap();
+        let inv = collect(r);
+        let sdb = inv.disk("sdb").unwrap();
+        assert!(!sdb.blank && sdb.protected.as_deref().unwrap().contains("ISO 9660"));
+        let vda = inv.disk("vda").unwrap();
+        assert!(!vda.blank && vda.protected.is_none());
+        assert_eq!(
+            vda.holds.as_deref(),
+            Some("an ext2/3/4 filesystem at offset 1 MiB")
+        );
+        assert!(!inv.disk("vdb").unwrap().blank);
+        assert_eq!(markers(r, &inv), vec![("vdb".to_string(), m)]);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientError};
 use ferry_engine::progress::{human, Progress};
-use ferry_engine::restore::{self, RestoreOptions, RestorePlan, RestoreSummary};
+use ferry_engine::restore::{self, JobMark, RestoreOptions, RestorePlan, RestoreSummary};
 use ferry_format::agent::{
     resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget,
     Phase, MAX_EVENT_BATCH,
@@ -210,6 +210,9 @@ fn execute(
     events: &mut Events,
     out: &mut Console,
 ) -> Result<RestoreSummary, Step> {
+    // This machine's own view of its disks now, not the one the appliance matched the job to.
+    let fresh = crate::inventory::collect(root);
+    let proof = own_check(s, job, inv, &fresh, resume).map_err(Step::Failed)?;
     if !resume {
         // A job the appliance no longer lets us run (409) must not touch a disk.
         s.client
@@ -217,11 +220,11 @@ fn execute(
             .map_err(Step::Stopped)?;
     } else {
         out.line(&format!(
-            "job {} was running when this agent stopped: resuming (only what differs is fetched)",
+            "job {} was running when this agent stopped and its disks carry the job's marker: resuming (only what differs is fetched)",
             job.id
         ));
     }
-    let opts = restore_options(job, root, cfg, resume).map_err(Step::Failed)?;
+    let opts = restore_options(job, root, cfg, proof).map_err(Step::Failed)?;
     events.emit(
         out,
         Level::Info,
@@ -233,7 +236,6 @@ fn execute(
         None,
     );
     let plan = restore::plan(&s.client, &opts).map_err(|e| Step::Failed(e.to_string()))?;
-    check_plan(&plan, job, inv, resume).map_err(Step::Failed)?;
     for line in plan.to_string().lines() {
         out.line(line);
     }
@@ -262,12 +264,123 @@ fn execute(
     Ok(sum)
 }
 
-/// The engine's options: each mapping's device under `root`.
+/// Before anything is written: the job's targets, checked against this machine's own fresh
+/// view of its disks. Returns the proof to write in the in-progress markers.
+///
+/// - every target is the disk the appliance matched (same name, size, serial, WWN, model as in
+///   the inventory this agent enrolled with): disks that changed since are refused;
+/// - a new job's mappings, resolved here again from what the operator asked (`auto`, serial,
+///   device), give the same targets, and those are blank unless the job says `--overwrite`;
+/// - a resumed job writes only onto a disk that is blank or carries this job's marker (with the
+///   proof found at start), never because the appliance says the job was running;
+/// - the boot medium is never a target ([`resolve_mappings`] refuses protected disks).
+fn own_check(
+    s: &Session,
+    job: &Job,
+    enrolled: &Inventory,
+    fresh: &Inventory,
+    resume: bool,
+) -> Result<String, String> {
+    let mut targets = Vec::new();
+    for m in &job.mappings {
+        let MapTarget::Device(dev) = &m.target else {
+            return Err(format!(
+                "the appliance sent disk {} unresolved ({}): update the appliance",
+                m.disk, m.target
+            ));
+        };
+        let now = fresh.disk(dev).ok_or_else(|| {
+            format!("target /dev/{dev} for disk {} is gone from this machine: nothing written; check the disks and create the job again", m.disk)
+        })?;
+        if let Some(then) = enrolled.disk(dev) {
+            let id = |d: &ferry_format::agent::Disk| {
+                (d.size, d.serial.clone(), d.wwn.clone(), d.model.clone())
+            };
+            if id(then) != id(now) {
+                return Err(format!(
+                    "target /dev/{dev} for disk {} is not the disk this agent enrolled with (size, serial, WWN or model changed): nothing written; restart the rescue system so it enrolls with its current disks",
+                    m.disk
+                ));
+            }
+        }
+        if let Some(why) = &now.protected {
+            return Err(format!("target /dev/{dev} is never written: {why}"));
+        }
+        targets.push((m.disk.clone(), dev.clone(), now));
+    }
+    if !resume {
+        if job.proof.len() != 64 {
+            return Err("the appliance sent the job without a proof for its in-progress markers: update the appliance".into());
+        }
+        if !job.requested.is_empty() {
+            let needs: Vec<DiskNeed> = enrolled_needs(job, enrolled);
+            let mine = resolve_mappings(&job.requested, &needs, fresh, job.overwrite)?;
+            if mine != job.mappings {
+                let show = |ms: &[ferry_format::agent::Mapping]| {
+                    ms.iter()
+                        .map(|m| format!("{}->{}", m.disk, m.target))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(format!(
+                    "the appliance chose {} but this machine's own view of its disks gives {}: nothing written; create the job again naming the targets",
+                    show(&job.mappings),
+                    show(&mine)
+                ));
+            }
+        }
+        return Ok(job.proof.clone());
+    }
+    let proof = s
+        .markers
+        .iter()
+        .find(|(_, m)| m.job == job.id)
+        .map(|(_, m)| m.proof.clone());
+    for (disk, dev, now) in &targets {
+        let marked = s
+            .markers
+            .iter()
+            .any(|(d, m)| d == dev && m.job == job.id && &m.disk == disk);
+        if !(marked || now.blank || job.overwrite) {
+            return Err(format!(
+                "job {} is marked running, but /dev/{dev} carries neither its in-progress marker nor nothing ({}): refusing to write it; if this is the right disk, create a new job with --overwrite",
+                job.id,
+                now.holds.as_deref().unwrap_or("data")
+            ));
+        }
+    }
+    // Blank targets only (nothing was written yet): a proof from any of the job's markers, or
+    // none at all when the agent restarted before writing.
+    proof.ok_or_else(|| {
+        format!(
+            "job {} is marked running, but no disk of this machine carries its in-progress marker: the restore cannot resume here; create the job again",
+            job.id
+        )
+    })
+}
+
+/// Sizes of the snapshot's disks are not known before the manifest is fetched; for the
+/// re-resolution only "large enough" matters and the appliance checked it against the same
+/// disks, so each mapped disk needs at most its resolved target's size.
+fn enrolled_needs(job: &Job, enrolled: &Inventory) -> Vec<DiskNeed> {
+    job.mappings
+        .iter()
+        .map(|m| DiskNeed {
+            disk: m.disk.clone(),
+            size: match &m.target {
+                MapTarget::Device(d) => enrolled.disk(d).map_or(0, |d| d.size),
+                _ => 0,
+            },
+        })
+        .collect()
+}
+
+/// The engine's options: each mapping's device under `root`, and the job's marker.
 fn restore_options(
     job: &Job,
     root: &Path,
     cfg: &AgentConfig,
-    resume: bool,
+    proof: String,
 ) -> Result<RestoreOptions, String> {
     let mut targets = Vec::new();
     for m in &job.mappings {
@@ -284,29 +397,18 @@ fn restore_options(
     Ok(RestoreOptions {
         snapshot: job.snapshot.clone(),
         targets,
-        // A resumed job's targets hold its own partial restore.
-        overwrite: job.overwrite || resume,
+        // Never widened for a resumed job: its targets pass as carrying its own marker.
+        overwrite: job.overwrite,
         dry_run: false,
         parallel: cfg.parallel,
         quiet: true,
         grow: job.options.grow,
         grow_lv: job.options.grow_lv.clone(),
+        job: Some(JobMark {
+            job: job.id.clone(),
+            proof,
+        }),
     })
-}
-
-/// The plan against this machine's own inventory, as the appliance checked it at pickup: every
-/// target exists here, is large enough, and is blank unless the job allows overwriting.
-fn check_plan(plan: &RestorePlan, job: &Job, inv: &Inventory, resume: bool) -> Result<(), String> {
-    let needs: Vec<DiskNeed> = plan
-        .manifest
-        .disks
-        .iter()
-        .map(|d| DiskNeed {
-            disk: d.name.clone(),
-            size: d.size,
-        })
-        .collect();
-    resolve_mappings(&job.mappings, &needs, inv, job.overwrite || resume).map(|_| ())
 }
 
 /// `restore::apply` on a worker thread; this thread shows and sends progress meanwhile.

@@ -5,7 +5,9 @@
 //! 1. **inventory**: [`inventory::collect`] reads /sys and /proc under `root` (a seam: tests use
 //!    a directory tree, and image files stand in for `/dev` nodes);
 //! 2. **enroll** with the enrollment token stamped into the image (retried through the client's
-//!    retry window); the reply is this agent's own credential, used from then on;
+//!    retry window), showing the in-progress markers found on its disks; the reply is this
+//!    agent's own credential, used from then on, and whether it is approved (else it shows its
+//!    code and waits: the appliance gives an unapproved agent no job);
 //! 3. **wait** for a job (long poll, `wait=30`); a 401 means another enrollment replaced the
 //!    credential: enroll again;
 //! 4. **run** it ([`job`]): announce it, plan (writes nothing), check the plan against the
@@ -26,7 +28,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientConfig, ClientError};
-use ferry_format::agent::{EnrollRequest, Inventory, Then};
+use ferry_format::agent::{EnrollRequest, Inventory, ResumeClaim, Then, MAX_RESUME_CLAIMS};
+use ferry_format::marker::RestoreMarker;
 use ferry_format::signing::TrustBundle;
 
 use crate::console::Console;
@@ -74,10 +77,14 @@ pub enum AgentError {
     Report { job: String, source: ClientError },
 }
 
-/// The enrolled agent: its id and a client carrying its credential.
+/// The enrolled agent: its id, a client carrying its credential, and the in-progress markers
+/// found on its disks at start (the proofs of jobs it may resume).
 pub struct Session {
     pub agent: String,
     pub client: Client,
+    pub approved: bool,
+    pub code: String,
+    pub markers: Vec<(String, RestoreMarker)>,
 }
 
 /// Enroll, wait for jobs and run them (see the crate docs for the steps).
@@ -94,6 +101,13 @@ pub fn run(
     ));
     let inventory = inventory::collect(root);
     show_inventory(&mut out, &inventory);
+    let markers = inventory::markers(root, &inventory);
+    for (disk, m) in &markers {
+        out.line(&format!(
+            "disk /dev/{disk} holds the partial restore of disk {} of snapshot {} by job {}: it resumes if the appliance confirms the job",
+            m.disk, m.snapshot, m.job
+        ));
+    }
     let enroll_client = Client::new(ClientConfig {
         url: cfg.appliance.clone(),
         trust: cfg.trust.clone(),
@@ -102,11 +116,18 @@ pub fn run(
         connections: cfg.parallel + 2,
     })
     .map_err(AgentError::Enroll)?;
-    let mut session = enroll(&enroll_client, &inventory, &mut out)?;
+    let mut session = enroll(&enroll_client, &inventory, &markers, &mut out)?;
     let mut last_note: Option<Instant> = None;
     loop {
         if last_note.is_none_or(|t| t.elapsed() >= WAITING_NOTE_EVERY) {
-            out.line(&format!("agent {}: waiting for a job (create one with `appliance jobs create --agent {} ...`)", session.agent, session.agent));
+            if session.approved {
+                out.line(&format!("agent {}: waiting for a job (create one with `appliance jobs create --agent {} ...`)", session.agent, session.agent));
+            } else {
+                out.line(&format!(
+                    "agent {} (code {}): waiting for the operator to approve this machine: `appliance agents approve {} --code {}`; no job runs before",
+                    session.agent, session.code, session.agent, session.code
+                ));
+            }
             last_note = Some(Instant::now());
         }
         let job = match session.client.poll_job(&session.agent, POLL_WAIT) {
@@ -116,7 +137,7 @@ pub fn run(
                 out.line(
                     "the appliance no longer accepts this agent's credential: enrolling again",
                 );
-                session = enroll(&enroll_client, &inventory, &mut out)?;
+                session = enroll(&enroll_client, &inventory, &markers, &mut out)?;
                 continue;
             }
             Err(e) if e.gave_up_retrying() && !cfg.once => {
@@ -137,17 +158,42 @@ pub fn run(
 fn enroll(
     client: &Client,
     inventory: &Inventory,
+    markers: &[(String, RestoreMarker)],
     out: &mut Console,
 ) -> Result<Session, AgentError> {
+    let mut resume: Vec<ResumeClaim> = Vec::new();
+    for (_, m) in markers {
+        if !resume.iter().any(|c| c.job == m.job && c.proof == m.proof) {
+            resume.push(ResumeClaim {
+                job: m.job.clone(),
+                proof: m.proof.clone(),
+            });
+        }
+    }
+    resume.truncate(MAX_RESUME_CLAIMS);
     let req = EnrollRequest {
         inventory: inventory.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        resume,
     };
     let reply = client.enroll(&req).map_err(AgentError::Enroll)?;
-    out.line(&format!("enrolled as agent {}", reply.agent));
+    if reply.approved {
+        out.line(&format!(
+            "enrolled as agent {} (approved: its disks prove it was running a job)",
+            reply.agent
+        ));
+    } else {
+        out.line(&format!(
+            "enrolled as agent {} (code {}): waiting for approval",
+            reply.agent, reply.code
+        ));
+    }
     Ok(Session {
         client: client.with_token(&reply.credential),
         agent: reply.agent,
+        approved: reply.approved,
+        code: reply.code,
+        markers: markers.to_vec(),
     })
 }
 
@@ -179,7 +225,12 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
                 .as_deref()
                 .map(|s| format!(", serial {s}"))
                 .unwrap_or_default(),
-            if d.blank { ", blank" } else { ", holds data" }
+            match (&d.protected, d.blank, &d.holds) {
+                (Some(why), _, _) => format!(", never written: {why}"),
+                (None, true, _) => ", blank".to_string(),
+                (None, false, Some(h)) => format!(", holds {h}"),
+                (None, false, None) => ", holds data".to_string(),
+            }
         ));
     }
     for n in &inv.nics {

@@ -3,7 +3,7 @@
 //! in use, and it holds no data unless the operator said to overwrite).
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +11,18 @@ use crate::{io_err, EngineError};
 
 pub use crate::blockdev::{partitions, reread_partitions, PartitionNode, Reread};
 
-/// How much of each end of a target is looked at to decide whether it holds data.
-const PROBE_LEN: u64 = 1 << 20;
+use crate::contents::{self, Contents};
+use ferry_format::marker::RestoreMarker;
+
+/// What a restore may write over.
+#[derive(Debug, Clone, Default)]
+pub struct Permit {
+    /// Any target that holds data (`--overwrite`), except a protected one (the boot medium).
+    pub overwrite: bool,
+    /// The marker this restore writes: a target that carries exactly it holds this restore's
+    /// own partial work and may be written without `overwrite`.
+    pub marker: Option<RestoreMarker>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
@@ -28,6 +38,8 @@ pub struct Target {
     pub file: File,
     pub kind: TargetKind,
     pub size: u64,
+    /// The in-progress marker's bytes, written at offset 0 whenever the first chunk is wiped.
+    pub marker: Option<Vec<u8>>,
 }
 
 /// What a target looked like before anything was written (for plans and messages).
@@ -43,11 +55,15 @@ pub struct TargetCheck {
     pub physical_sector_size: u32,
     /// Why it counts as holding data, if it does.
     pub holds: Option<String>,
+    /// It carries this restore's own in-progress marker.
+    pub resumes: bool,
+    /// The marker this restore writes before it changes anything else.
+    pub marker: Option<RestoreMarker>,
 }
 
 /// Inspect `path` without writing anything, and refuse it when it is not a safe target for a
 /// disk of `needed` bytes.
-pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, EngineError> {
+pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, EngineError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -70,6 +86,8 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
                 logical_sector_size: 0,
                 physical_sector_size: 0,
                 holds: None,
+                resumes: false,
+                marker: permit.marker.clone(),
             });
         }
         Err(e) => return Err(io_err(path, "stat", 0)(e)),
@@ -109,8 +127,16 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
         // 0: an image file takes the source disk's sector size.
         TargetKind::File { .. } => (meta.len(), 0, 0),
     };
-    let holds = describe_contents(&file, size).map_err(io_err(path, "read", 0))?;
-    if let (Some(what), false) = (&holds, overwrite) {
+    let contents = contents::examine(&file, size).map_err(io_err(path, "read", 0))?;
+    if let Some(why) = contents.protected() {
+        return Err(EngineError::Refused(format!(
+            "{} is never written: {why}",
+            path.display()
+        )));
+    }
+    let resumes = matches!((&contents, &permit.marker), (Contents::Marker(m), Some(mine)) if m.same_restore(mine));
+    let holds = contents.describe();
+    if let (Some(what), false, false) = (&holds, permit.overwrite, resumes) {
         return Err(EngineError::Refused(format!(
             "{} holds data ({what}): refusing to overwrite it. If this is the right target, run again with --overwrite",
             path.display()
@@ -129,6 +155,8 @@ pub fn check(path: &Path, needed: u64, overwrite: bool) -> Result<TargetCheck, E
         logical_sector_size,
         physical_sector_size,
         holds,
+        resumes,
+        marker: permit.marker.clone(),
     })
 }
 
@@ -165,6 +193,7 @@ pub fn open(check: &TargetCheck) -> Result<Target, EngineError> {
         file,
         kind: check.kind,
         size,
+        marker: check.marker.as_ref().map(RestoreMarker::encode),
     })
 }
 
@@ -193,42 +222,6 @@ fn block_size(f: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-/// `None` when the first and last MiB read as zeros; otherwise what was recognised there.
-fn describe_contents(f: &File, size: u64) -> std::io::Result<Option<String>> {
-    let head_len = PROBE_LEN.min(size) as usize;
-    let mut head = vec![0u8; head_len];
-    f.read_exact_at(&mut head, 0)?;
-    let tail_start = size.saturating_sub(PROBE_LEN).max(head_len as u64);
-    let mut tail = vec![0u8; (size - tail_start) as usize];
-    f.read_exact_at(&mut tail, tail_start)?;
-    if ferry_format::chunk::is_zero(&head) && ferry_format::chunk::is_zero(&tail) {
-        return Ok(None);
-    }
-    let mut found = Vec::new();
-    let sig = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
-    if sig(512, b"EFI PART") || sig(4096, b"EFI PART") {
-        found.push("a GPT partition table");
-    } else if sig(510, &[0x55, 0xaa]) {
-        found.push("an MBR partition table or boot sector");
-    }
-    if sig(1024 + 56, &[0x53, 0xef]) {
-        found.push("an ext2/3/4 filesystem");
-    }
-    if sig(0, b"XFSB") {
-        found.push("an XFS filesystem");
-    }
-    if sig(3, b"NTFS    ") {
-        found.push("an NTFS filesystem");
-    }
-    if (0..4).any(|s| sig(s * 512, b"LABELONE")) {
-        found.push("an LVM physical volume");
-    }
-    if found.is_empty() {
-        found.push("non-zero bytes in its first or last MiB");
-    }
-    Ok(Some(found.join(", ")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,19 +230,71 @@ mod tests {
     fn missing_file_is_created_blank_and_data_is_refused_without_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("disk.img");
-        let c = check(&p, 1 << 20, false).unwrap();
+        let blank_only = Permit::default();
+        let overwrite = Permit {
+            overwrite: true,
+            marker: None,
+        };
+        let c = check(&p, 1 << 20, &blank_only).unwrap();
         assert!(!c.exists);
         let t = open(&c).unwrap();
         assert_eq!(t.file.metadata().unwrap().len(), 1 << 20);
         drop(t);
-        assert!(check(&p, 1 << 20, false).unwrap().holds.is_none());
+        assert!(check(&p, 1 << 20, &blank_only).unwrap().holds.is_none());
         let mut mbr = vec![0u8; 512];
         mbr[510] = 0x55;
         mbr[511] = 0xaa;
         std::fs::write(&p, &mbr).unwrap();
-        let e = check(&p, 1 << 20, false).unwrap_err().to_string();
+        let e = check(&p, 1 << 20, &blank_only).unwrap_err().to_string();
         assert!(e.contains("MBR") && e.contains("--overwrite"), "{e}");
-        assert!(check(&p, 1 << 20, true).is_ok());
-        assert!(check(&dir.path().join("no/such/dir/x"), 1, false).is_err());
+        assert!(check(&p, 1 << 20, &overwrite).is_ok());
+        assert!(check(&dir.path().join("no/such/dir/x"), 1, &blank_only).is_err());
+    }
+
+    #[test]
+    fn only_this_restores_marker_lets_a_job_resume_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.img");
+        let mine = RestoreMarker::new("job-00000001", "m-1", "sda", &"aa".repeat(32));
+        let mut b = mine.encode();
+        b.resize(4 << 20, 7);
+        std::fs::write(&p, &b).unwrap();
+        let permit = |m: &RestoreMarker| Permit {
+            overwrite: false,
+            marker: Some(m.clone()),
+        };
+        let c = check(&p, 4 << 20, &permit(&mine)).unwrap();
+        assert!(c.resumes);
+        let mut other = mine.clone();
+        other.proof = "bb".repeat(32);
+        let e = check(&p, 4 << 20, &permit(&other)).unwrap_err().to_string();
+        assert!(
+            e.contains("partial restore") && e.contains("job-00000001"),
+            "{e}"
+        );
+        let e = check(&p, 4 << 20, &Permit::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--overwrite"), "{e}");
+    }
+
+    #[test]
+    fn an_iso_is_refused_even_with_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rescue.iso");
+        let mut b = vec![0u8; 1 << 20];
+        b[32769..32774].copy_from_slice(b"CD001");
+        std::fs::write(&p, &b).unwrap();
+        let e = check(
+            &p,
+            1 << 20,
+            &Permit {
+                overwrite: true,
+                marker: None,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("never written") && e.contains("ISO 9660"), "{e}");
     }
 }

@@ -42,10 +42,18 @@ pub struct Disk {
     pub wwn: Option<String>,
     pub logical_sector_size: u32,
     pub physical_sector_size: u32,
-    /// The first and last MiB read as zeros (false when they could not be read).
+    /// Nothing found anywhere the blank check looks: both ends, every usual partition start,
+    /// and samples across the whole disk (false when it could not be read).
     pub blank: bool,
     #[serde(default)]
     pub removable: bool,
+    /// What the blank check found, when the disk is not blank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<String>,
+    /// Why this disk is never a restore target whatever a job says (it holds the medium the
+    /// rescue image booted from, or an installation medium).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +119,59 @@ pub struct EnrollRequest {
     pub inventory: Inventory,
     /// restore-agent version.
     pub version: String,
+    /// In-progress markers found on this machine's disks: the proof that it is the machine a
+    /// running job was writing to (see [`crate::marker`]). At most [`MAX_RESUME_CLAIMS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume: Vec<ResumeClaim>,
+}
+
+/// A job this agent's disks carry the in-progress marker of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeClaim {
+    pub job: String,
+    /// The marker's proof (64 hex digits).
+    pub proof: String,
+}
+
+/// Most resume claims one enrollment may carry.
+pub const MAX_RESUME_CLAIMS: usize = 16;
+/// Most disks and NICs an inventory may list, and the longest text field: bounds what an
+/// enrollment (a token stamped into every image) can make the appliance store.
+pub const MAX_INVENTORY_DISKS: usize = 128;
+pub const MAX_INVENTORY_NICS: usize = 64;
+pub const MAX_INVENTORY_TEXT: usize = 256;
+
+impl Inventory {
+    /// Refuse an inventory larger than any machine's: what to fix, as a sentence.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if self.disks.len() > MAX_INVENTORY_DISKS || self.nics.len() > MAX_INVENTORY_NICS {
+            return Err(format!(
+                "an inventory lists at most {MAX_INVENTORY_DISKS} disks and {MAX_INVENTORY_NICS} NICs, this one {} and {}",
+                self.disks.len(),
+                self.nics.len()
+            ));
+        }
+        let texts = self
+            .disks
+            .iter()
+            .flat_map(|d| [d.model.as_deref(), d.serial.as_deref(), d.wwn.as_deref()])
+            .chain([self.cpu.model.as_deref()])
+            .flatten()
+            .chain(self.nics.iter().map(|n| n.name.as_str()));
+        for t in texts {
+            if t.len() > MAX_INVENTORY_TEXT {
+                return Err(format!(
+                    "an inventory field is {} bytes long; at most {MAX_INVENTORY_TEXT}",
+                    t.len()
+                ));
+            }
+        }
+        for n in &self.nics {
+            normalize_mac(&n.mac)?;
+        }
+        Ok(())
+    }
 }
 
 /// The agent's id and its credential: a bearer token valid only for this agent's routes and the
@@ -120,6 +181,15 @@ pub struct EnrollRequest {
 pub struct EnrollReply {
     pub agent: String,
     pub credential: String,
+    /// Whether the agent may be given jobs now: approved by the operator (`appliance agents
+    /// approve`), or by the proof of a running job found on its disks. An agent that is not
+    /// keeps polling and is given nothing until it is.
+    #[serde(default)]
+    pub approved: bool,
+    /// Shown on the agent's console: `appliance agents approve ID --code CODE` checks that the
+    /// operator approves this enrollment and not another one claiming the same hardware.
+    #[serde(default)]
+    pub code: String,
 }
 
 /// What to do once the job is over.
@@ -309,7 +379,15 @@ impl JobState {
 pub struct Job {
     pub id: String,
     pub snapshot: String,
+    /// Resolved by the appliance against the inventory this agent enrolled with; the agent
+    /// resolves `requested` again against its own view of its disks and refuses any difference.
     pub mappings: Vec<Mapping>,
+    /// The mappings as the operator gave them (may hold `auto` and `serial:`).
+    #[serde(default)]
+    pub requested: Vec<Mapping>,
+    /// What the agent writes into each target's in-progress marker (64 hex digits).
+    #[serde(default)]
+    pub proof: String,
     pub then: Then,
     pub overwrite: bool,
     #[serde(default)]
@@ -423,6 +501,9 @@ pub struct JobRecord {
     pub finished: Option<String>,
     #[serde(default)]
     pub progress: JobProgress,
+    /// Hash of the proof handed to the agent with the job ([`crate::marker::proof_hash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_hash: Option<String>,
 }
 
 impl JobRecord {
@@ -435,6 +516,8 @@ impl JobRecord {
                 .resolved
                 .clone()
                 .unwrap_or_else(|| self.mappings.clone()),
+            requested: self.mappings.clone(),
+            proof: String::new(),
             then: self.then,
             overwrite: self.overwrite,
             options: self.options.clone(),
@@ -470,6 +553,38 @@ pub struct AgentInfo {
     /// The job it runs or ran last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Who trusted this agent with jobs, and when; `None`: not approved, given no job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approval>,
+}
+
+/// Why an agent may be given jobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub by: ApprovedBy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ApprovedBy {
+    /// `appliance agents approve` (or the admin API).
+    Operator,
+    /// It enrolled showing the in-progress marker of this running job, found on its disks.
+    ResumeProof { job: String },
+}
+
+impl fmt::Display for ApprovedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApprovedBy::Operator => f.write_str("the operator"),
+            ApprovedBy::ResumeProof { job } => {
+                write!(f, "the in-progress marker of job {job} on its disks")
+            }
+        }
+    }
 }
 
 /// A snapshot disk to place: its name and size.
@@ -541,10 +656,17 @@ pub fn resolve_mappings(
                 need - d.size
             ));
         }
+        if let Some(why) = &d.protected {
+            return Err(format!(
+                "target /dev/{dev} for disk {} is never written: {why}; map the disk onto another device",
+                m.disk
+            ));
+        }
         if !d.blank && !overwrite {
             return Err(format!(
-                "target /dev/{dev} for disk {} holds data (its first or last MiB is not zero): if it may be overwritten, create the job again with --overwrite",
-                m.disk
+                "target /dev/{dev} for disk {} holds data ({}): if it may be overwritten, create the job again with --overwrite",
+                m.disk,
+                d.holds.as_deref().unwrap_or("it is not all zeros")
             ));
         }
         if used.contains(dev) {
@@ -563,7 +685,13 @@ pub fn resolve_mappings(
         let fits: Vec<&Disk> = inv
             .disks
             .iter()
-            .filter(|d| d.blank && !d.removable && d.size >= need && !used.contains(&d.name))
+            .filter(|d| {
+                d.blank
+                    && d.protected.is_none()
+                    && !d.removable
+                    && d.size >= need
+                    && !used.contains(&d.name)
+            })
             .collect();
         match fits.as_slice() {
             [one] => {
@@ -635,6 +763,8 @@ mod tests {
             physical_sector_size: 512,
             blank,
             removable: false,
+            holds: (!blank).then(|| "an ext2/3/4 filesystem at offset 1 MiB".into()),
+            protected: None,
         }
     }
 
@@ -647,6 +777,53 @@ mod tests {
 
     fn map(s: &str) -> Mapping {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_boot_medium_is_never_a_target_whatever_the_flags() {
+        let need = [DiskNeed {
+            disk: "sda".into(),
+            size: GB,
+        }];
+        let mut iso = disk("sdb", 2 * GB, false);
+        iso.protected = Some("it holds an ISO 9660 filesystem (FERRY_RESCUE)".into());
+        let machine = inv(vec![iso]);
+        for overwrite in [false, true] {
+            let e =
+                resolve_mappings(&[map("sda=/dev/sdb")], &need, &machine, overwrite).unwrap_err();
+            assert!(e.contains("never written") && e.contains("ISO 9660"), "{e}");
+        }
+        let e = resolve_mappings(&[map("sda=auto")], &need, &machine, true).unwrap_err();
+        assert!(e.contains("no blank disk"), "{e}");
+        let e = resolve_mappings(
+            &[map("sda=/dev/vda")],
+            &need,
+            &inv(vec![disk("vda", GB, false)]),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("ext2/3/4 filesystem at offset 1 MiB") && e.contains("--overwrite"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inventories_are_bounded() {
+        let mut i = inv(vec![disk("vda", GB, true); MAX_INVENTORY_DISKS]);
+        assert!(i.check_bounds().is_ok());
+        i.disks.push(disk("vdb", GB, true));
+        assert!(i.check_bounds().unwrap_err().contains("at most"));
+        let mut i = inv(vec![disk("vda", GB, true)]);
+        i.disks[0].serial = Some("x".repeat(MAX_INVENTORY_TEXT + 1));
+        assert!(i.check_bounds().is_err());
+        let mut i = inv(vec![]);
+        i.nics.push(Nic {
+            name: "eth0".into(),
+            mac: "not-a-mac".into(),
+            carrier: None,
+        });
+        assert!(i.check_bounds().is_err());
     }
 
     #[test]
@@ -777,6 +954,8 @@ mod tests {
             id: "job-0011aabb".into(),
             snapshot: "web01-20250101T000000Z".into(),
             mappings: vec![map("sda=/dev/vda"), map("sdb=auto")],
+            requested: vec![map("sda=/dev/vda"), map("sdb=auto")],
+            proof: "ab".repeat(32),
             then: Then::Reboot,
             overwrite: false,
             options: JobOptions {
@@ -841,6 +1020,7 @@ mod tests {
             started: None,
             finished: None,
             progress: JobProgress::default(),
+            proof_hash: Some(crate::marker::proof_hash(&"ab".repeat(32))),
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);

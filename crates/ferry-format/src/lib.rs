@@ -6,6 +6,7 @@
 //! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
 //! - [`api`]: request and response bodies of the HTTPS API.
 //! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
+//! - [`marker`]: the in-progress marker an unattended restore writes on its targets.
 //!
 //! docs/format.md and docs/protocol.md describe the same formats for a second implementation.
 
@@ -15,6 +16,7 @@ pub mod chunk;
 pub mod index;
 pub mod layout;
 pub mod manifest;
+pub mod marker;
 pub mod names;
 pub mod signing;
 

@@ -39,7 +39,16 @@ pub async fn enroll(
     caller.need(Role::Enroll)?;
     let req: EnrollRequest = parse_json(&body)?;
     let reply = blocking(move || st.store.enroll_agent(&req, SystemTime::now())).await?;
-    tracing::info!("agent {} enrolled", reply.agent);
+    tracing::info!(
+        "agent {} enrolled ({}, code {})",
+        reply.agent,
+        if reply.approved {
+            "approved by the proof of its running job"
+        } else {
+            "waiting for approval: appliance agents approve"
+        },
+        reply.code
+    );
     Ok(Json(reply))
 }
 
@@ -75,7 +84,7 @@ pub async fn job(
         .await?;
         first = false;
         if let Some(job) = found {
-            return Ok(Json(job.to_job()).into_response());
+            return Ok(Json(job).into_response());
         }
         let now = Instant::now();
         if now >= deadline {

@@ -33,12 +33,67 @@ pub fn agents(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// One line per agent: id, state, last seen, job, MACs, disks, firmware, memory.
+/// `appliance agents approve`: by id, or the single unapproved agent with a MAC.
+pub fn agents_approve(
+    data: &Path,
+    id: Option<&str>,
+    mac: Option<&str>,
+    code: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let store = Store::open(data)?;
+    let id = match (id, mac) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(mac)) => {
+            let mac = ferry_format::agent::normalize_mac(mac).map_err(anyhow::Error::msg)?;
+            let list = store.list_agents()?;
+            let claims: Vec<&AgentInfo> = list
+                .iter()
+                .filter(|a| a.approved.is_none() && a.inventory.macs().contains(&mac))
+                .collect();
+            match claims.as_slice() {
+                [one] => one.agent.clone(),
+                [] => anyhow::bail!(
+                    "no unapproved agent has MAC {mac}: see `appliance agents` (has it enrolled yet?)"
+                ),
+                many => anyhow::bail!(
+                    "{} unapproved agents claim MAC {mac} ({}): one of them is not the machine you expect; approve by id with --code, checking the code on the machine's console",
+                    many.len(),
+                    many.iter().map(|a| a.agent.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        (None, None) => anyhow::bail!("name the agent: an id, or --mac MAC"),
+    };
+    let info = store
+        .approve_agent(&id, code, SystemTime::now())
+        .with_context(|| format!("approve agent {id}"))?;
+    if json {
+        return print_json(&info);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "approved agent {id}; it is given its jobs at its next poll:"
+    )?;
+    write_agent_table(&mut out, std::slice::from_ref(&info))?;
+    Ok(())
+}
+
+pub fn agents_remove(data: &Path, id: &str) -> Result<()> {
+    Store::open(data)?
+        .remove_agent(id)
+        .with_context(|| format!("remove agent {id}"))?;
+    println!("removed agent {id}");
+    Ok(())
+}
+
+/// One line per agent: id, state, approval, last seen, job, MACs, disks.
 pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<20}  {:<9}  {:<20}  {:<12}  {:<17}  DISKS",
-        "AGENT", "STATE", "LAST SEEN", "JOB", "MACS"
+        "{:<20}  {:<9}  {:<8}  {:<20}  {:<12}  {:<17}  DISKS",
+        "AGENT", "STATE", "APPROVED", "LAST SEEN", "JOB", "MACS"
     )?;
     for a in list {
         let inv = &a.inventory;
@@ -50,7 +105,13 @@ pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::R
                     "{} {}{}",
                     d.name,
                     human_size(d.size),
-                    if d.blank { " blank" } else { "" }
+                    if d.protected.is_some() {
+                        " protected"
+                    } else if d.blank {
+                        " blank"
+                    } else {
+                        ""
+                    }
                 )
             })
             .collect();
@@ -58,11 +119,17 @@ pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::R
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let approved = match &a.approved {
+            None => "no",
+            Some(ap) if ap.by == ferry_format::agent::ApprovedBy::Operator => "yes",
+            Some(_) => "resumed",
+        };
         writeln!(
             out,
-            "{:<20}  {:<9}  {:<20}  {:<12}  {:<17}  {}",
+            "{:<20}  {:<9}  {:<8}  {:<20}  {:<12}  {:<17}  {}",
             a.agent,
             state,
+            approved,
             a.last_seen,
             a.job.as_deref().unwrap_or("-"),
             inv.macs().join(","),

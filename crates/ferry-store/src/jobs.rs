@@ -15,9 +15,10 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::{
-    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, JobFor, JobOptions, JobProgress,
-    JobRecord, JobState, Mapping, Then, MAX_EVENT_BATCH,
+    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Job, JobFor, JobOptions,
+    JobProgress, JobRecord, JobState, Level, Mapping, Then, MAX_EVENT_BATCH,
 };
+use ferry_format::marker::proof_hash;
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, DiskIndex, Entry};
 
@@ -25,6 +26,21 @@ use crate::error::{io_err, Result, StoreError};
 use crate::fsx::{self, FileLock, LockMode};
 use crate::snapshots::rfc3339;
 use crate::Store;
+
+/// A job's event log stops taking progress events at this size (an agent credential must not
+/// be able to fill the appliance's disk)...
+pub const MAX_EVENT_LOG: u64 = 8 << 20;
+/// ...and everything else past this much more.
+const EVENT_LOG_RESERVE: u64 = 1 << 20;
+
+/// Errors and the job's end are kept past the cap.
+fn must_keep(e: &Event) -> bool {
+    e.level == Level::Error
+        || matches!(
+            e.phase,
+            ferry_format::agent::Phase::Done | ferry_format::agent::Phase::Failed
+        )
+}
 
 /// What `appliance jobs create` asks for.
 #[derive(Clone, Debug)]
@@ -50,12 +66,12 @@ impl Store {
         self.jobs_dir().join(format!("{id}.events.jsonl"))
     }
 
-    fn lock_jobs(&self) -> Result<FileLock> {
+    pub(crate) fn lock_jobs(&self) -> Result<FileLock> {
         fsx::create_dir_all(&self.jobs_dir())?;
         FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)
     }
 
-    fn write_job(&self, job: &JobRecord) -> Result<()> {
+    pub(crate) fn write_job(&self, job: &JobRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(job).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');
@@ -137,6 +153,7 @@ impl Store {
             started: None,
             finished: None,
             progress: JobProgress::default(),
+            proof_hash: None,
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;
@@ -190,43 +207,76 @@ impl Store {
 
     fn append_event_lines(&self, id: &str, events: &[Event]) -> Result<()> {
         let path = self.events_path(id);
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let full = size >= MAX_EVENT_LOG;
         let mut buf = Vec::new();
+        if full && size < MAX_EVENT_LOG + EVENT_LOG_RESERVE {
+            // Past the cap only what ends or breaks a job is kept, within a reserve.
+            let kept: Vec<&Event> = events.iter().filter(|e| must_keep(e)).collect();
+            if kept.is_empty() {
+                return Ok(());
+            }
+            for e in kept {
+                serde_json::to_writer(&mut buf, e).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                buf.push(b'\n');
+            }
+            return self.append_bytes(&path, &buf);
+        } else if full {
+            return Ok(());
+        }
         for e in events {
             serde_json::to_writer(&mut buf, e).map_err(|e| StoreError::Invalid(e.to_string()))?;
             buf.push(b'\n');
         }
+        if size + buf.len() as u64 >= MAX_EVENT_LOG {
+            let note = Event {
+                time: events.last().map(|e| e.time.clone()).unwrap_or_default(),
+                level: Level::Warn,
+                phase: events.last().map_or(ferry_format::agent::Phase::Restore, |e| e.phase),
+                message: format!(
+                    "the event log of job {id} reached {} MiB: from now on only errors and the job's end are kept",
+                    MAX_EVENT_LOG >> 20
+                ),
+                bytes_done: None,
+                bytes_total: None,
+                rate: None,
+                eta: None,
+            };
+            serde_json::to_writer(&mut buf, &note).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        self.append_bytes(&path, &buf)
+    }
+
+    fn append_bytes(&self, path: &std::path::Path, buf: &[u8]) -> Result<()> {
+        let created = !path.exists();
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        f.write_all(&buf).map_err(io_err("append to", &path))?;
-        f.sync_data().map_err(io_err("fsync", &path))
-    }
-
-    /// Jobs created for one of `macs` and not yet bound: bind them to `agent` (at enrollment).
-    pub(crate) fn bind_mac_jobs(&self, agent: &str, macs: &[String]) -> Result<()> {
-        let _lock = self.lock_jobs()?;
-        for mut job in self.list_jobs()? {
-            if job.agent.is_none()
-                && job.state == JobState::Pending
-                && matches!(&job.for_, JobFor::Mac(m) if macs.contains(m))
-            {
-                job.agent = Some(agent.to_string());
-                self.write_job(&job)?;
-            }
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err("open", path))?;
+        f.write_all(buf).map_err(io_err("append to", path))?;
+        f.sync_data().map_err(io_err("fsync", path))?;
+        if created {
+            fsx::fsync_dir(&self.jobs_dir())?;
         }
         Ok(())
     }
 
     /// The job `agent` is to run now, if any: its oldest pending or running job (bound to it, or
-    /// created for it or one of its MACs). A pending job's mappings are resolved against the
-    /// agent's inventory here; when they cannot be, the job fails with the reason and is returned
-    /// this once, so the agent can show why.
-    pub fn take_job(&self, agent: &str, now: SystemTime) -> Result<Option<JobRecord>> {
+    /// created for it or one of its MACs). Only an approved agent is given a job; a running job
+    /// only to the agent it is bound to (a rebooted machine gets it back by proving it holds the
+    /// partial restore, at enrollment). A pending job's mappings are resolved against the
+    /// agent's inventory here and a new proof is issued for its in-progress markers; when the
+    /// mappings cannot be resolved the job fails with the reason and is returned this once, so
+    /// the agent can show why.
+    pub fn take_job(&self, agent: &str, now: SystemTime) -> Result<Option<Job>> {
         let _lock = self.lock_jobs()?;
         let info = self.agent_record(agent)?.info;
+        if info.approved.is_none() {
+            return Ok(None);
+        }
         let macs = info.inventory.macs();
         let mine = |j: &JobRecord| match &j.agent {
             Some(a) => a == agent,
@@ -242,12 +292,15 @@ impl Store {
         else {
             return Ok(None);
         };
-        if job.state == JobState::Pending
-            && (job.resolved.is_none() || job.agent.as_deref() != Some(agent))
-        {
+        let mut proof = String::new();
+        if job.state == JobState::Pending {
             job.agent = Some(agent.to_string());
             match self.resolve_job(&job, &info.inventory) {
-                Ok(resolved) => job.resolved = Some(resolved),
+                Ok(resolved) => {
+                    job.resolved = Some(resolved);
+                    proof = fsx::random_hex(32)?;
+                    job.proof_hash = Some(proof_hash(&proof));
+                }
                 Err(reason) => {
                     job.state = JobState::Failed {
                         reason: reason.clone(),
@@ -279,7 +332,9 @@ impl Store {
             a.state = state;
             a.last_seen = rfc3339(now);
         })?;
-        Ok(Some(job))
+        let mut wire = job.to_job();
+        wire.proof = proof;
+        Ok(Some(wire))
     }
 
     fn resolve_job(
