@@ -5,6 +5,8 @@
 //! - [`restore`]: a seeded sync. Compare what the target already holds with the snapshot's index,
 //!   fetch only chunks that differ, verify each against its id *before* it reaches the target,
 //!   write with large aligned writes, and write the boot-critical first chunk last.
+//! - [`contents`]: the blank check (zeros at both ends, at every usual partition start and
+//!   across the disk; named signatures; the protected boot medium; Ferry's in-progress marker).
 //! - [`target`]: opening restore targets safely (size, in-use and holds-data checks), and making
 //!   the kernel see a restored disk's partitions ([`target::reread_partitions`]).
 //! - [`grow`]: growing a restored filesystem (in a partition, a whole disk or an LV) with its own
@@ -49,6 +51,7 @@
 
 pub mod backup;
 mod blockdev;
+pub mod contents;
 pub mod grow;
 pub mod loopdev;
 pub mod pipeline;

@@ -48,6 +48,16 @@ pub struct RestoreOptions {
     pub grow: bool,
     /// The LV to grow, `VG/LV`; default: the one the planner picks (see ferry-layout).
     pub grow_lv: Option<String>,
+    /// An unattended job: each target gets this job's in-progress marker before anything else
+    /// changes on it, and a target that carries it may be written without `overwrite`.
+    pub job: Option<JobMark>,
+}
+
+/// The job and proof an in-progress marker names ([`ferry_format::marker`]).
+#[derive(Debug, Clone)]
+pub struct JobMark {
+    pub job: String,
+    pub proof: String,
 }
 
 /// What a restore will do, decided before anything is written.
@@ -90,7 +100,11 @@ impl fmt::Display for RestorePlan {
                 human(d.size),
                 d.index.entries.len(),
                 t.path.display(),
-                t.holds.as_ref().map(|h| format!("; holds {h}, will be overwritten")).unwrap_or_default()
+                match (&t.holds, t.resumes) {
+                    (_, true) => "; holds this job's partial restore, resumed".to_string(),
+                    (Some(h), false) => format!("; holds {h}, will be overwritten"),
+                    (None, false) => String::new(),
+                }
             )?;
         }
         writeln!(f, "{}", self.layout)?;
@@ -172,7 +186,13 @@ pub fn plan(client: &Client, opts: &RestoreOptions) -> Result<RestorePlan, Engin
                 "the index of disk {disk} disagrees with the manifest on its size"
             )));
         }
-        let target = target::check(dest, d.size, opts.overwrite)?;
+        let permit = target::Permit {
+            overwrite: opts.overwrite,
+            marker: opts.job.as_ref().map(|j| {
+                ferry_format::marker::RestoreMarker::new(&j.job, &manifest.snapshot, disk, &j.proof)
+            }),
+        };
+        let target = target::check(dest, d.size, &permit)?;
         disks.push(DiskPlan {
             disk: disk.clone(),
             size: d.size,
@@ -227,7 +247,8 @@ fn plan_layout(
             physical_sector_size: pss,
             serial: None,
             model: None,
-            blank: t.holds.is_none(),
+            // Its own partial restore counts as blank: the job may write it.
+            blank: t.holds.is_none() || t.resumes,
         });
         pairs.push((d.disk.clone(), path));
     }
@@ -535,7 +556,9 @@ pub(crate) fn sync_chunks(
     let counters = Counters::default();
     let abort = Abort::default();
     let pool = Pool::new(parallel + 2, chunk_size);
-    let first_dirty = AtomicBool::new(false);
+    // With a marker the first chunk is always rewritten: the wipe that precedes every other
+    // write puts the marker there, and only the snapshot's first chunk, last, replaces it.
+    let first_dirty = AtomicBool::new(t.marker.is_some());
 
     // Each stage owns its channel ends (see crate::pipeline): when one ends, for any reason,
     // the stages next to it see the disconnection or the abort flag and end too.
@@ -636,6 +659,8 @@ fn scan(
             (_, None) => true,
             (_, Some(b)) => ferry_format::chunk::is_zero(b),
         };
+        // A wiped (marked) first chunk is rewritten even if the target held it before.
+        let skip = skip && !(i == 0 && first_dirty.load(Ordering::SeqCst));
         if skip {
             let c = if matches!(entry, Entry::Data(_)) {
                 &counters.present
@@ -754,7 +779,9 @@ fn write_loop(
             if !first_wiped && first_dirty.load(Ordering::SeqCst) {
                 // The old boot sectors must not point into a half-written disk.
                 first_wiped = true;
-                if let Err(e) = write_work(t, index, &Work::Zero(0), &Counters::default()) {
+                if let Err(e) = write_work(t, index, &Work::Zero(0), &Counters::default())
+                    .and_then(|()| write_marker(t))
+                {
                     abort.set(e);
                 }
             }
@@ -799,6 +826,19 @@ fn write_work(
                 .bytes_written
                 .fetch_add(len as u64, Ordering::Relaxed);
         }
+    }
+    Ok(())
+}
+
+/// The in-progress marker at offset 0, durable before the data it announces is written.
+fn write_marker(t: &Target) -> Result<(), EngineError> {
+    if let Some(m) = &t.marker {
+        t.file
+            .write_all_at(m, 0)
+            .map_err(io_err(&t.path, "write the in-progress marker", 0))?;
+        t.file
+            .sync_data()
+            .map_err(io_err(&t.path, "fdatasync", 0))?;
     }
     Ok(())
 }
