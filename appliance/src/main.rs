@@ -6,14 +6,34 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Cmd, JobsCmd, TokenCmd};
-use ferry_server::{commands, job_commands as jobs};
+use ferry_server::{commands, job_commands as jobs, token_commands as tokens};
 
 fn main() -> ExitCode {
     commands::init_logging();
     let result = match Cli::parse().cmd {
         Cmd::Init { data, names, json } => commands::init(&data, &names, json),
         Cmd::Serve { data, listen } => commands::serve(&data, listen),
-        Cmd::Token(TokenCmd::Create { data, role }) => commands::token_create(&data, role),
+        Cmd::Token(TokenCmd::Create {
+            data,
+            role,
+            machines,
+            all_machines,
+            expires,
+            name,
+            json,
+        }) => tokens::token_create(
+            &data,
+            role,
+            tokens::CreateArgs {
+                machines,
+                all_machines,
+                expires,
+                name,
+                json,
+            },
+        ),
+        Cmd::Token(TokenCmd::List { data, json }) => tokens::token_list(&data, json),
+        Cmd::Token(TokenCmd::Revoke { data, id }) => tokens::token_revoke(&data, &id),
         Cmd::Snapshots {
             data,
             machine,
@@ -23,8 +43,17 @@ fn main() -> ExitCode {
             data,
             machine,
             keep,
+            keep_within,
             dry_run,
-        } => commands::prune(&data, &machine, keep.into(), dry_run),
+        } => commands::prune(
+            &data,
+            &commands::PruneArgs {
+                machine,
+                keep: keep.into(),
+                keep_within,
+                dry_run,
+            },
+        ),
         Cmd::Gc { data, json } => commands::gc(&data, json),
         Cmd::Verify {
             data,

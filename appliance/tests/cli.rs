@@ -29,6 +29,7 @@ fn help_lists_every_command() {
         "snapshots",
         "prune",
         "gc",
+        "verify",
         "agents",
         "jobs",
     ] {
@@ -36,6 +37,10 @@ fn help_lists_every_command() {
     }
     let prune = stdout(&appliance(&["prune", "--help"]));
     assert!(prune.contains("--keep") && prune.contains("--dry-run"));
+    let verify = stdout(&appliance(&["verify", "--help"]));
+    for opt in ["--rate", "--resume", "--restart", "--json"] {
+        assert!(verify.contains(opt), "{opt} missing from:\n{verify}");
+    }
     let create = stdout(&appliance(&["jobs", "create", "--help"]));
     for opt in [
         "--agent",

@@ -68,7 +68,7 @@ DATA=$APP/data
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$APP"
 "$BIN/appliance" init --json --data "$DATA" >"$APP/init.json" || abort "appliance init"
-BACKUP_TOKEN=$("$BIN/appliance" token create --role backup --data "$DATA") || abort "token create backup"
+BACKUP_TOKEN=$("$BIN/appliance" token create --role backup --all-machines --data "$DATA") || abort "token create backup"
 RESTORE_TOKEN=$("$BIN/appliance" token create --role restore --data "$DATA") || abort "token create restore"
 "$BIN/appliance" serve --data "$DATA" --listen "127.0.0.1:$PORT" >"$APP/serve.log" 2>&1 &
 SERVE_PID=$!

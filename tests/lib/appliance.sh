@@ -6,7 +6,7 @@ start_appliance() {
     mkdir -p "$dir"
     "$bin/appliance" init --json --data "$DATA" >"$dir/init.json" || return 1
     ENROLL=$("$bin/appliance" token create --role enroll --data "$DATA") || return 1
-    BACKUP=$("$bin/appliance" token create --role backup --data "$DATA") || return 1
+    BACKUP=$("$bin/appliance" token create --role backup --machine "debian12-*" --data "$DATA") || return 1
     PORT=$(free_port)
     "$bin/appliance" serve --data "$DATA" --listen "127.0.0.1:$PORT" >"$dir/serve.log" 2>&1 &
     SERVE_PID=$!

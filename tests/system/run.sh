@@ -91,9 +91,9 @@ DEAD_PORT=$(free_port) # nothing listens there
 mkdir -p "$APP"
 "$BIN/appliance" init --json --data "$DATA" >"$APP/init.json" || abort_build "appliance init"
 "$BIN/appliance" init --json --data "$APP/other" >/dev/null || abort_build "appliance init (other CA)"
-token() { "$BIN/appliance" token create --role "$1" --data "$DATA"; }
+token() { "$BIN/appliance" token create --data "$DATA" --role "$@"; }
 ENROLL=$(token enroll) || abort_build "token create --role enroll"
-BACKUP=$(token backup) || abort_build "token create --role backup"
+BACKUP=$(token backup --machine sys-src) || abort_build "token create --role backup"
 "$BIN/appliance" serve --data "$DATA" --listen "127.0.0.1:$PORT" >"$APP/serve.log" 2>&1 &
 SERVE_PID=$!
 cleanup() {

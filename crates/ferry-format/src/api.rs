@@ -152,3 +152,198 @@ pub struct SnapshotSummary {
     /// Data chunks referenced (not deduplicated).
     pub data_chunks: u64,
 }
+
+/// Which machines a backup or restore token may write or read.
+///
+/// A pattern is a machine name in which `*` stands for any run of characters (`web*`,
+/// `*.example.com`); there are no other wildcards. A token without a list (older tokens.json
+/// records, `--all-machines`, admin tokens) reaches every machine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MachineScope {
+    All,
+    /// At least one pattern, each checked by [`check_machine_pattern`].
+    Only(Vec<String>),
+}
+
+impl MachineScope {
+    /// The scope of a record's `machines` field: absent means every machine.
+    pub fn from_patterns(machines: Option<&[String]>) -> MachineScope {
+        match machines {
+            None => MachineScope::All,
+            Some(p) => MachineScope::Only(p.to_vec()),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, MachineScope::All)
+    }
+
+    pub fn allows(&self, machine: &str) -> bool {
+        match self {
+            MachineScope::All => true,
+            MachineScope::Only(patterns) => patterns.iter().any(|p| glob_match(p, machine)),
+        }
+    }
+}
+
+impl std::fmt::Display for MachineScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MachineScope::All => f.write_str("all machines"),
+            MachineScope::Only(p) => f.write_str(&p.join(",")),
+        }
+    }
+}
+
+/// A machine pattern: a machine name (docs/format.md) where `*` may stand for any characters.
+pub fn check_machine_pattern(pattern: &str) -> Result<(), String> {
+    let ok = !pattern.is_empty()
+        && pattern.len() <= 64
+        && pattern
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b))
+        && !pattern.starts_with(['.', '-', '_']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "machine pattern {pattern:?} is not a machine name or a pattern: use 1-64 letters, \
+             digits, '.', '_', '-' and '*' (any characters), e.g. web01 or web*"
+        ))
+    }
+}
+
+/// `*` matches any run of characters (also none); every other byte matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was and how much of `name` it has swallowed so far (backtracking
+    // to it is enough for patterns with only `*`: linear in practice, never exponential).
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// Whether a token is accepted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// One row of `appliance token list --json`. Never carries the token or its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInfo {
+    /// Public id (`tok-<12 hex>`) for listing and revoking; not derivable into the token.
+    pub id: String,
+    pub role: Role,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Machine patterns the token may write (backup) or read (restore); `null`: every machine.
+    #[serde(default)]
+    pub machines: Option<Vec<String>>,
+    /// RFC 3339 UTC.
+    pub created: String,
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// RFC 3339 UTC, recorded at most once a minute.
+    #[serde(default)]
+    pub last_used: Option<String>,
+    #[serde(default)]
+    pub revoked: Option<String>,
+    pub state: TokenState,
+}
+
+/// A duration as operators write it: `90s`, `15m`, `12h`, `30d`, `2w` (a bare number is
+/// seconds). Returns seconds.
+pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        Some((i, 'w')) => (&s[..i], 7 * 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration: use e.g. 90s, 15m, 12h, 30d or 2w")
+        })
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_a_shell_star() {
+        let cases = [
+            ("web01", "web01", true),
+            ("web01", "web011", false),
+            ("web*", "web01", true),
+            ("web*", "web", true),
+            ("web*", "db01", false),
+            ("*.example.com", "a.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*", "anything", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("*01", "web01", true),
+            ("*01", "web02", false),
+            ("w*b*", "wbb", true),
+        ];
+        for (p, n, want) in cases {
+            assert_eq!(glob_match(p, n), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn scopes_allow_only_their_machines() {
+        let s = MachineScope::Only(vec!["web*".into(), "db01".into()]);
+        assert!(s.allows("web7") && s.allows("db01"));
+        assert!(!s.allows("db02") && !s.allows("mail"));
+        assert!(MachineScope::All.allows("db02"));
+        assert_eq!(s.to_string(), "web*,db01");
+    }
+
+    #[test]
+    fn patterns_are_names_with_stars() {
+        for good in ["web01", "web*", "*", "*.example.com", "a-b_c*"] {
+            assert!(check_machine_pattern(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a/b", "web?", "-x", ".x", "a b", &"x".repeat(65)] {
+            assert!(check_machine_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_take_units_up_to_weeks() {
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("15m"), Ok(900));
+        assert_eq!(parse_duration_secs("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration_secs("2w"), Ok(14 * 86_400));
+        assert!(parse_duration_secs("1y").is_err());
+        assert!(parse_duration_secs("d").is_err());
+        assert!(parse_duration_secs("99999999999999999999w").is_err());
+    }
+}

@@ -1,22 +1,38 @@
-//! Bearer tokens: `Caller` resolves the token to its role (401 when missing or unknown);
-//! handlers call [`Caller::need`] (403 for a token of another role). A token that is not in
-//! tokens.json may be an agent's credential (`<agent id>.<hex>`, hash in `agents/<id>.json`):
-//! then the caller is that agent, with role [`Role::Agent`] ([`Caller::need_agent`]).
+//! Bearer tokens: `Caller` resolves the token to its role, public id and machine scope (401 when
+//! missing, unknown, revoked or expired); handlers call [`Caller::need`] (403 for a token of
+//! another role) and [`Caller::need_machine`] (403 for a machine outside the token's scope). A
+//! token that is not in tokens.json may be an agent's credential (`<agent id>.<hex>`, hash in
+//! `agents/<id>.json`): then the caller is that agent, with role [`Role::Agent`]
+//! ([`Caller::need_agent`]).
+//!
+//! Last use is recorded off the request path, at most once a minute per token.
+
+use std::time::SystemTime;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use ferry_format::api::Role;
+use ferry_format::api::{MachineScope, Role, TokenState};
 
 use crate::error::ApiError;
 use crate::state::{blocking, SharedState};
 
-/// The authenticated caller: its role, and for an agent credential the agent's id.
+/// The authenticated caller: its role, for an agent credential the agent's id, for a token in
+/// tokens.json its public id and scope.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub role: Role,
     pub agent: Option<String>,
+    pub token: Option<TokenGrant>,
+}
+
+/// What a tokens.json token grants beyond its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// Public id (`tok-…`): sessions are bound to it, snapshots record it.
+    pub id: String,
+    pub scope: MachineScope,
 }
 
 impl Caller {
@@ -34,6 +50,34 @@ impl Caller {
                 ),
             ))
         }
+    }
+
+    /// The machines this caller may write or read (agents: see `agents.rs`).
+    pub fn scope(&self) -> MachineScope {
+        self.token
+            .as_ref()
+            .map_or(MachineScope::All, |t| t.scope.clone())
+    }
+
+    pub fn token_id(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.id.as_str())
+    }
+
+    /// 403 unless `machine` is in the token's scope.
+    pub fn need_machine(&self, machine: &str) -> Result<(), ApiError> {
+        let scope = self.scope();
+        if scope.allows(machine) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {} may only reach machines {scope}, not machine {machine}: use a token for {machine} \
+                 (`appliance token create --role {} --machine {machine}`)",
+                self.token_id().unwrap_or("?"),
+                self.role.name()
+            ),
+        ))
     }
 
     /// The credential of agent `id`, or an admin token.
@@ -54,6 +98,13 @@ impl Caller {
             )),
         }
     }
+}
+
+/// What a bearer token turned out to be.
+enum Resolved {
+    Caller(Caller),
+    Refused(String),
+    Unknown,
 }
 
 impl FromRequestParts<SharedState> for Caller {
@@ -77,20 +128,65 @@ impl FromRequestParts<SharedState> for Caller {
                 )
             })?;
         let st = state.clone();
-        let found = blocking(move || {
-            if let Some(role) = st.tokens.role_of(&token)? {
-                return Ok(Some(Caller { role, agent: None }));
+        let resolved = blocking(move || {
+            let now = SystemTime::now();
+            if let Some(found) = st.tokens.lookup(&token)? {
+                let rec = &found.record;
+                return Ok(match rec.state(now) {
+                    TokenState::Revoked => Resolved::Refused(format!(
+                        "token {} was revoked at {}: ask the appliance's operator for a new one \
+                         (`appliance token create`) and use it instead",
+                        rec.id,
+                        rec.revoked.as_deref().unwrap_or("?")
+                    )),
+                    TokenState::Expired => Resolved::Refused(format!(
+                        "token {} expired at {}: ask the appliance's operator for a new one \
+                         (`appliance token create --expires ...`) and use it instead",
+                        rec.id,
+                        rec.expires.as_deref().unwrap_or("?")
+                    )),
+                    TokenState::Active => {
+                        if st.tokens.claim_use(&found, now) {
+                            record_use(&st, found.hash.clone(), now);
+                        }
+                        Resolved::Caller(Caller {
+                            role: rec.role,
+                            agent: None,
+                            token: Some(TokenGrant {
+                                id: rec.id.clone(),
+                                scope: rec.scope(),
+                            }),
+                        })
+                    }
+                });
             }
-            Ok(st.store.agent_for_credential(&token)?.map(|a| Caller {
-                role: Role::Agent,
-                agent: Some(a.agent),
-            }))
+            Ok(match st.store.agent_for_credential(&token)? {
+                Some(a) => Resolved::Caller(Caller {
+                    role: Role::Agent,
+                    agent: Some(a.agent),
+                    token: None,
+                }),
+                None => Resolved::Unknown,
+            })
         })
         .await?;
-        found.ok_or_else(|| {
-            unauthorized(
+        match resolved {
+            Resolved::Caller(c) => Ok(c),
+            Resolved::Refused(why) => Err(unauthorized(&why)),
+            Resolved::Unknown => Err(unauthorized(
                 "unknown token: create one with `appliance token create` on the appliance (an agent whose credential was replaced by a newer enrollment must enroll again)",
-            )
-        })
+            )),
+        }
     }
+}
+
+/// Write last use to tokens.json on another blocking thread: the request does not wait for
+/// the lock and fsync, and a failure only costs a stale `last_used`.
+fn record_use(st: &SharedState, hash: String, now: SystemTime) {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = st.store.record_token_use(&hash, now) {
+            tracing::warn!("record the last use of a token: {e}");
+        }
+    });
 }

@@ -17,8 +17,8 @@ use ferry_store::chunks::PutOutcome;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::agents::{may_read_chunk, may_read_snapshot};
 use crate::auth::Caller;
+use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::error::ApiError;
 use crate::state::{blocking, SharedState};
 
@@ -54,9 +54,15 @@ pub async fn start_backup(
 ) -> ApiResult<Json<BackupSession>> {
     caller.need(Role::Backup)?;
     let req: BackupStart = parse_json(&body)?;
+    caller.need_machine(&req.machine)?;
+    let token = caller.token_id().map(str::to_string);
     let session = blocking(move || {
-        st.store
-            .start_session(&req.machine, req.chunk_size, SystemTime::now())
+        st.store.start_session_for(
+            &req.machine,
+            req.chunk_size,
+            token.as_deref(),
+            SystemTime::now(),
+        )
     })
     .await?;
     Ok(Json(BackupSession { session }))
@@ -76,11 +82,8 @@ pub async fn known_chunks(
             q.ids.len()
         )));
     }
-    let missing = blocking(move || {
-        st.store.session(&session, SystemTime::now())?;
-        st.store.touch_chunks(&q.ids)
-    })
-    .await?;
+    own_session(&st, &caller, &session).await?;
+    let missing = blocking(move || st.store.touch_chunks(&q.ids)).await?;
     Ok(Json(KnownChunksReply { missing }))
 }
 
@@ -104,7 +107,7 @@ pub async fn put_index(
     Path((session, disk)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    caller.need(Role::Backup)?;
+    own_session(&st, &caller, &session).await?;
     blocking(move || {
         st.store
             .put_index(&session, &disk, &body, SystemTime::now())
@@ -119,7 +122,7 @@ pub async fn commit(
     Path(session): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<CommitReply>> {
-    caller.need(Role::Backup)?;
+    own_session(&st, &caller, &session).await?;
     let req: CommitRequest = parse_json(&body)?;
     let snapshot = blocking(move || {
         st.store
@@ -135,7 +138,7 @@ pub async fn abandon(
     caller: Caller,
     Path(session): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.need(Role::Backup)?;
+    own_session(&st, &caller, &session).await?;
     blocking(move || st.store.abandon_session(&session)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,9 +154,10 @@ pub async fn list_snapshots(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<SnapshotSummary>>> {
     caller.need(Role::Restore)?;
-    Ok(Json(
-        blocking(move || st.store.list_snapshots(q.machine.as_deref())).await?,
-    ))
+    let scope = caller.scope();
+    let mut list = blocking(move || st.store.list_snapshots(q.machine.as_deref())).await?;
+    list.retain(|s| scope.allows(&s.machine));
+    Ok(Json(list))
 }
 
 pub async fn manifest(

@@ -19,8 +19,11 @@ pub mod commands;
 pub mod error;
 pub mod handlers;
 pub mod job_commands;
+pub mod scope;
 pub mod state;
 pub mod tls;
+pub mod token_cache;
+pub mod token_commands;
 
 use std::net::SocketAddr;
 use std::path::Path;

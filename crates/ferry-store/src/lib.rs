@@ -39,6 +39,7 @@ pub mod fsx;
 pub mod gc;
 pub mod jobs;
 pub mod keys;
+pub mod prune;
 pub mod sessions;
 pub mod snapshots;
 pub mod tokens;

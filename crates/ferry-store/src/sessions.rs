@@ -32,6 +32,10 @@ pub struct SessionRecord {
     pub started: u64,
     /// Unix seconds of the last request that named the session.
     pub last_activity: u64,
+    /// Public id of the token that opened the session: only it may use the session, and the
+    /// snapshot records it (`origin.json`). Absent in sessions opened before tokens had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl SessionRecord {
@@ -57,6 +61,17 @@ impl Store {
 
     /// Open a session; it is on disk (and so holds back GC) before this returns.
     pub fn start_session(&self, machine: &str, chunk_size: u32, now: SystemTime) -> Result<String> {
+        self.start_session_for(machine, chunk_size, None, now)
+    }
+
+    /// Open a session bound to the token with public id `token`.
+    pub fn start_session_for(
+        &self,
+        machine: &str,
+        chunk_size: u32,
+        token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<String> {
         check_name(NameKind::Machine, machine)?;
         check_chunk_size(chunk_size)?;
         let session = fsx::random_hex(16)?;
@@ -66,6 +81,7 @@ impl Store {
             chunk_size,
             started: t,
             last_activity: t,
+            token: token.map(str::to_string),
         };
         self.write_session(&session, &rec)?;
         Ok(session)

@@ -22,8 +22,6 @@ use crate::Store;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
-/// Retention bounds of `prune --keep`.
-pub const KEEP_RANGE: std::ops::RangeInclusive<usize> = 1..=10;
 /// Longest machine-name prefix of a snapshot id: leaves room for `-YYYYMMDDTHHMMSSZ-NNN` within
 /// the 64 characters every name may have. The manifest always holds the full machine name.
 const ID_MACHINE_MAX: usize = 64 - 17 - 4;
@@ -47,25 +45,6 @@ pub fn snapshot_id(machine: &str, t: SystemTime, attempt: u32) -> String {
     match attempt {
         0 | 1 => format!("{m}-{stamp}"),
         n => format!("{m}-{stamp}-{n}"),
-    }
-}
-
-/// Which snapshots of a machine `prune` keeps and removes (each list newest first).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PrunePlan {
-    pub machine: String,
-    pub keep: Vec<SnapshotSummary>,
-    pub remove: Vec<SnapshotSummary>,
-}
-
-/// Pure retention rule: keep the newest `keep` snapshots.
-pub fn compute_prune(machine: &str, mut snapshots: Vec<SnapshotSummary>, keep: usize) -> PrunePlan {
-    snapshots.sort_by(|a, b| (&b.created, &b.snapshot).cmp(&(&a.created, &a.snapshot)));
-    let remove = snapshots.split_off(keep.min(snapshots.len()));
-    PrunePlan {
-        machine: machine.to_string(),
-        keep: snapshots,
-        remove,
     }
 }
 
@@ -94,6 +73,9 @@ impl Store {
         let tmp = self.session_tmp_dir(session);
         self.check_commit(&rec, &tmp, req)?;
         remove_strays(&tmp, req)?;
+        if let Some(token) = &rec.token {
+            crate::prune::write_origin(&tmp, token)?;
+        }
         let created = rfc3339(now);
         for attempt in 1..=1000 {
             let id = snapshot_id(&rec.machine, now, attempt);
@@ -268,35 +250,6 @@ impl Store {
         self.snapshot_file(id, &format!("{disk}.index"))
     }
 
-    pub fn plan_prune(&self, machine: &str, keep: usize) -> Result<PrunePlan> {
-        check_name(NameKind::Machine, machine)?;
-        if !KEEP_RANGE.contains(&keep) {
-            return Err(StoreError::Invalid(format!(
-                "--keep {keep}: keep between 1 and 10 snapshots"
-            )));
-        }
-        Ok(compute_prune(
-            machine,
-            self.list_snapshots(Some(machine))?,
-            keep,
-        ))
-    }
-
-    /// Remove the plan's snapshots: each is renamed into `trash/` (atomic: it disappears whole),
-    /// then deleted. Their chunks stay until the next GC.
-    pub fn apply_prune(&self, plan: &PrunePlan) -> Result<()> {
-        fsx::create_dir_all(&self.trash_dir())?;
-        for s in &plan.remove {
-            let from = self.snapshots_dir().join(&s.snapshot);
-            let to = self
-                .trash_dir()
-                .join(format!("{}.{}", s.snapshot, fsx::random_hex(4)?));
-            fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
-        }
-        fsx::fsync_dir(&self.snapshots_dir())?;
-        self.empty_trash()
-    }
-
     /// Delete whatever is in `trash/` (also what an interrupted prune left there).
     pub fn empty_trash(&self) -> Result<()> {
         let dir = self.trash_dir();
@@ -346,17 +299,6 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn summary(id: &str, created: &str) -> SnapshotSummary {
-        SnapshotSummary {
-            snapshot: id.into(),
-            machine: "m".into(),
-            created: created.into(),
-            disks: vec![],
-            size: 0,
-            data_chunks: 0,
-        }
-    }
-
     #[test]
     fn snapshot_ids_are_names_with_suffixes() {
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -369,20 +311,5 @@ mod tests {
         let long = "m".repeat(64);
         let id = snapshot_id(&long, t, 999);
         assert!(check_name(NameKind::Snapshot, &id).is_ok(), "{id}");
-    }
-
-    #[test]
-    fn prune_keeps_newest_by_creation_then_id() {
-        let list = vec![
-            summary("a", "2025-01-01T00:00:00Z"),
-            summary("c", "2025-01-03T00:00:00Z"),
-            summary("b", "2025-01-02T00:00:00Z"),
-            summary("b-2", "2025-01-02T00:00:00Z"),
-        ];
-        let plan = compute_prune("m", list.clone(), 2);
-        let ids = |v: &[SnapshotSummary]| v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&plan.keep), ["c", "b-2"]);
-        assert_eq!(ids(&plan.remove), ["b", "a"]);
-        assert!(compute_prune("m", list, 10).remove.is_empty());
     }
 }

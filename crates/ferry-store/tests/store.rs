@@ -209,14 +209,19 @@ fn prune_keeps_the_newest_n() {
         .map(|i| backup(&store, &signer, "web01", &[i], ago(3600 - i as u64 * 60)))
         .collect();
     let other = backup(&store, &signer, "db01", &[9], ago(10));
-    assert!(store.plan_prune("web01", 0).is_err());
-    assert!(store.plan_prune("web01", 11).is_err());
-    let plan = store.plan_prune("web01", 2).unwrap();
+    let policy = |keep| ferry_store::prune::PrunePolicy {
+        keep,
+        keep_within: None,
+    };
+    let now = SystemTime::now();
+    assert!(store.plan_prune("web01", &policy(0), now).is_err());
+    assert!(store.plan_prune("web01", &policy(11), now).is_err());
+    let plan = store.plan_prune("web01", &policy(2), now).unwrap();
     let names = |v: &[ferry_format::api::SnapshotSummary]| {
         v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(names(&plan.keep), vec![ids[3].clone(), ids[2].clone()]);
-    assert_eq!(names(&plan.remove), vec![ids[1].clone(), ids[0].clone()]);
+    let removed: Vec<_> = plan.removals().map(|e| e.summary.snapshot.clone()).collect();
+    assert_eq!(removed, vec![ids[1].clone(), ids[0].clone()]);
     store.apply_prune(&plan).unwrap();
     let left = names(&store.list_snapshots(None).unwrap());
     assert_eq!(left, vec![ids[2].clone(), ids[3].clone(), other]);

@@ -107,7 +107,12 @@ impl Appliance {
         let token = |role: &str| {
             ok(Command::new(bin("appliance"))
                 .args(["token", "create", "--role", role, "--data"])
-                .arg(&data))
+                .arg(&data)
+                .args(if role == "backup" {
+                    &["--all-machines"][..]
+                } else {
+                    &[]
+                }))
             .trim()
             .to_string()
         };
@@ -218,11 +223,22 @@ impl Appliance {
         c
     }
 
-    /// A new token of `role` (`appliance token create`).
+    /// A new token of `role` (`appliance token create`; backup tokens for every machine).
     pub fn token(&self, role: &str) -> String {
+        let all: &[&str] = if role == "backup" {
+            &["--all-machines"]
+        } else {
+            &[]
+        };
+        self.token_with(role, all)
+    }
+
+    /// A new token of `role` with more `token create` arguments (`--machine web01`, ...).
+    pub fn token_with(&self, role: &str, args: &[&str]) -> String {
         ok(Command::new(bin("appliance"))
             .args(["token", "create", "--role", role, "--data"])
-            .arg(self.data()))
+            .arg(self.data())
+            .args(args))
         .trim()
         .to_string()
     }

@@ -1,0 +1,406 @@
+//! Retention that keeps the genuine history (docs/store.md, "Prune").
+//!
+//! Each snapshot records which credential wrote it (`snapshots/<id>/origin.json`, written inside
+//! the session's directory before the commit's rename, so it appears with the snapshot). A
+//! prune keeps, for each credential that wrote the machine, its newest N snapshots: a client
+//! that floods a machine with snapshots pushes out only its own. On top of that nothing newer
+//! than `--keep-within` and nothing a pending or running restore job uses is removed.
+//!
+//! Plan, then execute: [`compute_prune`] is pure (table-tested); `--dry-run` prints the plan and
+//! [`Store::apply_prune`] executes that same value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use ferry_format::agent::JobState;
+use ferry_format::api::SnapshotSummary;
+use ferry_format::names::{check_name, NameKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, Result, StoreError};
+use crate::fsx::{self, FileLock, LockMode};
+use crate::tokens::parse_rfc3339;
+use crate::Store;
+
+/// Retention bounds of `prune --keep` (per credential).
+pub const KEEP_RANGE: std::ops::RangeInclusive<usize> = 1..=10;
+/// `snapshots/<id>/origin.json`.
+pub const ORIGIN_FILE: &str = "origin.json";
+
+/// Who wrote a snapshot: store-side metadata (the manifest format rejects unknown fields, so
+/// agents already in the field could not read a manifest carrying it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotOrigin {
+    /// Public id of the token whose session committed the snapshot.
+    pub token: String,
+}
+
+/// What `appliance prune` is asked to keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrunePolicy {
+    /// Newest snapshots kept per credential, in [`KEEP_RANGE`].
+    pub keep: usize,
+    /// Never remove a snapshot younger than this.
+    pub keep_within: Option<Duration>,
+}
+
+/// One snapshot of the machine, as gathered for planning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneCandidate {
+    pub summary: SnapshotSummary,
+    /// Token id from `origin.json`; `None` for snapshots committed before origins were recorded
+    /// (they are one group of their own).
+    pub writer: Option<String>,
+}
+
+/// Why a snapshot stays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeepReason {
+    /// Among the newest `of` snapshots its credential wrote (`rank` 1 is the newest).
+    Newest { rank: usize, of: usize },
+    /// Younger than `--keep-within`.
+    Within,
+    /// A pending or running restore job uses it.
+    Job(String),
+    /// Its creation time does not parse: its age is unknown, so it is not removed.
+    UnknownAge,
+}
+
+impl fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepReason::Newest { rank, of } => write!(f, "newest {rank} of {of} kept"),
+            KeepReason::Within => f.write_str("within --keep-within"),
+            KeepReason::Job(j) => write!(f, "used by job {j}"),
+            KeepReason::UnknownAge => f.write_str("creation time unreadable"),
+        }
+    }
+}
+
+/// One line of the plan: a snapshot, its writer and why it stays (empty: it is removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneEntry {
+    pub summary: SnapshotSummary,
+    pub writer: Option<String>,
+    pub keep: Vec<KeepReason>,
+}
+
+impl PruneEntry {
+    pub fn removed(&self) -> bool {
+        self.keep.is_empty()
+    }
+}
+
+/// Every snapshot of a machine, newest first, each kept (with reasons) or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrunePlan {
+    pub machine: String,
+    pub policy: PrunePolicy,
+    pub entries: Vec<PruneEntry>,
+}
+
+impl PrunePlan {
+    pub fn removals(&self) -> impl Iterator<Item = &PruneEntry> {
+        self.entries.iter().filter(|e| e.removed())
+    }
+}
+
+/// The pure retention rule. `in_use` maps snapshot ids to the pending or running job using it.
+pub fn compute_prune(
+    machine: &str,
+    mut snapshots: Vec<PruneCandidate>,
+    policy: &PrunePolicy,
+    now: SystemTime,
+    in_use: &HashMap<String, String>,
+) -> PrunePlan {
+    let newest_first = |a: &PruneCandidate, b: &PruneCandidate| {
+        (&b.summary.created, &b.summary.snapshot).cmp(&(&a.summary.created, &a.summary.snapshot))
+    };
+    snapshots.sort_by(newest_first);
+    let mut per_writer: HashMap<Option<String>, usize> = HashMap::new();
+    for s in &snapshots {
+        *per_writer.entry(s.writer.clone()).or_default() += 1;
+    }
+    let mut seen: HashMap<Option<String>, usize> = HashMap::new();
+    let entries = snapshots
+        .into_iter()
+        .map(|c| {
+            let rank = {
+                let n = seen.entry(c.writer.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let mut keep = Vec::new();
+            if let Some(job) = in_use.get(&c.summary.snapshot) {
+                keep.push(KeepReason::Job(job.clone()));
+            }
+            if rank <= policy.keep {
+                keep.push(KeepReason::Newest {
+                    rank,
+                    of: policy.keep.min(per_writer[&c.writer]),
+                });
+            }
+            match parse_rfc3339(&c.summary.created) {
+                None => keep.push(KeepReason::UnknownAge),
+                Some(created) => {
+                    let age = now.duration_since(created).unwrap_or(Duration::ZERO);
+                    if policy.keep_within.is_some_and(|w| age < w) {
+                        keep.push(KeepReason::Within);
+                    }
+                }
+            }
+            PruneEntry {
+                summary: c.summary,
+                writer: c.writer,
+                keep,
+            }
+        })
+        .collect();
+    PrunePlan {
+        machine: machine.to_string(),
+        policy: policy.clone(),
+        entries,
+    }
+}
+
+impl Store {
+    /// Who wrote snapshot `id`: `None` when it predates origin records.
+    pub fn snapshot_origin(&self, id: &str) -> Result<Option<SnapshotOrigin>> {
+        check_name(NameKind::Snapshot, id)?;
+        let path = self.snapshots_dir().join(id).join(ORIGIN_FILE);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// Gather a machine's snapshots, their writers and the jobs using them; plan.
+    pub fn plan_prune(
+        &self,
+        machine: &str,
+        policy: &PrunePolicy,
+        now: SystemTime,
+    ) -> Result<PrunePlan> {
+        check_name(NameKind::Machine, machine)?;
+        if !KEEP_RANGE.contains(&policy.keep) {
+            return Err(StoreError::Invalid(format!(
+                "--keep {}: keep between 1 and 10 snapshots per credential",
+                policy.keep
+            )));
+        }
+        let mut candidates = Vec::new();
+        for summary in self.list_snapshots(Some(machine))? {
+            let writer = self.snapshot_origin(&summary.snapshot)?.map(|o| o.token);
+            candidates.push(PruneCandidate { summary, writer });
+        }
+        let in_use = self.snapshots_in_use()?;
+        Ok(compute_prune(machine, candidates, policy, now, &in_use))
+    }
+
+    /// Snapshot id -> a pending or running job that uses it.
+    fn snapshots_in_use(&self) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for job in self.list_jobs_if_any()? {
+            if matches!(job.state, JobState::Pending | JobState::Running) {
+                out.entry(job.snapshot).or_insert(job.id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_jobs_if_any(&self) -> Result<Vec<ferry_format::agent::JobRecord>> {
+        if !self.jobs_dir().exists() {
+            return Ok(Vec::new());
+        }
+        self.list_jobs()
+    }
+
+    /// Remove the plan's snapshots: each is renamed into `trash/` (atomic: it disappears whole),
+    /// then deleted; their chunks stay until the next GC. Holds `jobs/.lock` meanwhile and
+    /// refuses, removing nothing, when a job created since the plan uses one of them.
+    pub fn apply_prune(&self, plan: &PrunePlan) -> Result<()> {
+        fsx::create_dir_all(&self.jobs_dir())?;
+        let _jobs = FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)?;
+        let in_use = self.snapshots_in_use()?;
+        if let Some((s, job)) = plan
+            .removals()
+            .find_map(|e| in_use.get_key_value(&e.summary.snapshot))
+        {
+            return Err(StoreError::Conflict(format!(
+                "job {job} now uses snapshot {s}: run the prune again"
+            )));
+        }
+        fsx::create_dir_all(&self.trash_dir())?;
+        for e in plan.removals() {
+            let from = self.snapshots_dir().join(&e.summary.snapshot);
+            let to = self
+                .trash_dir()
+                .join(format!("{}.{}", e.summary.snapshot, fsx::random_hex(4)?));
+            fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
+        }
+        fsx::fsync_dir(&self.snapshots_dir())?;
+        self.empty_trash()
+    }
+}
+
+/// Record the writer in a session's directory before its commit renames it into place.
+pub(crate) fn write_origin(dir: &Path, token: &str) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(&SnapshotOrigin {
+        token: token.to_string(),
+    })
+    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    fsx::write_atomic(&dir.join(ORIGIN_FILE), &bytes, 0o644)
+}
+
+/// Per writer, how many snapshots the plan keeps and removes (for the summary line).
+pub fn per_writer_counts(plan: &PrunePlan) -> BTreeMap<Option<String>, (usize, usize)> {
+    let mut out: BTreeMap<Option<String>, (usize, usize)> = BTreeMap::new();
+    for e in &plan.entries {
+        let c = out.entry(e.writer.clone()).or_default();
+        if e.removed() {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshots::rfc3339;
+    use std::time::UNIX_EPOCH;
+
+    const DAY: u64 = 86_400;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    /// `(id, created seconds, writer)`.
+    fn candidates(rows: &[(&str, u64, Option<&str>)]) -> Vec<PruneCandidate> {
+        rows.iter()
+            .map(|(id, t, w)| PruneCandidate {
+                summary: SnapshotSummary {
+                    snapshot: id.to_string(),
+                    machine: "m".into(),
+                    created: rfc3339(at(*t)),
+                    disks: vec![],
+                    size: 0,
+                    data_chunks: 0,
+                },
+                writer: w.map(str::to_string),
+            })
+            .collect()
+    }
+
+    fn removed(plan: &PrunePlan) -> Vec<&str> {
+        plan.removals().map(|e| e.summary.snapshot.as_str()).collect()
+    }
+
+    fn policy(keep: usize, within_days: Option<u64>) -> PrunePolicy {
+        PrunePolicy {
+            keep,
+            keep_within: within_days.map(|d| Duration::from_secs(d * DAY)),
+        }
+    }
+
+    #[test]
+    fn retention_table() {
+        let none = HashMap::new();
+        let now = at(100 * DAY);
+        // (name, snapshots, policy, jobs using snapshots, expected removals newest first)
+        let cases: Vec<(&str, Vec<PruneCandidate>, PrunePolicy, Vec<(&str, &str)>, Vec<&str>)> = vec![
+            (
+                "one writer: newest N by creation then id",
+                candidates(&[
+                    ("a", 1, Some("tok-b")),
+                    ("c", 3, Some("tok-b")),
+                    ("b", 2, Some("tok-b")),
+                    ("b-2", 2, Some("tok-b")),
+                ]),
+                policy(2, None),
+                vec![],
+                vec!["b", "a"],
+            ),
+            (
+                "a flood from one credential keeps the other's",
+                {
+                    let mut v = candidates(&[("g1", 10, Some("tok-b")), ("g2", 20, Some("tok-b"))]);
+                    for i in 0..10 {
+                        v.extend(candidates(&[(
+                            ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"][i],
+                            50 + i as u64,
+                            Some("tok-a"),
+                        )]));
+                    }
+                    v
+                },
+                policy(2, None),
+                vec![],
+                vec!["f7", "f6", "f5", "f4", "f3", "f2", "f1", "f0"],
+            ),
+            (
+                "snapshots without an origin are a group of their own",
+                candidates(&[("o1", 1, None), ("o2", 2, None), ("n1", 3, Some("tok-b"))]),
+                policy(1, None),
+                vec![],
+                vec!["o1"],
+            ),
+            (
+                "nothing younger than --keep-within goes",
+                candidates(&[
+                    ("old", 0, Some("t")),
+                    ("week", 95 * DAY, Some("t")),
+                    ("new", 99 * DAY, Some("t")),
+                ]),
+                policy(1, Some(7)),
+                vec![],
+                vec!["old"],
+            ),
+            (
+                "a job's snapshot stays",
+                candidates(&[("x1", 1, Some("t")), ("x2", 2, Some("t")), ("x3", 3, Some("t"))]),
+                policy(1, None),
+                vec![("x1", "job-1")],
+                vec!["x2"],
+            ),
+        ];
+        for (name, snaps, pol, jobs, want) in cases {
+            let in_use: HashMap<String, String> = jobs
+                .iter()
+                .map(|(s, j)| (s.to_string(), j.to_string()))
+                .collect();
+            let plan = compute_prune("m", snaps, &pol, now, if jobs.is_empty() { &none } else { &in_use });
+            assert_eq!(removed(&plan), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn reasons_explain_each_kept_snapshot() {
+        let in_use = HashMap::from([("x1".to_string(), "job-7".to_string())]);
+        let snaps = candidates(&[("x1", 1, Some("t")), ("x2", 99 * DAY, Some("t"))]);
+        let plan = compute_prune("m", snaps, &policy(1, Some(7)), at(100 * DAY), &in_use);
+        assert_eq!(plan.entries[0].summary.snapshot, "x2");
+        assert_eq!(
+            plan.entries[0].keep,
+            [KeepReason::Newest { rank: 1, of: 1 }, KeepReason::Within]
+        );
+        assert_eq!(plan.entries[1].keep, [KeepReason::Job("job-7".into())]);
+        assert_eq!(plan.entries[1].keep[0].to_string(), "used by job job-7");
+        let mut odd = candidates(&[("y1", 1, None), ("y2", 2, None)]);
+        odd[0].summary.created = "0000-bad".into();
+        let plan = compute_prune("m", odd, &policy(1, None), at(100 * DAY), &HashMap::new());
+        assert_eq!(plan.entries[1].keep, [KeepReason::UnknownAge]);
+        assert_eq!(per_writer_counts(&plan)[&None], (2, 0));
+    }
+}
