@@ -50,15 +50,21 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Keep the newest N snapshots of a machine and remove the others.
+    /// Remove a machine's old snapshots: keep the newest N written by each credential (a flood
+    /// from one client cannot push out another's), everything younger than --keep-within and
+    /// every snapshot a pending or running restore job uses.
     Prune {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         #[arg(long)]
         machine: String,
+        /// Newest snapshots kept per credential that wrote the machine (1-10).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=10))]
         keep: u8,
-        /// Print what would be removed, remove nothing.
+        /// Never remove a snapshot younger than this (90m, 12h, 7d, 2w).
+        #[arg(long, value_name = "AGE")]
+        keep_within: Option<String>,
+        /// Print the plan (each snapshot, kept or removed and why), remove nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -109,13 +115,45 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 #[derive(Subcommand)]
 pub enum TokenCmd {
-    /// Create a token and print it (only its hash is stored).
+    /// Create a token and print it (only its hash is stored; stdout has only the token).
     Create {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// backup, restore, admin or enroll (enroll: only enrolls rescue-image agents).
         #[arg(long)]
         role: Role,
+        /// A machine the token may back up or restore (repeatable); `*` matches any
+        /// characters (web*). Backup tokens need --machine or --all-machines; restore tokens
+        /// without it read every machine.
+        #[arg(long = "machine", value_name = "NAME-OR-PATTERN")]
+        machines: Vec<String>,
+        /// A backup token that may write snapshots of every machine.
+        #[arg(long, conflicts_with = "machines")]
+        all_machines: bool,
+        /// When the token stops working: a duration (12h, 30d, 2w) or an RFC 3339 time.
+        #[arg(long, value_name = "DURATION-OR-TIME")]
+        expires: Option<String>,
+        /// A note shown by `token list` (who or what holds it).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print {"id": ..., "token": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens: id, role, state, name, machines, created, expires, last used (never the
+    /// tokens themselves).
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (`token list`): it gets 401 from now on.
+    Revoke {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Token id, tok-... (`token list`).
+        id: String,
     },
 }
 

@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
-use ferry_store::snapshots::{rfc3339, PrunePlan};
+use ferry_store::prune::{PrunePlan, PrunePolicy};
+use ferry_store::snapshots::rfc3339;
 use ferry_store::verify::{Start, VerifyOptions};
 use ferry_store::{config, fsx, tokens, Store};
 use serde::Serialize;
@@ -141,15 +142,6 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-pub fn token_create(data: &Path, role: Role) -> Result<()> {
-    let store = Store::open(data)?;
-    let token = store
-        .create_token(role, &rfc3339(SystemTime::now()))
-        .context("create a token")?;
-    println!("{token}");
-    Ok(())
-}
-
 pub fn snapshots(data: &Path, machine: Option<&str>, json: bool) -> Result<()> {
     let list = Store::open(data)?
         .list_snapshots(machine)
@@ -210,35 +202,83 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
-pub fn prune(data: &Path, machine: &str, keep: usize, dry_run: bool) -> Result<()> {
+/// What `appliance prune` was given.
+#[derive(Clone, Debug)]
+pub struct PruneArgs {
+    pub machine: String,
+    pub keep: usize,
+    /// `--keep-within` as written (`7d`).
+    pub keep_within: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Plan, print, then execute the same plan (unless `--dry-run`).
+pub fn prune(data: &Path, args: &PruneArgs) -> Result<()> {
     let store = Store::open(data)?;
-    let plan = store.plan_prune(machine, keep).context("plan the prune")?;
-    print_prune_plan(&plan, dry_run);
-    if !dry_run && !plan.remove.is_empty() {
+    let keep_within = args
+        .keep_within
+        .as_deref()
+        .map(|w| {
+            ferry_format::api::parse_duration_secs(w)
+                .map(std::time::Duration::from_secs)
+                .map_err(|e| anyhow::anyhow!("--keep-within {e}"))
+        })
+        .transpose()?;
+    let policy = PrunePolicy {
+        keep: args.keep,
+        keep_within,
+    };
+    let plan = store
+        .plan_prune(&args.machine, &policy, SystemTime::now())
+        .context("plan the prune")?;
+    print_prune_plan(&mut std::io::stdout().lock(), &plan, args.dry_run)?;
+    let removed = plan.removals().count();
+    if !args.dry_run && removed > 0 {
         store.apply_prune(&plan).context("remove snapshots")?;
-        println!(
-            "Removed {} snapshots; run `appliance gc` to free their chunks.",
-            plan.remove.len()
-        );
+        println!("Removed {removed} snapshots; run `appliance gc` to free their chunks.");
     }
     Ok(())
 }
 
-fn print_prune_plan(plan: &PrunePlan, dry_run: bool) {
-    for s in &plan.keep {
-        println!("keep    {}  {}", s.snapshot, s.created);
-    }
+/// One line per snapshot, newest first: keep (with why) or remove, and who wrote it.
+pub fn print_prune_plan(out: &mut impl Write, plan: &PrunePlan, dry_run: bool) -> std::io::Result<()> {
     let verb = if dry_run { "would remove" } else { "remove" };
-    for s in &plan.remove {
-        println!("{verb}  {}  {}", s.snapshot, s.created);
+    let w = plan
+        .entries
+        .iter()
+        .map(|e| e.summary.snapshot.len())
+        .max()
+        .unwrap_or(0);
+    for e in &plan.entries {
+        let writer = e.writer.as_deref().unwrap_or("(unrecorded)");
+        let what = if e.removed() {
+            format!("{verb:<12}")
+        } else {
+            format!("{:<12}", "keep")
+        };
+        let why = e
+            .keep
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        writeln!(
+            out,
+            "{what}  {:<w$}  {}  by {writer}{}",
+            e.summary.snapshot,
+            e.summary.created,
+            if why.is_empty() { String::new() } else { format!("  ({why})") }
+        )?;
     }
-    if plan.remove.is_empty() {
-        println!(
-            "Nothing to remove: machine {} has {} snapshots.",
+    if plan.removals().next().is_none() {
+        writeln!(
+            out,
+            "Nothing to remove: machine {} has {} snapshots, all kept.",
             plan.machine,
-            plan.keep.len()
-        );
+            plan.entries.len()
+        )?;
     }
+    Ok(())
 }
 
 pub fn gc(data: &Path, json: bool) -> Result<()> {
