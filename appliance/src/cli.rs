@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_format::agent::{Mapping, Then};
@@ -37,6 +38,8 @@ pub enum Cmd {
         data: PathBuf,
         #[arg(long, value_name = "ADDR:PORT")]
         listen: SocketAddr,
+        #[command(flatten)]
+        limits: ServeLimits,
     },
     /// Manage API tokens.
     #[command(subcommand)]
@@ -220,4 +223,61 @@ pub struct JobsCreate {
     pub no_fixup: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Resource limits of `serve` (docs/protocol.md, "Limits"); each defaults to
+/// `ferry_server::limits::ServerLimits::default()`.
+#[derive(Args)]
+pub struct ServeLimits {
+    /// Open connections at most; more are closed at once (clients retry) [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Time a TLS handshake may take [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Time to receive an HTTP/1 request head, and to wait for the next one [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// A connection or request body that moves no byte this long while no request of it is
+    /// handled is closed [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Concurrent chunk uploads [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chunk_uploads: Option<u32>,
+    /// Concurrent chunk downloads [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chunk_downloads: Option<u32>,
+    /// Concurrent index uploads [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_index_uploads: Option<u32>,
+    /// A request waits this long for a free slot of its route, then gets 503 [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub queue_wait: Option<Duration>,
+}
+
+impl ServeLimits {
+    pub fn resolve(self) -> ferry_server::limits::ServerLimits {
+        let mut l = ferry_server::limits::ServerLimits::default();
+        let n = |v: Option<u32>, d: usize| v.map_or(d, |v| v as usize);
+        l.max_connections = n(self.max_connections, l.max_connections);
+        l.chunk_puts = n(self.max_chunk_uploads, l.chunk_puts);
+        l.chunk_gets = n(self.max_chunk_downloads, l.chunk_gets);
+        l.index_uploads = n(self.max_index_uploads, l.index_uploads);
+        l.tls_handshake_timeout = self
+            .tls_handshake_timeout
+            .unwrap_or(l.tls_handshake_timeout);
+        l.header_read_timeout = self.header_timeout.unwrap_or(l.header_read_timeout);
+        l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
+        l.queue_wait = self.queue_wait.unwrap_or(l.queue_wait);
+        l
+    }
+}
+
+/// `90`, `30s`, `2m`, ... (at least one second).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match ferry_format::api::parse_duration_secs(text)? {
+        0 => Err(format!("{text}: give at least one second")),
+        s => Ok(Duration::from_secs(s)),
+    }
 }

@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     commands::init_logging();
     let result = match Cli::parse().cmd {
         Cmd::Init { data, names, json } => commands::init(&data, &names, json),
-        Cmd::Serve { data, listen } => commands::serve(&data, listen),
+        Cmd::Serve {
+            data,
+            listen,
+            limits,
+        } => commands::serve(&data, listen, limits.resolve()),
         Cmd::Token(TokenCmd::Create {
             data,
             role,

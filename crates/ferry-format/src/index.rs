@@ -38,6 +38,72 @@ pub enum Entry {
     Data(ChunkId),
 }
 
+impl Entry {
+    /// The entry an encoded 32-byte slot holds (every value is valid).
+    pub fn from_raw(raw: [u8; 32]) -> Entry {
+        match raw {
+            ZERO_MARKER => Entry::Zero,
+            UNUSED_MARKER => Entry::Unused,
+            id => Entry::Data(ChunkId(id)),
+        }
+    }
+}
+
+/// The fixed header of an encoded index: what a reader streaming the entries needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub chunk_size: u32,
+    pub disk_size: u64,
+    pub count: u64,
+}
+
+impl IndexHeader {
+    /// Bytes of the header; the entries follow, 32 bytes each.
+    pub const LEN: usize = HEADER_LEN;
+
+    /// Decode and check the header (magic, version, chunk size, a count that covers the disk).
+    pub fn decode(bytes: &[u8]) -> Result<IndexHeader, FormatError> {
+        let bad = |why: &str| FormatError::Index(why.to_string());
+        if bytes.len() < HEADER_LEN {
+            return Err(bad("shorter than its 32-byte header"));
+        }
+        if &bytes[..8] != INDEX_MAGIC {
+            return Err(bad("bad magic (not a ferry disk index)"));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
+        let version = u32_at(8);
+        if version != INDEX_VERSION {
+            return Err(FormatError::Index(format!(
+                "unsupported index version {version}"
+            )));
+        }
+        let chunk_size = check_chunk_size(u32_at(12))?;
+        let disk_size = u64_at(16);
+        let count = u64_at(24);
+        if count != chunk_count(disk_size, chunk_size) {
+            return Err(FormatError::Index(format!(
+                "entry count {count} does not cover a disk of {disk_size} bytes in chunks of {chunk_size}"
+            )));
+        }
+        if count > MAX_ENTRIES {
+            return Err(FormatError::Index(format!(
+                "{count} entries: more than the {MAX_ENTRIES} an index may have"
+            )));
+        }
+        Ok(IndexHeader {
+            chunk_size,
+            disk_size,
+            count,
+        })
+    }
+
+    /// Length of the whole encoded index.
+    pub fn encoded_len(&self) -> u64 {
+        HEADER_LEN as u64 + 32 * self.count
+    }
+}
+
 /// A disk's index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskIndex {
@@ -94,51 +160,22 @@ impl DiskIndex {
 
     /// Decode and check an index; every inconsistency is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let bad = |why: &str| FormatError::Index(why.to_string());
-        if bytes.len() < HEADER_LEN {
-            return Err(bad("shorter than its 32-byte header"));
-        }
-        if &bytes[..8] != INDEX_MAGIC {
-            return Err(bad("bad magic (not a ferry disk index)"));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or([0; 4]));
-        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
-        let version = u32_at(8);
-        if version != INDEX_VERSION {
+        let h = IndexHeader::decode(bytes)?;
+        if bytes.len() as u64 != h.encoded_len() {
             return Err(FormatError::Index(format!(
-                "unsupported index version {version}"
+                "{} bytes of entries where {} entries need {}",
+                bytes.len() - HEADER_LEN,
+                h.count,
+                h.count * 32
             )));
         }
-        let chunk_size = check_chunk_size(u32_at(12))?;
-        let disk_size = u64_at(16);
-        let count = u64_at(24);
-        if count != chunk_count(disk_size, chunk_size) {
-            return Err(FormatError::Index(format!(
-                "entry count {count} does not cover a disk of {disk_size} bytes in chunks of {chunk_size}"
-            )));
-        }
-        let body = &bytes[HEADER_LEN..];
-        if count > MAX_ENTRIES || body.len() as u64 != count * 32 {
-            return Err(FormatError::Index(format!(
-                "{} bytes of entries where {count} entries need {}",
-                body.len(),
-                count.saturating_mul(32)
-            )));
-        }
-        let entries = body
+        let entries = bytes[HEADER_LEN..]
             .chunks_exact(32)
-            .map(|e| {
-                let raw: [u8; 32] = e.try_into().unwrap_or(ZERO_MARKER);
-                match raw {
-                    ZERO_MARKER => Entry::Zero,
-                    UNUSED_MARKER => Entry::Unused,
-                    id => Entry::Data(ChunkId(id)),
-                }
-            })
+            .map(|e| Entry::from_raw(e.try_into().unwrap_or(ZERO_MARKER)))
             .collect();
         Ok(DiskIndex {
-            chunk_size,
-            disk_size,
+            chunk_size: h.chunk_size,
+            disk_size: h.disk_size,
             entries,
         })
     }

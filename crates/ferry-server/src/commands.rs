@@ -113,14 +113,19 @@ pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Serve HTTPS until SIGTERM or SIGINT, then shut down gracefully.
-pub fn serve(data: &Path, listen: SocketAddr) -> Result<()> {
+/// Serve HTTPS with `limits` until SIGTERM or SIGINT, then shut down gracefully.
+pub fn serve(
+    data: &Path,
+    listen: SocketAddr,
+    limits: crate::limits::ServerLimits,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
     rt.block_on(async {
-        let server = crate::start(data, listen).await?;
+        tracing::info!("limits: {limits:?}");
+        let server = crate::start_with(data, listen, limits).await?;
         tracing::info!("serving {} on https://{}", data.display(), server.addr);
         wait_for_signal().await?;
         tracing::info!(

@@ -41,6 +41,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::Io { .. } | StoreError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         let missing = match &e {
             StoreError::MissingChunks(m) => Some(m.clone()),

@@ -105,14 +105,12 @@ pub async fn put_index(
     State(st): State<SharedState>,
     caller: Caller,
     Path((session, disk)): Path<(String, String)>,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
     own_session(&st, &caller, &session).await?;
-    blocking(move || {
-        st.store
-            .put_index(&session, &disk, &body, SystemTime::now())
-    })
-    .await?;
+    // Streamed to disk: an index is never held in memory whole (upload.rs).
+    crate::upload::receive_index(st, session, disk, &headers, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,6 +10,9 @@
 //!   an agent credential reads only its own job's snapshot and chunks.
 //! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`).
 //!
+//! - [`limits`]: connection cap, TLS/header/idle timeouts, per-route concurrency limits (503 with
+//!   Retry-After when a route stays full); [`upload`]: index uploads streamed to disk.
+//!
 //! Each request is logged at info on one line: method, path, status, bytes in and out, ms.
 //! Tokens are never logged (they only travel in the Authorization header).
 
@@ -19,11 +22,13 @@ pub mod commands;
 pub mod error;
 pub mod handlers;
 pub mod job_commands;
+pub mod limits;
 pub mod scope;
 pub mod state;
 pub mod tls;
-pub mod token_cache;
 pub mod token_commands;
+pub mod token_cache;
+pub mod upload;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,31 +39,39 @@ use anyhow::{anyhow, Context, Result};
 use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_LENGTH;
-use axum::middleware::{self, Next};
+use axum::middleware::{self, from_fn_with_state, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use ferry_format::api::API_PREFIX;
 use ferry_format::chunk::MAX_CHUNK_SIZE;
 use ferry_store::Store;
 use tokio::task::JoinHandle;
 
+use crate::limits::{limit_body_idle, limit_route, ConnectionGuard, RouteLimit, ServerLimits};
 use crate::state::{AppState, SharedState};
 
 /// Largest chunk upload: a 64 MiB chunk's zstd frame (incompressible data grows by a few KiB).
 pub const CHUNK_BODY_LIMIT: usize = MAX_CHUNK_SIZE as usize + (1 << 20);
 /// Largest index upload: 512 MiB is 16 M entries (1 TiB at 64 KiB chunks, 64 TiB at 4 MiB).
-pub const INDEX_BODY_LIMIT: usize = 512 << 20;
+/// Streamed to disk, never held in memory ([`upload`]).
+pub const INDEX_BODY_LIMIT: usize = ferry_store::sessions::MAX_INDEX_BYTES as usize;
 /// Largest JSON body (a commit with detailed layouts).
 pub const JSON_BODY_LIMIT: usize = 16 << 20;
 /// How long a graceful shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// All routes of docs/protocol.md, under [`API_PREFIX`].
-pub fn router(state: SharedState) -> Router {
+/// All routes of docs/protocol.md, under [`API_PREFIX`], with the route limits of `limits`.
+pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
     use handlers::*;
+    let bound = |name: &'static str, permits: usize| {
+        from_fn_with_state(
+            RouteLimit::new(name, permits, limits.queue_wait),
+            limit_route,
+        )
+    };
     let api = Router::new()
         .route("/hello", get(hello))
         .route("/backups", post(start_backup))
@@ -66,18 +79,25 @@ pub fn router(state: SharedState) -> Router {
         .route("/backups/{session}/known-chunks", post(known_chunks))
         .route(
             "/backups/{session}/disks/{disk}/index",
-            put(put_index).layer(DefaultBodyLimit::max(INDEX_BODY_LIMIT)),
+            put(put_index).layer(bound("index uploads", limits.index_uploads)),
         )
-        .route("/backups/{session}/commit", post(commit))
+        .route(
+            "/backups/{session}/commit",
+            post(commit).layer(bound("commits", limits.commits)),
+        )
         .route(
             "/chunks/{id}",
             put(put_chunk)
-                .get(get_chunk)
-                .layer(DefaultBodyLimit::max(CHUNK_BODY_LIMIT)),
+                .layer(DefaultBodyLimit::max(CHUNK_BODY_LIMIT))
+                .layer(bound("chunk uploads", limits.chunk_puts))
+                .merge(get(get_chunk).layer(bound("chunk downloads", limits.chunk_gets))),
         )
         .route("/snapshots", get(list_snapshots))
         .route("/snapshots/{id}/manifest", get(manifest))
-        .route("/snapshots/{id}/disks/{disk}/index", get(snapshot_index))
+        .route(
+            "/snapshots/{id}/disks/{disk}/index",
+            get(snapshot_index).layer(bound("index downloads", limits.index_reads)),
+        )
         .route("/agents/enroll", post(agents::enroll))
         .route("/agents/{id}/job", get(agents::job))
         .route("/agents/{id}/events", post(agents::events))
@@ -86,6 +106,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest(API_PREFIX, api)
         .fallback(not_found)
+        .layer(from_fn_with_state(limits.idle_timeout, limit_body_idle))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -114,6 +135,28 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
+/// hyper's own limits: without a timer it enforces no header timeout at all.
+fn configure_http(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: &ServerLimits,
+) {
+    use hyper_util::rt::TokioTimer;
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(HTTP1_MAX_BUF);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .keep_alive_interval(limits.idle_timeout / 2)
+        .keep_alive_timeout(limits.header_read_timeout);
+}
+
+/// Largest HTTP/1 read buffer (request head plus read-ahead); hyper's default is ~400 KiB.
+const HTTP1_MAX_BUF: usize = 64 << 10;
+/// Requests one HTTP/2 connection may run at once (route limits bound the expensive ones).
+const HTTP2_MAX_STREAMS: u32 = 32;
+
 /// A server running on the current tokio runtime.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -132,15 +175,41 @@ impl RunningServer {
     }
 }
 
-/// Open the store at `data` and serve it over HTTPS on `listen` (port 0 picks a free port).
+/// Open the store at `data` and serve it over HTTPS on `listen` (port 0 picks a free port)
+/// with the default [`ServerLimits`].
 pub async fn start(data: &Path, listen: SocketAddr) -> Result<RunningServer> {
+    start_with(data, listen, ServerLimits::default()).await
+}
+
+/// [`start`] with the given limits.
+pub async fn start_with(
+    data: &Path,
+    listen: SocketAddr,
+    limits: ServerLimits,
+) -> Result<RunningServer> {
     tls::install_crypto_provider();
     let store = Store::open(data)?;
+    if ferry_store::config::make_root_private(data)? {
+        tracing::warn!(
+            "{} was readable by other users; made it 0700 (files older stores created 0644 are \
+             now reachable only by this user)",
+            data.display()
+        );
+    }
     let tls = RustlsConfig::from_config(tls::server_config(&store)?);
     let state = Arc::new(AppState::new(store).context("load the manifest signing key")?);
     let handle = Handle::new();
-    let server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
-    let task = tokio::spawn(server.serve(router(state).into_make_service()));
+    let acceptor = RustlsAcceptor::new(tls)
+        .handshake_timeout(limits.tls_handshake_timeout)
+        .acceptor(ConnectionGuard::new(
+            limits.max_connections,
+            limits.idle_timeout,
+        ));
+    let mut server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    configure_http(server.http_builder(), &limits);
+    let task = tokio::spawn(server.serve(router(state, &limits).into_make_service()));
     match handle.listening().await {
         Some(addr) => Ok(RunningServer { addr, handle, task }),
         None => {

@@ -63,12 +63,29 @@ pub fn create_layout(root: &Path) -> Result<()> {
     for d in STORE_DIRS {
         fsx::create_dir_all(&root.join(d))?;
     }
+    make_root_private(root)?;
     fs::set_permissions(
         root.join("keys"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        std::os::unix::fs::PermissionsExt::from_mode(fsx::PRIVATE_DIR_MODE),
     )
     .map_err(io_err("chmod", &root.join("keys")))?;
     Ok(())
+}
+
+/// Make the store's directory 0700 (an operator may have made it 0755 before `init`; stores
+/// made by older versions hold files created 0644). `Ok(true)` when its mode was changed.
+pub fn make_root_private(root: &Path) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(root)
+        .map_err(io_err("stat", root))?
+        .permissions()
+        .mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(fsx::PRIVATE_DIR_MODE))
+        .map_err(io_err("chmod 0700", root))?;
+    Ok(true)
 }
 
 pub fn write_config(root: &Path, name: &str) -> Result<()> {
@@ -79,6 +96,6 @@ pub fn write_config(root: &Path, name: &str) -> Result<()> {
     let mut bytes =
         serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
-    fsx::write_atomic(&root.join(CONFIG_FILE), &bytes, 0o644)?;
-    fsx::fsync_dir(root)
+    // write_atomic fsyncs `root`: the store exists once this returns.
+    fsx::write_atomic(&root.join(CONFIG_FILE), &bytes, 0o600)
 }

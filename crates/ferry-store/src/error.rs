@@ -35,6 +35,9 @@ pub enum StoreError {
     /// Key material could not be used.
     #[error("{0}")]
     Key(String),
+    /// An upload is larger than the store accepts.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -2,7 +2,10 @@
 //!
 //! 1. T0 = start time. Dead sessions (idle > 24 h) and their `tmp/` directories are removed;
 //!    `trash/` is emptied.
-//! 2. cutoff = min(T0, start of every live session) - [`GC_MARGIN`].
+//! 2. cutoff = min(T0, pin of every live session) - [`GC_MARGIN`], where a session's pin is
+//!    [`crate::sessions::SessionRecord::gc_pin`]: its start, but never more than [`crate::sessions::SESSION_PIN_WINDOW`] before its
+//!    last activity. A session kept alive by a request a day therefore holds back GC by a day at
+//!    most, not forever.
 //! 3. Mark: the mtime of every chunk a committed snapshot references is set to now.
 //! 4. Sweep: per prefix directory, chunk files (and stale temporary files) with mtime < cutoff
 //!    are listed, then re-stated and unlinked while `chunks/.lock` is held exclusive.
@@ -13,6 +16,12 @@
 //! session started, hence after the cutoff; the lock orders "check present + touch" against
 //! "re-stat + unlink", so GC either sees the new mtime or the server sees the chunk gone (and the
 //! agent uploads it). Snapshots committed during GC consist of chunks their session touched.
+//!
+//! A session that relies on a chunk it touched more than [`crate::sessions::SESSION_PIN_WINDOW`] before its latest
+//! request may find it collected; nothing is lost: the index upload and the commit touch every
+//! chunk they name again under the shared lock and answer 409 with the missing ones (the agent
+//! uploads them and retries), and the commit's touch follows its own `last_activity` update, so
+//! it is never older than the cutoff of a GC that can still see the session.
 
 use std::collections::HashSet;
 use std::fs;
@@ -70,7 +79,7 @@ impl Store {
         Ok(report)
     }
 
-    /// Remove dead sessions and orphaned tmp directories; return the start of the oldest live
+    /// Remove dead sessions and orphaned tmp directories; return the earliest pin of a live
     /// session (or `now`).
     fn remove_dead_sessions(&self, now: SystemTime, report: &mut GcReport) -> Result<SystemTime> {
         // List tmp/ before sessions/: a session file is written before its tmp directory, so a
@@ -80,8 +89,7 @@ impl Store {
         let mut oldest = now;
         for (id, rec) in self.list_sessions()? {
             if rec.is_live(now) {
-                let started = SystemTime::UNIX_EPOCH + Duration::from_secs(rec.started);
-                oldest = oldest.min(started);
+                oldest = oldest.min(rec.gc_pin());
                 live.insert(id);
             } else {
                 tracing::info!("removing dead backup session {id} of {}", rec.machine);

@@ -3,12 +3,13 @@
 //! holds back garbage collection, and GC deletes its files.
 
 use std::collections::HashSet;
-use std::fs;
-use std::path::PathBuf;
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_format::chunk::check_chunk_size;
-use ferry_format::index::Entry;
+use ferry_format::index::{Entry, IndexHeader};
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, DiskIndex};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,9 @@ use crate::Store;
 
 /// A session without activity for this long is dead.
 pub const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// How far back from its last activity a live session protects the chunks it touched from GC
+/// (see [`SessionRecord::gc_pin`]).
+pub const SESSION_PIN_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// `last_activity` is rewritten at most this often.
 const ACTIVITY_GRANULARITY: u64 = 60;
 
@@ -41,6 +45,18 @@ pub struct SessionRecord {
 impl SessionRecord {
     pub fn is_live(&self, now: SystemTime) -> bool {
         unix_secs(now).saturating_sub(self.last_activity) <= SESSION_IDLE_LIMIT.as_secs()
+    }
+
+    /// The oldest touch GC must respect for this session: its start, moved up to
+    /// [`SESSION_PIN_WINDOW`] before its last activity. A session that keeps sending a request a
+    /// day stays live, but chunks it touched more than a window before its latest request are no
+    /// longer protected (its index upload and commit re-check them; docs/store.md).
+    pub fn gc_pin(&self) -> SystemTime {
+        let pin = self.started.max(
+            self.last_activity
+                .saturating_sub(SESSION_PIN_WINDOW.as_secs()),
+        );
+        UNIX_EPOCH + Duration::from_secs(pin)
     }
 }
 
@@ -90,7 +106,7 @@ impl Store {
     fn write_session(&self, session: &str, rec: &SessionRecord) -> Result<()> {
         let bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        fsx::write_atomic(&self.session_path(session), &bytes, 0o644)
+        fsx::write_atomic(&self.session_path(session), &bytes, 0o600)
     }
 
     /// Read a live session and record activity on it.
@@ -164,8 +180,7 @@ impl Store {
         }
     }
 
-    /// Store a disk's index for a session after checking it and that every data chunk it names is
-    /// present (those are touched). Missing chunks give [`StoreError::MissingChunks`].
+    /// Store a disk's index held in memory (see [`Store::begin_index_upload`] to stream one).
     pub fn put_index(
         &self,
         session: &str,
@@ -173,22 +188,179 @@ impl Store {
         bytes: &[u8],
         now: SystemTime,
     ) -> Result<()> {
+        let mut upload = self.begin_index_upload(session, disk, now)?;
+        upload.write(bytes)?;
+        self.finish_index_upload(upload, now)
+    }
+
+    /// Start receiving a disk's index for a live session: a temporary file in `tmp/<session>/`
+    /// that [`IndexUpload::write`] appends to, at most [`MAX_INDEX_BYTES`]. The index is checked
+    /// from the file by [`Store::finish_index_upload`], so no upload is ever held in memory.
+    pub fn begin_index_upload(
+        &self,
+        session: &str,
+        disk: &str,
+        now: SystemTime,
+    ) -> Result<IndexUpload> {
         check_name(NameKind::Disk, disk)?;
-        let rec = self.session(session, now)?;
-        let index = DiskIndex::decode(bytes)?;
-        if index.chunk_size != rec.chunk_size {
+        self.session(session, now)?;
+        // The session file exists before its tmp directory (GC relies on that order).
+        let dir = self.session_tmp_dir(session);
+        fsx::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{}{}", fsx::TMP_PREFIX, fsx::random_hex(8)?));
+        let file = fsx::create_private(&tmp, 0o600)?;
+        Ok(IndexUpload {
+            session: session.to_string(),
+            disk: disk.to_string(),
+            tmp,
+            file: Some(file),
+            written: 0,
+            done: false,
+        })
+    }
+
+    /// Check a received index from its file (header, length, chunk size = the session's, every
+    /// data chunk present: those are touched) and move it into place, durably. Missing chunks
+    /// give [`StoreError::MissingChunks`] (at most [`MAX_MISSING_REPORTED`] of them) and store
+    /// nothing.
+    pub fn finish_index_upload(&self, mut upload: IndexUpload, now: SystemTime) -> Result<()> {
+        let rec = self.session(&upload.session, now)?;
+        let Some(mut file) = upload.file.take() else {
+            return Err(StoreError::Invalid(
+                "the index upload was already finished".into(),
+            ));
+        };
+        file.sync_all().map_err(io_err("fsync", &upload.tmp))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err("rewind", &upload.tmp))?;
+        let disk = &upload.disk;
+        let mut reader = BufReader::with_capacity(INDEX_READ_BLOCK, file);
+        let mut head = [0u8; IndexHeader::LEN];
+        if upload.written < IndexHeader::LEN as u64 {
+            return Err(StoreError::Format(ferry_format::FormatError::Index(format!(
+                "the index of disk {disk} is {} bytes, shorter than its header",
+                upload.written
+            ))));
+        }
+        reader
+            .read_exact(&mut head)
+            .map_err(io_err("read", &upload.tmp))?;
+        let header = IndexHeader::decode(&head)?;
+        if header.encoded_len() != upload.written {
             return Err(StoreError::Invalid(format!(
-                "the index of disk {disk} uses chunk size {} but the session was started with {}",
-                index.chunk_size, rec.chunk_size
+                "the index of disk {disk} is {} bytes but its header says {} entries ({} bytes)",
+                upload.written,
+                header.count,
+                header.encoded_len()
             )));
         }
-        let missing = self.touch_chunks(&unique_data_chunks(&index))?;
+        if header.chunk_size != rec.chunk_size {
+            return Err(StoreError::Invalid(format!(
+                "the index of disk {disk} uses chunk size {} but the session was started with {}",
+                header.chunk_size, rec.chunk_size
+            )));
+        }
+        let missing = self.touch_index_chunks(&mut reader, header.count, &upload.tmp)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingChunks(missing));
         }
-        let dir = self.session_tmp_dir(session);
-        fsx::create_dir_all(&dir)?;
-        fsx::write_atomic(&dir.join(format!("{disk}.index")), bytes, 0o644)
+        let dest = self
+            .session_tmp_dir(&upload.session)
+            .join(format!("{disk}.index"));
+        fsx::rename_durable(&upload.tmp, &dest)?;
+        upload.done = true;
+        Ok(())
+    }
+
+    /// Touch the data chunks of `count` entries read from `reader`, a block at a time (the
+    /// shared chunk lock is taken per block, so GC's sweep is never held off for long); return
+    /// the missing ones, at most [`MAX_MISSING_REPORTED`].
+    fn touch_index_chunks(
+        &self,
+        reader: &mut impl Read,
+        count: u64,
+        path: &Path,
+    ) -> Result<Vec<ChunkId>> {
+        let mut missing = Vec::new();
+        let mut block = vec![0u8; INDEX_READ_BLOCK];
+        let mut ids = Vec::with_capacity(INDEX_READ_BLOCK / 32);
+        let mut previous = None;
+        let mut left = count;
+        while left > 0 {
+            let n = left.min((INDEX_READ_BLOCK / 32) as u64) as usize;
+            let buf = &mut block[..n * 32];
+            reader.read_exact(buf).map_err(io_err("read", path))?;
+            ids.clear();
+            for raw in buf.chunks_exact(32) {
+                if let Entry::Data(id) = Entry::from_raw(raw.try_into().unwrap_or([0; 32])) {
+                    // Runs of one id (a repeated block) need one touch.
+                    if previous != Some(id) {
+                        ids.push(id);
+                        previous = Some(id);
+                    }
+                }
+            }
+            for id in self.touch_chunks(&ids)? {
+                if missing.len() < MAX_MISSING_REPORTED {
+                    missing.push(id);
+                }
+            }
+            left -= n as u64;
+        }
+        Ok(missing)
+    }
+}
+
+/// Most bytes an index may have: 512 MiB is 16 M entries (1 TiB at 64 KiB chunks, 64 TiB at
+/// 4 MiB).
+pub const MAX_INDEX_BYTES: u64 = 512 << 20;
+/// Most missing chunk ids one 409 answer names; the agent uploads them and tries again.
+pub const MAX_MISSING_REPORTED: usize = 1 << 20;
+/// Bytes of an index read at a time while checking it (32 Ki entries).
+const INDEX_READ_BLOCK: usize = 1 << 20;
+
+/// An index being received into `tmp/<session>/.tmp-…`; removed unless finished.
+#[derive(Debug)]
+pub struct IndexUpload {
+    session: String,
+    disk: String,
+    tmp: PathBuf,
+    file: Option<File>,
+    written: u64,
+    done: bool,
+}
+
+impl IndexUpload {
+    /// Append received bytes; more than [`MAX_INDEX_BYTES`] in all is refused.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let total = self.written + data.len() as u64;
+        if total > MAX_INDEX_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "the index of disk {} is larger than {MAX_INDEX_BYTES} bytes: no disk needs that many \
+                 entries; check the agent",
+                self.disk
+            )));
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::Invalid(
+                "the index upload was already finished".into(),
+            ));
+        };
+        file.write_all(data).map_err(io_err("write", &self.tmp))?;
+        self.written = total;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Drop for IndexUpload {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -166,10 +166,9 @@ impl Store {
                     c.data, c.zero, c.unused
                 )));
             }
-            let missing: Vec<_> = unique_data_chunks(&index)
-                .into_iter()
-                .filter(|id| !self.has_chunk(id))
-                .collect();
+            // Touched, not only checked: GC may have collected a chunk this session touched long
+            // ago (gc.rs), and the touch keeps the rest from a GC running during the commit.
+            let missing = self.touch_chunks(&unique_data_chunks(&index))?;
             if !missing.is_empty() {
                 return Err(StoreError::MissingChunks(missing));
             }
