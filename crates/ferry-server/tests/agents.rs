@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ferry_format::agent::{
     Disk, EnrollReply, EnrollRequest, Inventory, Job, JobFor, JobRecord, JobState, MapTarget,
-    Mapping, Nic, Then,
+    Mapping, Nic, ResumeClaim, Then,
 };
 use ferry_format::api::{BackupSession, CommitReply, CommitRequest, Hello, Role};
 use ferry_format::index::Entry;
@@ -200,6 +200,25 @@ impl World {
     }
 
     fn enroll(&self, mac: &str, disks: &[(&str, u64, bool)]) -> EnrollReply {
+        self.enroll_claiming(mac, disks, &[])
+    }
+
+    /// An enrollment that approves itself by the operator's hand.
+    fn enroll_approved(&self, mac: &str, disks: &[(&str, u64, bool)]) -> EnrollReply {
+        let a = self.enroll(mac, disks);
+        assert!(!a.approved, "a plain enrollment is never approved");
+        self.store
+            .approve_agent(&a.agent, Some(&a.code), SystemTime::now())
+            .unwrap();
+        a
+    }
+
+    fn enroll_claiming(
+        &self,
+        mac: &str,
+        disks: &[(&str, u64, bool)],
+        claims: &[ResumeClaim],
+    ) -> EnrollReply {
         let inventory = Inventory {
             disks: disks
                 .iter()
@@ -213,6 +232,8 @@ impl World {
                     physical_sector_size: 512,
                     blank,
                     removable: false,
+                    holds: (!blank).then(|| "an ext2/3/4 filesystem at offset 1 MiB".into()),
+                    protected: None,
                 })
                 .collect(),
             nics: vec![Nic {
@@ -225,6 +246,7 @@ impl World {
         let req = serde_json::to_vec(&EnrollRequest {
             inventory,
             version: "test".into(),
+            resume: claims.to_vec(),
         })
         .unwrap();
         serde_json::from_slice(
@@ -294,7 +316,7 @@ fn enroll_token_only_enrolls_and_a_credential_reads_only_its_jobs_snapshot() {
         403,
     );
     c.ok("POST", "/agents/enroll", &w.backup, Some(b"{}"), 403);
-    let a = w.enroll("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    let a = w.enroll_approved("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
     assert_eq!(a.agent, "agent-525400000001");
     c.ok(
         "GET",
@@ -449,10 +471,14 @@ fn enroll_token_only_enrolls_and_a_credential_reads_only_its_jobs_snapshot() {
     );
     assert!(w.poll(&a, 0).is_none());
 
-    // Enrolling again replaces the credential.
+    // Enrolling again with the same MAC never takes over an approved agent: a new, unapproved
+    // agent beside it, and the first credential keeps working.
     let again = w.enroll("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
-    assert_eq!(again.agent, a.agent);
-    c.ok("GET", "/hello", &a.credential, None, 401);
+    assert!(
+        again.agent.starts_with("agent-525400000001-") && !again.approved,
+        "{again:?}"
+    );
+    c.ok("GET", "/hello", &a.credential, None, 200);
     c.ok("GET", "/hello", &again.credential, None, 200);
     // The admin token may do what an agent does.
     c.ok(
@@ -468,7 +494,7 @@ fn enroll_token_only_enrolls_and_a_credential_reads_only_its_jobs_snapshot() {
 fn long_poll_returns_a_job_created_after_it_started() {
     let w = World::new();
     let (snap, _) = w.snapshot("web01", 7);
-    let a = w.enroll("52:54:00:00:00:0a", &[("vda", 1 << 20, true)]);
+    let a = w.enroll_approved("52:54:00:00:00:0a", &[("vda", 1 << 20, true)]);
     let t0 = Instant::now();
     let (job, got) = std::thread::scope(|s| {
         let poller = s.spawn(|| w.poll(&a, 20));
@@ -515,12 +541,25 @@ fn job_created_for_a_mac_is_picked_up_when_that_machine_enrolls() {
     assert!(w.poll(&other, 0).is_none());
 
     let a = w.enroll(mac, &[("sda", 1 << 30, false), ("vdb", 1 << 20, true)]);
+    assert!(
+        w.poll(&a, 0).is_none(),
+        "no job before the operator approves"
+    );
+    assert_eq!(
+        w.store.job(&job.id).unwrap().agent,
+        None,
+        "not bound by a MAC claim"
+    );
+    w.store
+        .approve_agent(&a.agent, Some(&a.code), SystemTime::now())
+        .unwrap();
+    let got = w.poll(&a, 0).expect("the MAC's job");
     assert_eq!(
         w.store.job(&job.id).unwrap().agent.as_deref(),
         Some(a.agent.as_str()),
-        "bound at enrollment"
+        "bound when the approved agent takes it"
     );
-    let got = w.poll(&a, 0).expect("the MAC's job");
+    assert_eq!(got.proof.len(), 64, "a proof for the in-progress markers");
     assert_eq!(got.id, job.id);
     assert_eq!(
         got.mappings[0].target,
@@ -540,7 +579,7 @@ fn job_created_for_a_mac_is_picked_up_when_that_machine_enrolls() {
     );
 
     // `auto` with two blank disks: the job fails with the reason, handed out once, nothing else.
-    let b = w.enroll(
+    let b = w.enroll_approved(
         "52:54:00:99:99:99",
         &[("vda", 1 << 20, true), ("vdb", 1 << 20, true)],
     );
@@ -559,4 +598,174 @@ fn job_created_for_a_mac_is_picked_up_when_that_machine_enrolls() {
     assert!(w.store.job_events(&ambiguous.id).unwrap()[0]
         .message
         .contains("ambiguous"));
+}
+
+#[test]
+fn an_impostor_enrolling_with_the_victims_mac_gets_no_job_and_no_data() {
+    let w = World::new();
+    let (snap, chunks) = w.snapshot("web01", 11);
+    let c = &w.c;
+    let mac = "52:54:00:de:ad:01";
+    let job = w.create_job(&snap, JobFor::Mac(mac.into()), "sda=auto");
+    // The attacker has the site enroll token (it is stamped into every image) and claims the
+    // victim's MAC and disks before the victim boots.
+    let evil = w.enroll(mac, &[("vda", 1 << 20, true)]);
+    assert!(!evil.approved);
+    assert!(w.poll(&evil, 0).is_none(), "no job for an unapproved agent");
+    assert_eq!(w.store.job(&job.id).unwrap().agent, None);
+    for path in [
+        format!("/snapshots/{snap}/manifest"),
+        format!("/snapshots/{snap}/disks/sda/index"),
+        format!("/chunks/{}", chunks[0]),
+    ] {
+        c.ok("GET", &path, &evil.credential, None, 403);
+    }
+    c.ok(
+        "PUT",
+        &format!("/agents/{}/jobs/{}/state", evil.agent, job.id),
+        &evil.credential,
+        Some(br#""succeeded""#),
+        404,
+    );
+    // The victim boots and enrolls: an unapproved record carries no trust, so the newer
+    // enrollment takes the id over and the impostor's credential dies.
+    let victim = w.enroll(mac, &[("vda", 1 << 20, true)]);
+    assert_eq!(victim.agent, evil.agent);
+    c.ok("GET", "/hello", &evil.credential, None, 401);
+    // The impostor races back in; the operator approves by the code on the victim's console,
+    // which the impostor's enrollment does not have: refused, nothing approved.
+    let evil = w.enroll(mac, &[("vda", 1 << 20, true)]);
+    assert_ne!(victim.code, evil.code);
+    let e = w
+        .store
+        .approve_agent(&evil.agent, Some(&victim.code), SystemTime::now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("do not approve"), "{e}");
+    assert!(w.poll(&evil, 0).is_none());
+    // The victim enrolls again (its credential was replaced) and is approved by its code.
+    let victim = w.enroll(mac, &[("vda", 1 << 20, true)]);
+    w.store
+        .approve_agent(&victim.agent, Some(&victim.code), SystemTime::now())
+        .unwrap();
+    let got = w.poll(&victim, 0).expect("the victim's job");
+    assert_eq!(got.id, job.id);
+    c.ok(
+        "PUT",
+        &format!("/agents/{}/jobs/{}/state", victim.agent, job.id),
+        &victim.credential,
+        Some(br#""running""#),
+        204,
+    );
+    // Once it runs, a new enrollment with the same MAC (approved or not) never gets it...
+    let evil2 = w.enroll(mac, &[("vda", 1 << 20, true)]);
+    assert!(evil2.agent != victim.agent && !evil2.approved);
+    w.store
+        .approve_agent(&evil2.agent, None, SystemTime::now())
+        .unwrap();
+    assert!(
+        w.poll(&evil2, 0).is_none(),
+        "a running job stays with its agent"
+    );
+    // ...and a resume claim without the proof written on the victim's disks gets nothing.
+    let forged = w.enroll_claiming(
+        mac,
+        &[("vda", 1 << 20, false)],
+        &[ResumeClaim {
+            job: job.id.clone(),
+            proof: "00".repeat(32),
+        }],
+    );
+    assert!(!forged.approved);
+    assert!(w.poll(&forged, 0).is_none());
+    assert_eq!(
+        w.store.job(&job.id).unwrap().agent.as_deref(),
+        Some(victim.agent.as_str())
+    );
+}
+
+#[test]
+fn a_rebooted_machine_gets_its_running_job_back_by_the_marker_on_its_disk() {
+    let w = World::new();
+    let (snap, _) = w.snapshot("web01", 13);
+    let c = &w.c;
+    let a = w.enroll_approved("52:54:00:be:ef:01", &[("vda", 1 << 20, true)]);
+    let job = w.create_job(&snap, JobFor::Agent(a.agent.clone()), "sda=/dev/vda");
+    let got = w.poll(&a, 0).unwrap();
+    c.ok(
+        "PUT",
+        &format!("/agents/{}/jobs/{}/state", a.agent, job.id),
+        &a.credential,
+        Some(br#""running""#),
+        204,
+    );
+    // The machine reboots mid-restore; its disk carries the marker with the proof.
+    let back = w.enroll_claiming(
+        "52:54:00:be:ef:01",
+        &[("vda", 1 << 20, false)],
+        &[ResumeClaim {
+            job: job.id.clone(),
+            proof: got.proof.clone(),
+        }],
+    );
+    assert!(back.approved, "{back:?}");
+    let again = w.poll(&back, 0).expect("its running job");
+    assert_eq!(
+        (again.id.as_str(), &again.state),
+        (job.id.as_str(), &JobState::Running)
+    );
+    assert!(
+        again.proof.is_empty(),
+        "the proof is never sent twice: the agent has it on disk"
+    );
+    // The old enrollment's credential stopped working; the snapshot is readable to the new one.
+    c.ok("GET", "/hello", &a.credential, None, 401);
+    c.ok(
+        "GET",
+        &format!("/snapshots/{snap}/manifest"),
+        &back.credential,
+        None,
+        200,
+    );
+}
+
+#[test]
+fn enrollments_are_bounded() {
+    let w = World::new();
+    for i in 0..(ferry_store::agents::MAX_UNAPPROVED + 6) {
+        w.enroll(&format!("52:54:00:00:{:02x}:{:02x}", i / 256, i % 256), &[]);
+    }
+    let list = w.store.list_agents().unwrap();
+    assert_eq!(list.len(), ferry_store::agents::MAX_UNAPPROVED);
+    // An inventory larger than any machine's is refused.
+    let disks: Vec<(String, u64, bool)> = (0..200)
+        .map(|i| (format!("vd{i}"), 1u64 << 20, true))
+        .collect();
+    let inventory = Inventory {
+        disks: disks
+            .iter()
+            .map(|(n, s, b)| Disk {
+                name: n.clone(),
+                size: *s,
+                model: None,
+                serial: None,
+                wwn: None,
+                logical_sector_size: 512,
+                physical_sector_size: 512,
+                blank: *b,
+                removable: false,
+                holds: None,
+                protected: None,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let req = serde_json::to_vec(&EnrollRequest {
+        inventory,
+        version: "x".into(),
+        resume: vec![],
+    })
+    .unwrap();
+    let body = w.c.ok("POST", "/agents/enroll", &w.enroll, Some(&req), 400);
+    assert!(String::from_utf8_lossy(&body).contains("at most 128 disks"));
 }
