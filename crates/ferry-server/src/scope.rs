@@ -126,7 +126,12 @@ struct ScopeChunks {
 
 impl ScopeCache {
     /// Whether a snapshot of a machine in `scope` references chunk `id`. Blocking.
-    pub fn allows(&self, store: &Store, scope: &MachineScope, id: &ChunkId) -> Result<bool, StoreError> {
+    pub fn allows(
+        &self,
+        store: &Store,
+        scope: &MachineScope,
+        id: &ChunkId,
+    ) -> Result<bool, StoreError> {
         let entry = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             if !scopes.contains_key(scope) && scopes.len() >= SCOPES_CACHED {

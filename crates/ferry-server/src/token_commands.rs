@@ -36,9 +36,9 @@ pub fn scope_for(role: Role, machines: &[String], all: bool) -> Result<Option<Ve
             "a {} token is not limited to machines: leave out --machine",
             role.name()
         ),
-        (_, true, true) => bail!(
-            "--all-machines applies to backup and restore tokens only: leave it out"
-        ),
+        (_, true, true) => {
+            bail!("--all-machines applies to backup and restore tokens only: leave it out")
+        }
         (_, true, false) => Ok(None),
     }
 }
@@ -133,7 +133,14 @@ pub fn write_token_table(out: &mut impl Write, list: &[TokenInfo]) -> std::io::R
         })
         .collect();
     let head = [
-        "ID", "ROLE", "STATE", "NAME", "MACHINES", "CREATED", "EXPIRES", "LAST USED",
+        "ID",
+        "ROLE",
+        "STATE",
+        "NAME",
+        "MACHINES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
     ];
     let mut w = head.map(str::len);
     for r in &rows {
@@ -171,7 +178,10 @@ mod tests {
         assert_eq!(scope_for(Role::Backup, &m, false).unwrap(), Some(m.clone()));
         assert!(scope_for(Role::Backup, &m, true).is_err());
         assert_eq!(scope_for(Role::Restore, &[], false).unwrap(), None);
-        assert_eq!(scope_for(Role::Restore, &m, false).unwrap(), Some(m.clone()));
+        assert_eq!(
+            scope_for(Role::Restore, &m, false).unwrap(),
+            Some(m.clone())
+        );
         assert!(scope_for(Role::Admin, &m, false).is_err());
         assert!(scope_for(Role::Enroll, &[], true).is_err());
         assert_eq!(scope_for(Role::Enroll, &[], false).unwrap(), None);

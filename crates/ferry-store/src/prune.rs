@@ -241,9 +241,9 @@ impl Store {
         fsx::create_dir_all(&self.trash_dir())?;
         for e in plan.removals() {
             let from = self.snapshots_dir().join(&e.summary.snapshot);
-            let to = self
-                .trash_dir()
-                .join(format!("{}.{}", e.summary.snapshot, fsx::random_hex(4)?));
+            let to =
+                self.trash_dir()
+                    .join(format!("{}.{}", e.summary.snapshot, fsx::random_hex(4)?));
             fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
         }
         fsx::fsync_dir(&self.snapshots_dir())?;
@@ -304,7 +304,9 @@ mod tests {
     }
 
     fn removed(plan: &PrunePlan) -> Vec<&str> {
-        plan.removals().map(|e| e.summary.snapshot.as_str()).collect()
+        plan.removals()
+            .map(|e| e.summary.snapshot.as_str())
+            .collect()
     }
 
     fn policy(keep: usize, within_days: Option<u64>) -> PrunePolicy {
@@ -319,7 +321,13 @@ mod tests {
         let none = HashMap::new();
         let now = at(100 * DAY);
         // (name, snapshots, policy, jobs using snapshots, expected removals newest first)
-        let cases: Vec<(&str, Vec<PruneCandidate>, PrunePolicy, Vec<(&str, &str)>, Vec<&str>)> = vec![
+        let cases: Vec<(
+            &str,
+            Vec<PruneCandidate>,
+            PrunePolicy,
+            Vec<(&str, &str)>,
+            Vec<&str>,
+        )> = vec![
             (
                 "one writer: newest N by creation then id",
                 candidates(&[
@@ -369,7 +377,11 @@ mod tests {
             ),
             (
                 "a job's snapshot stays",
-                candidates(&[("x1", 1, Some("t")), ("x2", 2, Some("t")), ("x3", 3, Some("t"))]),
+                candidates(&[
+                    ("x1", 1, Some("t")),
+                    ("x2", 2, Some("t")),
+                    ("x3", 3, Some("t")),
+                ]),
                 policy(1, None),
                 vec![("x1", "job-1")],
                 vec!["x2"],
@@ -380,7 +392,13 @@ mod tests {
                 .iter()
                 .map(|(s, j)| (s.to_string(), j.to_string()))
                 .collect();
-            let plan = compute_prune("m", snaps, &pol, now, if jobs.is_empty() { &none } else { &in_use });
+            let plan = compute_prune(
+                "m",
+                snaps,
+                &pol,
+                now,
+                if jobs.is_empty() { &none } else { &in_use },
+            );
             assert_eq!(removed(&plan), want, "{name}");
         }
     }

@@ -137,7 +137,9 @@ impl NewToken {
             }
         }
         if self.expires.is_some_and(|e| e <= now) {
-            return invalid("--expires is in the past: give a later time or a duration like 30d".into());
+            return invalid(
+                "--expires is in the past: give a later time or a duration like 30d".into(),
+            );
         }
         Ok(())
     }
@@ -164,7 +166,9 @@ pub fn legacy_id(hash: &str) -> String {
 }
 
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(SystemTime::from)
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// `--expires`: a duration from now (`30d`, `12h`) or an RFC 3339 time.
@@ -173,7 +177,9 @@ pub fn parse_expiry(text: &str, now: SystemTime) -> Result<SystemTime> {
         return Ok(t);
     }
     let secs = ferry_format::api::parse_duration_secs(text).map_err(|e| {
-        StoreError::Invalid(format!("--expires {e}, or an RFC 3339 time (2027-01-31T00:00:00Z)"))
+        StoreError::Invalid(format!(
+            "--expires {e}, or an RFC 3339 time (2027-01-31T00:00:00Z)"
+        ))
     })?;
     Ok(now + Duration::from_secs(secs))
 }
@@ -371,7 +377,10 @@ mod tests {
     #[test]
     fn expiry_takes_durations_and_times() {
         let now = at(1_700_000_000);
-        assert_eq!(parse_expiry("30d", now).unwrap(), now + Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            parse_expiry("30d", now).unwrap(),
+            now + Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(
             parse_expiry("2023-11-14T22:13:21Z", now).unwrap(),
             now + Duration::from_secs(1)
