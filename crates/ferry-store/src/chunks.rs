@@ -66,8 +66,8 @@ pub fn verify_chunk(id: &ChunkId, frame: &[u8]) -> Result<()> {
         Ok(_) => Ok(()),
         Err(f @ (ChunkFault::Frame(_) | ChunkFault::Undecodable(_))) => {
             Err(StoreError::Invalid(format!(
-                "chunk {id}: {f}; upload it as exactly one zstd frame that declares its content \
-                 size (docs/format.md); nothing was stored"
+                "chunk {id}: {f}; nothing was stored (a chunk is uploaded as exactly one zstd \
+                 frame that declares its content size: docs/format.md)"
             )))
         }
         Err(f @ ChunkFault::WrongContent(_)) => Err(StoreError::BadChunk(format!(
