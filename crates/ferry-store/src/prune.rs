@@ -118,9 +118,14 @@ pub fn compute_prune(
     now: SystemTime,
     in_use: &HashMap<String, String>,
 ) -> PrunePlan {
-    let newest_first = |a: &PruneCandidate, b: &PruneCandidate| {
-        (&b.summary.created, &b.summary.snapshot).cmp(&(&a.summary.created, &a.summary.snapshot))
+    let key = |c: &PruneCandidate| {
+        (
+            c.summary.created.clone(),
+            id_suffix(&c.summary.snapshot),
+            c.summary.snapshot.clone(),
+        )
     };
+    let newest_first = |a: &PruneCandidate, b: &PruneCandidate| key(b).cmp(&key(a));
     snapshots.sort_by(newest_first);
     let mut per_writer: HashMap<Option<String>, usize> = HashMap::new();
     for s in &snapshots {
@@ -165,6 +170,15 @@ pub fn compute_prune(
         machine: machine.to_string(),
         policy: policy.clone(),
         entries,
+    }
+}
+
+/// The `-N` a commit appends to a snapshot id taken within the same second (1 without one):
+/// `-10` is newer than `-9`, which a plain string order gets wrong.
+fn id_suffix(id: &str) -> u32 {
+    match id.rsplit_once('-') {
+        Some((stem, n)) if stem.ends_with('Z') => n.parse().unwrap_or(1),
+        _ => 1,
     }
 }
 
@@ -374,6 +388,17 @@ mod tests {
                 policy(1, Some(7)),
                 vec![],
                 vec!["old"],
+            ),
+            (
+                "within one second -10 is newer than -9",
+                candidates(&[
+                    ("m-20261204T164509Z", 5, Some("t")),
+                    ("m-20261204T164509Z-9", 5, Some("t")),
+                    ("m-20261204T164509Z-10", 5, Some("t")),
+                ]),
+                policy(1, None),
+                vec![],
+                vec!["m-20261204T164509Z-9", "m-20261204T164509Z"],
             ),
             (
                 "a job's snapshot stays",
