@@ -286,9 +286,7 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| {
-            format!("{text:?} is not a duration: use e.g. 90s, 15m, 12h, 30d or 2w")
-        })
+        .ok_or_else(|| format!("{text:?} is not a duration: use e.g. 90s, 15m, 12h, 30d or 2w"))
 }
 
 #[cfg(test)]
