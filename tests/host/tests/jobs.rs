@@ -8,73 +8,10 @@ mod common;
 use std::fs;
 use std::process::Command;
 
+use common::machine::*;
 use common::*;
 
 const MIB: u64 = 1 << 20;
-
-/// A fake machine under a temp dir: one NIC with `mac`, and blank disks `(name, size)`.
-fn machine(mac: &str, disks: &[(&str, u64)]) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let put = |rel: &str, text: &str| {
-        let p = root.path().join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    };
-    put("sys/class/net/lo/address", "00:00:00:00:00:00\n");
-    put("sys/class/net/eth0/address", &format!("{mac}\n"));
-    put("sys/class/net/eth0/carrier", "1\n");
-    put("proc/meminfo", "MemTotal:        1024000 kB\n");
-    put("proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU\n");
-    fs::create_dir_all(root.path().join("dev")).unwrap();
-    for (name, size) in disks {
-        put(
-            &format!("sys/block/{name}/size"),
-            &format!("{}\n", size / 512),
-        );
-        put(
-            &format!("sys/block/{name}/queue/logical_block_size"),
-            "512\n",
-        );
-        put(
-            &format!("sys/block/{name}/queue/physical_block_size"),
-            "512\n",
-        );
-        put(
-            &format!("sys/block/{name}/device/serial"),
-            &format!("FAKE-{name}\n"),
-        );
-        fs::File::create(root.path().join("dev").join(name))
-            .unwrap()
-            .set_len(*size)
-            .unwrap();
-    }
-    root
-}
-
-fn json(cmd: &mut Command) -> serde_json::Value {
-    let out = ok(cmd);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd:?} printed {out:?}: {e}"))
-}
-
-fn create_job(a: &Appliance, mac: &str, snapshot: &str, map: &str, extra: &[&str]) -> String {
-    let v = json(
-        a.appliance()
-            .args(["jobs", "create", "--json", "--data"])
-            .arg(a.data())
-            .args(["--mac", mac, "--snapshot", snapshot, "--map", map])
-            .args(extra),
-    );
-    v["id"].as_str().expect("job id").to_string()
-}
-
-fn show(a: &Appliance, job: &str) -> serde_json::Value {
-    json(
-        a.appliance()
-            .args(["jobs", "show", "--json", "--data"])
-            .arg(a.data())
-            .arg(job),
-    )
-}
 
 /// Console output is plain lines for a serial console: timestamped, no CR, no escapes.
 fn assert_plain_console(out: &str) {
@@ -113,7 +50,9 @@ fn job_created_by_mac_before_the_machine_boots_restores_its_disk() {
     assert_eq!(show(&a, &job)["job"]["state"], "pending");
 
     let m = machine("52:54:00:aa:00:01", &[("vda", 64 * MIB)]);
-    let out = ok(a.agent_cmd(&enroll, m.path()).arg("--once"));
+    let out = a.run_agent_approved(&enroll, m.path(), "52:54:00:aa:00:01");
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     log(format!("agent console:\n{out}"));
     assert_plain_console(&out);
     assert!(
@@ -229,7 +168,7 @@ fn jobs_that_cannot_be_placed_fail_with_a_reason_and_touch_no_disk() {
             .iter()
             .map(|(n, _)| fs::read(m.path().join("dev").join(n)).unwrap())
             .collect();
-        let out = run(a.agent_cmd(&enroll, m.path()).arg("--once"));
+        let out = a.run_agent_approved(&enroll, m.path(), mac);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             !out.status.success(),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod machine;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -260,6 +262,38 @@ impl Appliance {
         .arg("--root")
         .arg(root);
         c
+    }
+
+    /// Run `restore-agent agent --once` for the machine under `root` and approve it, as the
+    /// operator does, once it has enrolled (by its MAC): an unapproved agent gets no job.
+    pub fn run_agent_approved(&self, token: &str, root: &Path, mac: &str) -> Output {
+        let child = self
+            .agent_cmd(token, root)
+            .arg("--once")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start restore-agent agent");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = run(self
+                .appliance()
+                .args(["agents", "approve", "--data"])
+                .arg(self.data())
+                .args(["--mac", mac]));
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent with MAC {mac} never enrolled: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        child
+            .wait_with_output()
+            .expect("wait for restore-agent agent")
     }
 
     pub fn restore(
