@@ -324,26 +324,9 @@ fn an_interrupted_verify_resumes_and_the_rate_limit_holds_while_backups_run() {
     let e = fails(&mut verify(&a, &["--resume"]));
     assert!(e.contains("no interrupted verify to resume"), "{e}");
 
-    // A full pass at 4 MB/s while another machine backs up: the rate holds, both succeed, and
-    // the verify is clean.
+    // A full pass at 4 MB/s on an idle appliance: the measured rate is the limit.
     let rate = 4.0;
-    let other = work.path().join("o.img");
-    make_image(&other, 64 * MIB, 42);
-    let t = Instant::now();
-    let v = verify(&a, &["--rate", "4", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    a.backup("other", &[&other]);
-    let out = v.wait_with_output().unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = json(&out.stdout);
+    let (r, secs) = timed_verify(&a, "4");
     let measured = r["bytes_checked"].as_f64().unwrap() / secs / 1e6;
     log(format!(
         "verify --rate {rate}: {} bytes in {secs:.2} s wall = {measured:.2} MB/s (its own figure {:.2} MB/s)",
@@ -352,7 +335,50 @@ fn an_interrupted_verify_resumes_and_the_rate_limit_holds_while_backups_run() {
     ));
     assert!(r["rate"].as_f64().unwrap() / 1e6 <= rate * 1.05, "{r}");
     assert!(
-        measured > rate * 0.6 && measured <= rate * 1.05,
+        measured > rate * 0.75 && measured <= rate * 1.05,
         "{measured}"
     );
+
+    // The same while another machine backs up through serve: both succeed, the verify is clean
+    // and stays under its limit (2 cores shared: it may well run slower).
+    let other = work.path().join("o.img");
+    make_image(&other, 64 * MIB, 42);
+    let t = Instant::now();
+    let mut v = verify(&a, &["--rate", "4", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.backup("other", &[&other]);
+    let backup_secs = t.elapsed().as_secs_f64();
+    assert!(
+        v.try_wait().unwrap().is_none(),
+        "the verify should still run when the backup ends (after {backup_secs:.2} s)"
+    );
+    let out = v.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out.stdout);
+    log(format!(
+        "verify --rate {rate} during a backup (done after {backup_secs:.2} s): {} bytes at {:.2} MB/s",
+        r["bytes_checked"],
+        r["rate"].as_f64().unwrap() / 1e6
+    ));
+    assert!(r["rate"].as_f64().unwrap() / 1e6 <= rate * 1.05, "{r}");
+}
+
+/// `verify --rate MB --json` to completion: the report and the wall time.
+fn timed_verify(a: &Appliance, mb: &str) -> (serde_json::Value, f64) {
+    let t = Instant::now();
+    let out = verify(a, &["--rate", mb, "--json"]).output().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (json(&out.stdout), secs)
 }
