@@ -94,6 +94,7 @@ run_variant() { # bios|uefi
     qemu "${firmware[@]}" -smp 2 -boot d -cdrom "$WORK/site.iso" -drive "file=$T/target.raw,format=raw,if=virtio" $(nic "$mac")
     local enrolled_at=
     wait_serial 'enrolled as agent' 300 && enrolled_at=$(elapsed "$t1")
+    approve_from_console "agent-$(tr -d : <<<"$mac" | tr 'A-F' 'a-f')" "$BIN" || { stop_qemu; return 1; }
     if ! wait_exit 1800; then
         stop_qemu
         echo "the rescue VM did not power off within 1800 s; console tail:"; serial | tail -30

@@ -11,7 +11,8 @@
 #   enroll-uefi-cd      customized ISO as a CD under OVMF             -> enrolled
 #   enroll-bios-disk    customized ISO as a virtio hard disk (SeaBIOS)-> enrolled
 #   enroll-pxe          iPXE over user-net TFTP, customized initrd     -> enrolled
-#   unattended-restore  job by MAC before boot, ISO + blank virtio disk, --then poweroff: QEMU exits
+#   unattended-restore  job by MAC before boot, ISO + blank virtio disk, approved by the code on its
+#                       console, --then poweroff: QEMU exits
 #                       by itself, disk == source (cmp), `jobs show` succeeded with events
 #   static-ip           kernel+initrd with ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:none -> enrolled
 #   bad-ca              initrd stamped with another appliance's CA: console message, not enrolled, disk untouched
@@ -20,6 +21,9 @@
 #   unreachable         appliance port nothing listens on, ferry.retry_window=20s: gives up with a message
 #   missing-disk        job maps onto /dev/vdb that does not exist: message, job failed + error event, disk untouched
 #   small-disk          job maps onto a 32 MiB /dev/vda for a 64 MiB disk: message, failed + event, disk untouched
+#   impostor            an attacker's VM with the site image and the victim's MAC gets no job and no data
+#                       (unapproved); the victim, approved by its console code, restores `auto` onto its
+#                       blank disk and leaves its data disk (wiped table, ext4 at 1 MiB) untouched
 #
 # Env: FERRY_KERNEL_DEB=FILE     the linux-image .deb (default: image-builder's cache ~/.cache/ferry)
 #      FERRY_SYS_WORK=DIR        work directory (default /tmp/ferry-system-test; wiped at start)
@@ -45,6 +49,8 @@ SUITE_START=$(date +%s.%N)
 say() { printf '== %s\n' "$*"; }
 # shellcheck source=../lib/vm.sh
 source "$ROOT/tests/lib/vm.sh"
+# shellcheck source=../lib/appliance.sh
+source "$ROOT/tests/lib/appliance.sh"
 
 # --- build (once per run) ---------------------------------------------------------------------
 abort_build() {
@@ -138,6 +144,7 @@ wait_enrolled() {
 }
 
 agent_id() { echo "agent-$(tr -d : <<<"$1" | tr 'A-F' 'a-f')"; }
+
 
 # Record a metric line (also printed in the summary).
 metric() { printf '%-18s %s\n' "$NAME" "$*" | tee -a "$WORK/metrics.txt"; }
@@ -276,6 +283,7 @@ test_unattended-restore() {
     qemu -boot d -cdrom "$WORK/site.iso" -drive "file=$T/blank.img,format=raw,if=virtio" $(nic "$mac")
     local ewall=
     wait_serial 'enrolled as agent agent-525400123456' && ewall=$(elapsed "$QSTART")
+    approve_from_console agent-525400123456 "$BIN" || fail "approval"
     wait_exit 300 || { stop_qemu; fail "QEMU did not power off by itself within 300 s"; }
     local wall
     wall=$(elapsed "$QSTART")
@@ -357,6 +365,7 @@ bad_job() {
     echo "job $job: --map $map onto a machine with one ${size} MiB disk /dev/vda"
     pattern_disk "$T/disk.img" "$size"
     qemu -kernel "$KERNEL" -initrd "$INITRD" -append "$BASE_APPEND" -drive "file=$T/disk.img,format=raw,if=virtio" $(nic "$mac")
+    approve_from_console "$(agent_id "$mac")" "$BIN" || fail "approval"
     wait_serial "$expect" || { stop_qemu; fail "no console message matching /$expect/ within ${BOOT_TIMEOUT}s"; }
     echo "console after $(elapsed "$QSTART") s: $(sgrep -E -m1 -- "$expect" | cut -c1-300)"
     sleep 2
@@ -372,6 +381,50 @@ bad_job() {
     echo "jobs show: failed: $(jq -r .job.state.failed.reason "$T/job.json" | cut -c1-200); error event present"
 }
 
+# impostor: the site image is no secret (the enroll token is stamped in clear), so an attacker
+# boots it claiming the victim's MAC while the victim's job waits. Then the victim boots with
+# its data disk (partition table wiped, ext4 superblock at 1 MiB and data intact: what the old
+# two-MiB check called blank) and a blank disk; the job maps `auto`.
+impostor_phase() { # MAC JOB: in its own directory and QEMU, the attacker's machine
+    local mac=$1 job=$2 T=$T/impostor QPID= QSTART=
+    mkdir -p "$T"
+    pattern_disk "$T/disk.img" 64
+    qemu -kernel "$KERNEL" -initrd "$INITRD" -append "$BASE_APPEND" -drive "file=$T/disk.img,format=raw,if=virtio" $(nic "$mac")
+    wait_serial "enrolled as agent $(agent_id "$mac") \\(code" || { stop_qemu; fail "the impostor did not enroll"; }
+    wait_serial 'waiting for the operator to approve' 30 || { stop_qemu; fail "the impostor's console does not say it waits for approval"; }
+    sleep 20 # the long polls of an unapproved agent return nothing
+    has "job $job" && { stop_qemu; fail "the impostor was shown job $job"; }
+    stop_qemu
+    untouched "$T/disk.img"
+    job_json "$job" | jq -e '.job.state == "pending" and .job.agent == null' >/dev/null \
+        || fail "the impostor's enrollment changed the job: $(job_json "$job" | jq -c '.job | {state, agent}')"
+    echo "impostor: enrolled as $(agent_id "$mac") with the victim's MAC, unapproved, given nothing in 20 s, job still pending and unbound"
+}
+
+test_impostor() {
+    local mac=52:54:00:12:34:66 snap job id
+    id=$(agent_id "$mac")
+    snap=$(snapshot) || fail "backup of the source image"
+    job=$(create_job --mac "$mac" --snapshot "$snap" --map disk0=auto --then poweroff) || fail "jobs create"
+    echo "job $job: --map disk0=auto for MAC $mac, before boot"
+    impostor_phase "$mac" "$job"
+    pattern_disk "$T/data.img" 64
+    printf '\x53\xef' | dd of="$T/data.img" bs=1 seek=$((MIB + 1080)) conv=notrunc status=none
+    cp --sparse=always "$T/data.img" "$T/data.img.orig"
+    truncate -s $((64 * MIB)) "$T/blank.img"
+    qemu -boot d -cdrom "$WORK/site.iso" -drive "file=$T/data.img,format=raw,if=virtio" \
+        -drive "file=$T/blank.img,format=raw,if=virtio" $(nic "$mac")
+    approve_from_console "$id" "$BIN" || fail "approval"
+    wait_exit 300 || { stop_qemu; fail "QEMU did not power off by itself within 300 s"; }
+    has 'disk /dev/vda: .*holds an ext2/3/4 filesystem at offset 1 MiB' || fail "the victim's console does not show its data disk as holding data"
+    untouched "$T/data.img"
+    cmp "$WORK/src.img" "$T/blank.img" || fail "the blank disk /dev/vdb does not hold the source"
+    echo "victim: the data disk /dev/vda untouched, the snapshot restored onto the blank /dev/vdb (cmp)"
+    job_json "$job" >"$T/job.json" || fail "jobs show $job"
+    jq -e --arg id "$id" '.job.state == "succeeded" and .job.agent == $id and .job.resolved[0].target == "/dev/vdb"' "$T/job.json" >/dev/null \
+        || fail "job: $(jq -c '.job | {state, agent, resolved}' "$T/job.json")"
+}
+
 test_missing-disk() { bad_job 52:54:00:12:34:64 64 disk0=/dev/vdb 'target /dev/vdb .*does not exist'; }
 test_small-disk() { bad_job 52:54:00:12:34:65 32 disk0=/dev/vda 'target /dev/vda is too small'; }
 
@@ -380,7 +433,7 @@ snapshot >/dev/null || abort_build "backup of the source image (see $WORK/backup
 echo "source disk $WORK/src.img (64 MiB, GPT + random data): snapshot $(cat "$WORK/snapshot.id")"
 
 # Longest first (2 at a time).
-ALL_TESTS=(unattended-restore unreachable enroll-bios-cd enroll-uefi-cd enroll-bios-disk enroll-pxe static-ip
+ALL_TESTS=(unattended-restore impostor unreachable enroll-bios-cd enroll-uefi-cd enroll-bios-disk enroll-pxe static-ip
     bad-ca bad-token no-nic missing-disk small-disk)
 
 # --- the runner: up to $JOBS tests at a time, each in its own subshell and directory ----------
