@@ -1,6 +1,7 @@
 //! Ferry's formats and wire types, shared by the agents and the appliance. No I/O here.
 //!
-//! - [`chunk`]: chunk ids (BLAKE3-256 of the plaintext) and chunk sizes.
+//! - [`chunk`]: chunk ids (BLAKE3-256 of the plaintext), chunk sizes, and the canonical shape of
+//!   a chunk's zstd frame (`check_frame`: what the appliance accepts and stores).
 //! - [`index`]: the per-disk index, a frozen binary format.
 //! - [`manifest`]: the snapshot manifest (JSON), signed by the appliance ([`signing`]).
 //! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
