@@ -769,3 +769,48 @@ fn enrollments_are_bounded() {
     let body = w.c.ok("POST", "/agents/enroll", &w.enroll, Some(&req), 400);
     assert!(String::from_utf8_lossy(&body).contains("at most 128 disks"));
 }
+
+#[test]
+fn an_agents_event_log_is_bounded_and_keeps_the_jobs_end() {
+    let w = World::new();
+    let (snap, _) = w.snapshot("web01", 17);
+    let a = w.enroll_approved("52:54:00:e0:00:01", &[("vda", 1 << 20, true)]);
+    let job = w.create_job(&snap, JobFor::Agent(a.agent.clone()), "sda=/dev/vda");
+    w.poll(&a, 0).unwrap();
+    let post = |level: &str, phase: &str, n: usize| {
+        let one = format!(
+            r#"{{"time":"2025-01-01T00:00:00Z","level":"{level}","phase":"{phase}","message":"{}","bytes_done":1,"bytes_total":2}}"#,
+            "x".repeat(150)
+        );
+        let body = format!(
+            r#"{{"job":"{}","events":[{}]}}"#,
+            job.id,
+            vec![one; n].join(",")
+        );
+        w.c.ok(
+            "POST",
+            &format!("/agents/{}/events", a.agent),
+            &a.credential,
+            Some(body.as_bytes()),
+            204,
+        );
+    };
+    // 60 batches of 1000 progress events: ~13 MiB offered.
+    for _ in 0..60 {
+        post("info", "restore", 1000);
+    }
+    post("error", "failed", 1);
+    let log = w.store.jobs_dir().join(format!("{}.events.jsonl", job.id));
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        size >= ferry_store::jobs::MAX_EVENT_LOG
+            && size < ferry_store::jobs::MAX_EVENT_LOG + (2 << 20),
+        "event log of {size} bytes"
+    );
+    let events = w.store.job_events(&job.id).unwrap();
+    assert!(events.iter().any(|e| e.message.contains("reached 8 MiB")));
+    assert_eq!(
+        events.last().unwrap().phase,
+        ferry_format::agent::Phase::Failed
+    );
+}
