@@ -6,10 +6,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry_client::cli::ConnectArgs;
+use ferry_client::ClientError;
 use ferry_engine::backup::{self, BackupOptions, DiskSpec};
+use ferry_engine::EngineError;
 
 #[derive(Parser)]
-#[command(version, about = "Back up disks and disk images to a Ferry appliance")]
+#[command(
+    version,
+    about = "Back up disks and disk images to a Ferry appliance",
+    after_help = "Exit status: 0 the snapshot is committed; 1 the backup failed; 2 bad arguments; \
+                  3 the appliance stayed unreachable or kept failing (e.g. its disk is full) for \
+                  the whole --retry-window: nothing was committed, run again later"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -85,9 +93,21 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("backup-agent: error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
+}
+
+/// 3 when retrying for the whole window did not help (a scheduler may try again later), else 1.
+/// Clap exits with 2 on bad arguments.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let gave_up = match e.downcast_ref::<EngineError>() {
+        Some(EngineError::Client(c)) => c.gave_up_retrying(),
+        _ => e
+            .downcast_ref::<ClientError>()
+            .is_some_and(ClientError::gave_up_retrying),
+    };
+    ExitCode::from(if gave_up { 3 } else { 1 })
 }
 
 fn parse_disk(arg: &str) -> DiskSpec {
