@@ -251,8 +251,9 @@ pub struct ServeLimits {
     /// Concurrent index uploads [default: 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_index_uploads: Option<u32>,
-    /// A request waits this long for a free slot of its route, then gets 503 [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// A request waits this long for a free slot of its route, then gets 503; 0 answers 503
+    /// at once [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     pub queue_wait: Option<Duration>,
 }
 
@@ -272,6 +273,11 @@ impl ServeLimits {
         l.queue_wait = self.queue_wait.unwrap_or(l.queue_wait);
         l
     }
+}
+
+/// `0`, `10s`, ...
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    ferry_format::api::parse_duration_secs(text).map(Duration::from_secs)
 }
 
 /// `90`, `30s`, `2m`, ... (at least one second).
