@@ -14,6 +14,7 @@ use ferry_format::agent::{
     resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget,
     Phase, MAX_EVENT_BATCH,
 };
+use ferry_format::marker::RestoreMarker;
 
 use crate::console::{now_rfc3339, Console};
 use crate::{AgentConfig, AgentError, Outcome, Session};
@@ -212,7 +213,7 @@ fn execute(
 ) -> Result<RestoreSummary, Step> {
     // This machine's own view of its disks now, not the one the appliance matched the job to.
     let fresh = crate::inventory::collect(root);
-    let proof = own_check(s, job, inv, &fresh, resume).map_err(Step::Failed)?;
+    let proof = own_check(&s.markers, job, inv, &fresh, resume).map_err(Step::Failed)?;
     if !resume {
         // A job the appliance no longer lets us run (409) must not touch a disk.
         s.client
@@ -275,7 +276,7 @@ fn execute(
 ///   proof found at start), never because the appliance says the job was running;
 /// - the boot medium is never a target ([`resolve_mappings`] refuses protected disks).
 fn own_check(
-    s: &Session,
+    markers: &[(String, RestoreMarker)],
     job: &Job,
     enrolled: &Inventory,
     fresh: &Inventory,
@@ -331,14 +332,12 @@ fn own_check(
         }
         return Ok(job.proof.clone());
     }
-    let proof = s
-        .markers
+    let proof = markers
         .iter()
         .find(|(_, m)| m.job == job.id)
         .map(|(_, m)| m.proof.clone());
     for (disk, dev, now) in &targets {
-        let marked = s
-            .markers
+        let marked = markers
             .iter()
             .any(|(d, m)| d == dev && m.job == job.id && &m.disk == disk);
         if !(marked || now.blank || job.overwrite) {
@@ -492,6 +491,112 @@ fn show_failure(out: &mut Console, job: &Job, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_format::agent::{Disk, JobOptions, Mapping, Then};
+
+    const GIB: u64 = 1 << 30;
+
+    fn disk(name: &str, size: u64, blank: bool) -> Disk {
+        Disk {
+            name: name.into(),
+            size,
+            model: None,
+            serial: Some(format!("S-{name}")),
+            wwn: None,
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            blank,
+            removable: false,
+            holds: (!blank).then(|| "an XFS filesystem at offset 1 MiB".into()),
+            protected: None,
+        }
+    }
+
+    fn inv(disks: Vec<Disk>) -> Inventory {
+        Inventory {
+            disks,
+            ..Default::default()
+        }
+    }
+
+    fn job(requested: &str, resolved: &str, state: JobState) -> Job {
+        let m = |s: &str| vec![s.parse::<Mapping>().unwrap()];
+        Job {
+            id: "job-00000001".into(),
+            snapshot: "web01-x".into(),
+            mappings: m(resolved),
+            requested: m(requested),
+            proof: if state == JobState::Pending {
+                "ab".repeat(32)
+            } else {
+                String::new()
+            },
+            then: Then::None,
+            overwrite: false,
+            options: JobOptions::default(),
+            state,
+        }
+    }
+
+    #[test]
+    fn the_agent_refuses_what_its_own_view_contradicts() {
+        let enrolled = inv(vec![
+            disk("vda", 10 * GIB, false),
+            disk("vdb", 10 * GIB, true),
+        ]);
+        let pending = job("sda=auto", "sda=/dev/vdb", JobState::Pending);
+        assert_eq!(
+            own_check(&[], &pending, &enrolled, &enrolled, false).unwrap(),
+            "ab".repeat(32)
+        );
+        // (what changed in the fresh view, fragment of the refusal)
+        let mut swapped = enrolled.clone();
+        swapped.disks[1].serial = Some("OTHER".into());
+        let mut gone = enrolled.clone();
+        gone.disks.pop();
+        let mut written = enrolled.clone();
+        written.disks[1].blank = false;
+        let mut iso = enrolled.clone();
+        iso.disks[1].protected = Some("it holds an ISO 9660 filesystem".into());
+        let cases = [
+            (swapped, "not the disk this agent enrolled with"),
+            (gone, "is gone from this machine"),
+            (written, "no blank disk"),
+            (iso, "never written"),
+        ];
+        for (fresh, want) in cases {
+            let e = own_check(&[], &pending, &enrolled, &fresh, false).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // The appliance resolved auto onto the data disk (e.g. against another inventory).
+        let wrong = job("sda=auto", "sda=/dev/vda", JobState::Pending);
+        let e = own_check(&[], &wrong, &enrolled, &enrolled, false).unwrap_err();
+        assert!(e.contains("own view"), "{e}");
+    }
+
+    #[test]
+    fn a_running_job_resumes_only_onto_its_own_marker() {
+        let enrolled = inv(vec![disk("vda", 10 * GIB, false)]);
+        let running = job("sda=/dev/vda", "sda=/dev/vda", JobState::Running);
+        let mine = RestoreMarker::new("job-00000001", "web01-x", "sda", &"cd".repeat(32));
+        let markers = vec![("vda".to_string(), mine.clone())];
+        assert_eq!(
+            own_check(&markers, &running, &enrolled, &enrolled, true).unwrap(),
+            "cd".repeat(32)
+        );
+        let e = own_check(&[], &running, &enrolled, &enrolled, true).unwrap_err();
+        assert!(e.contains("neither its in-progress marker"), "{e}");
+        let mut other = mine;
+        other.job = "job-00000002".into();
+        let e = own_check(
+            &[("vda".into(), other)],
+            &running,
+            &enrolled,
+            &enrolled,
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("neither its in-progress marker"), "{e}");
+    }
 
     #[test]
     fn progress_names_the_disk_being_restored() {
