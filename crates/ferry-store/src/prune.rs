@@ -335,13 +335,14 @@ mod tests {
         let none = HashMap::new();
         let now = at(100 * DAY);
         // (name, snapshots, policy, jobs using snapshots, expected removals newest first)
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<PruneCandidate>,
             PrunePolicy,
-            Vec<(&str, &str)>,
-            Vec<&str>,
-        )> = vec![
+            Vec<(&'static str, &'static str)>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "one writer: newest N by creation then id",
                 candidates(&[
