@@ -327,3 +327,66 @@ fn a_tokens_json_written_before_scopes_still_loads() {
     ));
     assert!(err.contains("revoked"), "{err}");
 }
+
+/// `curl` against the appliance: (HTTP status, body). HTTP/1.1: over HTTP/2 curl reports a
+/// refused upload (answered before its body is read) as a stream error instead of the answer.
+fn curl(a: &Appliance, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let out = ok(Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(a.data().join("keys").join("ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["--data-binary", body])
+        .arg(format!("{}/api/v1{path}", a.url())));
+    let (text, code) = out.trim_end().rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), text.to_string())
+}
+
+#[test]
+fn a_backup_session_is_usable_only_by_the_token_that_opened_it() {
+    if !have("curl") {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let a = Appliance::start();
+    let (_, owner) = create(&a, &["--role", "backup", "--machine", "web01"]);
+    let (_, intruder) = create(&a, &["--role", "backup", "--machine", "web01"]);
+    let (status, text) = curl(
+        &a,
+        "POST",
+        "/backups",
+        &owner,
+        r#"{"machine":"web01","chunk_size":65536}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let session = v["session"].as_str().unwrap();
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/backups/{session}/known-chunks"),
+            r#"{"ids":[]}"#,
+        ),
+        ("PUT", format!("/backups/{session}/disks/sda/index"), "x"),
+        (
+            "POST",
+            format!("/backups/{session}/commit"),
+            r#"{"disks":[],"agent":"x"}"#,
+        ),
+        ("DELETE", format!("/backups/{session}"), ""),
+    ] {
+        let (status, text) = curl(&a, method, &path, &intruder, body);
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(text.contains("opened by another token"), "{text}");
+    }
+    // The session is intact: its owner abandons it.
+    let (status, text) = curl(&a, "DELETE", &format!("/backups/{session}"), &owner, "");
+    assert_eq!(status, 204, "{text}");
+}
