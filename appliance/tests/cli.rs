@@ -41,6 +41,19 @@ fn help_lists_every_command() {
     for opt in ["--rate", "--resume", "--restart", "--json"] {
         assert!(verify.contains(opt), "{opt} missing from:\n{verify}");
     }
+    let serve = stdout(&appliance(&["serve", "--help"]));
+    for opt in [
+        "--max-connections",
+        "--tls-handshake-timeout",
+        "--header-timeout",
+        "--idle-timeout",
+        "--max-chunk-uploads",
+        "--max-chunk-downloads",
+        "--max-index-uploads",
+        "--queue-wait",
+    ] {
+        assert!(serve.contains(opt), "{opt} missing from:\n{serve}");
+    }
     let create = stdout(&appliance(&["jobs", "create", "--help"]));
     for opt in [
         "--agent",

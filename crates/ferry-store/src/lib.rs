@@ -27,9 +27,12 @@
 //! - A stored chunk is one canonical zstd frame that decompresses to data whose BLAKE3 is its
 //!   file name (checked on upload; `verify` re-checks and moves damaged ones to `damaged/`).
 //! - Garbage collection ([`gc`]) deletes only chunks whose mtime is older than both its own start
-//!   and the start of every live session, minus a margin; the server touches every chunk a session
-//!   relies on while holding `chunks/.lock` shared, GC unlinks while holding it exclusive. So GC
-//!   may run in another process while backups are running.
+//!   and the pin of every live session (its start, at most a day before its last request), minus
+//!   a margin; the server touches every chunk a session relies on while holding `chunks/.lock`
+//!   shared (again at index upload and commit), GC unlinks while holding it exclusive. So GC may
+//!   run in another process while backups are running.
+//! - Every file the store creates is 0600, every directory 0700, and a record's directory is
+//!   fsynced after its rename ([`fsx`]).
 
 pub mod agents;
 pub mod chunks;
