@@ -145,11 +145,11 @@ fn configure_http(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(HTTP1_MAX_BUF);
+    // No HTTP/2 keep-alive pings: they would move bytes on an idle connection and keep the
+    // idle timeout (limits.rs) from ever closing it.
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(HTTP2_MAX_STREAMS)
-        .keep_alive_interval(limits.idle_timeout / 2)
-        .keep_alive_timeout(limits.header_read_timeout);
+        .max_concurrent_streams(HTTP2_MAX_STREAMS);
 }
 
 /// Largest HTTP/1 read buffer (request head plus read-ahead); hyper's default is ~400 KiB.

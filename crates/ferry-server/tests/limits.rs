@@ -195,6 +195,20 @@ fn stalled_handshake_and_partial_h2_preface_are_closed() {
 }
 
 #[test]
+fn idle_http2_connection_is_closed() {
+    let f = Fixture::new(short_timeouts());
+    let mut s = f.connect();
+    // The whole preface and an empty SETTINGS frame, then nothing: an HTTP/2 connection without
+    // a stream.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    s.flush().unwrap();
+    let t = time_to_close(&mut s, Duration::from_secs(8));
+    eprintln!("idle HTTP/2 connection closed after {t:?} (idle timeout 3 s)");
+    assert!(t >= Duration::from_millis(2500), "{t:?}");
+}
+
+#[test]
 fn idle_keep_alive_connection_is_closed() {
     let f = Fixture::new(short_timeouts());
     let mut s = f.connect();
