@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
-use ferry_store::prune::{PrunePlan, PrunePolicy};
+use ferry_store::prune::{per_writer_counts, PrunePlan, PrunePolicy};
 use ferry_store::snapshots::rfc3339;
 use ferry_store::verify::{Start, VerifyOptions};
 use ferry_store::{config, fsx, tokens, Store};
@@ -274,6 +274,10 @@ pub fn print_prune_plan(out: &mut impl Write, plan: &PrunePlan, dry_run: bool) -
             e.summary.created,
             if why.is_empty() { String::new() } else { format!("  ({why})") }
         )?;
+    }
+    for (writer, (kept, removed)) in per_writer_counts(plan) {
+        let writer = writer.as_deref().unwrap_or("(unrecorded)");
+        writeln!(out, "{writer}: {kept} kept, {removed} to remove")?;
     }
     if plan.removals().next().is_none() {
         writeln!(

@@ -74,7 +74,9 @@ pub enum KeepReason {
 impl fmt::Display for KeepReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeepReason::Newest { rank, of } => write!(f, "newest {rank} of {of} kept"),
+            KeepReason::Newest { rank, of } => {
+                write!(f, "its writer's newest #{rank} of {of}")
+            }
             KeepReason::Within => f.write_str("within --keep-within"),
             KeepReason::Job(j) => write!(f, "used by job {j}"),
             KeepReason::UnknownAge => f.write_str("creation time unreadable"),
