@@ -58,8 +58,13 @@ pub const CHUNK_BODY_LIMIT: usize = MAX_CHUNK_SIZE as usize + (1 << 20);
 /// Largest index upload: 512 MiB is 16 M entries (1 TiB at 64 KiB chunks, 64 TiB at 4 MiB).
 /// Streamed to disk, never held in memory ([`upload`]).
 pub const INDEX_BODY_LIMIT: usize = ferry_store::sessions::MAX_INDEX_BYTES as usize;
-/// Largest JSON body (a commit with detailed layouts).
+/// Largest JSON body (a commit with detailed layouts); commits are few at a time.
 pub const JSON_BODY_LIMIT: usize = 16 << 20;
+/// Largest body of the other JSON routes (a 4096-id known-chunks query is ~280 KiB, an enroll
+/// with 128 disks ~300 KiB): they run many at a time, so each is kept small.
+pub const SMALL_BODY_LIMIT: usize = 1 << 20;
+/// Largest event batch (1000 events with long messages).
+pub const EVENTS_BODY_LIMIT: usize = 8 << 20;
 /// How long a graceful shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -72,18 +77,29 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             limit_route,
         )
     };
+    // One pool of slots for every small JSON route: with HTTP/2 a connection may carry many
+    // bodies at once, so the connection cap alone does not bound their memory.
+    let small = from_fn_with_state(
+        RouteLimit::new("requests", limits.small_requests, limits.queue_wait),
+        limit_route,
+    );
     let api = Router::new()
         .route("/hello", get(hello))
-        .route("/backups", post(start_backup))
+        .route("/backups", post(start_backup).layer(small.clone()))
         .route("/backups/{session}", delete(abandon))
-        .route("/backups/{session}/known-chunks", post(known_chunks))
+        .route(
+            "/backups/{session}/known-chunks",
+            post(known_chunks).layer(small.clone()),
+        )
         .route(
             "/backups/{session}/disks/{disk}/index",
             put(put_index).layer(bound("index uploads", limits.index_uploads)),
         )
         .route(
             "/backups/{session}/commit",
-            post(commit).layer(bound("commits", limits.commits)),
+            post(commit)
+                .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+                .layer(bound("commits", limits.commits)),
         )
         .route(
             "/chunks/{id}",
@@ -98,11 +114,19 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             "/snapshots/{id}/disks/{disk}/index",
             get(snapshot_index).layer(bound("index downloads", limits.index_reads)),
         )
-        .route("/agents/enroll", post(agents::enroll))
+        .route("/agents/enroll", post(agents::enroll).layer(small.clone()))
         .route("/agents/{id}/job", get(agents::job))
-        .route("/agents/{id}/events", post(agents::events))
-        .route("/agents/{id}/jobs/{job}/state", put(agents::job_state))
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+        .route(
+            "/agents/{id}/events",
+            post(agents::events)
+                .layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT))
+                .layer(bound("event posts", limits.event_posts)),
+        )
+        .route(
+            "/agents/{id}/jobs/{job}/state",
+            put(agents::job_state).layer(small),
+        )
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT));
     Router::new()
         .nest(API_PREFIX, api)
         .fallback(not_found)

@@ -54,8 +54,12 @@ pub struct ServerLimits {
     pub index_uploads: usize,
     /// Concurrent `GET .../index` (each holds one index, up to 512 MiB).
     pub index_reads: usize,
-    /// Concurrent commits (each reads its indexes whole).
+    /// Concurrent commits (each reads its indexes whole; body up to 16 MiB).
     pub commits: usize,
+    /// Concurrent event posts (body up to 8 MiB).
+    pub event_posts: usize,
+    /// Concurrent requests of the other JSON routes together (body up to 1 MiB each).
+    pub small_requests: usize,
     /// How long a request waits for a route permit before 503.
     pub queue_wait: Duration,
 }
@@ -72,6 +76,8 @@ impl Default for ServerLimits {
             index_uploads: 4,
             index_reads: 4,
             commits: 2,
+            event_posts: 8,
+            small_requests: 64,
             queue_wait: Duration::from_secs(10),
         }
     }
