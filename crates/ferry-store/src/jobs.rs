@@ -80,6 +80,9 @@ impl Store {
 
     /// Check a new job against its snapshot (and its agent, when named) and record it.
     pub fn create_job(&self, new: NewJob, now: SystemTime) -> Result<JobRecord> {
+        // Held from the snapshot check to the record: prune removes snapshots under this lock,
+        // so a job never names a snapshot a concurrent prune just took away.
+        let _lock = self.lock_jobs()?;
         let manifest = self.manifest(&new.snapshot)?;
         match &new.for_ {
             JobFor::Agent(a) => {
@@ -131,7 +134,6 @@ impl Store {
                 )));
             }
         }
-        let _lock = self.lock_jobs()?;
         let id = loop {
             let id = format!("job-{}", fsx::random_hex(4)?);
             if !self.job_path(&id).exists() {
