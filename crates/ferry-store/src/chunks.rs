@@ -116,7 +116,8 @@ impl Store {
                     .to_path_buf();
                 fsx::create_dir_all(&dir)?;
                 // A rename over the damaged copy: readers see the old file or the new one.
-                fsx::write_atomic(&path, frame, 0o644)?;
+                // Durable at the commit's syncfs, before any snapshot refers to it.
+                fsx::write_atomic_nodirsync(&path, frame, 0o600)?;
             }
         }
         Ok(outcome)

@@ -98,10 +98,18 @@ fn a_session_pins_gc_to_its_start_or_a_window_before_its_last_activity() {
 fn a_session_touched_daily_no_longer_keeps_old_garbage_but_keeps_what_it_announced() {
     let dir = tempfile::tempdir().unwrap();
     let (store, signer) = new_store(dir.path());
-    // A session opened 30 days ago that something has kept alive with a request a day.
-    let session = store.start_session("web01", CS, ago(30 * DAY)).unwrap();
-    for day in (0..30).rev() {
-        store.session(&session, ago(day * DAY + 3600)).unwrap();
+    // A session opened 30 days ago that something has kept alive with a request a day (every
+    // 23 h, on one fixed clock: a request exactly 24 h after the last one is at the edge).
+    let base = SystemTime::now();
+    let session = store
+        .start_session("web01", CS, base - Duration::from_secs(30 * DAY))
+        .unwrap();
+    let mut back = 30 * DAY;
+    while back > 3600 {
+        back = back.saturating_sub(23 * 3600).max(3600);
+        store
+            .session(&session, base - Duration::from_secs(back))
+            .unwrap();
     }
     let (garbage, fg) = chunk(1); // unreferenced, last used 20 days ago
     let (announced, fa) = chunk(2); // the session learned 2 h ago that it is present
