@@ -41,6 +41,10 @@ use crate::{fsx, Store};
 /// Slack between the cutoff and the oldest thing GC must respect (clock steps, coarse mtimes).
 pub const GC_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// How long the record of a committed session stays (to answer a commit retried after its reply
+/// was lost).
+pub const COMMITTED_SESSION_KEEP: Duration = Duration::from_secs(3600);
+
 /// What a GC run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
@@ -88,6 +92,17 @@ impl Store {
         let mut live = HashSet::new();
         let mut oldest = now;
         for (id, rec) in self.list_sessions()? {
+            if self.is_committed(&id, &rec) {
+                // Its snapshot holds (and GC marks) its chunks: it pins nothing. The record only
+                // answers a retried commit, for an hour.
+                let idle = now
+                    .duration_since(SystemTime::UNIX_EPOCH + Duration::from_secs(rec.last_activity))
+                    .unwrap_or_default();
+                if idle > COMMITTED_SESSION_KEEP {
+                    let _ = fs::remove_file(self.session_path(&id));
+                }
+                continue;
+            }
             if rec.is_live(now) {
                 oldest = oldest.min(rec.gc_pin());
                 live.insert(id);
@@ -108,6 +123,15 @@ impl Store {
             }
         }
         Ok(oldest)
+    }
+
+    /// Whether the session's commit is done: its directory was renamed away and the snapshot
+    /// it recorded is visible (the id alone may be another session's, taken first).
+    fn is_committed(&self, session: &str, rec: &crate::sessions::SessionRecord) -> bool {
+        rec.committed
+            .as_ref()
+            .is_some_and(|id| self.snapshots_dir().join(id).is_dir())
+            && !self.session_tmp_dir(session).exists()
     }
 
     fn mark(&self, report: &mut GcReport) -> Result<()> {

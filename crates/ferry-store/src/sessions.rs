@@ -40,6 +40,11 @@ pub struct SessionRecord {
     /// snapshot records it (`origin.json`). Absent in sessions opened before tokens had ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The snapshot this session's commit makes: recorded just before the commit's rename and
+    /// kept after it, so a commit retried because its reply was lost (the appliance restarted)
+    /// answers with the same snapshot instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<String>,
 }
 
 impl SessionRecord {
@@ -98,12 +103,13 @@ impl Store {
             started: t,
             last_activity: t,
             token: token.map(str::to_string),
+            committed: None,
         };
         self.write_session(&session, &rec)?;
         Ok(session)
     }
 
-    fn write_session(&self, session: &str, rec: &SessionRecord) -> Result<()> {
+    pub(crate) fn write_session(&self, session: &str, rec: &SessionRecord) -> Result<()> {
         let bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         fsx::write_atomic(&self.session_path(session), &bytes, 0o600)

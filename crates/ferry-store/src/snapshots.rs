@@ -69,7 +69,10 @@ impl Store {
         signer: &ManifestSigner,
         now: SystemTime,
     ) -> Result<String> {
-        let rec = self.session(session, now)?;
+        let mut rec = self.session(session, now)?;
+        if let Some(id) = self.already_committed(&rec, req)? {
+            return Ok(id);
+        }
         let tmp = self.session_tmp_dir(session);
         self.check_commit(&rec, &tmp, req)?;
         remove_strays(&tmp, req)?;
@@ -105,10 +108,12 @@ impl Store {
             )?;
             // Chunks, indexes and manifest durable before the snapshot becomes visible.
             fsx::sync_fs(&tmp)?;
+            // Recorded before the rename: if the reply is lost, the retried commit finds it.
+            rec.committed = Some(id.clone());
+            self.write_session(session, &rec)?;
             match fs::rename(&tmp, &dest) {
                 Ok(()) => {
                     fsx::fsync_dir(&self.snapshots_dir())?;
-                    let _ = fs::remove_file(self.session_path(session));
                     return Ok(id);
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
@@ -121,6 +126,25 @@ impl Store {
             "no free snapshot id for machine {} at {created}: retry the commit",
             rec.machine
         )))
+    }
+
+    /// The snapshot an earlier attempt of this commit made: the session names it and it holds
+    /// exactly the disks asked for. `None` when there is none (or the id was taken by another
+    /// session's snapshot before the earlier attempt's rename).
+    fn already_committed(
+        &self,
+        rec: &SessionRecord,
+        req: &CommitRequest,
+    ) -> Result<Option<String>> {
+        let Some(id) = &rec.committed else {
+            return Ok(None);
+        };
+        match self.manifest(id) {
+            Ok(m) if m.machine == rec.machine && m.disks == req.disks => Ok(Some(id.clone())),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn check_commit(&self, rec: &SessionRecord, tmp: &Path, req: &CommitRequest) -> Result<()> {

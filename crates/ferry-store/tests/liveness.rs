@@ -85,6 +85,7 @@ fn a_session_pins_gc_to_its_start_or_a_window_before_its_last_activity() {
         started,
         last_activity,
         token: None,
+        committed: None,
     };
     let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
     let w = SESSION_PIN_WINDOW.as_secs();

@@ -169,8 +169,11 @@ fn index_upload_reports_missing_chunks_then_commit_signs() {
         .verify(signed.manifest.as_bytes(), &signed.signature)
         .unwrap();
     assert_eq!(store.snapshot_index(&id, "sda").unwrap(), index);
-    // The session is over.
-    assert!(store.commit(&session, &req, &signer, now).is_err());
+    // The session is over: the same commit again (a retry whose reply was lost) answers with
+    // the same snapshot, another one is refused.
+    assert_eq!(store.commit(&session, &req, &signer, now).unwrap(), id);
+    assert!(store.commit(&session, &wrong, &signer, now).is_err());
+    assert_eq!(store.list_snapshots(None).unwrap().len(), 1);
     // Same second again: a suffixed id.
     let second = backup(&store, &signer, "web01", &[1], now);
     assert_eq!(second, format!("{id}-2"));
