@@ -71,13 +71,9 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List enrolled restore agents with their inventory and state.
-    Agents {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    /// List enrolled restore agents with their inventory, state and approval; approve or
+    /// remove one.
+    Agents(AgentsArgs),
     /// Manage unattended restore jobs.
     #[command(subcommand)]
     Jobs(JobsCmd),
@@ -112,7 +108,9 @@ pub enum Cmd {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("{text:?} is not a rate: give megabytes per second, e.g. 50 or 0.5")),
+        _ => Err(format!(
+            "{text:?} is not a rate: give megabytes per second, e.g. 50 or 0.5"
+        )),
     }
 }
 
@@ -156,6 +154,44 @@ pub enum TokenCmd {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// Token id, tok-... (`token list`).
+        id: String,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AgentsCmd>,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCmd {
+    /// Trust an enrolled agent with jobs (an agent is given no job before). Compare its
+    /// inventory, and the code its console shows, with the machine you expect.
+    Approve {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Agent id (`appliance agents`).
+        #[arg(required_unless_present = "mac", conflicts_with = "mac")]
+        id: Option<String>,
+        /// The single unapproved agent with this MAC.
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
+        /// The code the agent's console showed when it enrolled: refuse if it differs.
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an agent: its credential stops working (refused while it runs a job).
+    Remove {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
         id: String,
     },
 }
@@ -285,5 +321,48 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match ferry_format::api::parse_duration_secs(text)? {
         0 => Err(format!("{text}: give at least one second")),
         s => Ok(Duration::from_secs(s)),
+    }
+}
+
+impl AgentsArgs {
+    /// `appliance agents [approve|remove]`.
+    pub fn dispatch(self) -> anyhow::Result<()> {
+        use ferry_server::job_commands as jobs;
+        match self.cmd {
+            None => match self.data {
+                Some(d) => jobs::agents(&d, self.json),
+                None => {
+                    anyhow::bail!("give the store with --data DIR (appliance agents --data DIR)")
+                }
+            },
+            Some(AgentsCmd::Approve {
+                data,
+                id,
+                mac,
+                code,
+                json,
+            }) => jobs::agents_approve(&data, id.as_deref(), mac.as_deref(), code.as_deref(), json),
+            Some(AgentsCmd::Remove { data, id }) => jobs::agents_remove(&data, &id),
+        }
+    }
+}
+
+impl JobsCreate {
+    pub fn dispatch(self) -> anyhow::Result<()> {
+        use ferry_server::job_commands as jobs;
+        let args = jobs::CreateArgs {
+            agent: self.agent,
+            mac: self.mac,
+            snapshot: self.snapshot,
+            maps: self.maps,
+            then: self.then,
+            overwrite: self.overwrite,
+            options: ferry_format::agent::JobOptions {
+                grow: self.grow,
+                grow_lv: self.grow_lv,
+                fixup: !self.no_fixup,
+            },
+        };
+        jobs::jobs_create(&self.data, args, self.json)
     }
 }

@@ -66,25 +66,10 @@ fn main() -> ExitCode {
             restart,
             json,
         } => commands::verify(&data, rate, resume, restart, json),
-        Cmd::Agents { data, json } => jobs::agents(&data, json),
+        Cmd::Agents(a) => a.dispatch(),
         Cmd::Jobs(JobsCmd::List { data, json }) => jobs::jobs_list(&data, json),
         Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),
-        Cmd::Jobs(JobsCmd::Create(c)) => {
-            let args = jobs::CreateArgs {
-                agent: c.agent,
-                mac: c.mac,
-                snapshot: c.snapshot,
-                maps: c.maps,
-                then: c.then,
-                overwrite: c.overwrite,
-                options: ferry_format::agent::JobOptions {
-                    grow: c.grow,
-                    grow_lv: c.grow_lv,
-                    fixup: !c.no_fixup,
-                },
-            };
-            jobs::jobs_create(&c.data, args, c.json)
-        }
+        Cmd::Jobs(JobsCmd::Create(c)) => c.dispatch(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
