@@ -646,18 +646,9 @@ pub fn load_trust(path: &std::path::Path) -> Result<TrustBundle, ClientError> {
     })
 }
 
-/// Parse a duration: `900`, `90s`, `15m`, `2h`.
+/// Parse a duration: `900`, `90s`, `15m`, `2h`, `1d` (ferry_format::api::parse_duration_secs).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .map(|n| Duration::from_secs(n * mult))
-        .map_err(|_| format!("{s:?} is not a duration: use seconds (900), or 90s, 15m, 2h"))
+    ferry_format::api::parse_duration_secs(s).map(Duration::from_secs)
 }
 
 #[cfg(test)]
