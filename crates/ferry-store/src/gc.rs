@@ -113,6 +113,16 @@ impl Store {
             }
         }
         report.live_sessions = live.len() as u64;
+        // A record write the appliance died in leaves a temporary file nobody else removes.
+        let root = self.root();
+        for dir in [
+            self.sessions_dir(),
+            root.join("agents"),
+            root.join("jobs"),
+            root.into(),
+        ] {
+            remove_stale_temps(&dir, now)?;
+        }
         for name in tmp_names.iter().filter(|n| !live.contains(*n)) {
             let p = self.tmp_dir().join(name);
             match fs::remove_dir_all(&p) {
@@ -125,13 +135,11 @@ impl Store {
         Ok(oldest)
     }
 
-    /// Whether the session's commit is done: its directory was renamed away and the snapshot
-    /// it recorded is visible (the id alone may be another session's, taken first).
+    /// Whether the session's commit is done: it recorded a snapshot id and its directory was
+    /// renamed away (into `snapshots/`; the snapshot may have been pruned since). The id alone is
+    /// not enough: it is recorded before the rename, which may still fail over to the next id.
     fn is_committed(&self, session: &str, rec: &crate::sessions::SessionRecord) -> bool {
-        rec.committed
-            .as_ref()
-            .is_some_and(|id| self.snapshots_dir().join(id).is_dir())
-            && !self.session_tmp_dir(session).exists()
+        rec.committed.is_some() && !self.session_tmp_dir(session).exists()
     }
 
     fn mark(&self, report: &mut GcReport) -> Result<()> {
@@ -237,6 +245,28 @@ fn is_chunk_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Remove `.tmp-` files of `dir` older than [`GC_MARGIN`]: writes interrupted by a crash (a write
+/// in progress takes milliseconds).
+fn remove_stale_temps(dir: &Path, now: SystemTime) -> Result<()> {
+    let stale = now.checked_sub(GC_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH);
+    for name in list_names(dir)? {
+        let path = dir.join(&name);
+        if !name.starts_with(TMP_PREFIX)
+            || !path.is_file()
+            || !stat(&path)?.is_some_and(|(t, _)| t < stale)
+        {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove", &path)(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// mtime and size, or `None` if the file is gone.

@@ -1,7 +1,8 @@
 //! A commit whose reply was lost (the appliance was killed after the snapshot's rename) is
 //! retried by the agent: it answers with the same snapshot instead of 404/400, and the record
-//! that lets it do so pins nothing in GC and goes after an hour. Found by the host test
-//! kill_appliance (SIGKILL right after the snapshot became visible).
+//! that lets it do so pins nothing in GC and goes after an hour; the temporary file of a record
+//! write the appliance died in is removed by GC. Found by the host test kill_appliance (SIGKILL
+//! right after the snapshot became visible, and during a session record's write).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -96,7 +97,8 @@ fn a_committed_session_pins_nothing_and_its_record_goes_after_an_hour() {
     assert!(!store.session_path(&session).exists());
     assert_eq!(store.snapshot_ids().unwrap().len(), 1);
 
-    // A fresh commit keeps its record through a GC, for the retry.
+    // A fresh commit keeps its record through a GC, for the retry, and pins nothing even once
+    // its snapshot is pruned.
     let (fresh, req) = ready_session(&store, "web02", 3, SystemTime::now());
     let id = store
         .commit(&fresh, &req, &signer, SystemTime::now())
@@ -108,4 +110,35 @@ fn a_committed_session_pins_nothing_and_its_record_goes_after_an_hour() {
             .unwrap(),
         id
     );
+    std::fs::remove_dir_all(store.snapshots_dir().join(&id)).unwrap();
+    assert_eq!(store.gc(SystemTime::now()).unwrap().live_sessions, 0);
+    assert!(store.session_path(&fresh).exists());
+}
+
+#[test]
+fn gc_removes_stale_temporary_files_of_interrupted_record_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = new_store(dir.path());
+    let old = SystemTime::now() - Duration::from_secs(600);
+    let stale = [
+        store.sessions_dir().join(".tmp-0123456789abcdef"),
+        store.root().join(".tmp-0123456789abcdef"),
+    ];
+    for p in &stale {
+        std::fs::write(p, b"{").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    // A write in progress right now stays.
+    let fresh = store.sessions_dir().join(".tmp-fedcba9876543210");
+    std::fs::write(&fresh, b"{").unwrap();
+    store.gc(SystemTime::now()).unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} survived GC", p.display());
+    }
+    assert!(fresh.exists());
 }

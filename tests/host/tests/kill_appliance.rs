@@ -505,7 +505,7 @@ impl Fault {
         let pruned = self.prune(1, 1);
         // gamma's older versions stay garbage; beta's oldest comes back while GC runs.
         self.prune(2, 1);
-        age_chunks(&self.a.data().join("chunks"));
+        age_store(&self.a.data());
         // A backup of a pruned image (its chunks are now garbage) while GC runs.
         let old = pruned.first().expect("prune removed a snapshot").clone();
         fs::copy(&old.image, self.source(old.machine)).unwrap();
@@ -521,7 +521,7 @@ impl Fault {
         assert!(success, "a backup while GC runs failed");
         let v: serde_json::Value = serde_json::from_str(&out).expect("backup --json");
         self.record(old.machine, &old.image, &before, v["snapshot"].as_str());
-        age_chunks(&self.a.data().join("chunks"));
+        age_store(&self.a.data());
         removed += self.gc();
         assert!(
             removed > 0,
@@ -599,14 +599,19 @@ impl Fault {
                 "tmp/{s} outlived its session and a GC"
             );
         }
-        for n in names(&data.join("sessions")) {
-            assert!(n.ends_with(".json") && !n.starts_with('.'), "sessions/{n}");
-        }
-        for n in names(&data) {
-            assert!(
-                !n.starts_with(".tmp-"),
-                "temporary file {n} in the store's root"
-            );
+        // A record write the appliance died in leaves a temporary file; GC removes old ones.
+        for (dir, n) in [
+            ("sessions", names(&data.join("sessions"))),
+            (".", names(&data)),
+        ]
+        .into_iter()
+        .flat_map(|(d, ns)| ns.into_iter().map(move |n| (d, n)))
+        {
+            if n.starts_with(".tmp-") {
+                assert!(!after_gc, "{dir}/{n} outlived a GC");
+            } else if dir == "sessions" {
+                assert!(n.ends_with(".json") && !n.starts_with('.'), "sessions/{n}");
+            }
         }
         let mut chunks = 0;
         for prefix in names(&data.join("chunks")) {
@@ -624,9 +629,20 @@ impl Fault {
             }
         }
         log(format!("store check: {chunks} chunks verify"));
-        if has_verify_command() {
-            ok(self.a.appliance().args(["verify", "--data"]).arg(&data));
-        }
+        // The appliance's own check (exits non-zero on any damage) agrees.
+        let out = ok(self
+            .a
+            .appliance()
+            .args(["verify", "--json", "--restart", "--data"])
+            .arg(&data));
+        log(format!(
+            "appliance verify: {}",
+            out.split_whitespace().collect::<String>()
+        ));
+        assert!(
+            names(&data.join("damaged")).is_empty(),
+            "verify quarantined chunks"
+        );
     }
 }
 
@@ -679,22 +695,21 @@ fn verify_chunk(path: &Path) {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
-/// Whether `appliance verify` exists in this build.
-fn has_verify_command() -> bool {
-    run(Command::new(bin("appliance")).args(["verify", "--help"]))
-        .status
-        .success()
-}
-
-/// Set every file's mtime under `chunks/<prefix>/` an hour back, as if the store were old.
-fn age_chunks(chunks: &Path) {
+/// Set the mtime of every file under `chunks/<prefix>/` and of every temporary file in
+/// `sessions/` and the root an hour back, as if the store were old.
+fn age_store(data: &Path) {
     let old = SystemTime::now() - Duration::from_secs(3600);
-    for prefix in names(chunks) {
-        let dir = chunks.join(&prefix);
+    let chunks = data.join("chunks");
+    let prefixes = names(&chunks).into_iter().map(|p| chunks.join(p));
+    for dir in prefixes.chain([data.join("sessions"), data.to_path_buf()]) {
         if !dir.is_dir() {
             continue;
         }
+        let chunk_dir = dir.parent() == Some(chunks.as_path());
         for n in names(&dir) {
+            if !chunk_dir && !n.starts_with(".tmp-") {
+                continue;
+            }
             fs::File::options()
                 .write(true)
                 .open(dir.join(&n))
