@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use ferry_format::api::{
     BackupSession, BackupStart, CommitReply, CommitRequest, Hello, KnownChunksQuery,
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::auth::Caller;
+use crate::download::file_response;
 use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::error::ApiError;
 use crate::state::{blocking, SharedState};
@@ -34,9 +35,6 @@ fn parse_chunk_id(text: &str) -> ApiResult<ChunkId> {
         .map_err(|e: ferry_format::FormatError| ApiError::bad_request(e.to_string()))
 }
 
-fn octets(bytes: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-}
 
 pub async fn hello(State(st): State<SharedState>, caller: Caller) -> Json<Hello> {
     Json(Hello {
@@ -175,8 +173,9 @@ pub async fn snapshot_index(
     Path((id, disk)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     may_read_snapshot(&st, &caller, &id).await?;
-    Ok(octets(
-        blocking(move || st.store.snapshot_index(&id, &disk)).await?,
+    // Streamed from the file: an index may be 512 MiB (download.rs).
+    Ok(file_response(
+        blocking(move || st.store.open_snapshot_index(&id, &disk)).await?,
     ))
 }
 
@@ -187,7 +186,9 @@ pub async fn get_chunk(
 ) -> ApiResult<Response> {
     let id = parse_chunk_id(&id)?;
     may_read_chunk(&st, &caller, id).await?;
-    Ok(octets(blocking(move || st.store.read_chunk(&id)).await?))
+    Ok(file_response(
+        blocking(move || st.store.open_chunk(&id)).await?,
+    ))
 }
 
 pub async fn not_found() -> ApiError {

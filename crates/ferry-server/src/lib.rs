@@ -19,6 +19,7 @@
 pub mod agents;
 pub mod auth;
 pub mod commands;
+pub mod download;
 pub mod error;
 pub mod handlers;
 pub mod job_commands;

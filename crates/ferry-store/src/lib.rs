@@ -43,6 +43,7 @@ pub mod gc;
 pub mod jobs;
 pub mod keys;
 pub mod prune;
+pub mod reads;
 pub mod sessions;
 pub mod snapshots;
 pub mod tokens;
