@@ -29,12 +29,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use ferry_format::DiskIndex;
 use serde::Serialize;
 
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx::{FileLock, LockMode, TMP_PREFIX};
-use crate::sessions::unique_data_chunks;
+use crate::index_file::scan_index;
 use crate::snapshots::rfc3339;
 use crate::{fsx, Store};
 
@@ -153,21 +152,26 @@ impl Store {
             };
             report.snapshots += 1;
             for disk in &manifest.disks {
-                let bytes = match self.snapshot_index(&id, &disk.name) {
-                    Ok(b) => b,
+                let (file, len) = match self.open_snapshot_index(&id, &disk.name) {
+                    Ok(f) => f,
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
                 };
-                let index = DiskIndex::decode(&bytes)?;
-                for chunk in unique_data_chunks(&index) {
-                    if marked.insert(chunk) && !fsx::touch(&self.chunk_path(&chunk))? {
-                        tracing::warn!(
-                            "snapshot {id} disk {} references missing chunk {chunk}",
-                            disk.name
-                        );
-                        report.missing_chunks += 1;
+                // Streamed: a 512 MiB index is never decoded whole.
+                let path = self.snapshots_dir().join(&id);
+                let what = format!("the index of disk {} of snapshot {id}", disk.name);
+                scan_index(file, len, &path, &what, |ids| {
+                    for chunk in ids {
+                        if marked.insert(*chunk) && !fsx::touch(&self.chunk_path(chunk))? {
+                            tracing::warn!(
+                                "snapshot {id} disk {} references missing chunk {chunk}",
+                                disk.name
+                            );
+                            report.missing_chunks += 1;
+                        }
                     }
-                }
+                    Ok(())
+                })?;
             }
         }
         Ok(())

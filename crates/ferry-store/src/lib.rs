@@ -40,6 +40,7 @@ pub mod config;
 pub mod error;
 pub mod fsx;
 pub mod gc;
+pub mod index_file;
 pub mod jobs;
 pub mod keys;
 pub mod prune;

@@ -4,18 +4,19 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_format::chunk::check_chunk_size;
-use ferry_format::index::{Entry, IndexHeader};
+use ferry_format::index::Entry;
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, DiskIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx;
+use crate::index_file::scan_index;
 use crate::Store;
 
 /// A session without activity for this long is dead.
@@ -240,33 +241,21 @@ impl Store {
         file.seek(SeekFrom::Start(0))
             .map_err(io_err("rewind", &upload.tmp))?;
         let disk = &upload.disk;
-        let mut reader = BufReader::with_capacity(INDEX_READ_BLOCK, file);
-        let mut head = [0u8; IndexHeader::LEN];
-        if upload.written < IndexHeader::LEN as u64 {
-            return Err(StoreError::Format(ferry_format::FormatError::Index(format!(
-                "the index of disk {disk} is {} bytes, shorter than its header",
-                upload.written
-            ))));
-        }
-        reader
-            .read_exact(&mut head)
-            .map_err(io_err("read", &upload.tmp))?;
-        let header = IndexHeader::decode(&head)?;
-        if header.encoded_len() != upload.written {
-            return Err(StoreError::Invalid(format!(
-                "the index of disk {disk} is {} bytes but its header says {} entries ({} bytes)",
-                upload.written,
-                header.count,
-                header.encoded_len()
-            )));
-        }
-        if header.chunk_size != rec.chunk_size {
+        let mut missing = Vec::new();
+        let what = format!("the index of disk {disk}");
+        let scan = scan_index(file, upload.written, &upload.tmp, &what, |ids| {
+            // Touched a block at a time: the shared chunk lock is never held for long.
+            let gone = self.touch_chunks(ids)?;
+            let room = MAX_MISSING_REPORTED - missing.len();
+            missing.extend(gone.into_iter().take(room));
+            Ok(())
+        })?;
+        if scan.header.chunk_size != rec.chunk_size {
             return Err(StoreError::Invalid(format!(
                 "the index of disk {disk} uses chunk size {} but the session was started with {}",
-                header.chunk_size, rec.chunk_size
+                scan.header.chunk_size, rec.chunk_size
             )));
         }
-        let missing = self.touch_index_chunks(&mut reader, header.count, &upload.tmp)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingChunks(missing));
         }
@@ -277,44 +266,6 @@ impl Store {
         upload.done = true;
         Ok(())
     }
-
-    /// Touch the data chunks of `count` entries read from `reader`, a block at a time (the
-    /// shared chunk lock is taken per block, so GC's sweep is never held off for long); return
-    /// the missing ones, at most [`MAX_MISSING_REPORTED`].
-    fn touch_index_chunks(
-        &self,
-        reader: &mut impl Read,
-        count: u64,
-        path: &Path,
-    ) -> Result<Vec<ChunkId>> {
-        let mut missing = Vec::new();
-        let mut block = vec![0u8; INDEX_READ_BLOCK];
-        let mut ids = Vec::with_capacity(INDEX_READ_BLOCK / 32);
-        let mut previous = None;
-        let mut left = count;
-        while left > 0 {
-            let n = left.min((INDEX_READ_BLOCK / 32) as u64) as usize;
-            let buf = &mut block[..n * 32];
-            reader.read_exact(buf).map_err(io_err("read", path))?;
-            ids.clear();
-            for raw in buf.chunks_exact(32) {
-                if let Entry::Data(id) = Entry::from_raw(raw.try_into().unwrap_or([0; 32])) {
-                    // Runs of one id (a repeated block) need one touch.
-                    if previous != Some(id) {
-                        ids.push(id);
-                        previous = Some(id);
-                    }
-                }
-            }
-            for id in self.touch_chunks(&ids)? {
-                if missing.len() < MAX_MISSING_REPORTED {
-                    missing.push(id);
-                }
-            }
-            left -= n as u64;
-        }
-        Ok(missing)
-    }
 }
 
 /// Most bytes an index may have: 512 MiB is 16 M entries (1 TiB at 64 KiB chunks, 64 TiB at
@@ -322,8 +273,6 @@ impl Store {
 pub const MAX_INDEX_BYTES: u64 = 512 << 20;
 /// Most missing chunk ids one 409 answer names; the agent uploads them and tries again.
 pub const MAX_MISSING_REPORTED: usize = 1 << 20;
-/// Bytes of an index read at a time while checking it (32 Ki entries).
-const INDEX_READ_BLOCK: usize = 1 << 20;
 
 /// An index being received into `tmp/<session>/.tmp-…`; removed unless finished.
 #[derive(Debug)]

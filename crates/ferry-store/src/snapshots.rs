@@ -9,15 +9,16 @@ use std::time::SystemTime;
 use ferry_format::api::{CommitRequest, SignedManifest, SnapshotSummary};
 use ferry_format::manifest::MANIFEST_VERSION;
 use ferry_format::names::{check_name, NameKind};
-use ferry_format::{DiskIndex, Manifest};
+use ferry_format::Manifest;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx;
+use crate::index_file::scan_index;
 use crate::keys::ManifestSigner;
-use crate::sessions::{unique_data_chunks, SessionRecord};
+use crate::sessions::{SessionRecord, MAX_MISSING_REPORTED};
 use crate::Store;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -154,35 +155,44 @@ impl Store {
         for disk in &req.disks {
             check_name(NameKind::Disk, &disk.name)?;
             let path = tmp.join(format!("{}.index", disk.name));
-            let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            let file = fs::File::open(&path).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => StoreError::Invalid(format!(
                     "disk {} has no index uploaded in this session: PUT its index, then commit",
                     disk.name
                 )),
                 _ => io_err("read", &path)(e),
             })?;
-            let index = DiskIndex::decode(&bytes)?;
+            let len = file.metadata().map_err(io_err("stat", &path))?.len();
+            // Read a block at a time (an index may be 512 MiB). Its chunks are touched, not only
+            // checked: GC may have collected a chunk this session touched long ago (gc.rs), and
+            // the touch keeps the rest from a GC running during the commit.
+            let mut missing = Vec::new();
+            let what = format!("the index of disk {}", disk.name);
+            let index = scan_index(file, len, &path, &what, |ids| {
+                let room = MAX_MISSING_REPORTED - missing.len();
+                missing.extend(self.touch_chunks(ids)?.into_iter().take(room));
+                Ok(())
+            })?;
             let bad = |why: String| StoreError::Invalid(format!("disk {}: {why}", disk.name));
-            if index.digest() != disk.index_digest {
+            if index.digest != disk.index_digest {
                 return Err(bad(format!(
                     "the uploaded index has digest {} but the commit says {}: upload the index again",
-                    index.digest(),
-                    disk.index_digest
+                    index.digest, disk.index_digest
                 )));
             }
-            if index.disk_size != disk.size {
+            if index.header.disk_size != disk.size {
                 return Err(bad(format!(
                     "the index covers {} bytes but the commit says {}",
-                    index.disk_size, disk.size
+                    index.header.disk_size, disk.size
                 )));
             }
-            if index.chunk_size != rec.chunk_size {
+            if index.header.chunk_size != rec.chunk_size {
                 return Err(bad(format!(
                     "index chunk size {} is not the session's {}",
-                    index.chunk_size, rec.chunk_size
+                    index.header.chunk_size, rec.chunk_size
                 )));
             }
-            let (data, zero, unused) = index.counts();
+            let (data, zero, unused) = (index.data, index.zero, index.unused);
             let c = disk.chunks;
             if (c.data, c.zero, c.unused) != (data, zero, unused) {
                 return Err(bad(format!(
@@ -190,9 +200,6 @@ impl Store {
                     c.data, c.zero, c.unused
                 )));
             }
-            // Touched, not only checked: GC may have collected a chunk this session touched long
-            // ago (gc.rs), and the touch keeps the rest from a GC running during the commit.
-            let missing = self.touch_chunks(&unique_data_chunks(&index))?;
             if !missing.is_empty() {
                 return Err(StoreError::MissingChunks(missing));
             }
