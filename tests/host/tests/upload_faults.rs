@@ -5,8 +5,8 @@
 //!   in about its `--retry-window` (20 s) with exit status 3, naming the cause ("No space left
 //!   on device"); after the space is grown the same backup succeeds and restores
 //!   `cmp`-identical (needs root).
-//! - A restore whose fetches of one chunk keep failing (the stored chunk replaced by a
-//!   directory: every GET is a 500) ends in about its window, naming the chunk and the cause;
+//! - A restore whose fetches of one chunk keep failing (the stored chunk replaced by a symlink
+//!   loop: every GET is a 500) ends in about its window, naming the chunk and the cause;
 //!   the target holds only chunks equal to the snapshot's and not its boot chunk; once the chunk
 //!   is back, a rerun completes it.
 //! - A restore whose appliance is stopped mid-way ends in about its window; a rerun after the
@@ -239,7 +239,8 @@ fn restore_whose_chunk_fetches_keep_failing_ends_in_bounded_time_and_writes_only
     let image = work.path().join("src.img");
     let snap = snapshot_of(&a, &image, 64 * MIB, 21);
 
-    // The last data chunk's stored file becomes a directory: every GET of it is a 500.
+    // The last data chunk's stored file becomes a symlink to itself: opening it fails (ELOOP),
+    // so every GET of it is a 500 while the other chunks arrive.
     let f = fs::File::open(&image).expect("image");
     let mut buf = vec![0u8; MIB as usize];
     let last = (1..64)
@@ -265,7 +266,7 @@ fn restore_whose_chunk_fetches_keep_failing_ends_in_bounded_time_and_writes_only
     );
     let aside = stored.with_extension("aside");
     fs::rename(&stored, &aside).expect("move chunk aside");
-    fs::create_dir(&stored).expect("directory in its place");
+    std::os::unix::fs::symlink(stored.file_name().expect("name"), &stored).expect("symlink loop");
 
     let target = work.path().join("target.img");
     let r = run_bounded(
@@ -280,7 +281,9 @@ fn restore_whose_chunk_fetches_keep_failing_ends_in_bounded_time_and_writes_only
     ));
     assert!(!r.status.success(), "the restore succeeded: {}", r.stdout);
     assert!(
-        r.stderr.contains(&id) && r.stderr.contains("Is a directory"),
+        r.stderr.contains(&id)
+            && r.stderr.contains("gave up after retrying")
+            && r.stderr.contains("Too many levels of symbolic links"),
         "stderr does not name the chunk and the cause:\n{}",
         r.stderr
     );
@@ -295,7 +298,7 @@ fn restore_whose_chunk_fetches_keep_failing_ends_in_bounded_time_and_writes_only
     ));
 
     // The chunk back: a rerun completes the restore.
-    fs::remove_dir(&stored).expect("remove directory");
+    fs::remove_file(&stored).expect("remove symlink");
     fs::rename(&aside, &stored).expect("chunk back");
     a.restore(&snap, &[("src", target.as_path())], &["--overwrite"]);
     cmp(&image, &target);
