@@ -421,6 +421,12 @@ impl Fault {
         let mut child = self.spawn(&mut self.backup_cmd(m, window), &name);
         let running = self.kill_at(&mut child, moment, down);
         let (success, out) = self.finish(child, &name);
+        // Down for at most 1.5 s against a 60 s window: the run must resume, not fail.
+        assert!(
+            success || window == SHORT_WINDOW,
+            "{name}: the agent failed although the appliance was back within its retry window:\n{}",
+            self.output(&name).1
+        );
         let committed;
         if success {
             self.count_success(running);
@@ -475,6 +481,12 @@ impl Fault {
         let mut child = self.spawn(&mut self.restore_cmd(&snap, &dest, window), &name);
         let running = self.kill_at(&mut child, moment, down);
         let (success, mut out) = self.finish(child, &name);
+        // Down for at most 1.5 s against a 60 s window: the run must resume, not fail.
+        assert!(
+            success || window == SHORT_WINDOW,
+            "{name}: the agent failed although the appliance was back within its retry window:\n{}",
+            self.output(&name).1
+        );
         if success {
             self.count_success(running);
         } else {
