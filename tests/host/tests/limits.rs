@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ferry_store::index_file::scan_index;
 
 const MIB: u64 = 1 << 20;
 
@@ -170,6 +171,68 @@ fn six_concurrent_512_mib_index_uploads_keep_the_server_small() {
             .join(format!("d{i}.index"));
         assert_eq!(fs::metadata(&stored).unwrap().len(), len);
     }
+    assert!(peak_kib < 256 << 10, "peak RSS {} MiB", peak_kib >> 10);
+
+    // Commit the six disks (the commit reads each index a block at a time), then download the
+    // six indexes at once (streamed from the files).
+    let file = fs::File::open(&index).unwrap();
+    let scan = scan_index(file, len, &index, "the test index", |_| Ok(())).unwrap();
+    let disks: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("d{i}"), "size": scan.header.disk_size,
+                "logical_sector_size": 512, "source": "/dev/null", "source_format": "raw",
+                "index_digest": scan.digest.to_hex(),
+                "chunks": {"data": scan.data, "zero": scan.zero, "unused": scan.unused},
+            })
+        })
+        .collect();
+    let commit = serde_json::json!({"disks": disks, "agent": "limits-test"}).to_string();
+    let t = Instant::now();
+    let out = ok(&mut curl(
+        &a,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &commit,
+            &format!("{}/api/v1/backups/{session}/commit", a.url()),
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    let snapshot = v["snapshot"].as_str().expect("snapshot id").to_string();
+    let commit_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let downloads: Vec<Child> = (0..6)
+        .map(|i| {
+            curl(
+                &a,
+                &[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    &format!("{}/api/v1/snapshots/{snapshot}/disks/d{i}/index", a.url()),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl")
+        })
+        .collect();
+    for d in downloads {
+        let out = d.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("200 {len}"));
+    }
+    let peak_kib = status_kib(pid, "VmHWM");
+    log(format!(
+        "commit of the 6 disks in {commit_secs:.1}s, 6 concurrent index downloads in {:.1}s: \
+         server peak RSS over uploads, commit and downloads {} MiB",
+        t.elapsed().as_secs_f64(),
+        peak_kib >> 10
+    ));
     assert!(peak_kib < 256 << 10, "peak RSS {} MiB", peak_kib >> 10);
 }
 
