@@ -572,6 +572,8 @@ impl Client {
         )
     }
 
+    /// Report a job's state. It must arrive: it gets a whole retry window of its own even when
+    /// an outage has already ended the job's other requests.
     pub fn set_job_state(
         &self,
         agent_id: &str,
@@ -583,7 +585,10 @@ impl Client {
             what: path.clone(),
             detail: e.to_string(),
         })?;
-        self.call(
+        let mut own = self.with_token("");
+        own.auth = self.auth.clone();
+        own.outage = Arc::default();
+        own.call(
             "PUT",
             &path,
             Some(("application/json", &bytes)),
@@ -709,5 +714,19 @@ mod tests {
                 t.elapsed()
             );
         }
+        // A job's final state still gets a whole window.
+        let t = Instant::now();
+        let state = agent::JobState::Failed {
+            reason: "test".into(),
+        };
+        let e = c
+            .set_job_state("a", "j", &state)
+            .expect_err("nothing listens");
+        assert!(e.gave_up_retrying(), "{e}");
+        assert!(
+            t.elapsed() >= Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 }
