@@ -366,3 +366,67 @@ impl JobsCreate {
         jobs::jobs_create(&self.data, args, self.json)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use ferry_server::limits::ServerLimits;
+
+    use super::{Cli, Cmd};
+
+    const SERVE: [&str; 6] = [
+        "appliance",
+        "serve",
+        "--data",
+        "/d",
+        "--listen",
+        "127.0.0.1:1",
+    ];
+
+    fn serve_limits(flags: &[&str]) -> ServerLimits {
+        match Cli::try_parse_from(SERVE.iter().chain(flags)).unwrap().cmd {
+            Cmd::Serve { limits, .. } => limits.resolve(),
+            _ => unreachable!("parsed serve"),
+        }
+    }
+
+    #[test]
+    fn serve_limits_default_to_the_servers_and_flags_override_them() {
+        assert_eq!(serve_limits(&[]), ServerLimits::default());
+        let l = serve_limits(&[
+            "--max-connections",
+            "9",
+            "--header-timeout",
+            "5s",
+            "--idle-timeout",
+            "1m",
+            "--tls-handshake-timeout",
+            "3",
+            "--max-chunk-uploads",
+            "2",
+            "--max-chunk-downloads",
+            "3",
+            "--max-index-uploads",
+            "1",
+            "--queue-wait",
+            "0",
+        ]);
+        let want = ServerLimits {
+            max_connections: 9,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(3),
+            chunk_puts: 2,
+            chunk_gets: 3,
+            index_uploads: 1,
+            queue_wait: Duration::ZERO,
+            ..ServerLimits::default()
+        };
+        assert_eq!(l, want);
+        for flags in [["--max-connections", "0"], ["--header-timeout", "0"]] {
+            assert!(Cli::try_parse_from(SERVE.iter().chain(&flags)).is_err());
+        }
+    }
+}
