@@ -44,7 +44,11 @@
 //!   channel the restore thread owns, so its end or panic wakes it; the join turns a panic into
 //!   an error. Event posts have their own 5 s window and a capped queue. The agent's job poll
 //!   waits out a dead appliance by design (it also did for a network failure; now for a failing
-//!   appliance too). No change needed beyond that.
+//!   appliance too). The job's final state report keeps a whole window of its own.
+//! - other threads, checked and unchanged: the progress reporter (stopped and joined by
+//!   `Progress::finish` on every path), ferry-init's per-NIC configuration threads (joined,
+//!   each bounded by its DHCP/carrier timeouts, a panic becomes that NIC's failure), ferry-fixup's
+//!   decompressor feeder thread (a tool that exits early ends it with EPIPE).
 //! - not bounded here: a read or write that blocks inside the kernel (a hung source or target
 //!   device); a request attempt that starts just before the window ends may still run for the
 //!   client's per-read timeout (60 s).
