@@ -103,11 +103,6 @@ impl ConnectionGuard {
         }
     }
 
-    /// Connections open now.
-    pub fn open(&self, max: usize) -> usize {
-        max.max(1) - self.permits.available_permits()
-    }
-
     fn log_refusal(&self) {
         // One line per 10 s at most: a flood must not flood the log too.
         let now = std::time::SystemTime::now()
