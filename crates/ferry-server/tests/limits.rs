@@ -335,3 +335,46 @@ fn a_stalled_request_body_is_cut_off_after_the_idle_timeout() {
     assert!(head.starts_with("HTTP/1.1 4"), "{head}");
     assert!(t.elapsed() < Duration::from_secs(6));
 }
+
+#[test]
+fn an_index_declared_larger_than_512_mib_is_refused_before_its_body() {
+    let f = Fixture::new(ServerLimits::default());
+    let mut s = f.connect();
+    f.request(
+        &mut s,
+        "POST",
+        "/backups",
+        br#"{"machine":"big","chunk_size":65536}"#,
+    );
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let session = v["session"].as_str().unwrap().to_string();
+
+    // 600 MiB announced, nothing sent: answered at once, nothing stored.
+    let mut s = f.connect();
+    let head = format!(
+        "PUT /api/v1/backups/{session}/disks/sda/index HTTP/1.1\r\nHost: appliance\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        f.admin,
+        600u64 << 20
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let t = Instant::now();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!f._dir.path().join("tmp").join(&session).exists());
+}
