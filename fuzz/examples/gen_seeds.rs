@@ -77,7 +77,19 @@ fn disk_seeds(tmp: &Path) -> Vec<u8> {
         };
         out(target, name, &sparse_encode(d, 0));
         out("disk_probe", name, &sparse_encode(d, 0));
+        if *name != "ntfs" {
+            out("blank_check", name, &sparse_encode(d, 0));
+        }
     }
+    // A target carrying a job's in-progress marker, and one holding an ISO 9660 volume.
+    let mut marked = vec![0u8; 4 << 20];
+    let marker = ferry_format::marker::RestoreMarker::new("j1", "web01-20261122T010203Z", "sda", "proof");
+    marked[..4096].copy_from_slice(&marker.encode());
+    out("blank_check", "marker", &sparse_encode(&marked, 0));
+    let mut iso = vec![0u8; 4 << 20];
+    iso[32768..32774].copy_from_slice(b"\x01CD001");
+    iso[32808..32819].copy_from_slice(b"FERRY_RESCU");
+    out("blank_check", "iso9660", &sparse_encode(&iso, 0));
     let gpt = build_gpt(4096, &[(1, 2048, 2559), (2, 2560, 4000)]);
     out("gpt", "gpt-built", &sparse_encode(&gpt, 0));
     // The same GPT at 4096-byte sectors: what a 4Kn disk image holds.
