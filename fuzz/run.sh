@@ -21,6 +21,8 @@ sanitizer=${FUZZ_SANITIZER:-none}
 logs=${FUZZ_LOG_DIR:-$(pwd)/target/logs}
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+# Our own target dir (another toolchain and flags), whatever the caller exports.
+unset CARGO_TARGET_DIR
 mkdir -p target "$logs"
 
 die() {
