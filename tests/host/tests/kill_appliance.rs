@@ -68,6 +68,8 @@ struct Stats {
     rerun: u32,
     /// Commits that became visible although the agent reported failure.
     commits_of_failed_runs: u32,
+    /// Commits the agent sent again after the appliance died, answered with one snapshot.
+    commits_retried: u32,
     bytes_uploaded: u64,
     bytes_fetched: u64,
     /// Restores re-run onto a partial target that found chunks already there.
@@ -128,7 +130,7 @@ fn appliance_killed_during_backups_and_restores_loses_nothing() {
     log(format!(
         "kill_appliance summary (seed {seed}): {n} backup + {n} restore rounds, {} kills ({} mid-run), \
          {} runs rode out the restart, {} were done before the kill, {} re-run after failing ({} restores re-run onto their partial \
-         target found chunks there), {} commits from runs that reported failure, {} snapshots, \
+         target found chunks there), {} commits from runs that reported failure, {} commits retried, {} snapshots, \
          {} MiB uploaded, {} MiB fetched, gc removed {gc_removed} chunks, {:.0} s",
         s.kills,
         s.kills_mid_run,
@@ -137,6 +139,7 @@ fn appliance_killed_during_backups_and_restores_loses_nothing() {
         s.rerun,
         s.reruns_that_resumed,
         s.commits_of_failed_runs,
+        s.commits_retried,
         f.snaps.len(),
         s.bytes_uploaded >> 20,
         s.bytes_fetched >> 20,
@@ -391,23 +394,36 @@ impl Fault {
     }
 
     /// Pick the window, the kill point and the downtime of a round.
-    fn plan(&mut self, expected: Duration, backup: bool) -> (&'static str, Moment, Duration) {
+    /// The first backup rounds cover the commit for certain: a kill just before it, one right
+    /// after its rename (the reply lost, the agent retries), and that again with an agent that
+    /// gives up (its re-run makes a second snapshot). The rest is drawn at random.
+    fn plan(
+        &mut self,
+        expected: Duration,
+        backup: Option<usize>,
+    ) -> (&'static str, Moment, Duration) {
+        let down = Duration::from_millis(below(&mut self.rng, 1500));
+        match backup {
+            Some(0) => {
+                let after = Duration::from_millis(below(&mut self.rng, 40));
+                return (LONG_WINDOW, Moment::IndexUploaded(after), down);
+            }
+            Some(1) => return (LONG_WINDOW, Moment::SnapshotVisible, down),
+            Some(2) => return (SHORT_WINDOW, Moment::SnapshotVisible, LONG_DOWN),
+            _ => {}
+        }
         let fail = below(&mut self.rng, 4) == 0;
         let spread = |rng: &mut Rng| {
             // Up to 1.25x the expected run time: some kills hit a finished run.
             let ms = expected.as_millis() as u64 * 5 / 4;
             Duration::from_millis(below(rng, ms + 1))
         };
-        let moment = match (backup, below(&mut self.rng, 6)) {
+        let moment = match (backup.is_some(), below(&mut self.rng, 6)) {
             (true, 0) => Moment::IndexUploaded(Duration::from_millis(below(&mut self.rng, 40))),
             (true, 1) => Moment::SnapshotVisible,
             _ => Moment::After(spread(&mut self.rng)),
         };
-        let down = if fail {
-            LONG_DOWN
-        } else {
-            Duration::from_millis(below(&mut self.rng, 1500))
-        };
+        let down = if fail { LONG_DOWN } else { down };
         (if fail { SHORT_WINDOW } else { LONG_WINDOW }, moment, down)
     }
 
@@ -416,7 +432,7 @@ impl Fault {
         self.change(m);
         let image = self.freeze(m);
         let before = self.snapshot_ids();
-        let (window, moment, down) = self.plan(self.expected_backup, true);
+        let (window, moment, down) = self.plan(self.expected_backup, Some(r));
         let name = format!("backup-{r}");
         let mut child = self.spawn(&mut self.backup_cmd(m, window), &name);
         let running = self.kill_at(&mut child, moment, down);
@@ -430,6 +446,10 @@ impl Fault {
         let committed;
         if success {
             self.count_success(running);
+            let retried = self.output(&name).1.lines().any(|l| {
+                l.contains("/commit") && (l.contains("retrying") || l.contains("succeeded after"))
+            });
+            self.stats.commits_retried += u32::from(retried);
             let v: serde_json::Value = serde_json::from_str(&out).expect("backup --json");
             self.stats.bytes_uploaded += v["bytes_uploaded"].as_u64().unwrap_or(0);
             committed = self.record(m, &image, &before, v["snapshot"].as_str());
@@ -476,7 +496,7 @@ impl Fault {
             let _ = fs::remove_file(&dest);
             "fresh"
         };
-        let (window, moment, down) = self.plan(self.expected_restore, false);
+        let (window, moment, down) = self.plan(self.expected_restore, None);
         let name = format!("restore-{r}");
         let mut child = self.spawn(&mut self.restore_cmd(&snap, &dest, window), &name);
         let running = self.kill_at(&mut child, moment, down);
