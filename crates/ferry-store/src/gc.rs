@@ -257,10 +257,10 @@ fn remove_stale_temps(dir: &Path, now: SystemTime) -> Result<()> {
     let stale = now.checked_sub(GC_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH);
     for name in list_names(dir)? {
         let path = dir.join(&name);
-        if !name.starts_with(TMP_PREFIX)
-            || !path.is_file()
-            || !stat(&path)?.is_some_and(|(t, _)| t < stale)
-        {
+        let stale_temp = name.starts_with(TMP_PREFIX)
+            && path.is_file()
+            && stat(&path)?.is_some_and(|(t, _)| t < stale);
+        if !stale_temp {
             continue;
         }
         match fs::remove_file(&path) {
