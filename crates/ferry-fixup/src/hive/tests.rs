@@ -216,6 +216,25 @@ fn inserts_into_ri_indexed_lists() {
     }
 }
 
+/// Found by the `hive` fuzz target: a parent whose stored subkey count disagrees with its list
+/// (here 0xFFFFFFFF) must not lose its subkeys when one is added (the count wrapped to 0).
+#[test]
+fn a_hostile_subkey_count_does_not_hide_the_subkeys() {
+    let mut raw = testdata("BCD");
+    let root = Hive::from_bytes(raw.clone()).unwrap().root();
+    let count_at = BASE_BLOCK_LEN + root.0 as usize + 4 + 0x14;
+    for stored in [u32::MAX, 1, 1000] {
+        raw[count_at..count_at + 4].copy_from_slice(&stored.to_le_bytes());
+        let mut h = Hive::from_bytes(raw.clone()).unwrap();
+        let before = h.subkeys(h.root()).unwrap().len();
+        h.create_path("ControlSet001\\Services\\viostor").unwrap();
+        let h2 = Hive::from_bytes(h.to_bytes()).unwrap();
+        assert_eq!(h2.subkeys(h2.root()).unwrap().len(), before + 1, "stored count {stored}");
+        assert!(h2.open("ControlSet001\\Services\\viostor").unwrap().is_some());
+        assert_eq!(h2.nk(h2.root()).unwrap().n_sub as usize, before + 1);
+    }
+}
+
 #[test]
 fn corrupt_hives_name_the_offset() {
     let raw = testdata("BCD");

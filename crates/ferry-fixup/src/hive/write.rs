@@ -202,7 +202,11 @@ impl Hive {
     fn insert_subkey(&mut self, parent: KeyId, child: KeyId, name: &str) -> Result<(), HiveError> {
         let pnk = self.nk(parent)?;
         let want = upcase_units(name);
+        // The new count is what the list holds, never the stored count plus one: a hostile
+        // count (0xFFFFFFFF) would wrap to 0 and hide every subkey of the parent.
+        let count;
         if pnk.n_sub == 0 || pnk.sub_list == NO_CELL {
+            count = 1;
             let kind = if self.minor >= 5 {
                 ListKind::Lh
             } else {
@@ -213,6 +217,8 @@ impl Hive {
             self.put_u32(pnk.pos + 0x1C, off);
         } else {
             let leaves = self.leaves(pnk.sub_list)?;
+            // At most u16::MAX lists of u16::MAX entries: fits in a u32.
+            count = leaves.iter().map(|l| l.2.len() as u32).sum::<u32>() + 1;
             let is_ri = leaves.first().is_some_and(|l| l.0 != pnk.sub_list);
             let mut pick = leaves.len().saturating_sub(1);
             for (i, (_, _, entries)) in leaves.iter().enumerate() {
@@ -246,7 +252,7 @@ impl Hive {
                 self.put_u32(ri.start + 4 + 4 * pick, new_leaf);
             }
         }
-        self.put_u32(pnk.pos + 0x14, pnk.n_sub.wrapping_add(1));
+        self.put_u32(pnk.pos + 0x14, count);
         let max = self.u32_at(pnk.pos + 0x34)?;
         let len = (want.len() * 2) as u32;
         if len > max & 0xFFFF {
