@@ -173,9 +173,10 @@ fn ntfs_label(view: &View, boot: &[u8]) -> Result<Option<String>, ProbeError> {
         n @ 0..=0x80 => u64::from(n),
         n => 1u64.checked_shl(256 - u32::from(n)).unwrap_or(0), // 2^(256-n) for large clusters
     };
-    let cluster = bps * spc;
+    // Saturating: 2^(256-n) clusters reach 2^63 sectors; the checks below refuse the result.
+    let cluster = bps.saturating_mul(spc);
     let record_size = match boot[0x40] as i8 {
-        n @ 1.. => cluster * n as u64,
+        n @ 1.. => cluster.saturating_mul(n as u64),
         n => 1u64.checked_shl(u32::from(n.unsigned_abs())).unwrap_or(0),
     };
     if !(512..=65536).contains(&record_size) {

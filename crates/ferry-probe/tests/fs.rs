@@ -257,3 +257,31 @@ fn zeros_and_noise_are_unknown() {
         assert_eq!(l.content.unwrap().kind, ContentKind::Unknown, "{len}");
     }
 }
+
+/// Found by the `disk_probe` fuzz target: an NTFS boot sector whose sectors-per-cluster byte
+/// means 2^63 (0xC1) overflowed `bytes per sector * sectors per cluster`. Such a volume is
+/// NTFS without a label, and the used map falls back to "all used", never a panic.
+#[test]
+fn ntfs_with_an_absurd_cluster_size_is_not_a_panic() {
+    for spc in [0x81u8, 0xC1, 0xF4, 0xFF] {
+        let mut data = vec![0u8; 1 << 20];
+        data[3..11].copy_from_slice(b"NTFS    ");
+        data[0x0b..0x0d].copy_from_slice(&512u16.to_le_bytes());
+        data[0x0d] = spc;
+        data[0x28..0x30].copy_from_slice(&2048u64.to_le_bytes());
+        data[0x30..0x38].copy_from_slice(&4u64.to_le_bytes());
+        data[0x40] = 1;
+        data[510] = 0x55;
+        data[511] = 0xaa;
+        let disk = common::MemDisk {
+            data,
+            sector_size: 512,
+        };
+        let l = probe(&disk).unwrap();
+        let c = l.content.clone().unwrap();
+        assert_eq!(c.kind, ContentKind::Ntfs, "spc byte {spc:#x}");
+        assert_eq!(c.label, None);
+        let used = ferry_probe::used_map(&disk, &l).unwrap();
+        assert_eq!(used.used_bytes(), 1 << 20, "spc byte {spc:#x}: read whole");
+    }
+}

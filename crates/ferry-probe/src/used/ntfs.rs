@@ -85,7 +85,8 @@ fn volume(b: &[u8], view_len: u64) -> Result<Volume, Skip> {
         n @ 0..=0x80 => u64::from(n),
         n => 1u64.checked_shl(256 - u32::from(n)).unwrap_or(0),
     };
-    let cluster = bps * spc;
+    // Saturating: 2^(256-n) sectors per cluster reach 2^63; refused just below.
+    let cluster = bps.saturating_mul(spc);
     if !cluster.is_power_of_two() || cluster > 2 << 20 {
         return why(format!("cluster size {cluster}"));
     }
