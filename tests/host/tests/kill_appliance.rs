@@ -2,7 +2,7 @@
 //! restores and restarted on the same store and port. Afterwards every committed snapshot
 //! restores `cmp`-identical to the image it was taken from, every stored chunk verifies, no
 //! snapshot is half-visible, no temporary file is left where docs/store.md does not allow one,
-//! and GC (once while a backup runs) keeps every chunk a snapshot needs.
+//! and GC (once while a backup runs, once killed part-way) keeps every chunk a snapshot needs.
 //!
 //! The kill points come from a seeded RNG; the seed is printed. `FERRY_KILL_SEED=N` replays a
 //! run's choices (the timing of the processes differs from run to run), `FERRY_KILL_ROUNDS=N`
@@ -321,6 +321,13 @@ impl Fault {
         })
     }
 
+    fn session_files(&self) -> usize {
+        names(&self.a.data().join("sessions"))
+            .iter()
+            .filter(|n| n.ends_with(".json"))
+            .count()
+    }
+
     fn snapshot_dirs(&self) -> usize {
         fs::read_dir(self.a.data().join("snapshots"))
             .map(|d| d.count())
@@ -542,18 +549,37 @@ impl Fault {
         let old = pruned.first().expect("prune removed a snapshot").clone();
         fs::copy(&old.image, self.source(old.machine)).unwrap();
         let before = self.snapshot_ids();
-        let child = self.spawn(&mut self.backup_cmd(old.machine, LONG_WINDOW), "backup-gc");
-        let delay = below(
-            &mut self.rng,
-            self.expected_backup.as_millis() as u64 / 2 + 1,
+        let sessions = self.session_files();
+        let mut child = self.spawn(
+            self.backup_cmd(old.machine, LONG_WINDOW)
+                .args(["--parallel", "1"]),
+            "backup-gc",
         );
-        std::thread::sleep(Duration::from_millis(delay));
+        // GC starts as soon as the backup's session is open; the backup still has the whole
+        // image to read, query and upload.
+        let t = Instant::now();
+        while self.session_files() == sessions && child.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < AGENT_LIMIT, "backup-gc opened no session");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut removed = self.gc();
+        let overlapped = child.try_wait().unwrap().is_none();
+        log(format!(
+            "gc while a backup ran: still running after gc: {overlapped}"
+        ));
         let (success, out) = self.finish(child, "backup-gc");
         assert!(success, "a backup while GC runs failed");
         let v: serde_json::Value = serde_json::from_str(&out).expect("backup --json");
         self.record(old.machine, &old.image, &before, v["snapshot"].as_str());
         age_store(&self.a.data());
+        // A GC killed part-way (its lock dies with it) leaves nothing the next one trips on.
+        let mut gc = self.spawn(
+            self.a.appliance().args(["gc", "--data"]).arg(self.a.data()),
+            "gc-killed",
+        );
+        std::thread::sleep(Duration::from_millis(below(&mut self.rng, 100)));
+        let _ = gc.kill();
+        let _ = gc.wait();
         removed += self.gc();
         assert!(
             removed > 0,
