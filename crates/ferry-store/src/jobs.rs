@@ -8,9 +8,7 @@
 //! the agent writes anything.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -222,7 +220,7 @@ impl Store {
                 serde_json::to_writer(&mut buf, e).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 buf.push(b'\n');
             }
-            return self.append_bytes(&path, &buf);
+            return fsx::append_durable(&path, &buf);
         } else if full {
             return Ok(());
         }
@@ -247,24 +245,9 @@ impl Store {
             serde_json::to_writer(&mut buf, &note).map_err(|e| StoreError::Invalid(e.to_string()))?;
             buf.push(b'\n');
         }
-        self.append_bytes(&path, &buf)
+        fsx::append_durable(&path, &buf)
     }
 
-    fn append_bytes(&self, path: &std::path::Path, buf: &[u8]) -> Result<()> {
-        let created = !path.exists();
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err("open", path))?;
-        f.write_all(buf).map_err(io_err("append to", path))?;
-        f.sync_data().map_err(io_err("fsync", path))?;
-        if created {
-            fsx::fsync_dir(&self.jobs_dir())?;
-        }
-        Ok(())
-    }
 
     /// The job `agent` is to run now, if any: its oldest pending or running job (bound to it, or
     /// created for it or one of its MACs). Only an approved agent is given a job; a running job
