@@ -45,6 +45,28 @@ fn open_with_len(path: &Path, missing: impl FnOnce() -> StoreError) -> Result<(F
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => return Err(io_err("open", path)(e)),
     };
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
-    Ok((file, len))
+    let meta = file.metadata().map_err(io_err("stat", path))?;
+    if !meta.is_file() {
+        // A directory opens fine and fails only at the first read, mid-body: say so up front.
+        return Err(io_err("read", path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file: the store is damaged here; run `appliance verify`",
+        )));
+    }
+    Ok((file, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_where_a_file_belongs_is_an_error_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open_with_len(dir.path(), || StoreError::NotFound("x".into())).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(open_with_len(&f, || StoreError::NotFound("x".into())).unwrap().1, 3);
+    }
 }
