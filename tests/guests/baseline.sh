@@ -40,13 +40,9 @@ SUITE_START=$(date +%s.%N)
 say() { printf '== %s\n' "$*"; }
 # shellcheck source=../lib/vm.sh
 source "$HERE/../lib/vm.sh"
+# shellcheck source=../lib/runner.sh
+source "$HERE/../lib/runner.sh"
 export QEMU_MEM=1024
-
-abort_build() {
-    echo "FAIL build: $*"
-    echo "0 passed, 1 failed"
-    exit 1
-}
 
 say "guests: bash tests/guests/build-debian.sh (cached after the first run)"
 t=$(now)
@@ -164,55 +160,13 @@ test_uefi-fallback() {
     expect_marker debian12-uefi ferry-deb12-uefi
 }
 
-# --- the runner: up to $JOBS tests at a time, each in its own subshell and directory ----------
 ALL_TESTS=(bios-sata uefi-fallback bios-virtio uefi-no-fallback)
-passed=() failed=()
-declare -A PIDS=() STARTS=()
-
-run_one() {
-    NAME=$1
-    T=$WORK/t-$NAME
-    rm -rf "$T" && mkdir -p "$T"
-    trap 'stop_qemu' EXIT
-    "test_$NAME"
-}
-finish() { # NAME RC
-    local name=$1 rc=$2 secs
-    secs=$(elapsed "${STARTS[$name]}")
-    say "$name ($secs s)"
-    sed 's/^/   /' "$WORK/t-$name.out"
-    if ((rc == 0)); then
-        echo "ok:   $name ($secs s)"
-        passed+=("$name")
-    else
-        echo "FAIL: $name ($secs s)"
-        failed+=("$name")
-    fi
-}
-reap() {
-    local done_pid= rc=0
-    wait -n -p done_pid "${!PIDS[@]}" || rc=$?
-    [[ -n $done_pid ]] || return 0
-    local name=${PIDS[$done_pid]}
-    unset "PIDS[$done_pid]"
-    finish "$name" "$rc"
-}
 cleanup() {
     local f
     for f in "$WORK"/t-*/qemu.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
 }
 trap cleanup EXIT
-
-selected=()
-for n in "${ALL_TESTS[@]}"; do [[ $n =~ $FILTER ]] && selected+=("$n"); done
-say "${#selected[@]} tests, $JOBS at a time, boot timeout ${BOOT_TIMEOUT}s: ${selected[*]}"
-for n in "${selected[@]}"; do
-    while ((${#PIDS[@]} >= JOBS)); do reap; done
-    STARTS[$n]=$(now)
-    (run_one "$n") >"$WORK/t-$n.out" 2>&1 &
-    PIDS[$!]=$n
-done
-while ((${#PIDS[@]} > 0)); do reap; done
+run_tests "${ALL_TESTS[@]}"
 
 # The cache must be as it was.
 say "cache-untouched"
@@ -228,7 +182,4 @@ fi
 echo
 say "measurements"
 sed 's/^/   /' "$WORK/metrics.txt"
-echo "suite time: $(elapsed "$SUITE_START") s; work dir $WORK"
-((${#failed[@]} == 0)) || echo "failed: ${failed[*]}"
-echo "${#passed[@]} passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+report_results

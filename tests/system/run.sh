@@ -51,14 +51,10 @@ say() { printf '== %s\n' "$*"; }
 source "$ROOT/tests/lib/vm.sh"
 # shellcheck source=../lib/appliance.sh
 source "$ROOT/tests/lib/appliance.sh"
+# shellcheck source=../lib/runner.sh
+source "$ROOT/tests/lib/runner.sh"
 
 # --- build (once per run) ---------------------------------------------------------------------
-abort_build() {
-    echo "FAIL build: $*"
-    echo "0 passed, 1 failed"
-    exit 1
-}
-
 if [[ -z "${FERRY_SYS_SKIP_BUILD:-}" ]]; then
     rm -rf "$WORK"
 else # keep only the image
@@ -436,59 +432,11 @@ echo "source disk $WORK/src.img (64 MiB, GPT + random data): snapshot $(cat "$WO
 ALL_TESTS=(unattended-restore impostor unreachable enroll-bios-cd enroll-uefi-cd enroll-bios-disk enroll-pxe static-ip
     bad-ca bad-token no-nic missing-disk small-disk)
 
-# --- the runner: up to $JOBS tests at a time, each in its own subshell and directory ----------
 : >"$WORK/metrics.txt"
-passed=() failed=()
-declare -A PIDS=() STARTS=()
-
-run_one() { # NAME
-    NAME=$1
-    T=$WORK/t-$NAME
-    rm -rf "$T" && mkdir -p "$T"
-    trap 'stop_qemu' EXIT
-    "test_$NAME"
-}
-
-finish() { # NAME RC
-    local name=$1 rc=$2 secs
-    secs=$(elapsed "${STARTS[$name]}")
-    say "$name ($secs s)"
-    sed 's/^/   /' "$WORK/t-$name.out"
-    if ((rc == 0)); then
-        echo "ok:   $name ($secs s)"
-        passed+=("$name")
-    else
-        echo "FAIL: $name ($secs s)"
-        failed+=("$name")
-    fi
-}
-
-# Waits for any running test and reports it.
-reap() {
-    local done_pid= rc=0
-    wait -n -p done_pid "${!PIDS[@]}" || rc=$?
-    [[ -n $done_pid ]] || return 0
-    local name=${PIDS[$done_pid]}
-    unset "PIDS[$done_pid]"
-    finish "$name" "$rc"
-}
-
-selected=()
-for n in "${ALL_TESTS[@]}"; do [[ $n =~ $FILTER ]] && selected+=("$n"); done
-say "${#selected[@]} tests, $JOBS at a time, boot timeout ${BOOT_TIMEOUT}s: ${selected[*]}"
-for n in "${selected[@]}"; do
-    while ((${#PIDS[@]} >= JOBS)); do reap; done
-    STARTS[$n]=$(now)
-    (run_one "$n") >"$WORK/t-$n.out" 2>&1 &
-    PIDS[$!]=$n
-done
-while ((${#PIDS[@]} > 0)); do reap; done
+run_tests "${ALL_TESTS[@]}"
 
 echo
 say "measurements"
 echo "$SIZES"
 sort "$WORK/metrics.txt" | sed 's/^/   /'
-echo "suite time: $(elapsed "$SUITE_START") s; work dir $WORK"
-((${#failed[@]} == 0)) || echo "failed: ${failed[*]}"
-echo "${#passed[@]} passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+report_results
