@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ferry_format::units::human_bytes;
 
 use crate::catalog::Catalog;
 use crate::cpio::Archive;
@@ -213,11 +214,7 @@ fn step_iso(
     let iso_path = opts.out.join(ISO_NAME);
     iso::make(&stage, &iso_path, epoch)?;
     let size = std::fs::metadata(&iso_path)?.len();
-    eprintln!(
-        "iso: {} ({:.1} MiB)",
-        iso_path.display(),
-        size as f64 / (1024.0 * 1024.0)
-    );
+    eprintln!("iso: {} ({})", iso_path.display(), human_bytes(size));
     Ok(())
 }
 
@@ -264,10 +261,10 @@ pub fn summary(m: &Manifest) -> String {
     let mut s = String::new();
     for a in &m.artifacts {
         s.push_str(&format!(
-            "{:<18} {:>11} bytes ({:>6.1} MiB)  sha256 {}\n",
+            "{:<18} {:>11} bytes ({:>10})  sha256 {}\n",
             a.path,
             a.size,
-            a.size as f64 / 1048576.0,
+            human_bytes(a.size),
             a.sha256
         ));
     }

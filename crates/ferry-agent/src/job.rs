@@ -8,13 +8,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientError};
-use ferry_engine::progress::{human, Progress};
+use ferry_engine::progress::Progress;
 use ferry_engine::restore::{self, JobMark, RestoreOptions, RestorePlan, RestoreSummary};
 use ferry_format::agent::{
     resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget,
     Phase, MAX_EVENT_BATCH,
 };
 use ferry_format::marker::RestoreMarker;
+use ferry_format::units::human_bytes;
 
 use crate::console::{now_rfc3339, Console};
 use crate::{AgentConfig, AgentError, Outcome, Session};
@@ -156,9 +157,9 @@ pub(crate) fn run_job(
             let msg = format!(
                 "job {} succeeded: {} written, {} already in place, {} fetched in {:.1}s",
                 job.id,
-                human(sum.bytes_written),
-                human(sum.bytes_skipped),
-                human(sum.bytes_fetched),
+                human_bytes(sum.bytes_written),
+                human_bytes(sum.bytes_skipped),
+                human_bytes(sum.bytes_fetched),
                 sum.seconds
             );
             let total = sum.disks.iter().map(|d| d.size).sum();
@@ -438,9 +439,9 @@ fn apply(
                 "restore {}: {:.1}% {} of {} at {}/s, ETA {}s",
                 current_disk(&sizes, b.done),
                 b.done as f64 * 100.0 / b.total.max(1) as f64,
-                human(b.done),
-                human(b.total),
-                human(b.rate),
+                human_bytes(b.done),
+                human_bytes(b.total),
+                human_bytes(b.rate),
                 b.eta
             );
             events.emit(out, Level::Info, Phase::Restore, msg, Some(b));

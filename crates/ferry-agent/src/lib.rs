@@ -198,7 +198,7 @@ fn enroll(
 }
 
 fn show_inventory(out: &mut Console, inv: &Inventory) {
-    use ferry_engine::progress::human;
+    use ferry_format::units::human_bytes;
     out.line(&format!(
         "machine: {:?} firmware, {} CPUs{}, {} memory",
         inv.firmware,
@@ -208,13 +208,13 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
             .as_deref()
             .map(|m| format!(" ({m})"))
             .unwrap_or_default(),
-        human(inv.memory_bytes)
+        human_bytes(inv.memory_bytes)
     ));
     for d in &inv.disks {
         out.line(&format!(
             "disk /dev/{}: {}, sectors {}/{}{}{}{}",
             d.name,
-            human(d.size),
+            human_bytes(d.size),
             d.logical_sector_size,
             d.physical_sector_size,
             d.model

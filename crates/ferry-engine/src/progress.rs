@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_format::units::human_bytes;
+
 #[derive(Default)]
 pub struct Progress {
     pub total: AtomicU64,
@@ -95,9 +97,9 @@ impl Progress {
         };
         format!(
             "{label}: {pct:5.1}% {} of {} at {}/s, {:.0}s elapsed, ETA {:.0}s",
-            human(done),
-            human(total),
-            human(rate as u64),
+            human_bytes(done),
+            human_bytes(total),
+            human_bytes(rate as u64),
             secs,
             eta
         )
@@ -108,21 +110,5 @@ impl Progress {
         if let Some(h) = handle {
             let _ = h.join();
         }
-    }
-}
-
-/// Bytes in binary units with one decimal: `1.5 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

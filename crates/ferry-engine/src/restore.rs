@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_client::Client;
+use ferry_format::units::human_bytes;
 use ferry_format::{ChunkId, DiskIndex, Entry, Manifest};
 use serde::Serialize;
 
@@ -28,7 +29,7 @@ use ferry_layout::{GrowLv, LayoutPlan, Mapping, Patch, Policy, SourceDisk, Targe
 
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
-use crate::progress::{human, Progress};
+use crate::progress::Progress;
 use crate::target::{self, Target, TargetCheck, TargetKind};
 use crate::{io_err, EngineError};
 
@@ -90,14 +91,18 @@ impl fmt::Display for RestorePlan {
             let t = &d.target;
             let what = match (t.exists, t.kind) {
                 (false, _) => "new image file".to_string(),
-                (true, TargetKind::BlockDevice) => format!("block device of {}", human(t.size)),
-                (true, TargetKind::File { .. }) => format!("existing file of {}", human(t.size)),
+                (true, TargetKind::BlockDevice) => {
+                    format!("block device of {}", human_bytes(t.size))
+                }
+                (true, TargetKind::File { .. }) => {
+                    format!("existing file of {}", human_bytes(t.size))
+                }
             };
             writeln!(
                 f,
                 "  disk {} ({}, {} chunks: {data} data, {zero} zero, {unused} unused) -> {} ({what}{})",
                 d.disk,
-                human(d.size),
+                human_bytes(d.size),
                 d.index.entries.len(),
                 t.path.display(),
                 match (&t.holds, t.resumes) {

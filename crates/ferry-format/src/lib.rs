@@ -8,6 +8,7 @@
 //! - [`api`]: request and response bodies of the HTTPS API.
 //! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
 //! - [`marker`]: the in-progress marker an unattended restore writes on its targets.
+//! - [`units`]: byte counts as people read them (`1.5 GiB`), one formatter for every crate.
 //!
 //! docs/format.md and docs/protocol.md describe the same formats for a second implementation.
 
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod marker;
 pub mod names;
 pub mod signing;
+pub mod units;
 
 pub use chunk::{ChunkId, DEFAULT_CHUNK_SIZE};
 pub use index::{DiskIndex, Entry};

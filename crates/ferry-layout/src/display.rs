@@ -3,24 +3,9 @@
 use std::fmt;
 
 use ferry_format::layout::ContentKind;
+use ferry_format::units::human_bytes;
 
 use crate::plan::{Action, Adaptation, DiskMapping, FsGrow, GrowTarget, LayoutPlan};
-
-/// "30 GiB", "1.5 GiB", "512 MiB", "4 KiB", "17 bytes".
-pub(crate) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let (mut v, mut unit) = (bytes as f64 / 1024.0, 0);
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    let text = format!("{v:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
-}
 
 impl fmt::Display for LayoutPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -38,10 +23,10 @@ impl fmt::Display for DiskMapping {
             f,
             "  {} ({}, {}) -> {} ({}{}{})",
             self.disk,
-            human(self.source_size),
+            human_bytes(self.source_size),
             self.table,
             self.target,
-            human(self.target_size),
+            human_bytes(self.target_size),
             if self.source_sector_size != self.target_sector_size {
                 format!(
                     ", {}-byte sectors instead of {}",
@@ -127,8 +112,8 @@ fn steps(f: &mut fmt::Formatter<'_>, a: &Adaptation) -> fmt::Result {
             "    - grow PV {} of {} from {} to {} ({} to {} extents; metadata seqno {})",
             pv.pv_uuid,
             pv.vg,
-            human(pv.old_size),
-            human(pv.new_size),
+            human_bytes(pv.old_size),
+            human_bytes(pv.new_size),
             pv.old_pe_count,
             pv.new_pe_count,
             pv.seqno
@@ -174,17 +159,6 @@ fn fs_step(fs: &FsGrow) -> String {
     format!(
         "grow {}{uuid} on {on} to {} ({tool})",
         fs.fs,
-        human(fs.new_size)
+        human_bytes(fs.new_size)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_sizes() {
-        assert_eq!(super::human(17), "17 bytes");
-        assert_eq!(super::human(30 << 30), "30 GiB");
-        assert_eq!(super::human(3 << 29), "1.5 GiB");
-        assert_eq!(super::human(512 << 20), "512 MiB");
-    }
 }

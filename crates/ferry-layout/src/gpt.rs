@@ -9,8 +9,8 @@
 //! units). The backup header sits in the disk's last sector with its entry array just before.
 
 use ferry_format::layout::{Gpt, GptPartition, ProtectiveMbrKind};
+use ferry_format::units::human_bytes;
 
-use crate::display::human;
 use crate::patch::PatchSet;
 use crate::plan::{growable, Geometry, GptChange, Grown, PartitionGrow, Refusal, TableOutcome};
 use crate::MIB;
@@ -247,7 +247,7 @@ fn convert(lba: u64, from: u64, to: u64, what: &str) -> Result<u64, Refusal> {
     if byte % to != 0 {
         return Err(Refusal::SectorSize(format!(
             "{what} byte {byte}, which is not a multiple of {to}; only layouts whose partitions are aligned to {} can be converted",
-            human(to)
+            human_bytes(to)
         )));
     }
     Ok(byte / to)

@@ -7,8 +7,8 @@
 //! the end of the next logical partition), as fdisk and sfdisk write them.
 
 use ferry_format::layout::{Mbr, MbrPartition, MbrPartitionKind};
+use ferry_format::units::human_bytes;
 
-use crate::display::human;
 use crate::patch::PatchSet;
 use crate::plan::{growable, Geometry, Grown, PartitionGrow, Refusal, TableOutcome};
 use crate::MIB;
@@ -40,7 +40,7 @@ pub(crate) fn adapt(m: &Mbr, geo: &Geometry) -> Result<TableOutcome, Refusal> {
             what: "the last MBR partition".into(),
             reason: format!(
                 "an MBR addresses at most 2^32 sectors ({} with {ss}-byte sectors) and the target has {sectors}; restore without grow (the space past the old end stays unallocated)",
-                human(MAX_SECTORS * ss)
+                human_bytes(MAX_SECTORS * ss)
             ),
         });
     }

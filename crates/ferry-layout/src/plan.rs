@@ -2,9 +2,9 @@
 
 use ferry_format::layout::{Content, ContentKind, DiskLayout, LvmUuid, PartitionTable};
 use ferry_format::manifest::DiskManifest;
+use ferry_format::units::human_bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::display::human;
 use crate::patch::{Patch, PatchSet};
 use crate::{gpt, lvm, mbr};
 
@@ -221,7 +221,7 @@ pub enum GrowTarget {
 /// Why no plan could be made. Nothing has been written; each message names the thing and a fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("refusing to restore disk {disk} onto {target}: the target has {have} bytes ({}), the disk needs at least {needed} bytes ({}){hint}", human(*have), human(*needed))]
+    #[error("refusing to restore disk {disk} onto {target}: the target has {have} bytes ({}), the disk needs at least {needed} bytes ({}){hint}", human_bytes(*have), human_bytes(*needed))]
     TargetTooSmall {
         disk: String,
         target: String,
@@ -466,7 +466,7 @@ fn known_targets(targets: &[TargetDisk]) -> String {
     }
     targets
         .iter()
-        .map(|t| format!("{} {}", t.path, human(t.size)))
+        .map(|t| format!("{} {}", t.path, human_bytes(t.size)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -513,7 +513,7 @@ fn by_size(disks: &[SourceDisk], targets: &[TargetDisk]) -> Result<Vec<(usize, u
                 reason: format!(
                     "no unused target holds {} bytes ({}); targets: {}",
                     disk.size,
-                    human(disk.size),
+                    human_bytes(disk.size),
                     known_targets(targets)
                 ),
             });
@@ -528,7 +528,7 @@ fn by_size(disks: &[SourceDisk], targets: &[TargetDisk]) -> Result<Vec<(usize, u
                 reason: format!(
                     "{} fit it equally well ({} each)",
                     tied.join(" and "),
-                    human(targets[best].size)
+                    human_bytes(targets[best].size)
                 ),
             });
         }
@@ -600,7 +600,7 @@ fn plan_disk(
         mapping.action = Action::Adapt(Box::new(Adaptation {
             notes: vec![format!(
                 "no layout was recorded: restored as is; the {} past the old end stay unused (a GPT keeps its backup header at the old end: `sgdisk -e` moves it)",
-                human(target.size - disk.size)
+                human_bytes(target.size - disk.size)
             )],
             ..Adaptation::default()
         }));
@@ -730,19 +730,19 @@ fn table_summary(l: &DiskLayout) -> String {
 fn fit_hint(disk: &SourceDisk, have: u64) -> String {
     let end = disk.layout.as_ref().and_then(data_end);
     let used = if disk.used_bytes > 0 {
-        format!(" (about {} of it in use)", human(disk.used_bytes))
+        format!(" (about {} of it in use)", human_bytes(disk.used_bytes))
     } else {
         String::new()
     };
     match end {
         Some(end) if end <= have => format!(
             "; its partitions end at byte {end} ({}){used} and would fit, but shrinking a disk is not supported yet: use a target of at least {} bytes, or a file-level restore once it exists",
-            human(end),
+            human_bytes(end),
             disk.size
         ),
         Some(end) => format!(
             "; its partitions end at byte {end} ({}){used}, past the end of the target: use a target of at least {} bytes",
-            human(end),
+            human_bytes(end),
             disk.size
         ),
         None => format!("{used}: use a target of at least {} bytes", disk.size),

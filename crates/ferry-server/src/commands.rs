@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
+use ferry_format::units::human_bytes;
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
 use ferry_store::prune::{per_writer_counts, PrunePlan, PrunePolicy};
 use ferry_store::snapshots::rfc3339;
@@ -186,25 +187,10 @@ pub fn write_snapshot_table(out: &mut impl Write, list: &[SnapshotSummary]) -> s
             s.machine,
             s.created,
             s.disks.join(","),
-            human_size(s.size)
+            human_bytes(s.size)
         )?;
     }
     Ok(())
-}
-
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// What `appliance prune` was given.
@@ -307,12 +293,12 @@ pub fn gc(data: &Path, json: bool) -> Result<()> {
     println!(
         "Kept:    {} chunks, {}",
         report.kept_chunks,
-        human_size(report.kept_bytes)
+        human_bytes(report.kept_bytes)
     );
     println!(
         "Removed: {} chunks, {}",
         report.removed_chunks,
-        human_size(report.removed_bytes)
+        human_bytes(report.removed_bytes)
     );
     if report.dead_sessions_removed > 0 {
         println!(

@@ -10,11 +10,10 @@ use anyhow::{Context, Result};
 use ferry_format::agent::{
     AgentInfo, Event, JobFor, JobOptions, JobRecord, JobState, Mapping, Then,
 };
+use ferry_format::units::human_bytes;
 use ferry_store::jobs::NewJob;
 use ferry_store::Store;
 use serde::Serialize;
-
-use crate::commands::human_size;
 
 /// `appliance jobs show --json`: the record and its event log.
 #[derive(Serialize)]
@@ -104,7 +103,7 @@ pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::R
                 format!(
                     "{} {}{}",
                     d.name,
-                    human_size(d.size),
+                    human_bytes(d.size),
                     if d.protected.is_some() {
                         " protected"
                     } else if d.blank {
@@ -242,10 +241,10 @@ pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
     if p.bytes_total > 0 {
         println!(
             "progress  {} of {} ({}), {}/s, ETA {}s",
-            human_size(p.bytes_done),
-            human_size(p.bytes_total),
+            human_bytes(p.bytes_done),
+            human_bytes(p.bytes_total),
             percent(&job),
-            human_size(p.rate),
+            human_bytes(p.rate),
             p.eta
         );
     }

@@ -18,6 +18,7 @@ use ferry_format::agent::{
 };
 use ferry_format::marker::proof_hash;
 use ferry_format::names::{check_name, NameKind};
+use ferry_format::units::human_bytes;
 use ferry_format::{ChunkId, DiskIndex, Entry};
 
 use crate::error::{io_err, Result, StoreError};
@@ -234,8 +235,8 @@ impl Store {
                 level: Level::Warn,
                 phase: events.last().map_or(ferry_format::agent::Phase::Restore, |e| e.phase),
                 message: format!(
-                    "the event log of job {id} reached {} MiB: from now on only errors and the job's end are kept",
-                    MAX_EVENT_LOG >> 20
+                    "the event log of job {id} reached {}: from now on only errors and the job's end are kept",
+                    human_bytes(MAX_EVENT_LOG)
                 ),
                 bytes_done: None,
                 bytes_total: None,
