@@ -18,6 +18,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::Path;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use anyhow::{bail, Context, Result};
 
 use crate::cpio::{self, Archive, Entry, Kind};
@@ -229,7 +231,7 @@ pub fn check_ca(pem: &str) -> Result<()> {
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         bail!("read CA: not a PEM file with a CERTIFICATE block");
     }
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .context("read CA: malformed PEM")?;
     if certs.is_empty() {
@@ -357,6 +359,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CERTIFICATE"));
+        // A CERTIFICATE block whose body is not base64 is refused, not skipped.
+        let bad = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(format!("{:#}", check_ca(bad).unwrap_err()).contains("malformed PEM"));
         assert!(
             check_ca("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err()
         );

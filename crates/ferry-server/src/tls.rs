@@ -2,16 +2,17 @@
 //! rustls server configuration (TLS 1.2/1.3, ALPN `h2` and `http/1.1`).
 
 use std::fs;
-use std::io::BufReader;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
 use ferry_store::keys::{SERVER_CERT, SERVER_KEY};
 use ferry_store::Store;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
 /// Names every server certificate carries: loopback and QEMU's alias for the host.
@@ -95,12 +96,14 @@ pub fn server_config(store: &Store) -> Result<Arc<rustls::ServerConfig>> {
     let key_path = store.keys_dir().join(SERVER_KEY);
     let cert_pem = fs::read(&cert_path).with_context(|| format!("read {}", cert_path.display()))?;
     let key_pem = fs::read(&key_path).with_context(|| format!("read {}", key_path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(&cert_pem[..]))
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parse {}", cert_path.display()))?;
-    let key = rustls_pemfile::private_key(&mut BufReader::new(&key_pem[..]))
-        .with_context(|| format!("parse {}", key_path.display()))?
-        .ok_or_else(|| anyhow!("{} holds no private key", key_path.display()))?;
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => bail!("{} holds no private key", key_path.display()),
+        Err(e) => return Err(e).with_context(|| format!("parse {}", key_path.display())),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
