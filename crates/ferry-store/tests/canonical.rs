@@ -2,29 +2,15 @@
 //! damaged stored chunk, and `verify` finds, quarantines and reports damage, resumably.
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use ferry_format::api::CommitRequest;
 use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::{ChunkId, DiskIndex};
 use ferry_store::chunks::PutOutcome;
-use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
+use ferry_store::keys::ManifestSigner;
 use ferry_store::verify::{Start, VerifyOptions, VERIFY_STATE};
-use ferry_store::{config, Store, StoreError};
-
-const CS: u32 = 64 << 10;
-
-fn new_store(dir: &Path) -> (Store, ManifestSigner) {
-    config::create_layout(dir).unwrap();
-    let pk8 = generate_signing_key().unwrap();
-    write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config(dir, "test-appliance").unwrap();
-    let store = Store::open(dir).unwrap();
-    let signer = store.load_signer().unwrap();
-    (store, signer)
-}
+use ferry_store::{Store, StoreError};
+use ferry_test_support::store::{commit_request, new_store, CS};
 
 /// A 64 KiB chunk of compressible, seed-dependent text and its frame as backup-agent makes it.
 fn chunk(seed: u32) -> (ChunkId, Vec<u8>, Vec<u8>) {
@@ -59,21 +45,7 @@ fn snapshot(store: &Store, signer: &ManifestSigner, machine: &str, ids: &[ChunkI
     for (i, id) in ids.iter().enumerate() {
         index.entries[i] = Entry::Data(*id);
     }
-    let (data, zero, unused) = index.counts();
-    let req = CommitRequest {
-        disks: vec![DiskManifest {
-            name: "sda".into(),
-            size: index.disk_size,
-            logical_sector_size: 512,
-            source: "/dev/sda".into(),
-            source_format: "raw".into(),
-            index_digest: index.digest(),
-            chunks: ChunkCounts { data, zero, unused },
-            layout: None,
-        }],
-        os: None,
-        agent: "test".into(),
-    };
+    let req = commit_request(&index, "raw");
     store
         .put_index(&session, "sda", &index.encode(), now)
         .unwrap();

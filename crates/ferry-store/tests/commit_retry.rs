@@ -4,57 +4,26 @@
 //! write the appliance died in is removed by GC. Found by the host test kill_appliance (SIGKILL
 //! right after the snapshot became visible, and during a session record's write).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::api::CommitRequest;
 use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
-use ferry_format::{ChunkId, DiskIndex};
+use ferry_format::DiskIndex;
 use ferry_store::gc::COMMITTED_SESSION_KEEP;
-use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
-use ferry_store::{config, Store};
-
-const CS: u32 = 64 << 10;
-
-fn new_store(dir: &Path) -> (Store, ManifestSigner) {
-    config::create_layout(dir).unwrap();
-    let pk8 = generate_signing_key().unwrap();
-    write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config(dir, "test-appliance").unwrap();
-    let store = Store::open(dir).unwrap();
-    let signer = store.load_signer().unwrap();
-    (store, signer)
-}
+use ferry_store::Store;
+use ferry_test_support::store::{chunk, commit_request, new_store, CS};
 
 /// A session of machine `m` that uploaded one disk of one chunk filled with `seed`.
 fn ready_session(store: &Store, m: &str, seed: u8, now: SystemTime) -> (String, CommitRequest) {
-    let plain = vec![seed; CS as usize];
-    let id = ChunkId::of(&plain);
-    store
-        .put_chunk(&id, &zstd::bulk::compress(&plain, 1).unwrap())
-        .unwrap();
+    let (id, frame) = chunk(seed);
+    store.put_chunk(&id, &frame).unwrap();
     let mut index = DiskIndex::new_zero(2 * CS as u64, CS).unwrap();
     index.entries[0] = Entry::Data(id);
     let session = store.start_session(m, CS, now).unwrap();
     store
         .put_index(&session, "sda", &index.encode(), now)
         .unwrap();
-    let (data, zero, unused) = index.counts();
-    let req = CommitRequest {
-        disks: vec![DiskManifest {
-            name: "sda".into(),
-            size: index.disk_size,
-            logical_sector_size: 512,
-            source: "/dev/sda".into(),
-            source_format: "raw".into(),
-            index_digest: index.digest(),
-            chunks: ChunkCounts { data, zero, unused },
-            layout: None,
-        }],
-        os: None,
-        agent: "test".into(),
-    };
+    let req = commit_request(&index, "raw");
     (session, req)
 }
 

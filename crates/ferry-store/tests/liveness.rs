@@ -2,79 +2,20 @@
 //! lately survives), index uploads streamed through a file, and the modes of what the store
 //! creates.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use ferry_format::api::CommitRequest;
-use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
-use ferry_format::{ChunkId, DiskIndex};
-use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
+use ferry_format::DiskIndex;
 use ferry_store::sessions::{SessionRecord, MAX_INDEX_BYTES, SESSION_PIN_WINDOW};
-use ferry_store::{config, Store, StoreError};
+use ferry_store::{Store, StoreError};
+use ferry_test_support::store::{ago, chunk, disk, new_store, set_mtime, CS};
 
-const CS: u32 = 64 << 10;
 const DAY: u64 = 86_400;
-
-fn new_store(dir: &Path) -> (Store, ManifestSigner) {
-    config::create_layout(dir).unwrap();
-    let pk8 = generate_signing_key().unwrap();
-    write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config(dir, "test-appliance").unwrap();
-    let store = Store::open(dir).unwrap();
-    let signer = store.load_signer().unwrap();
-    (store, signer)
-}
-
-fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
-    let plain = vec![seed; CS as usize];
-    (
-        ChunkId::of(&plain),
-        zstd::bulk::compress(&plain, 1).unwrap(),
-    )
-}
-
-fn ago(secs: u64) -> SystemTime {
-    SystemTime::now() - Duration::from_secs(secs)
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
-}
 
 fn mtime(path: &Path) -> SystemTime {
     fs::metadata(path).unwrap().modified().unwrap()
-}
-
-/// One disk holding `ids` then a zero chunk: encoded index and its commit request.
-fn disk(ids: &[ChunkId]) -> (Vec<u8>, CommitRequest) {
-    let mut index = DiskIndex::new_zero(CS as u64 * (ids.len() as u64 + 1), CS).unwrap();
-    for (i, id) in ids.iter().enumerate() {
-        index.entries[i] = Entry::Data(*id);
-    }
-    let (data, zero, unused) = index.counts();
-    let req = CommitRequest {
-        disks: vec![DiskManifest {
-            name: "sda".into(),
-            size: index.disk_size,
-            logical_sector_size: 512,
-            source: "/dev/sda".into(),
-            source_format: "raw".into(),
-            index_digest: index.digest(),
-            chunks: ChunkCounts { data, zero, unused },
-            layout: None,
-        }],
-        os: None,
-        agent: "test".into(),
-    };
-    (index.encode(), req)
 }
 
 #[test]

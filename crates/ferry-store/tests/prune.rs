@@ -1,30 +1,16 @@
 //! Prune against a real store: retention per writing credential, snapshots of live jobs kept,
 //! and a job created between plan and execution stops the execution (nothing removed).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::agent::{JobFor, JobOptions, Then};
-use ferry_format::api::CommitRequest;
 use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
-use ferry_format::{ChunkId, DiskIndex};
+use ferry_format::DiskIndex;
 use ferry_store::jobs::NewJob;
-use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
+use ferry_store::keys::ManifestSigner;
 use ferry_store::prune::{KeepReason, PrunePolicy};
-use ferry_store::{config, Store, StoreError};
-
-const CS: u32 = 64 << 10;
-
-fn new_store(dir: &Path) -> (Store, ManifestSigner) {
-    config::create_layout(dir).unwrap();
-    let pk8 = generate_signing_key().unwrap();
-    write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config(dir, "test-appliance").unwrap();
-    let store = Store::open(dir).unwrap();
-    let signer = store.load_signer().unwrap();
-    (store, signer)
-}
+use ferry_store::{Store, StoreError};
+use ferry_test_support::store::{chunk, commit_request, new_store, CS};
 
 /// A one-chunk backup of `machine` by token `writer` (None: a session from before tokens had
 /// ids), committed `secs_ago` seconds ago.
@@ -36,31 +22,11 @@ fn backup(
     secs_ago: u64,
 ) -> String {
     let now = SystemTime::now() - Duration::from_secs(secs_ago);
-    let plain = vec![seed; CS as usize];
-    let id = ChunkId::of(&plain);
-    store
-        .put_chunk(&id, &zstd::bulk::compress(&plain, 1).unwrap())
-        .unwrap();
+    let (id, frame) = chunk(seed);
+    store.put_chunk(&id, &frame).unwrap();
     let mut index = DiskIndex::new_zero(CS as u64, CS).unwrap();
     index.entries[0] = Entry::Data(id);
-    let req = CommitRequest {
-        disks: vec![DiskManifest {
-            name: "sda".into(),
-            size: index.disk_size,
-            logical_sector_size: 512,
-            source: "/dev/sda".into(),
-            source_format: "raw".into(),
-            index_digest: index.digest(),
-            chunks: ChunkCounts {
-                data: 1,
-                zero: 0,
-                unused: 0,
-            },
-            layout: None,
-        }],
-        os: None,
-        agent: "test".into(),
-    };
+    let req = commit_request(&index, "raw");
     let session = store.start_session_for("m01", CS, writer, now).unwrap();
     store
         .put_index(&session, "sda", &index.encode(), now)

@@ -1,0 +1,121 @@
+//! A client of the appliance's HTTPS API for tests against an in-process server on 127.0.0.1:
+//! it pins the store's CA as the agents do and returns every status instead of failing on 4xx/5xx.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_format::signing::TrustBundle;
+use serde::de::DeserializeOwned;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// A client of `https://127.0.0.1:PORT/api/v1` trusting only `trust`'s CAs; a request that
+    /// takes longer than `timeout` fails (long polls need more than the default of a test).
+    pub fn new(trust: &TrustBundle, addr: SocketAddr, timeout: Duration) -> Client {
+        let roots = trust
+            .ca_certs
+            .iter()
+            .map(|c| Certificate::from_der(c).to_owned())
+            .collect();
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(roots)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Client {
+            agent,
+            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
+        }
+    }
+
+    /// (status, body) of a request with `token` as bearer; `body` None sends none. Errs only
+    /// when no answer came (TLS, connection, timeout).
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ureq::Error> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let mut res = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call()?,
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call()?,
+            ("POST", b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send(b.unwrap_or_default())?,
+            ("PUT", b) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(b.unwrap_or_default())?,
+            _ => unreachable!("method {method}"),
+        };
+        let status = res.status().as_u16();
+        let bytes = res.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+        Ok((status, bytes))
+    }
+
+    /// [`Client::try_call`] that panics when no answer came.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> (u16, Vec<u8>) {
+        self.try_call(method, path, token, body).unwrap()
+    }
+
+    /// The body of a request that must answer `want`.
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+        want: u16,
+    ) -> Vec<u8> {
+        let (status, bytes) = self.call(method, path, token, body);
+        assert_eq!(
+            status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes
+    }
+
+    /// [`Client::ok`] as text.
+    pub fn want(&self, method: &str, path: &str, token: &str, body: &[u8], want: u16) -> String {
+        String::from_utf8_lossy(&self.ok(method, path, token, Some(body), want)).into_owned()
+    }
+
+    /// The JSON body of a request that must answer 200.
+    pub fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> T {
+        serde_json::from_slice(&self.ok(method, path, token, body, 200)).unwrap()
+    }
+}

@@ -1,0 +1,80 @@
+//! A store on a temporary directory and the chunks, indexes and commits tests put into it.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use ferry_format::api::CommitRequest;
+use ferry_format::index::Entry;
+use ferry_format::manifest::{ChunkCounts, DiskManifest};
+use ferry_format::{ChunkId, DiskIndex};
+use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
+use ferry_store::{config, Store};
+
+/// The chunk size of every test store: 64 KiB, the smallest the format allows, keeps tests fast.
+pub const CS: u32 = 64 << 10;
+
+/// A store laid out in `dir` as `appliance init` does, with a fresh signing key.
+pub fn new_store(dir: &Path) -> (Store, ManifestSigner) {
+    config::create_layout(dir).unwrap();
+    let pk8 = generate_signing_key().unwrap();
+    write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
+    config::write_config(dir, "test-appliance").unwrap();
+    let store = Store::open(dir).unwrap();
+    let signer = store.load_signer().unwrap();
+    (store, signer)
+}
+
+/// A chunk of `CS` bytes all equal to `seed`: its id and its frame (zstd level 1).
+pub fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
+    let plain = vec![seed; CS as usize];
+    (
+        ChunkId::of(&plain),
+        zstd::bulk::compress(&plain, 1).unwrap(),
+    )
+}
+
+/// The commit request of one disk `sda` read from `/dev/sda` as `source_format`, indexed by
+/// `index` (chunk counts taken from it).
+pub fn commit_request(index: &DiskIndex, source_format: &str) -> CommitRequest {
+    let (data, zero, unused) = index.counts();
+    CommitRequest {
+        disks: vec![DiskManifest {
+            name: "sda".into(),
+            size: index.disk_size,
+            logical_sector_size: 512,
+            source: "/dev/sda".into(),
+            source_format: source_format.into(),
+            index_digest: index.digest(),
+            chunks: ChunkCounts { data, zero, unused },
+            layout: None,
+        }],
+        os: None,
+        agent: "test".into(),
+    }
+}
+
+/// One raw disk holding `ids`, then a zero chunk: encoded index and its commit request.
+pub fn disk(ids: &[ChunkId]) -> (Vec<u8>, CommitRequest) {
+    let mut index = DiskIndex::new_zero(CS as u64 * (ids.len() as u64 + 1), CS).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        index.entries[i] = Entry::Data(*id);
+    }
+    let req = commit_request(&index, "raw");
+    (index.encode(), req)
+}
+
+/// `secs` seconds before now.
+pub fn ago(secs: u64) -> SystemTime {
+    SystemTime::now() - Duration::from_secs(secs)
+}
+
+/// Sets `path`'s modification time (GC and session expiry go by it).
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}

@@ -1,0 +1,70 @@
+//! The real disk tools in host tests (sfdisk, mkfs, lvm, blkid…) and the sparse image files they
+//! work on.
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// True when `tool` is on PATH (tests that need it are skipped otherwise, saying so).
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    found
+}
+
+/// Run a command; panics with its output when it fails. Returns stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    run_stdin(cmd, args, None)
+}
+
+/// [`run`] with `stdin` written to the command's input.
+pub fn run_stdin(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = output(cmd, args, stdin);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run a command and return its output whatever its exit status (LVM's warnings about
+/// inherited file descriptors silenced).
+pub fn output(cmd: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// A sparse image file of `size` bytes.
+pub fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+    path
+}
+
+/// Copy `src` into `dst` at byte `offset`.
+pub fn write_into(dst: &Path, offset: u64, src: &Path) {
+    let data = std::fs::read(src).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(dst).unwrap();
+    f.write_all_at(&data, offset).unwrap();
+}
