@@ -8,20 +8,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_format::layout::{MbrPartitionKind, PartitionTable};
+use ferry_sys::blk::{self, BlkpgOp};
 use serde::Serialize;
 
 use crate::{io_err, EngineError};
-
-const BLKRRPART: libc::c_ulong = 0x125F; // _IO(0x12, 95)
-const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12, 105)
-const BLKPG_ADD_PARTITION: libc::c_int = 1;
-const BLKPG_DEL_PARTITION: libc::c_int = 2;
-const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 
 /// How long to wait for devtmpfs to show the partition nodes.
 const NODE_WAIT: Duration = Duration::from_secs(3);
@@ -54,14 +48,12 @@ pub struct Reread {
 pub fn reread_partitions(disk: &Path) -> Result<Reread, EngineError> {
     let sys = sysfs_dir(disk)?;
     let file = File::open(disk).map_err(io_err(disk, "open", 0))?;
-    // SAFETY: BLKRRPART takes no argument.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART as _) };
+    let r = blk::reread_partitions(&file);
     let mut out = Reread {
         method: "BLKRRPART".into(),
         ..Reread::default()
     };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = r {
         match e.raw_os_error() {
             Some(libc::EBUSY) => {
                 out.method = "BLKPG".into();
@@ -236,7 +228,7 @@ fn blkpg_update(file: &File, disk: &Path, sys: &Path) -> Vec<String> {
     };
     let mut problems = Vec::new();
     let mut call = |op, number: u32, start: u64, len: u64, what: &str| {
-        if let Err(e) = blkpg(file, op, number, start, len) {
+        if let Err(e) = blk::blkpg(file, op, number, start, len) {
             problems.push(format!("{what} partition {number}: {e}"));
         }
     };
@@ -247,71 +239,23 @@ fn blkpg_update(file: &File, disk: &Path, sys: &Path) -> Vec<String> {
         match want.iter().find(|w| w.0 == h.number) {
             Some(&(_, start, len)) if start == h.start && len == h.size => {}
             Some(&(n, start, len)) if start == h.start => {
-                call(BLKPG_RESIZE_PARTITION, n, start, len, "resize")
+                call(BlkpgOp::Resize, n, start, len, "resize")
             }
-            _ => call(BLKPG_DEL_PARTITION, h.number, 0, 0, "remove"),
+            _ => call(BlkpgOp::Delete, h.number, 0, 0, "remove"),
         }
     }
     let have = list(sys).unwrap_or_default();
     for &(n, start, len) in &want {
         if !have.iter().any(|h| h.number == n) {
-            call(BLKPG_ADD_PARTITION, n, start, len, "add");
+            call(BlkpgOp::Add, n, start, len, "add");
         }
     }
     problems
 }
 
-/// `struct blkpg_partition` (linux/blkpg.h); start and length in bytes.
-#[repr(C)]
-struct BlkpgPartition {
-    start: i64,
-    length: i64,
-    pno: libc::c_int,
-    devname: [u8; 64],
-    volname: [u8; 64],
-}
-
-/// `struct blkpg_ioctl_arg`.
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-fn blkpg(file: &File, op: libc::c_int, number: u32, start: u64, len: u64) -> std::io::Result<()> {
-    let mut part = BlkpgPartition {
-        start: start as i64,
-        length: len as i64,
-        pno: number as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let arg = BlkpgIoctlArg {
-        op,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: &mut part as *mut BlkpgPartition as *mut libc::c_void,
-    };
-    // SAFETY: the kernel reads `arg` and the partition it points to; both outlive the call.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKPG as _, &arg as *const BlkpgIoctlArg) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_struct_sizes() {
-        assert_eq!(std::mem::size_of::<BlkpgPartition>(), 152);
-        assert_eq!(std::mem::size_of::<BlkpgIoctlArg>(), 24);
-    }
 
     #[test]
     fn files_and_missing_paths_are_refused() {

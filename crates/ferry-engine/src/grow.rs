@@ -11,16 +11,20 @@
 //! already active is refused rather than touched. The LV is deactivated afterwards. Without
 //! device-mapper or LVM tools the outcome says what to run after the first boot.
 
-use std::ffi::CString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_format::layout::ContentKind;
 use ferry_layout::{Action, DiskMapping, FsGrow, GrowTarget};
+use ferry_sys::loopdev::{LoopDevice, LoopError};
+use ferry_sys::tool::{self, last_line, Tool, ToolError};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::loopdev::LoopDevice;
+const E2FSCK: Tool = Tool::new("e2fsck", "e2fsprogs");
+const RESIZE2FS: Tool = Tool::new("resize2fs", "e2fsprogs");
+const XFS_GROWFS: Tool = Tool::new("xfs_growfs", "xfsprogs");
+const LVM: Tool = Tool::new("lvm", "lvm2");
 
 /// What happened to one filesystem.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,22 +44,12 @@ pub enum GrowError {
     Unsupported(&'static str),
     #[error("the plan names no grown range for {0}")]
     NoRange(String),
-    #[error("cannot run {tool}: {source}")]
-    Spawn {
-        tool: String,
-        source: std::io::Error,
-    },
-    #[error("{tool} {args} failed ({status}): {stderr}")]
-    Tool {
-        tool: String,
-        args: String,
-        status: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("{0}")]
     Device(String),
     #[error(transparent)]
-    Engine(#[from] crate::EngineError),
+    Loop(#[from] LoopError),
 }
 
 /// Grow the filesystem `mapping.grow_fs` names on `target`, if any.
@@ -182,8 +176,8 @@ fn grow_fs(dev: &Path, fs: &FsGrow) -> Result<String, GrowError> {
     match fs.fs {
         ContentKind::Ext2 | ContentKind::Ext3 | ContentKind::Ext4 => {
             // resize2fs insists on a freshly checked filesystem; -p only fixes what is safe.
-            run_ok("e2fsck", &["-f", "-p", &d], &[0, 1])?;
-            let out = run("resize2fs", &[&d])?;
+            E2FSCK.run_ok(&["-f", "-p", &d], &[0, 1])?;
+            let out = RESIZE2FS.run(&[&d])?;
             Ok(last_line(&out))
         }
         ContentKind::Xfs => grow_xfs(dev),
@@ -197,7 +191,7 @@ fn grow_xfs(dev: &Path) -> Result<String, GrowError> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| GrowError::Device(format!("create {}: {e}", dir.display())))?;
     let result = mount_xfs(dev, &dir).and_then(|()| {
-        let out = run("xfs_growfs", &[&dir.to_string_lossy()]);
+        let out = XFS_GROWFS.run(&[&dir.to_string_lossy()]);
         let umounted = umount(&dir);
         let out = out?;
         umounted?;
@@ -207,43 +201,25 @@ fn grow_xfs(dev: &Path) -> Result<String, GrowError> {
     result
 }
 
-fn cstr(p: &Path) -> Result<CString, GrowError> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| GrowError::Device(format!("{} contains a NUL byte", p.display())))
-}
-
 fn mount_xfs(dev: &Path, dir: &Path) -> Result<(), GrowError> {
-    let (src, dst) = (cstr(dev)?, cstr(dir)?);
-    let fstype = c"xfs";
-    // SAFETY: valid NUL-terminated strings that outlive the call; no data argument.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(GrowError::Device(format!(
-            "mount {} (xfs) on {}: {e}",
+    mount(Some(dev), dir, Some("xfs"), MsFlags::empty(), None::<&str>).map_err(|e| {
+        GrowError::Device(format!(
+            "mount {} (xfs) on {}: {}",
             dev.display(),
-            dir.display()
-        )));
-    }
-    Ok(())
+            dir.display(),
+            std::io::Error::from(e)
+        ))
+    })
 }
 
 fn umount(dir: &Path) -> Result<(), GrowError> {
-    let d = cstr(dir)?;
-    // SAFETY: a valid NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(d.as_ptr(), 0) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(GrowError::Device(format!("umount {}: {e}", dir.display())));
-    }
-    Ok(())
+    umount2(dir, MntFlags::empty()).map_err(|e| {
+        GrowError::Device(format!(
+            "umount {}: {}",
+            dir.display(),
+            std::io::Error::from(e)
+        ))
+    })
 }
 
 /// The device-mapper name of an LV: dashes in either name doubled, joined by one dash.
@@ -262,14 +238,14 @@ fn grow_in_lv(
     fs: &FsGrow,
 ) -> Result<String, GrowError> {
     if !device_mapper_available() {
-        modprobe("dm_mod");
+        tool::modprobe("dm_mod");
         if !device_mapper_available() {
             return Err(GrowError::Unavailable(
                 "device-mapper, which this kernel does not offer".into(),
             ));
         }
     }
-    if find_tool("lvm").is_none() {
+    if LVM.find().is_none() {
         return Err(GrowError::Unavailable(
             "the lvm tool, not installed here".into(),
         ));
@@ -285,17 +261,14 @@ fn grow_in_lv(
     let pv = RegionDevice::open(target, offset, len)?;
     let pv_path = pv.path().to_string_lossy().into_owned();
     let vg_lv = format!("{vg}/{lv}");
-    run(
-        "lvm",
-        &[
+    LVM.run(&[
             "lvchange",
             "-ay",
             "--ignoremonitoring",
             "--devices",
             &pv_path,
             &vg_lv,
-        ],
-    )?;
+        ])?;
     // Without udev, LVM makes the node itself; with udev it may lag a little.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !mapper.exists() && Instant::now() < deadline {
@@ -316,7 +289,7 @@ fn grow_in_lv(
         ))),
         Err(e) => Err(e),
     };
-    let deactivated = run("lvm", &["lvchange", "-an", "--devices", &pv_path, &vg_lv]);
+    let deactivated = LVM.run(&["lvchange", "-an", "--devices", &pv_path, &vg_lv]);
     drop(pv);
     let detail = result?;
     deactivated?;
@@ -347,59 +320,6 @@ fn device_mapper_available() -> bool {
     std::fs::read_to_string("/proc/misc")
         .map(|s| s.lines().any(|l| l.trim().ends_with(" device-mapper")))
         .unwrap_or(false)
-}
-
-/// Best effort: load a module (the rescue image loads drivers by modalias only, and neither
-/// dm_mod nor loop has hardware to match).
-pub(crate) fn modprobe(module: &str) {
-    if find_tool("modprobe").is_some() {
-        let _ = run("modprobe", &[module]);
-    }
-}
-
-/// Directories searched for tools besides $PATH: PID 1 of the rescue image starts with no PATH
-/// at all, and a shell's PATH may lack the sbin directories.
-const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(TOOL_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn run(tool: &str, args: &[&str]) -> Result<String, GrowError> {
-    run_ok(tool, args, &[0])
-}
-
-fn run_ok(tool: &str, args: &[&str], ok: &[i32]) -> Result<String, GrowError> {
-    let program = find_tool(tool).unwrap_or_else(|| PathBuf::from(tool));
-    let out = Command::new(&program)
-        .args(args)
-        .output()
-        .map_err(|source| GrowError::Spawn {
-            tool: tool.into(),
-            source,
-        })?;
-    if out.status.code().is_some_and(|c| ok.contains(&c)) {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(GrowError::Tool {
-            tool: tool.into(),
-            args: args.join(" "),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-fn last_line(out: &str) -> String {
-    out.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string()
 }
 
 #[cfg(test)]
@@ -490,6 +410,5 @@ mod tests {
             "{}",
             out.detail
         );
-        assert_eq!(last_line("a\nb\n\n"), "b");
     }
 }

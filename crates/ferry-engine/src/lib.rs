@@ -10,7 +10,7 @@
 //! - [`target`]: opening restore targets safely (size, in-use and holds-data checks), and making
 //!   the kernel see a restored disk's partitions ([`target::reread_partitions`]).
 //! - [`grow`]: growing a restored filesystem (in a partition, a whole disk or an LV) with its own
-//!   tool; [`loopdev`]: loop devices over byte ranges for it.
+//!   tool, through `ferry_sys` (loop devices over byte ranges, the tool runner).
 //!
 //! Memory is bounded by a pool of chunk buffers: at most `parallel + 4` chunks live at once.
 //!
@@ -57,7 +57,6 @@ pub mod backup;
 mod blockdev;
 pub mod contents;
 pub mod grow;
-pub mod loopdev;
 pub mod pipeline;
 mod pool;
 pub mod progress;

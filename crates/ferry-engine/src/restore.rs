@@ -26,6 +26,9 @@ use ferry_format::{ChunkId, DiskIndex, Entry, Manifest};
 use serde::Serialize;
 
 use ferry_layout::{GrowLv, LayoutPlan, Mapping, Patch, Policy, SourceDisk, TargetDisk};
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
 
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
@@ -433,25 +436,16 @@ impl LocalState {
 
 /// Data extents of a file via SEEK_DATA/SEEK_HOLE; `None` if the filesystem cannot tell.
 fn data_extents(file: &std::fs::File, size: u64) -> Option<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos: i64 = 0;
     while (pos as u64) < size {
-        // SAFETY: lseek on a valid fd; it only moves this descriptor's offset.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENXIO) {
-                Some(out)
-            } else {
-                None
-            };
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return None;
-        }
+        // Moves this descriptor's offset only; every read and write here is positional.
+        let data = match lseek(file, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(Errno::ENXIO) => return Some(out),
+            Err(_) => return None,
+        };
+        let hole = lseek(file, data, Whence::SeekHole).ok()?;
         out.push((data as u64, hole as u64));
         pos = hole;
     }
@@ -906,6 +900,7 @@ fn finish_boot_critical(
 /// Start writing this range to the device now (without waiting), so the final fdatasync finds
 /// little left to do: writeback overlaps fetching instead of following it.
 fn start_writeback(t: &Target, off: u64, len: u64) {
+    // nix has no sync_file_range.
     // SAFETY: sync_file_range on a valid fd with in-range arguments; it only schedules I/O.
     unsafe {
         libc::sync_file_range(
@@ -919,26 +914,16 @@ fn start_writeback(t: &Target, off: u64, len: u64) {
 
 /// Make a range read as zeros: punch a hole in a file, BLKZEROOUT on a device, else write zeros.
 fn zero_range(t: &Target, off: u64, len: u64) -> Result<(), EngineError> {
-    let fd = t.file.as_raw_fd();
     let done = match t.kind {
-        TargetKind::File { .. } => {
-            // SAFETY: fallocate on a valid fd with in-range arguments.
-            unsafe {
-                libc::fallocate(
-                    fd,
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    off as i64,
-                    len as i64,
-                ) == 0
-            }
-        }
-        TargetKind::BlockDevice => {
-            // BLKZEROOUT = _IO(0x12, 127); a discard is not a zeroing, this is.
-            const BLKZEROOUT: libc::c_ulong = 0x127f;
-            let range: [u64; 2] = [off, len];
-            // SAFETY: the ioctl reads two u64 from `range`, which outlives the call.
-            unsafe { libc::ioctl(fd, BLKZEROOUT as _, range.as_ptr()) == 0 }
-        }
+        TargetKind::File { .. } => fallocate(
+            &t.file,
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            off as i64,
+            len as i64,
+        )
+        .is_ok(),
+        // A discard is not a zeroing, BLKZEROOUT is.
+        TargetKind::BlockDevice => ferry_sys::blk::zero_out(&t.file, off, len).is_ok(),
     };
     if !done {
         let zeros = vec![0u8; len as usize];

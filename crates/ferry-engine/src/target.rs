@@ -4,7 +4,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::{io_err, EngineError};
@@ -12,6 +11,7 @@ use crate::{io_err, EngineError};
 pub use crate::blockdev::{partitions, reread_partitions, PartitionNode, Reread};
 
 use crate::contents::{self, Contents};
+use ferry_sys::blk;
 use ferry_format::marker::RestoreMarker;
 
 /// What a restore may write over.
@@ -120,9 +120,9 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
         })?;
     let (size, logical_sector_size, physical_sector_size) = match kind {
         TargetKind::BlockDevice => (
-            block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
-            sector_size(&file, BLKSSZGET).map_err(io_err(path, "BLKSSZGET", 0))?,
-            sector_size(&file, BLKPBSZGET).map_err(io_err(path, "BLKPBSZGET", 0))?,
+            blk::size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
+            blk::logical_sector_size(&file).map_err(io_err(path, "BLKSSZGET", 0))?,
+            blk::physical_sector_size(&file).map_err(io_err(path, "BLKPBSZGET", 0))?,
         ),
         // 0: an image file takes the source disk's sector size.
         TargetKind::File { .. } => (meta.len(), 0, 0),
@@ -178,7 +178,7 @@ pub fn open(check: &TargetCheck) -> Result<Target, EngineError> {
         .open(path)
         .map_err(io_err(path, "open for writing", 0))?;
     let size = match check.kind {
-        TargetKind::BlockDevice => block_size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
+        TargetKind::BlockDevice => blk::size(&file).map_err(io_err(path, "BLKGETSIZE64", 0))?,
         TargetKind::File { .. } => {
             let len = file.metadata().map_err(io_err(path, "stat", 0))?.len();
             if len < check.size {
@@ -195,31 +195,6 @@ pub fn open(check: &TargetCheck) -> Result<Target, EngineError> {
         size,
         marker: check.marker.as_ref().map(RestoreMarker::encode),
     })
-}
-
-const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12, 104): logical sector size (int)
-const BLKPBSZGET: libc::c_ulong = 0x127b; // _IO(0x12, 123): physical sector size (uint)
-
-fn sector_size(f: &File, req: libc::c_ulong) -> std::io::Result<u32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: both ioctls write one int into `v`, which outlives the call.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), req as _, &mut v as *mut libc::c_int) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(v as u32)
-}
-
-fn block_size(f: &File) -> std::io::Result<u64> {
-    let mut size: u64 = 0;
-    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
-    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-    // SAFETY: the ioctl writes one u64 into `size`, which outlives the call.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(size)
 }
 
 #[cfg(test)]

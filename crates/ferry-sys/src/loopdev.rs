@@ -6,18 +6,49 @@
 //! crash leaves nothing behind. [`LoopDevice`] keeps one descriptor open until it is dropped.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{io_err, EngineError};
+use nix::errno::Errno;
 
-const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const CONTROL: &str = "/dev/loop-control";
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+mod ioctl {
+    use super::{LoopConfig, LoopInfo64};
+
+    // linux/loop.h: all are _IO(0x4C, n), some pass data anyway ("bad" ioctls for nix).
+    nix::ioctl_write_int_bad!(loop_set_fd, nix::request_code_none!(0x4C, 0x00));
+    nix::ioctl_none!(loop_clr_fd, 0x4C, 0x01);
+    nix::ioctl_write_ptr_bad!(loop_set_status64, nix::request_code_none!(0x4C, 0x04), LoopInfo64);
+    nix::ioctl_write_ptr_bad!(loop_configure, nix::request_code_none!(0x4C, 0x0A), LoopConfig);
+    nix::ioctl_none!(loop_ctl_get_free, 0x4C, 0x82);
+}
+
+/// Why no loop device could be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("no loop devices here ({path}: {source}): the kernel needs the loop driver", path = CONTROL)]
+    NoDriver { source: std::io::Error },
+    #[error("{path}: {op} at offset {offset}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        offset: u64,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path, op: &'static str, offset: u64) -> impl FnOnce(std::io::Error) -> LoopError {
+    let path = path.to_path_buf();
+    move |source| LoopError::Io {
+        path,
+        op,
+        offset,
+        source,
+    }
+}
 
 /// `struct loop_info64` (linux/loop.h).
 #[repr(C)]
@@ -54,7 +85,7 @@ pub struct LoopDevice {
 
 impl LoopDevice {
     /// Attach a read-write loop device over `len` bytes of `backing` from `offset`.
-    pub fn attach(backing: &Path, offset: u64, len: u64) -> Result<LoopDevice, EngineError> {
+    pub fn attach(backing: &Path, offset: u64, len: u64) -> Result<LoopDevice, LoopError> {
         let control = open_control()?;
         let data = OpenOptions::new()
             .read(true)
@@ -65,25 +96,18 @@ impl LoopDevice {
         let mut last = None;
         for _ in 0..8 {
             // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-            let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(io_err(
-                    Path::new("/dev/loop-control"),
-                    "LOOP_CTL_GET_FREE",
-                    0,
-                )(e));
-            }
+            let n = unsafe { ioctl::loop_ctl_get_free(control.as_raw_fd()) }
+                .map_err(|e| io_err(Path::new(CONTROL), "LOOP_CTL_GET_FREE", 0)(e.into()))?;
             let path = PathBuf::from(format!("/dev/loop{n}"));
             let file = open_node(&path)?;
             match configure(&file, &data, offset, len) {
                 Ok(()) => return Ok(LoopDevice { path, file }),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
-                Err(e) => return Err(io_err(&path, "attach (LOOP_CONFIGURE)", offset)(e)),
+                Err(Errno::EBUSY) => last = Some(Errno::EBUSY),
+                Err(e) => return Err(io_err(&path, "attach (LOOP_CONFIGURE)", offset)(e.into())),
             }
         }
-        let e = last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EBUSY));
-        Err(io_err(backing, "find a free loop device", offset)(e))
+        let e = last.unwrap_or(Errno::EBUSY);
+        Err(io_err(backing, "find a free loop device", offset)(e.into()))
     }
 
     pub fn path(&self) -> &Path {
@@ -93,31 +117,26 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        // SAFETY: LOOP_CLR_FD takes no argument; EBUSY (still held) leaves it to auto-clear.
-        unsafe { libc::ioctl(self.file.as_raw_fd(), LOOP_CLR_FD as _) };
+        // SAFETY: LOOP_CLR_FD takes no argument. EBUSY (still held) leaves it to auto-clear.
+        let _ = unsafe { ioctl::loop_clr_fd(self.file.as_raw_fd()) };
     }
 }
 
 /// `/dev/loop-control`, loading the loop module first when the node is missing.
-fn open_control() -> Result<File, EngineError> {
-    let control = Path::new("/dev/loop-control");
+fn open_control() -> Result<File, LoopError> {
+    let control = Path::new(CONTROL);
     if !control.exists() {
-        crate::grow::modprobe("loop");
+        crate::tool::modprobe("loop");
     }
     OpenOptions::new()
         .read(true)
         .write(true)
         .open(control)
-        .map_err(|e| {
-            EngineError::Refused(format!(
-                "no loop devices here ({}: {e}): the kernel needs the loop driver",
-                control.display()
-            ))
-        })
+        .map_err(|source| LoopError::NoDriver { source })
 }
 
 /// The node of a just-created loop device may take a moment to appear in devtmpfs.
-fn open_node(path: &Path) -> Result<File, EngineError> {
+fn open_node(path: &Path) -> Result<File, LoopError> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match OpenOptions::new().read(true).write(true).open(path) {
@@ -148,7 +167,7 @@ fn info(offset: u64, len: u64) -> LoopInfo64 {
     }
 }
 
-fn configure(dev: &File, data: &File, offset: u64, len: u64) -> std::io::Result<()> {
+fn configure(dev: &File, data: &File, offset: u64, len: u64) -> Result<(), Errno> {
     let cfg = LoopConfig {
         fd: data.as_raw_fd() as u32,
         block_size: 0,
@@ -156,38 +175,19 @@ fn configure(dev: &File, data: &File, offset: u64, len: u64) -> std::io::Result<
         reserved: [0; 8],
     };
     // SAFETY: the kernel reads one loop_config from `cfg`, which outlives the call.
-    let r = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_CONFIGURE as _,
-            &cfg as *const LoopConfig,
-        )
-    };
-    if r == 0 {
-        return Ok(());
+    match unsafe { ioctl::loop_configure(dev.as_raw_fd(), &cfg) } {
+        Ok(_) => return Ok(()),
+        // Before Linux 5.8: bind the file, then set the range.
+        Err(Errno::EINVAL | Errno::ENOTTY) => {}
+        Err(e) => return Err(e),
     }
-    let e = std::io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTTY)) {
-        return Err(e);
-    }
-    // Before Linux 5.8: bind the file, then set the range.
-    // SAFETY: LOOP_SET_FD takes the backing file's descriptor by value.
-    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, data.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // SAFETY: LOOP_SET_FD takes the backing file's descriptor by value; `data` stays open.
+    unsafe { ioctl::loop_set_fd(dev.as_raw_fd(), data.as_raw_fd()) }?;
     let i = info(offset, len);
     // SAFETY: the kernel reads one loop_info64 from `i`, which outlives the call.
-    if unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            LOOP_SET_STATUS64 as _,
-            &i as *const LoopInfo64,
-        )
-    } != 0
-    {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: as in Drop.
-        unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _) };
+    if let Err(e) = unsafe { ioctl::loop_set_status64(dev.as_raw_fd(), &i) } {
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        let _ = unsafe { ioctl::loop_clr_fd(dev.as_raw_fd()) };
         return Err(e);
     }
     Ok(())
@@ -201,5 +201,14 @@ mod tests {
     fn kernel_struct_sizes() {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    #[test]
+    fn request_numbers_match_the_kernel_headers() {
+        assert_eq!(nix::request_code_none!(0x4C, 0x00), 0x4C00);
+        assert_eq!(nix::request_code_none!(0x4C, 0x01), 0x4C01);
+        assert_eq!(nix::request_code_none!(0x4C, 0x04), 0x4C04);
+        assert_eq!(nix::request_code_none!(0x4C, 0x0A), 0x4C0A);
+        assert_eq!(nix::request_code_none!(0x4C, 0x82), 0x4C82);
     }
 }

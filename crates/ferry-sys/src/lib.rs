@@ -1,0 +1,15 @@
+//! The system edge shared by the engine, the image readers and the fix-up.
+//!
+//! - [`blk`]: block-device ioctls (size, sector sizes, partition re-read, BLKPG, BLKZEROOUT),
+//!   each number defined once with nix's ioctl macros and wrapped in a safe function.
+//! - [`loopdev`]: loop devices over a byte range of a file or device, by ioctl.
+//! - [`tool`]: one runner for external programs (`e2fsck`, `lvm`, `blkid`, `dpkg-deb`, …)
+//!   whose error names the tool, its arguments, the exit status, the tail of its stderr, and
+//!   the package to install when it is missing.
+//!
+//! Invariant: every `unsafe` block in this crate is an ioctl whose argument is a live value
+//! owned by the calling function for the whole call; the comment above each says which.
+
+pub mod blk;
+pub mod loopdev;
+pub mod tool;
