@@ -6,7 +6,7 @@
 //!
 //! The kill points come from a seeded RNG; the seed is printed. `FERRY_KILL_SEED=N` replays a
 //! run's choices (the timing of the processes differs from run to run), `FERRY_KILL_ROUNDS=N`
-//! changes the number of backup and restore rounds.
+//! changes the number of backup and restore rounds (at least 3).
 
 mod common;
 
@@ -27,6 +27,8 @@ const CHUNK_SIZE: u64 = 256 << 10;
 const MACHINES: [&str; 3] = ["alpha", "beta", "gamma"];
 /// Content every image holds at the same offset: dedup across machines matters.
 const SHARED: (u64, usize) = (8 * MIB, 16 << 20);
+/// Where [`Fault::stamp`] writes, a MiB per machine.
+const STAMP: u64 = 40 * MIB;
 const ROUNDS: usize = 20;
 /// An agent given this rides out any restart of the appliance.
 const LONG_WINDOW: &str = "60s";
@@ -70,6 +72,8 @@ struct Stats {
     commits_of_failed_runs: u32,
     /// Commits the agent sent again after the appliance died, answered with one snapshot.
     commits_retried: u32,
+    /// Snapshots that became visible (all restored and compared; some pruned later).
+    committed: usize,
     bytes_uploaded: u64,
     bytes_fetched: u64,
     /// Restores re-run onto a partial target that found chunks already there.
@@ -103,11 +107,13 @@ fn seed() -> u64 {
         })
 }
 
+/// At least 3: the GC checks need a second snapshot of every machine.
 fn rounds() -> usize {
     std::env::var("FERRY_KILL_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(ROUNDS)
+        .max(3)
 }
 
 #[test]
@@ -130,7 +136,7 @@ fn appliance_killed_during_backups_and_restores_loses_nothing() {
     log(format!(
         "kill_appliance summary (seed {seed}): {n} backup + {n} restore rounds, {} kills ({} mid-run), \
          {} runs rode out the restart, {} were done before the kill, {} re-run after failing ({} restores re-run onto their partial \
-         target found chunks there), {} commits from runs that reported failure, {} commits retried, {} snapshots, \
+         target found chunks there), {} commits from runs that reported failure, {} commits retried, {} snapshots committed ({} after prune), \
          {} MiB uploaded, {} MiB fetched, gc removed {gc_removed} chunks, {:.0} s",
         s.kills,
         s.kills_mid_run,
@@ -140,6 +146,7 @@ fn appliance_killed_during_backups_and_restores_loses_nothing() {
         s.reruns_that_resumed,
         s.commits_of_failed_runs,
         s.commits_retried,
+        s.committed,
         f.snaps.len(),
         s.bytes_uploaded >> 20,
         s.bytes_fetched >> 20,
@@ -173,6 +180,7 @@ impl Fault {
                 SHARED.0,
             )
             .expect("write shared region");
+            f.stamp(m);
         }
         // Full backups without faults; the last, incremental one sets the expected run time.
         for m in 0..MACHINES.len() {
@@ -214,6 +222,19 @@ impl Fault {
             let kind = ["random", "text", "repeat"][below(&mut self.rng, 3) as usize];
             write_region(&file, off, len, kind, &mut self.rng);
         }
+        file.sync_all().unwrap();
+        self.stamp(m);
+    }
+
+    /// Fresh random data in a MiB of the image only this machine has: every version holds
+    /// chunks no other one does, so pruned versions always leave garbage for GC.
+    fn stamp(&mut self, m: usize) {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(self.source(m))
+            .unwrap();
+        let off = STAMP + m as u64 * MIB;
+        write_region(&file, off, MIB as usize, "random", &mut self.rng);
         file.sync_all().unwrap();
     }
 
@@ -283,6 +304,7 @@ impl Fault {
                 "the agent reported snapshot {id}, the store lists {new:?} as new"
             );
         }
+        self.stats.committed += new.len();
         for id in &new {
             assert!(
                 id.starts_with(&format!("{}-", MACHINES[m])),
