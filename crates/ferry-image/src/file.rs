@@ -3,9 +3,11 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::unistd::{lseek, Whence};
 
 use crate::{ImageError, ImageFormat};
 
@@ -55,17 +57,12 @@ impl ImageFile {
     pub(crate) fn next_data(&self, offset: u64) -> std::io::Result<Option<u64>> {
         let at = libc::off_t::try_from(offset)
             .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-        // SAFETY: lseek takes a descriptor we own and plain integers. It moves the file position,
-        // which nothing here uses: every read is positional (pread).
-        let rc = unsafe { libc::lseek(self.file.as_raw_fd(), at, libc::SEEK_DATA) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENXIO) => Ok(None),
-                _ => Err(e),
-            };
+        // Moves the file position, which nothing here uses: every read is positional (pread).
+        match lseek(&self.file, at, Whence::SeekData) {
+            Ok(pos) => Ok(u64::try_from(pos).ok()),
+            Err(Errno::ENXIO) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(u64::try_from(rc).ok())
     }
 
     /// The file's length now (`fstat`), which may differ from the length at open.

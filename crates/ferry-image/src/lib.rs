@@ -53,6 +53,9 @@
 //! A VMDK text descriptor with one FLAT/VMFS extent (monolithicFlat) reads that file as raw from
 //! the extent's offset; one SPARSE extent opens it as a sparse extent. Others are refused.
 
+// System calls go through nix and ferry-sys.
+#![forbid(unsafe_code)]
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,6 @@
 //! read. Block devices are never asked (no holes; discarded blocks need not read as zeros).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::file::{check_guest_range, ImageFile};
@@ -53,7 +52,7 @@ impl Raw {
             path: path.to_path_buf(),
             source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
         };
-        let size = device_size(&file).map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
+        let size = ferry_sys::blk::size(&file).map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
         let sector_size = logical_sector_size(&file)
             .map_err(|e| query("query logical sector size (BLKSSZGET)", e))?;
         let file = ImageFile::with_len(file, path, size);
@@ -113,54 +112,9 @@ fn hole_covers(
     }
 }
 
-/// `_IOR(0x12, 114, size_t)`; the libc crate does not export it. The encoding below is the generic
-/// one (x86, ARM, RISC-V, s390x, LoongArch); other architectures fall back to seeking to the end.
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "sparc64"
-)))]
-fn device_size(file: &File) -> std::io::Result<u64> {
-    const BLKGETSIZE64: u32 = (2 << 30) | (8 << 16) | (0x12 << 8) | 114;
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live u64.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(size)
-}
-
-#[cfg(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "sparc64"
-))]
-fn device_size(file: &File) -> std::io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::End(0))
-}
-
 fn logical_sector_size(file: &File) -> std::io::Result<u32> {
-    let mut size: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the pointer, which points at a live c_int.
-    let rc = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            libc::BLKSSZGET as _,
-            &mut size as *mut libc::c_int,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    u32::try_from(size)
-        .ok()
+    let size = ferry_sys::blk::logical_sector_size(file)?;
+    Some(size)
         .filter(|s| s.is_power_of_two() && *s >= 512)
         .ok_or_else(|| {
             std::io::Error::new(

@@ -4,22 +4,20 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Rng;
 use ferry_image::{DiskSource, ImageFormat};
+use nix::fcntl::FallocateFlags;
 
 const MIB: u64 = 1 << 20;
 /// Not a multiple of anything: the last chunk is short.
 const SIZE: u64 = 64 * MIB + 4097;
 
-fn fallocate(f: &std::fs::File, mode: libc::c_int, offset: u64, len: u64) -> bool {
-    // SAFETY: plain integers and a descriptor we own.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as i64, len as i64) };
-    rc == 0
+fn fallocate(f: &std::fs::File, mode: FallocateFlags, offset: u64, len: u64) -> bool {
+    nix::fcntl::fallocate(f, mode, offset as i64, len as i64).is_ok()
 }
 
 /// A sparse image in `dir` and the bytes it must read as.
@@ -45,14 +43,14 @@ fn sparse_image(dir: &Path) -> (PathBuf, Vec<u8>) {
     let (punch_at, punch_len) = (48 * MIB + 4096, MIB);
     if fallocate(
         &f,
-        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
         punch_at,
         punch_len,
     ) {
         model[punch_at as usize..(punch_at + punch_len) as usize].fill(0);
     }
     // ... and preallocate a range never written (unwritten extents read as zeros).
-    let _ = fallocate(&f, 0, 40 * MIB, 4 * MIB);
+    let _ = fallocate(&f, FallocateFlags::empty(), 40 * MIB, 4 * MIB);
     f.sync_all().unwrap();
     (path, model)
 }

@@ -35,12 +35,14 @@ pub fn size(fd: impl AsFd) -> io::Result<u64> {
     Ok(size)
 }
 
-/// The logical sector size (`BLKSSZGET`), as the kernel reports it (unchecked).
+/// The logical sector size (`BLKSSZGET`).
 pub fn logical_sector_size(fd: impl AsFd) -> io::Result<u32> {
     let mut v: c_int = 0;
     // SAFETY: the kernel writes one int into `v`, which outlives the call.
     unsafe { ioctl::blksszget(fd.as_fd().as_raw_fd(), &mut v) }?;
-    Ok(v as u32)
+    u32::try_from(v).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("negative sector size {v}"))
+    })
 }
 
 /// The physical sector size (`BLKPBSZGET`).
