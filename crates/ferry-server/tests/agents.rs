@@ -3,94 +3,24 @@
 //! enrolls. Jobs are created through the store, as `appliance jobs create` does from another
 //! process.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_format::agent::{
     Disk, EnrollReply, EnrollRequest, Inventory, Job, JobFor, JobRecord, JobState, MapTarget,
     Mapping, Nic, ResumeClaim, Then,
 };
-use ferry_format::api::{BackupSession, CommitReply, CommitRequest, Hello, Role};
+use ferry_format::api::{BackupSession, CommitReply, Hello, Role};
 use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex};
 use ferry_server::commands::init_store;
 use ferry_store::jobs::NewJob;
 use ferry_store::tokens::create_token_at;
 use ferry_store::Store;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ferry_test_support::https::Client;
+use ferry_test_support::store::commit_request;
 
 const CS: u32 = 64 << 10;
-
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Client {
-    fn new(trust: &TrustBundle, addr: SocketAddr) -> Client {
-        let roots = trust
-            .ca_certs
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect();
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Client {
-            agent,
-            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {token}");
-        let mut res = match method {
-            "GET" => self.agent.get(&url).header("Authorization", &auth).call(),
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send(body.unwrap_or_default()),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send(body.unwrap_or_default()),
-            _ => unreachable!(),
-        }
-        .unwrap();
-        let status = res.status().as_u16();
-        (
-            status,
-            res.body_mut()
-                .with_config()
-                .limit(1 << 30)
-                .read_to_vec()
-                .unwrap(),
-        )
-    }
-
-    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>, want: u16) -> Vec<u8> {
-        let (status, bytes) = self.call(method, path, token, body);
-        assert_eq!(
-            status,
-            want,
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        bytes
-    }
-}
 
 struct World {
     _dir: tempfile::TempDir,
@@ -119,7 +49,7 @@ impl World {
                 "127.0.0.1:0".parse().unwrap(),
             ))
             .unwrap();
-        let c = Client::new(&trust, server.addr);
+        let c = Client::new(&trust, server.addr, Duration::from_secs(60));
         let store = Store::open(dir.path()).unwrap();
         World {
             store,
@@ -169,24 +99,7 @@ impl World {
             Some(&index.encode()),
             204,
         );
-        let commit = CommitRequest {
-            disks: vec![DiskManifest {
-                name: "sda".into(),
-                size: index.disk_size,
-                logical_sector_size: 512,
-                source: "/dev/sda".into(),
-                source_format: "block-device".into(),
-                index_digest: index.digest(),
-                chunks: ChunkCounts {
-                    data: 2,
-                    zero: 1,
-                    unused: 0,
-                },
-                layout: None,
-            }],
-            os: None,
-            agent: "test".into(),
-        };
+        let commit = commit_request(&index, "block-device");
         let body = serde_json::to_vec(&commit).unwrap();
         let r: CommitReply = serde_json::from_slice(&c.ok(
             "POST",

@@ -1,8 +1,6 @@
 //! Host integration test: `init` a store, serve it on 127.0.0.1 (random port) in-process, and
 //! drive the protocol with ureq pinning the store's CA, as the agents do.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_format::api::{
@@ -15,93 +13,9 @@ use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex, Manifest};
 use ferry_server::commands::init_store;
 use ferry_store::tokens::create_token_at;
-use serde::de::DeserializeOwned;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ferry_test_support::https::Client;
 
 const CS: u32 = 64 << 10;
-
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Client {
-    fn new(trust: &TrustBundle, addr: SocketAddr) -> Client {
-        let roots = trust
-            .ca_certs
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect();
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
-        Client {
-            agent,
-            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
-        }
-    }
-
-    /// (status, body) of a request; `body` None sends none.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> Result<(u16, Vec<u8>), ureq::Error> {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {token}");
-        let mut res = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call()?,
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .call()?,
-            ("POST", b) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send(b.unwrap_or_default())?,
-            ("PUT", b) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send(b.unwrap_or_default())?,
-            _ => unreachable!(),
-        };
-        let status = res.status().as_u16();
-        let bytes = res.body_mut().with_config().limit(1 << 30).read_to_vec()?;
-        Ok((status, bytes))
-    }
-
-    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>, want: u16) -> Vec<u8> {
-        let (status, bytes) = self.call(method, path, token, body).unwrap();
-        assert_eq!(
-            status,
-            want,
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        bytes
-    }
-
-    fn json<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> T {
-        serde_json::from_slice(&self.ok(method, path, token, body, 200)).unwrap()
-    }
-}
 
 fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
     let plain: Vec<u8> = (0..CS).map(|i| (i as u8).wrapping_mul(seed)).collect();
@@ -128,7 +42,7 @@ fn full_backup_and_restore_round() {
             "127.0.0.1:0".parse().unwrap(),
         ))
         .unwrap();
-    let c = Client::new(&trust, server.addr);
+    let c = Client::new(&trust, server.addr, Duration::from_secs(20));
 
     // Hello and authentication.
     let hello: Hello = c.json("GET", "/hello", &backup, None);
@@ -137,14 +51,7 @@ fn full_backup_and_restore_round() {
         ("appliance.test", 1, Role::Backup)
     );
     c.ok("GET", "/hello", "not-a-token", None, 401);
-    assert!(
-        c.agent
-            .get(format!("{}/hello", c.base))
-            .call()
-            .unwrap()
-            .status()
-            == 401
-    );
+    assert_eq!(c.status_without_token("/hello"), 401);
     c.ok("GET", "/snapshots", &backup, None, 403);
     c.ok(
         "POST",
@@ -283,8 +190,8 @@ fn full_backup_and_restore_round() {
     let other = init_store(other_dir.path(), &[]).unwrap();
     let other_trust =
         TrustBundle::from_pem(&std::fs::read_to_string(&other.trust_bundle).unwrap()).unwrap();
-    let stranger = Client::new(&other_trust, server.addr);
-    assert!(stranger.call("GET", "/hello", &backup, None).is_err());
+    let stranger = Client::new(&other_trust, server.addr, Duration::from_secs(20));
+    assert!(stranger.try_call("GET", "/hello", &backup, None).is_err());
 
     rt.block_on(server.shutdown(Duration::from_secs(5)))
         .unwrap();

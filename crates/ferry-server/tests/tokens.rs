@@ -3,90 +3,20 @@
 //! scoped restore tokens read only their machines, revoked and expired tokens get 401, last use
 //! is recorded, tokens.json files from before these fields still work.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferry_format::api::{BackupSession, CommitReply, CommitRequest, Role, SnapshotSummary};
+use ferry_format::api::{BackupSession, CommitReply, Role, SnapshotSummary};
 use ferry_format::index::Entry;
-use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex};
 use ferry_server::commands::init_store;
 use ferry_store::tokens::{create_token_with, hash_token, legacy_id, load_tokens, NewToken};
 use ferry_store::Store;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ferry_test_support::https::Client;
+use ferry_test_support::store::commit_request;
 
 const CS: u32 = 64 << 10;
-
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Client {
-    fn new(trust: &TrustBundle, addr: SocketAddr) -> Client {
-        let roots = trust
-            .ca_certs
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect();
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
-        Client {
-            agent,
-            base: format!("https://127.0.0.1:{}/api/v1", addr.port()),
-        }
-    }
-
-    /// (status, body as text).
-    fn call(&self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {token}");
-        let mut res = match method {
-            "GET" => self.agent.get(&url).header("Authorization", &auth).call(),
-            "DELETE" => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .call(),
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .send(body),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .send(body),
-            _ => unreachable!(),
-        }
-        .unwrap();
-        let status = res.status().as_u16();
-        let bytes = res
-            .body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .unwrap();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    fn want(&self, method: &str, path: &str, token: &str, body: &[u8], status: u16) -> String {
-        let (got, text) = self.call(method, path, token, body);
-        assert_eq!(got, status, "{method} {path}: {text}");
-        text
-    }
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -118,7 +48,7 @@ impl Setup {
                 "127.0.0.1:0".parse().unwrap(),
             ))
             .unwrap();
-        let c = Client::new(&self.trust, server.addr);
+        let c = Client::new(&self.trust, server.addr, Duration::from_secs(20));
         self.server = Some(server);
         c
     }
@@ -163,24 +93,7 @@ fn disk(seed: u8) -> (Vec<u8>, Vec<u8>) {
     let (id, _) = chunk(seed);
     let mut index = DiskIndex::new_zero(CS as u64, CS).unwrap();
     index.entries[0] = Entry::Data(id);
-    let commit = CommitRequest {
-        disks: vec![DiskManifest {
-            name: "sda".into(),
-            size: index.disk_size,
-            logical_sector_size: 512,
-            source: "/dev/sda".into(),
-            source_format: "raw".into(),
-            index_digest: index.digest(),
-            chunks: ChunkCounts {
-                data: 1,
-                zero: 0,
-                unused: 0,
-            },
-            layout: None,
-        }],
-        os: None,
-        agent: "test".into(),
-    };
+    let commit = commit_request(&index, "raw");
     (index.encode(), serde_json::to_vec(&commit).unwrap())
 }
 
@@ -188,7 +101,7 @@ fn disk(seed: u8) -> (Vec<u8>, Vec<u8>) {
 fn backup(c: &Client, token: &str, machine: &str, seed: u8) -> String {
     let session = start(c, token, machine);
     let (id, frame) = chunk(seed);
-    c.call("PUT", &format!("/chunks/{id}"), token, &frame);
+    c.call("PUT", &format!("/chunks/{id}"), token, Some(&frame));
     let (index, commit) = disk(seed);
     c.want(
         "PUT",

@@ -163,7 +163,10 @@ fn prune_keeps_the_newest_n() {
     let names = |v: &[ferry_format::api::SnapshotSummary]| {
         v.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>()
     };
-    let removed: Vec<_> = plan.removals().map(|e| e.summary.snapshot.clone()).collect();
+    let removed: Vec<_> = plan
+        .removals()
+        .map(|e| e.summary.snapshot.clone())
+        .collect();
     assert_eq!(removed, vec![ids[1].clone(), ids[0].clone()]);
     store.apply_prune(&plan).unwrap();
     let left = names(&store.list_snapshots(None).unwrap());

@@ -73,6 +73,12 @@ impl Client {
         Ok((status, bytes))
     }
 
+    /// The status of a GET that carries no Authorization header at all.
+    pub fn status_without_token(&self, path: &str) -> u16 {
+        let url = format!("{}{path}", self.base);
+        self.agent.get(&url).call().unwrap().status().as_u16()
+    }
+
     /// [`Client::try_call`] that panics when no answer came.
     pub fn call(
         &self,
