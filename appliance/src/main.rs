@@ -1,5 +1,7 @@
 //! `appliance`: parses the command line ([`cli`]) and dispatches to `ferry_server::commands`.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use std::process::ExitCode;

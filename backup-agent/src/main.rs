@@ -1,6 +1,8 @@
 //! backup-agent: reads a server's disks (or disk images) and stores them as a snapshot on the
 //! appliance. Parses arguments and dispatches to ferry-engine.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -15,6 +15,8 @@
 //! Host tools: dpkg-deb, apt-get (default kernel), depmod (kmod), xz/zstd, grub-mkrescue (+ mtools,
 //! xorriso). Each missing tool is reported with the Debian package to install.
 
+#![forbid(unsafe_code)]
+
 pub mod boot;
 pub mod build;
 pub mod catalog;

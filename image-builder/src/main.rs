@@ -1,5 +1,7 @@
 //! image-builder: builds and customizes Ferry's rescue image. Parses arguments and dispatches.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use anyhow::Result;

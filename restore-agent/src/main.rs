@@ -1,6 +1,8 @@
 //! restore-agent: restores a snapshot from the appliance onto disks or image files; as PID 1 of
 //! the rescue image it runs the unattended loop. Parses arguments and dispatches.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -18,6 +18,8 @@
 //! The agent never reboots or powers off by itself: its caller (PID 1) does what the outcome
 //! says; host mode only prints it. Console output is plain timestamped lines ([`console`]).
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod console;
 mod fixup;

@@ -12,6 +12,8 @@
 //!   ([`ClientError::ServerFailing`], e.g. "No space left on device").
 //! - `Client` is `Sync`: many threads share one connection pool.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 
 use std::io::Read;

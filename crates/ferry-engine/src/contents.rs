@@ -247,7 +247,7 @@ fn signatures(base: u64, buf: &[u8], out: &mut Vec<Found>) {
     if fat(buf) {
         push(0, Kind::Fat);
     }
-    if (0..4).any(|s| at(s * 512 + 0, b"LABELONE") && at(s * 512 + 24, b"LVM2 001")) {
+    if (0..4).any(|s| at(s * 512, b"LABELONE") && at(s * 512 + 24, b"LVM2 001")) {
         push(0, Kind::Lvm);
     }
     if at(4096 - 10, b"SWAPSPACE2") || at(4096 - 10, b"SWAP-SPACE") {
@@ -377,7 +377,9 @@ mod tests {
         let mut lvm = vec![0u8; 32];
         lvm[..8].copy_from_slice(b"LABELONE");
         lvm[24..32].copy_from_slice(b"LVM2 001");
-        let cases: Vec<(Vec<(u64, &[u8])>, &str)> = vec![
+        // (bytes written at offsets, what the refusal names)
+        type Case<'a> = (Vec<(u64, &'a [u8])>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![(512, b"EFI PART")],
                 "a GPT partition table at offset 0",

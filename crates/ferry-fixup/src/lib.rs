@@ -16,6 +16,8 @@
 //! prints and `apply` carries out. Nothing touches the target except through a
 //! `root: &Path`, so tests run on temp trees.
 
+#![forbid(unsafe_code)]
+
 // `is_multiple_of` is newer than the workspace's rust-version (1.85).
 #![allow(clippy::manual_is_multiple_of)]
 

@@ -134,9 +134,13 @@ pub fn partition_name(disk: &str, slot: u32) -> String {
     }
 }
 
+/// One restored disk: every name the old machine may have used for it, and its partitions by
+/// slot (`T` is a device node or a filesystem UUID).
+pub type DiskPartitions<T> = (Vec<String>, Vec<(u32, T)>);
+
 /// Old device names → filesystem UUIDs: each restored disk's partitions under every name the
 /// old machine may have used for it.
-pub fn device_map(disks: &[(Vec<String>, Vec<(u32, String)>)]) -> DeviceMap {
+pub fn device_map(disks: &[DiskPartitions<String>]) -> DeviceMap {
     let mut map = DeviceMap::new();
     for (names, parts) in disks {
         for name in names {
@@ -271,7 +275,7 @@ impl Session<'_> {
 
     fn fix(&mut self, disks: &[RestoredDisk]) -> Result<Outcome, FixupError> {
         let t = Instant::now();
-        let mut parts: Vec<(Vec<String>, Vec<(u32, PathBuf)>)> = Vec::new();
+        let mut parts: Vec<DiskPartitions<PathBuf>> = Vec::new();
         for (i, d) in disks.iter().enumerate() {
             parts.push((old_disk_names(i, &d.source), partitions(&d.device)));
         }
@@ -611,12 +615,7 @@ impl Session<'_> {
         let d = dir.display().to_string();
         let mut args = Vec::new();
         if !fstype.is_empty() {
-            let module = match fstype {
-                "vfat" => "vfat",
-                "ntfs3" => "ntfs3",
-                other => other,
-            };
-            let _ = tool("modprobe", &[module]);
+            let _ = tool("modprobe", &[fstype]);
             args.extend(["-t", fstype]);
         }
         if let Some(o) = option {

@@ -12,6 +12,8 @@
 //!
 //! docs/format.md and docs/protocol.md describe the same formats for a second implementation.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod api;
 pub mod chunk;

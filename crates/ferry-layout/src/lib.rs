@@ -29,6 +29,8 @@
 //! arithmetic, overlaps and loops refused with [`PlanError::Layout`]), and nothing panics.
 //! docs/layout.md ("Restoring onto different disks") describes every patch.
 
+#![forbid(unsafe_code)]
+
 mod display;
 mod gpt;
 mod lvm;

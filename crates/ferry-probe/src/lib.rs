@@ -20,6 +20,8 @@
 //!
 //! docs/layout.md describes each captured field and where it is found on the disk.
 
+#![forbid(unsafe_code)]
+
 use ferry_format::layout::{BootArea, ContentKind, DiskLayout, Gap, LbaRange, PartitionTable};
 use ferry_image::{DiskSource, ImageError};
 

@@ -16,6 +16,8 @@
 //! Each request is logged at info on one line: method, path, status, bytes in and out, ms.
 //! Tokens are never logged (they only travel in the Authorization header).
 
+#![forbid(unsafe_code)]
+
 pub mod agents;
 pub mod auth;
 pub mod commands;

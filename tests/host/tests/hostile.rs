@@ -219,7 +219,7 @@ fn hostile_disks_fall_back_to_raw_backups_and_are_never_written() {
             "{name}: {err}"
         );
         cmp(&target, &orig);
-        let err = fails(&mut a.restore_cmd(&snapshot, &[(name, &target)]).arg("--grow"));
+        let err = fails(a.restore_cmd(&snapshot, &[(name, &target)]).arg("--grow"));
         assert!(
             err.contains("holds data") && err.contains("--overwrite"),
             "{name}: {err}"

@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::process::Command;
 
 use common::machine::*;
 use common::*;
@@ -131,7 +130,8 @@ fn jobs_that_cannot_be_placed_fail_with_a_reason_and_touch_no_disk() {
     let enroll = a.token("enroll");
 
     // (what, MAC, disks, --map, reason fragment)
-    let cases: [(&str, &str, &[(&str, u64)], &str, &str); 4] = [
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, u64)], &'a str, &'a str);
+    let cases: [Case; 4] = [
         (
             "target too small",
             "52:54:00:bb:00:01",

@@ -485,6 +485,20 @@ fn unknown_key(origin: Origin, token: &str) -> SettingsError {
     }
 }
 
+/// `900`, `90s`, `15m`, `2h`.
+fn parse_duration(v: &str) -> Option<std::time::Duration> {
+    let (num, mult) = match v.as_bytes().last()? {
+        b's' => (&v[..v.len() - 1], 1),
+        b'm' => (&v[..v.len() - 1], 60),
+        b'h' => (&v[..v.len() - 1], 3600),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(std::time::Duration::from_secs)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -642,18 +656,4 @@ mod tests {
             .to_string()
             .starts_with("read "));
     }
-}
-
-/// `900`, `90s`, `15m`, `2h`.
-fn parse_duration(v: &str) -> Option<std::time::Duration> {
-    let (num, mult) = match v.as_bytes().last()? {
-        b's' => (&v[..v.len() - 1], 1),
-        b'm' => (&v[..v.len() - 1], 60),
-        b'h' => (&v[..v.len() - 1], 3600),
-        _ => (v, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .map(std::time::Duration::from_secs)
 }
