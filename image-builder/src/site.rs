@@ -18,9 +18,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::Path;
 
+use anyhow::{bail, Context, Result};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use anyhow::{bail, Context, Result};
 
 use crate::cpio::{self, Archive, Entry, Kind};
 use crate::iso9660;
