@@ -359,12 +359,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CERTIFICATE"));
-        // A CERTIFICATE block whose body is not base64 is refused, not skipped.
-        let bad = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-        assert!(format!("{:#}", check_ca(bad).unwrap_err()).contains("malformed PEM"));
         assert!(
             check_ca("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err()
         );
+        // A CERTIFICATE block whose body is not base64 is refused, not skipped.
+        let bad = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(format!("{:#}", check_ca(bad).unwrap_err()).contains("malformed PEM"));
         check_ca(TEST_CA).unwrap();
     }
 
