@@ -17,7 +17,6 @@
 //! `root: &Path`, so tests run on temp trees.
 
 #![forbid(unsafe_code)]
-
 // `is_multiple_of` is newer than the workspace's rust-version (1.85).
 #![allow(clippy::manual_is_multiple_of)]
 
