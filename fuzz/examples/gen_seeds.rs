@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ferry_format::agent::{JobState, Mapping};
 use ferry_format::signing::SIGNING_CONTEXT;
 use ferry_format::DiskIndex;
-use ferry_fuzz::common::{build_gpt, build_mbr, build_pv, image, run, vg_text, Ebr, MemDisk};
+use ferry_fuzz::disk::{build_gpt, build_mbr, build_pv, image, run, vg_text, Ebr, MemDisk};
 use ferry_fuzz::{sparse_encode, FLAG_4K};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -64,7 +64,7 @@ fn tool_disks(tmp: &Path) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn run_sfdisk(img: &Path, script: &str) {
-    ferry_fuzz::common::run_stdin("sfdisk", &["-q", img.to_str().unwrap()], Some(script));
+    ferry_fuzz::disk::run_stdin("sfdisk", &["-q", img.to_str().unwrap()], Some(script));
 }
 
 fn disk_seeds(tmp: &Path) -> Vec<u8> {

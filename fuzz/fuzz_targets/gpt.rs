@@ -4,7 +4,7 @@
 //! own fields allow, so mutations reach the checks behind the checksums.
 #![no_main]
 
-use ferry_fuzz::{common::seal_gpt, probe_and_map, sparse_decode};
+use ferry_fuzz::{disk::seal_gpt, probe_and_map, sparse_decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 //! partition, are resealed so mutations reach the parsers behind them.
 #![no_main]
 
-use ferry_fuzz::{common::reseal_lvm, probe_and_map, sparse_decode};
+use ferry_fuzz::{disk::reseal_lvm, probe_and_map, sparse_decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

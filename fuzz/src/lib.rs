@@ -18,10 +18,9 @@ use std::path::PathBuf;
 
 use ferry_image::DiskSource;
 
-#[path = "../../crates/ferry-probe/tests/common/mod.rs"]
-pub mod common;
+pub mod disk;
 
-pub use common::MemDisk;
+pub use disk::MemDisk;
 
 /// Largest disk a sparse input describes: what the probe and used-map readers need to see
 /// (GPT backup at the end, PV data areas, filesystem bitmaps) at a size that keeps a run fast.
