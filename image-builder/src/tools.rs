@@ -2,34 +2,14 @@
 //! say which Debian package to install when a tool is missing.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
 
 /// Runs `cmd` to completion, capturing output. `package` names the Debian package providing the
 /// program, for the error message when it is not installed.
 pub fn run(cmd: &mut Command, package: &str) -> Result<Output> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("run {program}: not found; install it with `apt-get install {package}`")
-        } else {
-            anyhow::anyhow!("run {program}: {e}")
-        }
-    })?;
-    if !out.status.success() {
-        let args: Vec<_> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        bail!(
-            "run {program} {}: {}\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
-    Ok(out)
+    Ok(ferry_sys::tool::output(cmd, package, &[0])?)
 }
 
 /// Returns the decompressed bytes of a kernel module file (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_sys::tool::Tool;
 use serde::Serialize;
 
 use crate::linux::transform::{is_unstable_device, DeviceMap};
@@ -723,25 +724,24 @@ fn blkid(nodes: &[String]) -> (Vec<BlockDev>, Vec<String>) {
     (out, errors)
 }
 
-fn tool(prog: &str, args: &[&str]) -> Result<String, String> {
+fn tool(prog: &'static str, args: &[&str]) -> Result<String, String> {
     tool_ok(prog, args, &[0])
 }
 
-fn tool_ok(prog: &str, args: &[&str], ok: &[i32]) -> Result<String, String> {
-    let out = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.code().is_some_and(|c| ok.contains(&c)) {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{prog} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+fn tool_ok(prog: &'static str, args: &[&str], ok: &[i32]) -> Result<String, String> {
+    Tool::new(prog, package(prog))
+        .run_ok(args, ok)
+        .map_err(|e| e.to_string())
+}
+
+/// The Debian package of each tool run here, named when the tool is missing.
+fn package(prog: &str) -> &'static str {
+    match prog {
+        "lvm" => "lvm2",
+        "modprobe" => "kmod",
+        "mount" | "umount" => "mount",
+        "blkid" => "util-linux",
+        _ => "coreutils",
     }
 }
 
