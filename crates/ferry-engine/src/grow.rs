@@ -262,13 +262,13 @@ fn grow_in_lv(
     let pv_path = pv.path().to_string_lossy().into_owned();
     let vg_lv = format!("{vg}/{lv}");
     LVM.run(&[
-            "lvchange",
-            "-ay",
-            "--ignoremonitoring",
-            "--devices",
-            &pv_path,
-            &vg_lv,
-        ])?;
+        "lvchange",
+        "-ay",
+        "--ignoremonitoring",
+        "--devices",
+        &pv_path,
+        &vg_lv,
+    ])?;
     // Without udev, LVM makes the node itself; with udev it may lag a little.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !mapper.exists() && Instant::now() < deadline {

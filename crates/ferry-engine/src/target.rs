@@ -11,8 +11,8 @@ use crate::{io_err, EngineError};
 pub use crate::blockdev::{partitions, reread_partitions, PartitionNode, Reread};
 
 use crate::contents::{self, Contents};
-use ferry_sys::blk;
 use ferry_format::marker::RestoreMarker;
+use ferry_sys::blk;
 
 /// What a restore may write over.
 #[derive(Debug, Clone, Default)]

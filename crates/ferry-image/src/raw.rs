@@ -52,7 +52,8 @@ impl Raw {
             path: path.to_path_buf(),
             source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
         };
-        let size = ferry_sys::blk::size(&file).map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
+        let size = ferry_sys::blk::size(&file)
+            .map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
         let sector_size = logical_sector_size(&file)
             .map_err(|e| query("query logical sector size (BLKSSZGET)", e))?;
         let file = ImageFile::with_len(file, path, size);

@@ -115,11 +115,7 @@ pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
 }
 
 /// Serve HTTPS with `limits` until SIGTERM or SIGINT, then shut down gracefully.
-pub fn serve(
-    data: &Path,
-    listen: SocketAddr,
-    limits: crate::limits::ServerLimits,
-) -> Result<()> {
+pub fn serve(data: &Path, listen: SocketAddr, limits: crate::limits::ServerLimits) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -232,7 +228,11 @@ pub fn prune(data: &Path, args: &PruneArgs) -> Result<()> {
 }
 
 /// One line per snapshot, newest first: keep (with why) or remove, and who wrote it.
-pub fn print_prune_plan(out: &mut impl Write, plan: &PrunePlan, dry_run: bool) -> std::io::Result<()> {
+pub fn print_prune_plan(
+    out: &mut impl Write,
+    plan: &PrunePlan,
+    dry_run: bool,
+) -> std::io::Result<()> {
     let verb = if dry_run { "would remove" } else { "remove" };
     let w = plan
         .entries
@@ -258,7 +258,11 @@ pub fn print_prune_plan(out: &mut impl Write, plan: &PrunePlan, dry_run: bool) -
             "{what}  {:<w$}  {}  by {writer}{}",
             e.summary.snapshot,
             e.summary.created,
-            if why.is_empty() { String::new() } else { format!("  ({why})") }
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!("  ({why})")
+            }
         )?;
     }
     for (writer, (kept, removed)) in per_writer_counts(plan) {

@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::download::file_response;
-use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::error::ApiError;
+use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::state::{blocking, SharedState};
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
@@ -34,7 +34,6 @@ fn parse_chunk_id(text: &str) -> ApiResult<ChunkId> {
     text.parse()
         .map_err(|e: ferry_format::FormatError| ApiError::bad_request(e.to_string()))
 }
-
 
 pub async fn hello(State(st): State<SharedState>, caller: Caller) -> Json<Hello> {
     Json(Hello {

@@ -29,8 +29,8 @@ pub mod limits;
 pub mod scope;
 pub mod state;
 pub mod tls;
-pub mod token_commands;
 pub mod token_cache;
+pub mod token_commands;
 pub mod upload;
 
 use std::net::SocketAddr;

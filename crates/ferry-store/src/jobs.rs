@@ -218,7 +218,8 @@ impl Store {
                 return Ok(());
             }
             for e in kept {
-                serde_json::to_writer(&mut buf, e).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                serde_json::to_writer(&mut buf, e)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 buf.push(b'\n');
             }
             return fsx::append_durable(&path, &buf);
@@ -243,12 +244,12 @@ impl Store {
                 rate: None,
                 eta: None,
             };
-            serde_json::to_writer(&mut buf, &note).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            serde_json::to_writer(&mut buf, &note)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
             buf.push(b'\n');
         }
         fsx::append_durable(&path, &buf)
     }
-
 
     /// The job `agent` is to run now, if any: its oldest pending or running job (bound to it, or
     /// created for it or one of its MACs). Only an approved agent is given a job; a running job

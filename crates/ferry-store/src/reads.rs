@@ -67,6 +67,11 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
         let f = dir.path().join("f");
         std::fs::write(&f, b"abc").unwrap();
-        assert_eq!(open_with_len(&f, || StoreError::NotFound("x".into())).unwrap().1, 3);
+        assert_eq!(
+            open_with_len(&f, || StoreError::NotFound("x".into()))
+                .unwrap()
+                .1,
+            3
+        );
     }
 }

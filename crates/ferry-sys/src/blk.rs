@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use libc::{c_int, c_uint, c_void};
 
 mod ioctl {
-    use super::{BlkpgIoctlArg, c_int, c_uint};
+    use super::{c_int, c_uint, BlkpgIoctlArg};
 
     // BLKGETSIZE64 = _IOR(0x12, 114, size_t): the device's size in bytes.
     nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
@@ -41,7 +41,10 @@ pub fn logical_sector_size(fd: impl AsFd) -> io::Result<u32> {
     // SAFETY: the kernel writes one int into `v`, which outlives the call.
     unsafe { ioctl::blksszget(fd.as_fd().as_raw_fd(), &mut v) }?;
     u32::try_from(v).map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("negative sector size {v}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("negative sector size {v}"),
+        )
     })
 }
 

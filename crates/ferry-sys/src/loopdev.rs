@@ -21,8 +21,16 @@ mod ioctl {
     // linux/loop.h: all are _IO(0x4C, n), some pass data anyway ("bad" ioctls for nix).
     nix::ioctl_write_int_bad!(loop_set_fd, nix::request_code_none!(0x4C, 0x00));
     nix::ioctl_none!(loop_clr_fd, 0x4C, 0x01);
-    nix::ioctl_write_ptr_bad!(loop_set_status64, nix::request_code_none!(0x4C, 0x04), LoopInfo64);
-    nix::ioctl_write_ptr_bad!(loop_configure, nix::request_code_none!(0x4C, 0x0A), LoopConfig);
+    nix::ioctl_write_ptr_bad!(
+        loop_set_status64,
+        nix::request_code_none!(0x4C, 0x04),
+        LoopInfo64
+    );
+    nix::ioctl_write_ptr_bad!(
+        loop_configure,
+        nix::request_code_none!(0x4C, 0x0A),
+        LoopConfig
+    );
     nix::ioctl_none!(loop_ctl_get_free, 0x4C, 0x82);
 }
 

@@ -89,7 +89,12 @@ pub fn output(cmd: &mut Command, package: &str, ok: &[i32]) -> Result<Output, To
 }
 
 /// [`output`], with `tool` naming the program in errors (not the path it was found at).
-fn run_named(cmd: &mut Command, tool: &str, package: &str, ok: &[i32]) -> Result<Output, ToolError> {
+fn run_named(
+    cmd: &mut Command,
+    tool: &str,
+    package: &str,
+    ok: &[i32],
+) -> Result<Output, ToolError> {
     let tool = tool.to_string();
     let out = cmd.stdin(Stdio::null()).output().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -159,12 +164,17 @@ mod tests {
         assert!(text.contains("sh -c echo one"), "{text}");
         assert!(text.contains("exit status: 3"), "{text}");
         assert!(text.ends_with("one\ntwo"), "{text}");
-        assert_eq!(sh.run_ok(&["-c", "echo hi; exit 1"], &[0, 1]).unwrap(), "hi\n");
+        assert_eq!(
+            sh.run_ok(&["-c", "echo hi; exit 1"], &[0, 1]).unwrap(),
+            "hi\n"
+        );
     }
 
     #[test]
     fn a_missing_tool_names_its_package() {
-        let e = Tool::new("ferry-no-such-tool", "ferry-pkg").run(&[]).unwrap_err();
+        let e = Tool::new("ferry-no-such-tool", "ferry-pkg")
+            .run(&[])
+            .unwrap_err();
         assert!(matches!(e, ToolError::Missing { .. }), "{e:?}");
         assert!(e.to_string().contains("apt-get install ferry-pkg"), "{e}");
     }

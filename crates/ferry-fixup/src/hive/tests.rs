@@ -229,8 +229,15 @@ fn a_hostile_subkey_count_does_not_hide_the_subkeys() {
         let before = h.subkeys(h.root()).unwrap().len();
         h.create_path("ControlSet001\\Services\\viostor").unwrap();
         let h2 = Hive::from_bytes(h.to_bytes()).unwrap();
-        assert_eq!(h2.subkeys(h2.root()).unwrap().len(), before + 1, "stored count {stored}");
-        assert!(h2.open("ControlSet001\\Services\\viostor").unwrap().is_some());
+        assert_eq!(
+            h2.subkeys(h2.root()).unwrap().len(),
+            before + 1,
+            "stored count {stored}"
+        );
+        assert!(h2
+            .open("ControlSet001\\Services\\viostor")
+            .unwrap()
+            .is_some());
         assert_eq!(h2.nk(h2.root()).unwrap().n_sub as usize, before + 1);
     }
 }
