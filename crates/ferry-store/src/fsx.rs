@@ -7,13 +7,16 @@
 //! leaves the old record or the new one, never neither (a new name lives in the directory's
 //! entries, which only the directory's fsync makes durable).
 
-use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, AT_FDCWD};
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -135,12 +138,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// snapshot refers to durable before the snapshot becomes visible.
 pub fn sync_fs(path: &Path) -> Result<()> {
     let f = File::open(path).map_err(io_err("open", path))?;
-    // SAFETY: syncfs only reads the descriptor, which `f` keeps open for the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(io_err("syncfs", path)(io::Error::last_os_error()));
-    }
-    Ok(())
+    nix::unistd::syncfs(&f).map_err(|e| io_err("syncfs", path)(e.into()))
 }
 
 /// Create `dir` and its missing parents with mode 0700 ([`PRIVATE_DIR_MODE`]); existing ones
@@ -163,29 +161,17 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 
 /// Set the mtime of `path` to now. `Ok(false)` when the file does not exist.
 pub fn touch(path: &Path) -> Result<bool> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| StoreError::Invalid(format!("path {} contains a NUL byte", path.display())))?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-    ];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs, both alive
-    // for the duration of the call.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
-    if rc == 0 {
-        return Ok(true);
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(StoreError::Invalid(format!(
+            "path {} contains a NUL byte",
+            path.display()
+        )));
     }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(false)
-    } else {
-        Err(io_err("set mtime of", path)(e))
+    let (atime, mtime) = (TimeSpec::UTIME_OMIT, TimeSpec::UTIME_NOW);
+    match utimensat(AT_FDCWD, path, &atime, &mtime, UtimensatFlags::FollowSymlink) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(io_err("set mtime of", path)(e.into())),
     }
 }
 
@@ -200,7 +186,7 @@ pub enum LockMode {
 /// by threads of one process conflict with each other just as those of two processes do.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 impl FileLock {
@@ -223,24 +209,19 @@ impl FileLock {
             .mode(0o600)
             .open(path)
             .map_err(io_err("open lock file", path))?;
-        let mut op = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
+        let op = match (mode, block) {
+            (LockMode::Shared, true) => FlockArg::LockShared,
+            (LockMode::Shared, false) => FlockArg::LockSharedNonblock,
+            (LockMode::Exclusive, true) => FlockArg::LockExclusive,
+            (LockMode::Exclusive, false) => FlockArg::LockExclusiveNonblock,
         };
-        if !block {
-            op |= libc::LOCK_NB;
-        }
+        let mut file = file;
         loop {
-            // SAFETY: flock on a descriptor `file` keeps open.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if rc == 0 {
-                return Ok(Some(FileLock { _file: file }));
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) if !block => return Ok(None),
-                _ => return Err(io_err("lock", path)(e)),
+            match Flock::lock(file, op) {
+                Ok(lock) => return Ok(Some(FileLock { _lock: lock })),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, Errno::EWOULDBLOCK)) if !block => return Ok(None),
+                Err((_, e)) => return Err(io_err("lock", path)(e.into())),
             }
         }
     }

@@ -34,6 +34,9 @@
 //! - Every file the store creates is 0600, every directory 0700, and a record's directory is
 //!   fsynced after its rename ([`fsx`]).
 
+// System calls (syncfs, utimensat, flock) go through nix.
+#![forbid(unsafe_code)]
+
 pub mod agents;
 pub mod chunks;
 pub mod config;
