@@ -12,7 +12,7 @@
 //! 3  records, to the end of the input: offset u32 LE (taken modulo the disk size), length
 //!    u16 LE, then that many bytes (cut at the disk's end and at the input's end)
 //! ```
-//! `fuzz/seeds/gen` writes real images in this form (`sparse_encode`).
+//! `fuzz/examples/gen_seeds.rs` writes real images in this form (`sparse_encode`).
 
 use std::path::PathBuf;
 
