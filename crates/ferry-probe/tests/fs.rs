@@ -9,6 +9,7 @@ use std::path::Path;
 use common::{blkid, have, image, run, FileDisk};
 use ferry_format::layout::{Content, ContentKind, PartitionTable};
 use ferry_probe::probe;
+use ferry_test_support::tools::number_after;
 
 const MIB: u64 = 1 << 20;
 
@@ -40,13 +41,7 @@ fn assert_like_blkid(img: &Path, c: &Content) {
 }
 
 fn dumpe2fs_field(img: &Path, name: &str) -> u64 {
-    let out = run("dumpe2fs", &["-h", img.to_str().unwrap()]);
-    out.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    number_after(&run("dumpe2fs", &["-h", img.to_str().unwrap()]), name)
 }
 
 #[test]
@@ -127,14 +122,7 @@ fn xfs() {
             img.to_str().unwrap(),
         ],
     );
-    let field = |name: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| number_after(&out, name);
     assert_eq!(u64::from(c.block_size.unwrap()), field("blocksize = "));
     assert_eq!(c.block_count.unwrap(), field("dblocks = "));
 }

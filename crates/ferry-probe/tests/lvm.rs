@@ -4,49 +4,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::{build_pv, have, image, run, run_stdin, vg_text, write_into, FileDisk, MemDisk};
 use ferry_format::layout::{Content, ContentKind, LvmPv, PartitionTable};
 use ferry_probe::{probe, ProbeError};
+use ferry_test_support::tools::Loop;
 
 const MIB: u64 = 1 << 20;
 const NO_BACKUP: &str = "backup { backup = 0 archive = 0 }";
-
-/// A loop device, detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(img: &Path, offset: u64, size: u64) -> Option<Loop> {
-        let out = Command::new("losetup")
-            .args([
-                "-f",
-                "--show",
-                "-o",
-                &offset.to_string(),
-                "--sizelimit",
-                &size.to_string(),
-                img.to_str()?,
-            ])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED: losetup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(Loop(String::from_utf8(out.stdout).ok()?.trim().to_string()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
 
 /// Run an LVM command without writing /etc/lvm/backup or archive files.
 fn lvm(args: &[&str]) -> String {
@@ -79,7 +43,8 @@ fn real_lvm_pv_in_an_mbr_partition() {
         Some("label: dos\nstart=2048, type=8e\n"),
     );
     let (part_off, part_len) = (MIB, 71 * MIB);
-    let Some(dev) = Loop::attach(&img, part_off, part_len) else {
+    let (off, len) = (part_off.to_string(), part_len.to_string());
+    let Some(dev) = Loop::attach(&img, &["-o", &off, "--sizelimit", &len]) else {
         return;
     };
     let vg = format!("ferrytest{}", std::process::id());

@@ -16,6 +16,7 @@ use std::process::Command;
 
 use common::{build_pv, have, image, run, vg_text, write_into, FileDisk, MemDisk};
 use ferry_probe::{probe, used_map, UsedMap, GRANULE};
+use ferry_test_support::tools::number_after;
 
 const MIB: u64 = 1 << 20;
 
@@ -157,14 +158,7 @@ fn diff(a: &Path, b: &Path) {
 
 fn dumpe2fs_free(img: &Path) -> (Vec<(u64, u64)>, u64, u64) {
     let out = run("dumpe2fs", &[img.to_str().unwrap()]);
-    let field = |name: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| number_after(&out, name);
     let (blocks, bs) = (field("Block count:"), field("Block size:"));
     // With bigalloc a range ends at the first block of its last free cluster.
     let cluster_blocks = out
@@ -337,14 +331,7 @@ fn xfs_free(img: &Path) -> Vec<(u64, u64)> {
         "xfs_db",
         &["-r", "-c", "sb 0", "-c", "p agblocks blocksize", p],
     );
-    let field = |n: &str| -> u64 {
-        sb.lines()
-            .find_map(|l| l.strip_prefix(n))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |n: &str| number_after(&sb, n);
     let (agblocks, _) = (field("agblocks = "), field("blocksize = "));
     let out = run("xfs_db", &["-r", "-c", "freesp -d", p]);
     let mut free: Vec<(u64, u64)> = out
@@ -388,14 +375,7 @@ fn xfs_used_blocks_match_xfs_db_and_files_survive() {
             "xfs_db",
             &["-r", "-c", "sb 0", "-c", "p dblocks blocksize", p],
         );
-        let field = |n: &str| -> u64 {
-            sb.lines()
-                .find_map(|l| l.strip_prefix(n))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        };
+        let field = |n: &str| number_after(&sb, n);
         let (blocks, bs) = (field("dblocks = "), field("blocksize = "));
         let expected = widened(&complement(&xfs_free(&img), blocks, bs), map.size());
         assert_eq!(

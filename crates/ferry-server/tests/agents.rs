@@ -11,16 +11,13 @@ use ferry_format::agent::{
 };
 use ferry_format::api::{BackupSession, CommitReply, Hello, Role};
 use ferry_format::index::Entry;
-use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex};
 use ferry_server::commands::init_store;
 use ferry_store::jobs::NewJob;
 use ferry_store::tokens::create_token_at;
 use ferry_store::Store;
-use ferry_test_support::https::Client;
-use ferry_test_support::store::commit_request;
-
-const CS: u32 = 64 << 10;
+use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::store::{commit_request, CS};
 
 struct World {
     _dir: tempfile::TempDir,
@@ -37,8 +34,7 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let init = init_store(dir.path(), &[]).unwrap();
-        let trust =
-            TrustBundle::from_pem(&std::fs::read_to_string(&init.trust_bundle).unwrap()).unwrap();
+        let trust = load_trust(&init.trust_bundle);
         let t = "2025-01-01T00:00:00Z";
         let backup = create_token_at(dir.path(), Role::Backup, t).unwrap();
         let enroll = create_token_at(dir.path(), Role::Enroll, t).unwrap();

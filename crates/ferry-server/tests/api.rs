@@ -9,28 +9,17 @@ use ferry_format::api::{
 };
 use ferry_format::index::Entry;
 use ferry_format::manifest::{ChunkCounts, DiskManifest};
-use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex, Manifest};
 use ferry_server::commands::init_store;
 use ferry_store::tokens::create_token_at;
-use ferry_test_support::https::Client;
-
-const CS: u32 = 64 << 10;
-
-fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
-    let plain: Vec<u8> = (0..CS).map(|i| (i as u8).wrapping_mul(seed)).collect();
-    (
-        ChunkId::of(&plain),
-        zstd::bulk::compress(&plain, 3).unwrap(),
-    )
-}
+use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::store::{patterned_chunk, CS};
 
 #[test]
 fn full_backup_and_restore_round() {
     let dir = tempfile::tempdir().unwrap();
     let init = init_store(dir.path(), &["appliance.test".into()]).unwrap();
-    let trust =
-        TrustBundle::from_pem(&std::fs::read_to_string(&init.trust_bundle).unwrap()).unwrap();
+    let trust = load_trust(&init.trust_bundle);
     assert_eq!(trust.ca_fingerprint(), init.ca_fingerprint);
     let backup = create_token_at(dir.path(), Role::Backup, "2025-01-01T00:00:00Z").unwrap();
     let restore = create_token_at(dir.path(), Role::Restore, "2025-01-01T00:00:00Z").unwrap();
@@ -64,8 +53,8 @@ fn full_backup_and_restore_round() {
     // Backup: session, known chunks, uploads, index (409 then 204), commit.
     let start = br#"{"machine":"web01","chunk_size":65536}"#;
     let BackupSession { session } = c.json("POST", "/backups", &backup, Some(start));
-    let (a, fa) = chunk(3);
-    let (b, fb) = chunk(5);
+    let (a, fa) = patterned_chunk(3);
+    let (b, fb) = patterned_chunk(5);
     let q = serde_json::to_vec(&serde_json::json!({ "ids": [a, b] })).unwrap();
     let known: KnownChunksReply = c.json(
         "POST",
@@ -188,8 +177,7 @@ fn full_backup_and_restore_round() {
     // A client pinning another appliance's CA fails the handshake.
     let other_dir = tempfile::tempdir().unwrap();
     let other = init_store(other_dir.path(), &[]).unwrap();
-    let other_trust =
-        TrustBundle::from_pem(&std::fs::read_to_string(&other.trust_bundle).unwrap()).unwrap();
+    let other_trust = load_trust(&other.trust_bundle);
     let stranger = Client::new(&other_trust, server.addr, Duration::from_secs(20));
     assert!(stranger.try_call("GET", "/hello", &backup, None).is_err());
 

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_format::signing::TrustBundle;
-use ferry_format::ChunkId;
 use ferry_server::commands::init_store;
 use ferry_server::limits::ServerLimits;
 use ferry_server::RunningServer;
+use ferry_test_support::https::load_trust;
+use ferry_test_support::store::patterned_chunk;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -92,7 +92,7 @@ impl Drop for Fixture {
 }
 
 fn client_config(bundle: &Path) -> Arc<ClientConfig> {
-    let trust = TrustBundle::from_pem(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    let trust = load_trust(bundle);
     let mut roots = RootCertStore::empty();
     for der in &trust.ca_certs {
         roots.add(CertificateDer::from(der.clone())).unwrap();
@@ -248,16 +248,6 @@ fn connections_over_the_cap_are_closed_at_once_and_admitted_again_later() {
     assert!(read_head(&mut s).starts_with("HTTP/1.1 200"));
 }
 
-fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
-    let plain: Vec<u8> = (0..65536u32)
-        .map(|i| (i as u8).wrapping_mul(seed))
-        .collect();
-    (
-        ChunkId::of(&plain),
-        zstd::bulk::compress(&plain, 3).unwrap(),
-    )
-}
-
 #[test]
 fn a_full_route_answers_503_with_retry_after_or_serves_a_request_that_waited() {
     let f = Fixture::new(ServerLimits {
@@ -265,8 +255,8 @@ fn a_full_route_answers_503_with_retry_after_or_serves_a_request_that_waited() {
         queue_wait: Duration::from_secs(1),
         ..ServerLimits::default()
     });
-    let (a, fa) = chunk(3);
-    let (b, fb) = chunk(5);
+    let (a, fa) = patterned_chunk(3);
+    let (b, fb) = patterned_chunk(5);
     // A holds the only chunk-upload slot: its body is half sent.
     let mut slow = f.connect();
     let half = fa.len() / 2;
@@ -314,7 +304,7 @@ fn a_stalled_request_body_is_cut_off_after_the_idle_timeout() {
         idle_timeout: Duration::from_secs(2),
         ..ServerLimits::default()
     });
-    let (a, fa) = chunk(3);
+    let (a, fa) = patterned_chunk(3);
     let mut s = f.connect();
     let head = format!(
         "PUT /api/v1/chunks/{a} HTTP/1.1\r\nHost: appliance\r\nAuthorization: Bearer {}\r\n\

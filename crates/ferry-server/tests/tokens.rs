@@ -13,10 +13,8 @@ use ferry_format::{ChunkId, DiskIndex};
 use ferry_server::commands::init_store;
 use ferry_store::tokens::{create_token_with, hash_token, legacy_id, load_tokens, NewToken};
 use ferry_store::Store;
-use ferry_test_support::https::Client;
-use ferry_test_support::store::commit_request;
-
-const CS: u32 = 64 << 10;
+use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::store::{commit_request, CS};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -29,8 +27,7 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let init = init_store(dir.path(), &[]).unwrap();
-        let trust =
-            TrustBundle::from_pem(&std::fs::read_to_string(&init.trust_bundle).unwrap()).unwrap();
+        let trust = load_trust(&init.trust_bundle);
         let rt = tokio::runtime::Runtime::new().unwrap();
         Setup {
             dir,

@@ -2,12 +2,18 @@
 //! it pins the store's CA as the agents do and returns every status instead of failing on 4xx/5xx.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_format::signing::TrustBundle;
 use serde::de::DeserializeOwned;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// The trust bundle (`ca.pem`) `appliance init` wrote at `path`.
+pub fn load_trust(path: &Path) -> TrustBundle {
+    TrustBundle::from_pem(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
 
 pub struct Client {
     agent: ureq::Agent,

@@ -34,6 +34,16 @@ pub fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
     )
 }
 
+/// A chunk of `CS` bytes that vary with their offset (byte `i` is `i * seed`): its id and its
+/// frame (zstd level 3).
+pub fn patterned_chunk(seed: u8) -> (ChunkId, Vec<u8>) {
+    let plain: Vec<u8> = (0..CS).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    (
+        ChunkId::of(&plain),
+        zstd::bulk::compress(&plain, 3).unwrap(),
+    )
+}
+
 /// The commit request of one disk `sda` read from `/dev/sda` as `source_format`, indexed by
 /// `index` (chunk counts taken from it).
 pub fn commit_request(index: &DiskIndex, source_format: &str) -> CommitRequest {

@@ -68,3 +68,42 @@ pub fn write_into(dst: &Path, offset: u64, src: &Path) {
     let f = std::fs::OpenOptions::new().write(true).open(dst).unwrap();
     f.write_all_at(&data, offset).unwrap();
 }
+
+/// A loop device over an image file, detached on drop.
+pub struct Loop(pub String);
+
+impl Loop {
+    /// `losetup -f --show` with extra arguments (offset, size limit, sector size…); `None` (the
+    /// test is skipped, saying so) when loop devices do not work here.
+    pub fn attach(img: &Path, extra: &[&str]) -> Option<Loop> {
+        let mut args = vec!["-f", "--show"];
+        args.extend_from_slice(extra);
+        args.push(img.to_str()?);
+        let out = output("losetup", &args, None);
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Loop(String::from_utf8(out.stdout).ok()?.trim().to_string()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// The number after `prefix` on the first line of a tool's `out` that starts with it
+/// (`Block size:` in dumpe2fs output, `blocksize = ` in xfs_db's); panics when there is none.
+pub fn number_after(out: &str, prefix: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -11,24 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use ferry_test_support::crc::crc32;
 
 const MIB: u64 = 1 << 20;
 const DISK: u64 = 64 * MIB;
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xedb8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
 
 fn le32(d: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(d[at..at + 4].try_into().unwrap())

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use ferry_test_support::tools::number_after;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -55,14 +56,7 @@ fn garbage(img: &Path, free: &[(u64, u64)], budget: u64) -> u64 {
 /// Free extents of an ext4 image in bytes, from dumpe2fs.
 fn ext4_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
     let out = ok(Command::new("dumpe2fs").arg(img));
-    let field = |name: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| number_after(&out, name);
     let (bs, blocks, free_blocks) = (
         field("Block size:"),
         field("Block count:"),
@@ -93,14 +87,7 @@ fn xfs_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
         "p agblocks blocksize dblocks",
         p,
     ]));
-    let field = |k: &str| -> u64 {
-        sb.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |k: &str| number_after(&sb, k);
     let (agblocks, bs, dblocks) = (
         field("agblocks = "),
         field("blocksize = "),

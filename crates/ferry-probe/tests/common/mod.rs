@@ -1,6 +1,7 @@
 //! Test helpers: disks over files and memory, running the real tools, building an LVM2 PV by
 //! hand, and fixing checksums after mutations.
-#![allow(dead_code)]
+// Each test binary uses its own subset of these helpers and re-exports.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ferry_image::{DiskSource, ImageError, ImageFormat};
+pub use ferry_test_support::crc::{crc32, lvm_crc};
+pub use ferry_test_support::tools::{have, image, run, run_stdin, write_into};
 
 /// A disk held in memory.
 pub struct MemDisk {
@@ -90,56 +93,6 @@ impl DiskSource for FileDisk {
     }
 }
 
-/// True when `tool` is on PATH (tests that need it are skipped otherwise, saying so).
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    found
-}
-
-/// Run a command, panicking with its output when it fails; returns stdout.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    run_stdin(cmd, args, None)
-}
-
-pub fn run_stdin(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(cmd)
-        .args(args)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A sparse image file of `size` bytes.
-pub fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
-    path
-}
-
 /// `blkid -p -o export` of `len` bytes at `offset` of `path` (whole file when `None`).
 pub fn blkid(path: &Path, range: Option<(u64, u64)>) -> HashMap<String, String> {
     let mut args = vec!["-p".to_string(), "-o".into(), "export".into()];
@@ -176,40 +129,9 @@ fn unescape(v: &str) -> String {
     out
 }
 
-/// Copy `src` into `dst` at byte `offset`.
-pub fn write_into(dst: &Path, offset: u64, src: &Path) {
-    let data = std::fs::read(src).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(dst).unwrap();
-    f.write_all_at(&data, offset).unwrap();
-}
-
 pub fn patch(path: &Path, offset: u64, bytes: &[u8]) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, offset).unwrap();
-}
-
-// ---- CRCs, for building and re-sealing images ----
-
-pub fn crc_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xedb8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-pub fn crc32(data: &[u8]) -> u32 {
-    !crc_update(!0, data)
-}
-
-pub fn lvm_crc(data: &[u8]) -> u32 {
-    crc_update(0xf597_a6cf, data)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
