@@ -68,15 +68,6 @@ vm() { qemu -machine q35 -nic none "$@"; }
 
 metric() { printf '%-17s %s\n' "$NAME" "$*" | tee -a "$WORK/metrics.txt"; }
 
-fail() {
-    echo "FAIL: $*"
-    if [[ -f $T/serial.log ]]; then
-        echo "   serial log $T/serial.log, last lines:"
-        serial | tail -25 | sed 's/^/   | /'
-    fi
-    exit 1
-}
-
 overlay() { # IMAGE-NAME -> $T/disk.qcow2 backed by the cached raw image (read only)
     qemu-img create -q -f qcow2 -F raw -b "$CACHE/$1.raw" "$T/disk.qcow2" || fail "qemu-img create overlay"
 }

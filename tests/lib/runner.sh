@@ -8,6 +8,7 @@
 #                       "ok:   NAME (S s)" or "FAIL: NAME (S s)", and adds NAME to passed or failed
 #   report_results      the suite time, the failed names, "N passed, N failed"; fails if any failed
 #   abort_build WHAT    for a failure before any test ran: the same last line, then exit 1
+#   fail WHY            inside a test: says why and shows the end of its serial log, ends the test
 
 passed=() failed=()
 declare -A PIDS=() STARTS=()
@@ -15,6 +16,15 @@ declare -A PIDS=() STARTS=()
 abort_build() {
     echo "FAIL build: $*"
     echo "0 passed, 1 failed"
+    exit 1
+}
+
+fail() {
+    echo "FAIL: $*"
+    if [[ -f $T/serial.log ]]; then
+        echo "   serial log $T/serial.log, last lines:"
+        serial | tail -25 | sed 's/^/   | /'
+    fi
     exit 1
 }
 

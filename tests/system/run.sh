@@ -177,15 +177,6 @@ enroll_timings() {
     return 0
 }
 
-fail() {
-    echo "FAIL: $*"
-    if [[ -f $T/serial.log ]]; then
-        echo "   serial log $T/serial.log, last lines:"
-        serial | tail -25 | sed 's/^/   | /'
-    fi
-    exit 1
-}
-
 # A disk image with recognizable, non-blank data in the middle (first and last MiB zero), and a
 # pristine copy to compare with afterwards.
 pattern_disk() { # PATH SIZE_MIB
