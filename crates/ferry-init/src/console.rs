@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,15 +22,12 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 
 /// Time since boot, the clock of the kernel's log timestamps.
 pub fn uptime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+    let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) else {
+        return Duration::ZERO;
     };
-    // SAFETY: clock_gettime writes into the valid timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        ts.tv_sec().max(0) as u64,
+        ts.tv_nsec().clamp(0, 999_999_999) as u32,
     )
 }
 
@@ -72,12 +68,9 @@ pub fn attach(console: &Path) -> io::Result<()> {
         .custom_flags(libc::O_NOCTTY)
         .open(console)
         .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", console.display())))?;
-    for fd in 0..=2 {
-        // SAFETY: dup2 of a valid open descriptor onto a standard descriptor.
-        if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    nix::unistd::dup2_stdin(&f)?;
+    nix::unistd::dup2_stdout(&f)?;
+    nix::unistd::dup2_stderr(&f)?;
     Ok(())
 }
 

@@ -20,6 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::reboot::RebootMode;
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
 use crate::console;
 use crate::kmod::{self, ColdplugOptions, Finit, ModIndex};
 use crate::settings::{self, FailurePolicy, Settings};
@@ -157,15 +162,14 @@ fn module_dir() -> Result<PathBuf, String> {
 /// Loads [`kmod::LATE_LOAD`] in a child process while the agent starts; PID 1 reaps it.
 fn spawn_late_modules() {
     // SAFETY: PID 1 is single-threaded here; the child only loads modules and exits.
-    let pid = unsafe { libc::fork() };
-    if pid != 0 {
-        if pid < 0 {
-            tracing::warn!(
-                "modules: fork the background loader: {}",
-                std::io::Error::last_os_error()
-            );
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Parent { .. }) => return,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            tracing::warn!("modules: fork the background loader: {e}");
+            return;
         }
-        return;
     }
     let start = Instant::now();
     let result = module_dir().and_then(|d| {
@@ -229,30 +233,26 @@ enum Request {
 }
 
 struct Supervisor {
-    signals: libc::sigset_t,
+    signals: SigSet,
     watchdog: Option<Watchdog>,
 }
 
 impl Supervisor {
     fn new() -> Self {
-        // SAFETY: sigset manipulation on a zeroed set, then blocking those signals in PID 1.
-        let signals = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [
-                libc::SIGCHLD,
-                libc::SIGTERM,
-                libc::SIGUSR1,
-                libc::SIGUSR2,
-                libc::SIGPWR,
-                libc::SIGINT,
-                libc::SIGHUP,
-            ] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            set
-        };
+        let mut signals = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGPWR,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
+            signals.add(s);
+        }
+        // Blocked in PID 1: they are taken one at a time by sigtimedwait in next_signal.
+        let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
         Supervisor {
             signals,
             watchdog: None,
@@ -268,24 +268,21 @@ impl Supervisor {
         let _ = std::fs::create_dir_all("/run/ferry");
         let _ = std::fs::remove_file(FAILURE_FILE);
         // SAFETY: PID 1 is single-threaded here, so the child starts in a consistent state.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Outcome::Failed(format!(
-                "fork the agent process: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if pid == 0 {
-            worker(main, settings);
-        }
+        let pid = match unsafe { fork() } {
+            Ok(ForkResult::Parent { child }) => child.as_raw(),
+            Ok(ForkResult::Child) => worker(main, settings),
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                return Outcome::Failed(format!("fork the agent process: {e}"));
+            }
+        };
         tracing::info!("init: agent running as pid {pid}");
         self.watchdog = Watchdog::open(); // after the fork: the worker must not hold it
         let status = match self.wait_for(pid) {
             Ok(status) => status,
             Err(req) => {
                 tracing::warn!("init: {req:?} requested while the agent runs; stopping it");
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                 return match req {
                     Request::Reboot => Outcome::Reboot,
                     Request::PowerOff => Outcome::PowerOff,
@@ -298,8 +295,8 @@ impl Supervisor {
                 .trim()
                 .to_string()
         };
-        if libc::WIFEXITED(status) {
-            match libc::WEXITSTATUS(status) {
+        match status {
+            WaitStatus::Exited(_, code) => match code {
                 EXIT_REBOOT => Outcome::Reboot,
                 EXIT_POWEROFF => Outcome::PowerOff,
                 EXIT_FAILED => Outcome::Failed(reason()),
@@ -307,20 +304,18 @@ impl Supervisor {
                 code => Outcome::Failed(format!(
                     "the agent exited with status {code} without an outcome"
                 )),
-            }
-        } else if libc::WIFSIGNALED(status) {
-            Outcome::Failed(format!(
+            },
+            WaitStatus::Signaled(_, sig, _) => Outcome::Failed(format!(
                 "the agent was killed by signal {}",
-                libc::WTERMSIG(status)
-            ))
-        } else {
-            Outcome::Failed(format!("the agent ended with wait status {status:#x}"))
+                sig as i32
+            )),
+            other => Outcome::Failed(format!("the agent ended with wait status {other:?}")),
         }
     }
 
     /// Waits until `pid` ends (its wait status), reaping every other child; a reboot/poweroff
     /// signal ends the wait early.
-    fn wait_for(&mut self, pid: libc::pid_t) -> Result<libc::c_int, Request> {
+    fn wait_for(&mut self, pid: libc::pid_t) -> Result<WaitStatus, Request> {
         loop {
             if let Some(status) = self.reap(pid) {
                 return Ok(status);
@@ -332,19 +327,16 @@ impl Supervisor {
     }
 
     /// Reaps all exited children; the status of `pid` if it was among them.
-    fn reap(&self, pid: libc::pid_t) -> Option<libc::c_int> {
+    fn reap(&self, pid: libc::pid_t) -> Option<WaitStatus> {
         let mut found = None;
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid with a valid status pointer.
-            let got = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if got <= 0 {
-                return found;
-            }
-            if got == pid {
-                found = Some(status);
-            } else {
-                tracing::debug!("init: reaped orphan {got}");
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return found,
+                Ok(s) => s,
+            };
+            match status.pid() {
+                Some(got) if got.as_raw() == pid => found = Some(status),
+                got => tracing::debug!("init: reaped orphan {got:?}"),
             }
         }
     }
@@ -358,8 +350,9 @@ impl Supervisor {
             tv_sec: 1,
             tv_nsec: 0,
         };
+        // nix has no sigtimedwait (SigSet::wait is sigwait, without a timeout).
         // SAFETY: a valid set and timeout; no siginfo wanted.
-        let sig = unsafe { libc::sigtimedwait(&self.signals, std::ptr::null_mut(), &ts) };
+        let sig = unsafe { libc::sigtimedwait(self.signals.as_ref(), std::ptr::null_mut(), &ts) };
         match sig {
             libc::SIGTERM => Some(Request::Reboot),
             libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGPWR => Some(Request::PowerOff),
@@ -370,8 +363,8 @@ impl Supervisor {
     /// Carries out the outcome. Never returns.
     fn finish(mut self, outcome: Outcome, policy: FailurePolicy) -> ! {
         match outcome {
-            Outcome::Reboot => self.shutdown(libc::RB_AUTOBOOT, "rebooting"),
-            Outcome::PowerOff => self.shutdown(libc::RB_POWER_OFF, "powering off"),
+            Outcome::Reboot => self.shutdown(RebootMode::RB_AUTOBOOT, "rebooting"),
+            Outcome::PowerOff => self.shutdown(RebootMode::RB_POWER_OFF, "powering off"),
             Outcome::Failed(reason) => {
                 tracing::error!("init: the agent failed: {reason}");
                 match policy {
@@ -379,12 +372,12 @@ impl Supervisor {
                     FailurePolicy::Reboot => {
                         tracing::error!("init: ferry.on_failure=reboot: rebooting in 10 s");
                         std::thread::sleep(Duration::from_secs(10));
-                        self.shutdown(libc::RB_AUTOBOOT, "rebooting")
+                        self.shutdown(RebootMode::RB_AUTOBOOT, "rebooting")
                     }
                     FailurePolicy::PowerOff => {
                         tracing::error!("init: ferry.on_failure=poweroff: powering off in 10 s");
                         std::thread::sleep(Duration::from_secs(10));
-                        self.shutdown(libc::RB_POWER_OFF, "powering off")
+                        self.shutdown(RebootMode::RB_POWER_OFF, "powering off")
                     }
                 }
             }
@@ -393,25 +386,23 @@ impl Supervisor {
 
     /// Stops every process, syncs, and reboots or powers off. Falls back to the shell if the
     /// kernel refuses.
-    fn shutdown(mut self, cmd: libc::c_int, what: &str) -> ! {
+    fn shutdown(mut self, cmd: RebootMode, what: &str) -> ! {
         tracing::info!("init: {what}: stopping processes and syncing disks");
-        // SAFETY: signalling every process but ourselves (PID 1 is exempt from kill(-1)). SIGHUP
-        // too: an interactive shell ignores SIGTERM.
-        unsafe {
-            libc::kill(-1, libc::SIGTERM);
-            libc::kill(-1, libc::SIGHUP);
-        }
+        // Every process but ourselves (PID 1 is exempt from kill(-1)). SIGHUP too: an
+        // interactive shell ignores SIGTERM.
+        let everyone = Pid::from_raw(-1);
+        let _ = kill(everyone, Signal::SIGTERM);
+        let _ = kill(everyone, Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             self.reap(0);
-            // SAFETY: probing whether any child remains.
-            if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } < 0 {
+            // Probing whether any child remains.
+            if waitpid(None, Some(WaitPidFlag::WNOHANG)).is_err() {
                 break; // ECHILD: none left
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
+        let _ = kill(everyone, Signal::SIGKILL);
         self.reap(0);
         sys::sync();
         tracing::info!("init: {what} now");
@@ -443,15 +434,15 @@ impl Supervisor {
                 Ok(_) => tracing::info!(
                     "init: the shell exited; starting a new one (`reboot` or `poweroff` to leave)"
                 ),
-                Err(Request::Reboot) => self.shutdown_from_shell(libc::RB_AUTOBOOT, "rebooting"),
+                Err(Request::Reboot) => self.shutdown_from_shell(RebootMode::RB_AUTOBOOT, "rebooting"),
                 Err(Request::PowerOff) => {
-                    self.shutdown_from_shell(libc::RB_POWER_OFF, "powering off")
+                    self.shutdown_from_shell(RebootMode::RB_POWER_OFF, "powering off")
                 }
             }
         }
     }
 
-    fn shutdown_from_shell(&mut self, cmd: libc::c_int, what: &str) -> ! {
+    fn shutdown_from_shell(&mut self, cmd: RebootMode, what: &str) -> ! {
         let me = Supervisor {
             signals: self.signals,
             watchdog: None,
@@ -504,12 +495,8 @@ fn spawn_shell() -> std::io::Result<libc::pid_t> {
 
 /// The worker process: runs `main`, turns its outcome (or panic) into an exit code.
 fn worker(main: impl FnOnce(&Settings) -> Outcome, settings: &Settings) -> ! {
-    // SAFETY: resetting the inherited signal mask of this fresh process.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
+    // Reset the signal mask inherited from PID 1.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let code = match catch_unwind(AssertUnwindSafe(|| main(settings))) {
         Ok(Outcome::Reboot) => EXIT_REBOOT,
         Ok(Outcome::PowerOff) => EXIT_POWEROFF,

@@ -2,10 +2,17 @@
 //! mounts ([`MOUNTS`] is data), the clock floor ([`clock_decision`]), entropy readiness, hostname,
 //! sync and reboot.
 
-use std::ffi::CString;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use nix::sys::reboot::RebootMode;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::time::TimeSpec;
+use nix::sys::wait::waitpid;
+use nix::time::{clock_settime, ClockId};
+use nix::unistd::{fork, ForkResult};
 
 /// One filesystem PID 1 mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,43 +118,20 @@ pub fn mount(m: &Mount) -> io::Result<MountResult> {
     }
     std::fs::create_dir_all(m.target)
         .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", m.target)))?;
-    let c = |s: &str| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-    let (src, target, fstype, data) = (c(m.fstype)?, c(m.target)?, c(m.fstype)?, c(m.data)?);
-    // SAFETY: all pointers are NUL-terminated strings alive for the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            m.flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("mount {} on {}: {e}", m.fstype, m.target),
-        ));
-    }
+    let flags = MsFlags::from_bits_retain(m.flags);
+    nix::mount::mount(Some(m.fstype), m.target, Some(m.fstype), flags, Some(m.data)).map_err(
+        |e| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("mount {} on {}: {e}", m.fstype, m.target))
+        },
+    )?;
     Ok(MountResult::Mounted)
 }
 
 /// The release of the running kernel (`uname -r`).
 pub fn kernel_release() -> io::Result<String> {
-    // SAFETY: uname fills the zeroed struct.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is a valid utsname.
-    if unsafe { libc::uname(&mut u) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let u = nix::sys::utsname::uname()?;
+    Ok(u.release().to_string_lossy().into_owned())
 }
 
 /// The floor for the wall clock: certificates are checked against it, so a machine whose RTC says
@@ -177,14 +161,7 @@ pub fn now() -> i64 {
 
 /// Sets the system clock (not the RTC: its timezone convention is the installed OS's business).
 pub fn set_clock(secs: i64) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: secs as _,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs as _, 0))?;
     Ok(())
 }
 
@@ -213,6 +190,7 @@ pub fn format_utc(secs: i64) -> String {
 /// Is the kernel's random pool initialised (getrandom would not block)?
 pub fn entropy_ready() -> bool {
     let mut b = [0u8; 1];
+    // nix has no getrandom.
     // SAFETY: writes at most 1 byte into b.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) == 1 }
 }
@@ -226,15 +204,19 @@ pub fn wait_for_entropy(timeout: Duration) -> Option<Duration> {
         return Some(start.elapsed());
     }
     // SAFETY: the child only calls async-signal-safe functions (getrandom, _exit).
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let mut b = [0u8; 1];
-        // SAFETY: as above.
-        unsafe {
-            libc::getrandom(b.as_mut_ptr().cast(), 1, 0);
-            libc::_exit(0)
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let mut b = [0u8; 1];
+            // SAFETY: getrandom writes at most 1 byte into b; _exit ends the child at once
+            // (nix has neither getrandom nor _exit).
+            unsafe {
+                libc::getrandom(b.as_mut_ptr().cast(), 1, 0);
+                libc::_exit(0)
+            }
         }
-    }
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Err(_) => None,
+    };
     let result = loop {
         if entropy_ready() {
             break Some(start.elapsed());
@@ -244,34 +226,29 @@ pub fn wait_for_entropy(timeout: Duration) -> Option<Duration> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    if pid > 0 {
-        // SAFETY: our own child; reap it so it does not linger as a zombie.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
+    if let Some(child) = child {
+        // Our own child; reap it so it does not linger as a zombie.
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
     }
     result
 }
 
 pub fn set_hostname(name: &str) -> io::Result<()> {
-    // SAFETY: name points to name.len() readable bytes.
-    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::unistd::sethostname(name)?;
     Ok(())
 }
 
 pub fn sync() {
-    // SAFETY: no arguments.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
 }
 
 /// `reboot(2)` with `cmd` (RB_AUTOBOOT, RB_POWER_OFF). Returns only on failure.
-pub fn reboot(cmd: libc::c_int) -> io::Error {
-    // SAFETY: reboot takes a plain command value.
-    unsafe { libc::reboot(cmd) };
-    io::Error::last_os_error()
+pub fn reboot(cmd: RebootMode) -> io::Error {
+    match nix::sys::reboot::reboot(cmd) {
+        Err(e) => e.into(),
+        Ok(never) => match never {},
+    }
 }
 
 #[cfg(test)]

@@ -20,12 +20,12 @@
 pub mod glob;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 
 /// Modules loaded at every boot, if the image ships them, right after coldplug: nothing in /sys
 /// asks for these (disk class driver, device-mapper, efivarfs before its mount), or a boot disk
@@ -240,18 +240,11 @@ pub struct Finit;
 impl Loader for Finit {
     fn load(&mut self, _name: &str, path: &Path) -> io::Result<Loaded> {
         let f = std::fs::File::open(path)?;
-        let params = CString::default();
-        // SAFETY: finit_module reads the open descriptor and a NUL-terminated parameter string.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
-        if rc == 0 {
-            return Ok(Loaded::New);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EEXIST) => Ok(Loaded::Already),
-            Some(libc::ENODEV | libc::ENXIO) => Ok(Loaded::NoDevice),
-            _ => Err(e),
+        match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) => Ok(Loaded::New),
+            Err(Errno::EEXIST) => Ok(Loaded::Already),
+            Err(Errno::ENODEV | Errno::ENXIO) => Ok(Loaded::NoDevice),
+            Err(e) => Err(e.into()),
         }
     }
 }

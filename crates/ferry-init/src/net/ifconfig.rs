@@ -4,7 +4,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 use super::super::settings::ip::prefix_netmask;
 
@@ -57,13 +59,13 @@ fn ifreq(name: &str) -> io::Result<IfReq> {
 }
 
 fn control_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    Ok(fd)
 }
 
 fn ioctl<T>(what: &str, name: &str, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
@@ -133,75 +135,25 @@ pub fn add_default_route(name: &str, gw: Ipv4Addr, metric: u16) -> io::Result<()
 
 /// A UDP socket on 0.0.0.0:68 bound to one device, allowed to broadcast; several can coexist.
 pub fn dhcp_socket(name: &str) -> io::Result<UdpSocket> {
-    let dev = ifreq(name)?.name;
-    // SAFETY: plain socket(2); owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    let set =
-        |opt: libc::c_int, val: *const libc::c_void, len: usize, what: &str| -> io::Result<()> {
-            // SAFETY: val points to `len` readable bytes for the duration of the call.
-            if unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    val,
-                    len as libc::socklen_t,
-                )
-            } < 0
-            {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{what} on the DHCP socket of {name}: {e}"),
-                ));
-            }
-            Ok(())
-        };
-    let one_ptr = (&one as *const libc::c_int).cast();
-    set(
-        libc::SO_REUSEADDR,
-        one_ptr,
-        size_of::<libc::c_int>(),
-        "SO_REUSEADDR",
-    )?;
-    set(
-        libc::SO_BROADCAST,
-        one_ptr,
-        size_of::<libc::c_int>(),
-        "SO_BROADCAST",
-    )?;
-    set(
-        libc::SO_BINDTODEVICE,
-        dev.as_ptr().cast(),
-        name.len() + 1,
-        "SO_BINDTODEVICE",
-    )?;
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 68u16.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
+    // Checks the name as an interface name (length, NUL) before the socket is made.
+    ifreq(name)?;
+    let fd = control_socket()?;
+    let failed = |what: &'static str| {
+        move |e: nix::errno::Errno| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("{what} on the DHCP socket of {name}: {e}"))
+        }
     };
-    // SAFETY: sa is a valid sockaddr_in of the given size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(failed("SO_REUSEADDR"))?;
+    socket::setsockopt(&fd, sockopt::Broadcast, &true).map_err(failed("SO_BROADCAST"))?;
+    socket::setsockopt(&fd, sockopt::BindToDevice, &name.into())
+        .map_err(failed("SO_BINDTODEVICE"))?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, 68)).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(
             e.kind(),
             format!("bind the DHCP socket of {name} to port 68: {e}"),
-        ));
-    }
+        )
+    })?;
     Ok(UdpSocket::from(fd))
 }
