@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{apply, have, image, restore_copy, run, source, target, write_into, Loop, MIB};
 use ferry_format::layout::PartitionTable;
 use ferry_layout::{plan, Action, DiskMapping, GrowTarget, Mapping, Policy};
+use ferry_test_support::tools::sgdisk_info;
 
 const DISK_GUID: &str = "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D";
 
@@ -85,15 +86,6 @@ fn put_ext4(dir: &Path, img: &Path, slot: u32, ss: u64) {
     write_into(img, p.first_lba * ss, &fs);
 }
 
-/// `sgdisk -i N` as key/value pairs.
-fn info(dev: &str, slot: u32) -> HashMap<String, String> {
-    run("sgdisk", &["-i", &slot.to_string(), dev])
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn first_number(s: &str) -> u64 {
     s.split_whitespace().next().unwrap().parse().unwrap()
 }
@@ -117,7 +109,7 @@ fn mapping(src: &Path, tgt: &Path, size: u64, ss: u32, grow: bool) -> DiskMappin
 /// The properties that must survive: GUIDs, names, attributes, slots, byte offsets.
 fn same_partitions(src: &str, src_ss: u64, dst: &str, dst_ss: u64, grown: Option<u32>) {
     for slot in [1, 2, 4] {
-        let (a, b) = (info(src, slot), info(dst, slot));
+        let (a, b) = (sgdisk_info(src, slot), sgdisk_info(dst, slot));
         for key in [
             "Partition GUID code",
             "Partition unique GUID",
@@ -200,7 +192,7 @@ fn larger_disk_with_grow_extends_the_last_partition() {
     let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
     verify_clean(d);
     same_partitions(s, 512, d, 512, Some(4));
-    let last = first_number(&info(d, 4)["Last sector"]);
+    let last = first_number(&sgdisk_info(d, 4)["Last sector"]);
     assert_eq!(
         (last + 1) * 512,
         96 * MIB - MIB,
@@ -210,7 +202,7 @@ fn larger_disk_with_grow_extends_the_last_partition() {
     assert_eq!(fs.on, GrowTarget::Partition { slot: 4 });
     // The filesystem grows into it as the rescue image will do it.
     if have("resize2fs") && have("losetup") {
-        let first = first_number(&info(d, 4)["First sector"]);
+        let first = first_number(&sgdisk_info(d, 4)["First sector"]);
         let off = (first * 512).to_string();
         let len = ((last + 1 - first) * 512).to_string();
         assert_eq!(fs.new_size.to_string(), len);
@@ -251,7 +243,7 @@ fn gpt_on_4096_byte_sectors_grows() {
     same_partitions(&a.0, 4096, &b.0, 4096, Some(4));
     assert_eq!(usable(&b.0).1, size / 4096 - 6);
     assert_eq!(
-        (first_number(&info(&b.0, 4)["Last sector"]) + 1) * 4096,
+        (first_number(&sgdisk_info(&b.0, 4)["Last sector"]) + 1) * 4096,
         95 * MIB
     );
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use common::{blkid, have, image, patch, run, write_into, FileDisk};
 use ferry_format::layout::{ContentKind, Gpt, PartitionTable, ProtectiveMbrKind};
 use ferry_probe::{probe, ProbeError};
+use ferry_test_support::tools::sgdisk_info;
 
 const MIB: u64 = 1 << 20;
 const DISK_GUID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -59,15 +60,6 @@ fn gpt_of(img: &Path) -> Gpt {
         PartitionTable::Gpt(g) => g,
         other => panic!("expected a GPT, got {other:?}"),
     }
-}
-
-/// `sgdisk -i N` as key/value pairs.
-fn sgdisk_info(img: &Path, slot: u32) -> std::collections::HashMap<String, String> {
-    run("sgdisk", &["-i", &slot.to_string(), img.to_str().unwrap()])
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn first_number(s: &str) -> u64 {
@@ -134,7 +126,7 @@ fn gpt_matches_sgdisk() {
         [1, 2, 4]
     );
     for part in &g.partitions {
-        let info = sgdisk_info(&img, part.slot);
+        let info = sgdisk_info(img.to_str().unwrap(), part.slot);
         let code = info["Partition GUID code"]
             .split_whitespace()
             .next()

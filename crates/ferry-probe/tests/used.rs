@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::{build_pv, have, image, run, vg_text, write_into, FileDisk, MemDisk};
 use ferry_probe::{probe, used_map, UsedMap, GRANULE};
-use ferry_test_support::tools::number_after;
+use ferry_test_support::tools::{dumpe2fs_free_extents, number_after};
 
 const MIB: u64 = 1 << 20;
 
@@ -160,24 +160,7 @@ fn dumpe2fs_free(img: &Path) -> (Vec<(u64, u64)>, u64, u64) {
     let out = run("dumpe2fs", &[img.to_str().unwrap()]);
     let field = |name: &str| number_after(&out, name);
     let (blocks, bs) = (field("Block count:"), field("Block size:"));
-    // With bigalloc a range ends at the first block of its last free cluster.
-    let cluster_blocks = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Cluster size:"))
-        .map_or(1, |c| c.trim().parse::<u64>().unwrap() / bs);
-    let mut free = Vec::new();
-    for list in out
-        .lines()
-        .filter_map(|l| l.strip_prefix("  Free blocks: "))
-    {
-        for item in list.split(", ").filter(|s| !s.trim().is_empty()) {
-            let (a, b) = item.split_once('-').unwrap_or((item, item));
-            let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
-            free.push((a, b - a + cluster_blocks));
-        }
-    }
-    free.sort();
-    (free, blocks, bs)
+    (dumpe2fs_free_extents(&out), blocks, bs)
 }
 
 #[test]

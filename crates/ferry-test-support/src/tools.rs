@@ -1,6 +1,7 @@
 //! The real disk tools in host tests (sfdisk, mkfs, lvm, blkid…) and the sparse image files they
 //! work on.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -106,4 +107,37 @@ pub fn number_after(out: &str, prefix: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The free extents (first block, length in blocks) that `dumpe2fs` lists in its output `out`,
+/// sorted. With bigalloc a listed range ends at the first block of its last free cluster: the
+/// length counts that whole cluster.
+pub fn dumpe2fs_free_extents(out: &str) -> Vec<(u64, u64)> {
+    let bs = number_after(out, "Block size:");
+    let cluster_blocks = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Cluster size:"))
+        .map_or(1, |c| c.trim().parse::<u64>().unwrap() / bs);
+    let mut free = Vec::new();
+    for list in out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  Free blocks: "))
+    {
+        for item in list.split(", ").filter(|s| !s.trim().is_empty()) {
+            let (a, b) = item.split_once('-').unwrap_or((item, item));
+            let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+            free.push((a, b - a + cluster_blocks));
+        }
+    }
+    free.sort();
+    free
+}
+
+/// `sgdisk -i SLOT DEV` as key/value pairs (`"First sector"` → `"2048 (at 1024.0 KiB)"`).
+pub fn sgdisk_info(dev: &str, slot: u32) -> HashMap<String, String> {
+    run("sgdisk", &["-i", &slot.to_string(), dev])
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use ferry_test_support::tools::number_after;
+use ferry_test_support::tools::{dumpe2fs_free_extents, number_after};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -62,17 +62,10 @@ fn ext4_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
         field("Block count:"),
         field("Free blocks:"),
     );
-    let mut free = Vec::new();
-    for list in out
-        .lines()
-        .filter_map(|l| l.strip_prefix("  Free blocks: "))
-    {
-        for item in list.split(", ").filter(|s| !s.trim().is_empty()) {
-            let (a, b) = item.split_once('-').unwrap_or((item, item));
-            let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
-            free.push((a * bs, (b - a + 1) * bs));
-        }
-    }
+    let free = dumpe2fs_free_extents(&out)
+        .into_iter()
+        .map(|(start, len)| (start * bs, len * bs))
+        .collect();
     (free, (blocks - free_blocks) * bs)
 }
 
