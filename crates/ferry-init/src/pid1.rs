@@ -305,10 +305,9 @@ impl Supervisor {
                     "the agent exited with status {code} without an outcome"
                 )),
             },
-            WaitStatus::Signaled(_, sig, _) => Outcome::Failed(format!(
-                "the agent was killed by signal {}",
-                sig as i32
-            )),
+            WaitStatus::Signaled(_, sig, _) => {
+                Outcome::Failed(format!("the agent was killed by signal {}", sig as i32))
+            }
             other => Outcome::Failed(format!("the agent ended with wait status {other:?}")),
         }
     }
@@ -434,7 +433,9 @@ impl Supervisor {
                 Ok(_) => tracing::info!(
                     "init: the shell exited; starting a new one (`reboot` or `poweroff` to leave)"
                 ),
-                Err(Request::Reboot) => self.shutdown_from_shell(RebootMode::RB_AUTOBOOT, "rebooting"),
+                Err(Request::Reboot) => {
+                    self.shutdown_from_shell(RebootMode::RB_AUTOBOOT, "rebooting")
+                }
                 Err(Request::PowerOff) => {
                     self.shutdown_from_shell(RebootMode::RB_POWER_OFF, "powering off")
                 }

@@ -119,12 +119,17 @@ pub fn mount(m: &Mount) -> io::Result<MountResult> {
     std::fs::create_dir_all(m.target)
         .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", m.target)))?;
     let flags = MsFlags::from_bits_retain(m.flags);
-    nix::mount::mount(Some(m.fstype), m.target, Some(m.fstype), flags, Some(m.data)).map_err(
-        |e| {
-            let e = io::Error::from(e);
-            io::Error::new(e.kind(), format!("mount {} on {}: {e}", m.fstype, m.target))
-        },
-    )?;
+    nix::mount::mount(
+        Some(m.fstype),
+        m.target,
+        Some(m.fstype),
+        flags,
+        Some(m.data),
+    )
+    .map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("mount {} on {}: {e}", m.fstype, m.target))
+    })?;
     Ok(MountResult::Mounted)
 }
 

@@ -168,7 +168,13 @@ pub fn touch(path: &Path) -> Result<bool> {
         )));
     }
     let (atime, mtime) = (TimeSpec::UTIME_OMIT, TimeSpec::UTIME_NOW);
-    match utimensat(AT_FDCWD, path, &atime, &mtime, UtimensatFlags::FollowSymlink) {
+    match utimensat(
+        AT_FDCWD,
+        path,
+        &atime,
+        &mtime,
+        UtimensatFlags::FollowSymlink,
+    ) {
         Ok(()) => Ok(true),
         Err(Errno::ENOENT) => Ok(false),
         Err(e) => Err(io_err("set mtime of", path)(e.into())),

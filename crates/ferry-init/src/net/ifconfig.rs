@@ -141,7 +141,10 @@ pub fn dhcp_socket(name: &str) -> io::Result<UdpSocket> {
     let failed = |what: &'static str| {
         move |e: nix::errno::Errno| {
             let e = io::Error::from(e);
-            io::Error::new(e.kind(), format!("{what} on the DHCP socket of {name}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("{what} on the DHCP socket of {name}: {e}"),
+            )
         }
     };
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(failed("SO_REUSEADDR"))?;
