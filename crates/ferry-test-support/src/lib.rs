@@ -8,6 +8,8 @@
 //! - [`https`]: a client of the appliance's API that pins the store's CA, as the agents do.
 //! - [`tools`]: the real disk tools (run, skip when missing) and sparse image files.
 
+#![forbid(unsafe_code)]
+
 pub mod crc;
 pub mod https;
 pub mod store;
