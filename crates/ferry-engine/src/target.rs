@@ -136,7 +136,10 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
     }
     let resumes = matches!((&contents, &permit.marker), (Contents::Marker(m), Some(mine)) if m.same_restore(mine));
     let holds = contents.describe();
-    if let (Some(what), false, false) = (&holds, permit.overwrite, resumes) {
+    // A device too small is refused by the layout planner, naming the size it needs: a better
+    // message than "holds data", and it writes nothing either.
+    let too_small = kind == TargetKind::BlockDevice && size < needed;
+    if let (Some(what), false, false, false) = (&holds, permit.overwrite, resumes, too_small) {
         return Err(EngineError::Refused(format!(
             "{} holds data ({what}): refusing to overwrite it. If this is the right target, run again with --overwrite",
             path.display()

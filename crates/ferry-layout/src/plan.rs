@@ -332,7 +332,8 @@ pub fn plan(
     let mut mappings = Vec::new();
     for &(d, t) in &pairs {
         let (disk, target) = (&disks[d], &targets[t]);
-        if !target.blank && !policy.overwrite {
+        // A target too small says so first (plan_disk): that is the fix the operator needs.
+        if !target.blank && !policy.overwrite && target.size >= disk.size {
             return Err(PlanError::NotBlank {
                 disk: disk.name.clone(),
                 target: target.path.clone(),

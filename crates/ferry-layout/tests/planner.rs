@@ -489,6 +489,16 @@ fn planner_table() {
             ]),
         ),
         (
+            "a target holding data and too small says too small first",
+            vec![bare("a", GIB)],
+            vec![TargetDisk {
+                blank: false,
+                ..tgt("/dev/vda", GIB / 2)
+            }],
+            Policy::default(),
+            Error(&["the disk needs at least 1073741824 bytes"]),
+        ),
+        (
             "overwrite allowed",
             vec![bare("a", GIB)],
             vec![TargetDisk {
