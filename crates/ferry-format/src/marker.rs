@@ -55,7 +55,10 @@ impl RestoreMarker {
 
     /// The marker's [`MARKER_LEN`] bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("a marker serializes");
+        // Strings and a u32 always serialize; were it ever to fail, an empty JSON makes a marker
+        // that does not decode, which every reader treats as data (fail closed, never a panic:
+        // this runs in the rescue image's PID 1).
+        let json = serde_json::to_vec(self).unwrap_or_default();
         let mut out = vec![0u8; MARKER_LEN];
         out[..32].copy_from_slice(MARKER_MAGIC);
         // Names are bounded (check_name: 64) and the proof is 64 hex: far below the limit.
@@ -71,7 +74,7 @@ impl RestoreMarker {
         if head.len() < HEADER || &head[..32] != MARKER_MAGIC {
             return Ok(None);
         }
-        let n = u32::from_le_bytes(head[32..36].try_into().expect("4 bytes")) as usize;
+        let n = u32::from_le_bytes([head[32], head[33], head[34], head[35]]) as usize;
         if n > MARKER_LEN - HEADER || head.len() < HEADER + n {
             return Err(format!("its JSON length {n} is out of range"));
         }
