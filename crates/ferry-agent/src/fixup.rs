@@ -10,7 +10,7 @@ use ferry_fixup::system::{self, Options, RestoredDisk};
 use ferry_format::agent::{Level, Phase};
 
 use crate::console::Console;
-use crate::job::Events;
+use crate::events::Events;
 use crate::AgentConfig;
 
 /// Where the rescue image keeps a virtio-win shaped driver package for Windows guests.

@@ -11,104 +11,17 @@ use ferry_client::{Client, ClientError};
 use ferry_engine::progress::Progress;
 use ferry_engine::restore::{self, JobMark, RestoreOptions, RestorePlan, RestoreSummary};
 use ferry_format::agent::{
-    resolve_mappings, DiskNeed, Event, EventBatch, Inventory, Job, JobState, Level, MapTarget,
-    Phase, MAX_EVENT_BATCH,
+    resolve_mappings, DiskNeed, Inventory, Job, JobState, Level, MapTarget, Phase,
 };
 use ferry_format::marker::RestoreMarker;
 use ferry_format::units::human_bytes;
 
-use crate::console::{now_rfc3339, Console};
+use crate::console::Console;
+use crate::events::{Bytes, Events};
 use crate::{AgentConfig, AgentError, Outcome, Session};
 
 /// How often progress is shown and sent.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// How long one event post keeps retrying before the events wait for the next one.
-const EVENT_RETRY: Duration = Duration::from_secs(5);
-/// Events kept while the appliance cannot be reached; older progress events are dropped first.
-const MAX_PENDING_EVENTS: usize = 5000;
-
-/// The job's event stream: each event goes to the console at once and to the appliance in
-/// batches (best effort; the job's state report is the one that must arrive).
-pub struct Events<'a> {
-    client: Client,
-    agent: &'a str,
-    job: String,
-    pending: Vec<Event>,
-}
-
-impl<'a> Events<'a> {
-    pub fn new(client: &Client, agent: &'a str, job: &str) -> Self {
-        Events {
-            client: client.with_retry_window(EVENT_RETRY),
-            agent,
-            job: job.to_string(),
-            pending: Vec::new(),
-        }
-    }
-
-    pub fn emit(
-        &mut self,
-        out: &mut Console,
-        level: Level,
-        phase: Phase,
-        message: String,
-        bytes: Option<Bytes>,
-    ) {
-        let prefix = match level {
-            Level::Error => "ERROR: ",
-            Level::Warn => "warning: ",
-            Level::Info => "",
-        };
-        out.line(&format!("{prefix}{message}"));
-        self.pending.push(Event {
-            time: now_rfc3339(),
-            level,
-            phase,
-            message,
-            bytes_done: bytes.map(|b| b.done),
-            bytes_total: bytes.map(|b| b.total),
-            rate: bytes.map(|b| b.rate),
-            eta: bytes.map(|b| b.eta),
-        });
-        if self.pending.len() > MAX_PENDING_EVENTS {
-            if let Some(i) = self.pending.iter().position(|e| e.bytes_total.is_some()) {
-                self.pending.remove(i);
-            }
-        }
-        self.flush();
-    }
-
-    pub fn flush(&mut self) {
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(MAX_EVENT_BATCH);
-            let batch = EventBatch {
-                job: self.job.clone(),
-                events: self.pending[..n].to_vec(),
-            };
-            match self.client.post_events(self.agent, &batch) {
-                Ok(()) => {
-                    self.pending.drain(..n);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "send {} events of job {}: {e}; keeping them for later",
-                        self.pending.len(),
-                        self.job
-                    );
-                    return;
-                }
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Bytes {
-    pub done: u64,
-    pub total: u64,
-    pub rate: u64,
-    pub eta: u64,
-}
 
 /// Run `job` to its end and report it. Errors only when the result cannot be reported.
 pub(crate) fn run_job(

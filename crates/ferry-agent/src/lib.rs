@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod console;
+pub mod events;
 mod fixup;
 pub mod inventory;
 pub mod job;
