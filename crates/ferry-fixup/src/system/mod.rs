@@ -1,0 +1,95 @@
+//! Fix-up of freshly restored disks, run from the rescue system: find the restored OS on the
+//! target disks (partitions, LVM volumes activated from those disks only), mount it with its
+//! own fstab, apply the file fix-ups, run the guest's own tools in a chroot (initramfs, GRUB),
+//! create the UEFI fallback loader, read the result back into a bootability report, and undo
+//! every mount and activation.
+//!
+//! Every external tool is the rescue image's (blkid, lvm, mount, chroot) or the guest's own
+//! (update-initramfs, grub-install). Only the target disks are looked at: an identically named
+//! VG or filesystem on another disk of this machine is never activated or mounted.
+//!
+//! The parts: `devices` finds what is on the restored disks (blkid, partitions, the names the
+//! old machine used, fstab), `session` mounts, fixes and reports in named steps and undoes its
+//! mounts, `tools` runs the rescue image's and the guest's tools.
+
+mod devices;
+mod session;
+mod tools;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::report::Report;
+use crate::{Change, FixupError};
+
+pub use devices::{
+    device_map, fstab_mounts, old_disk_names, parse_blkid, partition_name, resolve_spec, BlockDev,
+    DiskPartitions, FstabMount,
+};
+
+/// One restored disk: its name and source in the snapshot, and the device it is on now.
+#[derive(Debug, Clone)]
+pub struct RestoredDisk {
+    pub name: String,
+    /// Where the backup read it (`/dev/sda`, an image path): old device names come from here.
+    pub source: String,
+    pub device: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The machine boots with UEFI (the rescue system was started by UEFI firmware).
+    pub uefi: bool,
+    /// A virtio-win shaped driver directory for Windows guests.
+    pub drivers: Option<PathBuf>,
+    /// Scratch directory for mount points.
+    pub work: PathBuf,
+    /// Longest a single guest tool (update-initramfs, grub-install) may run.
+    pub tool_timeout: Duration,
+}
+
+/// One step and how it went, for the job's events.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Outcome {
+    /// linux or windows; `None` when no OS was found on the disks.
+    pub os: Option<String>,
+    /// The device holding the root filesystem (or the Windows volume).
+    pub root: Option<String>,
+    pub changes: Vec<Change>,
+    pub steps: Vec<Step>,
+    pub report: Report,
+    pub seconds: f64,
+}
+
+/// Finds, mounts, fixes and reports the OS on `disks`. `log` sees one line per step as it
+/// happens. Errors only when nothing could be looked at; a failed step is in the outcome.
+pub fn run(
+    disks: &[RestoredDisk],
+    opts: &Options,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome, FixupError> {
+    let start = Instant::now();
+    let mut s = session::Session {
+        opts,
+        steps: Vec::new(),
+        mounts: Vec::new(),
+        vg_devices: Vec::new(),
+        log,
+    };
+    let r = s.fix(disks);
+    s.teardown();
+    let mut out = r?;
+    out.steps = std::mem::take(&mut s.steps);
+    out.seconds = start.elapsed().as_secs_f64();
+    Ok(out)
+}
