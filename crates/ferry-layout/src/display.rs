@@ -5,7 +5,7 @@ use std::fmt;
 use ferry_format::layout::ContentKind;
 use ferry_format::units::human_bytes;
 
-use crate::plan::{Action, Adaptation, DiskMapping, FsGrow, GrowTarget, LayoutPlan};
+use crate::types::{Action, Adaptation, DiskMapping, FsGrow, GrowTarget, LayoutPlan};
 
 impl fmt::Display for LayoutPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

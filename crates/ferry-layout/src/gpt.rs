@@ -11,8 +11,9 @@
 use ferry_format::layout::{Gpt, GptPartition, ProtectiveMbrKind};
 use ferry_format::units::human_bytes;
 
+use crate::error::Refusal;
 use crate::patch::PatchSet;
-use crate::plan::{growable, Geometry, GptChange, Grown, PartitionGrow, Refusal, TableOutcome};
+use crate::types::{growable, Geometry, GptChange, Grown, PartitionGrow, TableOutcome};
 use crate::MIB;
 use ferry_probe::crc::crc32;
 

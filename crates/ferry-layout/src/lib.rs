@@ -31,17 +31,24 @@
 
 #![forbid(unsafe_code)]
 
+// Module dependencies run one way: `plan` (the orchestrator) uses `assign` and the table modules
+// `gpt`, `mbr`, `lvm`; those and `display` use only `types`, `error` and `patch`.
+mod assign;
 mod display;
+mod error;
 mod gpt;
 mod lvm;
 mod mbr;
 mod patch;
 mod plan;
+mod types;
 
+pub use error::PlanError;
 pub use patch::Patch;
-pub use plan::{
-    plan, Action, Adaptation, DiskMapping, FsGrow, GptChange, GrowLv, GrowTarget, LayoutPlan,
-    LvGrow, Mapping, PartitionGrow, PlanError, Policy, PvGrow, SourceDisk, TargetDisk,
+pub use plan::plan;
+pub use types::{
+    Action, Adaptation, DiskMapping, FsGrow, GptChange, GrowLv, GrowTarget, LayoutPlan, LvGrow,
+    Mapping, PartitionGrow, Policy, PvGrow, SourceDisk, TargetDisk,
 };
 
 /// Bytes in a MiB; partitions are grown to a multiple of it.

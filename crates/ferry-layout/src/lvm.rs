@@ -19,8 +19,9 @@
 use ferry_format::layout::{Area, ContentKind, LogicalVolume, LvmPv, PhysicalVolume, VolumeGroup};
 use ferry_probe::lvm_text::{self, Node, Section, Value};
 
+use crate::error::Refusal;
 use crate::patch::PatchSet;
-use crate::plan::{growable, FsGrow, GrowLv, GrowTarget, LvGrow, PvGrow, Refusal};
+use crate::types::{growable, FsGrow, GrowLv, GrowTarget, LvGrow, PvGrow};
 use ferry_probe::crc::lvm_crc;
 
 const SECTOR: u64 = 512;

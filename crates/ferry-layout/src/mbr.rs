@@ -9,8 +9,9 @@
 use ferry_format::layout::{Mbr, MbrPartition, MbrPartitionKind};
 use ferry_format::units::human_bytes;
 
+use crate::error::Refusal;
 use crate::patch::PatchSet;
-use crate::plan::{growable, Geometry, Grown, PartitionGrow, Refusal, TableOutcome};
+use crate::types::{growable, Geometry, Grown, PartitionGrow, TableOutcome};
 use crate::MIB;
 
 const TABLE: u64 = 446;
