@@ -20,8 +20,7 @@ use ferry_format::ChunkId;
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::handlers::{parse_json, ApiResult};
+use crate::error::{parse_json, ApiError, ApiResult};
 use crate::state::{blocking, SharedState};
 
 /// How often a waiting long poll looks for a new job.

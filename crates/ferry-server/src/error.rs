@@ -1,4 +1,5 @@
-//! API errors: a status and a JSON body that says what to do.
+//! API errors: a status and a JSON body that says what to do; `ApiResult` and `parse_json`,
+//! which every module with handlers shares.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -6,6 +7,16 @@ use axum::Json;
 use ferry_format::api::{ErrorBody, MissingChunks};
 use ferry_format::ChunkId;
 use ferry_store::StoreError;
+use serde::de::DeserializeOwned;
+
+/// What a handler returns: its answer, or a status with a JSON error body.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON request body as `T`; 400 naming the parse error otherwise.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
+}
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -14,21 +14,13 @@ use ferry_format::api::{
 };
 use ferry_format::ChunkId;
 use ferry_store::chunks::PutOutcome;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::download::file_response;
-use crate::error::ApiError;
+use crate::error::{parse_json, ApiError, ApiResult};
 use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::state::{blocking, SharedState};
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
-
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("parse the request body: {e}")))
-}
 
 fn parse_chunk_id(text: &str) -> ApiResult<ChunkId> {
     text.parse()

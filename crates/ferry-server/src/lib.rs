@@ -8,7 +8,10 @@
 //!   thread ([`state::blocking`]).
 //! - [`agents`]: enrollment, the long-polled job, events and job state of unattended restores;
 //!   an agent credential reads only its own job's snapshot and chunks.
-//! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`).
+//! - [`scope`]: what a token may reach beyond its role; [`scope_cache`]: the chunks a machine
+//!   scope may read, cached.
+//! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`);
+//!   the `ApiResult` and `parse_json` every module with handlers shares.
 //!
 //! - [`limits`]: connection cap, TLS/header/idle timeouts, per-route concurrency limits (503 with
 //!   Retry-After when a route stays full); [`upload`]: index uploads streamed to disk.
@@ -27,6 +30,7 @@ pub mod handlers;
 pub mod job_commands;
 pub mod limits;
 pub mod scope;
+pub mod scope_cache;
 pub mod state;
 pub mod tls;
 pub mod token_cache;

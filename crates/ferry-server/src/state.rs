@@ -9,7 +9,7 @@ use ferry_store::keys::ManifestSigner;
 use ferry_store::{Store, StoreError};
 
 use crate::error::ApiError;
-use crate::scope::ScopeCache;
+use crate::scope_cache::ScopeCache;
 pub use crate::token_cache::TokenCache;
 
 pub type SharedState = Arc<AppState>;
