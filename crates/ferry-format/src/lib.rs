@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod marker;
 pub mod names;
 pub mod signing;
+pub mod source;
 pub mod units;
 
 pub use chunk::{ChunkId, DEFAULT_CHUNK_SIZE};
