@@ -1,0 +1,281 @@
+//! Freeze and thaw of a real ext4 filesystem on a loop device: writes block while frozen and
+//! go through after `end`, after Drop, after SIGTERM to the capturing process, and after that
+//! process is killed (SIGKILL) once `cleanup_stale` runs.
+//!
+//! Needs root, `losetup`, `mkfs.ext4` and `mount`; prints `SKIPPED: reason` otherwise. The
+//! crash and signal cases run the capture in a child process: this test binary again, with
+//! `FERRY_CAPTURE_CHILD_*` set, running `child_capture_then_wait`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ferry_capture::{cleanup_stale, Capture, CaptureRequest, Consistency, Method, Mode};
+
+/// A write that has not finished in this long is taken as blocked by the freeze.
+const BLOCKED: Duration = Duration::from_secs(1);
+/// A write after the thaw must finish within this.
+const UNBLOCKED: Duration = Duration::from_secs(20);
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn skip_reason() -> Option<String> {
+    if sh("id", &["-u"]).ok().as_deref() != Some("0") {
+        return Some("not root".into());
+    }
+    for tool in ["losetup", "mkfs.ext4", "mount", "umount"] {
+        if ferry_sys::tool::find(tool).is_none() {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no loop devices".into());
+    }
+    None
+}
+
+/// An ext4 filesystem on a loop device, mounted; torn down when dropped.
+struct Fs {
+    dir: tempfile::TempDir,
+    loopdev: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Fs {
+    fn new() -> Fs {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]).unwrap();
+        let loopdev =
+            PathBuf::from(sh("losetup", &["--find", "--show", img.to_str().unwrap()]).unwrap());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        sh("mount", &[loopdev.to_str().unwrap(), mnt.to_str().unwrap()]).unwrap();
+        Fs { dir, loopdev, mnt }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn request(&self) -> CaptureRequest {
+        CaptureRequest::new(
+            vec![self.loopdev.clone()],
+            Mode::PointInTime,
+            self.run_dir(),
+        )
+    }
+
+    /// Start writing (and fsyncing) a file in a thread; the receiver gets the result.
+    fn write(&self, name: &str) -> mpsc::Receiver<std::io::Result<()>> {
+        let path = self.mnt.join(name);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::fs::write(&path, b"data")
+                .and_then(|()| std::fs::File::open(&path)?.sync_all());
+            let _ = tx.send(r);
+        });
+        rx
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
+        let _ = Command::new("umount").arg(&self.mnt).output();
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.loopdev)
+            .output();
+    }
+}
+
+fn assert_blocked(rx: &mpsc::Receiver<std::io::Result<()>>, what: &str) {
+    assert!(
+        rx.recv_timeout(BLOCKED).is_err(),
+        "{what}: a write finished while the filesystem should be frozen"
+    );
+}
+
+fn assert_done(rx: &mpsc::Receiver<std::io::Result<()>>, what: &str) {
+    match rx.recv_timeout(UNBLOCKED) {
+        Ok(r) => r.unwrap_or_else(|e| panic!("{what}: write failed: {e}")),
+        Err(_) => panic!("{what}: a write is still blocked: the filesystem was not thawed"),
+    }
+}
+
+#[test]
+fn freeze_blocks_writes_until_end() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let cap = Capture::begin(&fs.request()).unwrap();
+    let found: Vec<_> = cap.sources()[0]
+        .filesystems
+        .iter()
+        .map(|f| f.mount_point.clone())
+        .collect();
+    assert_eq!(found, std::slice::from_ref(&fs.mnt));
+    assert!(
+        fs.run_dir().join("frozen").exists(),
+        "no state file while frozen"
+    );
+    let rx = fs.write("during");
+    assert_blocked(&rx, "frozen");
+    let report = cap.end().unwrap();
+    assert_done(&rx, "after end");
+    assert!(
+        !fs.run_dir().join("frozen").exists(),
+        "state file left after thaw"
+    );
+    match report.consistency {
+        Consistency::PointInTime { method, frozen, .. } => {
+            assert_eq!(method, Method::Freeze);
+            assert_eq!(frozen, std::slice::from_ref(&fs.mnt));
+        }
+        Consistency::Live => panic!("recorded as live"),
+    }
+    assert!(report.freeze >= BLOCKED, "{:?}", report.freeze);
+}
+
+#[test]
+fn drop_thaws_and_live_freezes_nothing() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let cap = Capture::begin(&fs.request()).unwrap();
+    let rx = fs.write("during");
+    assert_blocked(&rx, "frozen");
+    drop(cap);
+    assert_done(&rx, "after drop");
+
+    let mut live = fs.request();
+    live.mode = Mode::Live;
+    let cap = Capture::begin(&live).unwrap();
+    assert_done(&fs.write("live"), "live capture");
+    assert_eq!(cap.end().unwrap().consistency, Consistency::Live);
+}
+
+#[test]
+fn hooks_run_around_the_freeze_and_post_runs_on_failure() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let log = fs.dir.path().join("hooks.log");
+    let hook = |s: &str| {
+        ferry_capture::Hook::new(
+            ferry_capture::HookCommand::Shell(format!("echo {s} >> {}", log.display())),
+            Duration::from_secs(10),
+        )
+    };
+    let mut req = fs.request();
+    req.hooks.pre = Some(hook("pre"));
+    req.hooks.post = Some(hook("post"));
+    Capture::begin(&req).unwrap().end().unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre\npost\n");
+
+    // The capture fails after the pre hook (a disk that is not a block device): post still
+    // runs.
+    std::fs::remove_file(&log).unwrap();
+    req.disks = vec![fs.dir.path().to_path_buf()];
+    assert!(Capture::begin(&req).is_err());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre\npost\n");
+}
+
+/// Start this test binary as a child that freezes `fs` and waits.
+fn child(fs: &Fs) -> Child {
+    let ready = fs.dir.path().join("ready");
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args(["--exact", "child_capture_then_wait", "--nocapture"])
+        .env("FERRY_CAPTURE_CHILD_DISK", &fs.loopdev)
+        .env("FERRY_CAPTURE_CHILD_RUN", fs.run_dir())
+        .env("FERRY_CAPTURE_CHILD_READY", &ready)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(
+            t.elapsed() < UNBLOCKED,
+            "the child never froze the filesystem"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// The child's side (does nothing unless started by [`child`]).
+#[test]
+fn child_capture_then_wait() {
+    let (Some(disk), Some(run), Some(ready)) = (
+        std::env::var_os("FERRY_CAPTURE_CHILD_DISK"),
+        std::env::var_os("FERRY_CAPTURE_CHILD_RUN"),
+        std::env::var_os("FERRY_CAPTURE_CHILD_READY"),
+    ) else {
+        return;
+    };
+    let req = CaptureRequest::new(vec![disk.into()], Mode::PointInTime, run.into());
+    let cap = Capture::begin(&req).unwrap();
+    std::fs::write(ready, b"frozen").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(cap);
+}
+
+#[test]
+fn sigterm_thaws_before_the_process_ends() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let mut c = child(&fs);
+    let rx = fs.write("during");
+    assert_blocked(&rx, "frozen by the child");
+    sh("kill", &["-TERM", &c.id().to_string()]).unwrap();
+    let status = c.wait().unwrap();
+    assert!(!status.success(), "the child ended normally: {status}");
+    assert_done(&rx, "after SIGTERM");
+}
+
+#[test]
+fn a_crash_leaves_a_freeze_that_cleanup_stale_thaws() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let mut c = child(&fs);
+    c.kill().unwrap(); // SIGKILL: no destructor, no signal thread
+    c.wait().unwrap();
+    let rx = fs.write("after-crash");
+    assert_blocked(&rx, "still frozen after the crash");
+    let report = cleanup_stale(&fs.run_dir()).unwrap();
+    assert_eq!(report.thawed, std::slice::from_ref(&fs.mnt));
+    assert_done(&rx, "after cleanup_stale");
+    assert!(!fs.run_dir().join("frozen").exists());
+    // A second cleanup finds nothing to do.
+    assert_eq!(cleanup_stale(&fs.run_dir()).unwrap().thawed.len(), 0);
+}
