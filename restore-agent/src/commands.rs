@@ -7,9 +7,10 @@ use ferry_engine::restore::{self, RestoreOptions};
 
 pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyhow::Result<()> {
     let client = connect.client(opts.parallel + 1)?;
-    let plan = restore::plan(&client, opts)?;
+    let inputs = restore::gather(&client, opts)?;
+    let plan = restore::plan(&inputs, opts)?;
     eprintln!("{plan}");
-    let s = restore::apply(&client, &plan, opts)?;
+    let s = restore::execute(&client, &plan, &opts.exec())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientError};
 use ferry_engine::progress::Progress;
-use ferry_engine::restore::{self, JobMark, RestoreOptions, RestorePlan, RestoreSummary};
+use ferry_engine::restore::{
+    self, ExecOptions, JobMark, RestoreOptions, RestorePlan, RestoreSummary,
+};
 use ferry_format::agent::{
     resolve_mappings, DiskNeed, Inventory, Job, JobState, Level, MapTarget, Phase,
 };
@@ -150,9 +152,16 @@ fn execute(
         ),
         None,
     );
-    let plan = restore::plan(&s.client, &opts).map_err(|e| Step::Failed(e.to_string()))?;
+    let plan = restore::gather(&s.client, &opts)
+        .and_then(|inputs| restore::plan(&inputs, &opts))
+        .map_err(|e| Step::Failed(e.to_string()))?;
     for line in plan.to_string().lines() {
         out.line(line);
+    }
+    if job.options.fixup {
+        // Not the engine's: numbered after the restore's own steps.
+        let n = plan.steps.len() + 1;
+        out.line(&format!("  {n}. fix-up: make the restored system boot here (drivers, initramfs, boot loader, fstab), then the bootability report"));
     }
     let sum = apply(&s.client, &plan, &opts, events, out).map_err(Step::Failed)?;
     for g in &sum.grown {
@@ -324,7 +333,7 @@ fn restore_options(
     })
 }
 
-/// `restore::apply` on a worker thread; this thread shows and sends progress meanwhile.
+/// `restore::execute` on a worker thread; this thread shows and sends progress meanwhile.
 fn apply(
     client: &Client,
     plan: &RestorePlan,
@@ -341,7 +350,11 @@ fn apply(
     std::thread::scope(|sc| {
         let (tx, rx) = mpsc::channel::<()>();
         let worker = sc.spawn(|| {
-            let r = restore::apply_observed(client, plan, opts, Some(&overall));
+            let exec = ExecOptions {
+                progress: Some(&overall),
+                ..opts.exec()
+            };
+            let r = restore::execute(client, plan, &exec);
             drop(tx);
             r
         });

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::EngineError;
+use crate::{EngineError, Refusal};
 
 /// zstd level for uploads: level 3 compresses OS data well at several hundred MB/s per core.
 pub const DEFAULT_LEVEL: i32 = 3;
@@ -109,20 +109,17 @@ pub(crate) struct Counters {
 
 pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
     let start = Instant::now();
-    check_name(NameKind::Machine, &opts.machine)
-        .map_err(|e| EngineError::Refused(e.to_string()))?;
-    ferry_format::chunk::check_chunk_size(opts.chunk_size)
-        .map_err(|e| EngineError::Refused(e.to_string()))?;
+    check_name(NameKind::Machine, &opts.machine).map_err(Refusal::BadMachineName)?;
+    ferry_format::chunk::check_chunk_size(opts.chunk_size).map_err(Refusal::BadChunkSize)?;
     // Open and probe every source before the appliance hears of this backup.
     let mut sources = Vec::new();
     for (i, d) in opts.disks.iter().enumerate() {
-        check_name(NameKind::Disk, &d.name)
-            .map_err(|e| EngineError::Refused(format!("{e} (name disks with --disk NAME=SRC)")))?;
+        check_name(NameKind::Disk, &d.name).map_err(Refusal::BadDiskName)?;
         if opts.disks[..i].iter().any(|o| o.name == d.name) {
-            return Err(EngineError::Refused(format!(
-                "two disks are named {:?}: name them with --disk NAME=SRC",
-                d.name
-            )));
+            return Err(Refusal::DiskNamedTwice {
+                name: d.name.clone(),
+            }
+            .into());
         }
         let src = ferry_image::open(&d.path)?;
         let layout = match ferry_probe::probe(&*src) {
@@ -143,7 +140,7 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
         sources.push((d, src, layout, used));
     }
     if sources.is_empty() {
-        return Err(EngineError::Refused("no --disk given".into()));
+        return Err(Refusal::NoDisks.into());
     }
     let session = client.start_backup(&opts.machine, opts.chunk_size)?;
     let result = run_session(client, opts, &session, sources);
@@ -239,11 +236,11 @@ fn run_session(
             missing = client.put_index(session, &spec.name, &encoded)?;
         }
         if !missing.is_empty() {
-            return Err(EngineError::Refused(format!(
-                "the appliance keeps reporting {} chunks of disk {} missing",
-                missing.len(),
-                spec.name
-            )));
+            return Err(Refusal::ChunksKeepMissing {
+                count: missing.len(),
+                disk: spec.name.clone(),
+            }
+            .into());
         }
         let (data, zero, unused) = index.counts();
         summary.chunks_total += index.entries.len() as u64;
@@ -290,8 +287,8 @@ pub(crate) fn backup_disk(
     seen: &mut HashSet<ChunkId>,
     progress: &Progress,
 ) -> Result<DiskIndex, EngineError> {
-    let mut index = DiskIndex::new_zero(src.size(), opts.chunk_size)
-        .map_err(|e| EngineError::Refused(e.to_string()))?;
+    let mut index =
+        DiskIndex::new_zero(src.size(), opts.chunk_size).map_err(Refusal::Unindexable)?;
     let parallel = opts.parallel.max(1);
     let pool = Pool::new(parallel + QUERY_BATCH.min(8) + 2, opts.chunk_size as usize);
     let abort = Abort::default();
@@ -504,7 +501,7 @@ fn reupload(
         buf.resize(len, 0);
         src.read_at(&mut buf, off)?;
         if ChunkId::of(&buf) != *id {
-            return Err(EngineError::Refused(format!("the source changed while it was backed up (chunk at offset {off}); back up a stopped source or a snapshot of it")));
+            return Err(Refusal::SourceChanged { offset: off }.into());
         }
         upload_one(client, &mut cctx, &mut out, id, &buf, counters)?;
     }

@@ -15,7 +15,7 @@ use ferry_format::layout::{MbrPartitionKind, PartitionTable};
 use ferry_sys::blk::{self, BlkpgOp};
 use serde::Serialize;
 
-use crate::{io_err, EngineError};
+use crate::{io_err, EngineError, Refusal};
 
 /// How long to wait for devtmpfs to show the partition nodes.
 const NODE_WAIT: Duration = Duration::from_secs(3);
@@ -91,10 +91,7 @@ pub fn partitions(disk: &Path) -> Result<Vec<PartitionNode>, EngineError> {
 fn sysfs_dir(disk: &Path) -> Result<PathBuf, EngineError> {
     let meta = std::fs::metadata(disk).map_err(io_err(disk, "stat", 0))?;
     if !meta.file_type().is_block_device() {
-        return Err(EngineError::Refused(format!(
-            "{} is not a block device: it has no partitions for the kernel to read",
-            disk.display()
-        )));
+        return Err(Refusal::NotADevice { path: disk.into() }.into());
     }
     let rdev = meta.rdev();
     let sys = PathBuf::from(format!(
@@ -103,10 +100,7 @@ fn sysfs_dir(disk: &Path) -> Result<PathBuf, EngineError> {
         libc::minor(rdev)
     ));
     if sys.join("partition").exists() {
-        return Err(EngineError::Refused(format!(
-            "{} is a partition: give the whole disk",
-            disk.display()
-        )));
+        return Err(Refusal::IsAPartition { path: disk.into() }.into());
     }
     Ok(sys)
 }

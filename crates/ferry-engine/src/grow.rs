@@ -78,7 +78,7 @@ pub fn grow(target: &Path, mapping: &DiskMapping) -> Option<GrowOutcome> {
 }
 
 /// The byte range of the disk that holds the grown filesystem (for an LV: its PV).
-fn region(mapping: &DiskMapping) -> Result<(u64, u64), GrowError> {
+pub(crate) fn region(mapping: &DiskMapping) -> Result<(u64, u64), GrowError> {
     let fs = mapping
         .grow_fs
         .as_ref()
@@ -99,6 +99,21 @@ fn region(mapping: &DiskMapping) -> Result<(u64, u64), GrowError> {
             .map(|pv| (pv.offset, pv.new_size)),
     }
     .ok_or_else(|| GrowError::NoRange(describe(&fs.on)))
+}
+
+/// The tools [`grow`] runs for `fs`, for the plan's text.
+pub(crate) fn tools(fs: &FsGrow) -> String {
+    match fs.fs {
+        ContentKind::Ext2 | ContentKind::Ext3 | ContentKind::Ext4 => {
+            "e2fsck -f -p, then resize2fs".into()
+        }
+        ContentKind::Xfs => "mount it in a private directory, xfs_growfs, unmount".into(),
+        other => format!(
+            "not grown here ({} is not supported): `{}` after the first boot",
+            other.as_str(),
+            after_boot(fs)
+        ),
+    }
 }
 
 fn describe(on: &GrowTarget) -> String {

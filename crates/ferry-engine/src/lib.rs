@@ -60,10 +60,13 @@ pub mod grow;
 pub mod pipeline;
 mod pool;
 pub mod progress;
+pub mod refusal;
 pub mod restore;
 pub mod target;
 
 use std::path::PathBuf;
+
+pub use refusal::Refusal;
 
 /// Everything that can stop a backup or a restore, with the thing it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +82,19 @@ pub enum EngineError {
         offset: u64,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Refused(String),
+    /// Refused before anything was written.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The layout planner found no safe way to lay the snapshot's disks onto the targets.
+    #[error(transparent)]
+    Layout(#[from] ferry_layout::PlanError),
+    /// A step of a restore plan failed: which one (numbered as the plan prints it), then why.
+    #[error("step {number} ({step}) failed: {source}")]
+    Step {
+        number: usize,
+        step: String,
+        source: Box<EngineError>,
+    },
     #[error("chunk {id} (disk {disk}, offset {offset}) from the appliance does not match its id: the appliance's copy is corrupt ({detail}). Nothing of it was written. Back up the source again to re-upload it, or restore another snapshot; a rerun resumes where this one stopped")]
     CorruptChunk {
         id: ferry_format::ChunkId,
@@ -90,6 +104,16 @@ pub enum EngineError {
     },
     #[error("a worker thread failed: {0}")]
     Worker(String),
+}
+
+impl EngineError {
+    /// The error itself, or for [`EngineError::Step`] the failure inside the step.
+    pub fn cause(&self) -> &EngineError {
+        match self {
+            EngineError::Step { source, .. } => source.cause(),
+            e => e,
+        }
+    }
 }
 
 pub(crate) fn io_err<'a>(

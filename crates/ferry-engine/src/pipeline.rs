@@ -118,7 +118,7 @@ mod tests {
 
     use crate::backup::{backup_disk, BackupOptions, Counters};
     use crate::progress::Progress;
-    use crate::restore::sync_chunks;
+    use crate::restore::sync::sync_chunks;
     use crate::target::{Target, TargetKind};
 
     const CHUNK: usize = 64 << 10;

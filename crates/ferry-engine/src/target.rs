@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{io_err, EngineError};
+use crate::{io_err, EngineError, Refusal};
 
 pub use crate::blockdev::{partitions, reread_partitions, PartitionNode, Reread};
 
@@ -72,11 +72,11 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             if !parent.is_dir() {
-                return Err(EngineError::Refused(format!(
-                    "cannot create {}: its directory {} does not exist",
-                    path.display(),
-                    parent.display()
-                )));
+                return Err(Refusal::NoParentDir {
+                    path: path.into(),
+                    parent: parent.into(),
+                }
+                .into());
             }
             return Ok(TargetCheck {
                 path: path.into(),
@@ -98,22 +98,20 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
     } else if ft.is_file() {
         TargetKind::File { created: false }
     } else {
-        return Err(EngineError::Refused(format!(
-            "{} is neither a block device nor a regular file: give a disk (/dev/…) or an image file path",
-            path.display()
-        )));
+        return Err(Refusal::NotADiskOrFile { path: path.into() }.into());
     };
     // O_EXCL on a block device fails while it is mounted or held (LVM, md, another program).
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(if kind == TargetKind::BlockDevice { libc::O_EXCL } else { 0 })
+        .custom_flags(if kind == TargetKind::BlockDevice {
+            libc::O_EXCL
+        } else {
+            0
+        })
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
-                EngineError::Refused(format!(
-                    "{} is in use (mounted, an LVM/RAID member, or open by another program): refusing to restore onto it",
-                    path.display()
-                ))
+                Refusal::InUse { path: path.into() }.into()
             } else {
                 io_err(path, "open", 0)(e)
             }
@@ -129,10 +127,11 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
     };
     let contents = contents::examine(&file, size).map_err(io_err(path, "read", 0))?;
     if let Some(why) = contents.protected() {
-        return Err(EngineError::Refused(format!(
-            "{} is never written: {why}",
-            path.display()
-        )));
+        return Err(Refusal::Protected {
+            path: path.into(),
+            why: why.to_string(),
+        }
+        .into());
     }
     let resumes = matches!((&contents, &permit.marker), (Contents::Marker(m), Some(mine)) if m.same_restore(mine));
     let holds = contents.describe();
@@ -140,10 +139,11 @@ pub fn check(path: &Path, needed: u64, permit: &Permit) -> Result<TargetCheck, E
     // message than "holds data", and it writes nothing either.
     let too_small = kind == TargetKind::BlockDevice && size < needed;
     if let (Some(what), false, false, false) = (&holds, permit.overwrite, resumes, too_small) {
-        return Err(EngineError::Refused(format!(
-            "{} holds data ({what}): refusing to overwrite it. If this is the right target, run again with --overwrite",
-            path.display()
-        )));
+        return Err(Refusal::HoldsData {
+            path: path.into(),
+            what: what.clone(),
+        }
+        .into());
     }
     let size = if kind == TargetKind::BlockDevice {
         size

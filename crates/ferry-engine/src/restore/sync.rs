@@ -1,4 +1,5 @@
-//! Restore as a seeded sync (ARCHITECTURE §4).
+//! The seeded sync of one disk (the [`super::Step::Sync`] step, and the two steps that finish
+//! it: [`super::Step::LayoutPatches`] and [`super::Step::FirstChunkLast`]).
 //!
 //! For each chunk of the snapshot's index the scanner looks at what the target already holds:
 //! a hole in a sparse file or a fresh file is known zero without reading; anything else is read
@@ -8,392 +9,27 @@
 //! catch-up onto a target that holds an older snapshot.
 //!
 //! Fail closed: the target's first chunk (MBR, GPT header, boot loader) is wiped before any other
-//! write when it is going to change, and the snapshot's first chunk is written last, after
-//! everything else is durable. A restore that stops half-way leaves a disk that does not boot.
+//! write when it is going to change, and the snapshot's first chunk is held back by the writer
+//! and written last ([`write_first_chunk`]), after everything else is durable.
 
-use std::fmt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use ferry_client::Client;
-use ferry_format::units::human_bytes;
-use ferry_format::{ChunkId, DiskIndex, Entry, Manifest};
-use serde::Serialize;
-
-use ferry_layout::{GrowLv, LayoutPlan, Mapping, Patch, Policy, SourceDisk, TargetDisk};
+use ferry_format::{ChunkId, DiskIndex, Entry};
+use ferry_layout::Patch;
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::unistd::{lseek, Whence};
 
+use super::{DiskPlan, DiskStats};
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::target::{self, Target, TargetCheck, TargetKind};
+use crate::target::{Target, TargetKind};
 use crate::{io_err, EngineError};
-
-/// Default number of chunk fetches in flight.
-pub const DEFAULT_PARALLEL: usize = 4;
-
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    pub snapshot: String,
-    /// (disk name in the snapshot, target path)
-    pub targets: Vec<(String, PathBuf)>,
-    pub overwrite: bool,
-    pub dry_run: bool,
-    pub parallel: usize,
-    pub quiet: bool,
-    /// Grow the last partition, the PV and LV on it, and its filesystem onto a larger target.
-    pub grow: bool,
-    /// The LV to grow, `VG/LV`; default: the one the planner picks (see ferry-layout).
-    pub grow_lv: Option<String>,
-    /// An unattended job: each target gets this job's in-progress marker before anything else
-    /// changes on it, and a target that carries it may be written without `overwrite`.
-    pub job: Option<JobMark>,
-}
-
-/// The job and proof an in-progress marker names ([`ferry_format::marker`]).
-#[derive(Debug, Clone)]
-pub struct JobMark {
-    pub job: String,
-    pub proof: String,
-}
-
-/// What a restore will do, decided before anything is written.
-pub struct RestorePlan {
-    pub manifest: Manifest,
-    pub disks: Vec<DiskPlan>,
-    /// Disk mapping and the bytes that change when a target differs from its source.
-    pub layout: LayoutPlan,
-}
-
-pub struct DiskPlan {
-    pub disk: String,
-    pub size: u64,
-    pub index: DiskIndex,
-    pub target: TargetCheck,
-    /// Written after the data, boot-critical ones (inside the first chunk) last of all.
-    pub patches: Vec<Patch>,
-}
-
-impl fmt::Display for RestorePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.manifest;
-        writeln!(
-            f,
-            "restore plan: snapshot {} of machine {} (taken {})",
-            m.snapshot, m.machine, m.created
-        )?;
-        for d in &self.disks {
-            let (data, zero, unused) = d.index.counts();
-            let t = &d.target;
-            let what = match (t.exists, t.kind) {
-                (false, _) => "new image file".to_string(),
-                (true, TargetKind::BlockDevice) => {
-                    format!("block device of {}", human_bytes(t.size))
-                }
-                (true, TargetKind::File { .. }) => {
-                    format!("existing file of {}", human_bytes(t.size))
-                }
-            };
-            writeln!(
-                f,
-                "  disk {} ({}, {} chunks: {data} data, {zero} zero, {unused} unused) -> {} ({what}{})",
-                d.disk,
-                human_bytes(d.size),
-                d.index.entries.len(),
-                t.path.display(),
-                match (&t.holds, t.resumes) {
-                    (_, true) => "; holds this job's partial restore, resumed".to_string(),
-                    (Some(h), false) => format!("; holds {h}, will be overwritten"),
-                    (None, false) => String::new(),
-                }
-            )?;
-        }
-        writeln!(f, "{}", self.layout)?;
-        write!(f, "  order: compare target with index, fetch and verify differing chunks, write; layout patches; first chunk last")
-    }
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct DiskStats {
-    pub disk: String,
-    pub target: PathBuf,
-    pub size: u64,
-    pub chunks_total: u64,
-    /// Data chunks the target already held.
-    pub chunks_present: u64,
-    pub chunks_fetched: u64,
-    /// Zero/unused chunks the target already read as zeros.
-    pub chunks_zero_skipped: u64,
-    pub chunks_zero_written: u64,
-    /// Bytes received from the appliance (compressed).
-    pub bytes_fetched: u64,
-    /// Bytes written to the target (data and zeros).
-    pub bytes_written: u64,
-    /// Bytes left alone because the target already held them.
-    pub bytes_skipped: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreSummary {
-    pub snapshot: String,
-    pub dry_run: bool,
-    pub disks: Vec<DiskStats>,
-    pub bytes_fetched: u64,
-    pub bytes_written: u64,
-    pub bytes_skipped: u64,
-    pub chunks_fetched: u64,
-    pub chunks_present: u64,
-    pub chunks_zero_skipped: u64,
-    pub chunks_zero_written: u64,
-    pub seconds: f64,
-    /// Disk bytes made right per second (written + skipped).
-    pub mb_per_s: f64,
-    /// Filesystems grown into a larger target (`--grow`).
-    pub grown: Vec<crate::grow::GrowOutcome>,
-}
-
-/// Fetch and verify the manifest and indexes, and check every target. Writes nothing.
-pub fn plan(client: &Client, opts: &RestoreOptions) -> Result<RestorePlan, EngineError> {
-    if opts.targets.is_empty() {
-        return Err(EngineError::Refused(
-            "no --target given: name DISK=DEST for each disk to restore".into(),
-        ));
-    }
-    let manifest = client.manifest(&opts.snapshot)?;
-    let mut disks = Vec::new();
-    for (i, (disk, dest)) in opts.targets.iter().enumerate() {
-        let Some(d) = manifest.disk(disk) else {
-            let names: Vec<_> = manifest.disks.iter().map(|d| d.name.as_str()).collect();
-            return Err(EngineError::Refused(format!(
-                "snapshot {} has no disk {disk:?}; its disks are: {}",
-                manifest.snapshot,
-                names.join(", ")
-            )));
-        };
-        if opts.targets[..i].iter().any(|(o, _)| o == disk) {
-            return Err(EngineError::Refused(format!(
-                "disk {disk} is given two targets"
-            )));
-        }
-        if opts.targets[..i].iter().any(|(_, p)| p == dest) {
-            return Err(EngineError::Refused(format!(
-                "{} is the target of two disks",
-                dest.display()
-            )));
-        }
-        let index = client.index(&manifest, disk)?;
-        if index.disk_size != d.size {
-            return Err(EngineError::Refused(format!(
-                "the index of disk {disk} disagrees with the manifest on its size"
-            )));
-        }
-        let permit = target::Permit {
-            overwrite: opts.overwrite,
-            marker: opts.job.as_ref().map(|j| {
-                ferry_format::marker::RestoreMarker::new(&j.job, &manifest.snapshot, disk, &j.proof)
-            }),
-        };
-        let target = target::check(dest, d.size, &permit)?;
-        disks.push(DiskPlan {
-            disk: disk.clone(),
-            size: d.size,
-            index,
-            target,
-            patches: Vec::new(),
-        });
-    }
-    let layout = plan_layout(&manifest, &disks, opts)?;
-    for (d, m) in disks.iter_mut().zip(&layout.mappings) {
-        d.patches = m.patches.clone();
-        d.target.size = m.target_size;
-    }
-    Ok(RestorePlan {
-        manifest,
-        disks,
-        layout,
-    })
-}
-
-/// The pure layout planner over what the manifest recorded and what the targets are.
-fn plan_layout(
-    manifest: &Manifest,
-    disks: &[DiskPlan],
-    opts: &RestoreOptions,
-) -> Result<LayoutPlan, EngineError> {
-    let mut sources = Vec::new();
-    let mut targets = Vec::new();
-    let mut pairs = Vec::new();
-    for d in disks {
-        let m = manifest
-            .disk(&d.disk)
-            .ok_or_else(|| EngineError::Refused(format!("no disk {}", d.disk)))?;
-        sources.push(SourceDisk::from_manifest(m, manifest.chunk_size));
-        let t = &d.target;
-        let path = t.path.display().to_string();
-        // An image file takes the source's sector size; a device reports its own.
-        let lss = if t.logical_sector_size == 0 {
-            m.logical_sector_size
-        } else {
-            t.logical_sector_size
-        };
-        let pss = if t.physical_sector_size == 0 {
-            lss
-        } else {
-            t.physical_sector_size
-        };
-        targets.push(TargetDisk {
-            path: path.clone(),
-            size: t.size,
-            logical_sector_size: lss,
-            physical_sector_size: pss,
-            serial: None,
-            model: None,
-            // Its own partial restore counts as blank: the job may write it.
-            blank: t.holds.is_none() || t.resumes,
-        });
-        pairs.push((d.disk.clone(), path));
-    }
-    let grow_lv = match &opts.grow_lv {
-        None => GrowLv::Auto,
-        Some(s) => match s.split_once('/') {
-            Some((vg, lv)) if !vg.is_empty() && !lv.is_empty() => GrowLv::Named {
-                vg: vg.into(),
-                lv: lv.into(),
-            },
-            _ => {
-                return Err(EngineError::Refused(format!(
-                    "--grow-lv {s:?} is not VG/LV"
-                )))
-            }
-        },
-    };
-    let policy = Policy {
-        mapping: Mapping::Explicit(pairs),
-        grow: opts.grow,
-        grow_lv,
-        overwrite: opts.overwrite,
-    };
-    let plan = ferry_layout::plan(&sources, &targets, &policy)
-        .map_err(|e| EngineError::Refused(e.to_string()))?;
-    // The planner returns mappings in the order of the explicit pairs; keep that invariant checked.
-    if plan.mappings.len() != disks.len()
-        || plan
-            .mappings
-            .iter()
-            .zip(disks)
-            .any(|(m, d)| m.disk != d.disk)
-    {
-        return Err(EngineError::Worker(
-            "the layout plan does not follow the requested mapping".into(),
-        ));
-    }
-    Ok(plan)
-}
-
-/// Execute a plan (or, with `dry_run`, only compare the targets with it).
-pub fn apply(
-    client: &Client,
-    plan: &RestorePlan,
-    opts: &RestoreOptions,
-) -> Result<RestoreSummary, EngineError> {
-    apply_observed(client, plan, opts, None)
-}
-
-/// [`apply`], also counting every byte made right (written or found in place) into `overall`,
-/// whose `total` is set to the sum of the plan's disk sizes: a caller reads its counters from
-/// another thread to report progress (disks are restored in plan order).
-pub fn apply_observed(
-    client: &Client,
-    plan: &RestorePlan,
-    opts: &RestoreOptions,
-    overall: Option<&Arc<Progress>>,
-) -> Result<RestoreSummary, EngineError> {
-    let start = Instant::now();
-    if let Some(o) = overall {
-        o.total
-            .store(plan.disks.iter().map(|d| d.size).sum(), Ordering::Relaxed);
-    }
-    let mut disks = Vec::new();
-    let mut grown = Vec::new();
-    for (d, mapping) in plan.disks.iter().zip(&plan.layout.mappings) {
-        let progress = overall.map_or_else(Progress::new, Progress::with_parent);
-        progress.total.store(d.size, Ordering::Relaxed);
-        let verb = if opts.dry_run { "compare" } else { "restore" };
-        let reporter = progress.report(
-            format!("{verb} {} -> {}", d.disk, d.target.path.display()),
-            opts.quiet,
-        );
-        let result = if opts.dry_run {
-            dry_scan(d)
-        } else {
-            target::open(&d.target)
-                .and_then(|t| sync_disk(client, d, &t, opts.parallel.max(1), &progress))
-        };
-        progress.finish(reporter);
-        disks.push(result?);
-        if !opts.dry_run && d.target.kind == TargetKind::BlockDevice {
-            // The data is durable; the kernel must see the new table before grow and fix-up
-            // look for partitions. Never a reason to fail the restore.
-            match target::reread_partitions(&d.target.path) {
-                Ok(r) => {
-                    if let Some(w) = &r.warning {
-                        tracing::warn!("{}: {w}", d.target.path.display());
-                    }
-                    let nodes: Vec<String> = r
-                        .partitions
-                        .iter()
-                        .map(|p| p.node.display().to_string())
-                        .collect();
-                    tracing::info!(
-                        "{}: partition table re-read ({}): {}",
-                        d.target.path.display(),
-                        r.method,
-                        if nodes.is_empty() {
-                            "no partitions".into()
-                        } else {
-                            nodes.join(" ")
-                        }
-                    );
-                }
-                Err(e) => tracing::warn!(
-                    "{}: the kernel did not re-read the partition table: {e}",
-                    d.target.path.display()
-                ),
-            }
-        }
-        if !opts.dry_run {
-            if let Some(g) = crate::grow::grow(&d.target.path, mapping) {
-                tracing::info!("{}: {}", g.filesystem, g.detail);
-                grown.push(g);
-            }
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let sum = |f: fn(&DiskStats) -> u64| disks.iter().map(f).sum::<u64>();
-    let (bytes_written, bytes_skipped) = (sum(|d| d.bytes_written), sum(|d| d.bytes_skipped));
-    Ok(RestoreSummary {
-        snapshot: plan.manifest.snapshot.clone(),
-        dry_run: opts.dry_run,
-        bytes_fetched: sum(|d| d.bytes_fetched),
-        bytes_written,
-        bytes_skipped,
-        chunks_fetched: sum(|d| d.chunks_fetched),
-        chunks_present: sum(|d| d.chunks_present),
-        chunks_zero_skipped: sum(|d| d.chunks_zero_skipped),
-        chunks_zero_written: sum(|d| d.chunks_zero_written),
-        mb_per_s: (bytes_written + bytes_skipped) as f64 / 1e6 / seconds.max(1e-6),
-        seconds,
-        disks,
-        grown,
-    })
-}
 
 /// What the target holds at a chunk, as far as it can be known without reading.
 struct LocalState {
@@ -469,7 +105,8 @@ struct Counters {
     bytes_skipped: AtomicU64,
 }
 
-fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
+/// The dry run of a sync: what it would fetch, skip and zero, reading the target only.
+pub(super) fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
     let mut stats = DiskStats {
         disk: d.disk.clone(),
         target: d.target.path.clone(),
@@ -529,27 +166,26 @@ fn read_local<'a>(
     Ok(&buf[..])
 }
 
-fn sync_disk(
-    store: &dyn ChunkStore,
-    d: &DiskPlan,
-    t: &Target,
-    parallel: usize,
-    progress: &Progress,
-) -> Result<DiskStats, EngineError> {
-    sync_chunks(store, &d.disk, &d.index, &d.patches, t, parallel, progress)
+/// What the sync of one disk left for the steps that finish it.
+pub(super) struct Synced {
+    pub(super) stats: DiskStats,
+    /// The snapshot's first chunk when it differs from what the target held: written last.
+    pub(super) held_first: Option<HeldFirst>,
 }
 
-/// The seeded sync of one disk onto an opened target: scan → fetch workers → writer, then the
-/// boot-critical first chunk.
-pub(crate) fn sync_chunks(
+/// The snapshot's first chunk, held back by the writer.
+pub(super) struct HeldFirst(Work);
+
+/// Scan → fetch workers → writer for every chunk but the first, then fdatasync: everything but
+/// the boot-critical first chunk is durable when this returns.
+pub(super) fn sync_data(
     store: &dyn ChunkStore,
     disk: &str,
     index: &DiskIndex,
-    patches: &[Patch],
     t: &Target,
     parallel: usize,
     progress: &Progress,
-) -> Result<DiskStats, EngineError> {
+) -> Result<Synced, EngineError> {
     let chunk_size = index.chunk_size as usize;
     let local = LocalState::new(&t.file, t.kind, t.size);
     let counters = Counters::default();
@@ -612,9 +248,9 @@ pub(crate) fn sync_chunks(
     if let Some(e) = abort.take() {
         return Err(e);
     }
-    finish_boot_critical(t, index, patches, held_first, &counters)?;
+    fdatasync(t)?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    Ok(DiskStats {
+    let stats = DiskStats {
         disk: disk.to_string(),
         target: t.path.clone(),
         size: index.disk_size,
@@ -626,7 +262,15 @@ pub(crate) fn sync_chunks(
         bytes_fetched: c(&counters.bytes_fetched),
         bytes_written: c(&counters.bytes_written),
         bytes_skipped: c(&counters.bytes_skipped),
+    };
+    Ok(Synced {
+        stats,
+        held_first: held_first.map(HeldFirst),
     })
+}
+
+fn fdatasync(t: &Target) -> Result<(), EngineError> {
+    t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -842,40 +486,46 @@ fn write_marker(t: &Target) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Everything but the first chunk is in place: make it durable, write the layout patches outside
-/// the first chunk, make those durable, then write the first chunk with its patches merged in.
-fn finish_boot_critical(
+/// The layout patches that end past the first chunk (a patch that straddles its end: only the
+/// part past it), written once everything but the first chunk is durable. Returns the bytes
+/// written; [`write_first_chunk`] makes them durable before it writes the first chunk.
+pub(super) fn write_patches(
     t: &Target,
-    index: &DiskIndex,
+    first_len: u64,
     patches: &[Patch],
-    held: Option<Work>,
-    counters: &Counters,
-) -> Result<(), EngineError> {
-    let sync = || t.file.sync_data().map_err(io_err(&t.path, "fdatasync", 0));
-    sync()?;
-    let (_, first_len) = index.range(0);
-    let first_end = first_len as u64;
-    for p in patches.iter().filter(|p| p.end() > first_end) {
-        // A patch may straddle the first chunk's end: write only its part past it here.
-        let skip = first_end.saturating_sub(p.offset) as usize;
+) -> Result<u64, EngineError> {
+    let mut written = 0;
+    for p in patches.iter().filter(|p| p.end() > first_len) {
+        let skip = first_len.saturating_sub(p.offset) as usize;
         let off = p.offset + skip as u64;
         t.file.write_all_at(&p.bytes[skip..], off).map_err(io_err(
             &t.path,
             "write layout patch",
             off,
         ))?;
-        counters
-            .bytes_written
-            .fetch_add((p.bytes.len() - skip) as u64, Ordering::Relaxed);
+        written += (p.bytes.len() - skip) as u64;
     }
-    let first_patches: Vec<&Patch> = patches.iter().filter(|p| p.offset < first_end).collect();
+    Ok(written)
+}
+
+/// Last of all: the first chunk, with the patches that fall inside it merged in, between two
+/// fdatasyncs. Nothing is written when the target already held the snapshot's first chunk and
+/// no patch touches it. Returns the bytes written.
+pub(super) fn write_first_chunk(
+    t: &Target,
+    first_len: u64,
+    patches: &[Patch],
+    held: Option<HeldFirst>,
+) -> Result<u64, EngineError> {
+    let first_patches: Vec<&Patch> = patches.iter().filter(|p| p.offset < first_len).collect();
     if held.is_none() && first_patches.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    sync()?;
+    fdatasync(t)?;
+    let first_len = first_len as usize;
     let mut first = match held {
-        Some(Work::Data(_, buf)) => buf,
-        Some(Work::Zero(_)) => vec![0u8; first_len],
+        Some(HeldFirst(Work::Data(_, buf))) => buf,
+        Some(HeldFirst(Work::Zero(_))) => vec![0u8; first_len],
         // The target already held the snapshot's first chunk: patch what is there.
         None => {
             let mut b = vec![0u8; first_len];
@@ -891,10 +541,29 @@ fn finish_boot_critical(
     t.file
         .write_all_at(&first, 0)
         .map_err(io_err(&t.path, "write", 0))?;
-    counters
-        .bytes_written
-        .fetch_add(first.len() as u64, Ordering::Relaxed);
-    sync()
+    fdatasync(t)?;
+    Ok(first.len() as u64)
+}
+
+/// The whole sync of one disk as one call (the pipeline's fault tests use it).
+#[cfg(test)]
+pub(crate) fn sync_chunks(
+    store: &dyn ChunkStore,
+    disk: &str,
+    index: &DiskIndex,
+    patches: &[Patch],
+    t: &Target,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<DiskStats, EngineError> {
+    let Synced {
+        mut stats,
+        held_first,
+    } = sync_data(store, disk, index, t, parallel, progress)?;
+    let first_len = index.range(0).1 as u64;
+    stats.bytes_written += write_patches(t, first_len, patches)?;
+    stats.bytes_written += write_first_chunk(t, first_len, patches, held_first)?;
+    Ok(stats)
 }
 
 /// Start writing this range to the device now (without waiting), so the final fdatasync finds
@@ -932,16 +601,6 @@ fn zero_range(t: &Target, off: u64, len: u64) -> Result<(), EngineError> {
             .map_err(io_err(&t.path, "write zeros", off))?;
     }
     Ok(())
-}
-
-/// Plan, print nothing, apply: the whole restore for callers that need no dry-run step.
-pub fn restore(
-    client: &Client,
-    opts: &RestoreOptions,
-) -> Result<(RestorePlan, RestoreSummary), EngineError> {
-    let plan = plan(client, opts)?;
-    let summary = apply(client, &plan, opts)?;
-    Ok((plan, summary))
 }
 
 #[cfg(test)]
