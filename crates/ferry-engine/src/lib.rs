@@ -2,9 +2,12 @@
 //!
 //! - [`backup`]: read a disk source chunk by chunk, hash, skip zeros, ask the appliance which
 //!   chunks it lacks, compress and upload only those, then commit a snapshot.
-//! - [`restore`]: a seeded sync. Compare what the target already holds with the snapshot's index,
-//!   fetch only chunks that differ, verify each against its id *before* it reaches the target,
-//!   write with large aligned writes, and write the boot-critical first chunk last.
+//! - [`restore`]: gather (manifest, indexes, target checks), a pure plan of ordered steps that
+//!   prints itself (`--dry-run` shows exactly what runs), execute. Its sync step is a seeded
+//!   sync: compare what the target already holds with the snapshot's index, fetch only chunks
+//!   that differ, verify each against its id *before* it reaches the target, write with large
+//!   aligned writes; the boot-critical first chunk is written last.
+//! - [`refusal`]: why a backup or a restore is refused before anything is written, as data.
 //! - [`contents`]: the blank check (zeros at both ends, at every usual partition start and
 //!   across the disk; named signatures; the protected boot medium; Ferry's in-progress marker).
 //! - [`target`]: opening restore targets safely (size, in-use and holds-data checks), and making
