@@ -212,9 +212,10 @@ impl Capture {
             run,
         };
         if let Some(pre) = &req.hooks.pre {
-            hooks::run(pre, HookStage::PreCapture)?;
-            // From here on the post hook runs whatever happens (Drop runs it on error).
+            // From here on the post hook runs whatever happens, also when the pre hook itself
+            // fails half-way (Drop runs it on error): the source must serve again.
             cap.post = req.hooks.post.clone();
+            hooks::run(pre, HookStage::PreCapture)?;
         }
         cap.sources = discover(req)?;
         if req.mode == Mode::PointInTime {
@@ -225,10 +226,13 @@ impl Capture {
 
     /// Snapshot what can be, freeze the rest.
     fn hold_still(&mut self, req: &CaptureRequest) -> Result<(), CaptureError> {
+        // A filesystem on several source disks (an LV spanning two) is frozen once.
+        let mut seen = std::collections::BTreeSet::new();
         let all: Vec<SourceFs> = self
             .sources
             .iter()
             .flat_map(|s| s.filesystems.iter().cloned())
+            .filter(|f| seen.insert(f.fs_dev))
             .collect();
         let (read_only, writable): (Vec<_>, Vec<_>) = all.into_iter().partition(|f| f.read_only);
         self.read_only = read_only.into_iter().map(|f| f.mount_point).collect();

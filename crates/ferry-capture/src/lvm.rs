@@ -386,11 +386,11 @@ mod tests {
         );
         let why: Vec<_> = refused.iter().map(|(lv, r)| (lv.1.as_str(), r)).collect();
         assert!(
-            matches!(why[0], ("big", NoSnapshot::VgFull { .. })),
+            matches!(why[1], ("big", NoSnapshot::VgFull { .. })),
             "{why:?}"
         );
         assert!(
-            matches!(why[1], ("thin1", NoSnapshot::Unsuitable { .. })),
+            matches!(why[0], ("thin1", NoSnapshot::Unsuitable { .. })),
             "{why:?}"
         );
         assert!(matches!(why[2], ("gone", NoSnapshot::Unknown)), "{why:?}");

@@ -200,9 +200,30 @@ fn hooks_run_around_the_freeze_and_post_runs_on_failure() {
     // The capture fails after the pre hook (a disk that is not a block device): post still
     // runs.
     std::fs::remove_file(&log).unwrap();
-    req.disks = vec![fs.dir.path().to_path_buf()];
+    let good_disks = std::mem::replace(&mut req.disks, vec![fs.dir.path().to_path_buf()]);
     assert!(Capture::begin(&req).is_err());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre\npost\n");
+
+    // The pre hook fails: the error names it, and post runs (the source must serve again).
+    std::fs::remove_file(&log).unwrap();
+    req.disks = good_disks.clone();
+    req.hooks.pre = Some(ferry_capture::Hook::new(
+        ferry_capture::HookCommand::Shell(format!("echo pre >> {}; exit 3", log.display())),
+        Duration::from_secs(10),
+    ));
+    let e = Capture::begin(&req).err().unwrap().to_string();
+    assert!(e.starts_with("pre-capture hook"), "{e}");
+    assert!(e.contains("exit status: 3"), "{e}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre\npost\n");
+
+    // The same disk given twice: its filesystem is frozen once.
+    req.hooks = Default::default();
+    req.disks = vec![good_disks[0].clone(), good_disks[0].clone()];
+    let report = Capture::begin(&req).unwrap().end().unwrap();
+    match report.consistency {
+        Consistency::PointInTime { frozen, .. } => assert_eq!(frozen.len(), 1),
+        Consistency::Live => panic!("recorded as live"),
+    }
 }
 
 /// Start this test binary as a child that freezes `fs` and waits.
