@@ -65,7 +65,9 @@ mod pool;
 pub mod progress;
 pub mod refusal;
 pub mod restore;
+pub mod source_load;
 pub mod target;
+pub mod throttle;
 
 use std::path::PathBuf;
 

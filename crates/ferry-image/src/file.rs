@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use nix::unistd::{lseek, Whence};
 
 use crate::{ImageError, ImageFormat};
@@ -17,6 +18,9 @@ pub(crate) struct ImageFile {
     /// File length at open time. Images are read while nobody writes them, so offsets taken from
     /// metadata are checked against this once instead of trusting the kernel's short reads.
     len: u64,
+    /// Tell the kernel to drop each range from the page cache once it is read
+    /// (`POSIX_FADV_DONTNEED`), so a backup does not push the server's own data out of memory.
+    drop_cache: bool,
 }
 
 impl ImageFile {
@@ -31,6 +35,7 @@ impl ImageFile {
             file,
             path: path.to_path_buf(),
             len,
+            drop_cache: false,
         })
     }
 
@@ -40,7 +45,14 @@ impl ImageFile {
             file,
             path: path.to_path_buf(),
             len,
+            drop_cache: false,
         }
+    }
+
+    /// Drop what each read brought into the page cache once it is read (see [`crate::OpenOptions`]).
+    pub(crate) fn dropping_cache(mut self, on: bool) -> Self {
+        self.drop_cache = on;
+        self
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -74,7 +86,28 @@ impl ImageFile {
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|source| self.read_err(offset, source))
+            .map_err(|source| self.read_err(offset, source))?;
+        if self.drop_cache {
+            self.advise_dontneed(offset, buf.len());
+        }
+        Ok(())
+    }
+
+    /// `POSIX_FADV_DONTNEED` on a range just read. Only advice: the kernel drops the clean,
+    /// unmapped pages of the range (whole pages only) and a failure changes nothing we read, so
+    /// it is ignored.
+    fn advise_dontneed(&self, offset: u64, len: usize) {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return;
+        };
+        if len > 0 {
+            let _ = posix_fadvise(
+                &self.file,
+                off,
+                len,
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
     }
 
     /// Read up to `buf.len()` bytes at `offset`, zero-filling whatever lies past the end of the file.

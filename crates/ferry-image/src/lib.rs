@@ -135,8 +135,25 @@ const PROBE_LEN: usize = 512;
 /// Text descriptors are a few hundred bytes; anything larger is not one (and is not read whole).
 const MAX_DESCRIPTOR_FILE: u64 = 1 << 20;
 
+/// How a source is opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// After every read of the image file or device, advise the kernel to drop the range from
+    /// the page cache (`POSIX_FADV_DONTNEED`), so that reading a whole disk does not evict the
+    /// server's working set. On a block device this is the device's own cache (what the read
+    /// brought in, and any filesystem metadata buffers of the range); the files the server's
+    /// programs read are cached by their filesystem and are not touched. Dirty or mapped pages
+    /// are never dropped.
+    pub drop_cache: bool,
+}
+
 /// Open `path`, detecting its format from its first bytes (block devices are always raw).
 pub fn open(path: &Path) -> Result<Box<dyn DiskSource>, ImageError> {
+    open_with(path, OpenOptions::default())
+}
+
+/// [`open`] with options.
+pub fn open_with(path: &Path, opts: OpenOptions) -> Result<Box<dyn DiskSource>, ImageError> {
     let open_err = |source| ImageError::Open {
         path: path.to_path_buf(),
         source,
@@ -144,9 +161,9 @@ pub fn open(path: &Path) -> Result<Box<dyn DiskSource>, ImageError> {
     let file = std::fs::File::open(path).map_err(open_err)?;
     let meta = file.metadata().map_err(open_err)?;
     if meta.file_type().is_block_device() {
-        return Ok(Box::new(raw::Raw::block_device(file, path)?));
+        return Ok(Box::new(raw::Raw::block_device(file, path, opts)?));
     }
-    let file = ImageFile::with_len(file, path, meta.len());
+    let file = ImageFile::with_len(file, path, meta.len()).dropping_cache(opts.drop_cache);
     let mut probe = vec![0u8; PROBE_LEN.min(meta.len() as usize)];
     file.read_exact_at(&mut probe, 0)?;
     if probe.starts_with(&qcow2::MAGIC) {
@@ -154,7 +171,7 @@ pub fn open(path: &Path) -> Result<Box<dyn DiskSource>, ImageError> {
     } else if probe.starts_with(&vmdk::MAGIC) {
         Ok(Box::new(vmdk::VmdkSparse::open(file)?))
     } else if looks_like_descriptor(&probe, file.len()) {
-        open_descriptor(&file)
+        open_descriptor(&file, opts)
     } else {
         Ok(Box::new(raw::Raw::file(file)))
     }
@@ -172,7 +189,7 @@ fn looks_like_descriptor(probe: &[u8], len: u64) -> bool {
     text && (text_start.contains("# Disk DescriptorFile") || text_start.contains("createType"))
 }
 
-fn open_descriptor(file: &ImageFile) -> Result<Box<dyn DiskSource>, ImageError> {
+fn open_descriptor(file: &ImageFile, opts: OpenOptions) -> Result<Box<dyn DiskSource>, ImageError> {
     const FORMAT: ImageFormat = ImageFormat::VmdkFlat;
     let bytes = file.read_struct(FORMAT, "descriptor", 0, file.len() as usize)?;
     let text = String::from_utf8_lossy(&bytes);
@@ -196,10 +213,14 @@ fn open_descriptor(file: &ImageFile) -> Result<Box<dyn DiskSource>, ImageError> 
             desc.extents.len()
         )));
     };
-    open_extent(file, extent)
+    open_extent(file, extent, opts)
 }
 
-fn open_extent(descriptor: &ImageFile, extent: &Extent) -> Result<Box<dyn DiskSource>, ImageError> {
+fn open_extent(
+    descriptor: &ImageFile,
+    extent: &Extent,
+    opts: OpenOptions,
+) -> Result<Box<dyn DiskSource>, ImageError> {
     let Some(name) = extent.file.as_deref() else {
         return Err(descriptor.unsupported(format!("VMDK {} extent without a file", extent.kind)));
     };
@@ -215,7 +236,7 @@ fn open_extent(descriptor: &ImageFile, extent: &Extent) -> Result<Box<dyn DiskSo
     match extent.kind.as_str() {
         "FLAT" | "VMFS" => {
             let base = extent.offset.checked_mul(512).ok_or_else(size_err)?;
-            let file = ImageFile::open(&path)?;
+            let file = ImageFile::open(&path)?.dropping_cache(opts.drop_cache);
             file.check_inside(ImageFormat::VmdkFlat, "flat extent data", base, size)?;
             Ok(Box::new(raw::Raw::window(
                 file,
@@ -225,7 +246,8 @@ fn open_extent(descriptor: &ImageFile, extent: &Extent) -> Result<Box<dyn DiskSo
             )))
         }
         "SPARSE" => {
-            let sparse = vmdk::VmdkSparse::open(ImageFile::open(&path)?)?;
+            let file = ImageFile::open(&path)?.dropping_cache(opts.drop_cache);
+            let sparse = vmdk::VmdkSparse::open(file)?;
             if sparse.size() != size {
                 return Err(descriptor.corrupt(
                     ImageFormat::VmdkFlat,

@@ -47,7 +47,11 @@ impl Raw {
         }
     }
 
-    pub(crate) fn block_device(file: File, path: &Path) -> Result<Self, ImageError> {
+    pub(crate) fn block_device(
+        file: File,
+        path: &Path,
+        opts: crate::OpenOptions,
+    ) -> Result<Self, ImageError> {
         let query = |what: &str, e: std::io::Error| ImageError::Open {
             path: path.to_path_buf(),
             source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
@@ -56,7 +60,7 @@ impl Raw {
             .map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
         let sector_size = logical_sector_size(&file)
             .map_err(|e| query("query logical sector size (BLKSSZGET)", e))?;
-        let file = ImageFile::with_len(file, path, size);
+        let file = ImageFile::with_len(file, path, size).dropping_cache(opts.drop_cache);
         Ok(Self {
             file,
             base: 0,
