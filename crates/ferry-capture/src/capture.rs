@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::extents::{self, Substitution};
 use crate::freeze::{self, AfterSignal, FreezeError, FreezeGuard, FreezeTarget};
 use crate::hooks::{self, HookError, HookStage, Hooks};
 use crate::lvm::{self, Lvm, LvmError, NoSnapshot, SnapshotPlan, SnapshotSizing};
 use crate::mountinfo::{self, DevId, MountinfoError};
 use crate::state::{RunDir, StateError};
-use crate::topology::{self, DiskStack, SourceFs, TopologyError};
+use crate::topology::{self, DevKind, DiskStack, SourceFs, TopologyError};
 
 /// How consistent the capture must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +30,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LvmPolicy {
-    /// Freeze only (the default until the reader substitutes snapshot extents; docs/consistency.md).
+    /// Freeze only (the default until the backup reader applies [`Capture::substitutions`];
+    /// docs/consistency.md).
     Off,
-    /// Snapshot LVs whose VG has room; the reader must read their extents from
-    /// [`Capture::snapshots`].
+    /// Snapshot LVs whose VG has room and whose extents map to plain partitions of the disks;
+    /// the reader must then read [`Capture::substitutions`] from the snapshot devices.
     Snapshot(SnapshotSizing),
 }
 
@@ -148,6 +150,8 @@ pub enum CaptureError {
         lv: String,
         source: Box<LvmError>,
     },
+    #[error("snapshot of {vg}/{lv} ran out of space during the read, so the capture is not point-in-time; give snapshots more room (LvmPolicy percent) or let it freeze")]
+    SnapshotOverflowed { vg: String, lv: String },
     #[error("list LVs: {0}")]
     Lvs(Box<LvmError>),
     #[error("install the thaw-on-signal handler: {0}")]
@@ -186,6 +190,7 @@ pub struct CaptureReport {
 pub struct Capture {
     freeze: Option<FreezeGuard>,
     snapshots: Vec<SnapshotPlan>,
+    substitutions: Vec<Substitution>,
     sources: Vec<SourceRead>,
     mode: Mode,
     read_only: Vec<PathBuf>,
@@ -203,6 +208,7 @@ impl Capture {
         let mut cap = Capture {
             freeze: None,
             snapshots: Vec::new(),
+            substitutions: Vec::new(),
             sources: Vec::new(),
             mode: req.mode,
             read_only: Vec::new(),
@@ -289,8 +295,19 @@ impl Capture {
                 tracing::info!("{vg}/{lv}: no snapshot ({why:?}); its filesystem is frozen");
             }
         }
+        let segments = Lvm.segments().map_err(|e| CaptureError::Lvs(Box::new(e)))?;
+        let pvs = Lvm.pvs().map_err(|e| CaptureError::Lvs(Box::new(e)))?;
         let mut done = Vec::new();
         for p in plans {
+            let locate = |pv: &str| self.locate_pv(pv);
+            let map =
+                match extents::extent_map(&p.vg, &p.origin, &p.device(), &segments, &pvs, locate) {
+                    Ok(m) => m,
+                    Err(why) => {
+                        tracing::info!("no snapshot: {why}; its filesystem is frozen");
+                        continue;
+                    }
+                };
             Lvm.create(&p).map_err(|source| CaptureError::Lvm {
                 vg: p.vg.clone(),
                 lv: p.origin.clone(),
@@ -298,8 +315,32 @@ impl Capture {
             })?;
             done.push((p.vg.clone(), p.origin.clone()));
             self.snapshots.push(p);
+            self.substitutions.extend(map);
         }
         Ok(done)
+    }
+
+    /// The source disk a PV is on, and its start there: the disk itself or one of its
+    /// partitions (a PV inside dm-crypt or md does not map).
+    fn locate_pv(&self, pv: &str) -> Option<(PathBuf, u64)> {
+        let dev = block_dev(Path::new(pv)).ok()?;
+        self.sources.iter().find_map(|s| {
+            s.stack
+                .devices
+                .iter()
+                .find(|d| d.dev == dev)
+                .and_then(|d| match d.kind {
+                    DevKind::Disk => Some((s.disk.clone(), 0)),
+                    DevKind::Partition { start } => Some((s.disk.clone(), start)),
+                    _ => None,
+                })
+        })
+    }
+
+    /// Byte ranges of the source disks to read from snapshot devices instead (empty unless
+    /// [`LvmPolicy::Snapshot`] took snapshots).
+    pub fn substitutions(&self) -> &[Substitution] {
+        &self.substitutions
     }
 
     /// The disks to read.
@@ -349,6 +390,22 @@ impl Capture {
             .iter()
             .map(|p| format!("{}/{}", p.vg, p.origin))
             .collect();
+        if !self.snapshots.is_empty() {
+            match Lvm.lvs() {
+                Ok(rows) => {
+                    for p in &self.snapshots {
+                        if lvm::snapshot_invalid(&rows, &p.vg, &p.name) {
+                            note(CaptureError::SnapshotOverflowed {
+                                vg: p.vg.clone(),
+                                lv: p.origin.clone(),
+                            });
+                        }
+                    }
+                }
+                Err(e) => note(CaptureError::Lvs(Box::new(e))),
+            }
+        }
+        self.substitutions.clear();
         for p in std::mem::take(&mut self.snapshots) {
             if let Err(source) = Lvm.remove(&p.vg, &p.name) {
                 note(CaptureError::Lvm {

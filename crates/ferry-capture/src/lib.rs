@@ -9,8 +9,10 @@
 //! 3. discover the mounted filesystems on the disks: partitions, and everything stacked on them
 //!    (LVM, dm-crypt, md) from sysfs, matched against `/proc/self/mountinfo` ([`topology`],
 //!    [`mountinfo`]);
-//! 4. `point-in-time`: LVM snapshots where allowed and the VG has room ([`lvm`]), a freeze of
-//!    every other writable filesystem ([`freeze`]); `live`: nothing.
+//! 4. `point-in-time`: LVM snapshots where allowed, the VG has room and the LV's extents map to
+//!    plain partitions of the disks ([`lvm`], [`extents`]: the reader then reads those byte
+//!    ranges from the snapshot), a freeze of every other writable filesystem ([`freeze`]);
+//!    `live`: nothing.
 //!
 //! Invariants:
 //! - A frozen filesystem is always thawed: by [`Capture::end`], by Drop, by the thaw-on-signal
@@ -23,6 +25,7 @@
 //! docs/consistency.md says what each mode guarantees and what the freeze costs.
 
 mod capture;
+pub mod extents;
 pub mod freeze;
 pub mod hooks;
 pub mod lvm;

@@ -275,6 +275,27 @@ pub fn lvremove_args(vg: &str, name: &str) -> Vec<String> {
     vec!["-f".into(), format!("{vg}/{name}")]
 }
 
+/// `EXTRA… --reportformat json --units b --nosuffix -o COLUMNS`.
+fn report_args(extra: &[&str], columns: &str) -> Vec<String> {
+    let common = [
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        columns,
+    ];
+    extra.iter().chain(&common).map(|a| a.to_string()).collect()
+}
+
+/// A snapshot that ran out of copy-on-write space: LVM marks it invalid (`lv_attr` state `I`)
+/// and it no longer holds the origin's earlier content.
+pub fn snapshot_invalid(rows: &[LvRow], vg: &str, name: &str) -> bool {
+    rows.iter()
+        .any(|r| r.vg == vg && r.lv == name && r.attr.chars().nth(4) == Some('I'))
+}
+
 /// Snapshots a crashed agent left behind: our prefix and our tag, both.
 pub fn stale_snapshots(rows: &[LvRow]) -> Vec<(String, String)> {
     rows.iter()
@@ -301,8 +322,19 @@ impl Lvm {
     }
 
     pub fn lvs(&self) -> Result<Vec<LvRow>, LvmError> {
-        let args: Vec<String> = lvs_args().into_iter().map(String::from).collect();
-        parse_lvs(&self.run("lvs", &args)?)
+        parse_lvs(&self.run("lvs", &report_args(&[], LVS_COLUMNS))?)
+    }
+
+    /// `lvs --segments` rows ([`crate::extents::parse_segments`]).
+    pub fn segments(&self) -> Result<Vec<crate::extents::Segment>, LvmError> {
+        let args = report_args(&["--segments"], crate::extents::SEGMENT_COLUMNS);
+        crate::extents::parse_segments(&self.run("lvs", &args)?)
+    }
+
+    /// `pvs` rows ([`crate::extents::parse_pvs`]).
+    pub fn pvs(&self) -> Result<Vec<crate::extents::Pv>, LvmError> {
+        let args = report_args(&[], crate::extents::PV_COLUMNS);
+        crate::extents::parse_pvs(&self.run("pvs", &args)?)
     }
 
     pub fn create(&self, p: &SnapshotPlan) -> Result<(), LvmError> {
@@ -356,6 +388,14 @@ mod tests {
         let e = parse_lvs(&suffixed).unwrap_err().to_string();
         assert!(e.contains("vg0/root: lv_size \"10.00g\""), "{e}");
         assert!(parse_lvs(&" ".repeat(MAX_REPORT + 1)).is_err());
+    }
+
+    #[test]
+    fn an_overflowed_snapshot_is_seen() {
+        let mut rows = parse_lvs(REPORT).unwrap();
+        assert!(!snapshot_invalid(&rows, "vg0", "ferry-snap-root"));
+        rows[2].attr = "swi-I-s---".into();
+        assert!(snapshot_invalid(&rows, "vg0", "ferry-snap-root"));
     }
 
     #[test]
@@ -413,6 +453,11 @@ mod tests {
 
     #[test]
     fn command_lines_are_exact() {
+        assert_eq!(report_args(&[], LVS_COLUMNS), lvs_args());
+        assert_eq!(
+            report_args(&["--segments"], "a,b").join(" "),
+            "--segments --reportformat json --units b --nosuffix -o a,b"
+        );
         let p = SnapshotPlan {
             vg: "vg0".into(),
             origin: "root".into(),
