@@ -1,0 +1,291 @@
+//! Restore jobs: the [`Job`] an agent is given, the appliance's [`JobRecord`], their states and
+//! options.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mapping, Phase};
+
+/// What to do once the job is over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Then {
+    Reboot,
+    Poweroff,
+    #[default]
+    None,
+}
+
+/// How the restored system is adapted to its new disks and hardware (`appliance jobs create
+/// --grow --grow-lv --no-fixup`). Absent in older records: the defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobOptions {
+    /// Grow the last partition, the PV on it, an LV and its filesystem into a larger target.
+    pub grow: bool,
+    /// The LV to grow, `VG/LV`; default: the one mounted at /.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow_lv: Option<String>,
+    /// Adapt the restored OS to this machine (drivers, initramfs, fstab, boot loader).
+    pub fixup: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            grow: false,
+            grow_lv: None,
+            fixup: true,
+        }
+    }
+}
+
+impl std::str::FromStr for Then {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reboot" => Ok(Then::Reboot),
+            "poweroff" => Ok(Then::Poweroff),
+            "none" => Ok(Then::None),
+            _ => Err(format!(
+                "unknown --then {s:?}: use reboot, poweroff or none"
+            )),
+        }
+    }
+}
+
+/// A job's life. JSON: `"pending"`, `"running"`, `"succeeded"` or
+/// `{"failed": {"reason": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobState {
+    /// Created; no agent has started it (it may have been handed to one).
+    Pending,
+    Running,
+    Succeeded,
+    Failed {
+        reason: String,
+    },
+}
+
+impl JobState {
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed { .. })
+    }
+
+    /// The agent may move a job pending → running → succeeded/failed (or pending → failed).
+    pub fn may_become(&self, next: &JobState) -> bool {
+        matches!(
+            (self, next),
+            (JobState::Pending, JobState::Running)
+                | (
+                    JobState::Pending | JobState::Running,
+                    JobState::Failed { .. }
+                )
+                | (JobState::Running, JobState::Succeeded)
+                | (JobState::Running, JobState::Running)
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// `GET /agents/{id}/job`: the job an agent is to run. Its mappings are resolved (no `auto`).
+/// A job in state `failed` is handed out once so the agent can show why; `running` means the
+/// agent restarted during it and resumes (the restore is a seeded sync).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    pub snapshot: String,
+    /// Resolved by the appliance against the inventory this agent enrolled with; the agent
+    /// resolves `requested` again against its own view of its disks and refuses any difference.
+    pub mappings: Vec<Mapping>,
+    /// The mappings as the operator gave them (may hold `auto` and `serial:`).
+    #[serde(default)]
+    pub requested: Vec<Mapping>,
+    /// What the agent writes into each target's in-progress marker (64 hex digits).
+    #[serde(default)]
+    pub proof: String,
+    pub then: Then,
+    pub overwrite: bool,
+    #[serde(default)]
+    pub options: JobOptions,
+    pub state: JobState,
+}
+
+/// Which machine a job is for: an enrolled agent, or whichever agent enrolls with this MAC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobFor {
+    Agent(String),
+    Mac(String),
+}
+
+/// Progress as last reported by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobProgress {
+    pub phase: Option<Phase>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub rate: u64,
+    pub eta: u64,
+}
+
+/// The appliance's record of a job (`jobs/<id>.json`; `appliance jobs show --json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    pub id: String,
+    pub snapshot: String,
+    #[serde(rename = "for")]
+    pub for_: JobFor,
+    /// As given at creation (may hold `auto`).
+    pub mappings: Vec<Mapping>,
+    pub then: Then,
+    pub overwrite: bool,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// RFC 3339 UTC.
+    pub created: String,
+    /// The agent that picked the job up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The mappings resolved against that agent's inventory at pickup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Vec<Mapping>>,
+    pub state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    #[serde(default)]
+    pub progress: JobProgress,
+    /// Hash of the proof handed to the agent with the job ([`crate::marker::proof_hash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_hash: Option<String>,
+}
+
+impl JobRecord {
+    /// The job as handed to its agent: resolved mappings.
+    pub fn to_job(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            snapshot: self.snapshot.clone(),
+            mappings: self
+                .resolved
+                .clone()
+                .unwrap_or_else(|| self.mappings.clone()),
+            requested: self.mappings.clone(),
+            proof: String::new(),
+            then: self.then,
+            overwrite: self.overwrite,
+            options: self.options.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::map;
+    use super::super::MapTarget;
+    use super::*;
+
+    #[test]
+    fn job_json_round_trips() {
+        let job = Job {
+            id: "job-0011aabb".into(),
+            snapshot: "web01-20250101T000000Z".into(),
+            mappings: vec![map("sda=/dev/vda"), map("sdb=auto")],
+            requested: vec![map("sda=/dev/vda"), map("sdb=auto")],
+            proof: "ab".repeat(32),
+            then: Then::Reboot,
+            overwrite: false,
+            options: JobOptions {
+                grow: true,
+                grow_lv: Some("vg0/root".into()),
+                fixup: true,
+            },
+            state: JobState::Failed {
+                reason: "no disk".into(),
+            },
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(
+            text.contains(r#""target":"/dev/vda""#) && text.contains(r#""target":"auto""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""state":{"failed":{"reason":"no disk"}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        let pending = Job {
+            state: JobState::Pending,
+            ..job.clone()
+        };
+        let text = serde_json::to_string(&pending).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), pending);
+        // Records written before options existed read with the defaults.
+        let old = text.replace(
+            r#""options":{"grow":true,"grow_lv":"vg0/root","fixup":true},"#,
+            "",
+        );
+        assert_ne!(old, text);
+        assert_eq!(
+            serde_json::from_str::<Job>(&old).unwrap().options,
+            JobOptions::default()
+        );
+        // Unknown fields are refused.
+        let extra = text.replace("\"then\"", "\"bogus\":1,\"then\"");
+        assert!(serde_json::from_str::<Job>(&extra).is_err());
+        assert!(serde_json::from_str::<JobState>(r#"{"failed":{}}"#).is_err());
+        assert!(
+            serde_json::from_str::<JobState>(r#"{"failed":{"reason":"x","extra":1}}"#).is_err()
+        );
+        assert_eq!(
+            serde_json::from_str::<JobState>(r#""running""#).unwrap(),
+            JobState::Running
+        );
+
+        let rec = JobRecord {
+            id: job.id.clone(),
+            snapshot: job.snapshot.clone(),
+            for_: JobFor::Mac("52:54:00:12:34:56".into()),
+            mappings: job.mappings.clone(),
+            then: Then::Poweroff,
+            overwrite: true,
+            options: JobOptions::default(),
+            created: "2025-01-01T00:00:00Z".into(),
+            agent: Some("agent-525400123456".into()),
+            resolved: Some(vec![map("sda=vda"), map("sdb=vdb")]),
+            state: JobState::Running,
+            started: None,
+            finished: None,
+            progress: JobProgress::default(),
+            proof_hash: Some(crate::marker::proof_hash(&"ab".repeat(32))),
+        };
+        let text = serde_json::to_string_pretty(&rec).unwrap();
+        assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);
+        assert_eq!(
+            rec.to_job().mappings[1].target,
+            MapTarget::Device("vdb".into())
+        );
+    }
+
+    #[test]
+    fn job_states_move_forward() {
+        assert!(!JobState::Succeeded.may_become(&JobState::Running));
+        assert!(JobState::Pending.may_become(&JobState::Failed {
+            reason: String::new()
+        }));
+    }
+}
