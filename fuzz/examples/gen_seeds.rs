@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use ferry_format::agent::{JobState, Mapping};
 use ferry_format::signing::SIGNING_CONTEXT;
 use ferry_format::DiskIndex;
-use ferry_fuzz::disk::{build_gpt, build_mbr, build_pv, image, run, vg_text, Ebr, MemDisk};
+use ferry_fuzz::disk::{build_gpt, build_mbr, build_pv, vg_text, Ebr, MemDisk};
 use ferry_fuzz::{sparse_encode, FLAG_4K};
+use ferry_test_support::tools::{image, run, run_stdin};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const PV_UUID: &str = "HaNdBu-iLtP-V000-1111-2222-3333-444444";
@@ -64,7 +65,7 @@ fn tool_disks(tmp: &Path) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn run_sfdisk(img: &Path, script: &str) {
-    ferry_fuzz::disk::run_stdin("sfdisk", &["-q", img.to_str().unwrap()], Some(script));
+    run_stdin("sfdisk", &["-q", img.to_str().unwrap()], Some(script));
 }
 
 fn disk_seeds(tmp: &Path) -> Vec<u8> {

@@ -18,9 +18,10 @@ use std::path::PathBuf;
 
 use ferry_image::DiskSource;
 
-pub mod disk;
-
-pub use disk::MemDisk;
+/// The in-memory disk, the tables and PVs built by hand and the checksum resealing: the probe
+/// tests' helpers, shared through ferry-test-support rather than copied here.
+pub use ferry_test_support::disk;
+pub use ferry_test_support::disk::MemDisk;
 
 /// Largest disk a sparse input describes: what the probe and used-map readers need to see
 /// (GPT backup at the end, PV data areas, filesystem bitmaps) at a size that keeps a run fast.

@@ -1,8 +1,11 @@
 //! Helpers the integration tests of several crates share, kept in one place so the copies cannot
-//! drift. A dev-dependency only (never published, never linked into a binary); panicking on
-//! failure is the point here: every helper is test setup.
+//! drift. A dev-dependency only (never published, never linked into a shipped binary; the fuzz
+//! workspace uses [`disk`] and [`tools`] too); panicking on failure is the point here: every
+//! helper is test setup.
 //!
 //! - [`crc`]: CRC-32 and LVM's checksum, for building and re-sealing hostile images.
+//! - [`disk`]: an in-memory disk; GPT, MBR/EBR and LVM2 PVs built byte by byte; resealing their
+//!   checksums after a mutation (the probe tests and the fuzz targets share them).
 //! - [`store`]: a ready store with its signing key, chunks of one byte, a disk's index and
 //!   commit request, file times in the past.
 //! - [`https`]: a client of the appliance's API that pins the store's CA, as the agents do.
@@ -11,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crc;
+pub mod disk;
 pub mod https;
 pub mod store;
 pub mod tools;

@@ -1,15 +1,14 @@
-//! Disk helpers of the fuzz targets and the seed generator: an in-memory disk, resealing GPT and
-//! LVM checksums after mutations, building GPT/MBR disks and an LVM2 PV by hand (lvm needs
-//! device-mapper), running the real tools. Copied from the probe tests' helpers
-//! (crates/ferry-probe/tests/common) so this separate workspace does not build against test
-//! code; the checksums are ferry-probe's own.
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! Disks built byte by byte, for hostile-input tests and the fuzz targets' seeds: an in-memory
+//! [`MemDisk`], a protective MBR + GPT ([`build_gpt`], [`gpt_header`]), an MBR with an EBR
+//! chain ([`build_mbr`]), an LVM2 PV with its metadata text ([`build_pv`], [`vg_text`]; lvm
+//! itself needs device-mapper), and resealing the GPT and LVM checksums after a mutation
+//! ([`seal_gpt`], [`reseal_gpt`], [`reseal_lvm`]) so that it reaches the checks behind them.
+//! All sectors are 512 bytes unless a function takes a sector size. The resealing functions
+//! take hostile bytes (the fuzz targets call them on every input): they check what they index.
 
 use ferry_image::{DiskSource, ImageError, ImageFormat};
-pub use ferry_probe::crc::{crc32, lvm_crc};
+
+use crate::crc::{crc32, lvm_crc};
 
 /// A disk held in memory.
 pub struct MemDisk {
@@ -42,57 +41,6 @@ impl DiskSource for MemDisk {
     fn format(&self) -> ImageFormat {
         ImageFormat::Raw
     }
-}
-
-/// A disk over an image file.
-/// True when `tool` is on PATH (tests that need it are skipped otherwise, saying so).
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    found
-}
-
-/// Run a command, panicking with its output when it fails; returns stdout.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    run_stdin(cmd, args, None)
-}
-
-pub fn run_stdin(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(cmd)
-        .args(args)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A sparse image file of `size` bytes.
-pub fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
-    path
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
