@@ -4,13 +4,18 @@
 //! Chunks the disk's filesystems do not use (`ferry_probe::used_map`) become "unused" entries
 //! and are never read.
 //!
-//! Stages per disk: a reader thread (read, zero check, BLAKE3) → this thread (dedupe within the
-//! run, batched `known-chunks` queries) → `parallel` upload workers (zstd, PUT). A snapshot only
-//! becomes visible at commit; an interrupted backup leaves chunks the next run will not upload again.
+//! Stages per disk: `reads_in_flight` reader threads (read, zero check, BLAKE3) → this thread
+//! (dedupe within the run, batched `known-chunks` queries) → `parallel` upload workers (zstd,
+//! PUT through one shared [`Throttle`]). A snapshot only becomes visible at commit; an
+//! interrupted backup leaves chunks the next run will not upload again.
+//!
+//! The whole backup runs on a thread of its own at the priorities [`SourceLimits`] asks for
+//! (idle I/O class, nice 19 by default), which every stage inherits; the caller's thread keeps
+//! its own. Sources are opened with `drop_cache` as asked ([`crate::source_load`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,13 +26,16 @@ use ferry_format::index::DiskIndex;
 use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::{ChunkId, Entry};
-use ferry_image::{DiskSource, ImageFormat};
+use ferry_image::{DiskSource, ImageFormat, OpenOptions};
 use ferry_probe::UsedMap;
 use serde::Serialize;
 
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
 use crate::progress::Progress;
+pub use crate::source_load::SourceLimits;
+use crate::source_load::{lower_priorities, Usage};
+use crate::throttle::Throttle;
 use crate::{EngineError, Refusal};
 
 /// zstd level for uploads: level 3 compresses OS data well at several hundred MB/s per core.
@@ -53,6 +61,9 @@ pub struct BackupOptions {
     pub parallel: usize,
     pub level: i32,
     pub quiet: bool,
+    /// How hard the backup may press on the source (rate cap, reads in flight, priorities,
+    /// page cache); the default is the field's ([`SourceLimits::default`]).
+    pub limits: SourceLimits,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,6 +80,13 @@ pub struct BackupSummary {
     pub chunks_present: u64,
     /// Bytes sent as chunk bodies (compressed).
     pub bytes_uploaded: u64,
+    /// Payload bytes sent to the appliance: chunk bodies and disk indexes (what the rate cap
+    /// counts; HTTP and TLS framing add well under 1%).
+    pub bytes_sent: u64,
+    /// CPU seconds (user + system) the agent process spent during the backup.
+    pub cpu_seconds: f64,
+    /// Peak resident set size of the agent process (its whole life so far), in bytes.
+    pub peak_rss_bytes: u64,
     pub seconds: f64,
 }
 
@@ -105,9 +123,34 @@ pub(crate) struct Counters {
     bytes_read: AtomicU64,
     new: AtomicU64,
     bytes_uploaded: AtomicU64,
+    bytes_sent: AtomicU64,
 }
 
+/// Back up `opts.disks` as one snapshot, on a thread of its own at the priorities
+/// `opts.limits` asks for.
 pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
+    let before = Usage::now();
+    let r = std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name("backup".into())
+            .spawn_scoped(s, || {
+                lower_priorities(&opts.limits);
+                backup_here(client, opts)
+            })
+            .map_err(|e| EngineError::Worker(format!("start the backup thread: {e}")))?;
+        worker
+            .join()
+            .map_err(|_| EngineError::Worker("the backup thread panicked".into()))?
+    });
+    r.map(|mut summary| {
+        let after = Usage::now();
+        summary.cpu_seconds = after.cpu_seconds_since(&before);
+        summary.peak_rss_bytes = after.peak_rss_bytes;
+        summary
+    })
+}
+
+fn backup_here(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
     let start = Instant::now();
     check_name(NameKind::Machine, &opts.machine).map_err(Refusal::BadMachineName)?;
     ferry_format::chunk::check_chunk_size(opts.chunk_size).map_err(Refusal::BadChunkSize)?;
@@ -121,7 +164,10 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
             }
             .into());
         }
-        let src = ferry_image::open(&d.path)?;
+        let open = OpenOptions {
+            drop_cache: opts.limits.drop_cache,
+        };
+        let src = ferry_image::open_with(&d.path, open)?;
         let layout = match ferry_probe::probe(&*src) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -206,6 +252,8 @@ fn run_session(
         ..Default::default()
     };
     let counters = Counters::default();
+    // For what is sent outside the per-disk pipelines: indexes and re-uploads.
+    let throttle = Throttle::new(opts.limits.rate());
     let mut seen = HashSet::new();
     let mut disks = Vec::new();
     for (spec, src, layout, used) in sources {
@@ -225,15 +273,28 @@ fn run_session(
         progress.finish(reporter);
         let index = r?;
         let encoded = index.encode();
+        let put_index = || {
+            throttle.acquire(encoded.len() as u64);
+            counters
+                .bytes_sent
+                .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            client.put_index(session, &spec.name, &encoded)
+        };
         // The appliance answers with the chunks it lacks (a concurrent GC may have removed one
         // we were told it had): upload those from the source and try again.
-        let mut missing = client.put_index(session, &spec.name, &encoded)?;
+        let mut missing = put_index()?;
         for _ in 0..3 {
             if missing.is_empty() {
                 break;
             }
-            reupload(client, &*src, &index, &missing, opts.level, &counters)?;
-            missing = client.put_index(session, &spec.name, &encoded)?;
+            let up = Uploader {
+                store: client,
+                level: opts.level,
+                counters: &counters,
+                throttle: &throttle,
+            };
+            reupload(&up, &*src, &index, &missing)?;
+            missing = put_index()?;
         }
         if !missing.is_empty() {
             return Err(Refusal::ChunksKeepMissing {
@@ -267,6 +328,7 @@ fn run_session(
     summary.chunks_new = counters.new.load(Ordering::Relaxed);
     summary.chunks_present = seen.len() as u64 - summary.chunks_new;
     summary.bytes_uploaded = counters.bytes_uploaded.load(Ordering::Relaxed);
+    summary.bytes_sent = counters.bytes_sent.load(Ordering::Relaxed);
     Ok(summary)
 }
 
@@ -290,8 +352,16 @@ pub(crate) fn backup_disk(
     let mut index =
         DiskIndex::new_zero(src.size(), opts.chunk_size).map_err(Refusal::Unindexable)?;
     let parallel = opts.parallel.max(1);
+    let readers = opts.limits.reads_in_flight.max(1);
     let pool = Pool::new(parallel + QUERY_BATCH.min(8) + 2, opts.chunk_size as usize);
     let abort = Abort::default();
+    let throttle = Throttle::new(opts.limits.rate());
+    let up = Uploader {
+        store,
+        level: opts.level,
+        counters,
+        throttle: &throttle,
+    };
     let ranges: Vec<(usize, u64, usize)> = (0..index.entries.len())
         .map(|i| {
             let (o, l) = index.range(i);
@@ -306,6 +376,13 @@ pub(crate) fn backup_disk(
     for (e, _) in index.entries.iter_mut().zip(&unused).filter(|(_, &u)| u) {
         *e = Entry::Unused;
     }
+    let next = AtomicUsize::new(0);
+    let reader = Reader {
+        src,
+        ranges: &ranges,
+        unused: &unused,
+        next: &next,
+    };
 
     // Each stage owns its channel ends (see crate::pipeline): when one ends, for any reason,
     // the stages next to it see the disconnection or the abort flag and end too.
@@ -313,21 +390,20 @@ pub(crate) fn backup_disk(
         let (item_tx, item_rx) = sync_channel::<Item>(4);
         let (up_tx, up_rx) = sync_channel::<Item>(parallel);
         let up_rx = Arc::new(Mutex::new(up_rx));
-        let (pool, abort) = (&pool, &abort);
-        let (ranges, unused) = (&ranges, &unused);
-        s.spawn(move || {
-            abort.guard("the disk reader", || {
-                read_chunks(
-                    src, ranges, unused, item_tx, pool, counters, abort, progress,
-                )
-            })
-        });
+        let (pool, abort, up, reader) = (&pool, &abort, &up, &reader);
+        for _ in 0..readers {
+            let item_tx = item_tx.clone();
+            s.spawn(move || {
+                abort.guard("a disk reader", || {
+                    reader.run(item_tx, pool, counters, abort, progress)
+                })
+            });
+        }
+        drop(item_tx);
         for _ in 0..parallel {
             let up_rx = Arc::clone(&up_rx);
             s.spawn(move || {
-                abort.guard("an upload worker", || {
-                    upload_worker(store, up_rx, pool, opts.level, counters, abort)
-                })
+                abort.guard("an upload worker", || upload_worker(up, up_rx, pool, abort))
             });
         }
         drop(up_rx);
@@ -343,40 +419,50 @@ pub(crate) fn backup_disk(
     }
 }
 
-/// Read every chunk that may hold data, skip zeros, hash, and pass it on.
-#[allow(clippy::too_many_arguments)]
-fn read_chunks(
-    src: &dyn DiskSource,
-    ranges: &[(usize, u64, usize)],
-    unused: &[bool],
-    tx: SyncSender<Item>,
-    pool: &Pool,
-    counters: &Counters,
-    abort: &Abort,
-    progress: &Progress,
-) -> Result<(), EngineError> {
-    for &(i, off, len) in ranges {
-        if unused[i] || src.known_zero(off, len as u64) {
+/// The chunks of one disk, shared by its reader threads: each takes the next range in turn, so
+/// at most one read per reader is in flight and the disk is read nearly in order.
+struct Reader<'a> {
+    src: &'a dyn DiskSource,
+    ranges: &'a [(usize, u64, usize)],
+    unused: &'a [bool],
+    next: &'a AtomicUsize,
+}
+
+impl Reader<'_> {
+    /// Read every chunk that may hold data, skip zeros, hash, and pass it on.
+    fn run(
+        &self,
+        tx: SyncSender<Item>,
+        pool: &Pool,
+        counters: &Counters,
+        abort: &Abort,
+        progress: &Progress,
+    ) -> Result<(), EngineError> {
+        let src = self.src;
+        while let Some(&(i, off, len)) = self.ranges.get(self.next.fetch_add(1, Ordering::Relaxed))
+        {
+            if self.unused[i] || src.known_zero(off, len as u64) {
+                progress.add(len as u64);
+                continue;
+            }
+            let Some(mut buf) = pool.take(abort) else {
+                return Ok(());
+            };
+            buf.resize(len, 0);
+            src.read_at(&mut buf, off)?;
+            counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
             progress.add(len as u64);
-            continue;
+            if ferry_format::chunk::is_zero(&buf) {
+                pool.give(buf);
+                continue;
+            }
+            let id = ChunkId::of(&buf);
+            if tx.send(Item { i, id, buf }).is_err() {
+                return Ok(());
+            }
         }
-        let Some(mut buf) = pool.take(abort) else {
-            return Ok(());
-        };
-        buf.resize(len, 0);
-        src.read_at(&mut buf, off)?;
-        counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
-        progress.add(len as u64);
-        if ferry_format::chunk::is_zero(&buf) {
-            pool.give(buf);
-            continue;
-        }
-        let id = ChunkId::of(&buf);
-        if tx.send(Item { i, id, buf }).is_err() {
-            return Ok(());
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Record each item in the index; query in batches which new ids the appliance lacks; send those
@@ -428,16 +514,21 @@ fn dispatch(
     Ok(())
 }
 
+/// What every upload needs: the appliance, the zstd level, the counters and the run's rate cap.
+struct Uploader<'a> {
+    store: &'a dyn ChunkStore,
+    level: i32,
+    counters: &'a Counters,
+    throttle: &'a Throttle,
+}
+
 fn upload_worker(
-    store: &dyn ChunkStore,
+    up: &Uploader<'_>,
     rx: Arc<Mutex<Receiver<Item>>>,
     pool: &Pool,
-    level: i32,
-    counters: &Counters,
     abort: &Abort,
 ) -> Result<(), EngineError> {
-    let mut cctx = zstd::bulk::Compressor::new(level)
-        .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    let mut cctx = compressor(up.level)?;
     let mut out = Vec::new();
     loop {
         // A poisoned lock means another worker panicked; its panic is the error.
@@ -450,45 +541,47 @@ fn upload_worker(
             pool.give(item.buf);
             return Ok(());
         }
-        let r = upload_one(store, &mut cctx, &mut out, &item.id, &item.buf, counters);
+        let r = upload_one(up, &mut cctx, &mut out, &item.id, &item.buf);
         pool.give(item.buf);
         r?;
     }
 }
 
+fn compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, EngineError> {
+    zstd::bulk::Compressor::new(level).map_err(|e| EngineError::Worker(format!("zstd: {e}")))
+}
+
+/// Compress one chunk, wait for the rate cap to allow its frame, and upload it.
 fn upload_one(
-    store: &dyn ChunkStore,
+    up: &Uploader<'_>,
     cctx: &mut zstd::bulk::Compressor<'_>,
     out: &mut Vec<u8>,
     id: &ChunkId,
     data: &[u8],
-    counters: &Counters,
 ) -> Result<(), EngineError> {
     out.clear();
     out.reserve(zstd::zstd_safe::compress_bound(data.len()));
     cctx.compress_to_buffer(data, out)
         .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
-    if store.put_chunk(id, out)? {
-        counters.new.fetch_add(1, Ordering::Relaxed);
+    let n = out.len() as u64;
+    up.throttle.acquire(n);
+    if up.store.put_chunk(id, out)? {
+        up.counters.new.fetch_add(1, Ordering::Relaxed);
     }
-    counters
-        .bytes_uploaded
-        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    up.counters.bytes_uploaded.fetch_add(n, Ordering::Relaxed);
+    up.counters.bytes_sent.fetch_add(n, Ordering::Relaxed);
     Ok(())
 }
 
 /// Upload chunks the appliance reports missing at index time, read again from the source.
 fn reupload(
-    client: &Client,
+    up: &Uploader<'_>,
     src: &dyn DiskSource,
     index: &DiskIndex,
     missing: &[ChunkId],
-    level: i32,
-    counters: &Counters,
 ) -> Result<(), EngineError> {
     let missing: HashSet<&ChunkId> = missing.iter().collect();
-    let mut cctx = zstd::bulk::Compressor::new(level)
-        .map_err(|e| EngineError::Worker(format!("zstd: {e}")))?;
+    let mut cctx = compressor(up.level)?;
     let mut out = Vec::new();
     let mut done = HashSet::new();
     let mut buf = Vec::new();
@@ -503,7 +596,7 @@ fn reupload(
         if ChunkId::of(&buf) != *id {
             return Err(Refusal::SourceChanged { offset: off }.into());
         }
-        upload_one(client, &mut cctx, &mut out, id, &buf, counters)?;
+        upload_one(up, &mut cctx, &mut out, id, &buf)?;
     }
     Ok(())
 }

@@ -116,7 +116,7 @@ mod tests {
     use ferry_format::{DiskIndex, Entry};
     use ferry_image::{DiskSource, ImageError, ImageFormat};
 
-    use crate::backup::{backup_disk, BackupOptions, Counters};
+    use crate::backup::{backup_disk, BackupOptions, Counters, SourceLimits};
     use crate::progress::Progress;
     use crate::restore::sync::sync_chunks;
     use crate::target::{Target, TargetKind};
@@ -258,6 +258,9 @@ mod tests {
         bytes: Vec<u8>,
         /// Reading this chunk fails.
         bad_chunk: Option<usize>,
+        /// Reads under way now, and the most seen at once.
+        reading: AtomicUsize,
+        most_reading: Arc<AtomicUsize>,
     }
 
     impl DiskSource for Mem {
@@ -272,8 +275,13 @@ mod tests {
                     source: std::io::Error::from_raw_os_error(libc::EIO),
                 });
             }
+            let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_reading.fetch_max(now, Ordering::SeqCst);
+            // Long enough for the other readers to overlap this one.
+            std::thread::sleep(Duration::from_millis(2));
             let o = offset as usize;
             buf.copy_from_slice(&self.bytes[o..o + buf.len()]);
+            self.reading.fetch_sub(1, Ordering::SeqCst);
             Ok(())
         }
         fn format(&self) -> ImageFormat {
@@ -281,19 +289,25 @@ mod tests {
         }
     }
 
+    /// A backup of a 48-chunk disk with `parallel` uploads and `parallel` reads in flight;
+    /// also returns the most source reads seen at once.
     fn run_backup(
         fault: Fault,
         bad_chunk: Option<usize>,
         parallel: usize,
-    ) -> (Result<DiskIndex, EngineError>, Arc<FakeStore>) {
+    ) -> (Result<DiskIndex, EngineError>, Arc<FakeStore>, usize) {
         let store = Arc::new(FakeStore::new(fault));
         let s = Arc::clone(&store);
+        let most_reading = Arc::new(AtomicUsize::new(0));
+        let most = Arc::clone(&most_reading);
         let r = within(
             &format!("backup with {fault:?}, parallel {parallel}"),
             move || {
                 let src = Mem {
                     bytes: disk_bytes(7),
                     bad_chunk,
+                    reading: AtomicUsize::new(0),
+                    most_reading: most,
                 };
                 let opts = BackupOptions {
                     machine: "m".into(),
@@ -302,6 +316,10 @@ mod tests {
                     parallel,
                     level: 1,
                     quiet: true,
+                    limits: SourceLimits {
+                        reads_in_flight: parallel,
+                        ..SourceLimits::unlimited()
+                    },
                 };
                 let counters = Counters::default();
                 backup_disk(
@@ -316,16 +334,27 @@ mod tests {
                 )
             },
         );
-        (r, store)
+        (r, store, most_reading.load(Ordering::SeqCst))
     }
 
     #[test]
-    fn a_healthy_backup_uploads_every_chunk() {
+    fn a_healthy_backup_uploads_every_chunk_with_at_most_the_reads_asked_in_flight() {
+        let disk = disk_bytes(7);
         for parallel in [1, 4] {
-            let (r, store) = run_backup(Fault::None, None, parallel);
+            let (r, store, most_reading) = run_backup(Fault::None, None, parallel);
             let index = r.expect("backup");
-            assert!(index.entries.iter().all(|e| matches!(e, Entry::Data(_))));
+            // Readers finish out of order; every entry is still the right chunk.
+            for (i, (e, c)) in index.entries.iter().zip(disk.chunks(CHUNK)).enumerate() {
+                assert_eq!(*e, Entry::Data(ChunkId::of(c)), "entry {i}");
+            }
             assert_eq!(store.frames.lock().expect("frames").len(), CHUNKS);
+            assert!(
+                (1..=parallel).contains(&most_reading),
+                "{most_reading} reads in flight, {parallel} allowed"
+            );
+            // More than one reader really reads at once (each read sleeps 2 ms).
+            assert!(parallel == 1 || most_reading > 1, "reads never overlapped");
+            eprintln!("reads in flight: at most {most_reading} of {parallel} allowed");
         }
     }
 
@@ -343,7 +372,7 @@ mod tests {
         for &(fault, bad_chunk, cause) in cases {
             for parallel in [1, 2, 4] {
                 let t = Instant::now();
-                let (r, store) = run_backup(fault, bad_chunk, parallel);
+                let (r, store, _) = run_backup(fault, bad_chunk, parallel);
                 let e = r.expect_err("the backup must fail");
                 assert!(
                     e.to_string().contains(cause),

@@ -76,6 +76,16 @@ impl SourceLimits {
     }
 }
 
+/// A rate cap as an operator types it on the command line: what
+/// [`ferry_format::source::parse_rate`] accepts (`300Mbit`, `1Gbit`, `50MB`, `64MiB`, `off`),
+/// and `0` for no cap. `None` is no cap.
+pub fn parse_rate_limit(text: &str) -> Result<Option<u64>, ferry_format::source::SourceError> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    ferry_format::source::parse_rate(text)
+}
+
 /// The limits as the appliance sets them per source machine (`ferry_format::source`), where one
 /// `idle_io` switch stands for both the idle I/O class and the low CPU priority.
 impl From<&ferry_format::source::SourceLimits> for SourceLimits {
@@ -178,6 +188,27 @@ mod tests {
         let f: Vec<&str> = after_comm.split_whitespace().collect();
         // Fields 14 and 15 (utime, stime); `f[0]` is field 3.
         f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    }
+
+    #[test]
+    fn rate_limits_parse_with_zero_as_no_cap() {
+        let cases: &[(&str, Option<Option<u64>>)] = &[
+            ("300Mbit", Some(Some(37_500_000))),
+            ("300Mbit/s", Some(Some(37_500_000))),
+            ("1Gbit", Some(Some(125_000_000))),
+            ("50MB", Some(Some(50_000_000))),
+            ("40MiB", Some(Some(40 << 20))),
+            ("0", Some(None)),
+            (" 0 ", Some(None)),
+            ("off", Some(None)),
+            ("300", None),
+            ("300Mb", None),
+            ("fast", None),
+            ("", None),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(parse_rate_limit(text).ok(), want, "{text:?}");
+        }
     }
 
     #[test]

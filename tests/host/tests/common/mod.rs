@@ -177,12 +177,16 @@ impl Appliance {
         Command::new(bin("appliance"))
     }
 
-    /// `backup-agent backup` with this appliance's connection settings.
+    /// `backup-agent backup` with this appliance's connection settings, uncapped (the 300 Mbit/s
+    /// default would only slow the tests down; tests/throttle.rs passes its own cap, which
+    /// overrides this one).
     pub fn backup_cmd(&self, machine: &str, disks: &[&Path]) -> Command {
         let mut c = Command::new(bin("backup-agent"));
         c.args([
             "backup",
             "--json",
+            "--rate-limit",
+            "0",
             "--appliance",
             &self.url(),
             "--token",
