@@ -7,6 +7,8 @@
 //! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
 //! - [`api`]: request and response bodies of the HTTPS API.
 //! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
+//! - [`site`]: the rescue image's per-site settings file (`site.conf`), written by image-builder
+//!   and read by PID 1.
 //! - [`marker`]: the in-progress marker an unattended restore writes on its targets.
 //! - [`units`]: byte counts as people read them (`1.5 GiB`), one formatter for every crate.
 //!
@@ -23,6 +25,7 @@ pub mod manifest;
 pub mod marker;
 pub mod names;
 pub mod signing;
+pub mod site;
 pub mod source;
 pub mod units;
 

@@ -18,17 +18,17 @@
 //! words (`quiet`, `console=…`) are ignored; an unknown `ferry.*` key is an error (a typo such as
 //! `ferry.applaince=` must not be silently ignored), and so is any unknown key in site.conf (the
 //! file is ours). Everything after `--` belongs to init's argv and is ignored.
-
-pub mod ip;
+//!
+//! The file's format, its keys and the checks of every value are `ferry_format::site` (shared with
+//! image-builder, which writes the file); this module lays the command line over it.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-pub use ip::{IpSpec, StaticIp, IP_SYNTAX};
+use ferry_format::site::{self as site_conf, hex, Key, SiteError, SiteSettings, ValueError};
+pub use ferry_format::site::{ip, FailurePolicy, IpSpec, StaticIp, IP_SYNTAX, SITE_CONF};
 
-/// Where the site layer puts its settings (image-builder's `site.rs`, frozen).
-pub const SITE_CONF: &str = "etc/ferry/site.conf";
 /// The appliance CA from the site layer (frozen).
 pub const CA_PEM: &str = "etc/ferry/ca.pem";
 
@@ -54,16 +54,6 @@ pub struct NetConfig {
     pub ip: Vec<IpSpec>,
     /// Empty: the DHCP servers' DNS servers (or the static `ip=`'s DNS fields).
     pub nameservers: Vec<Ipv4Addr>,
-}
-
-/// What PID 1 does when the agent fails (`ferry.on_failure=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Keep a shell on the console for the operator (respawned when it exits).
-    #[default]
-    Shell,
-    Reboot,
-    PowerOff,
 }
 
 impl Default for Settings {
@@ -136,22 +126,17 @@ impl fmt::Display for Settings {
     }
 }
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Where a setting came from, for error messages.
+/// Where a setting came from, for error messages (site.conf's errors are [`SiteError`]s, which
+/// name the file and line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Cmdline,
-    SiteConf { line: usize },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Cmdline => write!(f, "on the kernel command line"),
-            Origin::SiteConf { line } => write!(f, "in /{SITE_CONF} line {line}"),
         }
     }
 }
@@ -171,83 +156,31 @@ pub enum SettingsError {
         why: String,
         expected: &'static str,
     },
+    /// site.conf cannot be used: the error names its line and key.
+    #[error(transparent)]
+    Site(#[from] SiteError),
 }
 
-/// The keys we know, after removing the `ferry.` prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    Appliance,
-    Token,
-    CaSha256,
-    Debug,
-    OnFailure,
-    RetryWindow,
-    Ip,
-    Nameserver,
-}
-
-/// The expected-syntax text of an unknown key.
-const KNOWN_KEYS: &str = "one of ferry.appliance, ferry.token, ferry.ca_sha256, ferry.debug, ferry.on_failure, ferry.retry_window, ip, nameserver";
-
-impl Key {
-    fn from_ferry(name: &str) -> Option<Key> {
-        Some(match name {
-            "appliance" => Key::Appliance,
-            "token" => Key::Token,
-            "ca_sha256" => Key::CaSha256,
-            "debug" => Key::Debug,
-            "on_failure" => Key::OnFailure,
-            "retry_window" => Key::RetryWindow,
-            _ => return None,
-        })
-    }
-
-    fn repeatable(self) -> bool {
-        matches!(self, Key::Ip | Key::Nameserver)
-    }
-
-    fn expected(self) -> &'static str {
-        match self {
-            Key::Appliance => "ferry.appliance=https://HOST[:PORT]",
-            Key::Token => "ferry.token=TOKEN (printable ASCII, no spaces)",
-            Key::CaSha256 => "ferry.ca_sha256=<64 hex digits>",
-            Key::Debug => "ferry.debug, ferry.debug=1 or ferry.debug=0",
-            Key::OnFailure => "ferry.on_failure=shell, reboot or poweroff",
-            Key::RetryWindow => "ferry.retry_window=900, 90s, 15m or 2h",
-            Key::Ip => IP_SYNTAX,
-            Key::Nameserver => "nameserver=A.B.C.D",
-        }
-    }
-}
-
-/// One `key=value` occurrence.
+/// One `key[=value]` word of the kernel command line that is ours.
 #[derive(Debug, Clone)]
-struct Entry {
+struct Word {
     key: Key,
     raw_key: String,
     value: Option<String>,
-    origin: Origin,
 }
 
-impl Entry {
-    fn bad(&self, why: impl Into<String>) -> SettingsError {
-        let token = match (&self.value, self.key) {
-            (Some(_), Key::Token) => format!("{}=<redacted>", self.raw_key),
-            (Some(v), _) => format!("{}={v}", self.raw_key),
-            (None, _) => self.raw_key.clone(),
+impl Word {
+    fn bad(&self, why: ValueError) -> SettingsError {
+        let token = match &self.value {
+            Some(v) => format!("{}={}", self.raw_key, site_conf::redact(self.key, v)),
+            None => self.raw_key.clone(),
         };
         SettingsError::Bad {
-            origin: self.origin,
+            origin: Origin::Cmdline,
             token,
-            why: why.into(),
+            why: why.to_string(),
             expected: self.key.expected(),
         }
-    }
-
-    fn value(&self) -> Result<&str, SettingsError> {
-        self.value
-            .as_deref()
-            .ok_or_else(|| self.bad("the value is missing"))
     }
 }
 
@@ -272,114 +205,61 @@ pub fn load(root: &Path) -> Result<Settings, SettingsError> {
     Ok(s)
 }
 
-/// Parses the kernel command line and site.conf text; the command line wins key by key.
+/// Parses the kernel command line and site.conf text; the command line wins key by key. The
+/// file's lines are all checked for shape and key, but only the values that are used are
+/// checked (a command-line key repairs a bad value of the same key in a stale image's file).
 pub fn parse(cmdline: &str, site_conf: Option<&str>) -> Result<Settings, SettingsError> {
-    let cmd = cmdline_entries(cmdline)?;
+    let cmd = cmdline_words_ours(cmdline)?;
     let site = match site_conf {
-        Some(text) => site_entries(text)?,
+        Some(text) => site_conf::entries(text)?,
         None => Vec::new(),
     };
-    let mut s = Settings::default();
-    for key in [
-        Key::Appliance,
-        Key::Token,
-        Key::CaSha256,
-        Key::Debug,
-        Key::OnFailure,
-        Key::RetryWindow,
-        Key::Ip,
-        Key::Nameserver,
-    ] {
-        let from_cmd: Vec<&Entry> = cmd.iter().filter(|e| e.key == key).collect();
-        let chosen = if from_cmd.is_empty() {
-            site.iter().filter(|e| e.key == key).collect()
+    let mut layered = SiteSettings::default();
+    for key in Key::ALL {
+        let from_cmd: Vec<&Word> = cmd.iter().filter(|w| w.key == key).collect();
+        if from_cmd.is_empty() {
+            for e in chosen(key, site.iter().filter(|e| e.key == key).collect()) {
+                layered.set(key, Some(&e.value)).map_err(|why| e.bad(why))?;
+            }
         } else {
-            from_cmd
-        };
-        // Single-valued keys: the last occurrence wins (as the kernel does).
-        let chosen = if key.repeatable() {
-            chosen
-        } else {
-            chosen.last().copied().into_iter().collect()
-        };
-        for e in chosen {
-            apply(&mut s, e)?;
+            for w in chosen(key, from_cmd) {
+                layered
+                    .set(key, w.value.as_deref())
+                    .map_err(|why| w.bad(why))?;
+            }
         }
     }
-    Ok(s)
+    Ok(Settings::from_layers(layered))
 }
 
-fn apply(s: &mut Settings, e: &Entry) -> Result<(), SettingsError> {
-    match e.key {
-        Key::Appliance => {
-            let v = e.value()?;
-            let rest = v
-                .strip_prefix("https://")
-                .ok_or_else(|| e.bad("the URL must start with https://"))?;
-            if rest.is_empty()
-                || rest.starts_with('/')
-                || v.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(e.bad("the URL has no host or contains spaces"));
-            }
-            s.appliance = Some(v.to_string());
-        }
-        Key::Token => {
-            let v = e.value()?;
-            if v.is_empty() || !v.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(
-                    e.bad("the token is empty or has characters other than printable ASCII")
-                );
-            }
-            s.token = Some(v.to_string());
-        }
-        Key::CaSha256 => {
-            s.ca_sha256 = Some(parse_sha256(e.value()?).ok_or_else(|| e.bad("not 64 hex digits"))?)
-        }
-        Key::Debug => {
-            s.debug = match e.value.as_deref() {
-                None | Some("1" | "yes" | "on" | "true") => true,
-                Some("0" | "no" | "off" | "false") => false,
-                Some(_) => return Err(e.bad("not a boolean")),
-            }
-        }
-        Key::OnFailure => {
-            s.on_failure = match e.value()? {
-                "shell" => FailurePolicy::Shell,
-                "reboot" => FailurePolicy::Reboot,
-                "poweroff" => FailurePolicy::PowerOff,
-                other => return Err(e.bad(format!("unknown policy {other:?}"))),
-            }
-        }
-        Key::RetryWindow => {
-            s.retry_window =
-                Some(parse_duration(e.value()?).ok_or_else(|| e.bad("not a duration"))?)
-        }
-        Key::Ip => s
-            .net
-            .ip
-            .push(ip::parse_ip(e.value()?).map_err(|why| e.bad(why))?),
-        Key::Nameserver => {
-            let v = e.value()?;
-            s.net.nameservers.push(
-                v.parse()
-                    .map_err(|_| e.bad(format!("{v:?} is not an IPv4 address")))?,
-            );
-        }
+/// Single-valued keys: the last occurrence wins (as the kernel does); repeatable: all of them.
+fn chosen<T>(key: Key, mut all: Vec<T>) -> Vec<T> {
+    if !key.repeatable() {
+        let last = all.pop();
+        all.clear();
+        all.extend(last);
     }
-    Ok(())
+    all
 }
 
-fn parse_sha256(s: &str) -> Option<[u8; 32]> {
-    let s = s.replace(':', "");
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
+impl Settings {
+    /// The settings the command line and site.conf give, laid over each other; unset: the
+    /// defaults.
+    fn from_layers(s: SiteSettings) -> Settings {
+        Settings {
+            appliance: s.appliance,
+            token: s.token,
+            ca_sha256: s.ca_sha256,
+            debug: s.debug.unwrap_or(false),
+            on_failure: s.on_failure.unwrap_or_default(),
+            retry_window: s.retry_window,
+            net: NetConfig {
+                ip: s.ip,
+                nameservers: s.nameservers,
+            },
+            ..Settings::default()
+        }
     }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Splits a kernel command line into words like the kernel does: whitespace separates, double
@@ -414,7 +294,7 @@ pub fn cmdline_words(cmdline: &str) -> Vec<String> {
     words
 }
 
-fn cmdline_entries(cmdline: &str) -> Result<Vec<Entry>, SettingsError> {
+fn cmdline_words_ours(cmdline: &str) -> Result<Vec<Word>, SettingsError> {
     let mut out = Vec::new();
     for word in cmdline_words(cmdline) {
         let (raw_key, value) = match word.split_once('=') {
@@ -422,7 +302,12 @@ fn cmdline_entries(cmdline: &str) -> Result<Vec<Entry>, SettingsError> {
             None => (word.clone(), None),
         };
         let key = if let Some(name) = raw_key.strip_prefix("ferry.") {
-            Some(Key::from_ferry(name).ok_or_else(|| unknown_key(Origin::Cmdline, &word))?)
+            Some(Key::from_ferry(name).ok_or_else(|| SettingsError::Bad {
+                origin: Origin::Cmdline,
+                token: raw_key.clone(),
+                why: "unknown key".into(),
+                expected: site_conf::KNOWN_KEYS,
+            })?)
         } else {
             match raw_key.as_str() {
                 "ip" => Some(Key::Ip),
@@ -431,76 +316,20 @@ fn cmdline_entries(cmdline: &str) -> Result<Vec<Entry>, SettingsError> {
             }
         };
         if let Some(key) = key {
-            out.push(Entry {
+            out.push(Word {
                 key,
                 raw_key,
                 value,
-                origin: Origin::Cmdline,
             });
         }
     }
     Ok(out)
-}
-
-fn site_entries(text: &str) -> Result<Vec<Entry>, SettingsError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let origin = Origin::SiteConf { line: i + 1 };
-        let Some((raw_key, value)) = line.split_once('=') else {
-            return Err(SettingsError::Bad {
-                origin,
-                token: line.into(),
-                why: "not a key=value line".into(),
-                expected: "KEY=VALUE, e.g. ferry.appliance=https://HOST:PORT",
-            });
-        };
-        let (raw_key, value) = (raw_key.trim(), value.trim());
-        let key = match raw_key {
-            "ip" => Key::Ip,
-            "nameserver" => Key::Nameserver,
-            k => Key::from_ferry(k.strip_prefix("ferry.").unwrap_or(k))
-                .ok_or_else(|| unknown_key(origin, raw_key))?,
-        };
-        out.push(Entry {
-            key,
-            raw_key: raw_key.into(),
-            value: Some(value.into()),
-            origin,
-        });
-    }
-    Ok(out)
-}
-
-fn unknown_key(origin: Origin, token: &str) -> SettingsError {
-    let token = token.split_once('=').map_or(token, |(k, _)| k).to_string();
-    SettingsError::Bad {
-        origin,
-        token,
-        why: "unknown key".into(),
-        expected: KNOWN_KEYS,
-    }
-}
-
-/// `900`, `90s`, `15m`, `2h`.
-fn parse_duration(v: &str) -> Option<std::time::Duration> {
-    let (num, mult) = match v.as_bytes().last()? {
-        b's' => (&v[..v.len() - 1], 1),
-        b'm' => (&v[..v.len() - 1], 60),
-        b'h' => (&v[..v.len() - 1], 3600),
-        _ => (v, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .map(std::time::Duration::from_secs)
 }
 
 #[cfg(test)]
 mod tests {
+    use ferry_format::site::parse_sha256;
+
     #[test]
     fn retry_window_is_read_from_both_places() {
         let s = parse("ferry.retry_window=20s", None).unwrap();
@@ -614,6 +443,35 @@ mod tests {
                 "{cmd:?} {site:?}:\n got  {err}\n want {want}"
             );
         }
+    }
+
+    #[test]
+    fn reads_what_the_shared_type_writes_and_the_command_line_repairs_a_stale_file() {
+        let written = SiteSettings {
+            appliance: Some("https://a.example:8443".into()),
+            token: Some("tok".into()),
+            ip: vec![ip::parse_ip("10.0.2.15::10.0.2.2:24:rescue:eth0:none").unwrap()],
+            nameservers: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            on_failure: Some(FailurePolicy::Reboot),
+            ..Default::default()
+        };
+        let s = parse("quiet", Some(&written.to_conf().unwrap())).unwrap();
+        assert_eq!(s.appliance, written.appliance);
+        assert_eq!(s.token, written.token);
+        assert_eq!(s.net.ip, written.ip);
+        assert_eq!(s.net.nameservers, written.nameservers);
+        assert_eq!(s.on_failure, FailurePolicy::Reboot);
+        // A bad value in the file is an error unless the command line gives that key.
+        let stale = "ferry.appliance=http://old\nip=[2001:db8::1]::::::none\n";
+        assert!(parse("", Some(stale)).is_err());
+        let s = parse("ferry.appliance=https://new ip=dhcp", Some(stale)).unwrap();
+        assert_eq!(s.appliance.as_deref(), Some("https://new"));
+        // A file too large to be ours is refused whatever the command line says.
+        let huge = "#".repeat(ferry_format::site::MAX_SITE_CONF + 1);
+        assert!(matches!(
+            parse("ferry.appliance=https://new", Some(&huge)),
+            Err(SettingsError::Site(SiteError::TooLarge { .. }))
+        ));
     }
 
     #[test]

@@ -65,6 +65,33 @@ impl fmt::Display for IpSpec {
     }
 }
 
+impl IpSpec {
+    /// The `ip=` value (without `ip=`) that [`parse_ip`] reads back as this spec: `dhcp`,
+    /// `IFACE:dhcp`, `off`, or `CLIENT::GATEWAY:NETMASK:HOSTNAME:IFACE:none[:DNS0[:DNS1]]` with a
+    /// dotted netmask (the form dracut documents; a peer address, which is ignored, is dropped).
+    pub fn to_value(&self) -> String {
+        match self {
+            IpSpec::Dhcp { iface: None } => "dhcp".into(),
+            IpSpec::Dhcp { iface: Some(i) } => format!("{i}:dhcp"),
+            IpSpec::Off => "off".into(),
+            IpSpec::Static(s) => {
+                let mut v = format!(
+                    "{}::{}:{}:{}:{}:none",
+                    s.addr,
+                    s.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    prefix_netmask(s.prefix),
+                    s.hostname.as_deref().unwrap_or(""),
+                    s.iface.as_deref().unwrap_or("")
+                );
+                for d in &s.dns {
+                    v.push_str(&format!(":{d}"));
+                }
+                v
+            }
+        }
+    }
+}
+
 const DHCP_METHODS: [&str; 3] = ["dhcp", "on", "any"];
 const OFF_METHODS: [&str; 2] = ["off", "none"];
 
@@ -346,6 +373,29 @@ mod tests {
             let err = parse_ip(input).expect_err(input);
             assert!(err.contains(want), "{input}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for v in [
+            "dhcp",
+            "eth0:dhcp",
+            "off",
+            "10.0.2.15::10.0.2.2:255.255.255.0:rescue:eth0:none:10.0.2.3",
+            "192.0.2.10:::255.255.0.0:::none",
+            "192.0.2.10::192.0.2.1:0.0.0.0::eth1:none:192.0.2.53:192.0.2.54",
+        ] {
+            let spec = parse_ip(v).unwrap();
+            assert_eq!(spec.to_value(), v);
+            assert_eq!(parse_ip(&spec.to_value()).unwrap(), spec);
+        }
+        // Equivalent spellings read back as the same spec.
+        let spec = parse_ip("192.0.2.10:192.0.2.99:192.0.2.1:24::eth1:off").unwrap();
+        assert_eq!(
+            spec.to_value(),
+            "192.0.2.10::192.0.2.1:255.255.255.0::eth1:none"
+        );
+        assert_eq!(parse_ip("on").unwrap().to_value(), "dhcp");
     }
 
     #[test]
