@@ -17,6 +17,7 @@
 //! DIR/trash/                      snapshots being deleted by prune
 //! DIR/agents/<agent>.json         an enrolled agent: inventory, state, credential hash
 //! DIR/jobs/<job>.json             a restore job; jobs/<job>.events.jsonl its event log
+//! DIR/sources/<machine>.json      a source machine: schedule, credential hash, sync tasks, pins
 //! ```
 //!
 //! Invariants:
@@ -50,6 +51,7 @@ pub mod prune;
 pub mod reads;
 pub mod sessions;
 pub mod snapshots;
+pub mod sources;
 pub mod tokens;
 pub mod verify;
 

@@ -8,6 +8,12 @@
 //!
 //! Plan, then execute: [`compute_prune`] is pure (table-tested); `--dry-run` prints the plan and
 //! [`Store::apply_prune`] executes that same value.
+//!
+//! Source machines (`sources/`, docs/migration.md) are pruned after each successful sync by
+//! [`Store::retain_source`]: the same plan and execution, but counted per *machine*
+//! ([`compute_source_prune`]: the schedule's `keep` newest of the machine, whoever wrote them)
+//! and keeping the snapshots pinned in the source record (a migration, a standby target) as
+//! well as those of live jobs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -69,6 +75,10 @@ pub enum KeepReason {
     Job(String),
     /// Its creation time does not parse: its age is unknown, so it is not removed.
     UnknownAge,
+    /// Among the newest `of` snapshots of the machine (source retention; `rank` 1 is the newest).
+    NewestOfMachine { rank: usize, of: usize },
+    /// Pinned in the source record by a migration or standby target (who, e.g. `migration mig-1`).
+    Pinned(String),
 }
 
 impl fmt::Display for KeepReason {
@@ -80,6 +90,10 @@ impl fmt::Display for KeepReason {
             KeepReason::Within => f.write_str("within --keep-within"),
             KeepReason::Job(j) => write!(f, "used by job {j}"),
             KeepReason::UnknownAge => f.write_str("creation time unreadable"),
+            KeepReason::NewestOfMachine { rank, of } => {
+                write!(f, "the machine's newest #{rank} of {of}")
+            }
+            KeepReason::Pinned(by) => write!(f, "pinned by {by}"),
         }
     }
 }
@@ -115,11 +129,74 @@ impl PrunePlan {
 /// The pure retention rule. `in_use` maps snapshot ids to the pending or running job using it.
 pub fn compute_prune(
     machine: &str,
-    mut snapshots: Vec<PruneCandidate>,
+    snapshots: Vec<PruneCandidate>,
     policy: &PrunePolicy,
     now: SystemTime,
     in_use: &HashMap<String, String>,
 ) -> PrunePlan {
+    plan_with(
+        machine,
+        snapshots,
+        policy,
+        now,
+        &Protected {
+            jobs: in_use,
+            pins: &HashMap::new(),
+        },
+        Grouping::PerWriter,
+    )
+}
+
+/// Source retention, pure: the newest `keep` snapshots of the machine (whoever wrote them),
+/// every snapshot a live job uses (`in_use`: snapshot → job) and every pinned one (`pins`:
+/// snapshot → holder) stay; everything else is removed.
+pub fn compute_source_prune(
+    machine: &str,
+    snapshots: Vec<PruneCandidate>,
+    keep: usize,
+    now: SystemTime,
+    in_use: &HashMap<String, String>,
+    pins: &HashMap<String, String>,
+) -> PrunePlan {
+    let policy = PrunePolicy {
+        keep,
+        keep_within: None,
+    };
+    plan_with(
+        machine,
+        snapshots,
+        &policy,
+        now,
+        &Protected { jobs: in_use, pins },
+        Grouping::PerMachine,
+    )
+}
+
+/// Snapshots kept whatever their rank: snapshot id → the job using it, → who pinned it.
+struct Protected<'a> {
+    jobs: &'a HashMap<String, String>,
+    pins: &'a HashMap<String, String>,
+}
+
+/// What the newest-N rank counts over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    PerWriter,
+    PerMachine,
+}
+
+fn plan_with(
+    machine: &str,
+    mut snapshots: Vec<PruneCandidate>,
+    policy: &PrunePolicy,
+    now: SystemTime,
+    protected: &Protected<'_>,
+    grouping: Grouping,
+) -> PrunePlan {
+    let group = |c: &PruneCandidate| match grouping {
+        Grouping::PerWriter => c.writer.clone(),
+        Grouping::PerMachine => None,
+    };
     let key = |c: &PruneCandidate| {
         (
             c.summary.created.clone(),
@@ -131,25 +208,30 @@ pub fn compute_prune(
     snapshots.sort_by(newest_first);
     let mut per_writer: HashMap<Option<String>, usize> = HashMap::new();
     for s in &snapshots {
-        *per_writer.entry(s.writer.clone()).or_default() += 1;
+        *per_writer.entry(group(s)).or_default() += 1;
     }
     let mut seen: HashMap<Option<String>, usize> = HashMap::new();
     let entries = snapshots
         .into_iter()
         .map(|c| {
+            let g = group(&c);
             let rank = {
-                let n = seen.entry(c.writer.clone()).or_default();
+                let n = seen.entry(g.clone()).or_default();
                 *n += 1;
                 *n
             };
             let mut keep = Vec::new();
-            if let Some(job) = in_use.get(&c.summary.snapshot) {
+            if let Some(job) = protected.jobs.get(&c.summary.snapshot) {
                 keep.push(KeepReason::Job(job.clone()));
             }
+            if let Some(by) = protected.pins.get(&c.summary.snapshot) {
+                keep.push(KeepReason::Pinned(by.clone()));
+            }
             if rank <= policy.keep {
-                keep.push(KeepReason::Newest {
-                    rank,
-                    of: policy.keep.min(per_writer[&c.writer]),
+                let of = policy.keep.min(per_writer.get(&g).copied().unwrap_or(0));
+                keep.push(match grouping {
+                    Grouping::PerWriter => KeepReason::Newest { rank, of },
+                    Grouping::PerMachine => KeepReason::NewestOfMachine { rank, of },
                 });
             }
             match parse_rfc3339(&c.summary.created) {
@@ -245,6 +327,13 @@ impl Store {
     pub fn apply_prune(&self, plan: &PrunePlan) -> Result<()> {
         fsx::create_dir_all(&self.jobs_dir())?;
         let _jobs = FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)?;
+        self.check_still_unused(plan)?;
+        self.trash_removals(plan)
+    }
+
+    /// Refuse (`Conflict`) when a job uses one of the plan's removals now. Called holding
+    /// `jobs/.lock`.
+    fn check_still_unused(&self, plan: &PrunePlan) -> Result<()> {
         let in_use = self.snapshots_in_use()?;
         if let Some((s, job)) = plan
             .removals()
@@ -254,6 +343,53 @@ impl Store {
                 "job {job} now uses snapshot {s}: run the prune again"
             )));
         }
+        Ok(())
+    }
+
+    /// Gather source `machine`'s snapshots, the jobs using them and its pins; plan its
+    /// retention to the schedule's `keep`.
+    pub fn plan_source_prune(&self, machine: &str, now: SystemTime) -> Result<PrunePlan> {
+        let rec = self.source(machine)?;
+        let pins = pin_map(&rec);
+        let mut candidates = Vec::new();
+        for summary in self.list_snapshots(Some(machine))? {
+            let writer = self.snapshot_origin(&summary.snapshot)?.map(|o| o.token);
+            candidates.push(PruneCandidate { summary, writer });
+        }
+        let in_use = self.snapshots_in_use()?;
+        let keep = usize::try_from(rec.schedule.keep).unwrap_or(usize::MAX);
+        Ok(compute_source_prune(
+            machine, candidates, keep, now, &in_use, &pins,
+        ))
+    }
+
+    /// Prune source `machine` to its schedule's `keep` (after a successful sync). Holding
+    /// `jobs/.lock` then `sources/.lock`, checks again that no job and no pin holds a snapshot
+    /// to remove (if one does, nothing is removed; the next sync prunes again). Returns the
+    /// plan executed.
+    pub fn retain_source(&self, machine: &str, now: SystemTime) -> Result<PrunePlan> {
+        let plan = self.plan_source_prune(machine, now)?;
+        if plan.removals().next().is_none() {
+            return Ok(plan);
+        }
+        let _jobs = self.lock_jobs()?;
+        let _sources = self.lock_sources()?;
+        self.check_still_unused(&plan)?;
+        let pins = pin_map(&self.source(machine)?);
+        if let Some((s, by)) = plan
+            .removals()
+            .find_map(|e| pins.get_key_value(&e.summary.snapshot))
+        {
+            return Err(StoreError::Conflict(format!(
+                "{by} now pins snapshot {s} of {machine}: it is kept; the next sync prunes again"
+            )));
+        }
+        self.trash_removals(&plan)?;
+        Ok(plan)
+    }
+
+    /// Rename each removal of `plan` into `trash/`, fsync `snapshots/`, empty the trash.
+    fn trash_removals(&self, plan: &PrunePlan) -> Result<()> {
         fsx::create_dir_all(&self.trash_dir())?;
         for e in plan.removals() {
             let from = self.snapshots_dir().join(&e.summary.snapshot);
@@ -265,6 +401,16 @@ impl Store {
         fsx::fsync_dir(&self.snapshots_dir())?;
         self.empty_trash()
     }
+}
+
+/// A source record's pins: snapshot → who holds it.
+fn pin_map(rec: &crate::sources::SourceRecord) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for p in &rec.pinned {
+        out.entry(p.snapshot.clone())
+            .or_insert_with(|| p.by.clone());
+    }
+    out
 }
 
 /// Record the writer in a session's directory before its commit renames it into place.
@@ -429,6 +575,39 @@ mod tests {
             );
             assert_eq!(removed(&plan), want, "{name}");
         }
+    }
+
+    #[test]
+    fn source_retention_counts_the_machine_and_keeps_pins_and_jobs() {
+        let snaps = candidates(&[
+            ("s1", 1, Some("tok-a")),
+            ("s2", 2, Some("tok-b")),
+            ("s3", 3, Some("tok-a")),
+            ("s4", 4, Some("tok-b")),
+            ("s5", 5, Some("tok-a")),
+        ]);
+        let jobs = HashMap::from([("s2".to_string(), "job-1".to_string())]);
+        let pins = HashMap::from([("s1".to_string(), "migration mig-1".to_string())]);
+        let plan = compute_source_prune("m", snaps, 2, at(100 * DAY), &jobs, &pins);
+        assert_eq!(removed(&plan), ["s3"]);
+        let reasons: Vec<String> = plan
+            .entries
+            .iter()
+            .map(|e| {
+                let r: Vec<String> = e.keep.iter().map(ToString::to_string).collect();
+                format!("{}: {}", e.summary.snapshot, r.join(", "))
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "s5: the machine's newest #1 of 2",
+                "s4: the machine's newest #2 of 2",
+                "s3: ",
+                "s2: used by job job-1",
+                "s1: pinned by migration mig-1",
+            ]
+        );
     }
 
     #[test]
