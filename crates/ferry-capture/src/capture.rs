@@ -50,7 +50,14 @@ pub struct CaptureRequest {
     pub lvm: LvmPolicy,
     /// Where /sys and /proc are (`/` in production; tests may point elsewhere).
     pub root: PathBuf,
+    /// A freeze held longer than this is thawed by a watchdog and the capture fails
+    /// ([`FreezeError::Overran`]); `None`: no limit.
+    pub max_freeze: Option<Duration>,
 }
+
+/// Default [`CaptureRequest::max_freeze`]: a generous bound on an incremental's read, short
+/// enough that a stuck agent does not hold a production server's writes for a day.
+pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(3600);
 
 impl CaptureRequest {
     pub fn new(disks: Vec<PathBuf>, mode: Mode, run_dir: PathBuf) -> CaptureRequest {
@@ -61,6 +68,7 @@ impl CaptureRequest {
             run_dir,
             lvm: LvmPolicy::Off,
             root: PathBuf::from("/"),
+            max_freeze: Some(DEFAULT_MAX_FREEZE),
         }
     }
 }
@@ -260,7 +268,10 @@ impl Capture {
         }
         check_run_dir(&req.run_dir, &to_freeze)?;
         freeze::install_signal_thaw(AfterSignal::Terminate).map_err(CaptureError::Signals)?;
-        let (guard, unsupported) = FreezeGuard::freeze_all(Arc::clone(&self.run), &to_freeze)?;
+        let (mut guard, unsupported) = FreezeGuard::freeze_all(Arc::clone(&self.run), &to_freeze)?;
+        if let Some(limit) = req.max_freeze {
+            guard.set_limit(limit)?;
+        }
         self.freeze = Some(guard);
         for e in unsupported {
             if let FreezeError::Unsupported {

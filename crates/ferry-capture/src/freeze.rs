@@ -15,8 +15,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -84,6 +86,10 @@ pub enum FreezeError {
         mount_point: PathBuf,
         source: io::Error,
     },
+    #[error("the freeze was held past its limit of {limit:?} and thawed during the read: the capture is not point-in-time; read less per capture, raise the limit, or use LVM snapshots")]
+    Overran { limit: Duration },
+    #[error("start the freeze watchdog: {0}")]
+    Watchdog(io::Error),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -120,6 +126,19 @@ pub fn thaw_all_registered() -> (Vec<PathBuf>, Vec<FreezeError>) {
     thaw_entries(drained)
 }
 
+/// Thaw the registered filesystems with these ids (those still registered).
+fn thaw_ids(ids: &[u64]) -> (Vec<PathBuf>, Vec<FreezeError>) {
+    let mine: Vec<Registered> = {
+        let mut reg = registry();
+        let (mine, rest) = std::mem::take(&mut *reg)
+            .into_iter()
+            .partition(|r| ids.contains(&r.id));
+        *reg = rest;
+        mine
+    };
+    thaw_entries(mine)
+}
+
 fn thaw_entries(entries: Vec<Registered>) -> (Vec<PathBuf>, Vec<FreezeError>) {
     let mut thawed = Vec::new();
     let mut errors = Vec::new();
@@ -142,6 +161,17 @@ pub struct FreezeGuard {
     ids: Vec<u64>,
     records: Vec<FrozenRecord>,
     started: Option<Instant>,
+    watchdog: Option<Watchdog>,
+}
+
+/// A thread that thaws a guard's filesystems when the freeze outlasts its limit (the agent
+/// might be stuck, for instance writing a log line that a frozen filesystem holds up).
+struct Watchdog {
+    /// Dropped to stop the thread.
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+    fired: Arc<AtomicBool>,
+    limit: Duration,
 }
 
 impl FreezeGuard {
@@ -156,6 +186,7 @@ impl FreezeGuard {
             ids: Vec::new(),
             records: Vec::new(),
             started: None,
+            watchdog: None,
         };
         let mut unsupported = Vec::new();
         for t in targets {
@@ -255,22 +286,58 @@ impl FreezeGuard {
         self.thaw_inner()
     }
 
+    /// Thaw everything if the freeze lasts longer than `limit`; [`FreezeGuard::thaw`] then
+    /// reports [`FreezeError::Overran`].
+    pub fn set_limit(&mut self, limit: Duration) -> Result<(), FreezeError> {
+        if self.ids.is_empty() || self.watchdog.is_some() {
+            return Ok(());
+        }
+        let ids = self.ids.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let thread = std::thread::Builder::new()
+            .name("ferry-freeze-watchdog".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(limit) {
+                    flag.store(true, Ordering::SeqCst);
+                    let (thawed, errors) = thaw_ids(&ids);
+                    tracing::error!("freeze held past {limit:?}: thawed {thawed:?}");
+                    for e in errors {
+                        tracing::error!("{e}");
+                    }
+                }
+            })
+            .map_err(FreezeError::Watchdog)?;
+        self.watchdog = Some(Watchdog {
+            stop,
+            thread,
+            fired,
+            limit,
+        });
+        Ok(())
+    }
+
     fn thaw_inner(&mut self) -> Result<Duration, FreezeError> {
-        let took = self.elapsed();
+        let mut took = self.elapsed();
+        let mut overran = None;
+        if let Some(w) = self.watchdog.take() {
+            drop(w.stop);
+            let _ = w.thread.join();
+            if w.fired.load(Ordering::SeqCst) {
+                overran = Some(w.limit);
+                took = w.limit;
+            }
+        }
         let ids = std::mem::take(&mut self.ids);
-        let mine: Vec<Registered> = {
-            let mut reg = registry();
-            let (mine, rest) = std::mem::take(&mut *reg)
-                .into_iter()
-                .partition(|r| ids.contains(&r.id));
-            *reg = rest;
-            mine
-        };
-        let (_, mut errors) = thaw_entries(mine);
+        let (_, mut errors) = thaw_ids(&ids);
         if errors.is_empty() {
             self.records.clear();
             self.run.clear()?;
-            return Ok(took);
+            return match overran {
+                Some(limit) => Err(FreezeError::Overran { limit }),
+                None => Ok(took),
+            };
         }
         // The state file stays: the next start retries the thaw.
         Err(errors.remove(0))

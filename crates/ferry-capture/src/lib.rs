@@ -16,8 +16,10 @@
 //!
 //! Invariants:
 //! - A frozen filesystem is always thawed: by [`Capture::end`], by Drop, by the thaw-on-signal
-//!   thread on SIGTERM/SIGINT/SIGHUP, and after a crash by [`cleanup_stale`] on the next start
-//!   (from the run directory's state file, written before each freeze).
+//!   thread on SIGTERM/SIGINT/SIGHUP, by a watchdog once the freeze outlasts
+//!   [`CaptureRequest::max_freeze`] (the capture then fails), and after a crash by
+//!   [`cleanup_stale`] on the next start (from the run directory's state file, written before
+//!   each freeze).
 //! - Snapshots carry the prefix [`lvm::SNAPSHOT_PREFIX`] and the tag [`lvm::SNAPSHOT_TAG`];
 //!   [`cleanup_stale`] removes only LVs with both.
 //! - Parsers of /proc and /sys text are pure, bounded and return errors naming the line or file.
@@ -35,6 +37,6 @@ pub mod topology;
 
 pub use capture::{
     cleanup_stale, Capture, CaptureError, CaptureReport, CaptureRequest, CleanupReport,
-    Consistency, LvmPolicy, Method, Mode, NotFrozen, SourceRead,
+    Consistency, LvmPolicy, Method, Mode, NotFrozen, SourceRead, DEFAULT_MAX_FREEZE,
 };
 pub use hooks::{Hook, HookCommand, HookError, Hooks};

@@ -158,6 +158,25 @@ fn freeze_blocks_writes_until_end() {
 }
 
 #[test]
+fn a_freeze_past_its_limit_is_thawed_and_fails_the_capture() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let mut req = fs.request();
+    req.max_freeze = Some(Duration::from_secs(2));
+    let cap = Capture::begin(&req).unwrap();
+    let rx = fs.write("during");
+    assert_blocked(&rx, "frozen");
+    // No end(): the watchdog thaws.
+    assert_done(&rx, "after the limit");
+    let e = cap.end().unwrap_err().to_string();
+    assert!(e.contains("held past its limit of 2s"), "{e}");
+    assert!(!fs.run_dir().join("frozen").exists());
+}
+
+#[test]
 fn drop_thaws_and_live_freezes_nothing() {
     if let Some(why) = skip_reason() {
         eprintln!("SKIPPED: {why}");
