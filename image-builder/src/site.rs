@@ -3,8 +3,9 @@
 //!
 //! The layer is a small uncompressed newc cpio holding
 //! - `/etc/ferry/site.conf` (0600): `key=value` lines with the *same keys as the kernel command
-//!   line* (`ferry.appliance=`, `ferry.token=`, `ip=`, `nameserver=`), so the agent parses both with
-//!   one parser; the command line wins over the file;
+//!   line* (`ferry.appliance=`, `ferry.token=`, `ip=`, `nameserver=`); the command line wins over
+//!   the file. Its type, checks and serializer are `ferry_format::site::SiteSettings`, the same
+//!   that PID 1 (ferry-init) parses it with, so every value is checked here as the image will;
 //! - `/etc/ferry/ca.pem` (0644): the appliance's CA certificate(s), PEM.
 //!
 //! Where the layer goes (see `docs/image.md`):
@@ -15,10 +16,10 @@
 //! - PXE: the cpio is appended to `initrd.img` (concatenated archives; later ones add files).
 
 use std::io::{Seek, SeekFrom, Write};
-use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use ferry_format::site::{Key, SiteSettings};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -35,15 +36,13 @@ const SITE_MTIME: u32 = 0;
 /// Validated per-site settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    pub appliance: String,
-    pub token: String,
+    /// What `/etc/ferry/site.conf` says.
+    pub settings: SiteSettings,
     pub ca_pem: String,
-    pub ip: Vec<String>,
-    pub nameserver: Vec<String>,
 }
 
 impl Site {
-    /// Validates the parts and reads the CA from `ca_path`.
+    /// Validates the parts (as PID 1 will when it reads them) and reads the CA from `ca_path`.
     pub fn new(
         appliance: &str,
         ca_path: &Path,
@@ -54,41 +53,33 @@ impl Site {
         let ca_pem = std::fs::read_to_string(ca_path)
             .with_context(|| format!("read CA {}", ca_path.display()))?;
         check_ca(&ca_pem).with_context(|| format!("use CA {}", ca_path.display()))?;
-        check_url(appliance)?;
-        check_token(token)?;
+        let mut settings = SiteSettings::default();
+        // What each value is called in the error (never the token itself).
+        let mut set = |key: Key, value: &str, shown: String| {
+            settings
+                .set(key, Some(value))
+                .map_err(|why| anyhow!("use {shown}: {why}; expected {}", key.expected()))
+        };
+        set(
+            Key::Appliance,
+            appliance,
+            format!("appliance URL {appliance:?}"),
+        )?;
+        set(Key::Token, token, "token".into())?;
         for spec in ip {
-            check_ip(spec)?;
+            set(Key::Ip, spec, format!("ip={spec}"))?;
         }
         for ns in nameserver {
-            ns.parse::<IpAddr>()
-                .with_context(|| format!("use nameserver {ns:?}: not an IP address"))?;
+            set(Key::Nameserver, ns, format!("nameserver {ns:?}"))?;
         }
-        Ok(Site {
-            appliance: appliance.to_string(),
-            token: token.to_string(),
-            ca_pem,
-            ip: ip.to_vec(),
-            nameserver: nameserver.to_vec(),
-        })
+        Ok(Site { settings, ca_pem })
     }
 
     /// The text of `/etc/ferry/site.conf`.
-    pub fn conf(&self) -> String {
-        let mut s = String::from(
-            "# Ferry site settings, written by image-builder. Same keys as the kernel\n",
-        );
-        s.push_str("# command line; a key given on the command line wins over this file.\n");
-        s.push_str(&format!(
-            "ferry.appliance={}\nferry.token={}\n",
-            self.appliance, self.token
-        ));
-        for ip in &self.ip {
-            s.push_str(&format!("ip={ip}\n"));
-        }
-        for ns in &self.nameserver {
-            s.push_str(&format!("nameserver={ns}\n"));
-        }
-        s
+    pub fn conf(&self) -> Result<String> {
+        self.settings
+            .to_conf()
+            .context("write /etc/ferry/site.conf")
     }
 
     /// The site layer: a newc cpio with site.conf and ca.pem.
@@ -97,7 +88,7 @@ impl Site {
         a.insert(Entry {
             path: "/etc/ferry/site.conf".into(),
             perm: 0o600,
-            kind: Kind::File(self.conf().into_bytes()),
+            kind: Kind::File(self.conf()?.into_bytes()),
         })?;
         a.insert(Entry {
             path: "/etc/ferry/ca.pem".into(),
@@ -206,26 +197,6 @@ pub fn append_layer(initrd: &mut Vec<u8>, layer: &[u8]) {
     initrd.extend_from_slice(layer);
 }
 
-fn check_url(url: &str) -> Result<()> {
-    let Some(rest) = url.strip_prefix("https://") else {
-        bail!("use appliance URL {url:?}: it must start with https://");
-    };
-    if rest.is_empty()
-        || rest.starts_with('/')
-        || url.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        bail!("use appliance URL {url:?}: expected https://HOST[:PORT][/PATH] without spaces");
-    }
-    Ok(())
-}
-
-fn check_token(token: &str) -> Result<()> {
-    if token.is_empty() || token.len() > 4096 || !token.chars().all(|c| c.is_ascii_graphic()) {
-        bail!("use token: expected 1 to 4096 printable ASCII characters without spaces");
-    }
-    Ok(())
-}
-
 /// Accepts PEM text with at least one CERTIFICATE block, and nothing else that fails to parse.
 pub fn check_ca(pem: &str) -> Result<()> {
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
@@ -240,99 +211,34 @@ pub fn check_ca(pem: &str) -> Result<()> {
     Ok(())
 }
 
-/// Autoconfiguration methods of dracut's `ip=`.
-const IP_METHODS: [&str; 12] = [
-    "dhcp",
-    "on",
-    "any",
-    "dhcp6",
-    "auto6",
-    "either6",
-    "link6",
-    "single-dhcp",
-    "off",
-    "none",
-    "ibft",
-    "link-local",
-];
-
-/// Checks a dracut `ip=` value: `METHOD`, `IFACE:METHOD[:MTU[:MAC]]`, or
-/// `CLIENT:[PEER]:GATEWAY:NETMASK:HOSTNAME:IFACE:METHOD[:DNS0[:DNS1]]` (IPv6 in brackets).
-pub fn check_ip(spec: &str) -> Result<()> {
-    let bad = |why: &str| {
-        anyhow::anyhow!(
-            "use ip={spec}: {why}; expected dhcp, IFACE:dhcp, or \
-             CLIENT-IP::GATEWAY-IP:NETMASK:HOSTNAME:IFACE:none[:DNS0[:DNS1]]"
-        )
-    };
-    if spec.is_empty() || spec.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("empty or contains spaces"));
-    }
-    let f = split_ip_fields(spec);
-    let is_ip = |s: &str| {
-        s.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok()
-    };
-    match f.len() {
-        1 if IP_METHODS.contains(&f[0]) => Ok(()),
-        2..=4 if !is_ip(f[0]) && IP_METHODS.contains(&f[1]) => Ok(()),
-        7..=9 => {
-            if !is_ip(f[0]) {
-                return Err(bad("client address is not an IP address"));
-            }
-            if !f[1].is_empty() && !is_ip(f[1]) || !f[2].is_empty() && !is_ip(f[2]) {
-                return Err(bad("peer or gateway is not an IP address"));
-            }
-            if !f[3].is_empty() && !is_ip(f[3]) && f[3].parse::<u8>().map_or(true, |p| p > 128) {
-                return Err(bad("netmask is neither an address nor a prefix length"));
-            }
-            if !IP_METHODS.contains(&f[6]) {
-                return Err(bad("unknown autoconf method"));
-            }
-            Ok(())
-        }
-        _ => Err(bad("wrong number of fields")),
-    }
-}
-
-/// Splits on `:` outside `[...]`.
-fn split_ip_fields(spec: &str) -> Vec<&str> {
-    let (mut out, mut depth, mut start) = (Vec::new(), 0, 0);
-    for (i, c) in spec.char_indices() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            ':' if depth == 0 => {
-                out.push(&spec[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&spec[start..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     pub const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydGlmaWNhdGUgZm9yIHRlc3RzMAoGCCqGSM49BAMC\n-----END CERTIFICATE-----\n";
 
+    /// `Site::new` with the test CA written to a temp file.
+    fn new_site(appliance: &str, token: &str, ip: &[&str], ns: &[&str]) -> Result<Site> {
+        let dir = tempfile::tempdir()?;
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA)?;
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Site::new(appliance, &ca, token, &strings(ip), &strings(ns))
+    }
+
     #[test]
-    fn ip_specs() {
+    fn ip_specs_are_checked_as_pid_1_reads_them() {
         for ok in [
             "dhcp",
             "eth0:dhcp",
+            "off",
             "192.0.2.10::192.0.2.1:255.255.255.0:rescue:eth0:none",
             "192.0.2.10::192.0.2.1:24:rescue:eth0:none:192.0.2.53",
-            "[2001:db8::10]::[2001:db8::1]:64:rescue:eth0:none",
             "192.0.2.10:::255.255.255.0::ens3:off",
         ] {
-            check_ip(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            new_site("https://a", "t", &[ok], &[]).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
         }
+        // PID 1 supports neither IPv6 nor the MTU/MAC fields: refused here, not at boot.
         for bad in [
             "",
             "dhcp ",
@@ -340,21 +246,28 @@ mod tests {
             "192.0.2.10::gw:24:h:eth0:none",
             "1.2.3.4::1.2.3.1:24:h:eth0:magic",
             "a:b:c",
+            "[2001:db8::10]::[2001:db8::1]:64:rescue:eth0:none",
+            "eth0:dhcp:1500",
         ] {
-            assert!(check_ip(bad).is_err(), "{bad}");
+            let e = new_site("https://a", "t", &[bad], &[]).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("use ip={bad}: ")), "{e}");
         }
+        let e = new_site("https://a", "t", &[], &["2001:db8::1"]).unwrap_err();
+        assert!(e.to_string().contains("not an IPv4 address"), "{e}");
     }
 
     #[test]
     fn urls_tokens_and_cas() {
-        assert!(check_url("https://appliance.example:8443").is_ok());
-        assert!(check_url("http://appliance")
-            .unwrap_err()
-            .to_string()
-            .contains("https://"));
-        assert!(check_url("https:///x").is_err());
-        assert!(check_token("abc.DEF-123").is_ok());
-        assert!(check_token("a b").is_err());
+        assert!(new_site("https://appliance.example:8443", "abc.DEF-123", &[], &[]).is_ok());
+        let e = new_site("http://appliance", "t", &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("must start with https://"), "{e}");
+        assert!(new_site("https:///x", "t", &[], &[]).is_err());
+        let e = new_site("https://a", "sec ret", &[], &[]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("use token:") && !e.to_string().contains("sec"),
+            "{e}"
+        );
+        assert!(new_site("https://a", &"t".repeat(4097), &[], &[]).is_err());
         assert!(check_ca("hello")
             .unwrap_err()
             .to_string()
@@ -369,18 +282,12 @@ mod tests {
     }
 
     fn site() -> Site {
-        Site {
-            appliance: "https://a.example".into(),
-            token: "tok".into(),
-            ca_pem: TEST_CA.into(),
-            ip: vec!["dhcp".into()],
-            nameserver: vec!["192.0.2.53".into()],
-        }
+        new_site("https://a.example", "tok", &["dhcp"], &["192.0.2.53"]).unwrap()
     }
 
     #[test]
-    fn conf_uses_command_line_keys() {
-        let conf = site().conf();
+    fn conf_uses_command_line_keys_and_reads_back() {
+        let conf = site().conf().unwrap();
         let keys: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             keys,
@@ -391,6 +298,7 @@ mod tests {
                 "nameserver=192.0.2.53"
             ]
         );
+        assert_eq!(SiteSettings::parse(&conf).unwrap(), site().settings);
     }
 
     #[test]
