@@ -226,8 +226,21 @@ impl FreezeGuard {
             fs_dev: t.fs_dev,
         });
         self.write_state()?;
+        // Registered before the freeze too: a signal arriving just after it still thaws it
+        // (thawing a filesystem that is not frozen is harmless).
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let registered = dir.try_clone().map_err(|source| FreezeError::Open {
+            mount_point: t.mount_point.clone(),
+            source,
+        })?;
+        registry().push(Registered {
+            id,
+            mount_point: t.mount_point.clone(),
+            dir: registered,
+        });
         let started = Instant::now();
         if let Err(e) = freeze(&dir) {
+            registry().retain(|r| r.id != id);
             self.records.pop();
             return Err(match e.raw_os_error() {
                 Some(libc::EBUSY) => FreezeError::AlreadyFrozen {
@@ -244,12 +257,6 @@ impl FreezeGuard {
             });
         }
         self.started.get_or_insert(started);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        registry().push(Registered {
-            id,
-            mount_point: t.mount_point.clone(),
-            dir,
-        });
         self.ids.push(id);
         Ok(())
     }
