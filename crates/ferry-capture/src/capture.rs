@@ -577,6 +577,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_capture_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Capture>();
+        send::<CaptureError>();
+    }
+
+    #[test]
     fn consistency_serializes_for_the_manifest() {
         let c = Consistency::PointInTime {
             method: Method::Freeze,
