@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore::{self, RestoreOptions};
+use ferry_fixup::Change;
 
 pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyhow::Result<()> {
     let client = connect.client(opts.parallel + 1)?;
@@ -38,12 +39,12 @@ pub fn fixup(
     let verb = if dry_run { "would change" } else { "changed" };
     let mut not_done = 0;
     for c in &changes {
-        if c.what.starts_with("note:") {
-            println!("{}", c.what);
-        } else if let Some(cmd) = c.what.strip_prefix("run in chroot:") {
-            not_done += usize::from(!run_in_chroot(root, cmd.trim(), dry_run));
-        } else {
-            println!("{verb}: {c}");
+        match c {
+            Change::Note { text, .. } => println!("note: {text}"),
+            Change::GuestCommand { argv, .. } => {
+                not_done += usize::from(!run_in_chroot(root, argv, dry_run));
+            }
+            Change::Edit { .. } => println!("{verb}: {c}"),
         }
     }
     if changes.is_empty() {
@@ -82,7 +83,7 @@ pub fn fixup_disks(
         work: std::env::temp_dir().join(format!("ferry-fixup-{}", std::process::id())),
         tool_timeout: std::time::Duration::from_secs(600),
     };
-    let mut log = |l: &str| {
+    let mut log = |l: &ferry_fixup::system::LogLine| {
         if !json {
             println!("{l}");
         }
@@ -105,7 +106,8 @@ pub fn fixup_disks(
 
 /// Run one of the fix-up's commands with the restored system's own tools (update-initramfs,
 /// dracut, grub-install) in a chroot; say plainly when that cannot be done here.
-fn run_in_chroot(root: &Path, cmd: &str, dry_run: bool) -> bool {
+fn run_in_chroot(root: &Path, argv: &[String], dry_run: bool) -> bool {
+    let cmd = argv.join(" ");
     if dry_run {
         println!("would run in the restored system: {cmd}");
         return true;
@@ -124,10 +126,7 @@ fn run_in_chroot(root: &Path, cmd: &str, dry_run: bool) -> bool {
                     .is_ok_and(|s| s.success())
         })
         .collect();
-    let status = std::process::Command::new("chroot")
-        .arg(root)
-        .args(["sh", "-c", cmd])
-        .status();
+    let status = chroot_command(root, argv).status();
     for m in mounted.iter().rev() {
         let _ = std::process::Command::new("umount")
             .arg(root.join(m))
@@ -149,5 +148,40 @@ fn run_in_chroot(root: &Path, cmd: &str, dry_run: bool) -> bool {
             );
             false
         }
+    }
+}
+
+/// `chroot <root> <argv...>`: the argument vector as it is, no shell in between (the restored
+/// system needs none), with the system directories on PATH whatever the caller's PATH is.
+fn chroot_command(root: &Path, argv: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new("chroot");
+    c.arg(root).args(argv).env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_commands_run_as_argv_without_a_shell() {
+        let argv: Vec<String> = ["grub-install", "--target=i386-pc", "/dev/disk by id"]
+            .map(String::from)
+            .to_vec();
+        let c = chroot_command(Path::new("/mnt/root"), &argv);
+        assert_eq!(c.get_program(), "chroot");
+        let args: Vec<&std::ffi::OsStr> = c.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "/mnt/root",
+                "grub-install",
+                "--target=i386-pc",
+                "/dev/disk by id"
+            ]
+        );
     }
 }

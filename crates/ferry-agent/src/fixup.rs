@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_engine::restore::RestorePlan;
-use ferry_fixup::system::{self, Options, RestoredDisk};
+use ferry_fixup::system::{self, LogLine, Options, RestoredDisk};
 use ferry_format::agent::{Level, Phase};
 
 use crate::console::Console;
@@ -55,13 +55,8 @@ pub(crate) fn run(
         ),
         None,
     );
-    let mut live = |l: &str| {
-        let level = if l.contains("FAILED:") {
-            Level::Warn
-        } else {
-            Level::Info
-        };
-        events.emit(out, level, Phase::Fixup, l.to_owned(), None);
+    let mut live = |l: &LogLine| {
+        events.emit(out, event_level(l.level), Phase::Fixup, l.to_string(), None);
     };
     let outcome = system::run(&disks, &opts, &mut live).map_err(|e| format!("fix-up: {e}"))?;
     for c in &outcome.report.checks {
@@ -109,4 +104,44 @@ pub(crate) fn run(
     };
     events.emit(out, level, Phase::Fixup, summary, None);
     Ok(())
+}
+
+/// The event level of a fix-up log line: a failed step is a warning, not an error (the fix-up
+/// goes on; the bootability report's critical checks decide the job).
+fn event_level(l: system::Level) -> Level {
+    match l {
+        system::Level::Info => Level::Info,
+        system::Level::Warn => Level::Warn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(level: system::Level, detail: &str) -> LogLine {
+        LogLine {
+            level,
+            step: "update-initramfs -u -k all".into(),
+            detail: detail.into(),
+            seconds: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn event_level_follows_the_log_line_level_not_its_text() {
+        // The detail is the guest tool's own output: its words must not pick the level.
+        let cases = [
+            (line(system::Level::Info, "done"), Level::Info),
+            (line(system::Level::Warn, "exit status: 1"), Level::Warn),
+            (
+                line(system::Level::Info, "grub: FAILED: to probe, retrying"),
+                Level::Info,
+            ),
+            (line(system::Level::Warn, "ok"), Level::Warn),
+        ];
+        for (l, want) in cases {
+            assert_eq!(event_level(l.level), want, "{l}");
+        }
+    }
 }

@@ -12,8 +12,9 @@
 //!   the commands the caller must run in a chroot.
 //! - [`report`]: the bootability report read back from what was written.
 //!
-//! Every fix-up is plan, then apply: the plan is a list of [`Change`]s that `--dry-run`
-//! prints and `apply` carries out. Nothing touches the target except through a
+//! Every fix-up is plan, then apply: the plan is a list of [`Change`]s (a file edit, a note
+//! for the operator, or a command the restored system must run) that `--dry-run` prints and
+//! `apply` carries out. Nothing touches the target except through a
 //! `root: &Path`, so tests run on temp trees.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+mod change;
 pub mod fsutil;
 pub mod hive;
 pub mod linux;
@@ -31,50 +33,7 @@ pub mod system;
 pub mod uefi;
 pub mod windows;
 
-/// One change a fix-up makes (or, in a dry run, would make).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    pub file: PathBuf,
-    pub what: String,
-    pub before: Option<String>,
-    pub after: Option<String>,
-}
-
-impl Change {
-    pub fn new(file: impl Into<PathBuf>, what: impl Into<String>) -> Change {
-        Change {
-            file: file.into(),
-            what: what.into(),
-            before: None,
-            after: None,
-        }
-    }
-
-    pub fn before(mut self, v: impl Into<String>) -> Change {
-        self.before = Some(v.into());
-        self
-    }
-
-    pub fn after(mut self, v: impl Into<String>) -> Change {
-        self.after = Some(v.into());
-        self
-    }
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.file.as_os_str().is_empty() {
-            write!(f, "{}: ", self.file.display())?;
-        }
-        write!(f, "{}", self.what)?;
-        match (&self.before, &self.after) {
-            (Some(b), Some(a)) => write!(f, ": {b} -> {a}"),
-            (None, Some(a)) => write!(f, ": {a}"),
-            (Some(b), None) => write!(f, " (was {b})"),
-            (None, None) => Ok(()),
-        }
-    }
-}
+pub use change::{Change, GuestTask};
 
 /// Why a fix-up failed. Messages start with the operation and name the file.
 #[derive(Debug, thiserror::Error)]

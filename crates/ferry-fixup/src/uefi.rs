@@ -109,8 +109,12 @@ pub fn changes(copies: &[Copy]) -> Vec<Change> {
     copies
         .iter()
         .map(|c| {
-            Change::new(&c.to, "UEFI fallback loader")
-                .after(format!("copy of {}", c.from.display()))
+            Change::edit(
+                &c.to,
+                "UEFI fallback loader",
+                None,
+                Some(format!("copy of {}", c.from.display())),
+            )
         })
         .collect()
 }

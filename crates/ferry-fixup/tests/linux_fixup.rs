@@ -3,6 +3,7 @@
 
 use ferry_fixup::linux::{self, FileAction, OsFamily, Params};
 use ferry_fixup::report::{self, initrd, LinuxInput};
+use ferry_fixup::{Change, GuestTask};
 use std::collections::BTreeSet;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -107,16 +108,46 @@ fn debian_plan_apply_and_rerun() {
         "{:?}",
         plan.notes
     );
-    assert_eq!(plan.commands[0], ["update-initramfs", "-u", "-k", "all"]);
     assert_eq!(
-        plan.commands.last().unwrap(),
-        &["grub-install", "--target=i386-pc", "/dev/vda"]
+        plan.commands[0].argv,
+        ["update-initramfs", "-u", "-k", "all"]
     );
-    let printed: Vec<String> = plan.changes().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        plan.commands.last().unwrap().argv,
+        ["grub-install", "--target=i386-pc", "/dev/vda"]
+    );
+    // The plan's changes carry the commands and notes as data, in order, after the edits.
+    let changes = plan.changes();
+    let commands: Vec<(String, GuestTask)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::GuestCommand { argv, why } => Some((argv.join("|"), *why)),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        ("update-initramfs|-u|-k|all", GuestTask::Initramfs),
+        (
+            "grub-mkconfig|-o|/boot/grub/grub.cfg",
+            GuestTask::BootConfig,
+        ),
+        (
+            "grub-install|--target=i386-pc|/dev/vda",
+            GuestTask::BiosBootLoader,
+        ),
+    ]
+    .map(|(a, w)| (a.to_owned(), w));
+    assert_eq!(commands, want, "{changes:?}");
+    assert!(
+        changes.iter().any(|c| matches!(c,
+            Change::Note { file: None, text } if text.contains("01-netcfg.yaml") && text.contains("MAC"))),
+        "{changes:?}"
+    );
+    let printed: Vec<String> = changes.iter().map(ToString::to_string).collect();
     assert!(
         printed
             .iter()
-            .any(|l| l.starts_with("run in chroot: update-initramfs")),
+            .any(|l| l == "run in chroot: update-initramfs -u -k all"),
         "{printed:?}"
     );
 
@@ -180,7 +211,8 @@ fn redhat_tree_gets_dracut_and_loses_hwaddr() {
     );
     let plan = linux::plan(root, &params()).unwrap();
     assert_eq!(plan.family, OsFamily::RedHat);
-    assert_eq!(plan.commands[0], ["dracut", "-f", "--regenerate-all"]);
+    assert_eq!(plan.commands[0].argv, ["dracut", "-f", "--regenerate-all"]);
+    assert_eq!(plan.commands[0].why, GuestTask::Initramfs);
     linux::apply(root, &plan).unwrap();
     assert_eq!(
         read(root, "etc/dracut.conf.d/ferry-virtio.conf"),
@@ -230,7 +262,7 @@ fn unmapped_unstable_devices_are_noted_and_dry_run_writes_nothing() {
     assert!(
         changes
             .iter()
-            .any(|c| c.what.contains("/dev/sda1") && c.what.starts_with("note:")),
+            .any(|c| matches!(c, Change::Note { text, .. } if text.contains("/dev/sda1"))),
         "{changes:?}"
     );
     assert_eq!(read(root, "etc/fstab"), FSTAB);

@@ -111,10 +111,19 @@ fn check_ddb(system: &Path) {
 fn check_export_diff(hive: &Path, before: &BTreeMap<String, Vec<String>>, changes: &[Change]) {
     let after = export(hive);
     let d = diff(before, &after);
-    let mine: Vec<&Change> = changes.iter().filter(|c| c.file == hive).collect();
+    // (what, whether there was a value before) of this hive's edits.
+    let mine: Vec<(&str, bool)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Edit {
+                file, what, before, ..
+            } if file == hive => Some((what.as_str(), before.is_some())),
+            _ => None,
+        })
+        .collect();
     let created: Vec<String> = mine
         .iter()
-        .filter_map(|c| c.what.strip_prefix("create key "))
+        .filter_map(|(what, _)| what.strip_prefix("create key "))
         .map(|k| format!("\\{k}").to_lowercase())
         .collect();
     let added: Vec<String> = d.added_keys.iter().map(|k| k.to_lowercase()).collect();
@@ -123,13 +132,13 @@ fn check_export_diff(hive: &Path, before: &BTreeMap<String, Vec<String>>, change
     assert_eq!(added, want, "{}: added keys = created keys", hive.display());
     let set_keys: Vec<(String, String, bool)> = mine
         .iter()
-        .filter_map(|c| {
-            let path = c.what.strip_prefix("set ")?;
+        .filter_map(|(what, had_before)| {
+            let path = what.strip_prefix("set ")?;
             let (key, name) = path.rsplit_once('\\')?;
             Some((
                 format!("\\{key}").to_lowercase(),
                 name.to_lowercase(),
-                c.before.is_some(),
+                *had_before,
             ))
         })
         .collect();
@@ -238,9 +247,9 @@ fn legacy_vmware_win7_gets_cddb_entries() {
         hivexget(&system, "\\ControlSet001\\services\\VMTools", "Start"),
         "4"
     );
-    assert!(plan.changes.iter().any(
-        |c| c.what.ends_with("VMTools\\Start") && c.before.as_deref() == Some("REG_DWORD 0x2")
-    ));
+    assert!(plan.changes.iter().any(|c| matches!(c,
+        Change::Edit { what, before: Some(b), .. }
+            if what.ends_with("VMTools\\Start") && b == "REG_DWORD 0x2")));
     assert_eq!(
         hivexget(
             &software,
@@ -260,7 +269,7 @@ fn legacy_vmware_win7_gets_cddb_entries() {
     let real: Vec<_> = again
         .changes
         .iter()
-        .filter(|c| !c.what.starts_with("note:"))
+        .filter(|c| !matches!(c, Change::Note { .. }))
         .collect();
     assert!(real.is_empty(), "{real:?}");
 }
@@ -335,6 +344,20 @@ fn without_software_the_version_is_guessed_and_older_folders_are_used() {
         "{:?}",
         plan.notes
     );
+    // Each note is a typed change about the SYSTEM hive, its text as it is.
+    let system_hive = root.join("Windows/System32/config/SYSTEM");
+    let notes: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Note {
+                file: Some(f),
+                text,
+            } if f == &system_hive => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes, plan.notes, "{:?}", plan.changes);
     assert!(plan.drivers.iter().all(|d| d.os_folder == "2k8R2"));
     windows::apply(&plan).unwrap();
     let system = root.join("Windows/System32/config/SYSTEM");
@@ -377,9 +400,9 @@ fn dry_run_through_the_cli_entry_writes_nothing() {
     let before = std::fs::read(&system).unwrap();
     let changes = ferry_fixup::run(&root, ferry_fixup::OsChoice::Auto, Some(&pkg), true).unwrap();
     assert!(
-        changes
-            .iter()
-            .any(|c| c.what.contains("Services\\viostor\\Start")),
+        changes.iter().any(
+            |c| matches!(c, Change::Edit { what, .. } if what.contains("Services\\viostor\\Start"))
+        ),
         "{changes:?}"
     );
     assert_eq!(std::fs::read(&system).unwrap(), before);

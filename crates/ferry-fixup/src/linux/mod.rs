@@ -9,7 +9,7 @@
 
 pub mod transform;
 
-pub use transform::{chroot_commands, os_family, DeviceMap, OsFamily};
+pub use transform::{chroot_commands, os_family, ChrootCommand, DeviceMap, OsFamily};
 
 use crate::{fsutil, Change, FixupError};
 use serde::Serialize;
@@ -66,7 +66,7 @@ pub struct LinuxPlan {
     pub edits: Vec<FileEdit>,
     pub notes: Vec<String>,
     /// To run in the chroot after [`apply`], in order.
-    pub commands: Vec<Vec<String>>,
+    pub commands: Vec<ChrootCommand>,
 }
 
 impl LinuxPlan {
@@ -76,39 +76,37 @@ impl LinuxPlan {
             .edits
             .iter()
             .map(|e| {
-                let c = Change::new(&e.path, &e.what);
-                match &e.action {
+                let (before, after) = match &e.action {
                     FileAction::Write {
                         before: Some(b),
                         after,
                     } => {
                         let (old, new) = changed_lines(b, after);
-                        c.before(old).after(new)
+                        (Some(old), Some(new))
                     }
                     FileAction::Write {
                         before: None,
                         after,
-                    } => c.after(after.clone()),
-                    FileAction::RemoveFile => c.before("present").after(format!(
-                        "removed, kept as {}{ORIG_SUFFIX}",
-                        e.path.display()
-                    )),
+                    } => (None, Some(after.clone())),
+                    FileAction::RemoveFile => (
+                        Some("present".into()),
+                        Some(format!(
+                            "removed, kept as {}{ORIG_SUFFIX}",
+                            e.path.display()
+                        )),
+                    ),
                     FileAction::RemoveLink { target } => {
-                        c.before(format!("-> {target}")).after("removed")
+                        (Some(format!("-> {target}")), Some("removed".into()))
                     }
-                }
+                };
+                Change::edit(&e.path, &e.what, before, after)
             })
             .collect();
-        out.extend(
-            self.notes
-                .iter()
-                .map(|n| Change::new("", format!("note: {n}"))),
-        );
-        out.extend(
-            self.commands
-                .iter()
-                .map(|c| Change::new("", format!("run in chroot: {}", c.join(" ")))),
-        );
+        out.extend(self.notes.iter().map(|n| Change::note(None, n)));
+        out.extend(self.commands.iter().map(|c| Change::GuestCommand {
+            argv: c.argv.clone(),
+            why: c.why,
+        }));
         out
     }
 }

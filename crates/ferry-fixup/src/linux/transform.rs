@@ -2,7 +2,8 @@
 //! parameters in, new text out. Lines that need no change are kept byte for byte
 //! (comments, spacing, line endings).
 
-use crate::FixupError;
+use crate::{FixupError, GuestTask};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Old device name (as the restored files spell it: `/dev/sda1`,
@@ -334,10 +335,21 @@ fn cmd(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A command to run inside the restored system, and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChrootCommand {
+    pub argv: Vec<String>,
+    pub why: GuestTask,
+}
+
 /// Commands the caller runs inside the chroot of the restored system, in order:
 /// regenerate every initramfs, regenerate the grub config, and on BIOS reinstall the boot
 /// code on `boot_disk` (the new name of the boot disk, e.g. /dev/vda).
-pub fn chroot_commands(family: OsFamily, boot_disk: Option<&str>, uefi: bool) -> Vec<Vec<String>> {
+pub fn chroot_commands(
+    family: OsFamily,
+    boot_disk: Option<&str>,
+    uefi: bool,
+) -> Vec<ChrootCommand> {
     let (initramfs, mkconfig, install): (&[&str], &[&str], &str) = match family {
         OsFamily::Debian => (
             &["update-initramfs", "-u", "-k", "all"],
@@ -356,9 +368,19 @@ pub fn chroot_commands(family: OsFamily, boot_disk: Option<&str>, uefi: bool) ->
         ),
         OsFamily::Unknown => return Vec::new(),
     };
-    let mut out = vec![cmd(initramfs), cmd(mkconfig)];
+    let run = |argv: &[&str], why| ChrootCommand {
+        argv: cmd(argv),
+        why,
+    };
+    let mut out = vec![
+        run(initramfs, GuestTask::Initramfs),
+        run(mkconfig, GuestTask::BootConfig),
+    ];
     if let (false, Some(disk)) = (uefi, boot_disk) {
-        out.push(cmd(&[install, "--target=i386-pc", disk]));
+        out.push(run(
+            &[install, "--target=i386-pc", disk],
+            GuestTask::BiosBootLoader,
+        ));
     }
     out
 }
@@ -591,14 +613,27 @@ mod tests {
     #[test]
     fn chroot_commands_table() {
         let deb = chroot_commands(OsFamily::Debian, Some("/dev/vda"), false);
-        assert_eq!(deb[0], ["update-initramfs", "-u", "-k", "all"]);
-        assert_eq!(deb[2], ["grub-install", "--target=i386-pc", "/dev/vda"]);
+        assert_eq!(deb[0].argv, ["update-initramfs", "-u", "-k", "all"]);
+        assert_eq!(deb[0].why, GuestTask::Initramfs);
+        assert_eq!(
+            deb[2].argv,
+            ["grub-install", "--target=i386-pc", "/dev/vda"]
+        );
+        assert_eq!(deb[2].why, GuestTask::BiosBootLoader);
         let rh = chroot_commands(OsFamily::RedHat, Some("/dev/vda"), true);
+        let rh: Vec<(&[String], GuestTask)> =
+            rh.iter().map(|c| (c.argv.as_slice(), c.why)).collect();
         assert_eq!(
             rh,
             [
-                cmd(&["dracut", "-f", "--regenerate-all"]),
-                cmd(&["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"])
+                (
+                    &cmd(&["dracut", "-f", "--regenerate-all"])[..],
+                    GuestTask::Initramfs
+                ),
+                (
+                    &cmd(&["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"])[..],
+                    GuestTask::BootConfig
+                )
             ]
         );
         assert!(chroot_commands(OsFamily::Unknown, None, false).is_empty());

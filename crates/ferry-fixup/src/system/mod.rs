@@ -71,12 +71,50 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+/// How a live log line should be shown. There is no error level: a failed step does not stop
+/// the fix-up, and whether the system will boot is the report's verdict ([`Report`]'s critical
+/// checks), which the caller shows as errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// A step that did what it should (or found nothing to do).
+    Info,
+    /// A step that failed or was skipped for a reason the operator must see.
+    Warn,
+}
+
+/// One line of the fix-up's live log, given to `run`'s callback as each step ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    pub level: Level,
+    /// The step: "mount /boot", "edit files", the command run in the chroot, ...
+    pub step: String,
+    pub detail: String,
+    /// How long the step took; `None` for a line that is not a timed step.
+    pub seconds: Option<f64>,
+}
+
+/// `fix-up: <step>: [FAILED: ]<detail>[ (<seconds>s)]`, the console's form.
+impl std::fmt::Display for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let failed = match self.level {
+            Level::Info => "",
+            Level::Warn => "FAILED: ",
+        };
+        write!(f, "fix-up: {}: {failed}{}", self.step, self.detail)?;
+        match self.seconds {
+            Some(s) => write!(f, " ({s:.1}s)"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Finds, mounts, fixes and reports the OS on `disks`. `log` sees one line per step as it
-/// happens. Errors only when nothing could be looked at; a failed step is in the outcome.
+/// ends. Errors only when nothing could be looked at; a failed step is in the outcome.
 pub fn run(
     disks: &[RestoredDisk],
     opts: &Options,
-    log: &mut dyn FnMut(&str),
+    log: &mut dyn FnMut(&LogLine),
 ) -> Result<Outcome, FixupError> {
     let start = Instant::now();
     let mut s = session::Session {
@@ -92,4 +130,27 @@ pub fn run(
     out.steps = std::mem::take(&mut s.steps);
     out.seconds = start.elapsed().as_secs_f64();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_read_as_before() {
+        let line = |level, seconds| LogLine {
+            level,
+            step: "mount /boot".into(),
+            detail: "UUID=x is not on the restored disks".into(),
+            seconds,
+        };
+        assert_eq!(
+            line(Level::Warn, Some(0.26)).to_string(),
+            "fix-up: mount /boot: FAILED: UUID=x is not on the restored disks (0.3s)"
+        );
+        assert_eq!(
+            line(Level::Info, None).to_string(),
+            "fix-up: mount /boot: UUID=x is not on the restored disks"
+        );
+    }
 }

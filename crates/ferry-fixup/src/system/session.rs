@@ -10,10 +10,10 @@ use super::devices::{
     DiskPartitions,
 };
 use super::tools::{chroot, decompress_in, last_line, tool, unmount};
-use super::{Options, Outcome, RestoredDisk, Step};
+use super::{Level, LogLine, Options, Outcome, RestoredDisk, Step};
 use crate::linux::transform::DeviceMap;
 use crate::report::{self, initrd, Report};
-use crate::FixupError;
+use crate::{FixupError, GuestTask};
 
 pub(super) struct Session<'a> {
     pub(super) opts: &'a Options,
@@ -22,16 +22,18 @@ pub(super) struct Session<'a> {
     pub(super) mounts: Vec<PathBuf>,
     /// PVs whose VGs were activated.
     pub(super) vg_devices: Vec<String>,
-    pub(super) log: &'a mut dyn FnMut(&str),
+    pub(super) log: &'a mut dyn FnMut(&LogLine),
 }
 
 impl Session<'_> {
     fn step(&mut self, what: &str, ok: bool, detail: String, since: Instant) {
         let seconds = since.elapsed().as_secs_f64();
-        (self.log)(&format!(
-            "fix-up: {what}: {}{detail} ({seconds:.1}s)",
-            if ok { "" } else { "FAILED: " }
-        ));
+        (self.log)(&LogLine {
+            level: if ok { Level::Info } else { Level::Warn },
+            step: what.to_owned(),
+            detail: detail.clone(),
+            seconds: Some(seconds),
+        });
         self.steps.push(Step {
             what: what.to_owned(),
             ok,
@@ -295,8 +297,8 @@ impl Session<'_> {
             .any(|e| e.path == Path::new("etc/default/grub"));
         for cmd in &plan.commands {
             let t = Instant::now();
-            let name = cmd.join(" ");
-            if cmd.first().is_some_and(|c| c.ends_with("-mkconfig")) && !defaults_changed {
+            let name = cmd.argv.join(" ");
+            if cmd.why == GuestTask::BootConfig && !defaults_changed {
                 self.step(
                     &name,
                     true,
@@ -305,13 +307,11 @@ impl Session<'_> {
                 );
                 continue;
             }
-            if cmd.iter().any(|a| a == "--target=i386-pc")
-                && !root.join("usr/lib/grub/i386-pc").is_dir()
-            {
+            if cmd.why == GuestTask::BiosBootLoader && !root.join("usr/lib/grub/i386-pc").is_dir() {
                 self.step(&name, false, "the guest has no BIOS GRUB (usr/lib/grub/i386-pc): install grub-pc and run grub-install on the boot disk".into(), t);
                 continue;
             }
-            match chroot(root, cmd, self.opts.tool_timeout, &self.opts.work) {
+            match chroot(root, &cmd.argv, self.opts.tool_timeout, &self.opts.work) {
                 Ok(o) => self.step(&name, true, last_line(&o), t),
                 Err(e) => self.step(&name, false, e, t),
             }
@@ -409,7 +409,12 @@ impl Session<'_> {
         if !self.vg_devices.is_empty() {
             let list = self.vg_devices.join(",");
             if let Err(e) = tool("lvm", &["vgchange", "-an", "--devices", &list]) {
-                (self.log)(&format!("fix-up: deactivate LVM: {e}"));
+                (self.log)(&LogLine {
+                    level: Level::Warn,
+                    step: "deactivate LVM".into(),
+                    detail: e,
+                    seconds: None,
+                });
             }
         }
     }

@@ -220,14 +220,15 @@ fn plan_copies(
     }
     copies.retain(|(from, to)| !same_contents(from, to));
     for (from, to) in &copies {
-        let mut c = Change::new(to, "copy driver file").after(from.display().to_string());
-        if to.exists() {
-            c.before = Some(format!(
-                "existing file, kept as {}{OLD_SUFFIX}",
-                to.display()
-            ));
-        }
-        changes.push(c);
+        let before = to
+            .exists()
+            .then(|| format!("existing file, kept as {}{OLD_SUFFIX}", to.display()));
+        changes.push(Change::edit(
+            to,
+            "copy driver file",
+            before,
+            Some(from.display().to_string()),
+        ));
     }
     Ok(copies)
 }
@@ -316,7 +317,7 @@ pub fn plan(root: &Path, drivers: &Path, opts: &WindowsOptions) -> Result<Window
     }
     for n in &notes {
         tracing::info!(note = %n, "windows fix-up");
-        changes.push(Change::new(&system_path, format!("note: {n}")));
+        changes.push(Change::note(Some(&system_path), n));
     }
     Ok(WindowsPlan {
         version,

@@ -124,8 +124,12 @@ impl HiveEdit {
             key = match found {
                 Some(k) => k,
                 None => {
-                    self.changes
-                        .push(Change::new(&self.file, format!("create key {so_far}")));
+                    self.changes.push(Change::edit(
+                        &self.file,
+                        format!("create key {so_far}"),
+                        None,
+                        None,
+                    ));
                     self.hive
                         .create_key(key, part)
                         .map_err(|e| FixupError::Hive {
@@ -156,10 +160,12 @@ impl HiveEdit {
                 source: e,
             })?;
         let label = if name.is_empty() { "(default)" } else { name };
-        let mut c =
-            Change::new(&self.file, format!("set {path}\\{label}")).after(value.to_string());
-        c.before = before.map(|b| b.to_string());
-        self.changes.push(c);
+        self.changes.push(Change::edit(
+            &self.file,
+            format!("set {path}\\{label}"),
+            before.map(|b| b.to_string()),
+            Some(value.to_string()),
+        ));
         Ok(())
     }
 
