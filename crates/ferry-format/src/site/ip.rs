@@ -223,7 +223,29 @@ fn valid_hostname(h: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn what_parses_writes_back_to_itself(
+            fields in proptest::collection::vec(
+                prop_oneof![
+                    Just(String::new()),
+                    "(dhcp|on|any|off|none|eth0|rescue|24|0|33)",
+                    "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+                    "[ -~]{0,8}",
+                ],
+                1..10,
+            )
+        ) {
+            let value = fields.join(":");
+            if let Ok(spec) = parse_ip(&value) {
+                prop_assert_eq!(parse_ip(&spec.to_value()), Ok(spec), "{}", value);
+            }
+        }
+    }
 
     fn st(
         addr: &str,
