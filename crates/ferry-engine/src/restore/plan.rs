@@ -243,7 +243,7 @@ impl RestorePlan {
                 let (data, zero, unused) = d.index.counts();
                 writeln!(
                     f,
-                    ": compare the target with the index ({} chunks of {}), fetch the data chunks that differ (at most {data}), verify each against its id, write them, zero the {} zero/unused chunks that do not read as zeros; all but the first chunk; then fdatasync",
+                    ": compare the target with the index ({} chunks of {}), fetch the data chunks that differ (at most {data}), verify each against its id, write them, zero any of the {} zero/unused chunks that does not read as zeros; all but the first chunk; then fdatasync",
                     d.index.entries.len(),
                     human_bytes(u64::from(d.index.chunk_size)),
                     zero + unused
