@@ -26,7 +26,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use ferry_format::site::{self as site_conf, hex, Key, SiteError, SiteSettings, ValueError};
+use ferry_format::site::{self, hex, Key, SiteError, SiteSettings, ValueError};
 pub use ferry_format::site::{ip, FailurePolicy, IpSpec, StaticIp, IP_SYNTAX, SITE_CONF};
 
 /// The appliance CA from the site layer (frozen).
@@ -172,7 +172,7 @@ struct Word {
 impl Word {
     fn bad(&self, why: ValueError) -> SettingsError {
         let token = match &self.value {
-            Some(v) => format!("{}={}", self.raw_key, site_conf::redact(self.key, v)),
+            Some(v) => format!("{}={}", self.raw_key, site::redact(self.key, v)),
             None => self.raw_key.clone(),
         };
         SettingsError::Bad {
@@ -210,15 +210,15 @@ pub fn load(root: &Path) -> Result<Settings, SettingsError> {
 /// checked (a command-line key repairs a bad value of the same key in a stale image's file).
 pub fn parse(cmdline: &str, site_conf: Option<&str>) -> Result<Settings, SettingsError> {
     let cmd = cmdline_words_ours(cmdline)?;
-    let site = match site_conf {
-        Some(text) => site_conf::entries(text)?,
+    let file = match site_conf {
+        Some(text) => site::entries(text)?,
         None => Vec::new(),
     };
     let mut layered = SiteSettings::default();
     for key in Key::ALL {
         let from_cmd: Vec<&Word> = cmd.iter().filter(|w| w.key == key).collect();
         if from_cmd.is_empty() {
-            for e in chosen(key, site.iter().filter(|e| e.key == key).collect()) {
+            for e in chosen(key, file.iter().filter(|e| e.key == key).collect()) {
                 layered.set(key, Some(&e.value)).map_err(|why| e.bad(why))?;
             }
         } else {
@@ -306,7 +306,7 @@ fn cmdline_words_ours(cmdline: &str) -> Result<Vec<Word>, SettingsError> {
                 origin: Origin::Cmdline,
                 token: raw_key.clone(),
                 why: "unknown key".into(),
-                expected: site_conf::KNOWN_KEYS,
+                expected: site::KNOWN_KEYS,
             })?)
         } else {
             match raw_key.as_str() {
