@@ -77,6 +77,10 @@ pub enum Cmd {
     /// Manage unattended restore jobs.
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// Source machines whose backup-agent service syncs here: schedules, retention, last and
+    /// next sync.
+    #[command(subcommand)]
+    Sources(SourcesCmd),
     /// Remove chunks no snapshot references (safe while `serve` runs backups).
     Gc {
         #[arg(long, value_name = "DIR")]
@@ -261,6 +265,118 @@ pub struct JobsCreate {
     pub json: bool,
 }
 
+#[derive(Subcommand)]
+pub enum SourcesCmd {
+    /// List source machines: state, interval, keep, last and next sync.
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a source machine: schedule, limits, last and next sync, last figures, history.
+    Show {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        machine: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a source machine's schedule and limits (creates its record when its agent has
+    /// not enrolled yet, so it can be configured ahead). Options not given stay as they are.
+    Set(SourcesSet),
+    /// Start a sync at the agent's next poll, paused or not.
+    SyncNow {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        machine: String,
+    },
+    /// Start no scheduled sync (a running one finishes; sync-now still works).
+    Pause {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        machine: String,
+    },
+    /// Schedule syncs again.
+    Resume {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        machine: String,
+    },
+}
+
+#[derive(Args)]
+pub struct SourcesSet {
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    pub machine: String,
+    /// Time from the end of one sync to the start of the next: 90s, 30m, 6h, 7d (at least 1m).
+    #[arg(long, value_name = "DURATION", value_parser = ferry_format::source::parse_interval)]
+    pub interval: Option<u64>,
+    /// Snapshots of the machine kept after each sync (1-10; pinned and job snapshots on top).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub keep: Option<u32>,
+    /// Consistency of scheduled syncs: live or point-in-time.
+    #[arg(long, value_name = "MODE")]
+    pub consistency: Option<ferry_format::source::Consistency>,
+    /// Network cap of the source agent: 300Mbit, 1Gbit, 50MB (per second) or off.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<RateLimit>,
+    /// Disk reads the agent keeps in flight (1-64).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub reads_in_flight: Option<u32>,
+    /// Idle I/O class and low CPU priority on the source: on or off.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub idle_io: Option<bool>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A parsed `--rate-limit`: bytes per second, `None` for off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit(pub Option<u64>);
+
+fn parse_rate_limit(text: &str) -> Result<RateLimit, ferry_format::source::SourceError> {
+    ferry_format::source::parse_rate(text).map(RateLimit)
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?}: say on or off")),
+    }
+}
+
+impl SourcesCmd {
+    /// `appliance sources ...`.
+    pub fn dispatch(self) -> anyhow::Result<()> {
+        use crate::sources;
+        match self {
+            SourcesCmd::List { data, json } => sources::list(&data, json),
+            SourcesCmd::Show {
+                data,
+                machine,
+                json,
+            } => sources::show(&data, &machine, json),
+            SourcesCmd::Set(s) => {
+                let change = sources::ScheduleChange {
+                    interval_seconds: s.interval,
+                    keep: s.keep,
+                    consistency: s.consistency,
+                    rate: s.rate_limit.map(|r| r.0),
+                    reads_in_flight: s.reads_in_flight,
+                    idle_io: s.idle_io,
+                };
+                sources::set(&s.data, &s.machine, &change, s.json)
+            }
+            SourcesCmd::SyncNow { data, machine } => sources::sync_now(&data, &machine),
+            SourcesCmd::Pause { data, machine } => sources::set_paused(&data, &machine, true),
+            SourcesCmd::Resume { data, machine } => sources::set_paused(&data, &machine, false),
+        }
+    }
+}
+
 /// Resource limits of `serve` (docs/protocol.md, "Limits"); each defaults to
 /// `ferry_server::limits::ServerLimits::default()`.
 #[derive(Args)]
@@ -390,6 +506,60 @@ mod tests {
             Cmd::Serve { limits, .. } => limits.resolve(),
             _ => unreachable!("parsed serve"),
         }
+    }
+
+    fn sources_set(flags: &[&str]) -> Result<super::SourcesSet, clap::Error> {
+        let head = ["appliance", "sources", "set", "--data", "/d", "web1"];
+        match Cli::try_parse_from(head.iter().chain(flags))?.cmd {
+            Cmd::Sources(super::SourcesCmd::Set(s)) => Ok(s),
+            _ => unreachable!("parsed sources set"),
+        }
+    }
+
+    #[test]
+    fn sources_set_parses_operator_units_and_refuses_bad_values() {
+        let s = sources_set(&[
+            "--interval",
+            "6h",
+            "--keep",
+            "4",
+            "--consistency",
+            "live",
+            "--rate-limit",
+            "300Mbit",
+            "--reads-in-flight",
+            "2",
+            "--idle-io",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(s.interval, Some(21_600));
+        assert_eq!(s.keep, Some(4));
+        assert_eq!(s.consistency, Some(ferry_format::source::Consistency::Live));
+        assert_eq!(s.rate_limit, Some(super::RateLimit(Some(37_500_000))));
+        assert_eq!(s.reads_in_flight, Some(2));
+        assert_eq!(s.idle_io, Some(false));
+        let s = sources_set(&["--rate-limit", "off"]).unwrap();
+        assert_eq!(s.rate_limit, Some(super::RateLimit(None)));
+        assert_eq!(sources_set(&[]).unwrap().interval, None);
+        for bad in [
+            ["--interval", "30s"],
+            ["--interval", "soon"],
+            ["--keep", "11"],
+            ["--keep", "0"],
+            ["--consistency", "crash"],
+            ["--rate-limit", "fast"],
+            ["--reads-in-flight", "0"],
+            ["--idle-io", "maybe"],
+        ] {
+            let err = sources_set(&bad).err().map(|e| e.to_string());
+            assert!(err.is_some(), "{bad:?} accepted");
+        }
+        let err = sources_set(&["--interval", "30s"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("shortest is 60s"), "{err}");
     }
 
     #[test]

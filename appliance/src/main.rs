@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod sources;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Jobs(JobsCmd::List { data, json }) => jobs::jobs_list(&data, json),
         Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),
         Cmd::Jobs(JobsCmd::Create(c)) => c.dispatch(),
+        Cmd::Sources(s) => s.dispatch(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

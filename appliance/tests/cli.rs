@@ -32,8 +32,13 @@ fn help_lists_every_command() {
         "verify",
         "agents",
         "jobs",
+        "sources",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let sources = stdout(&appliance(&["sources", "--help"]));
+    for cmd in ["list", "show", "set", "sync-now", "pause", "resume"] {
+        assert!(sources.contains(cmd), "{cmd} missing from:\n{sources}");
     }
     let prune = stdout(&appliance(&["prune", "--help"]));
     assert!(prune.contains("--keep") && prune.contains("--dry-run"));
@@ -174,4 +179,84 @@ fn offline_commands_on_a_fresh_store() {
         dir.path().join("nope").to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("run `appliance init"));
+}
+
+#[test]
+fn sources_are_configured_ahead_of_their_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    assert!(appliance(&["init", "--data", data]).status.success());
+    assert!(stdout(&appliance(&["sources", "list", "--data", data])).contains("no source machines"));
+
+    let missing = appliance(&["sources", "sync-now", "--data", data, "web1"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr).into_owned();
+    assert!(
+        err.contains("web1") && err.contains("appliance sources set web1"),
+        "{err}"
+    );
+
+    let set = appliance(&[
+        "sources",
+        "set",
+        "--data",
+        data,
+        "web1",
+        "--interval",
+        "6h",
+        "--keep",
+        "2",
+        "--rate-limit",
+        "1Gbit",
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let shown = stdout(&set);
+    assert!(
+        shown.contains("every 6h") && shown.contains("keep 2"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 Gbit/s"), "{shown}");
+
+    assert!(appliance(&["sources", "pause", "--data", data, "web1"])
+        .status
+        .success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&appliance(&[
+        "sources", "show", "--data", data, "web1", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(v["state"], "not enrolled");
+    assert_eq!(v["schedule"]["paused"], true);
+    assert_eq!(v["schedule"]["interval_seconds"], 21_600);
+    assert!(v.get("credential_hash").is_none());
+    assert!(v["next_sync"].is_null());
+
+    assert!(appliance(&["sources", "resume", "--data", data, "web1"])
+        .status
+        .success());
+    assert!(appliance(&["sources", "sync-now", "--data", data, "web1"])
+        .status
+        .success());
+    let list: serde_json::Value = serde_json::from_str(&stdout(&appliance(&[
+        "sources", "list", "--data", data, "--json",
+    ])))
+    .unwrap();
+    assert_eq!(list[0]["machine"], "web1");
+    assert_eq!(list[0]["sync_now"], true);
+
+    let bad = appliance(&[
+        "sources",
+        "set",
+        "--data",
+        data,
+        "web1",
+        "--interval",
+        "10s",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("shortest is 60s"));
 }
