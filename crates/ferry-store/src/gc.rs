@@ -118,6 +118,7 @@ impl Store {
             self.sessions_dir(),
             root.join("agents"),
             root.join("jobs"),
+            self.sources_dir(),
             root.into(),
         ] {
             remove_stale_temps(&dir, now)?;
