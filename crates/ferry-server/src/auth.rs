@@ -3,7 +3,9 @@
 //! another role) and [`Caller::need_machine`] (403 for a machine outside the token's scope). A
 //! token that is not in tokens.json may be an agent's credential (`<agent id>.<hex>`, hash in
 //! `agents/<id>.json`): then the caller is that agent, with role [`Role::Agent`]
-//! ([`Caller::need_agent`]).
+//! ([`Caller::need_agent`]). Last, it may be a source machine's credential (`src-<machine>.<hex>`,
+//! hash in `sources/<machine>.json`): then the caller is a backup credential for that one
+//! machine, with the public id `src-<machine>` (`crate::sources`).
 //!
 //! Last use is recorded off the request path, at most once a minute per token.
 
@@ -160,11 +162,21 @@ impl FromRequestParts<SharedState> for Caller {
                     }
                 });
             }
-            Ok(match st.store.agent_for_credential(&token)? {
-                Some(a) => Resolved::Caller(Caller {
+            if let Some(a) = st.store.agent_for_credential(&token)? {
+                return Ok(Resolved::Caller(Caller {
                     role: Role::Agent,
                     agent: Some(a.agent),
                     token: None,
+                }));
+            }
+            Ok(match st.store.source_for_credential(&token)? {
+                Some(src) => Resolved::Caller(Caller {
+                    role: Role::Backup,
+                    agent: None,
+                    token: Some(TokenGrant {
+                        id: crate::sources::source_id(&src.machine),
+                        scope: MachineScope::Only(vec![src.machine]),
+                    }),
                 }),
                 None => Resolved::Unknown,
             })

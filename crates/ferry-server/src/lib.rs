@@ -10,6 +10,8 @@
 //!   an agent credential reads only its own job's snapshot and chunks.
 //! - [`scope`]: what a token may reach beyond its role; [`scope_cache`]: the chunks a machine
 //!   scope may read, cached.
+//! - [`sources`]: source machines' enrollment, long-polled sync task and task state; a source
+//!   credential is a backup credential for its one machine.
 //! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`);
 //!   the `ApiResult` and `parse_json` every module with handlers shares.
 //!
@@ -31,6 +33,7 @@ pub mod job_commands;
 pub mod limits;
 pub mod scope;
 pub mod scope_cache;
+pub mod sources;
 pub mod state;
 pub mod tls;
 pub mod token_cache;
@@ -131,7 +134,16 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
         )
         .route(
             "/agents/{id}/jobs/{job}/state",
-            put(agents::job_state).layer(small),
+            put(agents::job_state).layer(small.clone()),
+        )
+        .route(
+            "/sources/enroll",
+            post(sources::enroll).layer(small.clone()),
+        )
+        .route("/sources/{machine}/task", get(sources::task))
+        .route(
+            "/sources/{machine}/tasks/{id}/state",
+            put(sources::task_state).layer(small),
         )
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT));
     Router::new()
