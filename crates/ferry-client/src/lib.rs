@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod sources;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use ferry_format::signing::TrustBundle;
 use ferry_format::{ChunkId, DiskIndex, Manifest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+pub use sources::MAX_TASK_WAIT;
 
 /// First retry delay; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -597,6 +599,26 @@ impl Client {
             &[],
             |_, _| Ok(()),
         )
+    }
+
+    // ---- first-boot beacon (docs/protocol.md, "First-boot beacon") ----
+
+    /// A new one-time credential for the beacon of this agent's running job.
+    pub fn issue_beacon(
+        &self,
+        agent_id: &str,
+        job: &str,
+    ) -> Result<agent::beacon::BeaconIssued, ClientError> {
+        self.send_json("POST", &format!("/agents/{agent_id}/jobs/{job}/beacon"), &())
+    }
+
+    /// Report the restored system's first boot with the beacon's credential (this client's
+    /// token). 410 (already used) and 401 (unknown) come back as [`ClientError::Refused`].
+    pub fn report_beacon(
+        &self,
+        report: &agent::beacon::BeaconReport,
+    ) -> Result<agent::beacon::BeaconReply, ClientError> {
+        self.send_json("POST", "/beacon", report)
     }
 }
 
