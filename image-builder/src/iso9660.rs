@@ -36,7 +36,8 @@ fn parse_record(b: &[u8]) -> Option<Record> {
     if len < 34 || b.len() < len {
         return None;
     }
-    let u32le = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64;
+    // len >= 34 was checked above, so the fields at 2..6 and 10..14 are in bounds.
+    let u32le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as u64;
     let name_len = b[32] as usize;
     let raw = b.get(33..33 + name_len)?;
     let name = match raw {

@@ -180,7 +180,11 @@ pub fn unpack(deb: &Path, dir: &Path) -> Result<Kernel> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
         .with_context(|| format!("find a kernel version under {}", modroot.display()))?;
-    let root = modroot.parent().unwrap().parent().unwrap().to_path_buf();
+    let root = modroot
+        .parent()
+        .and_then(Path::parent)
+        .with_context(|| format!("{} is not under <root>/lib/modules", modroot.display()))?
+        .to_path_buf();
     let vmlinuz = dir.join("boot").join(format!("vmlinuz-{version}"));
     if !vmlinuz.exists() {
         bail!(

@@ -187,7 +187,10 @@ pub fn stage(
         let bytes = tools::read_module(&src.join(rel))?;
         let plain = strip_compression(rel);
         let target = dest.join(plain);
-        std::fs::create_dir_all(target.parent().unwrap())?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
         std::fs::write(&target, &bytes).with_context(|| format!("write {}", target.display()))?;
         archive.insert(Entry {
             path: format!("{prefix}/{plain}"),

@@ -49,7 +49,8 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     let u64_at = |o: usize| {
         bytes
             .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| u64::from_le_bytes(b) as usize)
     };
     // ELF64 little-endian only: x86_64 is our one target.
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
@@ -63,7 +64,8 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
         let at = phoff + i * phentsize;
         bytes
             .get(at..at + 4)
-            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .is_some_and(|t| u32::from_le_bytes(t) != 3)
     })
 }
 

@@ -131,10 +131,7 @@ pub fn parse(text: &str) -> Result<Inf, InfError> {
             key,
             values: split_outside_quotes(rest, ','),
         };
-        inf.sections
-            .get_mut(sec)
-            .expect("section inserted above")
-            .push(entry);
+        inf.sections.entry(sec.clone()).or_default().push(entry);
     }
     Ok(inf)
 }
