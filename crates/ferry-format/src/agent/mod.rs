@@ -14,6 +14,7 @@
 //! `inventory` (what the machine has), `enroll` (enrollment and the appliance's view of agents),
 //! `job` (jobs, their states and records), `events`, and `mapping` (targets and their resolution).
 
+pub mod beacon;
 mod enroll;
 mod events;
 mod inventory;
