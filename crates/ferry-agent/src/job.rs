@@ -1,4 +1,4 @@
-//! Running one job: announce it, plan (nothing written), check the plan against this machine,
+//! Running one job (a `standby` job goes to [`crate::standby`]): announce it, plan (nothing written), check the plan against this machine,
 //! apply with progress every [`PROGRESS_EVERY`], report the result. Every step's failure becomes
 //! the job's failure reason (the engine's error text says what to do) and is shown on the
 //! console; a failure before `apply` has written nothing.
@@ -13,7 +13,7 @@ use ferry_engine::restore::{
     self, ExecOptions, JobMark, RestoreOptions, RestorePlan, RestoreSummary,
 };
 use ferry_format::agent::{
-    resolve_mappings, DiskNeed, Inventory, Job, JobState, Level, MapTarget, Phase,
+    resolve_mappings, DiskNeed, Inventory, Job, JobKind, JobState, Level, MapTarget, Phase,
 };
 use ferry_format::marker::RestoreMarker;
 use ferry_format::units::human_bytes;
@@ -34,6 +34,9 @@ pub(crate) fn run_job(
     cfg: &AgentConfig,
     out: &mut Console,
 ) -> Result<Outcome, AgentError> {
+    if job.kind == JobKind::Standby {
+        return crate::standby::run_standby(s, job, inv, root, cfg, out);
+    }
     let mut events = Events::new(&s.client, &s.agent, &job.id);
     let outcome = |succeeded| Outcome {
         then: job.then,
@@ -198,7 +201,7 @@ fn execute(
 /// - a resumed job writes only onto a disk that is blank or carries this job's marker (with the
 ///   proof found at start), never because the appliance says the job was running;
 /// - the boot medium is never a target ([`resolve_mappings`] refuses protected disks).
-fn own_check(
+pub(crate) fn own_check(
     markers: &[(String, RestoreMarker)],
     job: &Job,
     enrolled: &Inventory,
@@ -298,7 +301,7 @@ fn enrolled_needs(job: &Job, enrolled: &Inventory) -> Vec<DiskNeed> {
 }
 
 /// The engine's options: each mapping's device under `root`, and the job's marker.
-fn restore_options(
+pub(crate) fn restore_options(
     job: &Job,
     root: &Path,
     cfg: &AgentConfig,
@@ -334,7 +337,7 @@ fn restore_options(
 }
 
 /// `restore::execute` on a worker thread; this thread shows and sends progress meanwhile.
-fn apply(
+pub(crate) fn apply(
     client: &Client,
     plan: &RestorePlan,
     opts: &RestoreOptions,
@@ -410,7 +413,7 @@ fn current_disk(sizes: &[(String, String, u64)], done: u64) -> String {
         .unwrap_or_default()
 }
 
-fn show_failure(out: &mut Console, job: &Job, reason: &str) {
+pub(crate) fn show_failure(out: &mut Console, job: &Job, reason: &str) {
     out.line(&format!("job {} FAILED: {reason}", job.id));
     out.line("Nothing more will be written. Fix the cause above, then create a new job with `appliance jobs create`.");
 }
@@ -461,6 +464,8 @@ mod tests {
             overwrite: false,
             options: JobOptions::default(),
             state,
+            kind: ferry_format::agent::JobKind::Restore,
+            migration: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //!    credential: enroll again;
 //! 4. **run** it ([`job`]): announce it, plan (writes nothing), check the plan against the
 //!    inventory, apply with events every 2 s to the appliance and the console, report the result;
+//!    A `standby` job ([`standby`]) stays: it applies each new snapshot of a migration's
+//!    machine until the migration ends;
 //! 5. return an [`Outcome`] (the job's `then` and whether it succeeded) once a job succeeded, or
 //!    after the first job with `once`. A failed job is shown and the agent waits for the next.
 //!
@@ -26,6 +28,7 @@ pub mod events;
 mod fixup;
 pub mod inventory;
 pub mod job;
+mod standby;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

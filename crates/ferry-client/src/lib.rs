@@ -16,6 +16,7 @@
 
 pub mod cli;
 mod sources;
+mod standby;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,8 @@
 //!   an agent credential reads only its own job's snapshot and chunks.
 //! - [`scope`]: what a token may reach beyond its role; [`scope_cache`]: the chunks a machine
 //!   scope may read, cached.
+//! - [`standby`]: a migration's standby target: the long-polled next snapshot and its state
+//!   report; a standby's credential reads only the snapshot handed to it and its basis.
 //! - [`sources`]: source machines' enrollment, long-polled sync task and task state; a source
 //!   credential is a backup credential for its one machine.
 //! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`);
@@ -34,6 +36,7 @@ pub mod limits;
 pub mod scope;
 pub mod scope_cache;
 pub mod sources;
+pub mod standby;
 pub mod state;
 pub mod tls;
 pub mod token_cache;
@@ -135,6 +138,11 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
         .route(
             "/agents/{id}/jobs/{job}/state",
             put(agents::job_state).layer(small.clone()),
+        )
+        .route("/agents/{id}/standby/next", get(standby::next))
+        .route(
+            "/agents/{id}/standby/state",
+            put(standby::state).layer(small.clone()),
         )
         .route(
             "/sources/enroll",

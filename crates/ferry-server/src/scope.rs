@@ -2,7 +2,8 @@
 //! - a backup session only by the token that opened it ([`own_session`]);
 //! - a restore token with a machine scope reads only manifests and indexes of snapshots of its
 //!   machines, and only chunks some such snapshot references ([`may_read_snapshot`],
-//!   [`may_read_chunk`]); agent credentials are checked by `agents.rs`.
+//!   [`may_read_chunk`]); agent credentials are checked by `standby.rs` (a migration's standby)
+//!   and `agents.rs` (any other agent).
 //!
 //! Chunk checks ask the state's [`crate::scope_cache::ScopeCache`].
 
@@ -59,7 +60,7 @@ fn out_of_scope(caller: &Caller, what: String) -> ApiError {
 /// Restore tokens read the snapshots of machines in their scope; agents their job's snapshot.
 pub async fn may_read_snapshot(st: &SharedState, caller: &Caller, snapshot: &str) -> ApiResult<()> {
     if caller.role == Role::Agent {
-        return crate::agents::may_read_snapshot(st, caller, snapshot).await;
+        return crate::standby::may_read_snapshot(st, caller, snapshot).await;
     }
     caller.need(Role::Restore)?;
     if caller.scope().is_all() {
@@ -80,7 +81,7 @@ pub async fn may_read_snapshot(st: &SharedState, caller: &Caller, snapshot: &str
 /// Restore tokens read chunks referenced by a snapshot in their scope; agents their job's.
 pub async fn may_read_chunk(st: &SharedState, caller: &Caller, id: ChunkId) -> ApiResult<()> {
     if caller.role == Role::Agent {
-        return crate::agents::may_read_chunk(st, caller, id).await;
+        return crate::standby::may_read_chunk(st, caller, id).await;
     }
     caller.need(Role::Restore)?;
     let scope = caller.scope();

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::{
-    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Job, JobFor, JobOptions,
+    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Job, JobFor, JobKind, JobOptions,
     JobProgress, JobRecord, JobState, Level, Mapping, Then, MAX_EVENT_BATCH,
 };
 use ferry_format::marker::proof_hash;
@@ -155,6 +155,8 @@ impl Store {
             finished: None,
             progress: JobProgress::default(),
             proof_hash: None,
+            kind: JobKind::Restore,
+            migration: None,
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;

@@ -18,6 +18,7 @@
 //! DIR/agents/<agent>.json         an enrolled agent: inventory, state, credential hash
 //! DIR/jobs/<job>.json             a restore job; jobs/<job>.events.jsonl its event log
 //! DIR/sources/<machine>.json      a source machine: schedule, credential hash, sync tasks, pins
+//! DIR/migrations/<id>.json        a migration: machine, standby agent and job, state, standby status
 //! ```
 //!
 //! Invariants:
@@ -47,6 +48,7 @@ pub mod gc;
 pub mod index_file;
 pub mod jobs;
 pub mod keys;
+pub mod migrations;
 pub mod prune;
 pub mod reads;
 pub mod sessions;

@@ -12,7 +12,8 @@
 //! - After a sync succeeds the machine is pruned to its schedule's `keep`
 //!   ([`Store::retain_source`], `prune::compute_source_prune`): never a snapshot a pending or
 //!   running job uses, nor one in the record's `pinned` list (filled by migrations and standby
-//!   targets).
+//!   targets: [`Store::replace_source_pins`], kept by `migrations.rs` to the standby's basis,
+//!   the snapshot handed to it and the machine's newest while the migration is active).
 //!
 //! Every read-modify-write holds `sources/.lock`. Lock order: jobs, then sources.
 
@@ -351,6 +352,29 @@ impl Store {
             };
             if !rec.pinned.contains(&pin) {
                 rec.pinned.push(pin);
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Make `snapshots` exactly the pins `by` holds on `machine` (one write: a retention
+    /// running meanwhile sees the old set or the new one). A migration re-pins its standby's
+    /// basis and the newest snapshot this way each time they move.
+    pub fn replace_source_pins(&self, machine: &str, by: &str, snapshots: &[&str]) -> Result<()> {
+        for s in snapshots {
+            check_name(NameKind::Snapshot, s)?;
+        }
+        self.update_source(machine, false, |rec| {
+            rec.pinned.retain(|p| p.by != by);
+            for s in snapshots {
+                let pin = Pin {
+                    snapshot: s.to_string(),
+                    by: by.to_string(),
+                };
+                if !rec.pinned.contains(&pin) {
+                    rec.pinned.push(pin);
+                }
             }
             Ok(())
         })?;

@@ -53,6 +53,26 @@ impl std::str::FromStr for Then {
     }
 }
 
+/// What a job does. Absent on the wire and in records: `restore` (so restore jobs read and
+/// write exactly as before this field existed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Restore the job's snapshot once.
+    #[default]
+    Restore,
+    /// The standby target of a migration (docs/migration.md, "Standby target"): restore the
+    /// newest snapshot the standby routes hand out, then apply each newer one, until the
+    /// migration ends. `Job::migration` names it.
+    Standby,
+}
+
+impl JobKind {
+    pub fn is_restore(&self) -> bool {
+        *self == JobKind::Restore
+    }
+}
+
 /// A job's life. JSON: `"pending"`, `"running"`, `"succeeded"` or
 /// `{"failed": {"reason": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +138,35 @@ pub struct Job {
     #[serde(default)]
     pub options: JobOptions,
     pub state: JobState,
+    #[serde(default, skip_serializing_if = "JobKind::is_restore")]
+    pub kind: JobKind,
+    /// The migration a standby job serves (`mig-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
+}
+
+/// `GET /agents/{id}/standby/next`: the snapshot a standby job is to apply next (the newest
+/// of its machine, newer than the basis the agent named).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyNext {
+    pub migration: String,
+    pub snapshot: String,
+    /// When the snapshot was taken (its manifest's `created`, RFC 3339 UTC).
+    pub created: String,
+}
+
+/// `PUT /agents/{id}/standby/state`: the standby's disks now hold `basis`, written and verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyReport {
+    pub basis: String,
+    /// When the apply finished, RFC 3339 UTC (the agent's clock).
+    pub applied: String,
+    /// Bytes the apply wrote to the disks.
+    pub bytes_written: u64,
+    /// How long the apply took.
+    pub seconds: f64,
 }
 
 /// Which machine a job is for: an enrolled agent, or whichever agent enrolls with this MAC.
@@ -171,6 +220,11 @@ pub struct JobRecord {
     /// Hash of the proof handed to the agent with the job ([`crate::marker::proof_hash`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "JobKind::is_restore")]
+    pub kind: JobKind,
+    /// The migration a standby job serves (`mig-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
 }
 
 impl JobRecord {
@@ -189,6 +243,8 @@ impl JobRecord {
             overwrite: self.overwrite,
             options: self.options.clone(),
             state: self.state.clone(),
+            kind: self.kind,
+            migration: self.migration.clone(),
         }
     }
 }
@@ -217,6 +273,8 @@ mod tests {
             state: JobState::Failed {
                 reason: "no disk".into(),
             },
+            kind: JobKind::Restore,
+            migration: None,
         };
         let text = serde_json::to_string(&job).unwrap();
         assert!(
@@ -272,6 +330,8 @@ mod tests {
             finished: None,
             progress: JobProgress::default(),
             proof_hash: Some(crate::marker::proof_hash(&"ab".repeat(32))),
+            kind: JobKind::Restore,
+            migration: None,
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);
@@ -279,6 +339,41 @@ mod tests {
             rec.to_job().mappings[1].target,
             MapTarget::Device("vdb".into())
         );
+    }
+
+    #[test]
+    fn restore_jobs_keep_their_old_json_and_standby_jobs_say_so() {
+        let job = Job {
+            id: "job-0011aabb".into(),
+            snapshot: "web01-20250101T000000Z".into(),
+            mappings: vec![map("sda=/dev/vda")],
+            requested: vec![],
+            proof: String::new(),
+            then: Then::None,
+            overwrite: false,
+            options: JobOptions::default(),
+            state: JobState::Pending,
+            kind: JobKind::Restore,
+            migration: None,
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        // An agent built before standby jobs existed reads a restore job unchanged.
+        assert!(
+            !text.contains("kind") && !text.contains("migration"),
+            "{text}"
+        );
+        let standby = Job {
+            kind: JobKind::Standby,
+            migration: Some("mig-0011aabb".into()),
+            ..job
+        };
+        let text = serde_json::to_string(&standby).unwrap();
+        assert!(
+            text.contains(r#""kind":"standby""#) && text.contains(r#""migration":"mig-0011aabb""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), standby);
+        assert!(serde_json::from_str::<Job>(&text.replace("standby", "sideways")).is_err());
     }
 
     #[test]

@@ -32,5 +32,8 @@ pub use inventory::{
     normalize_mac, Cpu, Disk, Firmware, Inventory, Nic, MAX_INVENTORY_DISKS, MAX_INVENTORY_NICS,
     MAX_INVENTORY_TEXT,
 };
-pub use job::{Job, JobFor, JobOptions, JobProgress, JobRecord, JobState, Then};
+pub use job::{
+    Job, JobFor, JobKind, JobOptions, JobProgress, JobRecord, JobState, StandbyNext, StandbyReport,
+    Then,
+};
 pub use mapping::{resolve_mappings, DiskNeed, MapTarget, Mapping};

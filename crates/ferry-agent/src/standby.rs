@@ -1,0 +1,344 @@
+//! The standby target of a migration (docs/migration.md, "Standby target"): a `standby` job
+//! restores the newest snapshot of the source machine, then stays and applies each newer one as
+//! it lands, reporting "in sync with snapshot X, taken T", until the migration ends (the
+//! appliance answers 410).
+//!
+//! The loop is a short list of named steps, each failure an event and a retry with backoff
+//! (PID 1 never panics and never gives up on a standby):
+//! 1. **check** the job's targets against this machine's own view (as a restore job: nothing is
+//!    written before), mark the job running;
+//! 2. **next**: long-poll `GET /agents/{id}/standby/next?basis=X` for the newest snapshot that
+//!    is not the basis X;
+//! 3. **apply** it: the seeded sync of `ferry_engine::restore` (compare, fetch only what
+//!    differs, verify, write; the job's in-progress marker guards the first chunk);
+//! 4. **report** `PUT /agents/{id}/standby/state` and the event "in sync with snapshot X, taken
+//!    T"; X is the basis from now on.
+//!
+//! The basis is only ever a snapshot this agent applied and verified in this boot; after a
+//! reboot (or a failed apply) it is unknown and the next apply is a full seeded sync.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_client::ClientError;
+use ferry_engine::restore::{self, RestoreOptions, RestoreSummary};
+use ferry_format::agent::{Inventory, Job, JobState, Level, Phase, StandbyNext, StandbyReport};
+use ferry_format::units::human_bytes;
+
+use crate::console::{now_rfc3339, Console};
+use crate::events::{Bytes, Events};
+use crate::job::{apply, own_check, restore_options, show_failure};
+use crate::{AgentConfig, AgentError, Outcome, Session, POLL_WAIT};
+
+/// First pause after a failed step; doubles up to [`MAX_BACKOFF`], back to this after a success.
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the standby's disks hold, as far as this boot knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Basis {
+    snapshot: String,
+    created: String,
+}
+
+/// How the loop ended.
+enum End {
+    /// The appliance says the migration is over (410), with its words.
+    MigrationEnded(String),
+    /// The credential no longer works (401): the caller enrolls again.
+    Unauthorized,
+}
+
+/// Run a standby job until its migration ends. Errors only when the job's failure cannot be
+/// reported.
+pub(crate) fn run_standby(
+    s: &Session,
+    job: &Job,
+    inv: &Inventory,
+    root: &Path,
+    cfg: &AgentConfig,
+    out: &mut Console,
+) -> Result<Outcome, AgentError> {
+    let mut events = Events::new(&s.client, &s.agent, &job.id);
+    let outcome = Outcome {
+        then: job.then,
+        succeeded: false,
+        job: Some(job.id.clone()),
+    };
+    let migration = job.migration.as_deref().unwrap_or("?");
+    if let JobState::Failed { reason } = &job.state {
+        show_failure(out, job, reason);
+        return Ok(outcome);
+    }
+    let maps: Vec<String> = job
+        .mappings
+        .iter()
+        .map(|m| format!("{} -> {}", m.disk, m.target))
+        .collect();
+    out.line(&format!(
+        "job {}: standby target of migration {migration} ({}): apply each new snapshot of the machine until the migration ends",
+        job.id,
+        maps.join(", ")
+    ));
+    let opts = match check(s, job, inv, root, cfg, out) {
+        Ok(opts) => opts,
+        Err(Checked::Stopped(e)) => {
+            return Err(AgentError::Report {
+                job: job.id.clone(),
+                source: e,
+            })
+        }
+        Err(Checked::Failed(reason)) => {
+            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
+            events.flush();
+            s.client
+                .set_job_state(
+                    &s.agent,
+                    &job.id,
+                    &JobState::Failed {
+                        reason: reason.clone(),
+                    },
+                )
+                .map_err(|source| AgentError::Report {
+                    job: job.id.clone(),
+                    source,
+                })?;
+            show_failure(out, job, &reason);
+            return Ok(outcome);
+        }
+    };
+    match sync_loop(s, opts, &mut events, out) {
+        End::MigrationEnded(why) => {
+            events.flush();
+            out.line(&format!(
+                "job {}: the standby of migration {migration} ended: {why}",
+                job.id
+            ));
+        }
+        End::Unauthorized => out.line(&format!(
+            "job {}: the appliance no longer accepts this agent's credential: the standby stops here",
+            job.id
+        )),
+    }
+    Ok(outcome)
+}
+
+enum Checked {
+    Failed(String),
+    Stopped(ClientError),
+}
+
+/// Step 1: the targets checked against this machine's own view, the job marked running; the
+/// restore options every apply starts from.
+fn check(
+    s: &Session,
+    job: &Job,
+    inv: &Inventory,
+    root: &Path,
+    cfg: &AgentConfig,
+    out: &mut Console,
+) -> Result<RestoreOptions, Checked> {
+    let fresh = crate::inventory::collect(root);
+    let resume = job.state == JobState::Running;
+    let proof = own_check(&s.markers, job, inv, &fresh, resume).map_err(Checked::Failed)?;
+    if resume {
+        out.line(&format!(
+            "job {} was running when this agent stopped and its disks carry the job's marker: the first apply is a full seeded sync",
+            job.id
+        ));
+    } else {
+        s.client
+            .set_job_state(&s.agent, &job.id, &JobState::Running)
+            .map_err(Checked::Stopped)?;
+    }
+    restore_options(job, root, cfg, proof).map_err(Checked::Failed)
+}
+
+/// Steps 2–4 until the migration ends.
+fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut Console) -> End {
+    let mut basis: Option<Basis> = None;
+    // Once this boot has written the targets, they hold this migration's data: later applies
+    // may write them although they are not blank.
+    let mut written = false;
+    let mut backoff = Backoff(FIRST_BACKOFF);
+    loop {
+        let wanted = basis.as_ref().map(|b| b.snapshot.as_str());
+        let next = match s.client.standby_next(&s.agent, wanted, POLL_WAIT) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => match ended(&e) {
+                Some(end) => return end,
+                None => {
+                    backoff.pause(events, out, format!("ask for the next snapshot: {e}"));
+                    continue;
+                }
+            },
+        };
+        let mut opts = base.clone();
+        opts.snapshot = next.snapshot.clone();
+        opts.overwrite = base.overwrite || written;
+        events.emit(
+            out,
+            Level::Info,
+            Phase::Plan,
+            match &basis {
+                Some(b) => format!(
+                    "apply snapshot {} (taken {}) over snapshot {}",
+                    next.snapshot, next.created, b.snapshot
+                ),
+                None => format!(
+                    "apply snapshot {} (taken {}): a full seeded sync (what the disks hold is not known in this boot)",
+                    next.snapshot, next.created
+                ),
+            },
+            None,
+        );
+        // The disks are about to change: until this apply is verified nothing is known.
+        let known = basis.take();
+        let applied = apply_one(s, &opts, known.as_ref(), events, out);
+        written = true;
+        let sum = match applied {
+            Ok(sum) => sum,
+            Err(e) => {
+                backoff.pause(
+                    events,
+                    out,
+                    format!("apply snapshot {}: {e}", next.snapshot),
+                );
+                continue;
+            }
+        };
+        match report(s, &next, &sum) {
+            Ok(()) => {}
+            Err(e) => {
+                if let Some(end) = ended(&e) {
+                    return end;
+                }
+                // The disks hold `next` all the same; the next report carries it again.
+                events.emit(
+                    out,
+                    Level::Warn,
+                    Phase::Restore,
+                    format!("report snapshot {} to the appliance: {e}", next.snapshot),
+                    None,
+                );
+            }
+        }
+        let total = sum.disks.iter().map(|d| d.size).sum();
+        events.emit(
+            out,
+            Level::Info,
+            Phase::Done,
+            format!(
+                "in sync with snapshot {}, taken {}: {} written, {} fetched in {:.1}s",
+                next.snapshot,
+                next.created,
+                human_bytes(sum.bytes_written),
+                human_bytes(sum.bytes_fetched),
+                sum.seconds
+            ),
+            Some(Bytes {
+                done: total,
+                total,
+                rate: (sum.mb_per_s * 1e6) as u64,
+                eta: 0,
+            }),
+        );
+        basis = Some(Basis {
+            snapshot: next.snapshot,
+            created: next.created,
+        });
+        backoff = Backoff(FIRST_BACKOFF);
+    }
+}
+
+/// The pause before a failed step is tried again.
+struct Backoff(Duration);
+
+impl Backoff {
+    /// Say what failed and when it is tried again (an event), wait, double the next pause.
+    fn pause(&mut self, events: &mut Events, out: &mut Console, what: String) {
+        events.emit(
+            out,
+            Level::Warn,
+            Phase::Restore,
+            format!("{what}; trying again in {}s", self.0.as_secs()),
+            None,
+        );
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Step 3: one apply, progress shown and sent meanwhile.
+fn apply_one(
+    s: &Session,
+    opts: &RestoreOptions,
+    basis: Option<&Basis>,
+    events: &mut Events,
+    out: &mut Console,
+) -> Result<RestoreSummary, String> {
+    // BASIS: the known-basis delta (`ferry_engine::restore` with a `Basis` input: compare the
+    // basis's index with the new one, write only what differs, read nothing from the disks)
+    // goes here when `basis` is `Some`. Until the engine offers it every apply is the seeded
+    // sync below, which reads and hashes the targets and is correct whatever they hold.
+    let _ = basis;
+    let inputs = restore::gather(&s.client, opts).map_err(|e| e.to_string())?;
+    let plan = restore::plan(&inputs, opts).map_err(|e| e.to_string())?;
+    apply(&s.client, &plan, opts, events, out)
+}
+
+/// Step 4: the report that the disks hold `next`, verified.
+fn report(s: &Session, next: &StandbyNext, sum: &RestoreSummary) -> Result<(), ClientError> {
+    s.client.standby_report(
+        &s.agent,
+        &StandbyReport {
+            basis: next.snapshot.clone(),
+            applied: now_rfc3339(),
+            bytes_written: sum.bytes_written,
+            seconds: sum.seconds,
+        },
+    )
+}
+
+/// A refusal that ends the standby: 410 (the migration is over) or 401 (credential replaced).
+fn ended(e: &ClientError) -> Option<End> {
+    match e {
+        ClientError::Refused {
+            status: 410,
+            message,
+            ..
+        } => Some(End::MigrationEnded(message.clone())),
+        ClientError::Refused { status: 401, .. } => Some(End::Unauthorized),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gone_and_unauthorized_end_the_standby() {
+        let refused = |status| ClientError::Refused {
+            what: "GET /agents/a/standby/next".into(),
+            status,
+            message: "migration mig-00000001 is cancelled".into(),
+        };
+        assert!(matches!(
+            ended(&refused(410)),
+            Some(End::MigrationEnded(m)) if m.contains("cancelled")
+        ));
+        assert!(matches!(ended(&refused(401)), Some(End::Unauthorized)));
+        for status in [400, 403, 404, 409] {
+            assert!(ended(&refused(status)).is_none(), "{status}");
+        }
+        let down = ClientError::Unreachable {
+            url: "https://x".into(),
+            what: "GET".into(),
+            detail: "refused".into(),
+            waited: Duration::from_secs(1),
+        };
+        assert!(ended(&down).is_none());
+    }
+}

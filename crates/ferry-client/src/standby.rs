@@ -1,0 +1,56 @@
+//! A migration's standby target (docs/protocol.md, "Standby"): the long poll for the next
+//! snapshot to apply and the report of what the disks hold, with the agent's credential.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_format::agent::{StandbyNext, StandbyReport};
+
+use crate::{read_json, Client, ClientError};
+
+impl Client {
+    /// Wait up to `wait` (the appliance grants at most 55 s) for the newest snapshot of the
+    /// standby's machine that is not `basis` (`None`: the disks' content is unknown, so the
+    /// newest is the answer). `Ok(None)` when nothing newer came; a refusal with status 410
+    /// means the migration ended and the standby stops.
+    pub fn standby_next(
+        &self,
+        agent_id: &str,
+        basis: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<StandbyNext>, ClientError> {
+        let path = format!(
+            "/agents/{agent_id}/standby/next?basis={}&wait={}",
+            basis.unwrap_or(""),
+            wait.as_secs()
+        );
+        self.call("GET", &path, None, &[], |status, body| match status {
+            204 => Ok(None),
+            _ => read_json(&path, body).map(Some),
+        })
+    }
+
+    /// Report that the standby's disks hold `report.basis`. It must arrive: like a job's state
+    /// it gets a whole retry window of its own.
+    pub fn standby_report(
+        &self,
+        agent_id: &str,
+        report: &StandbyReport,
+    ) -> Result<(), ClientError> {
+        let path = format!("/agents/{agent_id}/standby/state");
+        let bytes = serde_json::to_vec(report).map_err(|e| ClientError::BadAnswer {
+            what: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut own = self.with_token("");
+        own.auth = self.auth.clone();
+        own.outage = Arc::default();
+        own.call(
+            "PUT",
+            &path,
+            Some(("application/json", &bytes)),
+            &[],
+            |_, _| Ok(()),
+        )
+    }
+}
