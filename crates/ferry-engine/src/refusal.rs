@@ -30,6 +30,13 @@ pub enum Refusal {
     },
     #[error("--grow-lv {given:?} is not VG/LV")]
     BadGrowLv { given: String },
+    /// A delta from a known basis (`--basis`) cannot be applied to this disk.
+    #[error("snapshot {basis} cannot be the basis of disk {disk}: {why}. Nothing was written: restore without --basis (a full seeded sync reads the target and is correct whatever it holds)")]
+    BasisUnusable {
+        basis: String,
+        disk: String,
+        why: BasisMismatch,
+    },
 
     // Targets.
     #[error("cannot create {}: its directory {} does not exist", path.display(), parent.display())]
@@ -64,4 +71,36 @@ pub enum Refusal {
     ChunksKeepMissing { count: usize, disk: String },
     #[error("the source changed while it was backed up (chunk at offset {offset}); back up a stopped source or a snapshot of it")]
     SourceChanged { offset: u64 },
+}
+
+/// Why a basis snapshot cannot stand for what a target holds ([`Refusal::BasisUnusable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BasisMismatch {
+    #[error("it is a snapshot of machine {basis_machine}, not of {machine}")]
+    OtherMachine {
+        basis_machine: String,
+        machine: String,
+    },
+    #[error("it has no disk of that name")]
+    NoSuchDisk,
+    #[error("its disk is {basis} bytes, the new snapshot's {new}")]
+    DiskSize { basis: u64, new: u64 },
+    #[error("its chunks are {basis} bytes, the new snapshot's {new}")]
+    ChunkSize { basis: u32, new: u32 },
+    #[error("the target {} does not exist, so it cannot hold it", path.display())]
+    NoTarget { path: PathBuf },
+    #[error("the target {} is {target} bytes, not the disk's {disk}", path.display())]
+    TargetSize {
+        path: PathBuf,
+        target: u64,
+        disk: u64,
+    },
+    #[error("--grow changes the layout")]
+    Grow,
+    #[error(
+        "the layout plan changes the target ({what}), so it would not hold the snapshot's bytes"
+    )]
+    LayoutChanges { what: String },
+    #[error("the basis was gathered for other disks than the ones restored")]
+    OtherDisks,
 }

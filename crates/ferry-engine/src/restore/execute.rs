@@ -1,12 +1,13 @@
 //! Running a plan: exactly its steps, in order. A dry run compares (the sync steps read the
-//! targets and count what they would fetch, skip and zero) and runs no other step.
+//! targets and count what they would fetch, skip and zero; a delta step counts from the plan
+//! and reads nothing) and runs no other step.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use ferry_layout::DiskMapping;
 
-use super::sync::{self, HeldFirst, Synced};
+use super::sync::{self, Compare, HeldFirst, Synced};
 use super::{DiskPlan, DiskStats, ExecOptions, RestorePlan, RestoreSummary, Step};
 use crate::grow::GrowOutcome;
 use crate::pipeline::ChunkStore;
@@ -63,7 +64,8 @@ fn run_step(
         _ => return Err(bad_plan("names a disk the plan does not have")),
     };
     match step {
-        Step::Sync { .. } => sync_step(store, d, run, opts),
+        Step::Sync { .. } => sync_step(store, d, Compare::Target, run, opts),
+        Step::DeltaFromBasis { delta, .. } => sync_step(store, d, Compare::Basis(delta), run, opts),
         // A dry run writes nothing: the remaining steps are shown by the plan only.
         _ if opts.dry_run => Ok(()),
         Step::LayoutPatches { patches, .. } => {
@@ -79,8 +81,11 @@ fn run_step(
                 .take()
                 .ok_or_else(|| bad_plan("writes the first chunk of a disk it has not synced"))?;
             // The target is closed when this returns, written or not.
-            let n = sync::write_first_chunk(&t, *len, patches, held)?;
-            add_written(run, n);
+            let first = sync::write_first_chunk(&t, *len, patches, held)?;
+            add_written(run, first.written);
+            if let Some(s) = &mut run.stats {
+                s.target_bytes_read += first.read;
+            }
             Ok(())
         }
         Step::RereadPartitions { device, .. } => {
@@ -98,10 +103,11 @@ fn run_step(
     }
 }
 
-/// The sync of one disk (or, in a dry run, the comparison), with its progress line.
+/// The sync or the delta of one disk (or, in a dry run, the comparison), with its progress line.
 fn sync_step(
     store: &dyn ChunkStore,
     d: &DiskPlan,
+    compare: Compare,
     run: &mut DiskRun,
     opts: &ExecOptions,
 ) -> Result<(), EngineError> {
@@ -114,15 +120,15 @@ fn sync_step(
         format!("{verb} {} -> {}", d.disk, d.target.path.display()),
         opts.quiet,
     );
-    let result = if opts.dry_run {
-        sync::dry_scan(d).map(|stats| (stats, None))
-    } else {
-        target::open(&d.target).and_then(|t| {
+    let result = match (opts.dry_run, compare) {
+        (true, Compare::Target) => sync::dry_scan(d).map(|stats| (stats, None)),
+        (true, Compare::Basis(delta)) => Ok((sync::dry_delta(d, delta), None)),
+        (false, _) => target::open(&d.target).and_then(|t| {
             let parallel = opts.parallel.max(1);
             let Synced { stats, held_first } =
-                sync::sync_data(store, &d.disk, &d.index, &t, parallel, &progress)?;
+                sync::sync_data(store, &d.disk, &d.index, compare, &t, parallel, &progress)?;
             Ok((stats, Some((t, held_first))))
-        })
+        }),
     };
     progress.finish(reporter);
     let (stats, open) = result?;
@@ -206,6 +212,8 @@ fn summary(
         chunks_present: sum(|d| d.chunks_present),
         chunks_zero_skipped: sum(|d| d.chunks_zero_skipped),
         chunks_zero_written: sum(|d| d.chunks_zero_written),
+        target_bytes_read: sum(|d| d.target_bytes_read),
+        basis: plan.basis.clone(),
         mb_per_s: (bytes_written + bytes_skipped) as f64 / 1e6 / seconds.max(1e-6),
         seconds,
         disks,

@@ -30,6 +30,7 @@ use crate::progress::Progress;
 use crate::target::TargetCheck;
 use crate::EngineError;
 
+mod basis;
 mod execute;
 mod gather;
 #[cfg(any(test, feature = "test-support"))]
@@ -40,8 +41,9 @@ pub(crate) mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use basis::{delta, Basis, BasisDisk, Delta};
 pub use execute::execute;
-pub use gather::{gather, GatheredDisk, Inputs};
+pub use gather::{gather, gather_with_basis, GatheredDisk, Inputs};
 pub use plan::{plan, Step};
 pub use source::SnapshotSource;
 
@@ -108,6 +110,9 @@ pub struct RestorePlan {
     pub layout: LayoutPlan,
     /// What [`execute`] runs, in this order (and what the plan prints, numbered from 1).
     pub steps: Vec<Step>,
+    /// The snapshot the targets hold exactly when the plan applies deltas
+    /// ([`gather_with_basis`]); `None` for a seeded sync.
+    pub basis: Option<String>,
 }
 
 #[derive(Debug)]
@@ -137,6 +142,8 @@ pub struct DiskStats {
     pub bytes_written: u64,
     /// Bytes left alone because the target already held them.
     pub bytes_skipped: u64,
+    /// Bytes of the target read to compare it (0 for a delta from a known basis).
+    pub target_bytes_read: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +158,10 @@ pub struct RestoreSummary {
     pub chunks_present: u64,
     pub chunks_zero_skipped: u64,
     pub chunks_zero_written: u64,
+    /// Bytes of the targets read to compare them with the snapshot: 0 for a delta from a basis.
+    pub target_bytes_read: u64,
+    /// The snapshot the targets held, when the restore applied deltas from it.
+    pub basis: Option<String>,
     pub seconds: f64,
     /// Disk bytes made right per second (written + skipped).
     pub mb_per_s: f64,

@@ -10,6 +10,7 @@ use ferry_layout::{
     FsGrow, GrowLv, GrowTarget, LayoutPlan, Mapping, Patch, Policy, SourceDisk, TargetDisk,
 };
 
+use super::basis::{self, Basis, Delta};
 use super::gather::{check_index, disk_size, no_such_disk};
 use super::{DiskPlan, Inputs, RestoreOptions, RestorePlan};
 use crate::target::{TargetCheck, TargetKind};
@@ -23,6 +24,18 @@ pub enum Step {
     /// chunk but the first, which is held back. Then fdatasync. With `marker`, the first chunk
     /// is wiped and the job's in-progress marker written before any other write.
     Sync { disk: usize, marker: bool },
+    /// Instead of [`Step::Sync`] when the target holds snapshot `basis` exactly: write only the
+    /// chunks whose entries differ between the basis's index and the snapshot's (computed by
+    /// the planner, [`basis::delta`]); the target is not read. Fetched chunks are verified
+    /// against their id before they are written; every chunk but the first, which is held back;
+    /// then fdatasync. The first chunk is wiped (with `marker`: the job's in-progress marker
+    /// written there) before any other write, and written last ([`super::basis`] has the rule).
+    DeltaFromBasis {
+        disk: usize,
+        basis: String,
+        delta: Delta,
+        marker: bool,
+    },
     /// The layout patches that end past the first chunk (GPT backup, EBRs, LVM metadata).
     LayoutPatches { disk: usize, patches: Vec<Patch> },
     /// fdatasync, then the boot-critical first chunk (`len` bytes) with the patches inside it
@@ -48,6 +61,7 @@ impl Step {
     pub fn disk(&self) -> usize {
         match self {
             Step::Sync { disk, .. }
+            | Step::DeltaFromBasis { disk, .. }
             | Step::LayoutPatches { disk, .. }
             | Step::FirstChunkLast { disk, .. }
             | Step::RereadPartitions { disk, .. }
@@ -73,27 +87,64 @@ pub fn plan(inputs: &Inputs, opts: &RestoreOptions) -> Result<RestorePlan, Engin
             target: g.target.clone(),
         });
     }
+    if let Some(b) = &inputs.basis {
+        check_basis(b, manifest, &disks, opts)?;
+    }
     let layout = plan_layout(manifest, &disks, opts)?;
+    if let Some(b) = &inputs.basis {
+        for m in &layout.mappings {
+            basis::check_layout(&b.snapshot, m)?;
+        }
+    }
     for (d, m) in disks.iter_mut().zip(&layout.mappings) {
         d.target.size = m.target_size;
     }
-    let steps = steps(&disks, &layout);
+    let steps = steps(&disks, &layout, inputs.basis.as_ref());
     Ok(RestorePlan {
         manifest: manifest.clone(),
         disks,
         layout,
         steps,
+        basis: inputs.basis.as_ref().map(|b| b.snapshot.clone()),
     })
 }
 
-/// Per disk, in plan order: sync, patches past the first chunk, the first chunk, re-read, grow.
-fn steps(disks: &[DiskPlan], layout: &LayoutPlan) -> Vec<Step> {
+/// The pure half of the basis checks (gather did the target half): the basis stands for these
+/// disks, and nothing grows them.
+fn check_basis(
+    b: &Basis,
+    manifest: &Manifest,
+    disks: &[DiskPlan],
+    opts: &RestoreOptions,
+) -> Result<(), EngineError> {
+    let names: Vec<&str> = disks.iter().map(|d| d.disk.as_str()).collect();
+    basis::check_snapshots(b, manifest, &names)?;
+    if opts.grow {
+        return Err(Refusal::BasisUnusable {
+            basis: b.snapshot.clone(),
+            disk: names.first().copied().unwrap_or_default().to_string(),
+            why: crate::refusal::BasisMismatch::Grow,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Per disk, in plan order: sync (or the delta from the basis), patches past the first chunk,
+/// the first chunk, re-read, grow.
+fn steps(disks: &[DiskPlan], layout: &LayoutPlan, basis: Option<&Basis>) -> Vec<Step> {
     let mut steps = Vec::new();
     for (disk, (d, m)) in disks.iter().zip(&layout.mappings).enumerate() {
         let len = d.index.range(0).1 as u64;
-        steps.push(Step::Sync {
-            disk,
-            marker: d.target.marker.is_some(),
+        let marker = d.target.marker.is_some();
+        steps.push(match basis.and_then(|b| Some((b, b.disks.get(disk)?))) {
+            Some((b, bd)) => Step::DeltaFromBasis {
+                disk,
+                basis: b.snapshot.clone(),
+                delta: basis::delta(&bd.index, &d.index),
+                marker,
+            },
+            None => Step::Sync { disk, marker },
         });
         let outside: Vec<Patch> = m
             .patches
@@ -220,6 +271,9 @@ impl RestorePlan {
             .unwrap_or_default();
         match step {
             Step::Sync { .. } => format!("sync disk {disk} onto {path}"),
+            Step::DeltaFromBasis { basis, .. } => {
+                format!("apply the delta of disk {disk} from snapshot {basis} onto {path}")
+            }
             Step::LayoutPatches { patches, .. } => {
                 format!("write {} layout patches to {path}", patches.len())
             }
@@ -253,6 +307,12 @@ impl RestorePlan {
                 }
                 Ok(())
             }
+            Step::DeltaFromBasis {
+                basis,
+                delta,
+                marker,
+                ..
+            } => write_delta(f, basis, delta, *marker),
             Step::LayoutPatches { patches, .. } => {
                 writeln!(f, ":")?;
                 write_patches(f, patches)
@@ -294,6 +354,40 @@ impl RestorePlan {
     }
 }
 
+fn write_delta(f: &mut String, basis: &str, d: &Delta, marker: bool) -> fmt::Result {
+    writeln!(
+        f,
+        ": apply the delta from snapshot {basis}: {} of {} chunks differ ({} bytes to fetch), no target read",
+        d.differing(),
+        d.chunks,
+        d.fetch_bytes
+    )?;
+    if d.differing() == 0 {
+        return writeln!(
+            f,
+            "     the target already holds this snapshot: nothing is written"
+        );
+    }
+    writeln!(
+        f,
+        "     fetch {} data chunks, verify each against its id, write them; write zeros over {}; all but the first chunk; then fdatasync",
+        d.fetch.len(),
+        d.zero.len()
+    )?;
+    if d.wipes_first() {
+        let wipe = if marker {
+            "wipe the first chunk and write this job's in-progress marker there, fdatasync"
+        } else {
+            "wipe the first chunk"
+        };
+        writeln!(f, "     before any other write: {wipe}")?;
+    }
+    if d.refresh_first {
+        writeln!(f, "     the first chunk does not differ but is wiped: it is fetched and written again last")?;
+    }
+    Ok(())
+}
+
 fn write_patches(f: &mut String, patches: &[Patch]) -> fmt::Result {
     for p in patches {
         writeln!(
@@ -320,8 +414,14 @@ impl fmt::Display for RestorePlan {
         let m = &self.manifest;
         writeln!(
             f,
-            "restore plan: snapshot {} of machine {} (taken {})",
-            m.snapshot, m.machine, m.created
+            "restore plan: snapshot {} of machine {} (taken {}){}",
+            m.snapshot,
+            m.machine,
+            m.created,
+            match &self.basis {
+                Some(b) => format!(", as a delta from snapshot {b} that the targets hold"),
+                None => String::new(),
+            }
         )?;
         for d in &self.disks {
             let (data, zero, unused) = d.index.counts();
@@ -343,6 +443,10 @@ impl fmt::Display for RestorePlan {
                 d.index.entries.len(),
                 t.path.display(),
                 match (&t.holds, t.resumes) {
+                    _ if self.basis.is_some() => format!(
+                        "; holds snapshot {} exactly, only the delta is written",
+                        self.basis.as_deref().unwrap_or_default()
+                    ),
                     (_, true) => "; holds this job's partial restore, resumed".to_string(),
                     (Some(h), false) => format!("; holds {h}, will be overwritten"),
                     (None, false) => String::new(),

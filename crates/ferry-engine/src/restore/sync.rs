@@ -8,6 +8,10 @@
 //! The same loop gives a full restore, a resume after any interruption, and an incremental
 //! catch-up onto a target that holds an older snapshot.
 //!
+//! A delta from a known basis ([`super::Step::DeltaFromBasis`]) runs the same fetch workers and
+//! writer, fed from the planner's list of differing chunks instead of the scanner: the target
+//! is not read ([`Compare::Basis`]).
+//!
 //! Fail closed: the target's first chunk (MBR, GPT header, boot loader) is wiped before any other
 //! write when it is going to change, and the snapshot's first chunk is held back by the writer
 //! and written last ([`write_first_chunk`]), after everything else is durable.
@@ -24,6 +28,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::unistd::{lseek, Whence};
 
+use super::basis::Delta;
 use super::{DiskPlan, DiskStats};
 use crate::pipeline::{Abort, ChunkStore};
 use crate::pool::Pool;
@@ -103,6 +108,16 @@ struct Counters {
     bytes_fetched: AtomicU64,
     bytes_written: AtomicU64,
     bytes_skipped: AtomicU64,
+    target_read: AtomicU64,
+}
+
+/// How a sync decides which chunks to write.
+#[derive(Clone, Copy)]
+pub(super) enum Compare<'a> {
+    /// Read and hash the target (the seeded sync).
+    Target,
+    /// The planner's delta from a basis the target holds exactly: nothing is read.
+    Basis(&'a Delta),
 }
 
 /// The dry run of a sync: what it would fetch, skip and zero, reading the target only.
@@ -143,6 +158,9 @@ pub(super) fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
             }
             _ => None,
         };
+        if held.is_some() {
+            stats.target_bytes_read += len as u64;
+        }
         match (e, held) {
             (Entry::Data(id), Some(b)) if ChunkId::of(b) == *id => stats.chunks_present += 1,
             (Entry::Data(_), _) => stats.chunks_fetched += 1,
@@ -151,6 +169,42 @@ pub(super) fn dry_scan(d: &DiskPlan) -> Result<DiskStats, EngineError> {
         }
     }
     Ok(stats)
+}
+
+/// The dry run of a delta: its counts, straight from the plan (nothing is read).
+pub(super) fn dry_delta(d: &DiskPlan, delta: &Delta) -> DiskStats {
+    let mut stats = DiskStats {
+        disk: d.disk.clone(),
+        target: d.target.path.clone(),
+        size: d.size,
+        chunks_total: d.index.entries.len() as u64,
+        ..Default::default()
+    };
+    let refreshed = delta.refresh_first.then_some(0);
+    for i in delta.fetch.iter().copied().chain(refreshed) {
+        match d.index.entries.get(i) {
+            Some(Entry::Data(_)) => stats.chunks_fetched += 1,
+            _ => stats.chunks_zero_written += 1,
+        }
+    }
+    stats.chunks_zero_written += delta.zero.len() as u64;
+    let written = stats.chunks_fetched + stats.chunks_zero_written;
+    for (i, e) in d.index.entries.iter().enumerate() {
+        let touched = delta.fetch.binary_search(&i).is_ok()
+            || delta.zero.binary_search(&i).is_ok()
+            || (i == 0 && delta.refresh_first);
+        if !touched {
+            match e {
+                Entry::Data(_) => stats.chunks_present += 1,
+                _ => stats.chunks_zero_skipped += 1,
+            }
+        }
+    }
+    debug_assert_eq!(
+        written + stats.chunks_present + stats.chunks_zero_skipped,
+        stats.chunks_total
+    );
+    stats
 }
 
 fn read_local<'a>(
@@ -182,18 +236,22 @@ pub(super) fn sync_data(
     store: &dyn ChunkStore,
     disk: &str,
     index: &DiskIndex,
+    compare: Compare,
     t: &Target,
     parallel: usize,
     progress: &Progress,
 ) -> Result<Synced, EngineError> {
     let chunk_size = index.chunk_size as usize;
-    let local = LocalState::new(&t.file, t.kind, t.size);
     let counters = Counters::default();
     let abort = Abort::default();
     let pool = Pool::new(parallel + 2, chunk_size);
     // With a marker the first chunk is always rewritten: the wipe that precedes every other
     // write puts the marker there, and only the snapshot's first chunk, last, replaces it.
-    let first_dirty = AtomicBool::new(t.marker.is_some());
+    // A delta knows already whether it writes the first chunk (super::basis has the rule).
+    let first_dirty = AtomicBool::new(match compare {
+        Compare::Target => t.marker.is_some(),
+        Compare::Basis(d) => d.writes_first(),
+    });
 
     // Each stage owns its channel ends (see crate::pipeline): when one ends, for any reason,
     // the stages next to it see the disconnection or the abort flag and end too.
@@ -201,16 +259,16 @@ pub(super) fn sync_data(
         let (fetch_tx, fetch_rx) = sync_channel::<(usize, ChunkId)>(parallel * 2);
         let fetch_rx = Arc::new(Mutex::new(fetch_rx));
         let (work_tx, work_rx) = sync_channel::<Work>(parallel + 2);
-        let (counters, abort, pool, local, first_dirty) =
-            (&counters, &abort, &pool, &local, &first_dirty);
+        let (counters, abort, pool, first_dirty) = (&counters, &abort, &pool, &first_dirty);
         {
             let work_tx = work_tx.clone();
-            s.spawn(move || {
-                abort.guard("the target scanner", || {
+            s.spawn(move || match compare {
+                Compare::Target => abort.guard("the target scanner", || {
+                    let local = LocalState::new(&t.file, t.kind, t.size);
                     scan(
                         index,
                         t,
-                        local,
+                        &local,
                         fetch_tx,
                         work_tx,
                         counters,
@@ -218,7 +276,11 @@ pub(super) fn sync_data(
                         first_dirty,
                         progress,
                     )
-                })
+                }),
+                Compare::Basis(delta) => abort.guard("the delta feeder", || {
+                    feed_delta(index, delta, fetch_tx, work_tx, counters, abort, progress);
+                    Ok(())
+                }),
             });
         }
         for _ in 0..parallel {
@@ -262,6 +324,7 @@ pub(super) fn sync_data(
         bytes_fetched: c(&counters.bytes_fetched),
         bytes_written: c(&counters.bytes_written),
         bytes_skipped: c(&counters.bytes_skipped),
+        target_bytes_read: c(&counters.target_read),
     };
     Ok(Synced {
         stats,
@@ -294,6 +357,9 @@ fn scan(
         let held = if local.known_zero(off, len as u64) {
             None
         } else {
+            counters
+                .target_read
+                .fetch_add(len as u64, Ordering::Relaxed);
             Some(read_local(&t.file, &t.path, &mut buf, off, len)?)
         };
         let skip = match (entry, held) {
@@ -329,6 +395,48 @@ fn scan(
         }
     }
     Ok(())
+}
+
+/// The delta's scanner: hands the planner's differing chunks (and the refreshed first chunk) to
+/// the fetch workers and the writer in disk order, and counts the rest as in place. Reads
+/// nothing.
+fn feed_delta(
+    index: &DiskIndex,
+    delta: &Delta,
+    fetch_tx: SyncSender<(usize, ChunkId)>,
+    work_tx: SyncSender<Work>,
+    counters: &Counters,
+    abort: &Abort,
+    progress: &Progress,
+) {
+    let (mut fetch, mut zero) = (delta.fetch.iter().peekable(), delta.zero.iter().peekable());
+    for (i, entry) in index.entries.iter().enumerate() {
+        if abort.is_set() {
+            break;
+        }
+        let listed_fetch = fetch.next_if_eq(&&i).is_some();
+        let listed_zero = zero.next_if_eq(&&i).is_some();
+        let write = listed_fetch || listed_zero || (i == 0 && delta.refresh_first);
+        if !write {
+            let len = index.range(i).1 as u64;
+            let c = if matches!(entry, Entry::Data(_)) {
+                &counters.present
+            } else {
+                &counters.zero_skipped
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            counters.bytes_skipped.fetch_add(len, Ordering::Relaxed);
+            progress.add(len);
+            continue;
+        }
+        let sent = match entry {
+            Entry::Data(id) => fetch_tx.send((i, *id)).is_ok(),
+            _ => work_tx.send(Work::Zero(i)).is_ok(),
+        };
+        if !sent {
+            break;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -508,18 +616,26 @@ pub(super) fn write_patches(
     Ok(written)
 }
 
+/// What [`write_first_chunk`] did to the target.
+pub(super) struct FirstWrite {
+    pub(super) written: u64,
+    /// The first chunk was read back to patch it (the target held it already).
+    pub(super) read: u64,
+}
+
 /// Last of all: the first chunk, with the patches that fall inside it merged in, between two
 /// fdatasyncs. Nothing is written when the target already held the snapshot's first chunk and
-/// no patch touches it. Returns the bytes written.
+/// no patch touches it.
 pub(super) fn write_first_chunk(
     t: &Target,
     first_len: u64,
     patches: &[Patch],
     held: Option<HeldFirst>,
-) -> Result<u64, EngineError> {
+) -> Result<FirstWrite, EngineError> {
     let first_patches: Vec<&Patch> = patches.iter().filter(|p| p.offset < first_len).collect();
+    let mut read = 0;
     if held.is_none() && first_patches.is_empty() {
-        return Ok(0);
+        return Ok(FirstWrite { written: 0, read });
     }
     fdatasync(t)?;
     let first_len = first_len as usize;
@@ -532,6 +648,7 @@ pub(super) fn write_first_chunk(
             t.file
                 .read_exact_at(&mut b, 0)
                 .map_err(io_err(&t.path, "read", 0))?;
+            read = first_len as u64;
             b
         }
     };
@@ -542,7 +659,10 @@ pub(super) fn write_first_chunk(
         .write_all_at(&first, 0)
         .map_err(io_err(&t.path, "write", 0))?;
     fdatasync(t)?;
-    Ok(first.len() as u64)
+    Ok(FirstWrite {
+        written: first.len() as u64,
+        read,
+    })
 }
 
 /// The whole sync of one disk as one call (the pipeline's fault tests use it).
@@ -559,10 +679,12 @@ pub(crate) fn sync_chunks(
     let Synced {
         mut stats,
         held_first,
-    } = sync_data(store, disk, index, t, parallel, progress)?;
+    } = sync_data(store, disk, index, Compare::Target, t, parallel, progress)?;
     let first_len = index.range(0).1 as u64;
     stats.bytes_written += write_patches(t, first_len, patches)?;
-    stats.bytes_written += write_first_chunk(t, first_len, patches, held_first)?;
+    let first = write_first_chunk(t, first_len, patches, held_first)?;
+    stats.bytes_written += first.written;
+    stats.target_bytes_read += first.read;
     Ok(stats)
 }
 

@@ -1,6 +1,7 @@
 //! Tests of the restore: the pure planner over hand-made inputs (`plan`), and `execute` against
 //! the in-memory appliance on temporary files (`execute`).
 
+mod delta;
 mod execute;
 mod plan;
 

@@ -63,6 +63,7 @@ fn inputs(c: &Case) -> Inputs {
                 target: t.clone(),
             })
             .collect(),
+        basis: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn kinds(p: &RestorePlan) -> Vec<String> {
         .map(|s| {
             let k = match s {
                 Step::Sync { .. } => "sync",
+                Step::DeltaFromBasis { .. } => "delta",
                 Step::LayoutPatches { .. } => "patches",
                 Step::FirstChunkLast { .. } => "first",
                 Step::RereadPartitions { .. } => "reread",
