@@ -15,11 +15,70 @@ use ferry_store::jobs::NewJob;
 use ferry_store::Store;
 use serde::Serialize;
 
-/// `appliance jobs show --json`: the record and its event log.
+/// `appliance jobs show --json`: the record, its first-boot beacon and its event log.
 #[derive(Serialize)]
 pub struct JobView {
     pub job: JobRecord,
+    /// Present once the fix-up asked for a beacon credential (docs/migration.md, "Cutover").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beacon: Option<BeaconView>,
     pub events: Vec<Event>,
+}
+
+/// A job's beacon: issued, and whether and when the restored system reported its boot.
+#[derive(Serialize)]
+pub struct BeaconView {
+    pub issued: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booted: Option<String>,
+    /// Seconds from the job's end (the restore finished) to the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_after_finish: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+impl BeaconView {
+    fn of(job: &JobRecord, b: ferry_format::agent::beacon::BeaconRecord) -> BeaconView {
+        let secs = |t: &str| ferry_store::tokens::parse_rfc3339(t);
+        let seconds_after_finish = match (
+            b.booted.as_deref().and_then(secs),
+            job.finished.as_deref().and_then(secs),
+        ) {
+            (Some(boot), Some(end)) => Some(match boot.duration_since(end) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            }),
+            _ => None,
+        };
+        BeaconView {
+            issued: b.issued,
+            booted: b.booted,
+            seconds_after_finish,
+            address: b.address,
+            hostname: b.hostname,
+        }
+    }
+
+    /// `booted: T (N s after the restore finished) from ADDR (HOST)`, or that it has not yet.
+    fn line(&self) -> String {
+        let Some(t) = &self.booted else {
+            return format!(
+                "booted    not reported yet (beacon installed at {})",
+                self.issued
+            );
+        };
+        let after = self.seconds_after_finish.map_or(String::new(), |s| {
+            format!(" ({s} s after the restore finished)")
+        });
+        format!(
+            "booted    {t}{after} from {} ({})",
+            self.address.as_deref().unwrap_or("?"),
+            self.hostname.as_deref().unwrap_or("?")
+        )
+    }
 }
 
 pub fn agents(data: &Path, json: bool) -> Result<()> {
@@ -213,8 +272,16 @@ pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
     let store = Store::open(data)?;
     let job = store.job(id)?;
     let events = store.job_events(id).context("read the job's events")?;
+    let beacon = store
+        .beacon(id)
+        .context("read the job's beacon")?
+        .map(|b| BeaconView::of(&job, b));
     if json {
-        return print_json(&JobView { job, events });
+        return print_json(&JobView {
+            job,
+            beacon,
+            events,
+        });
     }
     println!("job       {}", job.id);
     println!("state     {}", job.state.name());
@@ -247,6 +314,9 @@ pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
             human_bytes(p.rate),
             p.eta
         );
+    }
+    if let Some(b) = &beacon {
+        println!("{}", b.line());
     }
     println!("events:");
     for e in &events {

@@ -12,6 +12,8 @@
 //!   scope may read, cached.
 //! - [`standby`]: a migration's standby target: the long-polled next snapshot and its state
 //!   report; a standby's credential reads only the snapshot handed to it and its basis.
+//! - [`beacon`]: the first-boot beacon's one-time credential and its single report
+//!   (`POST /beacon`), refused everywhere else.
 //! - [`sources`]: source machines' enrollment, long-polled sync task and task state; a source
 //!   credential is a backup credential for its one machine.
 //! - [`error`]: store errors to statuses with a JSON `{"error": ...}` body (409 `MissingChunks`);
@@ -27,6 +29,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod beacon;
 pub mod commands;
 pub mod download;
 pub mod error;
@@ -135,6 +138,11 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
                 .layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT))
                 .layer(bound("event posts", limits.event_posts)),
         )
+        .route(
+            "/agents/{id}/jobs/{job}/beacon",
+            post(beacon::issue).layer(small.clone()),
+        )
+        .route("/beacon", post(beacon::report).layer(small.clone()))
         .route(
             "/agents/{id}/jobs/{job}/state",
             put(agents::job_state).layer(small.clone()),
@@ -260,7 +268,7 @@ pub async fn start_with(
         .acceptor(acceptor)
         .handle(handle.clone());
     configure_http(server.http_builder(), &limits);
-    let task = tokio::spawn(server.serve(router(state, &limits).into_make_service()));
+    let task = tokio::spawn(server.serve(router(state, &limits).into_make_service_with_connect_info::<SocketAddr>()));
     match handle.listening().await {
         Some(addr) => Ok(RunningServer { addr, handle, task }),
         None => {

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod beacons;
 pub mod chunks;
 pub mod config;
 pub mod error;
