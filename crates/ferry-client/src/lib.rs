@@ -610,7 +610,11 @@ impl Client {
         agent_id: &str,
         job: &str,
     ) -> Result<agent::beacon::BeaconIssued, ClientError> {
-        self.send_json("POST", &format!("/agents/{agent_id}/jobs/{job}/beacon"), &())
+        self.send_json(
+            "POST",
+            &format!("/agents/{agent_id}/jobs/{job}/beacon"),
+            &(),
+        )
     }
 
     /// Report the restored system's first boot with the beacon's credential (this client's

@@ -268,7 +268,9 @@ pub async fn start_with(
         .acceptor(acceptor)
         .handle(handle.clone());
     configure_http(server.http_builder(), &limits);
-    let task = tokio::spawn(server.serve(router(state, &limits).into_make_service_with_connect_info::<SocketAddr>()));
+    let task = tokio::spawn(
+        server.serve(router(state, &limits).into_make_service_with_connect_info::<SocketAddr>()),
+    );
     match handle.listening().await {
         Some(addr) => Ok(RunningServer { addr, handle, task }),
         None => {
