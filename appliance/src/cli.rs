@@ -81,6 +81,10 @@ pub enum Cmd {
     /// next sync.
     #[command(subcommand)]
     Sources(SourcesCmd),
+    /// Migrations: a source machine's syncs applied by a standby target as they land;
+    /// schedule, standby state, lag, cutover history.
+    #[command(subcommand)]
+    Migrations(MigrationsCmd),
     /// Remove chunks no snapshot references (safe while `serve` runs backups).
     Gc {
         #[arg(long, value_name = "DIR")]
@@ -330,6 +334,73 @@ pub struct SourcesSet {
     pub idle_io: Option<bool>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum MigrationsCmd {
+    /// Bind a source machine to a standby target: an approved rescue-image agent (by id, or by
+    /// a MAC of it) that restores the newest snapshot, then applies each newer one.
+    Create {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The source machine (`appliance sources list`).
+        #[arg(long)]
+        machine: String,
+        /// The standby: an agent id (`appliance agents`) or one of its MACs.
+        #[arg(long, value_name = "ID|MAC")]
+        agent: String,
+        /// DISK=TARGET, as for `jobs create` (a device as the agent sees it, serial:SERIAL or
+        /// auto). Repeat for each disk.
+        #[arg(long = "map", value_name = "DISK=TARGET", required = true)]
+        maps: Vec<Mapping>,
+        /// Allow the first apply onto targets that hold data.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List migrations: machine, standby, state, lag.
+    List {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a migration: schedule, last and next sync, standby state, lag, cutover history.
+    Show {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Migration id (mig-...).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
+    Cancel {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        id: String,
+    },
+}
+
+impl MigrationsCmd {
+    /// `appliance migrations ...`.
+    pub fn dispatch(self) -> anyhow::Result<()> {
+        use crate::migrations;
+        match self {
+            MigrationsCmd::Create {
+                data,
+                machine,
+                agent,
+                maps,
+                overwrite,
+                json,
+            } => migrations::create(&data, &machine, &agent, maps, overwrite, json),
+            MigrationsCmd::List { data, json } => migrations::list(&data, json),
+            MigrationsCmd::Show { data, id, json } => migrations::show(&data, &id, json),
+            MigrationsCmd::Cancel { data, id } => migrations::cancel(&data, &id),
+        }
+    }
 }
 
 /// A parsed `--rate-limit`: bytes per second, `None` for off.

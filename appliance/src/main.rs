@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod migrations;
 mod sources;
 
 use std::process::ExitCode;
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Jobs(JobsCmd::Show { data, id, json }) => jobs::jobs_show(&data, &id, json),
         Cmd::Jobs(JobsCmd::Create(c)) => c.dispatch(),
         Cmd::Sources(s) => s.dispatch(),
+        Cmd::Migrations(m) => m.dispatch(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

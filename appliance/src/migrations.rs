@@ -1,0 +1,252 @@
+//! `appliance migrations`: bind a source machine's syncs to a standby target, and watch it
+//! (docs/migration.md, "Standby target"; store format docs/store.md, "Migrations"). The
+//! commands work on the store directly, beside `serve`: the standby's agent takes its job at
+//! its next poll.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use ferry_format::agent::Mapping;
+use ferry_format::source::{format_interval, Schedule};
+use ferry_format::units::human_bytes;
+use ferry_store::migrations::{lag_seconds, Happened, MigrationRecord, NewMigration};
+use ferry_store::snapshots::rfc3339;
+use ferry_store::sources::{next_due, SourceRecord, TaskRecord};
+use ferry_store::Store;
+use serde::Serialize;
+
+/// `migrations list|show --json`: the record, plus what the standby state means now.
+#[derive(Serialize)]
+pub struct MigrationView<'a> {
+    #[serde(flatten)]
+    pub record: &'a MigrationRecord,
+    /// `in sync with snapshot X, taken T`, or what the standby waits for.
+    pub standby_state: String,
+    /// The machine's newest snapshot and how far the standby's basis is behind it.
+    pub newest_snapshot: Option<String>,
+    pub lag_seconds: Option<u64>,
+    /// The standby job's state (`pending`, `running`, ...); absent when its record is gone.
+    pub job_state: Option<&'static str>,
+    pub schedule: Option<Schedule>,
+    pub last_sync: Option<TaskRecord>,
+    /// RFC 3339 UTC; absent while a sync runs or the schedule is paused.
+    pub next_sync: Option<String>,
+}
+
+fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<MigrationView<'a>> {
+    let newest = store
+        .list_snapshots(Some(&m.machine))
+        .context("list the machine's snapshots")?
+        .pop();
+    let lag = match (&m.standby.basis_taken, &newest) {
+        (Some(b), Some(n)) => lag_seconds(b, &n.created),
+        _ => None,
+    };
+    let source: Option<SourceRecord> = store.source(&m.machine).ok();
+    Ok(MigrationView {
+        record: m,
+        standby_state: m.standby.describe(),
+        newest_snapshot: newest.map(|n| n.snapshot),
+        lag_seconds: lag,
+        job_state: store.job(&m.job).ok().map(|j| j.state.name()),
+        next_sync: source
+            .as_ref()
+            .and_then(|s| next_due(s, now))
+            .map(|t| rfc3339(t.max(now))),
+        last_sync: source.as_ref().and_then(|s| s.last_sync().cloned()),
+        schedule: source.map(|s| s.schedule),
+    })
+}
+
+fn open(data: &Path) -> Result<Store> {
+    Store::open(data).with_context(|| format!("open the store {}", data.display()))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `appliance migrations create --machine M --agent ID|MAC --map ... [--overwrite]`.
+pub fn create(
+    data: &Path,
+    machine: &str,
+    agent: &str,
+    mappings: Vec<Mapping>,
+    overwrite: bool,
+    json: bool,
+) -> Result<()> {
+    let store = open(data)?;
+    let m = store
+        .create_migration(
+            NewMigration {
+                machine: machine.to_string(),
+                agent: agent.to_string(),
+                mappings,
+                overwrite,
+            },
+            SystemTime::now(),
+        )
+        .with_context(|| format!("create a migration of {machine} onto {agent}"))?;
+    if json {
+        return print_json(&view(&store, &m, SystemTime::now())?);
+    }
+    println!(
+        "{}: {} onto standby {} (job {}); the standby restores the newest snapshot at its next poll, then applies each new one",
+        m.id, m.machine, m.agent, m.job
+    );
+    Ok(())
+}
+
+/// `appliance migrations list [--json]`.
+pub fn list(data: &Path, json: bool) -> Result<()> {
+    let store = open(data)?;
+    let all = store.list_migrations().context("list migrations")?;
+    let now = SystemTime::now();
+    let views = all
+        .iter()
+        .map(|m| view(&store, m, now))
+        .collect::<Result<Vec<_>>>()?;
+    if json {
+        return print_json(&views);
+    }
+    let mut out = std::io::stdout().lock();
+    if views.is_empty() {
+        writeln!(
+            out,
+            "no migrations: create one with `appliance migrations create --machine M --agent ID|MAC --map DISK=TARGET`"
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<12} {:<16} {:<24} {:<12} {:>8}  STANDBY",
+        "ID", "MACHINE", "AGENT", "STATE", "LAG"
+    )?;
+    for v in &views {
+        writeln!(
+            out,
+            "{:<12} {:<16} {:<24} {:<12} {:>8}  {}",
+            v.record.id,
+            v.record.machine,
+            v.record.agent,
+            v.record.state.name(),
+            v.lag_seconds.map_or("-".into(), format_interval),
+            v.standby_state
+        )?;
+    }
+    Ok(())
+}
+
+/// `appliance migrations show ID [--json]`.
+pub fn show(data: &Path, id: &str, json: bool) -> Result<()> {
+    let store = open(data)?;
+    let m = store.migration(id)?;
+    let v = view(&store, &m, SystemTime::now())?;
+    if json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    write_view(&mut out, &v)?;
+    Ok(())
+}
+
+fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
+    let m = v.record;
+    writeln!(out, "migration:    {}", m.id)?;
+    writeln!(out, "machine:      {}", m.machine)?;
+    writeln!(
+        out,
+        "standby:      agent {} (job {}, {})",
+        m.agent,
+        m.job,
+        v.job_state.unwrap_or("record missing")
+    )?;
+    let maps: Vec<String> = m
+        .mappings
+        .iter()
+        .map(|x| format!("{} -> {}", x.disk, x.target))
+        .collect();
+    writeln!(out, "disks:        {}", maps.join(", "))?;
+    writeln!(out, "state:        {}", m.state.name())?;
+    match &v.schedule {
+        Some(s) => writeln!(
+            out,
+            "schedule:     every {} after the previous sync finished, keep {}{}",
+            format_interval(s.interval_seconds),
+            s.keep,
+            if s.paused { ", paused" } else { "" }
+        )?,
+        None => writeln!(out, "schedule:     none (no source record)")?,
+    }
+    let last = v.last_sync.as_ref().map_or("never".to_string(), |t| {
+        format!(
+            "{} {} ({})",
+            t.finished.as_deref().unwrap_or(&t.started),
+            t.state.name(),
+            t.id
+        )
+    });
+    writeln!(out, "last sync:    {last}")?;
+    writeln!(
+        out,
+        "next sync:    {}",
+        v.next_sync.as_deref().unwrap_or("none scheduled")
+    )?;
+    writeln!(out, "standby now:  {}", v.standby_state)?;
+    if let (Some(at), Some(b), Some(s)) = (
+        &m.standby.applied_at,
+        m.standby.bytes_written,
+        m.standby.seconds,
+    ) {
+        writeln!(
+            out,
+            "last apply:   {at}, {} written in {s:.1}s",
+            human_bytes(b)
+        )?;
+    }
+    match (&v.newest_snapshot, v.lag_seconds) {
+        (Some(n), Some(lag)) => {
+            writeln!(out, "lag:          {} (newest {n})", format_interval(lag))?
+        }
+        (Some(n), None) => writeln!(out, "lag:          unknown (newest {n})")?,
+        (None, _) => writeln!(out, "lag:          no snapshot")?,
+    }
+    let cutovers: Vec<String> = m
+        .history
+        .iter()
+        .filter_map(|h| match &h.what {
+            Happened::State { from, to, reason } => Some(format!(
+                "  {}  {from} -> {to}{}",
+                h.time,
+                reason
+                    .as_deref()
+                    .map_or(String::new(), |r| format!(": {r}"))
+            )),
+            _ => None,
+        })
+        .collect();
+    if cutovers.is_empty() {
+        writeln!(out, "cutover history: none")?;
+    } else {
+        writeln!(out, "cutover history:")?;
+        for c in cutovers {
+            writeln!(out, "{c}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `appliance migrations cancel ID`.
+pub fn cancel(data: &Path, id: &str) -> Result<()> {
+    let m = open(data)?
+        .cancel_migration(id, SystemTime::now())
+        .with_context(|| format!("cancel migration {id}"))?;
+    println!(
+        "{}: cancelled; standby {} stops at its next poll and its snapshots are no longer pinned",
+        m.id, m.agent
+    );
+    Ok(())
+}
