@@ -9,8 +9,10 @@
 //!    written before), mark the job running;
 //! 2. **next**: long-poll `GET /agents/{id}/standby/next?basis=X` for the newest snapshot that
 //!    is not the basis X;
-//! 3. **apply** it: the seeded sync of `ferry_engine::restore` (compare, fetch only what
-//!    differs, verify, write; the job's in-progress marker guards the first chunk);
+//! 3. **apply** it: a delta from the known basis X when there is one (`ferry_engine::restore`
+//!    with a basis: the indexes of X and the new snapshot are compared, only differing entries
+//!    fetched, verified and written, the disks not read), else the seeded sync (read, hash,
+//!    compare); the job's in-progress marker guards the first chunk either way;
 //! 4. **report** `PUT /agents/{id}/standby/state` and the event "in sync with snapshot X, taken
 //!    T"; X is the basis from now on.
 //!
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use ferry_client::ClientError;
 use ferry_engine::restore::{self, RestoreOptions, RestoreSummary};
+use ferry_engine::{EngineError, Refusal};
 use ferry_format::agent::{Inventory, Job, JobState, Level, Phase, StandbyNext, StandbyReport};
 use ferry_format::units::human_bytes;
 
@@ -230,11 +233,12 @@ fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut C
             Level::Info,
             Phase::Done,
             format!(
-                "in sync with snapshot {}, taken {}: {} written, {} fetched in {:.1}s",
+                "in sync with snapshot {}, taken {}: {} written, {} fetched, {} read from the disks in {:.1}s",
                 next.snapshot,
                 next.created,
                 human_bytes(sum.bytes_written),
                 human_bytes(sum.bytes_fetched),
+                human_bytes(sum.target_bytes_read),
                 sum.seconds
             ),
             Some(Bytes {
@@ -270,7 +274,11 @@ impl Backoff {
     }
 }
 
-/// Step 3: one apply, progress shown and sent meanwhile.
+/// Step 3: one apply, progress shown and sent meanwhile. With a basis (the snapshot this agent
+/// applied and verified in this boot) it is a delta: the two indexes are compared and only the
+/// entries that differ are fetched and written, the disks are not read. A basis the engine finds
+/// unusable (another disk size, layout or chunk size) falls back to the seeded sync, which reads
+/// and hashes the targets and is correct whatever they hold.
 fn apply_one(
     s: &Session,
     opts: &RestoreOptions,
@@ -278,12 +286,21 @@ fn apply_one(
     events: &mut Events,
     out: &mut Console,
 ) -> Result<RestoreSummary, String> {
-    // BASIS: the known-basis delta (`ferry_engine::restore` with a `Basis` input: compare the
-    // basis's index with the new one, write only what differs, read nothing from the disks)
-    // goes here when `basis` is `Some`. Until the engine offers it every apply is the seeded
-    // sync below, which reads and hashes the targets and is correct whatever they hold.
-    let _ = basis;
-    let inputs = restore::gather(&s.client, opts).map_err(|e| e.to_string())?;
+    let known = basis.map(|b| b.snapshot.as_str());
+    let inputs = match restore::gather_with_basis(&s.client, opts, known) {
+        Err(EngineError::Refused(r @ Refusal::BasisUnusable { .. })) => {
+            events.emit(
+                out,
+                Level::Warn,
+                Phase::Plan,
+                format!("{r}: a full seeded sync instead"),
+                None,
+            );
+            restore::gather(&s.client, opts)
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
     let plan = restore::plan(&inputs, opts).map_err(|e| e.to_string())?;
     apply(&s.client, &plan, opts, events, out)
 }
