@@ -17,6 +17,29 @@
 //!
 //! Fail closed: a restore that stops half-way leaves a disk that does not boot (the first chunk
 //! is wiped, or carries this job's in-progress marker, until the very last write).
+//!
+//! ## A delta from a known basis (the standby target)
+//!
+//! When the targets are known to hold snapshot X exactly (this process restored X onto them and
+//! nothing has touched them since), a newer snapshot Y is applied without reading them:
+//!
+//! ```text
+//! let inputs = restore::gather_with_basis(&client, &opts, Some("web1-X"))?; // refuses a basis that does not fit
+//! let plan = restore::plan(&inputs, &opts)?;      // Step::DeltaFromBasis per disk
+//! let summary = restore::execute(&client, &plan, &opts.exec())?;
+//! assert_eq!(summary.target_bytes_read, 0);
+//! ```
+//!
+//! `opts` is an ordinary [`RestoreOptions`] for Y (the targets hold data, so `overwrite`, or a
+//! job whose marker is on them); `gather_with_basis(.., None)` is [`gather`]. The basis must be of
+//! the same machine, with the same chunk size, each restored disk of the same name and size, on
+//! targets of exactly that size whose layout plan changes nothing; otherwise
+//! [`crate::Refusal::BasisUnusable`] (nothing written; run a full seeded sync instead). The plan
+//! computes each disk's [`Delta`] from the two indexes ([`basis`] has the table and the rule for
+//! the first chunk and the in-progress marker); execute fetches, verifies and writes only those
+//! chunks, first chunk last. [`RestoreSummary::target_bytes_read`] is 0 and
+//! [`RestoreSummary::basis`] names X. After a failed delta, or a reboot, the targets no longer
+//! hold X: the next apply must be a seeded sync (plain [`gather`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +53,7 @@ use crate::progress::Progress;
 use crate::target::TargetCheck;
 use crate::EngineError;
 
-mod basis;
+pub mod basis;
 mod execute;
 mod gather;
 #[cfg(any(test, feature = "test-support"))]

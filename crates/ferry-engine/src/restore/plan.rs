@@ -271,9 +271,7 @@ impl RestorePlan {
             .unwrap_or_default();
         match step {
             Step::Sync { .. } => format!("sync disk {disk} onto {path}"),
-            Step::DeltaFromBasis { basis, .. } => {
-                format!("apply the delta of disk {disk} from snapshot {basis} onto {path}")
-            }
+            Step::DeltaFromBasis { .. } => format!("delta-sync disk {disk} onto {path}"),
             Step::LayoutPatches { patches, .. } => {
                 format!("write {} layout patches to {path}", patches.len())
             }

@@ -142,7 +142,7 @@ fn the_delta_is_the_entries_that_differ() {
         );
         let text = p.to_string();
         let want = format!(
-            "1. apply the delta of disk sda from snapshot m-old onto /dev/vdb: apply the delta from snapshot m-old: {} of {N} chunks differ ({bytes} bytes to fetch), no target read",
+            "1. delta-sync disk sda onto /dev/vdb: apply the delta from snapshot m-old: {} of {N} chunks differ ({bytes} bytes to fetch), no target read",
             fetch.len() + zero.len()
         );
         assert!(text.contains(&want), "{name}: {want:?} not in\n{text}");
@@ -456,8 +456,7 @@ fn a_corrupt_chunk_is_never_written_and_the_marker_stays() {
         "{e:?}"
     );
     assert!(
-        e.to_string()
-            .starts_with("step 1 (apply the delta of disk d from snapshot m-1 onto "),
+        e.to_string().starts_with("step 1 (delta-sync disk d onto "),
         "{e}"
     );
     let got = std::fs::read(&t).expect("target");
