@@ -6,15 +6,9 @@ use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore::{self, RestoreOptions};
 use ferry_fixup::Change;
 
-/// `restore`: gather (with `--basis`, the basis snapshot's indexes too), print the plan, execute.
-pub fn restore(
-    connect: &ConnectArgs,
-    opts: &RestoreOptions,
-    basis: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyhow::Result<()> {
     let client = connect.client(opts.parallel + 1)?;
-    let inputs = restore::gather_with_basis(&client, opts, basis)?;
+    let inputs = restore::gather(&client, opts)?;
     let plan = restore::plan(&inputs, opts)?;
     eprintln!("{plan}");
     let s = restore::execute(&client, &plan, &opts.exec())?;
@@ -23,21 +17,42 @@ pub fn restore(
     } else {
         let verb = if s.dry_run { "would fetch" } else { "fetched" };
         eprintln!(
-            "snapshot {}: {verb} {} chunks ({} bytes), {} already present, {} zero chunks skipped, {} zeroed; {} bytes written, {} bytes of the targets read; {:.1}s ({:.0} MB/s)",
-            s.snapshot, s.chunks_fetched, s.bytes_fetched, s.chunks_present, s.chunks_zero_skipped, s.chunks_zero_written, s.bytes_written, s.target_bytes_read, s.seconds, s.mb_per_s
+            "snapshot {}: {verb} {} chunks ({} bytes), {} already present, {} zero chunks skipped, {} zeroed; {} bytes written in {:.1}s ({:.0} MB/s)",
+            s.snapshot, s.chunks_fetched, s.bytes_fetched, s.chunks_present, s.chunks_zero_skipped, s.chunks_zero_written, s.bytes_written, s.seconds, s.mb_per_s
         );
     }
     Ok(())
+}
+
+/// `--beacon FILE [--beacon-program FILE]`: what the fix-up installs as the first-boot beacon.
+pub fn beacon_install(
+    config: Option<&Path>,
+    program: Option<PathBuf>,
+) -> anyhow::Result<Option<ferry_fixup::linux::beacon::BeaconInstall>> {
+    use anyhow::Context;
+    let Some(path) = config else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the beacon config {}", path.display()))?;
+    let c = ferry_format::agent::beacon::BeaconConfig::parse(&text)
+        .with_context(|| format!("check the beacon config {}", path.display()))?;
+    Ok(Some(ferry_fixup::linux::beacon::BeaconInstall {
+        program: program
+            .unwrap_or_else(|| Path::new("/").join(ferry_fixup::linux::beacon::RESCUE_PROGRAM)),
+        config_text: c.to_text()?,
+        appliance: c.url,
+        job: c.job,
+    }))
 }
 
 pub fn fixup(
     root: &Path,
     os: ferry_fixup::OsChoice,
     drivers: Option<&Path>,
+    beacon: anyhow::Result<Option<ferry_fixup::linux::beacon::BeaconInstall>>,
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let changes = ferry_fixup::run(root, os, drivers, dry_run)?;
+    let changes = ferry_fixup::run_with(root, os, drivers, beacon?, dry_run)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&changes)?);
         return Ok(());
@@ -50,7 +65,7 @@ pub fn fixup(
             Change::GuestCommand { argv, .. } => {
                 not_done += usize::from(!run_in_chroot(root, argv, dry_run));
             }
-            Change::Edit { .. } => println!("{verb}: {c}"),
+            Change::Edit { .. } | Change::Beacon { .. } => println!("{verb}: {c}"),
         }
     }
     if changes.is_empty() {
@@ -88,6 +103,7 @@ pub fn fixup_disks(
         drivers,
         work: std::env::temp_dir().join(format!("ferry-fixup-{}", std::process::id())),
         tool_timeout: std::time::Duration::from_secs(600),
+        beacon: None,
     };
     let mut log = |l: &ferry_fixup::system::LogLine| {
         if !json {

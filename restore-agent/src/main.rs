@@ -26,7 +26,6 @@ fn main() -> ExitCode {
         Cmd::Restore {
             connect,
             snapshot,
-            basis,
             targets,
             dry_run,
             overwrite,
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
                 grow_lv,
                 job: None,
             };
-            commands::restore(&connect, &opts, basis.as_deref(), json)
+            commands::restore(&connect, &opts, json)
         }
         Cmd::Fixup {
             root: Some(root),
@@ -54,8 +53,17 @@ fn main() -> ExitCode {
             drivers,
             dry_run,
             json,
+            beacon,
+            beacon_program,
             ..
-        } => commands::fixup(&root, os, drivers.as_deref(), dry_run, json),
+        } => commands::fixup(
+            &root,
+            os,
+            drivers.as_deref(),
+            commands::beacon_install(beacon.as_deref(), beacon_program),
+            dry_run,
+            json,
+        ),
         Cmd::Fixup {
             root: None,
             disk,

@@ -11,6 +11,8 @@ use crate::console::{now_rfc3339, Console};
 
 /// How long one event post keeps retrying before the events wait for the next one.
 const EVENT_RETRY: Duration = Duration::from_secs(5);
+/// How long asking for the beacon credential keeps retrying (the fix-up goes on without it).
+const BEACON_ISSUE_RETRY: Duration = Duration::from_secs(60);
 /// Events kept while the appliance cannot be reached; older progress events are dropped first.
 const MAX_PENDING_EVENTS: usize = 5000;
 
@@ -31,6 +33,15 @@ impl<'a> Events<'a> {
             job: job.to_string(),
             pending: Vec::new(),
         }
+    }
+
+    /// A one-time credential for the first-boot beacon of this job (the fix-up installs it).
+    pub fn issue_beacon(
+        &self,
+    ) -> Result<ferry_format::agent::beacon::BeaconIssued, ferry_client::ClientError> {
+        self.client
+            .with_retry_window(BEACON_ISSUE_RETRY)
+            .issue_beacon(self.agent, &self.job)
     }
 
     pub fn emit(

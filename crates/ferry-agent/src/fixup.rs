@@ -6,8 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_engine::restore::RestorePlan;
+use ferry_fixup::linux::beacon::{self, BeaconInstall};
 use ferry_fixup::system::{self, LogLine, Options, RestoredDisk};
+use ferry_format::agent::beacon::{BeaconConfig, BeaconConfigError};
 use ferry_format::agent::{Level, Phase};
+use ferry_format::signing::pem_block;
 
 use crate::console::Console;
 use crate::events::Events;
@@ -21,7 +24,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) fn run(
     plan: &RestorePlan,
     root: &Path,
-    _cfg: &AgentConfig,
+    cfg: &AgentConfig,
     events: &mut Events,
     out: &mut Console,
 ) -> Result<(), String> {
@@ -44,6 +47,7 @@ pub(crate) fn run(
         drivers: drivers.is_dir().then_some(drivers),
         work: root.join("run/ferry/fixup"),
         tool_timeout: TOOL_TIMEOUT,
+        beacon: beacon(root, cfg, events, out),
     };
     events.emit(
         out,
@@ -104,6 +108,71 @@ pub(crate) fn run(
     };
     events.emit(out, level, Phase::Fixup, summary, None);
     Ok(())
+}
+
+/// The first-boot beacon to install: the rescue image's program and a config holding a
+/// one-time credential the appliance issues for this job now. Without either, a warning says the
+/// first boot will not be reported, and the fix-up goes on.
+fn beacon(
+    root: &Path,
+    cfg: &AgentConfig,
+    events: &mut Events,
+    out: &mut Console,
+) -> Option<BeaconInstall> {
+    let program = root.join(beacon::RESCUE_PROGRAM);
+    let made = if program.is_file() {
+        events
+            .issue_beacon()
+            .map_err(|e| format!("the appliance issued no beacon credential: {e}"))
+            .and_then(|issued| {
+                beacon_install(program, cfg, issued.job, issued.credential)
+                    .map_err(|e| e.to_string())
+            })
+    } else {
+        Err(format!(
+            "this rescue image has no beacon program (/{})",
+            beacon::RESCUE_PROGRAM
+        ))
+    };
+    made.map_err(|why| {
+        events.emit(
+            out,
+            Level::Warn,
+            Phase::Fixup,
+            format!("fix-up: first-boot beacon: {why}; the migrated system's first boot will not be reported"),
+            None,
+        )
+    })
+    .ok()
+}
+
+/// The install of a beacon that reports `job` with `credential` to the appliance this agent
+/// uses, pinning the CA this agent pins.
+fn beacon_install(
+    program: std::path::PathBuf,
+    cfg: &AgentConfig,
+    job: String,
+    credential: String,
+) -> Result<BeaconInstall, BeaconConfigError> {
+    let trust = &cfg.trust;
+    let mut ca_pem: String = trust
+        .ca_certs
+        .iter()
+        .map(|der| pem_block("CERTIFICATE", der))
+        .collect();
+    ca_pem.push_str(&trust.signing_key.to_pem());
+    let config = BeaconConfig {
+        url: cfg.appliance.clone(),
+        job,
+        credential,
+        ca_pem,
+    };
+    Ok(BeaconInstall {
+        program,
+        config_text: config.to_text()?,
+        appliance: config.url,
+        job: config.job,
+    })
 }
 
 /// The event level of a fix-up log line: a failed step is a warning, not an error (the fix-up

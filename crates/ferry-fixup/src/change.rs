@@ -1,7 +1,7 @@
 //! What a fix-up changes (or, in a dry run, would change), as data: a file edit, a note for the
 //! operator, or a command the restored system must run itself. Callers match on the kind; the
 //! human text is made only by `Display`, at the edge. `--json` prints the serde form, tagged by
-//! `kind` (`edit`, `note`, `guest_command`).
+//! `kind` (`edit`, `note`, `guest_command`, `beacon`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,16 @@ pub enum Change {
     Note { file: Option<PathBuf>, text: String },
     /// A command to run inside the restored system (a chroot) after the edits, in order.
     GuestCommand { argv: Vec<String>, why: GuestTask },
+    /// The first-boot beacon installed: its program, its one-shot unit enabled by `link`, and
+    /// its config (0600) holding the one-time credential of `job` (never shown).
+    Beacon {
+        unit: PathBuf,
+        link: PathBuf,
+        program: PathBuf,
+        config: PathBuf,
+        appliance: String,
+        job: String,
+    },
 }
 
 impl Change {
@@ -77,6 +87,7 @@ impl Change {
             Change::Edit { file, .. } => Some(file),
             Change::Note { file, .. } => file.as_deref(),
             Change::GuestCommand { .. } => None,
+            Change::Beacon { unit, .. } => Some(unit),
         }
     }
 }
@@ -104,6 +115,21 @@ impl fmt::Display for Change {
             }
             Change::Note { text, .. } => write!(f, "note: {text}"),
             Change::GuestCommand { argv, .. } => write!(f, "run in chroot: {}", argv.join(" ")),
+            Change::Beacon {
+                link,
+                program,
+                config,
+                appliance,
+                job,
+                ..
+            } => write!(
+                f,
+                "install the first-boot beacon of job {job} (reports to {appliance}): enabled by \
+                 {}, program {}, credential in {} (0600)",
+                link.display(),
+                program.display(),
+                config.display()
+            ),
         }
     }
 }
@@ -143,6 +169,20 @@ mod tests {
                     why: GuestTask::Initramfs,
                 },
                 "run in chroot: update-initramfs -u",
+            ),
+            (
+                Change::Beacon {
+                    unit: "etc/systemd/system/ferry-beacon.service".into(),
+                    link: "etc/systemd/system/multi-user.target.wants/ferry-beacon.service".into(),
+                    program: "usr/local/lib/ferry/beacon".into(),
+                    config: "etc/ferry/beacon.conf".into(),
+                    appliance: "https://10.0.2.2:8443".into(),
+                    job: "job-00aa".into(),
+                },
+                "etc/systemd/system/ferry-beacon.service: install the first-boot beacon of job \
+                 job-00aa (reports to https://10.0.2.2:8443): enabled by \
+                 etc/systemd/system/multi-user.target.wants/ferry-beacon.service, program \
+                 usr/local/lib/ferry/beacon, credential in etc/ferry/beacon.conf (0600)",
             ),
         ];
         for (c, want) in cases {

@@ -126,6 +126,17 @@ pub fn run(
     drivers: Option<&Path>,
     dry_run: bool,
 ) -> Result<Vec<Change>, FixupError> {
+    run_with(root, os, drivers, None, dry_run)
+}
+
+/// [`run`], installing the first-boot beacon into a Linux system when `beacon` is given.
+pub fn run_with(
+    root: &Path,
+    os: OsChoice,
+    drivers: Option<&Path>,
+    beacon: Option<linux::beacon::BeaconInstall>,
+    dry_run: bool,
+) -> Result<Vec<Change>, FixupError> {
     let os = match os {
         OsChoice::Auto => detect(root)?,
         other => other,
@@ -144,7 +155,11 @@ pub fn run(
             Ok(changes)
         }
         OsChoice::Linux | OsChoice::Auto => {
-            let plan = linux::plan(root, &linux::Params::default())?;
+            let params = linux::Params {
+                beacon,
+                ..linux::Params::default()
+            };
+            let plan = linux::plan(root, &params)?;
             let changes = plan.changes();
             if !dry_run {
                 linux::apply(root, &plan)?;

@@ -35,6 +35,7 @@ fn params() -> Params {
         boot_disk: Some("/dev/vda".into()),
         uefi: false,
         keep_old_tools: false,
+        beacon: None,
     }
 }
 

@@ -4,9 +4,12 @@
 //! update-initramfs/dracut/grub in a chroot is the caller's job: [`LinuxPlan::commands`]
 //! lists what to run.
 //!
+//! With [`Params::beacon`] the plan also installs the first-boot beacon ([`beacon`]).
+//!
 //! Symlinks inside the target are never followed for reading or writing: an absolute
 //! link in a mounted root points into the host.
 
+pub mod beacon;
 pub mod transform;
 
 pub use transform::{chroot_commands, os_family, ChrootCommand, DeviceMap, OsFamily};
@@ -38,6 +41,8 @@ pub struct Params {
     pub uefi: bool,
     /// Leave open-vm-tools / vmware-tools enabled.
     pub keep_old_tools: bool,
+    /// Install the first-boot beacon with this config (systemd systems only).
+    pub beacon: Option<beacon::BeaconInstall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,6 +72,10 @@ pub struct LinuxPlan {
     pub notes: Vec<String>,
     /// To run in the chroot after [`apply`], in order.
     pub commands: Vec<ChrootCommand>,
+    /// The first-boot beacon to install ([`beacon`]).
+    pub beacon: Option<beacon::BeaconPlan>,
+    /// Why the beacon [`Params::beacon`] asked for is not installed (also a note).
+    pub beacon_refused: Option<String>,
 }
 
 impl LinuxPlan {
@@ -102,6 +111,7 @@ impl LinuxPlan {
                 Change::edit(&e.path, &e.what, before, after)
             })
             .collect();
+        out.extend(self.beacon.iter().map(beacon::BeaconPlan::change));
         out.extend(self.notes.iter().map(|n| Change::note(None, n)));
         out.extend(self.commands.iter().map(|c| Change::GuestCommand {
             argv: c.argv.clone(),
@@ -241,12 +251,22 @@ pub fn plan(root: &Path, params: &Params) -> Result<LinuxPlan, FixupError> {
     if family == OsFamily::Unknown {
         p.notes.push("unknown distribution (etc/os-release): regenerate the initramfs and boot loader by hand".into());
     }
+    let (beacon, beacon_refused) = match params.beacon.as_ref().map(|b| beacon::plan(root, b)) {
+        None => (None, None),
+        Some(Ok(b)) => (Some(b), None),
+        Some(Err(why)) => {
+            p.notes.push(why.clone());
+            (None, Some(why))
+        }
+    };
     let commands = chroot_commands(family, params.boot_disk.as_deref(), params.uefi);
     Ok(LinuxPlan {
         family,
         edits: p.edits,
         notes: p.notes,
         commands,
+        beacon,
+        beacon_refused,
     })
 }
 
@@ -394,6 +414,9 @@ pub fn apply(root: &Path, plan: &LinuxPlan) -> Result<(), FixupError> {
                 std::fs::remove_file(&path).map_err(FixupError::io("remove link", &path))?
             }
         }
+    }
+    if let Some(b) = &plan.beacon {
+        beacon::apply(root, b)?;
     }
     Ok(())
 }

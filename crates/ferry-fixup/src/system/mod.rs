@@ -48,6 +48,8 @@ pub struct Options {
     pub work: PathBuf,
     /// Longest a single guest tool (update-initramfs, grub-install) may run.
     pub tool_timeout: Duration,
+    /// Install the first-boot beacon into a restored Linux system (`linux::beacon`).
+    pub beacon: Option<crate::linux::beacon::BeaconInstall>,
 }
 
 /// One step and how it went, for the job's events.

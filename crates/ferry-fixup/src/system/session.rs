@@ -241,6 +241,7 @@ impl Session<'_> {
             boot_disk: boot_disk.clone(),
             uefi: self.opts.uefi,
             keep_old_tools: false,
+            beacon: self.opts.beacon.clone(),
         };
         let plan = crate::linux::plan(root, &params)?;
         crate::linux::apply(root, &plan)?;
@@ -260,6 +261,14 @@ impl Session<'_> {
             },
             t,
         );
+        if self.opts.beacon.is_some() {
+            let t = Instant::now();
+            let what = "install the first-boot beacon";
+            match (&plan.beacon, &plan.beacon_refused) {
+                (Some(b), _) => self.step(what, true, b.change().to_string(), t),
+                (None, why) => self.step(what, false, why.clone().unwrap_or_default(), t),
+            }
+        }
 
         if self.opts.uefi {
             let t = Instant::now();
