@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use ferry_client::cli::ConnectArgs;
-use ferry_engine::backup::{self, BackupOptions, DiskSpec};
+use ferry_engine::backup::{self, BackupOptions, ConsistencyRequest, DiskSpec, LvmPolicy};
 use ferry_engine::source_load::{parse_rate_limit, SourceLimits, DEFAULT_READS_IN_FLIGHT};
 
 #[derive(Parser)]
@@ -65,6 +65,13 @@ pub struct BackupArgs {
     /// Print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
+    /// live, point-in-time (freeze the source's filesystems for the read, or fail), or auto
+    /// (point-in-time when possible, else live with a warning); the snapshot records which
+    #[arg(long, default_value_t = ConsistencyRequest::Auto, value_name = "MODE")]
+    pub consistency: ConsistencyRequest,
+    /// Point-in-time: read LVs from LVM snapshots where the VG has room, instead of freezing
+    #[arg(long)]
+    pub lvm_snapshots: bool,
 }
 
 impl BackupArgs {
@@ -89,6 +96,14 @@ impl BackupArgs {
             level: self.level,
             quiet: self.json,
             limits: self.limits(),
+            consistency: self.consistency,
+            lvm: if self.lvm_snapshots {
+                LvmPolicy::Snapshot(Default::default())
+            } else {
+                LvmPolicy::Off
+            },
+            // Hooks come from --hooks, read by the command (it may fail).
+            ..Default::default()
         }
     }
 }

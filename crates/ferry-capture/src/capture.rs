@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+pub use ferry_format::consistency::{Consistency, Method, NotFrozen};
 use serde::{Deserialize, Serialize};
 
 use crate::extents::{self, Substitution};
@@ -71,45 +72,6 @@ impl CaptureRequest {
             max_freeze: Some(DEFAULT_MAX_FREEZE),
         }
     }
-}
-
-/// How a snapshot was taken, for its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "mode", deny_unknown_fields)]
-pub enum Consistency {
-    PointInTime {
-        method: Method,
-        /// Mount points frozen for the read.
-        frozen: Vec<PathBuf>,
-        /// LVs read from snapshots (`vg/lv`).
-        snapshots: Vec<String>,
-        /// Read-only filesystems (nothing could change them).
-        read_only: Vec<PathBuf>,
-        /// Filesystems that could be neither frozen nor snapshotted: not point-in-time.
-        not_frozen: Vec<NotFrozen>,
-        /// How long the first filesystem stayed frozen, in milliseconds.
-        freeze_ms: u64,
-    },
-    Live,
-}
-
-/// How point-in-time was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    Freeze,
-    LvmSnapshot,
-    LvmSnapshotAndFreeze,
-    /// Nothing was mounted read-write on the disks.
-    Unmounted,
-}
-
-/// A filesystem left writable during a point-in-time capture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotFrozen {
-    pub mount_point: PathBuf,
-    pub fstype: String,
 }
 
 /// The disks to read and what replaces part of them.
@@ -198,6 +160,8 @@ pub struct CaptureReport {
 pub struct Capture {
     freeze: Option<FreezeGuard>,
     snapshots: Vec<SnapshotPlan>,
+    /// When the first snapshot was created.
+    snapshotted_at: Option<Instant>,
     substitutions: Vec<Substitution>,
     sources: Vec<SourceRead>,
     mode: Mode,
@@ -216,6 +180,7 @@ impl Capture {
         let mut cap = Capture {
             freeze: None,
             snapshots: Vec::new(),
+            snapshotted_at: None,
             substitutions: Vec::new(),
             sources: Vec::new(),
             mode: req.mode,
@@ -324,6 +289,7 @@ impl Capture {
                 lv: p.origin.clone(),
                 source: Box::new(source),
             })?;
+            self.snapshotted_at.get_or_insert_with(Instant::now);
             done.push((p.vg.clone(), p.origin.clone()));
             self.snapshots.push(p);
             self.substitutions.extend(map);
@@ -417,6 +383,11 @@ impl Capture {
             }
         }
         self.substitutions.clear();
+        let snapshot_held = self
+            .snapshotted_at
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
         for p in std::mem::take(&mut self.snapshots) {
             if let Err(source) = Lvm.remove(&p.vg, &p.name) {
                 note(CaptureError::Lvm {
@@ -441,13 +412,14 @@ impl Capture {
                     (false, true) => Method::Freeze,
                     (true, false) => Method::LvmSnapshot,
                     (false, false) => Method::LvmSnapshotAndFreeze,
-                    (true, true) => Method::Unmounted,
+                    (true, true) => Method::NoneNeeded,
                 },
                 frozen,
                 snapshots,
                 read_only: std::mem::take(&mut self.read_only),
                 not_frozen: std::mem::take(&mut self.not_frozen),
-                freeze_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                freeze_ms: millis(took),
+                snapshot_ms: millis(snapshot_held),
             },
         };
         Ok(CaptureReport {
@@ -465,6 +437,10 @@ impl Drop for Capture {
             }
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Find the filesystems on each disk.
@@ -595,6 +571,7 @@ mod tests {
                 fstype: "vfat".into(),
             }],
             freeze_ms: 1234,
+            snapshot_ms: 0,
         };
         let text = serde_json::to_string(&c).unwrap();
         assert!(

@@ -152,7 +152,7 @@ fn freeze_blocks_writes_until_end() {
             assert_eq!(method, Method::Freeze);
             assert_eq!(frozen, std::slice::from_ref(&fs.mnt));
         }
-        Consistency::Live => panic!("recorded as live"),
+        other => panic!("recorded as {other}"),
     }
     assert!(report.freeze >= BLOCKED, "{:?}", report.freeze);
 }
@@ -241,7 +241,7 @@ fn hooks_run_around_the_freeze_and_post_runs_on_failure() {
     let report = Capture::begin(&req).unwrap().end().unwrap();
     match report.consistency {
         Consistency::PointInTime { frozen, .. } => assert_eq!(frozen.len(), 1),
-        Consistency::Live => panic!("recorded as live"),
+        other => panic!("recorded as {other}"),
     }
 }
 

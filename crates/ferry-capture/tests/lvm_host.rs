@@ -195,7 +195,7 @@ fn a_snapshot_holds_the_lv_as_it_was_while_the_source_writes() {
             assert!(frozen.is_empty(), "{frozen:?}");
             assert_eq!(snapshots, [format!("{}/data", vg.vg)]);
         }
-        Consistency::Live => panic!("recorded as live"),
+        other => panic!("recorded as {other}"),
     }
     assert!(vg.snapshots().is_empty(), "snapshot left after end");
 }

@@ -9,9 +9,19 @@
 //! PUT through one shared [`Throttle`]). A snapshot only becomes visible at commit; an
 //! interrupted backup leaves chunks the next run will not upload again.
 //!
-//! The whole backup runs on a thread of its own at the priorities [`SourceLimits`] asks for
+//! Before the first read the sources are held still as `opts.consistency` asks
+//! ([`consistency::Hold`]: a `ferry_capture::Capture` over the source block devices, a stamp of
+//! each image file); after the last read (index uploads and re-uploads included) they are
+//! released, and the commit records how they were read. LVM snapshot ranges are read from the
+//! snapshot devices ([`substitute`]). The pre and post hooks run on the caller's thread, at its
+//! priorities.
+//!
+//! The reading and uploading runs on a thread of its own at the priorities [`SourceLimits`] asks for
 //! (idle I/O class, nice 19 by default), which every stage inherits; the caller's thread keeps
 //! its own. Sources are opened with `drop_cache` as asked ([`crate::source_load`]).
+
+mod consistency;
+mod substitute;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -37,6 +47,10 @@ pub use crate::source_load::SourceLimits;
 use crate::source_load::{lower_priorities, Usage};
 use crate::throttle::Throttle;
 use crate::{EngineError, Refusal};
+pub use consistency::{ConsistencyError, ConsistencyRequest, Hold, HoldRequest, DEFAULT_RUN_DIR};
+pub use ferry_capture::{Hook, HookCommand, Hooks, LvmPolicy};
+pub use ferry_format::consistency::Consistency;
+pub use substitute::{SubstituteError, Substituted};
 
 /// zstd level for uploads: level 3 compresses OS data well at several hundred MB/s per core.
 pub const DEFAULT_LEVEL: i32 = 3;
@@ -53,6 +67,7 @@ pub struct DiskSpec {
     pub path: PathBuf,
 }
 
+/// What to back up and how. Build it with `..Default::default()` for the fields you leave.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     pub machine: String,
@@ -64,6 +79,33 @@ pub struct BackupOptions {
     /// How hard the backup may press on the source (rate cap, reads in flight, priorities,
     /// page cache); the default is the field's ([`SourceLimits::default`]).
     pub limits: SourceLimits,
+    /// Live, point-in-time, or point-in-time when possible (the default).
+    pub consistency: ConsistencyRequest,
+    /// Operator commands around the capture (from the agent's own config, never the appliance).
+    pub hooks: Hooks,
+    /// The capture's lock and state file; a tmpfs never frozen ([`DEFAULT_RUN_DIR`]).
+    pub run_dir: PathBuf,
+    /// Whether point-in-time may take LVM snapshots instead of freezing (off by default until
+    /// the device-mapper path has run in the guest tier; docs/consistency.md).
+    pub lvm: LvmPolicy,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            machine: String::new(),
+            disks: Vec::new(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            parallel: 4,
+            level: DEFAULT_LEVEL,
+            quiet: false,
+            limits: SourceLimits::default(),
+            consistency: ConsistencyRequest::default(),
+            hooks: Hooks::default(),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            lvm: LvmPolicy::Off,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -88,6 +130,10 @@ pub struct BackupSummary {
     /// Peak resident set size of the agent process (its whole life so far), in bytes.
     pub peak_rss_bytes: u64,
     pub seconds: f64,
+    /// How the disks were read, as the snapshot's manifest records it.
+    pub consistency: Consistency,
+    /// How long the source's filesystems were frozen (0 when none was).
+    pub freeze_seconds: f64,
 }
 
 /// Name a disk after its source path (`/dev/sda` → `sda`, `web.qcow2` → `web`).
@@ -126,36 +172,83 @@ pub(crate) struct Counters {
     bytes_sent: AtomicU64,
 }
 
-/// Back up `opts.disks` as one snapshot, on a thread of its own at the priorities
-/// `opts.limits` asks for.
+/// Back up `opts.disks` as one snapshot: hold the sources still as asked, read and upload on a
+/// thread of its own at the priorities `opts.limits` asks for, release the sources, commit.
 pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
+    let start = Instant::now();
     let before = Usage::now();
-    let r = std::thread::scope(|s| {
+    check_options(opts)?;
+    let hold = Hold::begin(&HoldRequest {
+        sources: opts.disks.iter().map(|d| d.path.as_path()).collect(),
+        consistency: opts.consistency,
+        hooks: &opts.hooks,
+        run_dir: &opts.run_dir,
+        lvm: opts.lvm,
+    })?;
+    let read = std::thread::scope(|s| {
         let worker = std::thread::Builder::new()
             .name("backup".into())
             .spawn_scoped(s, || {
                 lower_priorities(&opts.limits);
-                backup_here(client, opts)
+                read_here(client, opts, hold.substitutions())
             })
             .map_err(|e| EngineError::Worker(format!("start the backup thread: {e}")))?;
         worker
             .join()
             .map_err(|_| EngineError::Worker("the backup thread panicked".into()))?
     });
-    r.map(|mut summary| {
-        let after = Usage::now();
-        summary.cpu_seconds = after.cpu_seconds_since(&before);
-        summary.peak_rss_bytes = after.peak_rss_bytes;
-        summary
-    })
+    // The last read is done (or failed): release the sources before anything else.
+    let ended = hold.end();
+    let (session, disks, mut summary) = match (read, ended) {
+        (Ok(read), Ok(consistency)) => {
+            let (session, disks, mut summary) = read;
+            summary.consistency = consistency;
+            (session, disks, summary)
+        }
+        (Ok((session, ..)), Err(e)) => {
+            abandon(client, &session);
+            return Err(e.into());
+        }
+        (Err(e), ended) => {
+            if let Err(also) = ended {
+                tracing::error!("release the sources: {also}");
+            }
+            return Err(e);
+        }
+    };
+    let req = CommitRequest {
+        disks,
+        os: None,
+        agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")),
+        consistency: summary.consistency.clone(),
+    };
+    summary.snapshot = match client.commit(&session, &req) {
+        Ok(id) => id,
+        Err(e) => {
+            abandon(client, &session);
+            return Err(e.into());
+        }
+    };
+    if let Consistency::PointInTime { freeze_ms, .. } = &summary.consistency {
+        summary.freeze_seconds = *freeze_ms as f64 / 1000.0;
+    }
+    let after = Usage::now();
+    summary.cpu_seconds = after.cpu_seconds_since(&before);
+    summary.peak_rss_bytes = after.peak_rss_bytes;
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
-fn backup_here(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, EngineError> {
-    let start = Instant::now();
+/// Best effort, and brief: the appliance may be what failed. The session's chunks stay (a
+/// rerun skips them); nothing becomes visible.
+fn abandon(client: &Client, session: &str) {
+    let _ = client.with_retry_window(ABANDON_RETRY).abandon(session);
+}
+
+/// What can be refused before any hook runs or any source is touched.
+fn check_options(opts: &BackupOptions) -> Result<(), EngineError> {
     check_name(NameKind::Machine, &opts.machine).map_err(Refusal::BadMachineName)?;
     ferry_format::chunk::check_chunk_size(opts.chunk_size).map_err(Refusal::BadChunkSize)?;
-    // Open and probe every source before the appliance hears of this backup.
-    let mut sources = Vec::new();
     for (i, d) in opts.disks.iter().enumerate() {
         check_name(NameKind::Disk, &d.name).map_err(Refusal::BadDiskName)?;
         if opts.disks[..i].iter().any(|o| o.name == d.name) {
@@ -164,10 +257,28 @@ fn backup_here(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, E
             }
             .into());
         }
+    }
+    if opts.disks.is_empty() {
+        return Err(Refusal::NoDisks.into());
+    }
+    Ok(())
+}
+
+/// Open and probe every source, then read and upload each disk and its index: the session
+/// id, the disks for the commit and the figures so far. The session is abandoned on failure.
+fn read_here(
+    client: &Client,
+    opts: &BackupOptions,
+    subs: &[ferry_capture::extents::Substitution],
+) -> Result<(String, Vec<DiskManifest>, BackupSummary), EngineError> {
+    // Open and probe every source before the appliance hears of this backup.
+    let mut sources = Vec::new();
+    for d in &opts.disks {
         let open = OpenOptions {
             drop_cache: opts.limits.drop_cache,
         };
-        let src = ferry_image::open_with(&d.path, open)?;
+        let src = Substituted::over(ferry_image::open_with(&d.path, open)?, &d.path, subs)
+            .map_err(ConsistencyError::from)?;
         let layout = match ferry_probe::probe(&*src) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -185,20 +296,11 @@ fn backup_here(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, E
         let used = layout.as_ref().and_then(|l| used_map(d, &*src, l));
         sources.push((d, src, layout, used));
     }
-    if sources.is_empty() {
-        return Err(Refusal::NoDisks.into());
-    }
     let session = client.start_backup(&opts.machine, opts.chunk_size)?;
-    let result = run_session(client, opts, &session, sources);
-    match result {
-        Ok(mut summary) => {
-            summary.seconds = start.elapsed().as_secs_f64();
-            Ok(summary)
-        }
+    match run_session(client, opts, &session, sources) {
+        Ok((disks, summary)) => Ok((session, disks, summary)),
         Err(e) => {
-            // Best effort, and brief: the appliance may be what failed. The session's chunks
-            // stay (a rerun skips them); nothing becomes visible.
-            let _ = client.with_retry_window(ABANDON_RETRY).abandon(&session);
+            abandon(client, &session);
             Err(e)
         }
     }
@@ -241,12 +343,13 @@ fn used_map(
     }
 }
 
+/// Read and upload every disk and its index; the disks for the commit and the figures.
 fn run_session(
     client: &Client,
     opts: &BackupOptions,
     session: &str,
     sources: Vec<Source<'_>>,
-) -> Result<BackupSummary, EngineError> {
+) -> Result<(Vec<DiskManifest>, BackupSummary), EngineError> {
     let mut summary = BackupSummary {
         machine: opts.machine.clone(),
         ..Default::default()
@@ -318,18 +421,12 @@ fn run_session(
             layout,
         });
     }
-    let req = CommitRequest {
-        disks,
-        os: None,
-        agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")),
-    };
-    summary.snapshot = client.commit(session, &req)?;
     summary.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
     summary.chunks_new = counters.new.load(Ordering::Relaxed);
     summary.chunks_present = seen.len() as u64 - summary.chunks_new;
     summary.bytes_uploaded = counters.bytes_uploaded.load(Ordering::Relaxed);
     summary.bytes_sent = counters.bytes_sent.load(Ordering::Relaxed);
-    Ok(summary)
+    Ok((disks, summary))
 }
 
 struct Item {

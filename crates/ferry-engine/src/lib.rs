@@ -109,6 +109,9 @@ pub enum EngineError {
     },
     #[error("a worker thread failed: {0}")]
     Worker(String),
+    /// The sources could not be held still as asked, or released cleanly (backup).
+    #[error(transparent)]
+    Consistency(#[from] backup::ConsistencyError),
 }
 
 impl EngineError {

@@ -320,6 +320,7 @@ mod tests {
                         reads_in_flight: parallel,
                         ..SourceLimits::unlimited()
                     },
+                    ..Default::default()
                 };
                 let counters = Counters::default();
                 backup_disk(

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkId;
+use crate::consistency::Consistency;
 use crate::manifest::{DiskManifest, OsFacts};
 
 /// Path prefix of every API route; bumped only with an incompatible change.
@@ -121,6 +122,9 @@ pub struct CommitRequest {
     #[serde(default)]
     pub os: Option<OsFacts>,
     pub agent: String,
+    /// How the disks were read; an agent that does not say is recorded as `unknown`.
+    #[serde(default)]
+    pub consistency: Consistency,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -151,6 +155,9 @@ pub struct SnapshotSummary {
     pub size: u64,
     /// Data chunks referenced (not deduplicated).
     pub data_chunks: u64,
+    /// The manifest's record of how the disks were read (`unknown` for older snapshots).
+    #[serde(default)]
+    pub consistency: Consistency,
 }
 
 /// Which machines a backup or restore token may write or read.

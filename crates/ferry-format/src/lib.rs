@@ -3,7 +3,8 @@
 //! - [`chunk`]: chunk ids (BLAKE3-256 of the plaintext), chunk sizes, and the canonical shape of
 //!   a chunk's zstd frame (`check_frame`: what the appliance accepts and stores).
 //! - [`index`]: the per-disk index, a frozen binary format.
-//! - [`manifest`]: the snapshot manifest (JSON), signed by the appliance ([`signing`]).
+//! - [`manifest`]: the snapshot manifest (JSON), signed by the appliance ([`signing`]); its
+//!   [`consistency`] record says how the disks were read.
 //! - [`layout`]: partition tables, LVM and filesystems captured at backup time.
 //! - [`api`]: request and response bodies of the HTTPS API.
 //! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod api;
 pub mod chunk;
+pub mod consistency;
 pub mod index;
 pub mod layout;
 pub mod manifest;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::{check_chunk_size, ChunkId};
+pub use crate::consistency::Consistency;
 use crate::layout::DiskLayout;
 use crate::names::{check_name, NameKind};
 use crate::FormatError;
@@ -29,6 +30,10 @@ pub struct Manifest {
     pub os: Option<OsFacts>,
     /// Version of the backup-agent that read the disks.
     pub agent: String,
+    /// How the disks were read: point-in-time (and how), live, or unknown (absent: a manifest
+    /// from before the field existed).
+    #[serde(default, skip_serializing_if = "Consistency::is_unknown")]
+    pub consistency: Consistency,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,10 +108,98 @@ impl Manifest {
                 )));
             }
         }
-        Ok(())
+        self.consistency.check()
     }
 
     pub fn disk(&self, name: &str) -> Option<&DiskManifest> {
         self.disks.iter().find(|d| d.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consistency::Method;
+    use crate::signing::{SigningKey, SIGNING_CONTEXT};
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    /// A manifest as written before `consistency` existed.
+    const OLD: &str = r#"{
+  "version": 1,
+  "snapshot": "web01-20261122T010203Z",
+  "machine": "web01",
+  "created": "2026-11-22T01:02:03Z",
+  "chunk_size": 4194304,
+  "disks": [{
+    "name": "sda", "size": 8388608, "logical_sector_size": 512,
+    "source": "/dev/sda", "source_format": "block-device",
+    "index_digest": "0000000000000000000000000000000000000000000000000000000000000000",
+    "chunks": {"data": 1, "zero": 1, "unused": 0}
+  }],
+  "agent": "backup-agent 0.1.0"
+}"#;
+
+    fn frozen() -> Consistency {
+        Consistency::PointInTime {
+            method: Method::Freeze,
+            frozen: vec!["/".into(), "/var".into()],
+            snapshots: vec![],
+            read_only: vec![],
+            not_frozen: vec![],
+            freeze_ms: 2500,
+            snapshot_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_old_manifest_reads_as_unknown_and_writes_back_without_the_field() {
+        let m: Manifest = serde_json::from_str(OLD).unwrap();
+        m.check().unwrap();
+        assert_eq!(m.consistency, Consistency::Unknown);
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("consistency"), "{text}");
+    }
+
+    #[test]
+    fn consistency_round_trips_in_the_manifest() {
+        let mut m: Manifest = serde_json::from_str(OLD).unwrap();
+        for c in [frozen(), Consistency::Live] {
+            m.consistency = c.clone();
+            let text = serde_json::to_string_pretty(&m).unwrap();
+            assert!(text.contains(r#""consistency": {"#), "{text}");
+            let back: Manifest = serde_json::from_str(&text).unwrap();
+            back.check().unwrap();
+            assert_eq!(back.consistency, c);
+        }
+        let mut huge = frozen();
+        if let Consistency::PointInTime { frozen, .. } = &mut huge {
+            *frozen = vec!["/x".into(); crate::consistency::MAX_ENTRIES + 1];
+        }
+        m.consistency = huge;
+        assert!(m.check().is_err());
+    }
+
+    #[test]
+    fn the_signature_covers_consistency() {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let key = SigningKey(kp.public_key().as_ref().try_into().unwrap());
+        let mut m: Manifest = serde_json::from_str(OLD).unwrap();
+        m.consistency = Consistency::Live;
+        let bytes = serde_json::to_vec_pretty(&m).unwrap();
+        let mut msg = SIGNING_CONTEXT.to_vec();
+        msg.extend_from_slice(&bytes);
+        let sig = B64.encode(kp.sign(&msg).as_ref());
+        key.verify(&bytes, &sig).unwrap();
+        // Claiming more than was recorded, or dropping the record, breaks the signature.
+        m.consistency = frozen();
+        let upgraded = serde_json::to_vec_pretty(&m).unwrap();
+        assert!(key.verify(&upgraded, &sig).is_err());
+        m.consistency = Consistency::Unknown;
+        let dropped = serde_json::to_vec_pretty(&m).unwrap();
+        assert!(key.verify(&dropped, &sig).is_err());
     }
 }

@@ -156,7 +156,7 @@ pub fn snapshots(data: &Path, machine: Option<&str>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The `snapshots` table: id, machine, created, disks, size.
+/// The `snapshots` table: id, machine, created, disks, size, consistency.
 pub fn write_snapshot_table(out: &mut impl Write, list: &[SnapshotSummary]) -> std::io::Result<()> {
     let w = list
         .iter()
@@ -172,18 +172,19 @@ pub fn write_snapshot_table(out: &mut impl Write, list: &[SnapshotSummary]) -> s
         .max(7);
     writeln!(
         out,
-        "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}",
+        "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}  CONSISTENCY",
         "SNAPSHOT", "MACHINE", "CREATED", "DISKS", "SIZE"
     )?;
     for s in list {
         writeln!(
             out,
-            "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}",
+            "{:<w$}  {:<m$}  {:<20}  {:<16}  {:>10}  {}",
             s.snapshot,
             s.machine,
             s.created,
             s.disks.join(","),
-            human_bytes(s.size)
+            human_bytes(s.size),
+            s.consistency
         )?;
     }
     Ok(())

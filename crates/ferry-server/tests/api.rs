@@ -96,6 +96,7 @@ fn full_backup_and_restore_round() {
         }],
         os: None,
         agent: "test-agent".into(),
+        consistency: ferry_format::consistency::Consistency::Live,
     };
     let body = serde_json::to_vec(&commit).unwrap();
     let CommitReply { snapshot } = c.json(
@@ -120,6 +121,7 @@ fn full_backup_and_restore_round() {
         list.iter().map(|s| s.snapshot.as_str()).collect::<Vec<_>>(),
         vec![snapshot.as_str()]
     );
+    assert_eq!(list[0].consistency.mode(), "live");
     let none: Vec<SnapshotSummary> = c.json("GET", "/snapshots?machine=db01", &restore, None);
     assert!(none.is_empty());
     let signed: SignedManifest = c.json(
@@ -137,6 +139,10 @@ fn full_backup_and_restore_round() {
     assert_eq!(
         (manifest.snapshot.as_str(), manifest.chunk_size),
         (snapshot.as_str(), CS)
+    );
+    assert_eq!(
+        manifest.consistency,
+        ferry_format::consistency::Consistency::Live
     );
     let got_index = c.ok(
         "GET",

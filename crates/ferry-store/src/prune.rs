@@ -459,6 +459,7 @@ mod tests {
                     disks: vec![],
                     size: 0,
                     data_chunks: 0,
+                    consistency: Default::default(),
                 },
                 writer: w.map(str::to_string),
             })

@@ -57,6 +57,7 @@ pub fn summarize(m: &Manifest) -> SnapshotSummary {
         disks: m.disks.iter().map(|d| d.name.clone()).collect(),
         size: m.disks.iter().map(|d| d.size).sum(),
         data_chunks: m.disks.iter().map(|d| d.chunks.data).sum(),
+        consistency: m.consistency.clone(),
     }
 }
 
@@ -96,6 +97,7 @@ impl Store {
                 disks: req.disks.clone(),
                 os: req.os.clone(),
                 agent: req.agent.clone(),
+                consistency: req.consistency.clone(),
             };
             manifest.check()?;
             check_name(NameKind::Snapshot, &id)?;

@@ -104,6 +104,7 @@ impl MemorySource {
             disks: listed,
             os: None,
             agent: "memory".into(),
+            consistency: Default::default(),
         };
         manifest.check().map_err(crate::Refusal::Unindexable)?;
         self.manifests.insert(id.to_string(), manifest.clone());

@@ -115,6 +115,7 @@ pub(super) fn manifest(disks: Vec<DiskManifest>) -> Manifest {
         disks,
         os: None,
         agent: "test".into(),
+        consistency: Default::default(),
     }
 }
 
