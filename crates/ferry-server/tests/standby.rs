@@ -1,0 +1,289 @@
+//! A migration's standby over the real HTTPS server: the long-polled next snapshot, the state
+//! report, 410 once the migration ended, and the scope of a standby's credential (exactly the
+//! snapshot handed to it and its basis; never another snapshot of the same machine).
+
+use std::time::{Duration, SystemTime};
+
+use ferry_format::agent::{
+    Disk, EnrollReply, EnrollRequest, Inventory, Job, JobKind, Nic, ResumeClaim, StandbyNext,
+};
+use ferry_format::api::{BackupSession, CommitReply, Role};
+use ferry_format::index::Entry;
+use ferry_format::{ChunkId, DiskIndex};
+use ferry_server::commands::init_store;
+use ferry_store::migrations::NewMigration;
+use ferry_store::tokens::create_token_at;
+use ferry_store::Store;
+use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::store::{commit_request, CS};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    rt: tokio::runtime::Runtime,
+    server: Option<ferry_server::RunningServer>,
+    c: Client,
+    backup: String,
+    enroll: String,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let init = init_store(dir.path(), &[]).unwrap();
+        let trust = load_trust(&init.trust_bundle);
+        let t = "2025-01-01T00:00:00Z";
+        let backup = create_token_at(dir.path(), Role::Backup, t).unwrap();
+        let enroll = create_token_at(dir.path(), Role::Enroll, t).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt
+            .block_on(ferry_server::start(
+                dir.path(),
+                "127.0.0.1:0".parse().unwrap(),
+            ))
+            .unwrap();
+        let c = Client::new(&trust, server.addr, Duration::from_secs(60));
+        let store = Store::open(dir.path()).unwrap();
+        World {
+            store,
+            rt,
+            server: Some(server),
+            c,
+            backup,
+            enroll,
+            _dir: dir,
+        }
+    }
+
+    /// A committed snapshot of one 3-chunk disk `sda`; returns its id and data chunk ids.
+    fn snapshot(&self, machine: &str, seed: u8) -> (String, Vec<ChunkId>) {
+        let c = &self.c;
+        let start = format!(r#"{{"machine":"{machine}","chunk_size":{CS}}}"#);
+        let s: BackupSession = serde_json::from_slice(&c.ok(
+            "POST",
+            "/backups",
+            &self.backup,
+            Some(start.as_bytes()),
+            200,
+        ))
+        .unwrap();
+        let mut ids = Vec::new();
+        let mut index = DiskIndex::new_zero(3 * CS as u64, CS).unwrap();
+        for i in [0usize, 2] {
+            let plain: Vec<u8> = (0..CS)
+                .map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8))
+                .collect();
+            let id = ChunkId::of(&plain);
+            c.ok(
+                "PUT",
+                &format!("/chunks/{id}"),
+                &self.backup,
+                Some(&zstd::bulk::compress(&plain, 1).unwrap()),
+                201,
+            );
+            index.entries[i] = Entry::Data(id);
+            ids.push(id);
+        }
+        c.ok(
+            "PUT",
+            &format!("/backups/{}/disks/sda/index", s.session),
+            &self.backup,
+            Some(&index.encode()),
+            204,
+        );
+        let commit = commit_request(&index, "block-device");
+        let body = serde_json::to_vec(&commit).unwrap();
+        let r: CommitReply = serde_json::from_slice(&c.ok(
+            "POST",
+            &format!("/backups/{}/commit", s.session),
+            &self.backup,
+            Some(&body),
+            200,
+        ))
+        .unwrap();
+        (r.snapshot, ids)
+    }
+
+    fn enroll(&self, mac: &str, disks: &[(&str, u64, bool)]) -> EnrollReply {
+        self.enroll_claiming(mac, disks, &[])
+    }
+
+    /// An enrollment that approves itself by the operator's hand.
+    fn enroll_approved(&self, mac: &str, disks: &[(&str, u64, bool)]) -> EnrollReply {
+        let a = self.enroll(mac, disks);
+        assert!(!a.approved, "a plain enrollment is never approved");
+        self.store
+            .approve_agent(&a.agent, Some(&a.code), SystemTime::now())
+            .unwrap();
+        a
+    }
+
+    fn enroll_claiming(
+        &self,
+        mac: &str,
+        disks: &[(&str, u64, bool)],
+        claims: &[ResumeClaim],
+    ) -> EnrollReply {
+        let inventory = Inventory {
+            disks: disks
+                .iter()
+                .map(|&(name, size, blank)| Disk {
+                    name: name.into(),
+                    size,
+                    model: None,
+                    serial: Some(format!("SER-{name}")),
+                    wwn: None,
+                    logical_sector_size: 512,
+                    physical_sector_size: 512,
+                    blank,
+                    removable: false,
+                    holds: (!blank).then(|| "an ext2/3/4 filesystem at offset 1 MiB".into()),
+                    protected: None,
+                })
+                .collect(),
+            nics: vec![Nic {
+                name: "eth0".into(),
+                mac: mac.into(),
+                carrier: Some(true),
+            }],
+            ..Default::default()
+        };
+        let req = serde_json::to_vec(&EnrollRequest {
+            inventory,
+            version: "test".into(),
+            resume: claims.to_vec(),
+        })
+        .unwrap();
+        serde_json::from_slice(
+            &self
+                .c
+                .ok("POST", "/agents/enroll", &self.enroll, Some(&req), 200),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = self.rt.block_on(s.shutdown(Duration::from_secs(1)));
+        }
+    }
+}
+
+fn next(w: &World, a: &EnrollReply, basis: &str, want: u16) -> Option<StandbyNext> {
+    let (status, body) = w.c.call(
+        "GET",
+        &format!("/agents/{}/standby/next?basis={basis}&wait=0", a.agent),
+        &a.credential,
+        None,
+    );
+    assert_eq!(status, want, "{}", String::from_utf8_lossy(&body));
+    (status == 200).then(|| serde_json::from_slice(&body).unwrap())
+}
+
+fn report(w: &World, a: &EnrollReply, basis: &str, want: u16) -> String {
+    let body = format!(
+        r#"{{"basis":"{basis}","applied":"2026-01-01T00:00:00Z","bytes_written":4096,"seconds":0.5}}"#
+    );
+    w.c.want(
+        "PUT",
+        &format!("/agents/{}/standby/state", a.agent),
+        &a.credential,
+        body.as_bytes(),
+        want,
+    )
+}
+
+fn reads(w: &World, a: &EnrollReply, snapshot: &str, chunk: &ChunkId) -> (u16, u16, u16) {
+    let get = |path: String| w.c.call("GET", &path, &a.credential, None).0;
+    (
+        get(format!("/snapshots/{snapshot}/manifest")),
+        get(format!("/snapshots/{snapshot}/disks/sda/index")),
+        get(format!("/chunks/{chunk}")),
+    )
+}
+
+#[test]
+fn a_standby_reads_only_what_it_was_handed_and_stops_when_the_migration_ends() {
+    let w = World::new();
+    w.store.set_schedule("web01", |s| s.keep = 7).unwrap();
+    let (s1, c1) = w.snapshot("web01", 3);
+    let a = w.enroll_approved("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    let m = w
+        .store
+        .create_migration(
+            NewMigration {
+                machine: "web01".into(),
+                agent: "52:54:00:00:00:01".into(),
+                mappings: vec!["sda=/dev/vda".parse().unwrap()],
+                overwrite: false,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    let (status, body) = w.c.call(
+        "GET",
+        &format!("/agents/{}/job?wait=0", a.agent),
+        &a.credential,
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let job: Job = serde_json::from_slice(&body).unwrap();
+    assert_eq!(job.kind, JobKind::Standby);
+    assert_eq!(job.migration.as_deref(), Some(m.id.as_str()));
+    // Nothing handed yet: the job's snapshot field does not open anything.
+    assert_eq!(reads(&w, &a, &s1, &c1[0]), (403, 403, 403));
+
+    let n = next(&w, &a, "", 200).unwrap();
+    assert_eq!(
+        (n.snapshot.as_str(), n.migration.as_str()),
+        (s1.as_str(), m.id.as_str())
+    );
+    assert_eq!(reads(&w, &a, &s1, &c1[0]), (200, 200, 200));
+    // Another agent's credential is refused on this agent's route; on its own it serves no
+    // migration (410).
+    let b = w.enroll_approved("52:54:00:00:00:02", &[("vda", 1 << 20, true)]);
+    w.c.ok(
+        "GET",
+        &format!("/agents/{}/standby/next", a.agent),
+        &b.credential,
+        None,
+        403,
+    );
+    next(&w, &b, "", 410);
+
+    report(&w, &a, &s1, 204);
+    assert!(next(&w, &a, &s1, 204).is_none());
+
+    // A newer snapshot of the same machine: unreadable until handed.
+    let (s2, c2) = w.snapshot("web01", 5);
+    assert_eq!(reads(&w, &a, &s2, &c2[0]), (403, 403, 403));
+    let n = next(&w, &a, &s1, 200).unwrap();
+    assert_eq!(n.snapshot, s2);
+    assert_eq!(reads(&w, &a, &s2, &c2[0]), (200, 200, 200));
+    assert_eq!(
+        reads(&w, &a, &s1, &c1[0]),
+        (200, 200, 200),
+        "the basis stays readable"
+    );
+    // A third one, never handed: still refused, though it is of the same machine.
+    let (s3, c3) = w.snapshot("web01", 7);
+    assert_eq!(reads(&w, &a, &s3, &c3[0]), (403, 403, 403));
+    let e = report(&w, &a, &s3, 409);
+    assert!(e.contains("was not handed"), "{e}");
+    report(&w, &a, &s2, 204);
+    let v = w.store.migration(&m.id).unwrap();
+    assert_eq!(v.standby.basis.as_deref(), Some(s2.as_str()));
+
+    w.store.cancel_migration(&m.id, SystemTime::now()).unwrap();
+    let (status, body) = w.c.call(
+        "GET",
+        &format!("/agents/{}/standby/next?basis={s2}&wait=0", a.agent),
+        &a.credential,
+        None,
+    );
+    assert_eq!(status, 410, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("no active migration"));
+    report(&w, &a, &s2, 410);
+}
