@@ -142,3 +142,92 @@ fn fixup_cli_runs_guest_commands_without_a_shell() {
         "{out}"
     );
 }
+
+#[test]
+fn fixup_cli_installs_the_first_boot_beacon_into_a_systemd_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = tempfile::tempdir().unwrap();
+    let root = w.path().join("root");
+    debian_root(&root);
+    let conf = w.path().join("beacon.conf");
+    let config = ferry_format::agent::beacon::BeaconConfig {
+        url: "https://10.0.2.2:8443".into(),
+        job: "job-0011aabb".into(),
+        credential: format!("beacon-job-0011aabb.{}", "5a".repeat(32)),
+        ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+    };
+    std::fs::write(&conf, config.to_text().unwrap()).unwrap();
+    let fixup = |extra: &[&str]| {
+        let mut c = Command::new(bin("restore-agent"));
+        c.args(["fixup", "--root"])
+            .arg(&root)
+            .arg("--beacon")
+            .arg(&conf)
+            .arg("--beacon-program")
+            .arg(bin("beacon"))
+            .args(extra);
+        c
+    };
+    // Without systemd: a note, nothing installed.
+    let out = ok(&mut fixup(&["--dry-run"]));
+    assert!(
+        out.contains("note: the first-boot beacon is not installed: the restored system does not use systemd"),
+        "{out}"
+    );
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/systemd"), b"").unwrap();
+
+    // Dry run: shown (text and JSON, tagged beacon, no credential), nothing written.
+    let out = ok(&mut fixup(&["--dry-run"]));
+    assert!(
+        out.contains("would change: etc/systemd/system/ferry-beacon.service: install the first-boot beacon of job job-0011aabb"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&mut fixup(&["--dry-run", "--json"]))).unwrap();
+    let b: Vec<&serde_json::Value> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "beacon")
+        .collect();
+    assert_eq!(b.len(), 1, "{json}");
+    assert_eq!(b[0]["config"], "etc/ferry/beacon.conf");
+    assert!(!json.to_string().contains(&"5a".repeat(32)), "{json}");
+    assert!(!root.join("etc/ferry/beacon.conf").exists());
+
+    // The real run (it fails on the guest commands this fake root cannot run) installs it.
+    fails(&mut fixup(&[]));
+    let mode = |rel: &str| {
+        std::fs::metadata(root.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("usr/local/lib/ferry/beacon"), 0o755);
+    assert_eq!(mode("etc/systemd/system/ferry-beacon.service"), 0o644);
+    assert_eq!(mode("etc/ferry/beacon.conf"), 0o600);
+    assert_eq!(
+        std::fs::read_link(
+            root.join("etc/systemd/system/multi-user.target.wants/ferry-beacon.service")
+        )
+        .unwrap(),
+        Path::new("/etc/systemd/system/ferry-beacon.service")
+    );
+    assert_eq!(
+        std::fs::read(root.join("usr/local/lib/ferry/beacon")).unwrap(),
+        std::fs::read(bin("beacon")).unwrap()
+    );
+    let installed = std::fs::read_to_string(root.join("etc/ferry/beacon.conf")).unwrap();
+    assert_eq!(
+        ferry_format::agent::beacon::BeaconConfig::parse(&installed).unwrap(),
+        config
+    );
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/ferry-beacon.service")).unwrap();
+    assert!(
+        unit.contains("Type=oneshot") && unit.contains("After=network-online.target"),
+        "{unit}"
+    );
+}
