@@ -38,6 +38,10 @@ pub enum Cmd {
         data: PathBuf,
         #[arg(long, value_name = "ADDR:PORT")]
         listen: SocketAddr,
+        /// Run garbage collection this often, under the store's GC lock (90m, 12h, 1d; 0: never)
+        #[arg(long, value_name = "DURATION", default_value = "1d",
+              value_parser = |s: &str| ferry_format::api::parse_duration_secs(s).map(Duration::from_secs))]
+        gc_every: Duration,
         #[command(flatten)]
         limits: ServeLimits,
     },

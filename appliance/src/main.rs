@@ -19,8 +19,9 @@ fn main() -> ExitCode {
         Cmd::Serve {
             data,
             listen,
+            gc_every,
             limits,
-        } => commands::serve(&data, listen, limits.resolve()),
+        } => commands::serve(&data, listen, gc_every, limits.resolve()),
         Cmd::Token(TokenCmd::Create {
             data,
             role,

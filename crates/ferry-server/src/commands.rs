@@ -115,7 +115,13 @@ pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
 }
 
 /// Serve HTTPS with `limits` until SIGTERM or SIGINT, then shut down gracefully.
-pub fn serve(data: &Path, listen: SocketAddr, limits: crate::limits::ServerLimits) -> Result<()> {
+/// Serve until SIGTERM or SIGINT, with garbage collection every `gc_every` (zero: never).
+pub fn serve(
+    data: &Path,
+    listen: SocketAddr,
+    gc_every: std::time::Duration,
+    limits: crate::limits::ServerLimits,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,7 +130,17 @@ pub fn serve(data: &Path, listen: SocketAddr, limits: crate::limits::ServerLimit
         tracing::info!("limits: {limits:?}");
         let server = crate::start_with(data, listen, limits).await?;
         tracing::info!("serving {} on https://{}", data.display(), server.addr);
+        let gc =
+            crate::gc_schedule::spawn(data.to_path_buf(), gc_every, crate::gc_schedule::log_run)
+                .context("start the GC schedule")?;
+        match &gc {
+            Some(_) => tracing::info!("garbage collection every {}s", gc_every.as_secs()),
+            None => tracing::info!("scheduled garbage collection is off (--gc-every 0)"),
+        }
         wait_for_signal().await?;
+        if let Some(gc) = gc {
+            gc.stop();
+        }
         tracing::info!(
             "shutting down (up to {}s for requests in flight)",
             crate::SHUTDOWN_GRACE.as_secs()

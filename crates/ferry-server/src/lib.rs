@@ -33,6 +33,7 @@ pub mod beacon;
 pub mod commands;
 pub mod download;
 pub mod error;
+pub mod gc_schedule;
 pub mod handlers;
 pub mod job_commands;
 pub mod limits;
