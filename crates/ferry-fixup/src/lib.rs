@@ -28,6 +28,7 @@ mod change;
 pub mod fsutil;
 pub mod hive;
 pub mod linux;
+pub mod network;
 pub mod report;
 pub mod system;
 pub mod uefi;

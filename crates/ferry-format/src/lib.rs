@@ -10,6 +10,8 @@
 //! - [`agent`]: inventories, enrollment, restore jobs and their events (unattended restores).
 //! - [`site`]: the rescue image's per-site settings file (`site.conf`), written by image-builder
 //!   and read by PID 1.
+//! - [`network`]: a machine's network configuration (interfaces, addresses, which config
+//!   system holds them), recorded at backup time for the fix-up's NIC mapping and re-IP.
 //! - [`marker`]: the in-progress marker an unattended restore writes on its targets.
 //! - [`units`]: byte counts as people read them (`1.5 GiB`), one formatter for every crate.
 //!
@@ -26,6 +28,7 @@ pub mod layout;
 pub mod manifest;
 pub mod marker;
 pub mod names;
+pub mod network;
 pub mod signing;
 pub mod site;
 pub mod source;
