@@ -33,6 +33,8 @@ pub struct BuildOptions {
     pub kernel_deb: Option<PathBuf>,
     pub cache: PathBuf,
     pub agent: PathBuf,
+    /// The first-boot beacon program (`/usr/lib/ferry/beacon`); `None`: the image has none.
+    pub beacon: Option<PathBuf>,
     pub busybox: PathBuf,
     pub drivers_dir: PathBuf,
     pub initramfs_dir: PathBuf,
@@ -160,7 +162,48 @@ fn step_rootfs(opts: &BuildOptions, archive: &mut Archive) -> Result<()> {
         agent: &opts.agent,
         busybox: &opts.busybox,
     };
-    rootfs::add_to(archive, &decls, &sources)
+    rootfs::add_to(archive, &decls, &sources)?;
+    if let Some(path) = &opts.beacon {
+        let data = std::fs::read(path).with_context(|| {
+            format!(
+                "read the beacon {}: build it with `cargo build --release --target \
+                 x86_64-unknown-linux-musl -p ferry-beacon`, or pass --beacon FILE",
+                path.display()
+            )
+        })?;
+        if !tools::is_static_elf(&data) {
+            bail!(
+                "use beacon {}: not a static x86_64 ELF executable (build it for x86_64-unknown-linux-musl)",
+                path.display()
+            );
+        }
+        archive.insert(crate::cpio::Entry {
+            path: format!("/{BEACON_PATH}"),
+            perm: 0o755,
+            kind: crate::cpio::Kind::File(data),
+        })?;
+    }
+    Ok(())
+}
+
+/// Where the rescue image carries the first-boot beacon (ferry-fixup's `RESCUE_PROGRAM`).
+pub const BEACON_PATH: &str = "usr/lib/ferry/beacon";
+
+/// `--beacon FILE` must exist; without it the default build is used when it exists, else the
+/// image carries no beacon (the agent's fix-up then says the first boot will not be reported).
+pub fn beacon_choice(given: Option<PathBuf>, default: PathBuf) -> Option<PathBuf> {
+    if given.is_some() {
+        return given;
+    }
+    if default.is_file() {
+        return Some(default);
+    }
+    eprintln!(
+        "warning: no first-boot beacon at {}: the image carries none (build it with `cargo build \
+         --release --target x86_64-unknown-linux-musl -p ferry-beacon`)",
+        default.display()
+    );
+    None
 }
 
 fn step_compress(archive: &Archive, epoch: u64) -> Result<Vec<u8>> {

@@ -33,6 +33,11 @@ pub enum Cmd {
         /// Static /init binary (default: WORKSPACE/target/x86_64-unknown-linux-musl/release/restore-agent)
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// Static first-boot beacon the fix-up installs in restored systems, carried as
+        /// /usr/lib/ferry/beacon (default: WORKSPACE/target/x86_64-unknown-linux-musl/release/beacon;
+        /// when that is missing the image carries none, with a warning)
+        #[arg(long)]
+        beacon: Option<PathBuf>,
         /// Static busybox for the operator shell (package busybox-static)
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,

@@ -16,6 +16,7 @@ fn run(cli: Cli) -> Result<()> {
             kernel_deb,
             cache,
             agent,
+            beacon,
             busybox,
             drivers_dir,
             initramfs_dir,
@@ -26,6 +27,7 @@ fn run(cli: Cli) -> Result<()> {
             let root = paths::workspace_root();
             let opts = build::BuildOptions {
                 agent: agent.unwrap_or_else(|| paths::default_agent(&root)),
+                beacon: build::beacon_choice(beacon, paths::default_beacon(&root)),
                 drivers_dir: drivers_dir.unwrap_or_else(|| root.join("drivers")),
                 initramfs_dir: initramfs_dir.unwrap_or_else(|| root.join("initramfs")),
                 cache: cache.unwrap_or_else(paths::default_cache),

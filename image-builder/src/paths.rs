@@ -27,6 +27,11 @@ pub fn default_agent(root: &Path) -> PathBuf {
     root.join("target/x86_64-unknown-linux-musl/release/restore-agent")
 }
 
+/// Default first-boot beacon binary: the musl release build of ferry-beacon.
+pub fn default_beacon(root: &Path) -> PathBuf {
+    root.join("target/x86_64-unknown-linux-musl/release/beacon")
+}
+
 /// `$XDG_CACHE_HOME/ferry` or `~/.cache/ferry`.
 pub fn default_cache() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
