@@ -26,6 +26,8 @@ pub enum Cmd {
     /// Back up disks; the first backup of a machine is full, later ones upload only new chunks
     #[command(args_override_self = true)]
     Backup(BackupArgs),
+    /// Run as the source agent: enroll once, take sync tasks from the appliance (systemd)
+    Service(crate::service::ServiceArgs),
 }
 
 #[derive(Args)]
@@ -154,7 +156,9 @@ mod tests {
             "/dev/null",
         ];
         argv.extend_from_slice(args);
-        let Cmd::Backup(args) = Cli::try_parse_from(argv)?.cmd;
+        let Cmd::Backup(args) = Cli::try_parse_from(argv)?.cmd else {
+            panic!("parsed as another command");
+        };
         Ok(args.limits())
     }
 

@@ -1,8 +1,10 @@
 //! backup-agent: reads a server's disks (or disk images) and stores them as a snapshot on the
-//! appliance. Parses arguments and dispatches to ferry-engine ([`commands`]).
+//! appliance. Parses arguments and dispatches: a one-shot backup ([`commands`]), or the
+//! long-running source agent ([`service`]).
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,14 +12,18 @@ use cli::{Cli, Cmd};
 
 mod cli;
 mod commands;
+mod service;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Plain lines for the journal and log files; colour only on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match Cli::parse().cmd {
         Cmd::Backup(args) => commands::backup(&args),
+        Cmd::Service(args) => service::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
