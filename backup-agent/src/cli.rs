@@ -71,6 +71,9 @@ pub struct BackupArgs {
     /// (point-in-time when possible, else live with a warning); the snapshot records which
     #[arg(long, default_value_t = ConsistencyRequest::Auto, value_name = "MODE")]
     pub consistency: ConsistencyRequest,
+    /// A TOML file whose [hooks] pre_capture/post_capture run around the capture
+    #[arg(long, value_name = "FILE")]
+    pub hooks: Option<PathBuf>,
     /// Point-in-time: read LVs from LVM snapshots where the VG has room, instead of freezing
     #[arg(long)]
     pub lvm_snapshots: bool,

@@ -7,12 +7,17 @@ use ferry_engine::backup::{self, BackupSummary};
 use ferry_engine::EngineError;
 
 use crate::cli::BackupArgs;
+use crate::hooks_config::Hooks;
 
 /// Back up, then print the summary: JSON on stdout with `--json`, else a line on stderr and the
 /// snapshot id on stdout.
 pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
+    let mut opts = args.options();
+    if let Some(path) = &args.hooks {
+        opts.hooks = Hooks::load(path)?.capture();
+    }
     let client = args.connect.client(args.parallel + 1)?;
-    let s = backup::backup(&client, &args.options())?;
+    let s = backup::backup(&client, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
@@ -36,9 +41,10 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 
 fn summary_line(s: &BackupSummary) -> String {
     format!(
-        "snapshot {}: read {} bytes in {:.1}s; {} chunks ({} zero), {} new uploaded ({} bytes), \
-         {} already stored; sent {} bytes; agent CPU {:.2}s, peak RSS {} MiB",
+        "snapshot {} ({}): read {} bytes in {:.1}s; {} chunks ({} zero), {} new uploaded ({} \
+         bytes), {} already stored; sent {} bytes; agent CPU {:.2}s, peak RSS {} MiB",
         s.snapshot,
+        s.consistency,
         s.bytes_read,
         s.seconds,
         s.chunks_total,

@@ -12,6 +12,7 @@ use cli::{Cli, Cmd};
 
 mod cli;
 mod commands;
+mod hooks_config;
 mod service;
 
 fn main() -> ExitCode {
