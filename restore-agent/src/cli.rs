@@ -23,6 +23,12 @@ pub enum Cmd {
         /// Snapshot id (`appliance snapshots`)
         #[arg(long)]
         snapshot: String,
+        /// The snapshot the targets hold exactly (restored by Ferry and not changed since): apply
+        /// only the chunks that differ between its index and --snapshot's, without reading the
+        /// targets. Refused unless both snapshots are of the same machine with the same disk and
+        /// chunk sizes and the targets are exactly the disks' sizes
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["grow", "grow_lv"])]
+        basis: Option<String>,
         /// DISK=DEST: a disk of the snapshot onto a block device or an image file (created if missing)
         #[arg(long = "target", required = true, value_parser = parse_target)]
         targets: Vec<(String, PathBuf)>,

@@ -6,9 +6,15 @@ use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore::{self, RestoreOptions};
 use ferry_fixup::Change;
 
-pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyhow::Result<()> {
+/// `restore`: gather (with `--basis`, the basis snapshot's indexes too), print the plan, execute.
+pub fn restore(
+    connect: &ConnectArgs,
+    opts: &RestoreOptions,
+    basis: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let client = connect.client(opts.parallel + 1)?;
-    let inputs = restore::gather(&client, opts)?;
+    let inputs = restore::gather_with_basis(&client, opts, basis)?;
     let plan = restore::plan(&inputs, opts)?;
     eprintln!("{plan}");
     let s = restore::execute(&client, &plan, &opts.exec())?;
@@ -17,8 +23,8 @@ pub fn restore(connect: &ConnectArgs, opts: &RestoreOptions, json: bool) -> anyh
     } else {
         let verb = if s.dry_run { "would fetch" } else { "fetched" };
         eprintln!(
-            "snapshot {}: {verb} {} chunks ({} bytes), {} already present, {} zero chunks skipped, {} zeroed; {} bytes written in {:.1}s ({:.0} MB/s)",
-            s.snapshot, s.chunks_fetched, s.bytes_fetched, s.chunks_present, s.chunks_zero_skipped, s.chunks_zero_written, s.bytes_written, s.seconds, s.mb_per_s
+            "snapshot {}: {verb} {} chunks ({} bytes), {} already present, {} zero chunks skipped, {} zeroed; {} bytes written, {} bytes of the targets read; {:.1}s ({:.0} MB/s)",
+            s.snapshot, s.chunks_fetched, s.bytes_fetched, s.chunks_present, s.chunks_zero_skipped, s.chunks_zero_written, s.bytes_written, s.target_bytes_read, s.seconds, s.mb_per_s
         );
     }
     Ok(())

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Cmd::Restore {
             connect,
             snapshot,
+            basis,
             targets,
             dry_run,
             overwrite,
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
                 grow_lv,
                 job: None,
             };
-            commands::restore(&connect, &opts, json)
+            commands::restore(&connect, &opts, basis.as_deref(), json)
         }
         Cmd::Fixup {
             root: Some(root),
