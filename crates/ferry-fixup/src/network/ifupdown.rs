@@ -234,6 +234,7 @@ pub fn transform(
     let eol = eol_of(text);
     let mut out = String::with_capacity(text.len());
     let mut stanza: Option<Stanza> = None;
+    let seen = seen_keys(text);
     for (n, line) in numbered(text) {
         cx.line = n;
         let (body, end) = split_eol(line);
@@ -273,24 +274,30 @@ pub fn transform(
                 out.push_str(end);
                 if let Some(r) = rule {
                     cx.record_static(name, r);
-                    if method != "static" {
-                        let pad = "    ";
+                    // A DHCP stanza has none of these; a static one may lack some.
+                    let has = if method == "static" {
+                        seen.get(&n).copied().unwrap_or_default()
+                    } else {
+                        Seen::default()
+                    };
+                    let pad = "    ";
+                    if !has.address {
                         out.push_str(&format!("{pad}address {}{eol}", r.address));
-                        if let Some(g) = r.gateway {
-                            out.push_str(&format!("{pad}gateway {g}{eol}"));
-                        }
-                        if !r.dns.is_empty() {
-                            out.push_str(&format!(
-                                "{pad}dns-nameservers {}{eol}",
-                                dns_list(&r.dns)
-                            ));
-                        }
+                    }
+                    if let (Some(g), false) = (r.gateway, has.gateway) {
+                        out.push_str(&format!("{pad}gateway {g}{eol}"));
+                    }
+                    if !r.dns.is_empty() && !has.dns {
+                        out.push_str(&format!("{pad}dns-nameservers {}{eol}", dns_list(&r.dns)));
                     }
                 }
                 stanza = Some(Stanza {
                     inet,
                     rule,
-                    address_done: rule.is_some() && method != "static",
+                    address_done: rule.is_some()
+                        && !seen
+                            .get(&n)
+                            .is_some_and(|h| h.address && method == "static"),
                 });
             }
             Line::Option { key, value } => {
@@ -347,6 +354,42 @@ pub fn transform(
         rename: None,
         edits: cx.edits,
     })
+}
+
+/// Which of the keys an `--ip` rule sets an `iface` stanza already has.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    address: bool,
+    gateway: bool,
+    dns: bool,
+}
+
+/// Per `iface` line number: the keys its stanza has (lines that do not classify are skipped;
+/// the transform refuses them itself).
+fn seen_keys(text: &str) -> std::collections::BTreeMap<usize, Seen> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cur: Option<usize> = None;
+    for (n, line) in numbered(text) {
+        match classify(split_eol(line).0, cur.is_some()) {
+            Ok(Line::Iface { .. }) => {
+                out.insert(n, Seen::default());
+                cur = Some(n);
+            }
+            Ok(Line::Other) => cur = None,
+            Ok(Line::Option { key, .. }) => {
+                if let Some(s) = cur.and_then(|c| out.get_mut(&c)) {
+                    match key {
+                        "address" => s.address = true,
+                        "gateway" => s.gateway = true,
+                        "dns-nameservers" => s.dns = true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `a b c` for DNS servers.

@@ -201,6 +201,15 @@ iface br0 inet dhcp
             ifaces: &["ens192=10.2.0.5/24,gw=10.2.0.1"],
             want: "iface enp1s0 inet static\n  address 10.2.0.5/24\n  gateway 10.2.0.1\n",
         },
+        Case {
+            what: "--ip adds the gateway and DNS a static stanza lacks",
+            system: ConfigSystem::Ifupdown,
+            path: "/etc/network/interfaces",
+            input: "iface ens224 inet static\n  address 10.1.2.4/24\n",
+            subnets: &[],
+            ifaces: &["ens224=10.2.0.6/24,gw=10.2.0.1,dns=10.2.0.53"],
+            want: "iface enp2s0 inet static\n    gateway 10.2.0.1\n    dns-nameservers 10.2.0.53\n  address 10.2.0.6/24\n",
+        },
     ]);
 }
 
