@@ -379,6 +379,13 @@ pub enum MigrationsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cut over a syncing migration: the source agent runs pre_cutover and a point-in-time
+    /// final sync, the standby applies it, runs the fix-up and reboots. Watch it with `show`.
+    Cutover {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        id: String,
+    },
     /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
     Cancel {
         #[arg(long, value_name = "DIR")]
@@ -403,6 +410,7 @@ impl MigrationsCmd {
             MigrationsCmd::List { data, json } => migrations::list(&data, json),
             MigrationsCmd::Show { data, id, json } => migrations::show(&data, &id, json),
             MigrationsCmd::Cancel { data, id } => migrations::cancel(&data, &id),
+            MigrationsCmd::Cutover { data, id } => migrations::cutover(&data, &id),
         }
     }
 }

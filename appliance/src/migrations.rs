@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use ferry_format::agent::Mapping;
 use ferry_format::source::{format_interval, Schedule};
 use ferry_format::units::human_bytes;
-use ferry_store::migrations::{lag_seconds, Happened, MigrationRecord, NewMigration};
+use ferry_store::migrations::{lag_seconds, CutoverTimes, Happened, MigrationRecord, NewMigration};
 use ferry_store::snapshots::rfc3339;
 use ferry_store::sources::{next_due, SourceRecord, TaskRecord};
 use ferry_store::Store;
@@ -33,6 +33,11 @@ pub struct MigrationView<'a> {
     pub last_sync: Option<TaskRecord>,
     /// RFC 3339 UTC; absent while a sync runs or the schedule is paused.
     pub next_sync: Option<String>,
+    /// The latest cutover's phases in seconds and its downtime (with the first-boot beacon's
+    /// report when it came); absent before the first cutover.
+    pub cutover_times: Option<CutoverTimes>,
+    /// When the migrated system's first-boot beacon reported (RFC 3339 UTC).
+    pub beacon_booted: Option<String>,
 }
 
 fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<MigrationView<'a>> {
@@ -45,7 +50,10 @@ fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<Mi
         _ => None,
     };
     let source: Option<SourceRecord> = store.source(&m.machine).ok();
+    let booted = store.beacon(&m.job).ok().flatten().and_then(|b| b.booted);
     Ok(MigrationView {
+        cutover_times: m.cutover.as_ref().map(|c| c.times(booted.as_deref())),
+        beacon_booted: booted,
         record: m,
         standby_state: m.standby.describe(),
         newest_snapshot: newest.map(|n| n.snapshot),
@@ -236,6 +244,47 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
             writeln!(out, "{c}")?;
         }
     }
+    if let (Some(c), Some(t)) = (&m.cutover, &v.cutover_times) {
+        writeln!(out, "cutover:      requested {}", c.requested)?;
+        if let Some(s) = &c.snapshot {
+            writeln!(
+                out,
+                "final sync:   snapshot {s} ({}), read {}, sent {}",
+                c.consistency.map_or("?", |c| c.name()),
+                human_bytes(c.bytes_read.unwrap_or(0)),
+                human_bytes(c.bytes_sent.unwrap_or(0))
+            )?;
+        }
+        for p in &t.phases {
+            writeln!(out, "  {:<30} {:>8.1} s", p.name, p.seconds)?;
+        }
+        match (t.downtime_seconds, t.downtime_until) {
+            (Some(d), Some("beacon")) => writeln!(
+                out,
+                "downtime:     {d:.1} s (pre_cutover start to the first-boot beacon)"
+            )?,
+            (Some(d), _) => writeln!(
+                out,
+                "downtime:     {d:.1} s (pre_cutover start to the reboot; no beacon reported yet)"
+            )?,
+            (None, _) => writeln!(out, "downtime:     not known yet")?,
+        }
+        if let Some(why) = &c.ended_by {
+            writeln!(out, "cutover end:  {why}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `appliance migrations cutover ID`.
+pub fn cutover(data: &Path, id: &str) -> Result<()> {
+    let m = open(data)?
+        .request_cutover(id, SystemTime::now())
+        .with_context(|| format!("cut over migration {id}"))?;
+    println!(
+        "{}: cutting over; the source agent of {} runs pre_cutover and the final point-in-time sync at its next poll, then standby {} applies it, runs the fix-up and reboots (`appliance migrations show {}`)",
+        m.id, m.machine, m.agent, m.id
+    );
     Ok(())
 }
 

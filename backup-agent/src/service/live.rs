@@ -74,6 +74,7 @@ impl Source for Machine<'_> {
                     bytes_read: s.bytes_read,
                     bytes_sent: s.bytes_sent,
                     freeze_seconds: held(&s.consistency).then(|| s.consistency.held_seconds()),
+                    hook_seconds: None,
                     consistency: if held(&s.consistency) {
                         Consistency::PointInTime
                     } else {

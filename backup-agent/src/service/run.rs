@@ -319,9 +319,11 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
 
     /// `pre_cutover`, then the final sync; any failure runs `post_cutover_abort`. After a
     /// successful final sync the source stays stopped: the appliance has no abort signal for
-    /// a cutover yet (ferry-format's `TaskKind` has only `sync` and `cutover`).
+    /// a cutover yet (ferry-format's `TaskKind` has only `sync` and `cutover`). The figures
+    /// carry how long `pre_cutover` ran (`hook_seconds`, for the cutover's timeline).
     fn cutover(&self, task: &SyncTask) -> Result<Synced, SyncFailed> {
         self.shared.services_stopping();
+        let hook_start = std::time::Instant::now();
         let result = self
             .src
             .hook(HookMoment::PreCutover)
@@ -329,7 +331,12 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
                 reason: format!("{}; no final sync was taken", f.reason),
                 ..f
             })
-            .and_then(|()| self.sync(task));
+            .and_then(|()| {
+                let hook_seconds = hook_start.elapsed().as_secs_f64();
+                let mut s = self.sync(task)?;
+                s.figures.hook_seconds = Some(hook_seconds);
+                Ok(s)
+            });
         match result {
             Ok(s) => {
                 tracing::info!(
@@ -435,9 +442,16 @@ mod tests {
             self.polls.borrow_mut().pop_front().unwrap_or(Ok(None))
         }
         fn report(&self, task: &str, state: &TaskState) -> Result<(), ClientError> {
+            // A cutover's success says how long its hook ran.
+            let hook = match state {
+                TaskState::Succeeded { figures, .. } if figures.hook_seconds.is_some() => {
+                    " (hook timed)"
+                }
+                _ => "",
+            };
             self.events
                 .borrow_mut()
-                .push(format!("report {task} {}", state.name()));
+                .push(format!("report {task} {}{hook}", state.name()));
             self.reports.borrow_mut().pop_front().unwrap_or(Ok(()))
         }
     }
@@ -473,6 +487,7 @@ mod tests {
                 bytes_read: 64 << 20,
                 bytes_sent: 60 << 20,
                 freeze_seconds: None,
+                hook_seconds: None,
                 consistency: Consistency::Live,
             },
             seconds: 1.5,
@@ -584,7 +599,7 @@ mod tests {
                     "report task-2 running",
                     "hook pre_cutover",
                     "backup live",
-                    "report task-2 succeeded",
+                    "report task-2 succeeded (hook timed)",
                 ],
                 want_last: "ran",
                 ..case("a cutover: pre_cutover, the final sync, the source stays stopped")

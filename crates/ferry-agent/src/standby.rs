@@ -16,6 +16,13 @@
 //! 4. **report** `PUT /agents/{id}/standby/state` and the event "in sync with snapshot X, taken
 //!    T"; X is the basis from now on.
 //!
+//! 5. **cutover**: a snapshot handed with `final: true` is the cutover's. The standby reports
+//!    `applying` first (the point of no return: a 409 means the cutover was aborted and nothing
+//!    is written), applies it as a delta like any other, reports `applied`, runs the fix-up as a
+//!    restore job does (`crate::fixup`, first-boot beacon included), reports `fixed-up`, then
+//!    `rebooting`, and the job ends with `then: reboot`. A failure before `applying` is reported
+//!    (the appliance aborts the cutover); after it, reported as the migration's failure.
+//!
 //! The basis is only ever a snapshot this agent applied and verified in this boot; after a
 //! reboot (or a failed apply) it is unknown and the next apply is a full seeded sync.
 
@@ -23,9 +30,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_client::ClientError;
+use ferry_engine::restore::RestorePlan;
 use ferry_engine::restore::{self, RestoreOptions, RestoreSummary};
 use ferry_engine::{EngineError, Refusal};
-use ferry_format::agent::{Inventory, Job, JobState, Level, Phase, StandbyNext, StandbyReport};
+use ferry_format::agent::{
+    Inventory, Job, JobState, Level, Phase, StandbyNext, StandbyReport, Then,
+};
+use ferry_format::source::{CutoverStep, StandbyCutover};
 use ferry_format::units::human_bytes;
 
 use crate::console::{now_rfc3339, Console};
@@ -50,6 +61,8 @@ enum End {
     MigrationEnded(String),
     /// The credential no longer works (401): the caller enrolls again.
     Unauthorized,
+    /// The cutover is done: reboot into the migrated system.
+    CutOver,
 }
 
 /// Run a standby job until its migration ends. Errors only when the job's failure cannot be
@@ -110,7 +123,19 @@ pub(crate) fn run_standby(
             return Ok(outcome);
         }
     };
-    match sync_loop(s, opts, &mut events, out) {
+    match sync_loop(s, opts, root, cfg, &mut events, out) {
+        End::CutOver => {
+            events.flush();
+            out.line(&format!(
+                "job {}: migration {migration} cut over: the disks hold the migrated server; rebooting into it",
+                job.id
+            ));
+            return Ok(Outcome {
+                then: Then::Reboot,
+                succeeded: true,
+                ..outcome
+            });
+        }
         End::MigrationEnded(why) => {
             events.flush();
             out.line(&format!(
@@ -157,8 +182,15 @@ fn check(
     restore_options(job, root, cfg, proof).map_err(Checked::Failed)
 }
 
-/// Steps 2–4 until the migration ends.
-fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut Console) -> End {
+/// Steps 2–5 until the migration ends.
+fn sync_loop(
+    s: &Session,
+    base: RestoreOptions,
+    root: &Path,
+    cfg: &AgentConfig,
+    events: &mut Events,
+    out: &mut Console,
+) -> End {
     let mut basis: Option<Basis> = None;
     // Once this boot has written the targets, they hold this migration's data: later applies
     // may write them although they are not blank.
@@ -180,6 +212,16 @@ fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut C
         let mut opts = base.clone();
         opts.snapshot = next.snapshot.clone();
         opts.overwrite = base.overwrite || written;
+        if next.final_ {
+            match cutover(s, &opts, &next, basis.as_ref(), root, cfg, events, out) {
+                Cut::Done => return End::CutOver,
+                Cut::Ended(end) => return end,
+                Cut::Aborted(why) => {
+                    backoff.pause(events, out, why);
+                    continue;
+                }
+            }
+        }
         events.emit(
             out,
             Level::Info,
@@ -201,7 +243,7 @@ fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut C
         let applied = apply_one(s, &opts, known.as_ref(), events, out);
         written = true;
         let sum = match applied {
-            Ok(sum) => sum,
+            Ok((_, sum)) => sum,
             Err(e) => {
                 backoff.pause(
                     events,
@@ -256,6 +298,136 @@ fn sync_loop(s: &Session, base: RestoreOptions, events: &mut Events, out: &mut C
     }
 }
 
+/// How a cutover step ended.
+enum Cut {
+    /// Rebooting into the migrated system.
+    Done,
+    /// Nothing was written (the appliance aborted the cutover, or it could not be told):
+    /// the standby goes on as before.
+    Aborted(String),
+    /// The migration ended (410, 401, or failed past the point of no return).
+    Ended(End),
+}
+
+/// Report one cutover step; 410/401 end the standby.
+fn step(
+    s: &Session,
+    next: &StandbyNext,
+    step: CutoverStep,
+    detail: Option<String>,
+    bytes_written: Option<u64>,
+) -> Result<(), Cut> {
+    let report = StandbyCutover {
+        snapshot: next.snapshot.clone(),
+        step,
+        detail,
+        bytes_written,
+    };
+    s.client
+        .standby_cutover(&s.agent, &report)
+        .map_err(|e| match ended(&e) {
+            Some(end) => Cut::Ended(end),
+            None => Cut::Aborted(format!(
+                "report cutover step {} for snapshot {}: {e}",
+                step.name(),
+                next.snapshot
+            )),
+        })
+}
+
+/// Step 5: the final snapshot, the fix-up, the reboot.
+#[allow(clippy::too_many_arguments)]
+fn cutover(
+    s: &Session,
+    opts: &RestoreOptions,
+    next: &StandbyNext,
+    basis: Option<&Basis>,
+    root: &Path,
+    cfg: &AgentConfig,
+    events: &mut Events,
+    out: &mut Console,
+) -> Cut {
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Plan,
+        format!(
+            "cutover: applying final delta {} (taken {}) over {}: the point of no return",
+            next.snapshot,
+            next.created,
+            basis.map_or("unknown disks (a full seeded sync)", |b| b
+                .snapshot
+                .as_str())
+        ),
+        None,
+    );
+    if let Err(cut) = step(s, next, CutoverStep::Applying, None, None) {
+        return cut;
+    }
+    // From here on the migration fails rather than aborts: the source stays down.
+    let fail = |events: &mut Events, out: &mut Console, why: String| {
+        events.emit(
+            out,
+            Level::Error,
+            Phase::Failed,
+            format!("cutover: {why}"),
+            None,
+        );
+        events.flush();
+        match step(s, next, CutoverStep::Failed, Some(why.clone()), None) {
+            Err(Cut::Ended(end)) => Cut::Ended(end),
+            _ => Cut::Ended(End::MigrationEnded(format!("the cutover failed: {why}"))),
+        }
+    };
+    let (plan, sum) = match apply_one(s, opts, basis, events, out) {
+        Ok(done) => done,
+        Err(e) => {
+            return fail(
+                events,
+                out,
+                format!("apply snapshot {}: {e}", next.snapshot),
+            )
+        }
+    };
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Restore,
+        format!(
+            "cutover: final snapshot {} applied: {} written, {} fetched, {} read from the disks in {:.1}s",
+            next.snapshot,
+            human_bytes(sum.bytes_written),
+            human_bytes(sum.bytes_fetched),
+            human_bytes(sum.target_bytes_read),
+            sum.seconds
+        ),
+        None,
+    );
+    if let Err(cut) = step(s, next, CutoverStep::Applied, None, Some(sum.bytes_written)) {
+        return cut;
+    }
+    if let Err(why) = crate::fixup::run(&plan, root, cfg, events, out) {
+        return fail(events, out, why);
+    }
+    if let Err(cut) = step(s, next, CutoverStep::FixedUp, None, None) {
+        return cut;
+    }
+    if let Err(cut) = step(s, next, CutoverStep::Rebooting, None, None) {
+        return cut;
+    }
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Done,
+        format!(
+            "cutover done: the disks hold snapshot {}; rebooting",
+            next.snapshot
+        ),
+        None,
+    );
+    Cut::Done
+}
+
 /// The pause before a failed step is tried again.
 struct Backoff(Duration);
 
@@ -285,7 +457,7 @@ fn apply_one(
     basis: Option<&Basis>,
     events: &mut Events,
     out: &mut Console,
-) -> Result<RestoreSummary, String> {
+) -> Result<(RestorePlan, RestoreSummary), String> {
     let known = basis.map(|b| b.snapshot.as_str());
     let inputs = match restore::gather_with_basis(&s.client, opts, known) {
         Err(EngineError::Refused(r @ Refusal::BasisUnusable { .. })) => {
@@ -302,7 +474,8 @@ fn apply_one(
     }
     .map_err(|e| e.to_string())?;
     let plan = restore::plan(&inputs, opts).map_err(|e| e.to_string())?;
-    apply(&s.client, &plan, opts, events, out)
+    let sum = apply(&s.client, &plan, opts, events, out)?;
+    Ok((plan, sum))
 }
 
 /// Step 4: the report that the disks hold `next`, verified.

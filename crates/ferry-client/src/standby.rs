@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_format::agent::{StandbyNext, StandbyReport};
+use ferry_format::source::StandbyCutover;
 
 use crate::{read_json, Client, ClientError};
 
@@ -37,8 +38,22 @@ impl Client {
         agent_id: &str,
         report: &StandbyReport,
     ) -> Result<(), ClientError> {
-        let path = format!("/agents/{agent_id}/standby/state");
-        let bytes = serde_json::to_vec(report).map_err(|e| ClientError::BadAnswer {
+        self.put_own_window(&format!("/agents/{agent_id}/standby/state"), report)
+    }
+
+    /// Report a step of the cutover with the final snapshot (a retry window of its own). A
+    /// refusal with status 409 on `applying` means the cutover was aborted: write nothing.
+    pub fn standby_cutover(
+        &self,
+        agent_id: &str,
+        report: &StandbyCutover,
+    ) -> Result<(), ClientError> {
+        self.put_own_window(&format!("/agents/{agent_id}/standby/cutover"), report)
+    }
+
+    fn put_own_window<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<(), ClientError> {
+        let path = path.to_string();
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadAnswer {
             what: path.clone(),
             detail: e.to_string(),
         })?;

@@ -198,6 +198,10 @@ pub struct SyncFigures {
     pub freeze_seconds: Option<f64>,
     /// How the snapshot was actually taken (a point-in-time request may fall back to live).
     pub consistency: Consistency,
+    /// A cutover's `pre_cutover` hook: how long it ran before the final sync started (`None`
+    /// for a sync, or from an agent that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_seconds: Option<f64>,
 }
 
 /// A task's life as the agent reports it (`PUT /sources/{machine}/tasks/{id}/state`). JSON:
@@ -234,6 +238,54 @@ impl TaskState {
             TaskState::Failed { .. } => "failed",
         }
     }
+}
+
+/// A step of a migration's cutover on its standby target (`PUT
+/// /agents/{id}/standby/cutover`, [`StandbyCutover`]). JSON `"applying"`, `"applied"`,
+/// `"fixed-up"`, `"rebooting"` or `"failed"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CutoverStep {
+    /// About to write the final delta: the point of no return. The appliance answers 409 when
+    /// the cutover is no longer under way (aborted), and then the standby writes nothing.
+    Applying,
+    /// The final snapshot is written and verified.
+    Applied,
+    /// The fix-up ended (`detail`: its bootability summary).
+    FixedUp,
+    /// Everything is done; the machine reboots into the migrated system now.
+    Rebooting,
+    /// A step failed (`detail`: why). Before `applying` the cutover is aborted; after it the
+    /// migration has failed and the operator decides.
+    Failed,
+}
+
+impl CutoverStep {
+    pub fn name(self) -> &'static str {
+        match self {
+            CutoverStep::Applying => "applying",
+            CutoverStep::Applied => "applied",
+            CutoverStep::FixedUp => "fixed-up",
+            CutoverStep::Rebooting => "rebooting",
+            CutoverStep::Failed => "failed",
+        }
+    }
+}
+
+/// `PUT /agents/{id}/standby/cutover`: a standby's step of the cutover with the final
+/// snapshot it was handed (`StandbyNext` with `final: true`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyCutover {
+    /// The final snapshot.
+    pub snapshot: String,
+    pub step: CutoverStep,
+    /// What happened, for the operator (a failure's reason, the fix-up's summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Bytes the final apply wrote (`applied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
 }
 
 /// A source machine's schedule and the limits its syncs run under.
@@ -507,6 +559,7 @@ mod tests {
                 bytes_sent: 1 << 20,
                 freeze_seconds: Some(2.0),
                 consistency: Consistency::PointInTime,
+                hook_seconds: Some(0.5),
             },
         };
         let json = serde_json::to_string(&state).unwrap();
@@ -539,6 +592,25 @@ mod tests {
         assert_eq!(json["limits"]["rate_bytes_per_s"], 37_500_000);
         assert_eq!(serde_json::from_value::<SyncTask>(json).unwrap(), task);
 
+        // An agent that does not say how long its hook ran.
+        let old: SyncFigures = serde_json::from_str(
+            r#"{"cpu_seconds":1,"peak_rss_bytes":2,"bytes_read":3,"bytes_sent":4,"consistency":"live"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.hook_seconds, None);
+        let step = StandbyCutover {
+            snapshot: "web1-20261204T200000Z".into(),
+            step: CutoverStep::FixedUp,
+            detail: None,
+            bytes_written: None,
+        };
+        let json = serde_json::to_string(&step).unwrap();
+        assert_eq!(
+            json,
+            r#"{"snapshot":"web1-20261204T200000Z","step":"fixed-up"}"#
+        );
+        assert_eq!(serde_json::from_str::<StandbyCutover>(&json).unwrap(), step);
+
         let req: SourceEnrollRequest =
             serde_json::from_str(r#"{"machine":"web1","version":"0.1"}"#).unwrap();
         assert_eq!(req.inventory, None);
@@ -559,6 +631,7 @@ mod tests {
                 bytes_sent: 0,
                 freeze_seconds: None,
                 consistency: Consistency::Live,
+                hook_seconds: None,
             },
         };
         let failed = TaskState::Failed { reason: "x".into() };

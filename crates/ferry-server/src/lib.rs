@@ -154,6 +154,10 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             put(standby::state).layer(small.clone()),
         )
         .route(
+            "/agents/{id}/standby/cutover",
+            put(standby::cutover).layer(small.clone()),
+        )
+        .route(
             "/sources/enroll",
             post(sources::enroll).layer(small.clone()),
         )

@@ -5,6 +5,9 @@
 //!   machine when it is not `X` (200 [`StandbyNext`]), 204 after `wait` seconds without one,
 //!   410 when the agent is no longer the standby of an active migration (its job ended: stop).
 //! - `PUT /agents/{id}/standby/state` [`StandbyReport`]: the disks hold `basis` now.
+//! - `PUT /agents/{id}/standby/cutover` [`StandbyCutover`]: a step of the cutover with the
+//!   final snapshot (`next` answers it with `final: true`); 409 when the migration is not
+//!   cutting over to it (an aborted cutover: the standby writes nothing).
 //!
 //! While an agent is a standby its credential reads exactly the snapshot these routes last
 //! handed it and the basis it last reported (manifests, indexes and their chunks), nothing else
@@ -22,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferry_format::agent::StandbyReport;
 use ferry_format::api::Role;
+use ferry_format::source::StandbyCutover;
 use ferry_format::ChunkId;
 use ferry_store::migrations::MigrationError;
 use ferry_store::StoreError;
@@ -105,6 +109,25 @@ pub async fn state(
     let a = agent.clone();
     let m = blocking_m(move || st.store.standby_report(&a, &report, SystemTime::now())).await?;
     tracing::info!("standby {agent} of {}: {}", m.id, m.standby.describe());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn cutover(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.need_agent(&agent)?;
+    let report: StandbyCutover = parse_json(&body)?;
+    let (a, step) = (agent.clone(), report.step);
+    let m = blocking_m(move || st.store.standby_cutover(&a, &report, SystemTime::now())).await?;
+    tracing::info!(
+        "standby {agent} of {}: cutover step {}; the migration is {}",
+        m.id,
+        step.name(),
+        m.state.name()
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

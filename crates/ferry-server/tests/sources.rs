@@ -137,6 +137,7 @@ fn succeeded(snapshot: &str) -> TaskState {
             bytes_read: CS as u64,
             bytes_sent: 100,
             freeze_seconds: Some(0.5),
+            hook_seconds: None,
             consistency: Consistency::PointInTime,
         },
     }

@@ -287,3 +287,113 @@ fn a_standby_reads_only_what_it_was_handed_and_stops_when_the_migration_ends() {
     assert!(String::from_utf8_lossy(&body).contains("no active migration"));
     report(&w, &a, &s2, 410);
 }
+
+fn cutover_step(w: &World, a: &EnrollReply, snapshot: &str, step: &str, want: u16) -> String {
+    let body = format!(r#"{{"snapshot":"{snapshot}","step":"{step}"}}"#);
+    w.c.want(
+        "PUT",
+        &format!("/agents/{}/standby/cutover", a.agent),
+        &a.credential,
+        body.as_bytes(),
+        want,
+    )
+}
+
+/// The source agent's side over HTTPS: poll its task, report it running, then `end`.
+fn source_task(w: &World, cred: &str, end: &str) -> serde_json::Value {
+    let (status, body) = w.c.call("GET", "/sources/web01/task?wait=0", cred, None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let task: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let path = format!(
+        "/sources/web01/tasks/{}/state",
+        task["id"].as_str().unwrap()
+    );
+    w.c.want("PUT", &path, cred, br#""running""#, 204);
+    w.c.want("PUT", &path, cred, end.as_bytes(), 204);
+    task
+}
+
+#[test]
+fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
+    let w = World::new();
+    w.store.set_schedule("web01", |s| s.keep = 7).unwrap();
+    let (s1, _) = w.snapshot("web01", 3);
+    let cred = w
+        .store
+        .enroll_source(
+            &ferry_format::source::SourceEnrollRequest {
+                machine: "web01".into(),
+                inventory: None,
+                version: "test".into(),
+            },
+            SystemTime::now(),
+        )
+        .unwrap()
+        .credential;
+    let a = w.enroll_approved("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    let m = w
+        .store
+        .create_migration(
+            NewMigration {
+                machine: "web01".into(),
+                agent: a.agent.clone(),
+                mappings: vec!["sda=/dev/vda".parse().unwrap()],
+                overwrite: false,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    w.c.ok(
+        "GET",
+        &format!("/agents/{}/job?wait=0", a.agent),
+        &a.credential,
+        None,
+        200,
+    );
+    next(&w, &a, "", 200);
+    report(&w, &a, &s1, 204);
+
+    w.store.request_cutover(&m.id, SystemTime::now()).unwrap();
+    // Nothing for the standby until the source's final sync; a step now is refused (409).
+    assert!(next(&w, &a, &s1, 204).is_none());
+    let e = cutover_step(&w, &a, &s1, "applying", 409);
+    assert!(e.contains("not cutting over to snapshot"), "{e}");
+
+    // A failed cutover task: back to syncing.
+    let task = source_task(
+        &w,
+        &cred,
+        r#"{"failed":{"reason":"cutover aborted: hook pre_cutover failed (exit 1)"}}"#,
+    );
+    assert_eq!(task["kind"], "cutover");
+    assert_eq!(task["consistency"], "point-in-time");
+    assert_eq!(w.store.migration(&m.id).unwrap().state.name(), "syncing");
+
+    // Again, and the final sync succeeds: `next` hands it with final: true.
+    w.store.request_cutover(&m.id, SystemTime::now()).unwrap();
+    let (s2, c2) = w.snapshot("web01", 5);
+    let end = format!(
+        r#"{{"succeeded":{{"snapshot":"{s2}","figures":{{"cpu_seconds":0.5,"peak_rss_bytes":1,"bytes_read":2,"bytes_sent":3,"consistency":"point-in-time","hook_seconds":1.5}}}}}}"#
+    );
+    source_task(&w, &cred, &end);
+    let (status, body) = w.c.call(
+        "GET",
+        &format!("/agents/{}/standby/next?basis={s1}&wait=0", a.agent),
+        &a.credential,
+        None,
+    );
+    assert_eq!(status, 200);
+    let raw: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(raw["final"], true, "{raw}");
+    assert_eq!(raw["snapshot"], s2.as_str());
+    assert_eq!(reads(&w, &a, &s2, &c2[0]), (200, 200, 200));
+    for step in ["applying", "applied", "fixed-up", "rebooting"] {
+        cutover_step(&w, &a, &s2, step, 204);
+    }
+    let v = w.store.migration(&m.id).unwrap();
+    assert_eq!(v.state.name(), "cut-over");
+    assert_eq!(v.cutover.unwrap().hook_seconds, Some(1.5));
+    // Over: the standby's routes answer 410; a malformed step is refused first (400).
+    cutover_step(&w, &a, &s2, "rebooting", 410);
+    cutover_step(&w, &a, &s2, "exploding", 400);
+}

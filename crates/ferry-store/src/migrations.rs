@@ -18,6 +18,15 @@
 //!   [`MigrationError::Transition`]. History (applies and state changes) keeps the newest
 //!   [`MAX_MIGRATION_HISTORY`] entries.
 //!
+//! - Cutover ([`Store::request_cutover`]): syncing → cutting-over, and the source record asks its
+//!   agent for a `cutover` task (handed before any scheduled sync). The task's end moves the
+//!   migration ([`Store::cutover_task_ended`]): failed → back to syncing with the reason;
+//!   succeeded → its snapshot is the final one, which `standby_next` hands with `final: true`.
+//!   The standby reports its steps ([`Store::standby_cutover`]): `applying` is the point of no
+//!   return (refused once the cutover was aborted); a failure before it aborts (syncing), after
+//!   it fails the migration; `rebooting` makes it cut-over. [`CutoverTimeline`] keeps each
+//!   phase's time for `migrations show`.
+//!
 //! Every read-modify-write holds `migrations/.lock`. Lock order: jobs, migrations, agents,
 //! sources.
 
@@ -30,6 +39,7 @@ use ferry_format::agent::{
     StandbyNext, StandbyReport, Then,
 };
 use ferry_format::api::SnapshotSummary;
+use ferry_format::source::{Consistency, CutoverStep, StandbyCutover, TaskState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, StoreError};
@@ -154,6 +164,129 @@ pub struct HistoryEntry {
     pub what: Happened,
 }
 
+/// A cutover's phases as they happened (RFC 3339 UTC, the appliance's clock: each is when the
+/// appliance heard of it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverTimeline {
+    /// The operator asked for it.
+    pub requested: String,
+    /// The source agent took its cutover task: `pre_cutover` starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_started: Option<String>,
+    /// How long `pre_cutover` ran (the source agent's figure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_seconds: Option<f64>,
+    /// The source reported its final sync read and sent (or the task's failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ended: Option<String>,
+    /// The final snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// How the final snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    /// The standby starts writing the final delta: the point of no return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_ended: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixup_ended: Option<String>,
+    /// The fix-up's summary as the standby reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixup: Option<String>,
+    /// The standby reboots into the migrated system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebooting: Option<String>,
+    /// Why the cutover was aborted (back to syncing) or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+}
+
+/// One phase of a cutover for `migrations show`: its name and seconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub seconds: f64,
+}
+
+/// The phases of a cutover and its downtime, from its timeline and the first-boot beacon's
+/// `booted` time (when it reported).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CutoverTimes {
+    pub phases: Vec<Phase>,
+    /// From `pre_cutover`'s start to the beacon (or to the reboot when no beacon reported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<f64>,
+    /// `"beacon"` or `"reboot"`: where the downtime ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_until: Option<&'static str>,
+}
+
+impl CutoverTimeline {
+    /// Each phase that both ends of are known, in order, and the downtime.
+    pub fn times(&self, booted: Option<&str>) -> CutoverTimes {
+        let t = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
+        let secs = |a: Option<SystemTime>, b: Option<SystemTime>| {
+            let (a, b) = (a?, b?);
+            Some(b.duration_since(a).map_or(0.0, |d| d.as_secs_f64()))
+        };
+        let hook_ended = t(&self.hook_started).and_then(|h| {
+            let s = self.hook_seconds.filter(|s| s.is_finite() && *s >= 0.0)?;
+            Some(h + std::time::Duration::from_secs_f64(s))
+        });
+        let booted = booted.and_then(parse_rfc3339);
+        let steps = [
+            (
+                "waiting for the source agent",
+                t(&Some(self.requested.clone())),
+                t(&self.hook_started),
+            ),
+            ("pre_cutover hook", t(&self.hook_started), hook_ended),
+            (
+                "final sync (read and send)",
+                hook_ended.or(t(&self.hook_started)),
+                t(&self.sync_ended),
+            ),
+            (
+                "handing to the standby",
+                t(&self.sync_ended),
+                t(&self.apply_started),
+            ),
+            (
+                "standby apply",
+                t(&self.apply_started),
+                t(&self.apply_ended),
+            ),
+            ("fix-up", t(&self.apply_ended), t(&self.fixup_ended)),
+            ("to the reboot", t(&self.fixup_ended), t(&self.rebooting)),
+            ("reboot to the beacon", t(&self.rebooting), booted),
+        ];
+        let phases = steps
+            .into_iter()
+            .filter_map(|(name, a, b)| secs(a, b).map(|seconds| Phase { name, seconds }))
+            .collect();
+        let (end, until) = match (booted, t(&self.rebooting)) {
+            (Some(b), _) => (Some(b), Some("beacon")),
+            (None, Some(r)) => (Some(r), Some("reboot")),
+            (None, None) => (None, None),
+        };
+        let downtime_seconds = secs(t(&self.hook_started), end);
+        CutoverTimes {
+            phases,
+            downtime_seconds,
+            downtime_until: downtime_seconds.and(until),
+        }
+    }
+}
+
 /// The stored record of a migration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +309,9 @@ pub struct MigrationRecord {
     /// Oldest first, at most [`MAX_MIGRATION_HISTORY`].
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// The latest cutover's timeline (none before the first cutover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverTimeline>,
 }
 
 impl MigrationRecord {
@@ -246,6 +382,16 @@ pub enum MigrationError {
         basis: String,
         handed: Option<String>,
     },
+    #[error("migration {id} cannot cut over yet: its standby holds no snapshot; wait until `appliance migrations show {id}` says it is in sync")]
+    NotInSync { id: String },
+    #[error("migration {id} cannot cut over: the source agent of {machine} has not enrolled (start `backup-agent service` on it)")]
+    SourceNotEnrolled { id: String, machine: String },
+    #[error("migration {id} is {state}, not cutting over to snapshot {snapshot}: the standby writes nothing")]
+    NotCuttingOver {
+        id: String,
+        state: &'static str,
+        snapshot: String,
+    },
     #[error("the standby report of agent {agent} is invalid: {why}")]
     BadReport { agent: String, why: String },
     #[error(transparent)]
@@ -261,7 +407,10 @@ impl From<MigrationError> for StoreError {
             | AmbiguousMac { .. }
             | AgentBusy { .. }
             | MachineBusy { .. }
-            | WrongBasis { .. } => StoreError::Conflict(e.to_string()),
+            | WrongBasis { .. }
+            | NotInSync { .. }
+            | SourceNotEnrolled { .. }
+            | NotCuttingOver { .. } => StoreError::Conflict(e.to_string()),
             NotFound(_) | NoAgentWithMac { .. } | NoSnapshot { .. } | NotStandby { .. } => {
                 StoreError::NotFound(e.to_string())
             }
@@ -429,6 +578,7 @@ impl Store {
             state: MigrationState::Syncing,
             standby: StandbyStatus::default(),
             history: Vec::new(),
+            cutover: None,
         };
         rec.record(
             now,
@@ -479,17 +629,40 @@ impl Store {
         let _jobs = self.lock_jobs()?;
         let _migrations = self.lock_migrations()?;
         let mut rec = self.migration(id)?;
-        if !rec.state.may_become(&to) {
-            return Err(MigrationError::Transition {
-                id: id.to_string(),
-                from: rec.state.name(),
-                to: to.name(),
-            });
-        }
         let reason = match &to {
             MigrationState::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
+        self.move_migration(&mut rec, to, reason, now)?;
+        Ok(rec)
+    }
+
+    /// Move `rec` to `to` (with `reason` in its history) if that is legal, and write it. A
+    /// migration that stops being active releases its pins and ends its standby job; one that
+    /// leaves cutting-over withdraws a cutover request its source agent has not taken.
+    /// Called holding the jobs and migrations locks.
+    fn move_migration(
+        &self,
+        rec: &mut MigrationRecord,
+        to: MigrationState,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> MResult<()> {
+        if !rec.state.may_become(&to) {
+            return Err(MigrationError::Transition {
+                id: rec.id.clone(),
+                from: rec.state.name(),
+                to: to.name(),
+            });
+        }
+        let leaves_cutover = rec.state == MigrationState::CuttingOver;
+        if leaves_cutover {
+            if let Some(c) = rec.cutover.as_mut() {
+                if c.ended_by.is_none() {
+                    c.ended_by = reason.clone();
+                }
+            }
+        }
         rec.record(
             now,
             Happened::State {
@@ -499,15 +672,217 @@ impl Store {
             },
         );
         rec.state = to;
-        self.write_migration(&rec)?;
+        self.write_migration(rec)?;
+        if leaves_cutover {
+            let withdrawn = self
+                .source(&rec.machine)
+                .is_ok_and(|s| s.cutover.as_deref() == Some(rec.id.as_str()));
+            if withdrawn {
+                self.set_source_cutover(&rec.machine, None)?;
+            }
+        }
         if !rec.state.is_active() {
-            self.end_standby_job(&rec, now)?;
+            self.end_standby_job(rec, now)?;
             match self.unpin_source_snapshots(&rec.machine, &rec.pin_holder()) {
                 Err(e) if e.is_not_found() => {}
                 other => other?,
             }
         }
+        Ok(())
+    }
+
+    /// `appliance migrations cutover`: syncing → cutting-over, and the source agent is asked
+    /// for its `cutover` task (handed at its next poll, before any scheduled sync; after a sync
+    /// in flight ends). Refused while the standby holds nothing yet or the source agent has not
+    /// enrolled, and for a migration that is not syncing (a second cutover while one runs).
+    pub fn request_cutover(&self, id: &str, now: SystemTime) -> MResult<MigrationRecord> {
+        let _jobs = self.lock_jobs()?;
+        let _migrations = self.lock_migrations()?;
+        let mut rec = self.migration(id)?;
+        if !rec.state.may_become(&MigrationState::CuttingOver) {
+            return Err(MigrationError::Transition {
+                id: id.to_string(),
+                from: rec.state.name(),
+                to: MigrationState::CuttingOver.name(),
+            });
+        }
+        if rec.standby.basis.is_none() {
+            return Err(MigrationError::NotInSync { id: id.to_string() });
+        }
+        if self.source(&rec.machine)?.credential_hash.is_empty() {
+            return Err(MigrationError::SourceNotEnrolled {
+                id: id.to_string(),
+                machine: rec.machine.clone(),
+            });
+        }
+        rec.cutover = Some(CutoverTimeline {
+            requested: rfc3339(now),
+            ..CutoverTimeline::default()
+        });
+        self.move_migration(&mut rec, MigrationState::CuttingOver, None, now)?;
+        self.set_source_cutover(&rec.machine, Some(&rec.id))?;
         Ok(rec)
+    }
+
+    /// The source agent ended `machine`'s cutover task (`task`, finished). Failed: the cutover
+    /// is aborted (back to syncing with the task's reason; the agent ran `post_cutover_abort`
+    /// itself). Succeeded: its snapshot is the final one the standby is handed next.
+    pub fn cutover_task_ended(
+        &self,
+        machine: &str,
+        task: &crate::sources::TaskRecord,
+        now: SystemTime,
+    ) -> MResult<()> {
+        let _jobs = self.lock_jobs()?;
+        let _migrations = self.lock_migrations()?;
+        let Some(mut rec) = self
+            .list_migrations()?
+            .into_iter()
+            .find(|m| m.machine == machine && m.state == MigrationState::CuttingOver)
+        else {
+            tracing::warn!(
+                "cutover task {} of {machine} ended, but no migration of {machine} is cutting over",
+                task.id
+            );
+            return Ok(());
+        };
+        let c = rec.cutover.get_or_insert_with(|| CutoverTimeline {
+            requested: task.started.clone(),
+            ..CutoverTimeline::default()
+        });
+        c.hook_started = Some(task.started.clone());
+        c.sync_ended = task.finished.clone().or_else(|| Some(rfc3339(now)));
+        match &task.state {
+            TaskState::Succeeded { snapshot, figures } => {
+                c.hook_seconds = figures.hook_seconds;
+                c.snapshot = Some(snapshot.clone());
+                c.consistency = Some(figures.consistency);
+                c.bytes_read = Some(figures.bytes_read);
+                c.bytes_sent = Some(figures.bytes_sent);
+                self.write_migration(&rec)?;
+                self.pin_standby(&rec, snapshot)?;
+                tracing::info!(
+                    "migration {}: final snapshot {snapshot} ({}) for the standby",
+                    rec.id,
+                    figures.consistency
+                );
+            }
+            TaskState::Failed { reason } => {
+                let reason = format!("the source's cutover task {} failed: {reason}", task.id);
+                tracing::warn!("migration {}: {reason}; back to syncing", rec.id);
+                self.move_migration(&mut rec, MigrationState::Syncing, Some(reason), now)?;
+            }
+            TaskState::Running => {}
+        }
+        Ok(())
+    }
+
+    /// A standby's step of the cutover (see the module docs). `applying` is refused
+    /// ([`MigrationError::NotCuttingOver`]) unless the migration is cutting over to that
+    /// snapshot: an aborted cutover's standby writes nothing.
+    pub fn standby_cutover(
+        &self,
+        agent: &str,
+        report: &StandbyCutover,
+        now: SystemTime,
+    ) -> MResult<MigrationRecord> {
+        if let Some(d) = &report.detail {
+            if d.len() > 4096 {
+                return Err(MigrationError::BadReport {
+                    agent: agent.to_string(),
+                    why: "detail is longer than 4096 bytes".into(),
+                });
+            }
+        }
+        let _jobs = self.lock_jobs()?;
+        let _migrations = self.lock_migrations()?;
+        let mut m = self
+            .active_standby(agent)?
+            .ok_or_else(|| MigrationError::NotStandby {
+                agent: agent.to_string(),
+            })?;
+        let final_snapshot = m.cutover.as_ref().and_then(|c| c.snapshot.clone());
+        if m.state != MigrationState::CuttingOver
+            || final_snapshot.as_deref() != Some(report.snapshot.as_str())
+        {
+            return Err(MigrationError::NotCuttingOver {
+                id: m.id.clone(),
+                state: m.state.name(),
+                snapshot: report.snapshot.clone(),
+            });
+        }
+        let t = rfc3339(now);
+        let past_return = m
+            .cutover
+            .as_ref()
+            .is_some_and(|c| c.apply_started.is_some());
+        let Some(c) = m.cutover.as_mut() else {
+            return Ok(m);
+        };
+        match report.step {
+            CutoverStep::Applying => {
+                c.apply_started.get_or_insert(t);
+                self.write_migration(&m)?;
+            }
+            CutoverStep::Applied => {
+                c.apply_started.get_or_insert(t.clone());
+                c.apply_ended = Some(t.clone());
+                c.bytes_written = report.bytes_written;
+                let taken = self.manifest(&report.snapshot)?.created;
+                m.standby.basis = Some(report.snapshot.clone());
+                m.standby.basis_taken = Some(taken.clone());
+                m.standby.applied_at = Some(t);
+                m.standby.bytes_written = report.bytes_written;
+                m.record(
+                    now,
+                    Happened::Applied {
+                        snapshot: report.snapshot.clone(),
+                        taken,
+                        bytes_written: report.bytes_written.unwrap_or(0),
+                        seconds: 0.0,
+                    },
+                );
+                self.write_migration(&m)?;
+                let mut job = self.job(&m.job)?;
+                if job.snapshot != report.snapshot {
+                    job.snapshot = report.snapshot.clone();
+                    self.write_job(&job)?;
+                }
+            }
+            CutoverStep::FixedUp => {
+                c.fixup_ended = Some(t);
+                c.fixup = report.detail.clone();
+                self.write_migration(&m)?;
+            }
+            CutoverStep::Rebooting => {
+                c.rebooting = Some(t);
+                self.move_migration(&mut m, MigrationState::CutOver, None, now)?;
+            }
+            CutoverStep::Failed => {
+                let why = report.detail.as_deref().unwrap_or("no reason given");
+                if past_return {
+                    let reason = format!(
+                        "the standby failed after it started writing the final snapshot {}: {why}; the source stays down",
+                        report.snapshot
+                    );
+                    self.move_migration(
+                        &mut m,
+                        MigrationState::Failed {
+                            reason: reason.clone(),
+                        },
+                        Some(reason),
+                        now,
+                    )?;
+                } else {
+                    let reason = format!(
+                        "the standby could not take the final snapshot {}: {why}",
+                        report.snapshot
+                    );
+                    self.move_migration(&mut m, MigrationState::Syncing, Some(reason), now)?;
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// `appliance migrations cancel`: syncing → cancelled.
@@ -593,6 +968,27 @@ impl Store {
             .ok_or_else(|| MigrationError::NotStandby {
                 agent: agent.to_string(),
             })?;
+        if m.state == MigrationState::CuttingOver {
+            // Only the final snapshot, once the source took it.
+            let Some(snapshot) = m.cutover.as_ref().and_then(|c| c.snapshot.clone()) else {
+                return Ok(None);
+            };
+            let created = self.manifest(&snapshot)?.created;
+            if m.standby.handed.as_deref() != Some(&snapshot) {
+                let _migrations = self.lock_migrations()?;
+                let mut m = self.migration(&m.id)?;
+                m.standby.handed = Some(snapshot.clone());
+                m.standby.handed_at = Some(rfc3339(now));
+                self.write_migration(&m)?;
+                self.pin_standby(&m, &snapshot)?;
+            }
+            return Ok(Some(StandbyNext {
+                migration: m.id,
+                snapshot,
+                created,
+                final_: true,
+            }));
+        }
         let Some(newest) = self.list_snapshots(Some(&m.machine))?.pop() else {
             return Ok(None);
         };
@@ -603,6 +999,7 @@ impl Store {
             migration: m.id.clone(),
             snapshot: newest.snapshot.clone(),
             created: newest.created.clone(),
+            final_: false,
         };
         if m.standby.handed.as_deref() == Some(&newest.snapshot) {
             return Ok(Some(next));

@@ -111,6 +111,10 @@ pub struct SourceRecord {
     /// Snapshots retention keeps whatever `keep` says.
     #[serde(default)]
     pub pinned: Vec<Pin>,
+    /// A migration's cutover asked for (`mig-…`): the next poll without a running task gets
+    /// the `cutover` task, before any scheduled sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<String>,
 }
 
 impl SourceRecord {
@@ -127,6 +131,7 @@ impl SourceRecord {
             sync_now: false,
             history: Vec::new(),
             pinned: Vec::new(),
+            cutover: None,
         }
     }
 
@@ -239,13 +244,15 @@ impl Store {
     ) -> Result<(SourceRecord, T)> {
         check_name(NameKind::Machine, machine)?;
         let _lock = self.lock_sources()?;
-        let mut rec = match self.source(machine) {
-            Err(e) if create && e.is_not_found() => SourceRecord::new(machine),
-            other => other?,
+        let (mut rec, new) = match self.source(machine) {
+            Err(e) if create && e.is_not_found() => (SourceRecord::new(machine), true),
+            other => (other?, false),
         };
         let before = rec.clone();
         let out = f(&mut rec)?;
-        if rec != before {
+        // A new record is written even when it holds only defaults (`sources set` with the
+        // default settings creates the machine's record).
+        if new || rec != before {
             self.write_source(&rec)?;
         }
         Ok((rec, out))
@@ -381,6 +388,16 @@ impl Store {
         Ok(())
     }
 
+    /// Ask `machine`'s source agent for the cutover of `migration` (or withdraw the request
+    /// with `None` when it was not handed out yet). Called holding the migrations lock.
+    pub(crate) fn set_source_cutover(&self, machine: &str, migration: Option<&str>) -> Result<()> {
+        self.update_source(machine, false, |rec| {
+            rec.cutover = migration.map(str::to_string);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Release the pins `by` holds on `machine`'s snapshots.
     pub fn unpin_source_snapshots(&self, machine: &str, by: &str) -> Result<()> {
         self.update_source(machine, false, |rec| {
@@ -398,6 +415,19 @@ impl Store {
             touch_last_seen(rec, now);
             if let Some(t) = &rec.task {
                 return Ok(Some(t.to_task(&rec.schedule)));
+            }
+            if rec.cutover.take().is_some() {
+                let t = TaskRecord {
+                    id,
+                    kind: TaskKind::Cutover,
+                    consistency: Consistency::PointInTime,
+                    started: rfc3339(now),
+                    finished: None,
+                    state: TaskState::Running,
+                };
+                let wire = t.to_task(&rec.schedule);
+                rec.task = Some(t);
+                return Ok(Some(wire));
             }
             if next_due(rec, now).is_none_or(|due| due > now) {
                 return Ok(None);
@@ -443,7 +473,7 @@ impl Store {
             }
         }
         let succeeded = matches!(state, TaskState::Succeeded { .. });
-        let (rec, ()) = self.update_source(machine, false, |rec| {
+        let (rec, ended) = self.update_source(machine, false, |rec| {
             touch_last_seen(rec, now);
             let Some(task) = rec.task.as_mut().filter(|t| t.id == id) else {
                 return Err(match rec.history.iter().find(|t| t.id == id) {
@@ -463,16 +493,25 @@ impl Store {
                 )));
             }
             task.state = state;
+            let mut ended = None;
             if task.state.is_final() {
                 task.finished = Some(rfc3339(now));
                 if let Some(done) = rec.task.take() {
+                    ended = Some(done.clone());
                     rec.history.push(done);
                 }
                 let extra = rec.history.len().saturating_sub(MAX_HISTORY);
                 rec.history.drain(..extra);
             }
-            Ok(())
+            Ok(ended)
         })?;
+        if let Some(done) = ended.filter(|t| t.kind == TaskKind::Cutover) {
+            // The report is recorded either way; the migration's move is logged when it fails
+            // (the operator sees the migration still cutting over and the source's history).
+            if let Err(e) = self.cutover_task_ended(machine, &done, now) {
+                tracing::error!("migration of {machine}: its cutover task {id} ended: {e}");
+            }
+        }
         if succeeded {
             if let Err(e) = self.retain_source(machine, now) {
                 tracing::warn!("prune {machine} after its sync {id}: {e}");
@@ -522,6 +561,7 @@ mod tests {
                         bytes_read: 1,
                         bytes_sent: 1,
                         freeze_seconds: None,
+                        hook_seconds: None,
                         consistency: Consistency::Live,
                     },
                 }

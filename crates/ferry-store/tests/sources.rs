@@ -52,6 +52,7 @@ fn figures() -> SyncFigures {
         bytes_read: 1 << 30,
         bytes_sent: 1 << 20,
         freeze_seconds: Some(1.5),
+        hook_seconds: None,
         consistency: Consistency::PointInTime,
     }
 }

@@ -154,6 +154,10 @@ pub struct StandbyNext {
     pub snapshot: String,
     /// When the snapshot was taken (its manifest's `created`, RFC 3339 UTC).
     pub created: String,
+    /// The cutover's final snapshot: apply it, run the fix-up, reboot (report each step on
+    /// `PUT /agents/{id}/standby/cutover`). Absent (false) for the syncs before.
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub final_: bool,
 }
 
 /// `PUT /agents/{id}/standby/state`: the standby's disks now hold `basis`, written and verified.
