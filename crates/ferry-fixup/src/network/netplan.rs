@@ -514,7 +514,8 @@ pub fn transform(
                         },
                     }
                 }
-                if let (Some((s, e)), false) = (l.value, drop_line) {
+                let same = kept.iter().map(String::as_str).eq(originals(l, &scal));
+                if let (Some((s, e)), false, false) = (l.value, drop_line, same) {
                     let new = if flow {
                         rebuild_flow(&l.body[s..e], &kept)
                     } else {
@@ -571,7 +572,9 @@ pub fn transform(
                         },
                     }
                 }
-                if let (Some((s, e)), false) = (l.value, drop_line) {
+                let same = extra_items.is_empty()
+                    && kept.iter().map(String::as_str).eq(originals(l, &scal));
+                if let (Some((s, e)), false, false) = (l.value, drop_line, same) {
                     if flow {
                         let new = rebuild_flow(&l.body[s..e], &kept);
                         patches.push(Patch {
@@ -620,6 +623,11 @@ impl YLine<'_> {
         let s = self.body.find(k)?;
         Some((s, s + k.len()))
     }
+}
+
+/// A line's scalars as they are written (quotes kept).
+fn originals<'a>(l: &'a YLine<'_>, scal: &'a [Span]) -> impl Iterator<Item = &'a str> + 'a {
+    scal.iter().map(|r| &l.body[r.0..r.1])
 }
 
 /// Replaces a scalar keeping its quotes.

@@ -887,6 +887,18 @@ fn identity_plan() -> NicPlan {
 }
 
 #[test]
+fn unchanged_flow_lists_keep_their_spacing() {
+    // Found by the network_config fuzz target: an item that is no address, and a space before
+    // the closing bracket, were respaced although nothing in the list changed.
+    let text = "network:\n  ethernets:\n    ens192:\n      addresses: [10.1.2.3&24 ]\n      \
+                nameservers:\n        addresses: [ 10.9.0.53,8.8.8.8 ]\n";
+    for p in [identity_plan(), plan()] {
+        let e = netplan::transform("/etc/netplan/a.yaml", text, &p, &no_rules()).unwrap();
+        assert_eq!(e.text, text.replace("ens192", &p.pairs[0].new));
+    }
+}
+
+#[test]
 fn identity_plan_changes_no_sample() {
     for (system, path, text) in SAMPLES {
         let e = transform_file(*system, path, text, &identity_plan(), &no_rules()).unwrap();
