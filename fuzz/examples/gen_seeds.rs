@@ -198,6 +198,20 @@ fn text_seeds(tmp: &Path) {
 
     out("cmdline", "static", b"console=ttyS0 ferry.appliance=https://10.0.0.5:8443 ferry.token=abc ip=10.0.0.9::10.0.0.1:255.255.255.0:rescue:eth0:none nameserver=10.0.0.1 ferry.on_failure=shell");
     out("cmdline", "dhcp-site", b"quiet ip=dhcp ferry.debug=1\0appliance=https://backup.example.com:8443\ntoken=enroll-xyz\nca_sha256=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\nretry_window=15m\n");
+    // network_config: byte 0 picks the system (0 ifupdown, 1 netplan, 2 NetworkManager,
+    // 3 networkd .network, 4 .link, 5 ifcfg), then the file as its documentation writes it.
+    for (name, pick, text) in [
+        ("ifupdown", 0u8, "auto ens192\niface ens192 inet static\n    address 10.1.2.3/24\n    gateway 10.1.2.1\n    dns-nameservers 10.1.0.53\n    hwaddress ether 00:50:56:aa:00:01\n\nauto bond0\niface bond0 inet dhcp\n    bond-slaves ens192 ens224\n\niface ens192.100 inet manual\n    vlan-raw-device ens192\n"),
+        ("netplan", 1, "network:\n  version: 2\n  ethernets:\n    ens192:\n      match:\n        macaddress: \"00:50:56:aa:00:01\"\n      set-name: ens192\n      addresses: [10.1.2.3/24]\n      routes:\n        - to: default\n          via: 10.1.2.1\n      nameservers:\n        addresses:\n          - 10.1.0.53\n  bonds:\n    bond0:\n      interfaces: [ens192, ens224]\n"),
+        ("nmconnection", 2, "[connection]\nid=ens192\ntype=ethernet\ninterface-name=ens192\n\n[ethernet]\nmac-address=00:50:56:AA:00:01\n\n[ipv4]\naddress1=10.1.2.3/24,10.1.2.1\ndns=10.1.0.53;\nmethod=manual\n"),
+        ("networkd", 3, "[Match]\nName=ens192\n\n[Network]\nAddress=10.1.2.3/24\nGateway=10.1.2.1\nDNS=10.1.0.53\nVLAN=ens192.100\n"),
+        ("link", 4, "[Match]\nMACAddress=00:50:56:aa:00:01\n\n[Link]\nName=ens192\n"),
+        ("ifcfg", 5, "DEVICE=ens192\nHWADDR=00:50:56:AA:00:01\nBOOTPROTO=none\nIPADDR=10.1.2.3\nPREFIX=24\nGATEWAY=10.1.2.1\nDNS1=10.1.0.53\n"),
+    ] {
+        let mut seed = vec![pick];
+        seed.extend_from_slice(text.as_bytes());
+        out("network_config", name, &seed);
+    }
 }
 
 fn run_bytes(cmd: &str, args: &[&str]) -> Vec<u8> {
