@@ -315,13 +315,14 @@ fn step(
     next: &StandbyNext,
     step: CutoverStep,
     detail: Option<String>,
-    bytes_written: Option<u64>,
+    applied: Option<&RestoreSummary>,
 ) -> Result<(), Cut> {
     let report = StandbyCutover {
         snapshot: next.snapshot.clone(),
         step,
         detail,
-        bytes_written,
+        bytes_written: applied.map(|a| a.bytes_written),
+        seconds: applied.map(|a| a.seconds),
     };
     s.client
         .standby_cutover(&s.agent, &report)
@@ -403,7 +404,7 @@ fn cutover(
         ),
         None,
     );
-    if let Err(cut) = step(s, next, CutoverStep::Applied, None, Some(sum.bytes_written)) {
+    if let Err(cut) = step(s, next, CutoverStep::Applied, None, Some(&sum)) {
         return cut;
     }
     if let Err(why) = crate::fixup::run(&plan, root, cfg, events, out) {

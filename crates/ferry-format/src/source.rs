@@ -286,6 +286,9 @@ pub struct StandbyCutover {
     /// Bytes the final apply wrote (`applied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_written: Option<u64>,
+    /// Seconds the final apply took (`applied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 /// A source machine's schedule and the limits its syncs run under.
@@ -603,6 +606,7 @@ mod tests {
             step: CutoverStep::FixedUp,
             detail: None,
             bytes_written: None,
+            seconds: None,
         };
         let json = serde_json::to_string(&step).unwrap();
         assert_eq!(

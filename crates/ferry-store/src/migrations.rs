@@ -786,6 +786,12 @@ impl Store {
         report: &StandbyCutover,
         now: SystemTime,
     ) -> MResult<MigrationRecord> {
+        if report.seconds.is_some_and(|s| !s.is_finite() || s < 0.0) {
+            return Err(MigrationError::BadReport {
+                agent: agent.to_string(),
+                why: "seconds is not a duration".into(),
+            });
+        }
         if let Some(d) = &report.detail {
             if d.len() > 4096 {
                 return Err(MigrationError::BadReport {
@@ -833,13 +839,14 @@ impl Store {
                 m.standby.basis_taken = Some(taken.clone());
                 m.standby.applied_at = Some(t);
                 m.standby.bytes_written = report.bytes_written;
+                m.standby.seconds = report.seconds;
                 m.record(
                     now,
                     Happened::Applied {
                         snapshot: report.snapshot.clone(),
                         taken,
                         bytes_written: report.bytes_written.unwrap_or(0),
-                        seconds: 0.0,
+                        seconds: report.seconds.unwrap_or(0.0),
                     },
                 );
                 self.write_migration(&m)?;

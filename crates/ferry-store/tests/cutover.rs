@@ -207,6 +207,7 @@ impl World {
                 step,
                 detail: (step == CutoverStep::Failed).then(|| "disk vda went away".into()),
                 bytes_written: (step == CutoverStep::Applied).then_some(8192),
+                seconds: (step == CutoverStep::Applied).then_some(7.5),
             },
             self.at(secs),
         )
@@ -276,6 +277,7 @@ fn a_cutover_runs_from_request_to_reboot_with_its_timeline() {
     assert_eq!(c.snapshot.as_deref(), Some(s2.as_str()));
     assert_eq!(c.hook_seconds, Some(3.0));
     assert_eq!(c.bytes_written, Some(8192));
+    assert_eq!(m.standby.seconds, Some(7.5));
 
     // Phases: task taken at 110, hook 3 s, sync ended 130, apply 132..140, fix-up to 150,
     // reboot at 151; no beacon: the downtime ends at the reboot.
