@@ -242,6 +242,7 @@ fn write_view(out: &mut impl Write, v: &SourceView) -> Result<()> {
                     format!("{snapshot} ({})", figures.consistency)
                 }
                 TaskState::Failed { reason } => reason.clone(),
+                TaskState::Done { detail } => detail.clone(),
                 TaskState::Running => String::new(),
             };
             writeln!(
@@ -274,6 +275,7 @@ fn write_outcome(out: &mut impl Write, state: &TaskState) -> Result<()> {
             )?;
         }
         TaskState::Failed { reason } => writeln!(out, "  reason:     {reason}")?,
+        TaskState::Done { detail } => writeln!(out, "  done:       {detail}")?,
         TaskState::Running => {}
     }
     Ok(())

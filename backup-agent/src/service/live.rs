@@ -97,7 +97,8 @@ impl Source for Machine<'_> {
 /// retention"); a cutover's final sync is point-in-time or fails.
 fn consistency_request(task: &SyncTask) -> ConsistencyRequest {
     match (task.kind, task.consistency) {
-        (TaskKind::Cutover, _) => ConsistencyRequest::PointInTime,
+        // A cutover-abort takes no backup; were one asked, it would be held still too.
+        (TaskKind::Cutover | TaskKind::CutoverAbort, _) => ConsistencyRequest::PointInTime,
         (TaskKind::Sync, Consistency::PointInTime) => ConsistencyRequest::Auto,
         (TaskKind::Sync, Consistency::Live) => ConsistencyRequest::Live,
     }

@@ -10,6 +10,9 @@
 //! 4. report `succeeded` with the snapshot and figures, or `failed` with the reason. A failed
 //!    cutover runs `post_cutover_abort` first, so the source serves again.
 //!
+//! A `cutover-abort` task (the appliance aborted a cutover after this source's final sync
+//! succeeded, e.g. the standby could not take it) runs `post_cutover_abort` and reports `done`.
+//!
 //! An end the appliance could not be told (it stayed unreachable for the retry window) is kept
 //! and delivered when the appliance hands out the same task again, instead of syncing again.
 //! The appliance and the source are traits ([`Appliance`], [`Source`]) so the state machine is
@@ -248,7 +251,7 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
         let id = task.id.clone();
         tracing::info!(
             "task {id}: {} started ({}, rate {}, {} reads in flight, idle I/O {})",
-            kind_name(task.kind),
+            task.kind.name(),
             task.consistency,
             ferry_format::source::format_rate(task.limits.rate_bytes_per_s),
             task.limits.reads_in_flight,
@@ -266,11 +269,18 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
             services_stopped: false,
         }));
         let result = match task.kind {
-            TaskKind::Sync => self.sync(&task),
-            TaskKind::Cutover => self.cutover(&task),
+            TaskKind::Sync => self.sync(&task).map(Some),
+            TaskKind::Cutover => self.cutover(&task).map(Some),
+            TaskKind::CutoverAbort => self.restart_services().map(|()| None),
         };
         let (state, gone) = match result {
-            Ok(s) => {
+            Ok(None) => {
+                let detail =
+                    "post_cutover_abort ran: the source's services start again".to_string();
+                tracing::info!("task {id}: {detail}");
+                (TaskState::Done { detail }, false)
+            }
+            Ok(Some(s)) => {
                 tracing::info!("task {id}: succeeded: {}", figures_line(&s));
                 (
                     TaskState::Succeeded {
@@ -355,6 +365,16 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
         }
     }
 
+    /// The appliance aborted the cutover after the final sync: start the services again.
+    fn restart_services(&self) -> Result<(), SyncFailed> {
+        self.src
+            .hook(HookMoment::PostCutoverAbort)
+            .map_err(|f| SyncFailed {
+                reason: format!("the appliance aborted the cutover: {}", f.reason),
+                ..f
+            })
+    }
+
     fn abort_cutover(&self) {
         if !self.shared.claim_abort() {
             return;
@@ -363,13 +383,6 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
             Ok(()) => tracing::info!("cutover aborted: post_cutover_abort ran"),
             Err(e) => tracing::error!("cutover aborted: {}", e.reason),
         }
-    }
-}
-
-fn kind_name(k: TaskKind) -> &'static str {
-    match k {
-        TaskKind::Sync => "sync",
-        TaskKind::Cutover => "cutover",
     }
 }
 
@@ -536,6 +549,7 @@ mod tests {
     fn the_task_state_machine() {
         let sync = || Ok(Some(task("task-1", TaskKind::Sync)));
         let cutover = || Ok(Some(task("task-2", TaskKind::Cutover)));
+        let abort = || Ok(Some(task("task-3", TaskKind::CutoverAbort)));
         let cases = [
             Case {
                 polls: vec![Ok(None)],
@@ -603,6 +617,23 @@ mod tests {
                 ],
                 want_last: "ran",
                 ..case("a cutover: pre_cutover, the final sync, the source stays stopped")
+            },
+            Case {
+                polls: vec![cutover(), abort()],
+                steps: 2,
+                want_events: &[
+                    "poll",
+                    "report task-2 running",
+                    "hook pre_cutover",
+                    "backup live",
+                    "report task-2 succeeded (hook timed)",
+                    "poll",
+                    "report task-3 running",
+                    "hook post_cutover_abort",
+                    "report task-3 done",
+                ],
+                want_last: "ran",
+                ..case("aborted by the appliance after the final sync: post_cutover_abort, done")
             },
             Case {
                 polls: vec![cutover()],

@@ -362,6 +362,25 @@ fn cutover(
         ),
         None,
     );
+    // Planned (manifest, indexes, the basis checked) before the point of no return: a final
+    // snapshot this standby cannot take aborts the cutover, and the source serves again.
+    let plan = match prepare(s, opts, basis, events, out) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let why = format!("plan snapshot {}: {e}", next.snapshot);
+            events.emit(
+                out,
+                Level::Error,
+                Phase::Plan,
+                format!("cutover: {why}"),
+                None,
+            );
+            return match step(s, next, CutoverStep::Failed, Some(why.clone()), None) {
+                Err(Cut::Ended(end)) => Cut::Ended(end),
+                _ => Cut::Aborted(format!("the cutover was aborted: {why}")),
+            };
+        }
+    };
     if let Err(cut) = step(s, next, CutoverStep::Applying, None, None) {
         return cut;
     }
@@ -380,8 +399,8 @@ fn cutover(
             _ => Cut::Ended(End::MigrationEnded(format!("the cutover failed: {why}"))),
         }
     };
-    let (plan, sum) = match apply_one(s, opts, basis, events, out) {
-        Ok(done) => done,
+    let sum = match apply(&s.client, &plan, opts, events, out) {
+        Ok(sum) => sum,
         Err(e) => {
             return fail(
                 events,
@@ -459,6 +478,20 @@ fn apply_one(
     events: &mut Events,
     out: &mut Console,
 ) -> Result<(RestorePlan, RestoreSummary), String> {
+    let plan = prepare(s, opts, basis, events, out)?;
+    let sum = apply(&s.client, &plan, opts, events, out)?;
+    Ok((plan, sum))
+}
+
+/// The plan of one apply: a delta from the basis, or the seeded sync when the engine finds the
+/// basis unusable. Nothing is written.
+fn prepare(
+    s: &Session,
+    opts: &RestoreOptions,
+    basis: Option<&Basis>,
+    events: &mut Events,
+    out: &mut Console,
+) -> Result<RestorePlan, String> {
     let known = basis.map(|b| b.snapshot.as_str());
     let inputs = match restore::gather_with_basis(&s.client, opts, known) {
         Err(EngineError::Refused(r @ Refusal::BasisUnusable { .. })) => {
@@ -474,9 +507,7 @@ fn apply_one(
         other => other,
     }
     .map_err(|e| e.to_string())?;
-    let plan = restore::plan(&inputs, opts).map_err(|e| e.to_string())?;
-    let sum = apply(&s.client, &plan, opts, events, out)?;
-    Ok((plan, sum))
+    restore::plan(&inputs, opts).map_err(|e| e.to_string())
 }
 
 /// Step 4: the report that the disks hold `next`, verified.

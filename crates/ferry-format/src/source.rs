@@ -126,14 +126,27 @@ pub fn credential_machine(credential: &str) -> Option<&str> {
         .then_some(machine)
 }
 
-/// What a task asks for. JSON `"sync"` or `"cutover"`.
+/// What a task asks for. JSON `"sync"`, `"cutover"` or `"cutover-abort"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TaskKind {
     /// A scheduled or manual sync.
     Sync,
     /// The cutover's final sync: run `pre_cutover` first; always point-in-time.
     Cutover,
+    /// The appliance aborted a cutover after its final sync succeeded (the standby could not
+    /// take it): run `post_cutover_abort` so the source serves again; report `done`.
+    CutoverAbort,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Sync => "sync",
+            TaskKind::Cutover => "cutover",
+            TaskKind::CutoverAbort => "cutover-abort",
+        }
+    }
 }
 
 /// How light on the source a sync must stay (all adjustable per machine from the appliance).
@@ -205,8 +218,9 @@ pub struct SyncFigures {
 }
 
 /// A task's life as the agent reports it (`PUT /sources/{machine}/tasks/{id}/state`). JSON:
-/// `"running"`, `{"succeeded": {"snapshot": ..., "figures": {...}}}` or
-/// `{"failed": {"reason": ...}}`. A task is running from the moment it is handed out.
+/// `"running"`, `{"succeeded": {"snapshot": ..., "figures": {...}}}`, `{"done": {"detail":
+/// ...}}` (a task that takes no snapshot: `cutover-abort`) or `{"failed": {"reason": ...}}`.
+/// A task is running from the moment it is handed out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum TaskState {
@@ -214,6 +228,9 @@ pub enum TaskState {
     Succeeded {
         snapshot: String,
         figures: SyncFigures,
+    },
+    Done {
+        detail: String,
     },
     Failed {
         reason: String,
@@ -235,6 +252,7 @@ impl TaskState {
         match self {
             TaskState::Running => "running",
             TaskState::Succeeded { .. } => "succeeded",
+            TaskState::Done { .. } => "done",
             TaskState::Failed { .. } => "failed",
         }
     }
@@ -575,6 +593,13 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<TaskState>(r#""running""#).unwrap(),
             TaskState::Running
+        );
+        let done: TaskState =
+            serde_json::from_str(r#"{"done":{"detail":"post_cutover_abort ran"}}"#).unwrap();
+        assert!(done.is_final() && done.name() == "done");
+        assert_eq!(
+            serde_json::to_value(TaskKind::CutoverAbort).unwrap(),
+            "cutover-abort"
         );
         let failed: TaskState =
             serde_json::from_str(r#"{"failed":{"reason":"disk gone"}}"#).unwrap();

@@ -656,6 +656,10 @@ impl Store {
             });
         }
         let leaves_cutover = rec.state == MigrationState::CuttingOver;
+        // Aborted after the source's final sync: its services are stopped and must start again.
+        let restart_source = leaves_cutover
+            && to == MigrationState::Syncing
+            && rec.cutover.as_ref().is_some_and(|c| c.snapshot.is_some());
         if leaves_cutover {
             if let Some(c) = rec.cutover.as_mut() {
                 if c.ended_by.is_none() {
@@ -679,6 +683,9 @@ impl Store {
                 .is_ok_and(|s| s.cutover.as_deref() == Some(rec.id.as_str()));
             if withdrawn {
                 self.set_source_cutover(&rec.machine, None)?;
+            }
+            if restart_source {
+                self.set_source_abort(&rec.machine, &rec.id)?;
             }
         }
         if !rec.state.is_active() {
@@ -772,7 +779,7 @@ impl Store {
                 tracing::warn!("migration {}: {reason}; back to syncing", rec.id);
                 self.move_migration(&mut rec, MigrationState::Syncing, Some(reason), now)?;
             }
-            TaskState::Running => {}
+            TaskState::Running | TaskState::Done { .. } => {}
         }
         Ok(())
     }

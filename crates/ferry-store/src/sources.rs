@@ -115,6 +115,10 @@ pub struct SourceRecord {
     /// the `cutover` task, before any scheduled sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<String>,
+    /// A cutover was aborted after this source's final sync stopped its services (`mig-…`):
+    /// the next poll without a running task gets a `cutover-abort` task, before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_cutover: Option<String>,
 }
 
 impl SourceRecord {
@@ -132,6 +136,7 @@ impl SourceRecord {
             history: Vec::new(),
             pinned: Vec::new(),
             cutover: None,
+            abort_cutover: None,
         }
     }
 
@@ -398,6 +403,16 @@ impl Store {
         Ok(())
     }
 
+    /// Ask `machine`'s source agent to run `post_cutover_abort` (the cutover of `migration` was
+    /// aborted after its final sync). Called holding the migrations lock.
+    pub(crate) fn set_source_abort(&self, machine: &str, migration: &str) -> Result<()> {
+        self.update_source(machine, false, |rec| {
+            rec.abort_cutover = Some(migration.to_string());
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Release the pins `by` holds on `machine`'s snapshots.
     pub fn unpin_source_snapshots(&self, machine: &str, by: &str) -> Result<()> {
         self.update_source(machine, false, |rec| {
@@ -416,10 +431,17 @@ impl Store {
             if let Some(t) = &rec.task {
                 return Ok(Some(t.to_task(&rec.schedule)));
             }
-            if rec.cutover.take().is_some() {
+            let kind = if rec.abort_cutover.take().is_some() {
+                Some(TaskKind::CutoverAbort)
+            } else if rec.cutover.take().is_some() {
+                Some(TaskKind::Cutover)
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
                 let t = TaskRecord {
                     id,
-                    kind: TaskKind::Cutover,
+                    kind,
                     consistency: Consistency::PointInTime,
                     started: rfc3339(now),
                     finished: None,

@@ -343,6 +343,11 @@ fn a_failed_cutover_task_aborts_back_to_syncing() {
         "{last:?}"
     );
     assert!(m.cutover.unwrap().ended_by.unwrap().contains(&task));
+    assert_eq!(
+        w.store.source("web1").unwrap().abort_cutover,
+        None,
+        "the source agent ran post_cutover_abort itself"
+    );
     // Syncing again: the standby is handed ordinary snapshots, and may cut over again.
     let s2 = w.snap(2, 120);
     let next = w
@@ -372,6 +377,33 @@ fn the_standby_aborts_before_applying_and_fails_after() {
         w.try_step(&agent, &s2, CutoverStep::Applying, 132),
         Err(MigrationError::NotCuttingOver { .. })
     ));
+    // The source's services were stopped by its final sync: it is told to start them again,
+    // before anything else.
+    w.store.sync_now("web1").unwrap();
+    let abort = w.store.take_task("web1", w.at(133)).unwrap().unwrap();
+    assert_eq!(abort.kind, TaskKind::CutoverAbort);
+    w.store
+        .set_task_state(
+            "web1",
+            &abort.id,
+            TaskState::Done {
+                detail: "post_cutover_abort ran".into(),
+            },
+            w.at(134),
+        )
+        .unwrap();
+    let next = w.store.take_task("web1", w.at(135)).unwrap().unwrap();
+    assert_eq!(next.kind, TaskKind::Sync, "then the sync asked for");
+    w.store
+        .set_task_state(
+            "web1",
+            &next.id,
+            TaskState::Failed {
+                reason: "not needed here".into(),
+            },
+            w.at(136),
+        )
+        .unwrap();
 
     // Again; this time the standby fails after it started writing: the migration fails.
     w.store.request_cutover(&id, w.at(200)).unwrap();
