@@ -372,10 +372,12 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
     // Again, and the final sync succeeds: `next` hands it with final: true.
     w.store.request_cutover(&m.id, SystemTime::now()).unwrap();
     let (s2, c2) = w.snapshot("web01", 5);
-    let end = format!(
-        r#"{{"succeeded":{{"snapshot":"{s2}","figures":{{"cpu_seconds":0.5,"peak_rss_bytes":1,"bytes_read":2,"bytes_sent":3,"consistency":"point-in-time","hook_seconds":1.5}}}}}}"#
-    );
-    source_task(&w, &cred, &end);
+    let succeeded = |snapshot: &str| {
+        format!(
+            r#"{{"succeeded":{{"snapshot":"{snapshot}","figures":{{"cpu_seconds":0.5,"peak_rss_bytes":1,"bytes_read":2,"bytes_sent":3,"consistency":"point-in-time","hook_seconds":1.5}}}}}}"#
+        )
+    };
+    source_task(&w, &cred, &succeeded(&s2));
     let (status, body) = w.c.call(
         "GET",
         &format!("/agents/{}/standby/next?basis={s1}&wait=0", a.agent),
@@ -387,6 +389,22 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
     assert_eq!(raw["final"], true, "{raw}");
     assert_eq!(raw["snapshot"], s2.as_str());
     assert_eq!(reads(&w, &a, &s2, &c2[0]), (200, 200, 200));
+
+    // The standby cannot take it (before applying): back to syncing, and the source, stopped
+    // by its final sync, gets a cutover-abort task (it reports done).
+    cutover_step(&w, &a, &s2, "failed", 204);
+    assert_eq!(w.store.migration(&m.id).unwrap().state.name(), "syncing");
+    let abort = source_task(&w, &cred, r#"{"done":{"detail":"post_cutover_abort ran"}}"#);
+    assert_eq!(abort["kind"], "cutover-abort");
+    let e = cutover_step(&w, &a, &s2, "applying", 409);
+    assert!(e.contains("is syncing"), "{e}");
+
+    // Once more, to the end.
+    w.store.request_cutover(&m.id, SystemTime::now()).unwrap();
+    let (s2, _) = w.snapshot("web01", 9);
+    source_task(&w, &cred, &succeeded(&s2));
+    let n = next(&w, &a, &s1, 200).unwrap();
+    assert!(n.final_ && n.snapshot == s2, "{n:?}");
     for step in ["applying", "applied", "fixed-up", "rebooting"] {
         cutover_step(&w, &a, &s2, step, 204);
     }
