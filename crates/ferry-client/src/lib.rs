@@ -585,9 +585,18 @@ impl Client {
         job: &str,
         state: &agent::JobState,
     ) -> Result<(), ClientError> {
-        let path = format!("/agents/{agent_id}/jobs/{job}/state");
-        let bytes = serde_json::to_vec(state).map_err(|e| ClientError::BadAnswer {
-            what: path.clone(),
+        self.put_own_window(&format!("/agents/{agent_id}/jobs/{job}/state"), state)
+    }
+
+    /// PUT a JSON body with a whole retry window of its own (its own outage clock, this
+    /// client's credentials), even when an outage has already ended the caller's other requests.
+    pub(crate) fn put_own_window<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(), ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadAnswer {
+            what: path.to_string(),
             detail: e.to_string(),
         })?;
         let mut own = self.with_token("");
@@ -595,7 +604,7 @@ impl Client {
         own.outage = Arc::default();
         own.call(
             "PUT",
-            &path,
+            path,
             Some(("application/json", &bytes)),
             &[],
             |_, _| Ok(()),

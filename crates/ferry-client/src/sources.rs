@@ -3,7 +3,6 @@
 //! state with the per-source credential ([`Client::with_token`]). The backups themselves use
 //! the ordinary backup routes with that credential.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_format::source::{SourceEnrollReply, SourceEnrollRequest, SyncTask, TaskState};
@@ -47,21 +46,7 @@ impl Client {
         task: &str,
         state: &TaskState,
     ) -> Result<(), ClientError> {
-        let path = format!("/sources/{machine}/tasks/{task}/state");
-        let bytes = serde_json::to_vec(state).map_err(|e| ClientError::BadAnswer {
-            what: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut own = self.with_token("");
-        own.auth = self.auth.clone();
-        own.outage = Arc::default();
-        own.call(
-            "PUT",
-            &path,
-            Some(("application/json", &bytes)),
-            &[],
-            |_, _| Ok(()),
-        )
+        self.put_own_window(&format!("/sources/{machine}/tasks/{task}/state"), state)
     }
 }
 

@@ -1,7 +1,6 @@
 //! A migration's standby target (docs/protocol.md, "Standby"): the long poll for the next
 //! snapshot to apply and the report of what the disks hold, with the agent's credential.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_format::agent::{StandbyNext, StandbyReport};
@@ -49,23 +48,5 @@ impl Client {
         report: &StandbyCutover,
     ) -> Result<(), ClientError> {
         self.put_own_window(&format!("/agents/{agent_id}/standby/cutover"), report)
-    }
-
-    fn put_own_window<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<(), ClientError> {
-        let path = path.to_string();
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadAnswer {
-            what: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut own = self.with_token("");
-        own.auth = self.auth.clone();
-        own.outage = Arc::default();
-        own.call(
-            "PUT",
-            &path,
-            Some(("application/json", &bytes)),
-            &[],
-            |_, _| Ok(()),
-        )
     }
 }
