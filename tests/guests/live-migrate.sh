@@ -11,7 +11,8 @@
 #   bash tests/guests/live-migrate.sh
 #
 # The source is a copy of debian12-uefi.raw (tests/guests/build-debian.sh) with tests/guests/live/
-# injected offline into its ext4 root (a loop mount at the partition's offset): the static
+# injected offline into its ext4 root (a loop mount at the partition's offset): DHCP by
+# systemd-networkd (the cached guest configures no network), the static
 # backup-agent, its unit (enabled) and config, the enroll token and CA, ferry-workload.service,
 # ferry-live-verify.service (runs only where /dev/vda exists, i.e. on the migrated machine) and
 # ferry-marker.service masked (it would power the guest off). The source boots with its
@@ -123,6 +124,12 @@ inject() {
     for u in ferry-backup-agent ferry-workload ferry-live-verify; do
         ln -sfn "/etc/systemd/system/$u.service" "$r/etc/systemd/system/multi-user.target.wants/$u.service" || return 1
     done
+    # Networking: the cached guest configures none; systemd-networkd with DHCP on the NIC.
+    install -D -m 0644 "$LIVE/20-ferry-dhcp.network" "$r/etc/systemd/network/20-ferry-dhcp.network" || return 1
+    mkdir -p "$r/etc/systemd/system/sockets.target.wants" "$r/etc/systemd/system/network-online.target.wants"
+    ln -sfn /lib/systemd/system/systemd-networkd.service "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service" || return 1
+    ln -sfn /lib/systemd/system/systemd-networkd.socket "$r/etc/systemd/system/sockets.target.wants/systemd-networkd.socket" || return 1
+    ln -sfn /lib/systemd/system/systemd-networkd-wait-online.service "$r/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service" || return 1
     # The build's marker powers the guest off after its check: masked (the verifier checks its list).
     rm -f "$r/etc/systemd/system/multi-user.target.wants/ferry-marker.service"
     ln -sfn /dev/null "$r/etc/systemd/system/ferry-marker.service" || return 1
@@ -148,7 +155,7 @@ mig_json() { "$BIN/appliance" migrations show --data "$DATA" --json "$MIG" 2>/de
 # The succeeded syncs, oldest first: "snapshot bytes_read bytes_sent cpu freeze consistency".
 syncs() {
     src_json | jq -r '[.history[] | select(.state.succeeded?) | .state.succeeded] | sort_by(.snapshot) | .[]
-        | "\(.snapshot) \(.figures.bytes_read) \(.figures.bytes_sent) \(.figures.cpu_seconds) \(.figures.freeze_seconds) \(.figures.consistency)"' 2>/dev/null
+        | "\(.snapshot) \(.figures.bytes_read) \(.figures.bytes_sent) \(.figures.cpu_seconds * 10 | round / 10) \(if .figures.freeze_seconds == null then "-" else (.figures.freeze_seconds * 10 | round / 10) end) \(.figures.consistency)"' 2>/dev/null
 }
 source_alive() { kill -0 "$SRC_PID" 2>/dev/null; }
 
@@ -165,18 +172,19 @@ wait_for() {
 }
 
 say "source boots (SATA, -kernel), enrolls and takes its first sync"
-T=$SRC
+T=$SRC QPID=$SRC_PID
 if wait_serial 'FERRY-WORKLOAD started' 600; then
     ok "source booted, workload running ($(elapsed "$T0") s)"
 else
     serial | tail -30; abort "the source's workload did not start within 600 s"
 fi
+QPID=
 "$BIN/appliance" sources sync-now --data "$DATA" "$MACHINE" >"$WORK/sync-now.out" 2>&1 || cat "$WORK/sync-now.out"
 first_synced() { [[ -n $(syncs | head -1) ]]; }
 if wait_for 1800 "the first sync" first_synced; then
     read -r S1 s1_read s1_sent s1_cpu s1_freeze s1_cons < <(syncs | head -1)
     FIRST_SYNC=$(elapsed "$T0")
-    ok "first sync $S1 ($s1_cons, read $s1_read, sent $s1_sent, cpu ${s1_cpu}s, freeze ${s1_freeze}s) $FIRST_SYNC s after the source started"
+    ok "first sync $S1 ($s1_cons, read $s1_read, sent $s1_sent, cpu ${s1_cpu} s, freeze $s1_freeze) $FIRST_SYNC s after the source started"
     "$BIN/appliance" sources set --data "$DATA" "$MACHINE" --consistency point-in-time >>"$WORK/sources-set.out" 2>&1 \
         || { cat "$WORK/sources-set.out"; abort "sources set --consistency point-in-time"; }
     echo "schedule: point-in-time from now on"
@@ -228,7 +236,7 @@ for i in $(seq "$INCREMENTALS"); do
     ratio=$(awk -v w="$written" -v s="$sent" 'BEGIN { if (s > 0) printf "%.2f", w / s; else print "inf" }')
     line="delta $i: $prev -> $b ($nsyncs sync(s), $cons, freeze ${freeze}s): standby wrote $written bytes in $secs s; source sent $sent bytes (read $read_last) -> ratio ${ratio}x"
     echo "$line"
-    DELTAS+=("d$i written=$written sent=$sent ratio=${ratio}x apply=${secs}s read=$read_last freeze=${freeze}s")
+    DELTAS+=("d$i written=$written sent=$sent ratio=${ratio}x apply=$(printf '%.1f' "$secs")s read=$read_last freeze=${freeze}s")
     [[ $cons == point-in-time ]] && ok "incremental $b was point-in-time" || bad "incremental $b was $cons"
     # Generous bound: whole 4 MiB chunks (the service's chunk size) around 256 KiB files, plus
     # the first chunk every non-empty delta rewrites.
@@ -302,10 +310,14 @@ mig_json >"$WORK/mig-final.json"
 "$BIN/appliance" migrations show --data "$DATA" "$MIG" | tee "$WORK/migrations-show.txt"
 DOWN=$(jq -r '.cutover_times.downtime_seconds // "?"' "$WORK/mig-final.json")
 UNTIL=$(jq -r '.cutover_times.downtime_until // "?"' "$WORK/mig-final.json")
-PHASES=$(jq -r '[.cutover_times.phases[]? | "\(.name) \(.seconds)s"] | join(", ")' "$WORK/mig-final.json")
+PHASES=$(jq -r '[.cutover_times.phases[]? | "\(.name) \(.seconds * 10 | round / 10)s"] | join(", ")' "$WORK/mig-final.json")
 FIN=$(syncs | awk -v f="${FINAL:-}" '$1 == f { printf "read %s sent %s freeze %ss", $2, $3, $5 }')
-printf 'METRIC live-migrate: first sync %s s (read %s sent %s) | standby seeded %s s | %s | final sync %s | cutover phases: %s | downtime %s s (until %s) | migrated boot -> verify %s s | total %s s\n' \
-    "$FIRST_SYNC" "$s1_read" "$s1_sent" "$SEED_S" "$(IFS='; '; echo "${DELTAS[*]}")" "$FIN" "$PHASES" "$DOWN" "$UNTIL" "$BOOT_S" "$(elapsed "$T0")" \
+FW=$(jq -r '.cutover.bytes_written // "?"' "$WORK/mig-final.json")
+FS=$(jq -r '.cutover.bytes_sent // 0' "$WORK/mig-final.json")
+FR=$(awk -v w="$FW" -v s="$FS" 'BEGIN { if (s > 0 && w ~ /^[0-9]+$/) printf "%.2f", w / s; else print "?" }')
+echo "final delta: standby wrote $FW bytes; source sent $FS bytes -> ratio ${FR}x"
+printf 'METRIC live-migrate: first sync %s s (read %s sent %s) | standby seeded %s s | %s | final sync %s, standby wrote %s (%sx) | cutover phases: %s | downtime %s s (until %s) | migrated boot -> verify %s s | total %s s\n' \
+    "$FIRST_SYNC" "$s1_read" "$s1_sent" "$SEED_S" "$(IFS=';'; echo "${DELTAS[*]}")" "$FIN" "$FW" "$FR" "$PHASES" "$DOWN" "$UNTIL" "$BOOT_S" "$(elapsed "$T0")" \
     | tee -a "$WORK/metrics.txt"
 [[ $DOWN != "?" ]] && ok "downtime reported ($DOWN s until $UNTIL)" || bad "no downtime in migrations show --json"
 finish
