@@ -157,7 +157,6 @@ syncs() {
     src_json | jq -r '[.history[] | select(.state.succeeded?) | .state.succeeded] | sort_by(.snapshot) | .[]
         | "\(.snapshot) \(.figures.bytes_read) \(.figures.bytes_sent) \(.figures.cpu_seconds * 10 | round / 10) \(if .figures.freeze_seconds == null then "-" else (.figures.freeze_seconds * 10 | round / 10) end) \(.figures.consistency)"' 2>/dev/null
 }
-source_alive() { kill -0 "$SRC_PID" 2>/dev/null; }
 
 # wait_for SECONDS WHAT CMD...: until CMD succeeds (0) or the timeout (1).
 wait_for() {
