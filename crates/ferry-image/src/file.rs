@@ -1,6 +1,7 @@
 //! The one open file behind a source: positional reads that name the file in their errors, and the
 //! bounds checks every parser runs before it trusts an offset read from the image.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -21,6 +22,19 @@ pub(crate) struct ImageFile {
     /// Tell the kernel to drop each range from the page cache once it is read
     /// (`POSIX_FADV_DONTNEED`), so a backup does not push the server's own data out of memory.
     drop_cache: bool,
+    /// Opened with `O_DIRECT`: every read goes to the device in whole logical sectors of this
+    /// size, through an aligned bounce buffer ([`ImageFile::direct`]).
+    direct_sector: Option<u64>,
+}
+
+/// Largest single `O_DIRECT` read: the bounce buffer each reading thread keeps.
+const DIRECT_PIECE: u64 = 1 << 20;
+/// Memory alignment of the bounce buffer: a page satisfies every logical sector size up to it.
+const DIRECT_MEM_ALIGN: usize = 4096;
+
+thread_local! {
+    /// Per reading thread: `DIRECT_PIECE` plus room to align, allocated on first direct read.
+    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl ImageFile {
@@ -36,6 +50,7 @@ impl ImageFile {
             path: path.to_path_buf(),
             len,
             drop_cache: false,
+            direct_sector: None,
         })
     }
 
@@ -46,6 +61,27 @@ impl ImageFile {
             path: path.to_path_buf(),
             len,
             drop_cache: false,
+            direct_sector: None,
+        }
+    }
+
+    /// A block device opened with `O_DIRECT`, read in whole sectors of `sector` bytes (a power
+    /// of two, at least 512; `len` is a multiple of it).
+    ///
+    /// Why not the page cache: a mounted filesystem writes file data to the device through the
+    /// file's own cache, not the device's, so pages of the device cache (brought in by an
+    /// earlier read, its readahead, or the filesystem's metadata reads of a block since freed
+    /// and reused for data) go stale without being invalidated. A buffered read of the device
+    /// can then return old bytes for a block the filesystem has written and synced, even under
+    /// FIFREEZE. Direct reads see what the device holds, which after a freeze is the
+    /// filesystem at that instant; and they leave the source's page cache alone.
+    pub(crate) fn direct(file: File, path: &Path, len: u64, sector: u64) -> Self {
+        Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            drop_cache: false,
+            direct_sector: Some(sector),
         }
     }
 
@@ -84,6 +120,9 @@ impl ImageFile {
 
     /// Read exactly `buf.len()` bytes at `offset`; the caller has checked the range.
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+        if let Some(sector) = self.direct_sector {
+            return self.read_direct(buf, offset, sector);
+        }
         self.file
             .read_exact_at(buf, offset)
             .map_err(|source| self.read_err(offset, source))?;
@@ -91,6 +130,45 @@ impl ImageFile {
             self.advise_dontneed(offset, buf.len());
         }
         Ok(())
+    }
+
+    /// Read `buf.len()` bytes at `offset` from an `O_DIRECT` descriptor: whole sectors around
+    /// the range, a piece at a time, through this thread's aligned bounce buffer.
+    fn read_direct(&self, buf: &mut [u8], offset: u64, sector: u64) -> Result<(), ImageError> {
+        let too_far = || self.read_err(offset, std::io::Error::from(ErrorKind::UnexpectedEof));
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(too_far)?;
+        let first = offset - offset % sector;
+        // `len` is a whole number of sectors, so rounding up stays inside the device.
+        let last = end
+            .div_ceil(sector)
+            .checked_mul(sector)
+            .ok_or_else(too_far)?;
+        BOUNCE.with(|cell| {
+            let mut bounce = cell.borrow_mut();
+            let need = DIRECT_PIECE as usize + DIRECT_MEM_ALIGN;
+            if bounce.len() < need {
+                bounce.resize(need, 0);
+            }
+            let pad = bounce.as_ptr().align_offset(DIRECT_MEM_ALIGN);
+            let mut at = first;
+            while at < last {
+                let n = (last - at).min(DIRECT_PIECE);
+                let piece = &mut bounce[pad..pad + n as usize];
+                self.file
+                    .read_exact_at(piece, at)
+                    .map_err(|source| self.read_err(at, source))?;
+                // The part of this piece that lies inside the caller's range.
+                let from = offset.max(at);
+                let to = end.min(at + n);
+                if from < to {
+                    let dst = (from - offset) as usize..(to - offset) as usize;
+                    let src = (from - at) as usize..(to - at) as usize;
+                    buf[dst].copy_from_slice(&piece[src]);
+                }
+                at += n;
+            }
+            Ok(())
+        })
     }
 
     /// `POSIX_FADV_DONTNEED` on a range just read. Only advice: the kernel drops the clean,

@@ -138,12 +138,11 @@ const MAX_DESCRIPTOR_FILE: u64 = 1 << 20;
 /// How a source is opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenOptions {
-    /// After every read of the image file or device, advise the kernel to drop the range from
-    /// the page cache (`POSIX_FADV_DONTNEED`), so that reading a whole disk does not evict the
-    /// server's working set. On a block device this is the device's own cache (what the read
-    /// brought in, and any filesystem metadata buffers of the range); the files the server's
-    /// programs read are cached by their filesystem and are not touched. Dirty or mapped pages
-    /// are never dropped.
+    /// After every read of an image file, advise the kernel to drop the range from the page
+    /// cache (`POSIX_FADV_DONTNEED`), so that reading a whole disk does not evict the server's
+    /// working set. Dirty or mapped pages are never dropped. Block devices are read with
+    /// `O_DIRECT` whatever this says (their cache is bypassed, and could be stale); only a
+    /// device that refuses `O_DIRECT` is read through its cache, and then this applies.
     pub drop_cache: bool,
 }
 

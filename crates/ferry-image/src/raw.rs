@@ -4,7 +4,8 @@
 //! Holes: a sparse file's holes read as zeros, so `known_zero` asks the filesystem where data
 //! is (`lseek(SEEK_DATA)`) and a backup neither reads nor uploads them. Filesystems without hole
 //! support report every byte as data (or fail the call): then nothing is known and every byte is
-//! read. Block devices are never asked (no holes; discarded blocks need not read as zeros).
+//! read. Block devices are never asked (no holes; discarded blocks need not read as zeros), and are
+//! read with `O_DIRECT`: their page cache can be stale under a mounted filesystem.
 
 use std::fs::File;
 use std::path::Path;
@@ -60,7 +61,14 @@ impl Raw {
             .map_err(|e| query("query device size (BLKGETSIZE64)", e))?;
         let sector_size = logical_sector_size(&file)
             .map_err(|e| query("query logical sector size (BLKSSZGET)", e))?;
-        let file = ImageFile::with_len(file, path, size).dropping_cache(opts.drop_cache);
+        let file = match open_direct(path) {
+            Ok(direct) => ImageFile::direct(direct, path, size, u64::from(sector_size)),
+            // A device that refuses O_DIRECT (EINVAL): read through its cache, as before.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                ImageFile::with_len(file, path, size).dropping_cache(opts.drop_cache)
+            }
+            Err(e) => return Err(query("open for direct reads (O_DIRECT)", e)),
+        };
         Ok(Self {
             file,
             base: 0,
@@ -115,6 +123,15 @@ fn hole_covers(
         Ok(None) => current_len().is_some_and(|len| len >= end),
         Err(_) => false,
     }
+}
+
+/// The device again, for reads that bypass its page cache (see [`ImageFile::direct`]).
+fn open_direct(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
 }
 
 fn logical_sector_size(file: &File) -> std::io::Result<u32> {
