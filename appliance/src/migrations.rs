@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use ferry_format::agent::Mapping;
 use ferry_format::source::{format_interval, Schedule};
 use ferry_format::units::human_bytes;
-use ferry_store::migrations::{lag_seconds, CutoverTimes, Happened, MigrationRecord, NewMigration};
+use ferry_store::migrations::{
+    lag_seconds, CutoverTimes, Happened, MigrationRecord, MigrationState, NewMigration,
+};
 use ferry_store::snapshots::rfc3339;
 use ferry_store::sources::{next_due, SourceRecord, TaskRecord};
 use ferry_store::Store;
@@ -198,11 +200,16 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
         )
     });
     writeln!(out, "last sync:    {last}")?;
-    writeln!(
-        out,
-        "next sync:    {}",
-        v.next_sync.as_deref().unwrap_or("none scheduled")
-    )?;
+    let next = match (&v.next_sync, &m.state) {
+        (Some(n), _) => n.clone(),
+        (None, MigrationState::CutOver) => format!(
+            "none: the schedule was paused at the cut-over (`appliance sources resume {}` syncs \
+             the old source again)",
+            m.machine
+        ),
+        (None, _) => "none scheduled".into(),
+    };
+    writeln!(out, "next sync:    {next}")?;
     writeln!(out, "standby now:  {}", v.standby_state)?;
     if let (Some(at), Some(b), Some(s)) = (
         &m.standby.applied_at,

@@ -110,6 +110,7 @@ pub fn fixup_disks(
         work: std::env::temp_dir().join(format!("ferry-fixup-{}", std::process::id())),
         tool_timeout: std::time::Duration::from_secs(600),
         beacon: None,
+        retire_source_agent: false,
     };
     let mut log = |l: &ferry_fixup::system::LogLine| {
         if !json {

@@ -21,12 +21,23 @@ pub const DRIVERS_DIR: &str = "usr/share/ferry/virtio-win";
 /// The longest one guest tool (update-initramfs, grub-install) may take under emulation.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// What the restored system is, for the fix-up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restored {
+    /// A restore: the machine comes back as itself.
+    Restore,
+    /// A live migration's cutover: a copy of a source that still exists, whose agent and
+    /// credential must not run here.
+    MigratedSource,
+}
+
 pub(crate) fn run(
     plan: &RestorePlan,
     root: &Path,
     cfg: &AgentConfig,
     events: &mut Events,
     out: &mut Console,
+    restored: Restored,
 ) -> Result<(), String> {
     let disks: Vec<RestoredDisk> = plan
         .disks
@@ -48,6 +59,7 @@ pub(crate) fn run(
         work: root.join("run/ferry/fixup"),
         tool_timeout: TOOL_TIMEOUT,
         beacon: beacon(root, cfg, events, out),
+        retire_source_agent: restored == Restored::MigratedSource,
     };
     events.emit(
         out,

@@ -178,7 +178,15 @@ fn execute(
         );
     }
     if job.options.fixup {
-        crate::fixup::run(&plan, root, cfg, events, out).map_err(Step::Failed)?;
+        crate::fixup::run(
+            &plan,
+            root,
+            cfg,
+            events,
+            out,
+            crate::fixup::Restored::Restore,
+        )
+        .map_err(Step::Failed)?;
     } else {
         events.emit(
             out,

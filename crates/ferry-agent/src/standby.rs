@@ -426,7 +426,14 @@ fn cutover(
     if let Err(cut) = step(s, next, CutoverStep::Applied, None, Some(&sum)) {
         return cut;
     }
-    if let Err(why) = crate::fixup::run(&plan, root, cfg, events, out) {
+    if let Err(why) = crate::fixup::run(
+        &plan,
+        root,
+        cfg,
+        events,
+        out,
+        crate::fixup::Restored::MigratedSource,
+    ) {
         return fail(events, out, why);
     }
     if let Err(cut) = step(s, next, CutoverStep::FixedUp, None, None) {

@@ -36,6 +36,7 @@ fn params() -> Params {
         uefi: false,
         keep_old_tools: false,
         beacon: None,
+        retire_source_agent: false,
     }
 }
 
@@ -272,6 +273,56 @@ fn unmapped_unstable_devices_are_noted_and_dry_run_writes_nothing() {
         .edits
         .iter()
         .any(|e| matches!(e.action, FileAction::RemoveLink { .. })));
+}
+
+#[test]
+fn a_migrated_copy_loses_the_source_agent_and_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    debian_tree(root);
+    write(root, "etc/ferry/backup-agent.toml", "machine = \"web1\"\n");
+    write(root, "var/lib/ferry/source.cred", "src-web1.secret\n");
+    let link = "etc/systemd/system/multi-user.target.wants/ferry-backup-agent.service";
+    std::fs::create_dir_all(root.join(link).parent().unwrap()).unwrap();
+    symlink(
+        "/etc/systemd/system/ferry-backup-agent.service",
+        root.join(link),
+    )
+    .unwrap();
+
+    // A plain restore keeps both: the machine comes back as itself.
+    let plan = linux::plan(root, &params()).unwrap();
+    assert!(plan
+        .edits
+        .iter()
+        .all(|e| !e.path.starts_with("var/lib/ferry")));
+
+    let migrated = Params {
+        retire_source_agent: true,
+        ..params()
+    };
+    let plan = linux::plan(root, &migrated).unwrap();
+    let changes = plan.changes();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.to_string().contains("delete the source's credential")),
+        "{changes:?}"
+    );
+    linux::apply(root, &plan).unwrap();
+    assert!(
+        root.join(link).symlink_metadata().is_err(),
+        "unit still enabled"
+    );
+    let gone: Vec<_> = std::fs::read_dir(root.join("var/lib/ferry"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(gone.is_empty(), "credential kept: {gone:?}");
+    assert_eq!(
+        read(root, "etc/ferry/backup-agent.toml"),
+        "machine = \"web1\"\n"
+    );
 }
 
 // ---- report --------------------------------------------------------------------------

@@ -354,6 +354,18 @@ impl Store {
             .0)
     }
 
+    /// A migration cut over: pause the schedule and drop a sync asked for, so the source (down,
+    /// its copy running elsewhere) gets no task if it comes back; `sources resume` undoes it.
+    pub fn retire_source(&self, machine: &str) -> Result<SourceRecord> {
+        Ok(self
+            .update_source(machine, false, |rec| {
+                rec.schedule.paused = true;
+                rec.sync_now = false;
+                Ok(())
+            })?
+            .0)
+    }
+
     /// Keep `snapshot` from retention for `by` (a migration, a standby target).
     pub fn pin_source_snapshot(&self, machine: &str, snapshot: &str, by: &str) -> Result<()> {
         check_name(NameKind::Snapshot, snapshot)?;

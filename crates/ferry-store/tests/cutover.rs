@@ -269,6 +269,12 @@ fn a_cutover_runs_from_request_to_reboot_with_its_timeline() {
 
     let m = w.store.migration(&id).unwrap();
     assert_eq!(m.state, MigrationState::CutOver);
+    let src = w.store.source("web1").unwrap();
+    assert!(
+        src.schedule.paused && !src.sync_now,
+        "the cut-over source keeps its schedule: {src:?}"
+    );
+    assert_eq!(ferry_store::sources::next_due(&src, w.at(152)), None);
     assert_eq!(m.standby.basis.as_deref(), Some(s2.as_str()));
     let job = w.store.job(&m.job).unwrap();
     assert_eq!(job.state, JobState::Succeeded);

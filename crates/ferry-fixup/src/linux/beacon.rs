@@ -145,7 +145,7 @@ pub fn plan(root: &Path, b: &BeaconInstall) -> Result<BeaconPlan, String> {
 }
 
 /// True when no existing directory on the way to `rel` (below `root`) is a symlink.
-fn no_symlink_dirs(root: &Path, rel: &str) -> bool {
+pub(crate) fn no_symlink_dirs(root: &Path, rel: &str) -> bool {
     let mut cur = root.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts[..parts.len().saturating_sub(1)] {

@@ -10,6 +10,7 @@
 //! link in a mounted root points into the host.
 
 pub mod beacon;
+pub mod source_agent;
 pub mod transform;
 
 pub use transform::{chroot_commands, os_family, ChrootCommand, DeviceMap, OsFamily};
@@ -43,6 +44,9 @@ pub struct Params {
     pub keep_old_tools: bool,
     /// Install the first-boot beacon with this config (systemd systems only).
     pub beacon: Option<beacon::BeaconInstall>,
+    /// A migration's cutover: disable the source agent and delete its credential
+    /// ([`source_agent`]).
+    pub retire_source_agent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +59,8 @@ pub enum FileAction {
     RemoveLink {
         target: String,
     },
+    /// A secret removed for good (never kept aside).
+    DeleteSecret,
 }
 
 /// One file edit; `path` is relative to the root.
@@ -107,6 +113,7 @@ impl LinuxPlan {
                     FileAction::RemoveLink { target } => {
                         (Some(format!("-> {target}")), Some("removed".into()))
                     }
+                    FileAction::DeleteSecret => (Some("present".into()), Some("deleted".into())),
                 };
                 Change::edit(&e.path, &e.what, before, after)
             })
@@ -239,6 +246,11 @@ pub fn plan(root: &Path, params: &Params) -> Result<LinuxPlan, FixupError> {
     network_config(&mut p)?;
     if !params.keep_old_tools {
         old_tools(&mut p);
+    }
+    if params.retire_source_agent {
+        let (edits, notes) = source_agent::plan(root);
+        p.edits.extend(edits);
+        p.notes.extend(notes);
     }
     if let Some(fstab) = p.read("etc/fstab")? {
         for dev in transform::unstable_fstab_devices(&fstab)
@@ -412,6 +424,9 @@ pub fn apply(root: &Path, plan: &LinuxPlan) -> Result<(), FixupError> {
             }
             FileAction::RemoveLink { .. } => {
                 std::fs::remove_file(&path).map_err(FixupError::io("remove link", &path))?
+            }
+            FileAction::DeleteSecret => {
+                std::fs::remove_file(&path).map_err(FixupError::io("delete", &path))?
             }
         }
     }

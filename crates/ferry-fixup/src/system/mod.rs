@@ -50,6 +50,9 @@ pub struct Options {
     pub tool_timeout: Duration,
     /// Install the first-boot beacon into a restored Linux system (`linux::beacon`).
     pub beacon: Option<crate::linux::beacon::BeaconInstall>,
+    /// A migration's cutover: disable the source agent in the restored Linux system and delete
+    /// its credential (`linux::source_agent`).
+    pub retire_source_agent: bool,
 }
 
 /// One step and how it went, for the job's events.

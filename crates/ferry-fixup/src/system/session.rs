@@ -242,6 +242,7 @@ impl Session<'_> {
             uefi: self.opts.uefi,
             keep_old_tools: false,
             beacon: self.opts.beacon.clone(),
+            retire_source_agent: self.opts.retire_source_agent,
         };
         let plan = crate::linux::plan(root, &params)?;
         crate::linux::apply(root, &plan)?;

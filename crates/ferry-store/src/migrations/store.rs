@@ -271,6 +271,16 @@ impl Store {
                 self.set_source_abort(&rec.machine, &rec.id)?;
             }
         }
+        // The source is down and its copy runs elsewhere: no more scheduled syncs of it (a
+        // source started again by hand would otherwise sync into the migrated machine's history).
+        if rec.state == MigrationState::CutOver {
+            match self.retire_source(&rec.machine) {
+                Err(e) if e.is_not_found() => {}
+                other => {
+                    other?;
+                }
+            }
+        }
         if !rec.state.is_active() {
             self.end_standby_job(rec, now)?;
             match self.unpin_source_snapshots(&rec.machine, &rec.pin_holder()) {
