@@ -336,6 +336,11 @@ pub struct SourcesSet {
     /// Idle I/O class and low CPU priority on the source: on or off.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub idle_io: Option<bool>,
+    /// Chunk size of the next syncs: 64KiB to 64MiB, a power of two (default 4MiB). Smaller
+    /// chunks make a standby's deltas smaller; the first sync after a change is a full read
+    /// and the standby's next apply a seeded sync.
+    #[arg(long, value_name = "SIZE", value_parser = ferry_format::source::parse_chunk_size)]
+    pub chunk_size: Option<u32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -450,6 +455,7 @@ impl SourcesCmd {
                     rate: s.rate_limit.map(|r| r.0),
                     reads_in_flight: s.reads_in_flight,
                     idle_io: s.idle_io,
+                    chunk_size: s.chunk_size,
                 };
                 sources::set(&s.data, &s.machine, &change, s.json)
             }

@@ -28,6 +28,7 @@ pub struct ScheduleChange {
     pub rate: Option<Option<u64>>,
     pub reads_in_flight: Option<u32>,
     pub idle_io: Option<bool>,
+    pub chunk_size: Option<u32>,
 }
 
 impl ScheduleChange {
@@ -49,6 +50,9 @@ impl ScheduleChange {
         }
         if let Some(v) = self.idle_io {
             s.limits.idle_io = v;
+        }
+        if let Some(v) = self.chunk_size {
+            s.chunk_size = v;
         }
     }
 }
@@ -193,10 +197,11 @@ fn write_view(out: &mut impl Write, v: &SourceView) -> Result<()> {
     }
     writeln!(
         out,
-        "schedule:     every {} after the previous sync finished, keep {}, {}{}",
+        "schedule:     every {} after the previous sync finished, keep {}, {}, {} chunks{}",
         format_interval(s.interval_seconds),
         s.keep,
         s.consistency,
+        human_bytes(u64::from(s.chunk_size)),
         if s.paused { ", paused" } else { "" }
     )?;
     writeln!(

@@ -61,6 +61,7 @@ impl Source for Machine<'_> {
             parallel: PARALLEL,
             quiet: true,
             limits: SourceLimits::from(&task.limits),
+            chunk_size: task.chunk_size,
             consistency: consistency_request(task),
             // pre_capture and post_capture run around the capture, inside the engine.
             hooks: self.config.hooks.capture(),

@@ -422,6 +422,7 @@ mod tests {
             kind,
             consistency: Consistency::Live,
             limits: SourceLimits::default(),
+            chunk_size: ferry_engine::backup::DEFAULT_CHUNK_SIZE,
         }
     }
 

@@ -56,6 +56,41 @@ pub enum SourceError {
     ReadsInFlight(u32),
     #[error("{0:?} is not a consistency: use live or point-in-time")]
     ConsistencyText(String),
+    #[error(
+        "{0:?} is not a chunk size: use a power of two from 64KiB to 64MiB, e.g. 1MiB or 4MiB"
+    )]
+    ChunkSizeText(String),
+}
+
+/// The chunk size of a source's syncs: smaller chunks make a standby's deltas smaller (only
+/// changed chunks are written), larger ones make indexes and known-chunk queries smaller.
+fn default_chunk_size() -> u32 {
+    crate::chunk::DEFAULT_CHUNK_SIZE
+}
+
+fn is_default_chunk_size(size: &u32) -> bool {
+    *size == crate::chunk::DEFAULT_CHUNK_SIZE
+}
+
+/// `4MiB`, `1M`, `256KiB`, `256K` or bytes (`1048576`): a chunk size
+/// ([`crate::chunk::check_chunk_size`]).
+pub fn parse_chunk_size(text: &str) -> Result<u32, SourceError> {
+    let bad = || SourceError::ChunkSizeText(text.to_string());
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        _ => return Err(bad()),
+    };
+    let size = n
+        .checked_mul(mult)
+        .and_then(|s| u32::try_from(s).ok())
+        .ok_or_else(bad)?;
+    crate::chunk::check_chunk_size(size).map_err(|_| bad())
 }
 
 /// How a snapshot was taken. JSON `"live"` or `"point-in-time"`.
@@ -195,6 +230,12 @@ pub struct SyncTask {
     pub kind: TaskKind,
     pub consistency: Consistency,
     pub limits: SourceLimits,
+    /// Chunk size of the snapshot to take (absent on the wire when the default, 4 MiB).
+    #[serde(
+        default = "default_chunk_size",
+        skip_serializing_if = "is_default_chunk_size"
+    )]
+    pub chunk_size: u32,
 }
 
 /// What one sync cost the source, and how its snapshot was taken.
@@ -322,6 +363,9 @@ pub struct Schedule {
     /// Consistency asked of scheduled syncs.
     pub consistency: Consistency,
     pub limits: SourceLimits,
+    /// Chunk size of the syncs (records written before it existed: the default, 4 MiB).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u32,
 }
 
 impl Default for Schedule {
@@ -332,6 +376,7 @@ impl Default for Schedule {
             paused: false,
             consistency: Consistency::PointInTime,
             limits: SourceLimits::default(),
+            chunk_size: default_chunk_size(),
         }
     }
 }
@@ -343,6 +388,8 @@ impl Schedule {
             self.interval_seconds,
         )?;
         check_keep(self.keep)?;
+        crate::chunk::check_chunk_size(self.chunk_size)
+            .map_err(|_| SourceError::ChunkSizeText(self.chunk_size.to_string()))?;
         self.limits.check()
     }
 }
@@ -613,12 +660,45 @@ mod tests {
             kind: TaskKind::Sync,
             consistency: Consistency::Live,
             limits: SourceLimits::default(),
+            chunk_size: crate::chunk::DEFAULT_CHUNK_SIZE,
         };
         let json = serde_json::to_value(&task).unwrap();
         assert_eq!(json["kind"], "sync");
         assert_eq!(json["consistency"], "live");
         assert_eq!(json["limits"]["rate_bytes_per_s"], 37_500_000);
+        assert!(json.get("chunk_size").is_none(), "the default is left out");
         assert_eq!(serde_json::from_value::<SyncTask>(json).unwrap(), task);
+        let small = SyncTask {
+            chunk_size: 1 << 20,
+            ..task
+        };
+        let json = serde_json::to_value(&small).unwrap();
+        assert_eq!(json["chunk_size"], 1 << 20);
+        assert_eq!(serde_json::from_value::<SyncTask>(json).unwrap(), small);
+
+        for (text, size) in [
+            ("4MiB", 4 << 20),
+            ("1M", 1 << 20),
+            ("256KiB", 256 << 10),
+            ("65536", 65536),
+        ] {
+            assert_eq!(parse_chunk_size(text).unwrap(), size, "{text}");
+        }
+        for bad in [
+            "3MiB",
+            "32KiB",
+            "128MiB",
+            "1G",
+            "",
+            "MiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad}");
+        }
+        let mut s = Schedule::default();
+        assert!(s.check().is_ok());
+        s.chunk_size = 3 << 20;
+        assert!(s.check().is_err());
 
         // An agent that does not say how long its hook ran.
         let old: SyncFigures = serde_json::from_str(

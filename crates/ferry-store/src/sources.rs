@@ -67,6 +67,7 @@ impl TaskRecord {
             kind: self.kind,
             consistency: self.consistency,
             limits: schedule.limits.clone(),
+            chunk_size: schedule.chunk_size,
         }
     }
 }
