@@ -390,6 +390,10 @@ pub enum MigrationsCmd {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         id: String,
+        /// Once the standby starts writing the final snapshot (no way back), ask the source
+        /// agent to power the source off; its config must allow it (poweroff_after_cutover).
+        #[arg(long)]
+        poweroff_source: bool,
     },
     /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
     Cancel {
@@ -415,7 +419,11 @@ impl MigrationsCmd {
             MigrationsCmd::List { data, json } => migrations::list(&data, json),
             MigrationsCmd::Show { data, id, json } => migrations::show(&data, &id, json),
             MigrationsCmd::Cancel { data, id } => migrations::cancel(&data, &id),
-            MigrationsCmd::Cutover { data, id } => migrations::cutover(&data, &id),
+            MigrationsCmd::Cutover {
+                data,
+                id,
+                poweroff_source,
+            } => migrations::cutover(&data, &id, poweroff_source),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use ferry_format::agent::Mapping;
-use ferry_format::source::{format_interval, Schedule};
+use ferry_format::source::{format_interval, Schedule, TaskKind, TaskState};
 use ferry_format::units::human_bytes;
 use ferry_store::migrations::{
     lag_seconds, CutoverTimes, Happened, MigrationRecord, MigrationState, NewMigration,
@@ -40,6 +40,8 @@ pub struct MigrationView<'a> {
     pub cutover_times: Option<CutoverTimes>,
     /// When the migrated system's first-boot beacon reported (RFC 3339 UTC).
     pub beacon_booted: Option<String>,
+    /// The source's latest `poweroff` task (`--poweroff-source`), running or ended.
+    pub source_poweroff: Option<TaskRecord>,
 }
 
 fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<MigrationView<'a>> {
@@ -53,7 +55,15 @@ fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<Mi
     };
     let source: Option<SourceRecord> = store.source(&m.machine).ok();
     let booted = store.beacon(&m.job).ok().flatten().and_then(|b| b.booted);
+    let source_poweroff = source.as_ref().and_then(|s| {
+        s.task
+            .iter()
+            .chain(s.history.iter().rev())
+            .find(|t| t.kind == TaskKind::Poweroff)
+            .cloned()
+    });
     Ok(MigrationView {
+        source_poweroff,
         cutover_times: m.cutover.as_ref().map(|c| c.times(booted.as_deref())),
         beacon_booted: booted,
         record: m,
@@ -276,6 +286,21 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
             )?,
             (None, _) => writeln!(out, "downtime:     not known yet")?,
         }
+        if let Some(at) = &c.poweroff_asked {
+            let outcome = match v.source_poweroff.as_ref().map(|t| &t.state) {
+                None => "not taken yet".to_string(),
+                Some(TaskState::Running) => "running".to_string(),
+                Some(TaskState::Done { detail }) => format!("done: {detail}"),
+                Some(TaskState::Failed { reason }) => format!("failed: {reason}"),
+                Some(other) => other.name().to_string(),
+            };
+            writeln!(out, "source:       asked to power off at {at} ({outcome})")?;
+        } else if c.poweroff_source {
+            writeln!(
+                out,
+                "source:       powers off once the standby starts writing (--poweroff-source)"
+            )?;
+        }
         if let Some(why) = &c.ended_by {
             writeln!(out, "cutover end:  {why}")?;
         }
@@ -283,13 +308,19 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
     Ok(())
 }
 
-/// `appliance migrations cutover ID`.
-pub fn cutover(data: &Path, id: &str) -> Result<()> {
+/// `appliance migrations cutover ID [--poweroff-source]`.
+pub fn cutover(data: &Path, id: &str, poweroff_source: bool) -> Result<()> {
     let m = open(data)?
-        .request_cutover(id, SystemTime::now())
+        .request_cutover_with(id, poweroff_source, SystemTime::now())
         .with_context(|| format!("cut over migration {id}"))?;
+    let off = if poweroff_source {
+        "; once the standby starts writing, the source agent is asked to power the source off \
+         (its config must allow it: poweroff_after_cutover = true)"
+    } else {
+        "; the source stays stopped, powered on"
+    };
     println!(
-        "{}: cutting over; the source agent of {} runs pre_cutover and the final point-in-time sync at its next poll, then standby {} applies it, runs the fix-up and reboots (`appliance migrations show {}`)",
+        "{}: cutting over; the source agent of {} runs pre_cutover and the final point-in-time sync at its next poll, then standby {} applies it, runs the fix-up and reboots{off} (`appliance migrations show {}`)",
         m.id, m.machine, m.agent, m.id
     );
     Ok(())

@@ -94,6 +94,10 @@ pub struct Config {
     pub enroll_token_file: Option<PathBuf>,
     pub retry_window: Duration,
     pub hooks: Hooks,
+    /// Power this machine off when the appliance asks, after a cutover asked with
+    /// `--poweroff-source` passed its point of no return. Off by default: the appliance alone
+    /// cannot switch a server off.
+    pub poweroff_after_cutover: bool,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +111,8 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     enroll_token_file: Option<PathBuf>,
     retry_window: Option<String>,
+    #[serde(default)]
+    poweroff_after_cutover: bool,
     /// Read by [`Hooks::parse`]; named here so that `deny_unknown_fields` accepts it.
     #[serde(default, rename = "hooks")]
     _hooks: Option<toml::Table>,
@@ -197,6 +203,7 @@ impl Config {
             enroll_token_file: raw.enroll_token_file,
             retry_window,
             hooks,
+            poweroff_after_cutover: raw.poweroff_after_cutover,
         })
     }
 
@@ -325,6 +332,7 @@ machine = "web1"
 state_dir = "{state}"
 enroll_token_file = "{token}"
 retry_window = "2m"
+poweroff_after_cutover = true
 
 [[disk]]
 path = "{img}"
@@ -368,6 +376,7 @@ timeout = "30s"
         assert_eq!(c.state_dir, PathBuf::from(f.p("state")));
         assert_eq!(c.credential_path(), PathBuf::from(f.p("state/source.cred")));
         assert_eq!(c.retry_window, Duration::from_secs(120));
+        assert!(c.poweroff_after_cutover);
         assert_eq!(c.hooks.timeout, Duration::from_secs(30));
         assert_eq!(
             hook_argv(&c.hooks, HookMoment::PostCutoverAbort),
@@ -388,6 +397,7 @@ timeout = "30s"
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.enroll_token_file, None);
         assert_eq!(c.retry_window, DEFAULT_RETRY_WINDOW);
+        assert!(!c.poweroff_after_cutover, "off unless the source says so");
         assert_eq!(c.hooks.timeout, crate::hooks_config::DEFAULT_TIMEOUT);
         assert_eq!(c.hooks, Hooks::default());
     }

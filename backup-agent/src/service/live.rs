@@ -54,6 +54,31 @@ impl Source for Machine<'_> {
         }
     }
 
+    fn may_power_off(&self) -> Result<(), SyncFailed> {
+        if self.config.poweroff_after_cutover {
+            Ok(())
+        } else {
+            Err(SyncFailed::new(format!(
+                "the appliance asked to power this source off, but {} does not allow it \
+                 (poweroff_after_cutover = true); it stays on with its services stopped",
+                self.config.path.display()
+            )))
+        }
+    }
+
+    fn power_off(&self) {
+        // An orderly shutdown by systemd; the agent gets SIGTERM like every service.
+        tracing::info!("powering the source off (systemctl poweroff)");
+        match std::process::Command::new("systemctl")
+            .args(["--no-block", "poweroff"])
+            .status()
+        {
+            Ok(s) if s.success() => {}
+            Ok(s) => tracing::error!("systemctl poweroff: {s}; power the source off by hand"),
+            Err(e) => tracing::error!("systemctl poweroff: {e}; power the source off by hand"),
+        }
+    }
+
     fn backup(&self, task: &SyncTask) -> Result<Synced, SyncFailed> {
         let opts = BackupOptions {
             machine: self.config.machine.clone(),
@@ -99,7 +124,9 @@ impl Source for Machine<'_> {
 fn consistency_request(task: &SyncTask) -> ConsistencyRequest {
     match (task.kind, task.consistency) {
         // A cutover-abort takes no backup; were one asked, it would be held still too.
-        (TaskKind::Cutover | TaskKind::CutoverAbort, _) => ConsistencyRequest::PointInTime,
+        (TaskKind::Cutover | TaskKind::CutoverAbort | TaskKind::Poweroff, _) => {
+            ConsistencyRequest::PointInTime
+        }
         (TaskKind::Sync, Consistency::PointInTime) => ConsistencyRequest::Auto,
         (TaskKind::Sync, Consistency::Live) => ConsistencyRequest::Live,
     }

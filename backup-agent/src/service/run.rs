@@ -12,6 +12,10 @@
 //!
 //! A `cutover-abort` task (the appliance aborted a cutover after this source's final sync
 //! succeeded, e.g. the standby could not take it) runs `post_cutover_abort` and reports `done`.
+//! A `poweroff` task (a cutover asked with `--poweroff-source` passed its point of no return)
+//! reports `done` and then powers the source off, when the agent's own config allows it
+//! (`poweroff_after_cutover = true`: the appliance alone cannot switch a server off); else it
+//! reports `failed` saying so.
 //!
 //! An end the appliance could not be told (it stayed unreachable for the retry window) is kept
 //! and delivered when the appliance hands out the same task again, instead of syncing again.
@@ -37,6 +41,14 @@ pub struct Synced {
     pub snapshot: String,
     pub figures: SyncFigures,
     pub seconds: f64,
+}
+
+/// How a task that did not fail ended.
+enum Ended {
+    /// A sync (or the cutover's final sync) committed its snapshot.
+    Synced(Synced),
+    /// A task that takes no snapshot ran; what it did.
+    Done(String),
 }
 
 /// A step of a task that failed, and whether the appliance was what failed.
@@ -69,6 +81,10 @@ pub trait Source {
     fn hook(&self, moment: HookMoment) -> Result<(), SyncFailed>;
     /// Back up the disks with the task's limits and consistency, capture hooks included.
     fn backup(&self, task: &SyncTask) -> Result<Synced, SyncFailed>;
+    /// Whether this source may be powered off when the appliance asks (its own config).
+    fn may_power_off(&self) -> Result<(), SyncFailed>;
+    /// Power the source off (an orderly shutdown); called after the task's end was reported.
+    fn power_off(&self);
 }
 
 /// The task being run, as the stop path needs to know it.
@@ -269,18 +285,24 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
             services_stopped: false,
         }));
         let result = match task.kind {
-            TaskKind::Sync => self.sync(&task).map(Some),
-            TaskKind::Cutover => self.cutover(&task).map(Some),
-            TaskKind::CutoverAbort => self.restart_services().map(|()| None),
+            TaskKind::Sync => self.sync(&task).map(Ended::Synced),
+            TaskKind::Cutover => self.cutover(&task).map(Ended::Synced),
+            TaskKind::CutoverAbort => self.restart_services().map(|()| {
+                Ended::Done("post_cutover_abort ran: the source's services start again".into())
+            }),
+            TaskKind::Poweroff => self.src.may_power_off().map(|()| {
+                Ended::Done(
+                    "the cutover passed its point of no return: powering the source off".into(),
+                )
+            }),
         };
+        let power_off = task.kind == TaskKind::Poweroff && result.is_ok();
         let (state, gone) = match result {
-            Ok(None) => {
-                let detail =
-                    "post_cutover_abort ran: the source's services start again".to_string();
+            Ok(Ended::Done(detail)) => {
                 tracing::info!("task {id}: {detail}");
                 (TaskState::Done { detail }, false)
             }
-            Ok(Some(s)) => {
+            Ok(Ended::Synced(s)) => {
                 tracing::info!("task {id}: succeeded: {}", figures_line(&s));
                 (
                     TaskState::Succeeded {
@@ -297,6 +319,9 @@ impl<'a, A: Appliance, S: Source> TaskLoop<'a, A, S> {
         };
         let step = self.finish(&id, state, gone);
         self.shared.set_in_flight(None);
+        if power_off {
+            self.src.power_off();
+        }
         step
     }
 
@@ -473,6 +498,7 @@ mod tests {
     struct MockSource<'e> {
         failing_hooks: Vec<HookMoment>,
         backup: Result<Synced, SyncFailed>,
+        poweroff_allowed: bool,
         events: &'e Events,
     }
 
@@ -489,6 +515,17 @@ mod tests {
                 .borrow_mut()
                 .push(format!("backup {}", task.consistency));
             self.backup.clone()
+        }
+        fn may_power_off(&self) -> Result<(), SyncFailed> {
+            self.events.borrow_mut().push("may power off?".into());
+            if self.poweroff_allowed {
+                Ok(())
+            } else {
+                Err(SyncFailed::new("poweroff_after_cutover is not set"))
+            }
+        }
+        fn power_off(&self) {
+            self.events.borrow_mut().push("power off".into());
         }
     }
 
@@ -514,6 +551,7 @@ mod tests {
         reports: Vec<Result<(), ClientError>>,
         failing_hooks: Vec<HookMoment>,
         backup: Result<Synced, SyncFailed>,
+        poweroff_allowed: bool,
         /// Loop turns to take.
         steps: usize,
         want_events: &'static [&'static str],
@@ -528,6 +566,7 @@ mod tests {
             reports: Vec::new(),
             failing_hooks: Vec::new(),
             backup: Ok(synced()),
+            poweroff_allowed: false,
             steps: 1,
             want_events: &[],
             want_last: "idle",
@@ -551,7 +590,32 @@ mod tests {
         let sync = || Ok(Some(task("task-1", TaskKind::Sync)));
         let cutover = || Ok(Some(task("task-2", TaskKind::Cutover)));
         let abort = || Ok(Some(task("task-3", TaskKind::CutoverAbort)));
+        let poweroff = || Ok(Some(task("task-4", TaskKind::Poweroff)));
         let cases = [
+            Case {
+                polls: vec![poweroff()],
+                poweroff_allowed: true,
+                want_events: &[
+                    "poll",
+                    "report task-4 running",
+                    "may power off?",
+                    "report task-4 done",
+                    "power off",
+                ],
+                want_last: "ran",
+                ..case("poweroff allowed by the config: done is reported, then the power goes")
+            },
+            Case {
+                polls: vec![poweroff()],
+                want_events: &[
+                    "poll",
+                    "report task-4 running",
+                    "may power off?",
+                    "report task-4 failed",
+                ],
+                want_last: "ran",
+                ..case("poweroff not allowed by the config: failed, the source stays on")
+            },
             Case {
                 polls: vec![Ok(None)],
                 want_events: &["poll"],
@@ -694,6 +758,7 @@ mod tests {
             let src = MockSource {
                 failing_hooks: c.failing_hooks,
                 backup: c.backup,
+                poweroff_allowed: c.poweroff_allowed,
                 events: &events,
             };
             let shared = Shared::default();
@@ -719,6 +784,7 @@ mod tests {
         let src = MockSource {
             failing_hooks: Vec::new(),
             backup: Ok(synced()),
+            poweroff_allowed: false,
             events: &events,
         };
         let shared = Shared::default();
@@ -749,6 +815,7 @@ mod tests {
         let src = MockSource {
             failing_hooks: Vec::new(),
             backup: Ok(synced()),
+            poweroff_allowed: false,
             events: &events,
         };
         let shared = Shared::default();

@@ -172,6 +172,10 @@ pub enum TaskKind {
     /// The appliance aborted a cutover after its final sync succeeded (the standby could not
     /// take it): run `post_cutover_abort` so the source serves again; report `done`.
     CutoverAbort,
+    /// The cutover passed its point of no return and the operator asked to power the source
+    /// off (`migrations cutover --poweroff-source`): report `done` and power off, when the
+    /// agent's own config allows it (`poweroff_after_cutover = true`); else report `failed`.
+    Poweroff,
 }
 
 impl TaskKind {
@@ -180,6 +184,7 @@ impl TaskKind {
             TaskKind::Sync => "sync",
             TaskKind::Cutover => "cutover",
             TaskKind::CutoverAbort => "cutover-abort",
+            TaskKind::Poweroff => "poweroff",
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct SourceRecord {
     /// the next poll without a running task gets a `cutover-abort` task, before anything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_cutover: Option<String>,
+    /// A cutover asked with `--poweroff-source` passed its point of no return (`mig-…`): the
+    /// next poll without a running task gets a `poweroff` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poweroff: Option<String>,
 }
 
 impl SourceRecord {
@@ -138,6 +142,7 @@ impl SourceRecord {
             pinned: Vec::new(),
             cutover: None,
             abort_cutover: None,
+            poweroff: None,
         }
     }
 
@@ -426,6 +431,17 @@ impl Store {
         Ok(())
     }
 
+    /// Ask `machine`'s source agent to power the source off (the cutover of `migration`, asked
+    /// with `--poweroff-source`, passed its point of no return). Called holding the migrations
+    /// lock.
+    pub(crate) fn set_source_poweroff(&self, machine: &str, migration: &str) -> Result<()> {
+        self.update_source(machine, false, |rec| {
+            rec.poweroff = Some(migration.to_string());
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Release the pins `by` holds on `machine`'s snapshots.
     pub fn unpin_source_snapshots(&self, machine: &str, by: &str) -> Result<()> {
         self.update_source(machine, false, |rec| {
@@ -448,6 +464,8 @@ impl Store {
                 Some(TaskKind::CutoverAbort)
             } else if rec.cutover.take().is_some() {
                 Some(TaskKind::Cutover)
+            } else if rec.poweroff.take().is_some() {
+                Some(TaskKind::Poweroff)
             } else {
                 None
             };

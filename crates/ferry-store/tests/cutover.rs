@@ -442,3 +442,45 @@ fn sources_set_with_the_defaults_creates_the_record() {
     assert_eq!(rec.schedule, ferry_format::source::Schedule::default());
     assert_eq!(w.store.source("db1").unwrap(), rec);
 }
+
+#[test]
+fn poweroff_source_is_asked_only_past_the_point_of_no_return() {
+    let w = World::new();
+    let (id, agent, _s1) = w.syncing();
+    w.store.request_cutover_with(&id, true, w.at(100)).unwrap();
+    let task = w.take_cutover(110);
+    let s2 = w.snap(2, 120);
+    w.succeed(&task, &s2, 130);
+    // The final sync is in, the standby has not started writing: an abort still needs the
+    // source serving, so no poweroff yet.
+    assert_eq!(w.store.take_task("web1", w.at(131)).unwrap(), None);
+    w.step(&agent, &s2, CutoverStep::Applying, 132);
+    // A repeated report asks only once.
+    w.step(&agent, &s2, CutoverStep::Applying, 133);
+    let off = w.store.take_task("web1", w.at(134)).unwrap().unwrap();
+    assert_eq!(off.kind, TaskKind::Poweroff);
+    let c = w.store.migration(&id).unwrap().cutover.unwrap();
+    assert!(c.poweroff_source);
+    assert_eq!(c.poweroff_asked.as_deref(), Some("2027-01-15T08:02:12Z"));
+    w.store
+        .set_task_state(
+            "web1",
+            &off.id,
+            TaskState::Done {
+                detail: "powering off".into(),
+            },
+            w.at(135),
+        )
+        .unwrap();
+    assert_eq!(w.store.take_task("web1", w.at(136)).unwrap(), None);
+
+    // Without --poweroff-source the source is never asked.
+    let w = World::new();
+    let (id, agent, _s1) = w.syncing();
+    w.store.request_cutover(&id, w.at(100)).unwrap();
+    let task = w.take_cutover(110);
+    let s2 = w.snap(2, 120);
+    w.succeed(&task, &s2, 130);
+    w.step(&agent, &s2, CutoverStep::Applying, 132);
+    assert_eq!(w.store.take_task("web1", w.at(134)).unwrap(), None);
+}

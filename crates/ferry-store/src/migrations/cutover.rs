@@ -17,6 +17,18 @@ impl Store {
     /// in flight ends). Refused while the standby holds nothing yet or the source agent has not
     /// enrolled, and for a migration that is not syncing (a second cutover while one runs).
     pub fn request_cutover(&self, id: &str, now: SystemTime) -> MResult<MigrationRecord> {
+        self.request_cutover_with(id, false, now)
+    }
+
+    /// [`Store::request_cutover`]; with `poweroff_source`, the source agent is asked to power
+    /// the source off once the standby starts writing the final snapshot (the point of no
+    /// return: before it, an abort needs the source serving again).
+    pub fn request_cutover_with(
+        &self,
+        id: &str,
+        poweroff_source: bool,
+        now: SystemTime,
+    ) -> MResult<MigrationRecord> {
         let _jobs = self.lock_jobs()?;
         let _migrations = self.lock_migrations()?;
         let mut rec = self.migration(id)?;
@@ -38,6 +50,7 @@ impl Store {
         }
         rec.cutover = Some(CutoverTimeline {
             requested: rfc3339(now),
+            poweroff_source,
             ..CutoverTimeline::default()
         });
         self.move_migration(&mut rec, MigrationState::CuttingOver, None, now)?;
@@ -148,8 +161,15 @@ impl Store {
         };
         match report.step {
             CutoverStep::Applying => {
-                c.apply_started.get_or_insert(t);
+                c.apply_started.get_or_insert(t.clone());
+                let poweroff = c.poweroff_source && c.poweroff_asked.is_none();
+                if poweroff {
+                    c.poweroff_asked = Some(t);
+                }
                 self.write_migration(&m)?;
+                if poweroff {
+                    self.set_source_poweroff(&m.machine, &m.id)?;
+                }
             }
             CutoverStep::Applied => {
                 c.apply_started.get_or_insert(t.clone());

@@ -48,6 +48,12 @@ pub struct CutoverTimeline {
     /// The standby reboots into the migrated system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebooting: Option<String>,
+    /// The operator asked to power the source off once the standby starts writing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub poweroff_source: bool,
+    /// When the source was asked to power off (the standby started writing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poweroff_asked: Option<String>,
     /// Why the cutover was aborted (back to syncing) or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
