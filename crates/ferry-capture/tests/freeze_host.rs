@@ -6,11 +6,14 @@
 //! crash and signal cases run the capture in a child process: this test binary again, with
 //! `FERRY_CAPTURE_CHILD_*` set, running `child_capture_then_wait`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{sh, skip_reason, Ext4, EXT4_TOOLS};
 use ferry_capture::{cleanup_stale, Capture, CaptureRequest, Consistency, Method, Mode};
 
 /// A write that has not finished in this long is taken as blocked by the freeze.
@@ -18,57 +21,19 @@ const BLOCKED: Duration = Duration::from_secs(1);
 /// A write after the thaw must finish within this.
 const UNBLOCKED: Duration = Duration::from_secs(20);
 
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+/// The mounted ext4 of a test, with what the tests ask of it.
+struct Fs(Ext4);
 
-fn skip_reason() -> Option<String> {
-    if sh("id", &["-u"]).ok().as_deref() != Some("0") {
-        return Some("not root".into());
+impl std::ops::Deref for Fs {
+    type Target = Ext4;
+    fn deref(&self) -> &Ext4 {
+        &self.0
     }
-    for tool in ["losetup", "mkfs.ext4", "mount", "umount"] {
-        if ferry_sys::tool::find(tool).is_none() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no loop devices".into());
-    }
-    None
-}
-
-/// An ext4 filesystem on a loop device, mounted; torn down when dropped.
-struct Fs {
-    dir: tempfile::TempDir,
-    loopdev: PathBuf,
-    mnt: PathBuf,
 }
 
 impl Fs {
     fn new() -> Fs {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("disk.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(64 << 20)
-            .unwrap();
-        sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]).unwrap();
-        let loopdev =
-            PathBuf::from(sh("losetup", &["--find", "--show", img.to_str().unwrap()]).unwrap());
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        sh("mount", &[loopdev.to_str().unwrap(), mnt.to_str().unwrap()]).unwrap();
-        Fs { dir, loopdev, mnt }
+        Fs(Ext4::new(64 << 20).unwrap())
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -96,17 +61,6 @@ impl Fs {
     }
 }
 
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
-        let _ = Command::new("umount").arg(&self.mnt).output();
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&self.loopdev)
-            .output();
-    }
-}
-
 fn assert_blocked(rx: &mpsc::Receiver<std::io::Result<()>>, what: &str) {
     assert!(
         rx.recv_timeout(BLOCKED).is_err(),
@@ -123,7 +77,7 @@ fn assert_done(rx: &mpsc::Receiver<std::io::Result<()>>, what: &str) {
 
 #[test]
 fn freeze_blocks_writes_until_end() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
@@ -159,7 +113,7 @@ fn freeze_blocks_writes_until_end() {
 
 #[test]
 fn a_freeze_past_its_limit_is_thawed_and_fails_the_capture() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
@@ -178,7 +132,7 @@ fn a_freeze_past_its_limit_is_thawed_and_fails_the_capture() {
 
 #[test]
 fn drop_thaws_and_live_freezes_nothing() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
@@ -198,7 +152,7 @@ fn drop_thaws_and_live_freezes_nothing() {
 
 #[test]
 fn hooks_run_around_the_freeze_and_post_runs_on_failure() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
@@ -286,7 +240,7 @@ fn child_capture_then_wait() {
 
 #[test]
 fn sigterm_thaws_before_the_process_ends() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
@@ -302,7 +256,7 @@ fn sigterm_thaws_before_the_process_ends() {
 
 #[test]
 fn a_crash_leaves_a_freeze_that_cleanup_stale_thaws() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }

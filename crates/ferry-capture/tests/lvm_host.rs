@@ -12,32 +12,17 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::sh;
 use ferry_capture::lvm::{SnapshotSizing, SNAPSHOT_PREFIX};
 use ferry_capture::{cleanup_stale, Capture, CaptureRequest, Consistency, LvmPolicy, Method, Mode};
 
 /// `cleanup_stale` removes every tagged snapshot on the machine: the tests take turns.
 static LVM: Mutex<()> = Mutex::new(());
 
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn skip_reason() -> Option<String> {
-    if sh("id", &["-u"]).ok().as_deref() != Some("0") {
-        return Some("not root".into());
-    }
-    for tool in [
+    let tools = [
         "losetup",
         "mkfs.ext4",
         "mount",
@@ -47,10 +32,9 @@ fn skip_reason() -> Option<String> {
         "lvs",
         "debugfs",
         "dmsetup",
-    ] {
-        if ferry_sys::tool::find(tool).is_none() {
-            return Some(format!("{tool} is not installed"));
-        }
+    ];
+    if let Some(why) = common::skip_reason(&tools) {
+        return Some(why);
     }
     if sh("dmsetup", &["version"]).is_err() {
         return Some("no device-mapper in this kernel (run in the guest tier)".into());

@@ -8,85 +8,22 @@
 //! buffered read still returns the old bytes (else it proves nothing), and checks that
 //! `ferry_image` returns the file's bytes.
 //!
-//! Needs root, `losetup`, `mkfs.ext4` and `mount`; prints `SKIPPED: reason` otherwise.
+//! Here, not in ferry-image, because it is about reading a source that a mounted filesystem
+//! writes (the capture's concern) and shares the ext4-on-loop fixture. Needs root, `losetup`,
+//! `mkfs.ext4` and `mount`; prints `SKIPPED: reason` otherwise.
+
+mod common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use common::{sh, skip_reason, Ext4, EXT4_TOOLS};
 
 const MIB: usize = 1 << 20;
 const DEVICE: usize = 64 * MIB;
 const FILE: usize = 2 * MIB;
 const BLOCK: usize = 4096;
-
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn skip_reason() -> Option<String> {
-    if sh("id", &["-u"]).ok().as_deref() != Some("0") {
-        return Some("not root".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mount", "umount"] {
-        if sh("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no loop devices".into());
-    }
-    None
-}
-
-/// ext4 on a loop device, mounted; unmounted and detached when dropped.
-struct Mounted {
-    _dir: tempfile::TempDir,
-    dev: PathBuf,
-    mnt: PathBuf,
-}
-
-impl Mounted {
-    fn new() -> Result<Mounted, String> {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())?;
-        let img = dir.path().join("disk.img");
-        std::fs::File::create(&img)
-            .and_then(|f| f.set_len(DEVICE as u64))
-            .map_err(|e| e.to_string())?;
-        let img = img.to_str().ok_or("path")?;
-        sh("mkfs.ext4", &["-q", "-F", "-b", "4096", img])?;
-        let dev = PathBuf::from(sh("losetup", &["--find", "--show", img])?);
-        let mnt = dir.path().join("mnt");
-        let m = Mounted {
-            _dir: dir,
-            dev,
-            mnt,
-        };
-        std::fs::create_dir(&m.mnt).map_err(|e| e.to_string())?;
-        sh(
-            "mount",
-            &[m.dev.to_str().ok_or("dev")?, m.mnt.to_str().ok_or("mnt")?],
-        )?;
-        Ok(m)
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 /// Pseudo-random bytes no filesystem structure contains.
 fn pattern(len: usize) -> Vec<u8> {
@@ -118,11 +55,11 @@ fn buffered_read(dev: &Path) -> Vec<u8> {
 
 #[test]
 fn a_mounted_device_reads_as_the_filesystem_wrote_it() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let fs = match Mounted::new() {
+    let fs = match Ext4::new(DEVICE as u64) {
         Ok(fs) => fs,
         Err(e) => {
             eprintln!("SKIPPED: cannot mount ext4 on a loop device here: {e}");
@@ -130,7 +67,7 @@ fn a_mounted_device_reads_as_the_filesystem_wrote_it() {
         }
     };
     // Bring every block of the device, free ones included, into the device's page cache.
-    let before = buffered_read(&fs.dev);
+    let before = buffered_read(&fs.loopdev);
     assert_eq!(before.len(), DEVICE);
 
     let data = pattern(FILE);
@@ -141,15 +78,15 @@ fn a_mounted_device_reads_as_the_filesystem_wrote_it() {
     drop(f);
     sh("sync", &["-f", path.to_str().unwrap()]).unwrap();
 
-    let stale = blocks_found(&buffered_read(&fs.dev), &data);
+    let stale = blocks_found(&buffered_read(&fs.loopdev), &data);
     assert!(
         stale < FILE / BLOCK,
         "a plain buffered read of {} already sees the file ({stale} blocks): the device cache \
          was not stale, so this run proves nothing",
-        fs.dev.display()
+        fs.loopdev.display()
     );
 
-    let src = ferry_image::open(&fs.dev).unwrap();
+    let src = ferry_image::open(&fs.loopdev).unwrap();
     assert_eq!(src.size(), DEVICE as u64);
     let mut ours = vec![0u8; DEVICE];
     // Chunk-sized reads, plus one that starts and ends off a sector boundary.
@@ -169,7 +106,7 @@ fn a_mounted_device_reads_as_the_filesystem_wrote_it() {
         found,
         FILE / BLOCK,
         "ferry-image read {} stale: only {found} of the file's {} blocks",
-        fs.dev.display(),
+        fs.loopdev.display(),
         FILE / BLOCK
     );
 }
