@@ -243,6 +243,16 @@ pub struct SyncTask {
     pub chunk_size: u32,
 }
 
+/// `POST /migrations/{id}/cutover` (admin): the operator's cutover, as
+/// `appliance migrations cutover` asks it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverRequest {
+    /// Power the source off once the standby starts writing (its config must allow it).
+    #[serde(default)]
+    pub poweroff_source: bool,
+}
+
 /// What one sync cost the source, and how its snapshot was taken.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

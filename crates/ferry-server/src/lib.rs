@@ -37,6 +37,7 @@ pub mod gc_schedule;
 pub mod handlers;
 pub mod job_commands;
 pub mod limits;
+pub mod migrations;
 pub mod scope;
 pub mod scope_cache;
 pub mod sources;
@@ -160,6 +161,11 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
         .route(
             "/sources/enroll",
             post(sources::enroll).layer(small.clone()),
+        )
+        .route("/migrations/{id}", get(migrations::show))
+        .route(
+            "/migrations/{id}/cutover",
+            post(migrations::cutover).layer(small.clone()),
         )
         .route("/sources/{machine}/task", get(sources::task))
         .route(

@@ -50,7 +50,7 @@ pub struct NextQuery {
 }
 
 /// 410 for an agent that is no longer a standby; the store's statuses otherwise.
-fn api_error(e: MigrationError) -> ApiError {
+pub(crate) fn api_error(e: MigrationError) -> ApiError {
     match e {
         MigrationError::NotStandby { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
         other => ApiError::from(StoreError::from(other)),
@@ -58,7 +58,7 @@ fn api_error(e: MigrationError) -> ApiError {
 }
 
 /// Run migration store work off the async threads.
-async fn blocking_m<T, F>(f: F) -> ApiResult<T>
+pub(crate) async fn blocking_m<T, F>(f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, MigrationError> + Send + 'static,

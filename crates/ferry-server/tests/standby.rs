@@ -193,7 +193,33 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
     next(&w, &a, "", 200);
     report(&w, &a, &s1, 204);
 
-    w.store.request_cutover(&m.id, SystemTime::now()).unwrap();
+    // The operator's route: admin only; an unknown or malformed id is 404; 202 with the record.
+    let route = format!("/migrations/{}/cutover", m.id);
+    let e = w.c.want("POST", &route, &w.backup, b"{}", 403);
+    assert!(e.contains("needs a admin token"), "{e}");
+    w.c.want(
+        "POST",
+        "/migrations/mig-00000000/cutover",
+        &w.admin,
+        b"{}",
+        404,
+    );
+    w.c.want("POST", "/migrations/..%2Fx/cutover", &w.admin, b"{}", 404);
+    w.c.want("POST", &route, &w.admin, br#"{"poweroff":true}"#, 400);
+    let rec: serde_json::Value =
+        serde_json::from_str(&w.c.want("POST", &route, &w.admin, b"", 202)).unwrap();
+    assert_eq!(rec["state"], "cutting-over", "{rec}");
+    let e = w.c.want("POST", &route, &w.admin, b"{}", 409);
+    assert!(e.contains("cannot become cutting-over"), "{e}");
+    let shown: serde_json::Value = serde_json::from_slice(&w.c.ok(
+        "GET",
+        &format!("/migrations/{}", m.id),
+        &w.admin,
+        None,
+        200,
+    ))
+    .unwrap();
+    assert_eq!(shown["state"], "cutting-over");
     // Nothing for the standby until the source's final sync; a step now is refused (409).
     assert!(next(&w, &a, &s1, 204).is_none());
     let e = cutover_step(&w, &a, &s1, "applying", 409);

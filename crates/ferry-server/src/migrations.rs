@@ -1,0 +1,62 @@
+//! The operator's migration routes (admin token; docs/protocol.md, "Migrations"): read a
+//! migration, and cut it over as `appliance migrations cutover` does. Creating and cancelling
+//! stay on the CLI until the admin API (issue 14) covers them.
+
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ferry_format::api::Role;
+use ferry_format::source::CutoverRequest;
+use ferry_store::migrations::MigrationRecord;
+
+use crate::auth::Caller;
+use crate::error::{parse_json, ApiResult};
+use crate::standby::blocking_m;
+use crate::state::SharedState;
+
+/// `GET /migrations/{id}`: the record (state, schedule-independent parts, standby, cutover
+/// timeline, history).
+pub async fn show(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MigrationRecord>> {
+    caller.need(Role::Admin)?;
+    let rec = blocking_m(move || st.store.migration(&id)).await?;
+    Ok(Json(rec))
+}
+
+/// `POST /migrations/{id}/cutover` [`CutoverRequest`]: 202 with the record, now cutting over;
+/// 409 when it cannot be (not syncing, standby not in sync, source not enrolled), 404 for an
+/// unknown id. An empty body is the default request.
+pub async fn cutover(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<MigrationRecord>)> {
+    caller.need(Role::Admin)?;
+    let req: CutoverRequest = if body.is_empty() {
+        CutoverRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let rec = blocking_m(move || {
+        st.store
+            .request_cutover_with(&id, req.poweroff_source, SystemTime::now())
+    })
+    .await?;
+    tracing::info!(
+        "migration {}: cutover asked over the API{}",
+        rec.id,
+        if req.poweroff_source {
+            ", the source powers off once the standby writes"
+        } else {
+            ""
+        }
+    );
+    Ok((StatusCode::ACCEPTED, Json(rec)))
+}
