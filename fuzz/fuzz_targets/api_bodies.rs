@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 16 {
+    match which % 18 {
         0 => {
             if let Some(req) = parse::<EnrollRequest>(body) {
                 let _ = req.inventory.check_bounds();
@@ -90,6 +90,28 @@ fuzz_target!(|data: &[u8]| {
             parse::<BackupSession>(body);
             parse::<CommitReply>(body);
         }
+        15 => {
+            // The source agent's and the operator's bodies (sources, migrations).
+            use ferry_format::source::{
+                CutoverRequest, SourceEnrollRequest, StandbyCutover, SyncTask, TaskState,
+            };
+            if let Some(t) = parse::<SyncTask>(body) {
+                let _ = t.limits.check();
+                let _ = ferry_format::chunk::check_chunk_size(t.chunk_size);
+            }
+            if let Some(s) = parse::<TaskState>(body) {
+                let _ = s.name();
+            }
+            if let Some(r) = parse::<SourceEnrollRequest>(body) {
+                let _ = check_name(NameKind::Machine, &r.machine);
+            }
+            parse::<StandbyCutover>(body);
+            parse::<CutoverRequest>(body);
+        }
+        16 => {
+            parse::<ferry_format::agent::StandbyReport>(body);
+            parse::<ferry_format::agent::StandbyNext>(body);
+        }
         _ => {
             // Path segments and settings the appliance parses from text.
             let Ok(text) = std::str::from_utf8(body) else {
@@ -101,6 +123,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = text.parse::<ferry_format::layout::LvmUuid>();
             let _ = ferry_format::agent::normalize_mac(text);
             let _ = ferry_format::api::parse_duration_secs(text);
+            let _ = ferry_format::source::parse_chunk_size(text);
+            let _ = ferry_format::source::parse_interval(text);
+            let _ = ferry_format::source::parse_rate(text);
             if ferry_format::api::check_machine_pattern(text).is_ok() {
                 let _ = ferry_format::api::glob_match(text, "web01");
             }
