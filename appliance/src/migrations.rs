@@ -250,6 +250,11 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
                     .as_deref()
                     .map_or(String::new(), |r| format!(": {r}"))
             )),
+            Happened::Rebound { from, to } => Some(format!(
+                "  {}  standby rebooted mid-apply: agent {} -> {to} (its marker proved the job); a full seeded sync follows",
+                h.time,
+                from.as_deref().unwrap_or("?")
+            )),
             _ => None,
         })
         .collect();

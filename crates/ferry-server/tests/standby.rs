@@ -281,3 +281,73 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
     cutover_step(&w, &a, &s2, "rebooting", 410);
     cutover_step(&w, &a, &s2, "exploding", 400);
 }
+
+#[test]
+fn a_standby_reset_mid_apply_comes_back_by_its_marker_and_the_migration_follows() {
+    let w = World::new();
+    let (s1, _) = w.snapshot("web01", 3);
+    w.store
+        .enroll_source(
+            &ferry_format::source::SourceEnrollRequest {
+                machine: "web01".into(),
+                inventory: None,
+                version: "test".into(),
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    let mac = "52:54:00:00:00:07";
+    let a = w.enroll_approved(mac, &[("vda", 1 << 20, true)]);
+    let m = w
+        .store
+        .create_migration(
+            NewMigration {
+                machine: "web01".into(),
+                agent: a.agent.clone(),
+                mappings: vec!["sda=/dev/vda".parse().unwrap()],
+                overwrite: false,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    let job = w.poll(&a, 0).expect("the standby job");
+    w.c.want(
+        "PUT",
+        &format!("/agents/{}/jobs/{}/state", a.agent, job.id),
+        &a.credential,
+        br#""running""#,
+        204,
+    );
+    next(&w, &a, "", 200);
+    report(&w, &a, &s1, 204);
+    // A newer snapshot is handed; the machine is reset while it writes it. It boots the rescue
+    // system again and enrolls with the job's marker from its disk.
+    let (s2, _) = w.snapshot("web01", 4);
+    next(&w, &a, &s1, 200);
+    let back = w.enroll_claiming(
+        mac,
+        &[("vda", 1 << 20, false)],
+        &[ferry_format::agent::ResumeClaim {
+            job: job.id.clone(),
+            proof: job.proof.clone(),
+        }],
+    );
+    assert!(back.approved && back.agent != a.agent, "{back:?}");
+    let rec = w.store.migration(&m.id).unwrap();
+    assert_eq!(rec.agent, back.agent, "the migration follows its job");
+    assert_eq!(rec.standby.basis, None, "the cut apply left no known basis");
+    // No cutover until the standby holds a snapshot again.
+    let route = format!("/migrations/{}/cutover", m.id);
+    let e = w.c.want("POST", &route, &w.admin, b"{}", 409);
+    assert!(e.contains("in sync") || e.contains("holds"), "{e}");
+    // The old credential is void; the new agent carries on as the standby.
+    w.c.ok("GET", "/hello", &a.credential, None, 401);
+    let n = next(&w, &back, "", 200).unwrap();
+    assert_eq!(n.snapshot, s2);
+    report(&w, &back, &s2, 204);
+    assert_eq!(
+        w.store.migration(&m.id).unwrap().standby.basis.as_deref(),
+        Some(s2.as_str())
+    );
+    w.c.want("POST", &route, &w.admin, b"{}", 202);
+}

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::{
-    AgentInfo, AgentState, Approval, ApprovedBy, EnrollReply, EnrollRequest, Inventory, JobState,
-    MAX_RESUME_CLAIMS,
+    AgentInfo, AgentState, Approval, ApprovedBy, EnrollReply, EnrollRequest, Inventory, JobKind,
+    JobState, MAX_RESUME_CLAIMS,
 };
 use ferry_format::marker::proof_hash;
 use ferry_format::names::{check_name, NameKind};
@@ -100,6 +100,7 @@ impl Store {
         let t = rfc3339(now);
         // Lock order: jobs, then agents.
         let _jobs = self.lock_jobs()?;
+        let _migrations = self.lock_migrations()?;
         let _agents = self.lock_agents()?;
         let id = self.new_agent_id(&req.inventory)?;
         let credential = format!("{id}.{credential_secret}");
@@ -132,14 +133,18 @@ impl Store {
         self.write_agent(&rec)?;
         if let Some(mut job) = resumed {
             // The old agent of this machine stops being able to act for the job.
-            if let Some(old) = job.agent.replace(id.clone()).filter(|o| *o != id) {
-                if let Ok(mut o) = self.agent_record(&old) {
+            let old = job.agent.replace(id.clone()).filter(|o| *o != id);
+            if let Some(old) = &old {
+                if let Ok(mut o) = self.agent_record(old) {
                     o.credential_hash.clear();
                     o.info.state = AgentState::Failed;
                     self.write_agent(&o)?;
                 }
             }
             self.write_job(&job)?;
+            if job.kind == JobKind::Standby {
+                self.standby_rebound(&job.id, old.as_deref(), &id, now)?;
+            }
             tracing::info!(
                 "agent {id} proved it holds the partial restore of job {}: approved, job bound to it",
                 job.id

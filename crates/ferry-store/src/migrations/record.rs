@@ -110,6 +110,13 @@ pub enum Happened {
         bytes_written: u64,
         seconds: f64,
     },
+    /// The standby machine rebooted mid-apply and enrolled again: its resume proof bound the
+    /// standby job to the new agent `to` (was `from`).
+    Rebound {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        to: String,
+    },
     /// The migration changed state (cutover, abort, cancel, failure).
     State {
         from: String,

@@ -14,6 +14,46 @@ use super::error::{MResult, MigrationError};
 use super::record::{Happened, MigrationRecord, MigrationState};
 
 impl Store {
+    /// A resume proof bound standby job `job` to agent `to` (the standby machine rebooted
+    /// mid-apply and enrolled again): the migration follows its job. While syncing its disks
+    /// no longer hold the recorded basis (the apply was cut), so the basis is forgotten until
+    /// the next apply (a full seeded sync) reports one, and a cutover waits for it. Called
+    /// holding the jobs and migrations locks.
+    pub(crate) fn standby_rebound(
+        &self,
+        job: &str,
+        from: Option<&str>,
+        to: &str,
+        now: SystemTime,
+    ) -> Result<()> {
+        let Some(mut m) = self
+            .list_migrations()?
+            .into_iter()
+            .find(|m| m.job == job && m.state.is_active())
+        else {
+            return Ok(());
+        };
+        m.agent = to.to_string();
+        if m.state == MigrationState::Syncing {
+            m.standby.basis = None;
+            m.standby.basis_taken = None;
+        }
+        m.record(
+            now,
+            Happened::Rebound {
+                from: from.map(str::to_string),
+                to: to.to_string(),
+            },
+        );
+        self.write_migration(&m)?;
+        tracing::info!(
+            "migration {}: standby job {job} moved to agent {to} (was {})",
+            m.id,
+            from.unwrap_or("none")
+        );
+        Ok(())
+    }
+
     /// The active migration `agent` is the standby of, when its standby job is live and bound
     /// to it.
     pub fn active_standby(&self, agent: &str) -> Result<Option<MigrationRecord>> {

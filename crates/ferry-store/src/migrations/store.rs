@@ -27,7 +27,7 @@ impl Store {
         self.migrations_dir().join(format!("{id}.json"))
     }
 
-    pub(super) fn lock_migrations(&self) -> Result<FileLock> {
+    pub(crate) fn lock_migrations(&self) -> Result<FileLock> {
         fsx::create_dir_all(&self.migrations_dir())?;
         FileLock::acquire(&self.migrations_dir().join(".lock"), LockMode::Exclusive)
     }
