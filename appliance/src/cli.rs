@@ -336,7 +336,7 @@ pub struct SourcesSet {
     /// Idle I/O class and low CPU priority on the source: on or off.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub idle_io: Option<bool>,
-    /// Chunk size of the next syncs: 64KiB to 64MiB, a power of two (default 4MiB). Smaller
+    /// Chunk size of the next syncs: 64KiB to 64MiB, a power of two (a new source: 1MiB). Smaller
     /// chunks make a standby's deltas smaller; the first sync after a change is a full read
     /// and the standby's next apply a seeded sync.
     #[arg(long, value_name = "SIZE", value_parser = ferry_format::source::parse_chunk_size)]
