@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use ferry_format::agent::{EnrollReply, Job, JobKind, StandbyNext};
 use ferry_format::ChunkId;
-use ferry_store::migrations::NewMigration;
+use ferry_store::migrations::{MigrationRecord, NewMigration};
 
 mod common;
 use common::World;
@@ -153,11 +153,9 @@ fn source_task(w: &World, cred: &str, end: &str) -> serde_json::Value {
     task
 }
 
-#[test]
-fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
-    let w = World::new();
-    w.store.set_schedule("web01", |s| s.keep = 7).unwrap();
-    let (s1, _) = w.snapshot("web01", 3);
+/// web01's source agent enrolled (its credential), and a migration of web01 to a fresh approved
+/// standby agent with MAC `mac`.
+fn source_and_migration(w: &World, mac: &str) -> (String, EnrollReply, MigrationRecord) {
     let cred = w
         .store
         .enroll_source(
@@ -170,7 +168,7 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
         )
         .unwrap()
         .credential;
-    let a = w.enroll_approved("52:54:00:00:00:01", &[("vda", 1 << 20, true)]);
+    let a = w.enroll_approved(mac, &[("vda", 1 << 20, true)]);
     let m = w
         .store
         .create_migration(
@@ -183,6 +181,15 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
             SystemTime::now(),
         )
         .unwrap();
+    (cred, a, m)
+}
+
+#[test]
+fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
+    let w = World::new();
+    w.store.set_schedule("web01", |s| s.keep = 7).unwrap();
+    let (s1, _) = w.snapshot("web01", 3);
+    let (cred, a, m) = source_and_migration(&w, "52:54:00:00:00:01");
     w.c.ok(
         "GET",
         &format!("/agents/{}/job?wait=0", a.agent),
@@ -286,30 +293,8 @@ fn a_cutover_hands_the_final_snapshot_and_takes_the_standby_steps() {
 fn a_standby_reset_mid_apply_comes_back_by_its_marker_and_the_migration_follows() {
     let w = World::new();
     let (s1, _) = w.snapshot("web01", 3);
-    w.store
-        .enroll_source(
-            &ferry_format::source::SourceEnrollRequest {
-                machine: "web01".into(),
-                inventory: None,
-                version: "test".into(),
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
     let mac = "52:54:00:00:00:07";
-    let a = w.enroll_approved(mac, &[("vda", 1 << 20, true)]);
-    let m = w
-        .store
-        .create_migration(
-            NewMigration {
-                machine: "web01".into(),
-                agent: a.agent.clone(),
-                mappings: vec!["sda=/dev/vda".parse().unwrap()],
-                overwrite: false,
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
+    let (_, a, m) = source_and_migration(&w, mac);
     let job = w.poll(&a, 0).expect("the standby job");
     w.c.want(
         "PUT",
