@@ -28,7 +28,10 @@
 #      FERRY_LIVE_CHUNK (default 1MiB) the source's chunk size (`appliance sources set --chunk-size`),
 #      FERRY_LIVE_CUT (default 70) seconds the source's network link is down during its first
 #      sync (QMP set_link; 0: no cut). The agent's retry window (15 min) absorbs it: the same task
-#      must succeed, with no failed task in the history.
+#      must succeed, with no failed task in the history,
+#      FERRY_LIVE_RESET (default 1) cut the standby's power (QEMU killed, then started again on the
+#      same disk) while it writes its first snapshot: it must come back by the job's marker,
+#      unattended, and get in sync (0: no reset).
 # Prints the bytes per delta, the cutover timeline, a METRIC line and "N passed, N failed" last.
 set -uo pipefail
 
@@ -42,6 +45,7 @@ OVMF=${OVMF:-/usr/share/ovmf/OVMF.fd}
 INCREMENTALS=${FERRY_LIVE_INCREMENTALS:-2}
 CHUNK=${FERRY_LIVE_CHUNK:-1MiB}
 CUT=${FERRY_LIVE_CUT:-70}
+RESET=${FERRY_LIVE_RESET:-1}
 MACHINE=debian12-live
 SRC_MAC=52:54:00:11:be:01
 STANDBY_MAC=52:54:00:11:be:02
@@ -156,9 +160,9 @@ qemu -smp 2 -kernel "$SRC/vmlinuz" -initrd "$SRC/initrd.img" \
     $(nic "$SRC_MAC") -qmp "unix:$SRC/qmp.sock,server=on,wait=off"
 SRC_PID=$QPID QPID=
 
-# qmp JSON: one QMP command to the source VM; its answer on stdout, status 1 on an error answer.
+# qmp SOCKET JSON: one QMP command to a VM; its answer on stdout, status 1 on an error answer.
 qmp() {
-    python3 - "$SRC/qmp.sock" "$1" <<'PY'
+    python3 - "$1" "$2" <<'PY'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
@@ -176,7 +180,7 @@ print(json.dumps(r))
 sys.exit(0 if "return" in r else 1)
 PY
 }
-link() { qmp "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"n\", \"up\": $1}}" >/dev/null; }
+link() { qmp "$SRC/qmp.sock" "{\"execute\": \"set_link\", \"arguments\": {\"name\": \"n\", \"up\": $1}}" >/dev/null; }
 T0=$(now)
 
 src_json() { "$BIN/appliance" sources show --data "$DATA" --json "$MACHINE" 2>/dev/null; }
@@ -253,7 +257,8 @@ SB=$WORK/standby
 mkdir -p "$SB"
 truncate -s "$SIZE" "$SB/target.raw"
 T=$SB
-qemu -bios "$OVMF" -smp 2 -boot d -cdrom "$WORK/site.iso" -drive "file=$SB/target.raw,format=raw,if=virtio" $(nic "$STANDBY_MAC")
+standby_vm() { qemu -bios "$OVMF" -smp 2 -boot d -cdrom "$WORK/site.iso" -drive "file=$SB/target.raw,format=raw,if=virtio" $(nic "$STANDBY_MAC"); }
+standby_vm
 STANDBY_PID=$QPID
 TS=$(now)
 approve_from_console "agent-$(tr -d : <<<"$STANDBY_MAC")" "$BIN" || abort "approve the standby"
@@ -262,11 +267,43 @@ MIG=$("$BIN/appliance" migrations create --data "$DATA" --json --machine "$MACHI
 echo "migration $MIG: $MACHINE -> $STANDBY_MAC (sda=/dev/vda)"
 basis() { mig_json | jq -r '.standby.basis // empty'; }
 in_sync() { [[ -n $(basis) ]]; }
+# Fault: the standby loses power while it writes its first snapshot (QEMU killed; -no-reboot
+# would turn a QMP reset into an exit anyway) and is started again on the same disk. Its disk
+# carries the job's marker, so the rescue system's new enrollment proves the job and the
+# migration follows it.
+FIRST_AGENT=$(mig_json | jq -r .agent)
+if ((RESET)); then
+    SJOB=$(mig_json | jq -r .job)
+    written_mib() {
+        "$BIN/appliance" jobs show --data "$DATA" --json "$SJOB" 2>/dev/null \
+            | jq -r '[.events[]? | select(.phase == "restore") | .bytes_done // 0] | max // 0 | . / 1048576 | floor'
+    }
+    writing() { (($(written_mib) >= 64)) && ! in_sync; }
+    if wait_for 1800 "the standby to be writing its first snapshot" writing; then
+        kill -KILL "$STANDBY_PID"; wait "$STANDBY_PID" 2>/dev/null
+        echo "standby powered off hard after $(written_mib) MiB of its first snapshot; started again"
+        cp "$SB/serial.log" "$SB/serial-before-reset.log"
+        standby_vm
+        STANDBY_PID=$QPID
+    else
+        bad "no reset of the standby: it was not seen writing"
+        RESET=0
+    fi
+fi
 if wait_for 3600 "the standby's first apply" in_sync; then
     B1=$(basis)
     SEED_S=$(elapsed "$TS")
     mig_json >"$WORK/mig-first.json"
     ok "standby in sync with $B1 $SEED_S s after its boot (written $(jq -r .standby.bytes_written "$WORK/mig-first.json"), apply $(jq -r .standby.seconds "$WORK/mig-first.json") s)"
+    if ((RESET)); then
+        now_agent=$(jq -r .agent "$WORK/mig-first.json")
+        rebound=$(jq -c '[.history[] | select(.what.rebound?) | .what.rebound]' "$WORK/mig-first.json")
+        if [[ $now_agent != "$FIRST_AGENT" && $rebound == *"$now_agent"* ]]; then
+            ok "the reset standby came back by its marker, unattended: $FIRST_AGENT -> $now_agent, then in sync"
+        else
+            bad "after the standby's reset: agent $now_agent (was $FIRST_AGENT), rebound $rebound"
+        fi
+    fi
 else
     mig_json | jq -c '{state, standby, job_state}'; serial | tail -20; abort "the standby never got in sync"
 fi
