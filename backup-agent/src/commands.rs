@@ -17,6 +17,10 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
         opts.hooks = Hooks::load(path)?.capture();
     }
     let client = args.connect.client(args.parallel + 1)?;
+    if opts.consistency != backup::ConsistencyRequest::Live {
+        // A previous run killed mid-capture may have left filesystems frozen or snapshots.
+        backup::recover_capture(&opts.run_dir);
+    }
     let s = backup::backup(&client, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

@@ -96,6 +96,10 @@ pub fn run(args: &ServiceArgs) -> Result<()> {
         return Ok(());
     }
     state::ensure_dir(&config.state_dir)?;
+    // A previous run killed mid-capture may have left filesystems frozen or snapshots behind.
+    ferry_engine::backup::recover_capture(std::path::Path::new(
+        ferry_engine::backup::DEFAULT_RUN_DIR,
+    ));
     let base = Client::new(ClientConfig {
         url: config.appliance.clone(),
         trust: config.trust.clone(),

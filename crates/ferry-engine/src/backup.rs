@@ -52,6 +52,30 @@ pub use ferry_capture::{Hook, HookCommand, Hooks, LvmPolicy};
 pub use ferry_format::consistency::Consistency;
 pub use substitute::{SubstituteError, Substituted};
 
+/// Undo what a capture stopped mid-way left on this machine (the agent was killed or crashed
+/// while filesystems were frozen or LVM snapshots existed): thaw the filesystems its run
+/// directory's state file names and remove our tagged snapshots. Call it when an agent starts;
+/// refused (and logged) while another capture holds the run directory. Logs what it undid.
+pub fn recover_capture(run_dir: &std::path::Path) {
+    match ferry_capture::cleanup_stale(run_dir) {
+        Ok(r) => {
+            for m in &r.thawed {
+                tracing::warn!(
+                    "thawed {}: an agent stopped while it was frozen for a capture",
+                    m.display()
+                );
+            }
+            for s in &r.removed_snapshots {
+                tracing::warn!("removed LVM snapshot {s}: an agent stopped while it existed");
+            }
+        }
+        Err(e) => tracing::error!(
+            "undo what a stopped capture left in {}: {e}; check `fsfreeze -u` and `lvs` by hand",
+            run_dir.display()
+        ),
+    }
+}
+
 /// zstd level for uploads: level 3 compresses OS data well at several hundred MB/s per core.
 pub const DEFAULT_LEVEL: i32 = 3;
 pub use ferry_format::DEFAULT_CHUNK_SIZE;
