@@ -718,11 +718,18 @@ mod tests {
         }
         let mut s = Schedule::default();
         assert!(s.check().is_ok());
-        assert_eq!(s.chunk_size, SOURCE_CHUNK_SIZE, "a new source syncs with 1 MiB chunks");
+        assert_eq!(
+            s.chunk_size, SOURCE_CHUNK_SIZE,
+            "a new source syncs with 1 MiB chunks"
+        );
         let mut old = serde_json::to_value(&s).unwrap();
         old.as_object_mut().unwrap().remove("chunk_size");
         let old: Schedule = serde_json::from_value(old).unwrap();
-        assert_eq!(old.chunk_size, crate::chunk::DEFAULT_CHUNK_SIZE, "older records keep 4 MiB");
+        assert_eq!(
+            old.chunk_size,
+            crate::chunk::DEFAULT_CHUNK_SIZE,
+            "older records keep 4 MiB"
+        );
         s.chunk_size = 3 << 20;
         assert!(s.check().is_err());
 
