@@ -31,7 +31,10 @@
 #      must succeed, with no failed task in the history,
 #      FERRY_LIVE_RESET (default 1) cut the standby's power (QEMU killed, then started again on the
 #      same disk) while it writes its first snapshot: it must come back by the job's marker,
-#      unattended, and get in sync (0: no reset).
+#      unattended, and get in sync (0: no reset),
+#      FERRY_LIVE_KILL (default 1) SIGKILL the source agent during its first freeze
+#      (tests/guests/live/ferry-fault-freeze-kill): the restarted agent must thaw the source
+#      and the sync must succeed (0: no kill).
 # Prints the bytes per delta, the cutover timeline, a METRIC line and "N passed, N failed" last.
 set -uo pipefail
 
@@ -46,6 +49,7 @@ INCREMENTALS=${FERRY_LIVE_INCREMENTALS:-2}
 CHUNK=${FERRY_LIVE_CHUNK:-1MiB}
 CUT=${FERRY_LIVE_CUT:-70}
 RESET=${FERRY_LIVE_RESET:-1}
+KILL=${FERRY_LIVE_KILL:-1}
 MACHINE=debian12-live
 SRC_MAC=52:54:00:11:be:01
 STANDBY_MAC=52:54:00:11:be:02
@@ -128,11 +132,13 @@ inject() {
     (umask 077 && printf '%s\n' "$TOKEN" >"$r/etc/ferry/enroll.token") || return 1
     install -D -m 0755 "$LIVE/ferry-workload" "$r/usr/local/sbin/ferry-workload" || return 1
     install -D -m 0755 "$LIVE/ferry-live-verify" "$r/usr/local/sbin/ferry-live-verify" || return 1
-    local u
-    for u in ferry-workload ferry-live-verify; do
+    install -D -m 0755 "$LIVE/ferry-fault-freeze-kill" "$r/usr/local/sbin/ferry-fault-freeze-kill" || return 1
+    local u units=(ferry-backup-agent ferry-workload ferry-live-verify)
+    ((KILL)) && units+=(ferry-fault-freeze-kill)
+    for u in ferry-workload ferry-live-verify ferry-fault-freeze-kill; do
         install -m 0644 "$LIVE/$u.service" "$r/etc/systemd/system/$u.service" || return 1
     done
-    for u in ferry-backup-agent ferry-workload ferry-live-verify; do
+    for u in "${units[@]}"; do
         ln -sfn "/etc/systemd/system/$u.service" "$r/etc/systemd/system/multi-user.target.wants/$u.service" || return 1
     done
     # Networking: the cached guest configures none; systemd-networkd with DHCP on the NIC.
@@ -341,6 +347,18 @@ for i in $(seq "$INCREMENTALS"); do
     fi
     prev=$b
 done
+
+if ((KILL)); then
+    src_serial() { tr -d '\r' <"$SRC/serial.log"; }
+    killed=$(src_serial | grep -a -m1 -oE 'FERRY-FAULT killed the agent during a freeze.*')
+    thawed=$(src_serial | grep -a -m1 -oE 'FERRY-FAULT thawed by the restarted agent after [0-9]+ s')
+    fails=$(src_json | jq -r '[.history[] | select(.state.failed?)] | length')
+    if [[ -n $killed && -n $thawed && $fails == 0 ]]; then
+        ok "the agent was SIGKILLed during its first freeze; ${thawed#FERRY-FAULT }; no task failed, the syncs went on"
+    else
+        bad "kill during a freeze: '${killed:-not killed}', '${thawed:-not thawed}', $fails failed task(s)"
+    fi
+fi
 
 # --- cutover -------------------------------------------------------------------------------------
 say "cutover"
