@@ -146,9 +146,13 @@ impl SourceRecord {
         }
     }
 
-    /// The last finished task, if any.
+    /// The last finished task that took a snapshot or tried to (a sync or a cutover), if any;
+    /// `cutover-abort` and `poweroff` tasks are not syncs.
     pub fn last_sync(&self) -> Option<&TaskRecord> {
-        self.history.last()
+        self.history
+            .iter()
+            .rev()
+            .find(|t| matches!(t.kind, TaskKind::Sync | TaskKind::Cutover))
     }
 
     /// The last task that succeeded, if any (snapshot and figures).
