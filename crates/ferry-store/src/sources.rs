@@ -663,6 +663,25 @@ mod tests {
                 Some(4000 + HOUR),
             ),
             (
+                "a cutover-abort or poweroff task is not a sync: the interval counts from the sync",
+                {
+                    let mut r = base(HOUR);
+                    r.history.push(done(1000, true));
+                    for kind in [TaskKind::CutoverAbort, TaskKind::Poweroff] {
+                        r.history.push(TaskRecord {
+                            kind,
+                            state: TaskState::Done {
+                                detail: "ran".into(),
+                            },
+                            ..done(3000, true)
+                        });
+                    }
+                    r
+                },
+                3100,
+                Some(1000 + HOUR),
+            ),
+            (
                 "paused: none",
                 {
                     let mut r = base(HOUR);
