@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use nix::errno::Errno;
 
+use crate::guardian::Guardian;
 use crate::mountinfo::DevId;
 use crate::state::{FrozenRecord, FrozenState, RunDir, StateError, STATE_VERSION};
 
@@ -35,6 +36,9 @@ mod ioctl {
     nix::ioctl_readwrite!(fifreeze, b'X', 119, c_int);
     nix::ioctl_readwrite!(fithaw, b'X', 120, c_int);
 }
+
+/// FITHAW on a raw descriptor, for the guardian's child (no `File`, no allocation).
+pub(crate) use ioctl::fithaw as fithaw_raw;
 
 /// Freeze the filesystem that `dir` (an open file on it) belongs to.
 pub fn freeze(dir: &File) -> io::Result<()> {
@@ -90,6 +94,8 @@ pub enum FreezeError {
     Overran { limit: Duration },
     #[error("start the freeze watchdog: {0}")]
     Watchdog(io::Error),
+    #[error("start the process that thaws the filesystems if the agent dies: {0}")]
+    Guardian(io::Error),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -162,6 +168,8 @@ pub struct FreezeGuard {
     records: Vec<FrozenRecord>,
     started: Option<Instant>,
     watchdog: Option<Watchdog>,
+    /// Thaws everything if this process dies frozen ([`crate::guardian`]).
+    guardian: Option<Guardian>,
 }
 
 /// A thread that thaws a guard's filesystems when the freeze outlasts its limit (the agent
@@ -181,12 +189,21 @@ impl FreezeGuard {
         run: Arc<RunDir>,
         targets: &[FreezeTarget],
     ) -> Result<(FreezeGuard, Vec<FreezeError>), FreezeError> {
+        // The guardian holds its own descriptors of every target (one that cannot be opened
+        // fails in freeze_one, before any freeze of it).
+        let dirs: Vec<File> = targets
+            .iter()
+            .filter_map(|t| File::open(&t.mount_point).ok())
+            .collect();
+        let guardian = Guardian::spawn(&dirs).map_err(FreezeError::Guardian)?;
+        drop(dirs);
         let mut guard = FreezeGuard {
             run,
             ids: Vec::new(),
             records: Vec::new(),
             started: None,
             watchdog: None,
+            guardian: Some(guardian),
         };
         let mut unsupported = Vec::new();
         for t in targets {
@@ -338,6 +355,11 @@ impl FreezeGuard {
         }
         let ids = std::mem::take(&mut self.ids);
         let (_, mut errors) = thaw_ids(&ids);
+        match self.guardian.take() {
+            Some(g) if errors.is_empty() => g.stand_down(),
+            // Dropped: it tries the thaw too, then it is reaped.
+            other => drop(other),
+        }
         if errors.is_empty() {
             self.records.clear();
             self.run.clear()?;
@@ -354,6 +376,9 @@ impl FreezeGuard {
 impl Drop for FreezeGuard {
     fn drop(&mut self) {
         if self.ids.is_empty() {
+            if let Some(g) = self.guardian.take() {
+                g.stand_down();
+            }
             // Nothing frozen (a failed first freeze): the record written before it goes.
             if let Err(e) = self.run.clear() {
                 tracing::error!("{e}");

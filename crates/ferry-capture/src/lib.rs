@@ -29,6 +29,7 @@
 mod capture;
 pub mod extents;
 pub mod freeze;
+mod guardian;
 pub mod hooks;
 pub mod lvm;
 pub mod mountinfo;

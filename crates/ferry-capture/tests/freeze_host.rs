@@ -1,6 +1,7 @@
 //! Freeze and thaw of a real ext4 filesystem on a loop device: writes block while frozen and
-//! go through after `end`, after Drop, after SIGTERM to the capturing process, and after that
-//! process is killed (SIGKILL) once `cleanup_stale` runs.
+//! go through after `end`, after Drop, after SIGTERM to the capturing process, after that
+//! process is killed (SIGKILL: its guardian process thaws), and after both are killed once
+//! `cleanup_stale` runs.
 //!
 //! Needs root, `losetup`, `mkfs.ext4` and `mount`; prints `SKIPPED: reason` otherwise. The
 //! crash and signal cases run the capture in a child process: this test binary again, with
@@ -254,15 +255,49 @@ fn sigterm_thaws_before_the_process_ends() {
     assert_done(&rx, "after SIGTERM");
 }
 
+/// The guardian process the capturing child forked before it froze (its only child).
+fn guardian_of(c: &Child) -> String {
+    let pid = sh("pgrep", &["-P", &c.id().to_string()]).unwrap();
+    assert_eq!(pid.lines().count(), 1, "one guardian: {pid}");
+    pid
+}
+
 #[test]
-fn a_crash_leaves_a_freeze_that_cleanup_stale_thaws() {
+fn a_killed_agent_is_thawed_by_its_guardian() {
     if let Some(why) = skip_reason(&EXT4_TOOLS) {
         eprintln!("SKIPPED: {why}");
         return;
     }
     let fs = Fs::new();
     let mut c = child(&fs);
+    let guardian = guardian_of(&c);
+    let rx = fs.write("during");
+    assert_blocked(&rx, "frozen by the child");
     c.kill().unwrap(); // SIGKILL: no destructor, no signal thread
+    c.wait().unwrap();
+    assert_done(&rx, "after the agent's SIGKILL (the guardian thaws)");
+    // The guardian is gone too; the state file is left for the next start, which finds
+    // nothing frozen and clears it.
+    let t = Instant::now();
+    while sh("kill", &["-0", &guardian]).is_ok() {
+        assert!(t.elapsed() < UNBLOCKED, "the guardian did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cleanup_stale(&fs.run_dir()).unwrap().thawed.len(), 0);
+    assert!(!fs.run_dir().join("frozen").exists());
+}
+
+#[test]
+fn a_crash_of_agent_and_guardian_leaves_a_freeze_that_cleanup_stale_thaws() {
+    if let Some(why) = skip_reason(&EXT4_TOOLS) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let fs = Fs::new();
+    let mut c = child(&fs);
+    // Both killed (as a power cut of the agent's whole cgroup would): the guardian first.
+    sh("kill", &["-KILL", &guardian_of(&c)]).unwrap();
+    c.kill().unwrap();
     c.wait().unwrap();
     let rx = fs.write("after-crash");
     assert_blocked(&rx, "still frozen after the crash");
