@@ -40,7 +40,7 @@ abort() {
 if [[ -z "${FERRY_GUEST_SKIP_BUILD:-}" ]]; then
     rm -rf "$WORK"
 else
-    find "$WORK" -mindepth 1 -maxdepth 1 ! -name image -exec rm -rf {} + 2>/dev/null
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name image ! -name lvm-test-path -exec rm -rf {} + 2>/dev/null
 fi
 mkdir -p "$WORK"
 BIN=$CARGO_TARGET_DIR/debug
@@ -53,6 +53,15 @@ if [[ -z "${FERRY_GUEST_SKIP_BUILD:-}" ]]; then
         || { tail -30 "$WORK/build.log"; abort "cargo build (musl)"; }
     (cd "$ROOT" && cargo build -q -p appliance -p image-builder) >>"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort "cargo build appliance/image-builder"; }
+    # The LVM-snapshot capture test needs device-mapper, which the host lacks: it runs in here.
+    (cd "$ROOT" && cargo test -q --no-run --release --target "$MUSL" -p ferry-capture --test lvm_host \
+        --message-format=json) >"$WORK/lvm-test-build.json" 2>>"$WORK/build.log" \
+        || { tail -30 "$WORK/build.log"; abort "cargo test --no-run lvm_host (musl)"; }
+    python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "lvm_host":
+        print(m["executable"])' "$WORK/lvm-test-build.json" >"$WORK/lvm-test-path" || abort "lvm_host test binary path"
     echo "cargo build: $(elapsed "$t") s"
     t=$(now)
     "$BIN/image-builder" build --out "$IMG" --agent "$MUSL_BIN/restore-agent" ${FERRY_KERNEL_DEB:+--kernel-deb "$FERRY_KERNEL_DEB"} \
@@ -87,6 +96,9 @@ LAYER=$WORK/layer
 mkdir -p "$LAYER/ferry-test"
 install -m 0755 "$ROOT/tests/guest/layout-guest.sh" "$LAYER/ferry-test/guest.sh"
 install -m 0755 "$MUSL_BIN/backup-agent" "$LAYER/ferry-test/backup-agent"
+LVM_TEST=$(head -n 1 "$WORK/lvm-test-path" 2>/dev/null)
+[[ -x $LVM_TEST ]] || abort "no lvm_host test binary (run without FERRY_GUEST_SKIP_BUILD)"
+install -m 0755 "$LVM_TEST" "$LAYER/ferry-test/lvm_host"
 install -m 0644 "$DATA/ca.pem" "$LAYER/ferry-test/ca.pem"
 cat >"$LAYER/ferry-test/env" <<EOF
 APPLIANCE=https://10.0.2.2:$PORT
@@ -105,7 +117,7 @@ cat "$WORK/layer.cpio" >>"$INITRD"
 DISKS=(
     "src-mbr 256" "mbr-same 256" "mbr-big 384"
     "src-gpt 160" "gpt-512 240" "gpt-4k 240 ,logical_block_size=4096,physical_block_size=4096"
-    "small 64" "x0 48" "x1 32" "y0 48" "y1 32"
+    "small 64" "x0 48" "x1 32" "y0 48" "y1 32" "src-lv 416" "lv-copy 416"
 )
 QDISKS=()
 fresh_disks() {
