@@ -111,6 +111,12 @@ fuzz_target!(|data: &[u8]| {
         16 => {
             parse::<ferry_format::agent::StandbyReport>(body);
             parse::<ferry_format::agent::StandbyNext>(body);
+            // The standby challenge (in EnrollReply) and its answer.
+            parse::<ferry_format::agent::StandbyProof>(body);
+            parse::<ferry_format::agent::StandbyProven>(body);
+            if let Some(c) = parse::<ferry_format::agent::StandbyChallenge>(body) {
+                let _ = ferry_format::agent::challenge_key(&c.nonce);
+            }
         }
         _ => {
             // Path segments and settings the appliance parses from text.

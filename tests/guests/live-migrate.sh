@@ -32,6 +32,10 @@
 #      FERRY_LIVE_RESET (default 1) cut the standby's power (QEMU killed, then started again on the
 #      same disk) while it writes its first snapshot: it must come back by the job's marker,
 #      unattended, and get in sync (0: no reset),
+#      FERRY_LIVE_IDLE_RESET (default 1) cut the standby's power again once it applied the first
+#      incremental and waits idle (no in-progress marker on its disk): its new boot must prove
+#      its disk holds that snapshot (the appliance's standby challenge), be approved and bound
+#      without the operator, and apply the next incremental (0: no idle reset),
 #      FERRY_LIVE_KILL (default 1) SIGKILL the source agent during its first freeze
 #      (tests/guests/live/ferry-fault-freeze-kill): its guardian process must thaw the source
 #      at once (writes resume before systemd's 10 s restart could), the restarted agent runs
@@ -51,6 +55,7 @@ CHUNK=${FERRY_LIVE_CHUNK:-1MiB}
 CUT=${FERRY_LIVE_CUT:-70}
 RESET=${FERRY_LIVE_RESET:-1}
 KILL=${FERRY_LIVE_KILL:-1}
+IDLE_RESET=${FERRY_LIVE_IDLE_RESET:-1}
 MACHINE=debian12-live
 SRC_MAC=52:54:00:11:be:01
 STANDBY_MAC=52:54:00:11:be:02
@@ -347,6 +352,28 @@ for i in $(seq "$INCREMENTALS"); do
         bad "delta $i: $line"
     fi
     prev=$b
+    if ((IDLE_RESET && i == 1 && INCREMENTALS > 1)); then
+        before=$(mig_json | jq -r .agent)
+        kill -KILL "$STANDBY_PID"; wait "$STANDBY_PID" 2>/dev/null
+        cp "$SB/serial.log" "$SB/serial-before-idle-reset.log"
+        echo "standby powered off hard while idle in sync with $b; started again"
+        TI=$(now)
+        standby_vm
+        STANDBY_PID=$QPID
+        moved() { [[ $(mig_json | jq -r .agent) != "$before" ]]; }
+        if wait_for 900 "the idle standby's new boot to prove its disk" moved; then
+            after=$(mig_json | jq -r .agent)
+            by=$("$BIN/appliance" agents --data "$DATA" --json 2>/dev/null | jq -c --arg a "$after" '.[] | select(.agent == $a) | .approved.by')
+            if [[ $by == *standby-proof* ]]; then
+                ok "the standby reset while idle came back unattended by proving its disk holds $b: $before -> $after ($(elapsed "$TI") s after power-on)"
+            else
+                bad "after the idle reset: agent $after approved by ${by:-nobody}"
+            fi
+        else
+            mig_json | jq -c '{agent, state, standby}'; T=$SB serial | tail -20
+            bad "the standby reset while idle was not bound again"
+        fi
+    fi
 done
 
 if ((KILL)); then

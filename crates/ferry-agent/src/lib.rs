@@ -34,7 +34,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientConfig, ClientError};
-use ferry_format::agent::{EnrollRequest, Inventory, ResumeClaim, Then, MAX_RESUME_CLAIMS};
+use ferry_format::agent::{
+    challenge_answer, challenge_key, EnrollRequest, Inventory, ResumeClaim, StandbyChallenge,
+    StandbyProof, Then, MAX_CHALLENGE_RANGES, MAX_RESUME_CLAIMS,
+};
+use ferry_format::chunk::MAX_CHUNK_SIZE;
 use ferry_format::marker::RestoreMarker;
 use ferry_format::signing::TrustBundle;
 
@@ -91,6 +95,10 @@ pub struct Session {
     pub approved: bool,
     pub code: String,
     pub markers: Vec<(String, RestoreMarker)>,
+    /// The standby job whose disks the appliance found holding its last applied snapshot
+    /// (a standby challenge answered in this boot): they may be written although they carry
+    /// no marker.
+    pub proven_standby: Option<String>,
 }
 
 /// Enroll, wait for jobs and run them (see the crate docs for the steps).
@@ -122,7 +130,7 @@ pub fn run(
         connections: cfg.parallel + 2,
     })
     .map_err(AgentError::Enroll)?;
-    let mut session = enroll(&enroll_client, &inventory, &markers, &mut out)?;
+    let mut session = enroll(&enroll_client, &inventory, &markers, root, &mut out)?;
     let mut last_note: Option<Instant> = None;
     loop {
         if last_note.is_none_or(|t| t.elapsed() >= WAITING_NOTE_EVERY) {
@@ -143,7 +151,7 @@ pub fn run(
                 out.line(
                     "the appliance no longer accepts this agent's credential: enrolling again",
                 );
-                session = enroll(&enroll_client, &inventory, &markers, &mut out)?;
+                session = enroll(&enroll_client, &inventory, &markers, root, &mut out)?;
                 continue;
             }
             Err(e) if e.gave_up_retrying() && !cfg.once => {
@@ -165,6 +173,7 @@ fn enroll(
     client: &Client,
     inventory: &Inventory,
     markers: &[(String, RestoreMarker)],
+    root: &Path,
     out: &mut Console,
 ) -> Result<Session, AgentError> {
     let mut resume: Vec<ResumeClaim> = Vec::new();
@@ -194,13 +203,103 @@ fn enroll(
             reply.agent, reply.code
         ));
     }
-    Ok(Session {
+    let mut session = Session {
         client: client.with_token(&reply.credential),
         agent: reply.agent,
         approved: reply.approved,
         code: reply.code,
         markers: markers.to_vec(),
-    })
+        proven_standby: None,
+    };
+    if let (false, Some(ch)) = (reply.approved, &reply.challenge) {
+        prove_standby(&mut session, ch, inventory, root, out);
+    }
+    Ok(session)
+}
+
+/// Answer the appliance's standby challenge (this machine may be a migration's standby that
+/// rebooted between applies). Proven, the session is approved and each proven disk counts as
+/// carrying the standby job's marker (its new proof); otherwise the agent waits for the
+/// operator as any new agent does. Only reads.
+fn prove_standby(
+    s: &mut Session,
+    ch: &StandbyChallenge,
+    inventory: &Inventory,
+    root: &Path,
+    out: &mut Console,
+) {
+    out.line(&format!(
+        "the appliance asks whether this machine is the standby of migration {}: reading {} ranges of its disks",
+        ch.migration,
+        ch.ranges.len()
+    ));
+    let answers = match challenge_answers(ch, inventory, root) {
+        Ok(a) => a,
+        Err(why) => {
+            out.line(&format!("cannot answer the standby challenge: {why}"));
+            return;
+        }
+    };
+    let proof = StandbyProof {
+        migration: ch.migration.clone(),
+        answers,
+    };
+    match s.client.standby_proof(&s.agent, &proof) {
+        Ok(p) => {
+            out.line(&format!(
+                "approved: this machine's disks hold {} of migration {}; standby job {} continues here",
+                p.snapshot, ch.migration, p.job
+            ));
+            s.approved = true;
+            s.proven_standby = Some(p.job.clone());
+            for (disk, dev) in &p.disks {
+                s.markers.push((
+                    dev.clone(),
+                    RestoreMarker::new(&p.job, &p.snapshot, disk, &p.proof),
+                ));
+            }
+        }
+        Err(e) => out.line(&format!("the standby proof was not accepted: {e}")),
+    }
+}
+
+/// The keyed BLAKE3 of each challenged range of this machine's disks.
+fn challenge_answers(
+    ch: &StandbyChallenge,
+    inventory: &Inventory,
+    root: &Path,
+) -> Result<Vec<String>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    if ch.ranges.len() > MAX_CHALLENGE_RANGES {
+        return Err(format!(
+            "{} ranges, at most {MAX_CHALLENGE_RANGES}",
+            ch.ranges.len()
+        ));
+    }
+    let key = challenge_key(&ch.nonce).ok_or("the nonce is not 64 hex digits")?;
+    let mut answers = Vec::new();
+    for r in &ch.ranges {
+        let disk = inventory
+            .disk(&r.device)
+            .ok_or_else(|| format!("this machine has no disk {}", r.device))?;
+        let end = r.offset.checked_add(r.len).filter(|&e| e <= disk.size);
+        if end.is_none() || r.len > u64::from(MAX_CHUNK_SIZE) {
+            return Err(format!(
+                "{} bytes at {} are not within /dev/{} (or more than a chunk)",
+                r.len, r.offset, r.device
+            ));
+        }
+        let path = root.join("dev").join(&disk.name);
+        let mut buf = vec![0u8; r.len as usize];
+        std::fs::File::open(&path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(r.offset))?;
+                f.read_exact(&mut buf)
+            })
+            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        answers.push(challenge_answer(&key, &buf));
+    }
+    Ok(answers)
 }
 
 fn show_inventory(out: &mut Console, inv: &Inventory) {
@@ -249,5 +348,80 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
     }
     if inv.disks.is_empty() {
         out.line("warning: no disks found: a job has nothing to restore onto (is the storage driver loaded?)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_format::agent::{ChallengeRange, Disk};
+
+    fn disk(name: &str, size: u64) -> Disk {
+        Disk {
+            name: name.into(),
+            size,
+            model: None,
+            serial: None,
+            wwn: None,
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            blank: false,
+            removable: false,
+            holds: None,
+            protected: None,
+        }
+    }
+
+    fn challenge(ranges: &[(&str, u64, u64)]) -> StandbyChallenge {
+        StandbyChallenge {
+            migration: "mig-00000001".into(),
+            nonce: "ab".repeat(32),
+            ranges: ranges
+                .iter()
+                .map(|&(d, offset, len)| ChallengeRange {
+                    device: d.into(),
+                    offset,
+                    len,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn challenge_answers_read_only_the_disks_it_has_within_their_size() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("dev")).unwrap();
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.path().join("dev/vda"), &data).unwrap();
+        let inv = Inventory {
+            disks: vec![disk("vda", 8192)],
+            ..Default::default()
+        };
+        let key = challenge_key(&"ab".repeat(32)).unwrap();
+        let got = challenge_answers(
+            &challenge(&[("vda", 4096, 4096), ("vda", 0, 512)]),
+            &inv,
+            root.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                challenge_answer(&key, &data[4096..]),
+                challenge_answer(&key, &data[..512])
+            ]
+        );
+        // Past the end, a disk it lacks, a path for a device, too many ranges, a bad nonce.
+        let e = challenge_answers(&challenge(&[("vda", 4096, 8192)]), &inv, root.path());
+        assert!(e.unwrap_err().contains("not within /dev/vda"));
+        let e = challenge_answers(&challenge(&[("vdb", 0, 512)]), &inv, root.path());
+        assert!(e.unwrap_err().contains("no disk vdb"));
+        let e = challenge_answers(&challenge(&[("../etc/passwd", 0, 512)]), &inv, root.path());
+        assert!(e.is_err());
+        let many = vec![("vda", 0, 512); MAX_CHALLENGE_RANGES + 1];
+        assert!(challenge_answers(&challenge(&many), &inv, root.path()).is_err());
+        let mut bad = challenge(&[("vda", 0, 512)]);
+        bad.nonce = "zz".repeat(32);
+        assert!(challenge_answers(&bad, &inv, root.path()).is_err());
     }
 }

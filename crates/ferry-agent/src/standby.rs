@@ -179,7 +179,13 @@ fn check(
             .set_job_state(&s.agent, &job.id, &JobState::Running)
             .map_err(Checked::Stopped)?;
     }
-    restore_options(job, root, cfg, proof).map_err(Checked::Failed)
+    let mut opts = restore_options(job, root, cfg, proof).map_err(Checked::Failed)?;
+    if s.proven_standby.as_deref() == Some(job.id.as_str()) {
+        // The appliance checked that these disks hold the snapshot this standby last applied
+        // (the markerless disks of an idle standby that rebooted): they are this job's.
+        opts.overwrite = true;
+    }
+    Ok(opts)
 }
 
 /// Steps 2–5 until the migration ends.

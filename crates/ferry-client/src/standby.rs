@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_format::agent::{StandbyNext, StandbyReport};
+use ferry_format::agent::{StandbyNext, StandbyProof, StandbyProven, StandbyReport};
 use ferry_format::source::StandbyCutover;
 
 use crate::{read_json, Client, ClientError};
@@ -38,6 +38,16 @@ impl Client {
         report: &StandbyReport,
     ) -> Result<(), ClientError> {
         self.put_own_window(&format!("/agents/{agent_id}/standby/state"), report)
+    }
+
+    /// Answer the standby challenge of this agent's enrollment. A refusal with status 403
+    /// means the disks do not hold what the challenge asked for: wait for the operator.
+    pub fn standby_proof(
+        &self,
+        agent_id: &str,
+        proof: &StandbyProof,
+    ) -> Result<StandbyProven, ClientError> {
+        self.send_json("POST", &format!("/agents/{agent_id}/standby/proof"), proof)
     }
 
     /// Report a step of the cutover with the final snapshot (a retry window of its own). A

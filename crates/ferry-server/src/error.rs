@@ -53,6 +53,7 @@ impl From<StoreError> for ApiError {
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::Io { .. } | StoreError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Refused(_) => StatusCode::FORBIDDEN,
         };
         let missing = match &e {
             StoreError::MissingChunks(m) => Some(m.clone()),

@@ -159,6 +159,10 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             put(standby::cutover).layer(small.clone()),
         )
         .route(
+            "/agents/{id}/standby/proof",
+            post(standby::proof).layer(small.clone()),
+        )
+        .route(
             "/sources/enroll",
             post(sources::enroll).layer(small.clone()),
         )

@@ -5,6 +5,9 @@
 //!   machine when it is not `X` (200 [`StandbyNext`]), 204 after `wait` seconds without one,
 //!   410 when the agent is no longer the standby of an active migration (its job ended: stop).
 //! - `PUT /agents/{id}/standby/state` [`StandbyReport`]: the disks hold `basis` now.
+//! - `POST /agents/{id}/standby/proof` [`StandbyProof`]: an unapproved agent answers the
+//!   challenge its enrollment got (a standby that rebooted between applies proves its disks
+//!   hold the snapshot it last applied); 200 [`StandbyProven`] binds the standby job to it.
 //! - `PUT /agents/{id}/standby/cutover` [`StandbyCutover`]: a step of the cutover with the
 //!   final snapshot (`next` answers it with `final: true`); 409 when the migration is not
 //!   cutting over to it (an aborted cutover: the standby writes nothing).
@@ -23,7 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_format::agent::StandbyReport;
+use ferry_format::agent::{StandbyProof, StandbyProven, StandbyReport};
 use ferry_format::api::Role;
 use ferry_format::source::StandbyCutover;
 use ferry_format::ChunkId;
@@ -110,6 +113,22 @@ pub async fn state(
     let m = blocking_m(move || st.store.standby_report(&a, &report, SystemTime::now())).await?;
     tracing::info!("standby {agent} of {}: {}", m.id, m.standby.describe());
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /agents/{id}/standby/proof` [`StandbyProof`]: the answers to the challenge of the
+/// agent's enrollment (ferry_store's `possession`). 200 [`StandbyProven`]; 403 when they do
+/// not hold (the challenge is used up either way).
+pub async fn proof(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<StandbyProven>> {
+    caller.need_agent(&agent)?;
+    let proof: StandbyProof = parse_json(&body)?;
+    let proven =
+        blocking(move || st.store.prove_standby(&agent, &proof, SystemTime::now())).await?;
+    Ok(Json(proven))
 }
 
 pub async fn cutover(

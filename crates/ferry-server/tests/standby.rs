@@ -336,3 +336,119 @@ fn a_standby_reset_mid_apply_comes_back_by_its_marker_and_the_migration_follows(
     );
     w.c.want("POST", &route, &w.admin, b"{}", 202);
 }
+
+/// The bytes of chunk `i` of disk sda of `w.snapshot(_, seed)` (as `World::snapshot` makes them).
+fn chunk_plain(seed: u8, i: u64) -> Vec<u8> {
+    let cs = ferry_test_support::store::CS;
+    (0..cs)
+        .map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8))
+        .collect()
+}
+
+/// The answers to `ch` of a disk that holds `seed`'s snapshot (or not, with another seed).
+fn answers(ch: &ferry_format::agent::StandbyChallenge, seed: u8) -> Vec<u8> {
+    let key = ferry_format::agent::challenge_key(&ch.nonce).unwrap();
+    let cs = u64::from(ferry_test_support::store::CS);
+    let answers = ch
+        .ranges
+        .iter()
+        .map(|r| {
+            assert_eq!((r.device.as_str(), r.len), ("vda", cs), "{r:?}");
+            ferry_format::agent::challenge_answer(&key, &chunk_plain(seed, r.offset / cs))
+        })
+        .collect();
+    serde_json::to_vec(&ferry_format::agent::StandbyProof {
+        migration: ch.migration.clone(),
+        answers,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_standby_reset_while_idle_proves_its_disks_and_the_migration_follows() {
+    let w = World::new();
+    let (s1, _) = w.snapshot("web01", 3);
+    let mac = "52:54:00:00:00:09";
+    let (_, a, m) = source_and_migration(&w, mac);
+    let job = w.poll(&a, 0).expect("the standby job");
+    let state = format!("/agents/{}/jobs/{}/state", a.agent, job.id);
+    w.c.want("PUT", &state, &a.credential, br#""running""#, 204);
+    next(&w, &a, "", 200);
+    report(&w, &a, &s1, 204);
+    // Idle, in sync with s1. Whoever lacks the standby's MAC, or shows other disks, is not
+    // asked: it waits for the operator like any new agent.
+    let stranger = w.enroll("52:54:00:00:00:0a", &[("vda", 1 << 20, false)]);
+    assert!(stranger.challenge.is_none() && !stranger.approved);
+    let other_disk = w.enroll(mac, &[("vda", 2 << 20, false)]);
+    assert!(other_disk.challenge.is_none() && !other_disk.approved);
+    // The machine resets and enrolls again: same MAC, same disk; its disk holds no marker.
+    let back = w.enroll(mac, &[("vda", 1 << 20, false)]);
+    assert!(!back.approved && back.agent != a.agent, "{back:?}");
+    let ch = back.challenge.clone().expect("a challenge");
+    assert_eq!(ch.migration, m.id);
+    assert_eq!(
+        ch.ranges.len(),
+        2,
+        "both data chunks of s1 (fewer than the maximum)"
+    );
+    let proof = format!("/agents/{}/standby/proof", back.agent);
+    // A disk with other data (a copied MAC and serial are not enough): refused, nothing moves,
+    // and the challenge is used up.
+    let e =
+        w.c.want("POST", &proof, &back.credential, &answers(&ch, 5), 403);
+    assert!(e.contains("does not hold disk sda"), "{e}");
+    let e =
+        w.c.want("POST", &proof, &back.credential, &answers(&ch, 3), 403);
+    assert!(e.contains("no standby challenge"), "{e}");
+    assert_eq!(w.store.migration(&m.id).unwrap().agent, a.agent);
+    assert!(w.poll(&back, 0).is_none(), "an unproven agent gets no job");
+    // Another boot, the right data: approved, the job and the migration follow.
+    let again = w.enroll(mac, &[("vda", 1 << 20, false)]);
+    let ch = again.challenge.clone().expect("a challenge");
+    let proof = format!("/agents/{}/standby/proof", again.agent);
+    let proven: ferry_format::agent::StandbyProven =
+        serde_json::from_str(&w.c.want("POST", &proof, &again.credential, &answers(&ch, 3), 200))
+            .unwrap();
+    assert_eq!(
+        (proven.job.as_str(), proven.snapshot.as_str()),
+        (job.id.as_str(), s1.as_str())
+    );
+    assert_eq!(proven.disks, [("sda".to_string(), "vda".to_string())]);
+    assert_eq!(proven.proof.len(), 64);
+    let rec = w.store.migration(&m.id).unwrap();
+    assert_eq!(rec.agent, again.agent, "the migration follows its standby");
+    assert_eq!(
+        rec.standby.basis, None,
+        "the next apply is a full seeded sync"
+    );
+    assert!(rec.history.iter().any(|h| serde_json::to_string(&h.what)
+        .unwrap()
+        .contains(&again.agent)));
+    let approval = w
+        .store
+        .agent_record(&again.agent)
+        .unwrap()
+        .info
+        .approved
+        .unwrap();
+    assert_eq!(
+        approval.by,
+        ferry_format::agent::ApprovedBy::StandbyProof {
+            migration: m.id.clone()
+        }
+    );
+    // The old boot's credential is void; the new agent resumes the running standby job and
+    // the marker proof it writes is the new one.
+    w.c.ok("GET", "/hello", &a.credential, None, 401);
+    let resumed = w.poll(&again, 0).expect("the standby job, resumed");
+    assert_eq!(resumed.id, job.id);
+    assert_eq!(resumed.state, ferry_format::agent::JobState::Running);
+    assert_eq!(
+        w.store.job(&job.id).unwrap().proof_hash,
+        Some(ferry_format::marker::proof_hash(&proven.proof))
+    );
+    let n = next(&w, &again, "", 200).unwrap();
+    assert_eq!(n.snapshot, s1);
+    // An answer cannot be replayed.
+    w.c.want("POST", &proof, &again.credential, &answers(&ch, 3), 403);
+}

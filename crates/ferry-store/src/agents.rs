@@ -44,6 +44,9 @@ pub struct AgentRecord {
     /// Shown on the agent's console at enrollment; `appliance agents approve --code` checks it.
     #[serde(default)]
     pub code: String,
+    /// The standby proof this agent may give (unapproved agents only; used up by the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::migrations::PendingChallenge>,
 }
 
 /// `agent-<12 hex>` from the lowest MAC of the inventory, `None` without NICs.
@@ -112,6 +115,10 @@ impl Store {
             },
         });
         let code = enroll_code(&credential);
+        let challenge = match resumed {
+            Some(_) => None,
+            None => self.standby_challenge(&req.inventory, now)?,
+        };
         let rec = AgentRecord {
             info: AgentInfo {
                 agent: id.clone(),
@@ -129,6 +136,7 @@ impl Store {
             },
             credential_hash: hash_token(&credential),
             code: code.clone(),
+            challenge,
         };
         self.write_agent(&rec)?;
         if let Some(mut job) = resumed {
@@ -154,6 +162,7 @@ impl Store {
         }
         Ok(EnrollReply {
             approved: rec.info.approved.is_some(),
+            challenge: rec.challenge.as_ref().map(|c| c.public()),
             agent: id,
             credential,
             code,
@@ -279,7 +288,7 @@ impl Store {
         fsx::fsync_dir(&self.agents_dir())
     }
 
-    fn write_agent(&self, rec: &AgentRecord) -> Result<()> {
+    pub(crate) fn write_agent(&self, rec: &AgentRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');

@@ -45,6 +45,11 @@ pub enum ChunkFault {
 /// Check that `frame` is a canonical zstd frame of data whose BLAKE3 is `id`; returns the
 /// plaintext length. Decompression is bounded by the declared content size (at most 64 MiB).
 pub fn check_chunk(id: &ChunkId, frame: &[u8]) -> Result<u64, ChunkFault> {
+    decode_chunk(id, frame).map(|plain| plain.len() as u64)
+}
+
+/// The plaintext of `frame`, checked as [`check_chunk`] does.
+pub fn decode_chunk(id: &ChunkId, frame: &[u8]) -> Result<Vec<u8>, ChunkFault> {
     let info = check_frame(frame)?;
     let mut plain = Vec::with_capacity(info.content_size as usize);
     zstd::bulk::Decompressor::new()
@@ -55,7 +60,7 @@ pub fn check_chunk(id: &ChunkId, frame: &[u8]) -> Result<u64, ChunkFault> {
     if actual != *id {
         return Err(ChunkFault::WrongContent(actual));
     }
-    Ok(plain.len() as u64)
+    Ok(plain)
 }
 
 /// Check an upload: a frame that is not canonical or does not decompress is malformed

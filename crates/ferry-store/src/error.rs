@@ -38,6 +38,9 @@ pub enum StoreError {
     /// An upload is larger than the store accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller proved nothing it claimed (a standby proof that does not hold).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

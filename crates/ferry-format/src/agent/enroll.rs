@@ -48,6 +48,77 @@ pub struct EnrollReply {
     /// operator approves this enrollment and not another one claiming the same hardware.
     #[serde(default)]
     pub code: String,
+    /// For an unapproved agent whose hardware matches an idle migration standby's (a MAC and
+    /// the mapped disks): prove the disks hold that standby's applied snapshot
+    /// (`POST /agents/{id}/standby/proof`) and be approved without the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<StandbyChallenge>,
+}
+
+/// Most byte ranges one [`StandbyChallenge`] asks for.
+pub const MAX_CHALLENGE_RANGES: usize = 8;
+
+/// Proof of possession: the keyed BLAKE3 (key: `nonce`) of each range of the agent's disks.
+/// The ranges are data chunks of the snapshot the standby last applied, picked at random by
+/// the appliance, which computes the same from its stored chunks. Only a machine whose disks
+/// hold that snapshot can answer; an impostor with a copied MAC cannot. The standby's idle
+/// disks carry no in-progress marker (the last apply finished), so this is how a standby that
+/// rebooted between applies is recognised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyChallenge {
+    pub migration: String,
+    /// 64 hex digits: the BLAKE3 key.
+    pub nonce: String,
+    pub ranges: Vec<ChallengeRange>,
+}
+
+/// `len` bytes at `offset` of the agent's disk `/dev/<device>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRange {
+    pub device: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// `POST /agents/{id}/standby/proof`: the answers, in the order of the challenge's ranges
+/// (64 hex digits each).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyProof {
+    pub migration: String,
+    pub answers: Vec<String>,
+}
+
+/// The reply to a good [`StandbyProof`]: the agent is approved and the standby job is bound
+/// to it; `proof` is the job's new in-progress-marker proof (the old one died with the
+/// previous boot). `disks` names the snapshot disk each proven device holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyProven {
+    pub job: String,
+    pub snapshot: String,
+    pub proof: String,
+    /// (snapshot disk, device).
+    pub disks: Vec<(String, String)>,
+}
+
+/// The answer to one [`ChallengeRange`]: keyed BLAKE3 of its bytes, as hex.
+pub fn challenge_answer(nonce: &[u8; 32], data: &[u8]) -> String {
+    blake3::keyed_hash(nonce, data).to_hex().to_string()
+}
+
+/// The 32-byte key of a challenge's hex nonce.
+pub fn challenge_key(nonce: &str) -> Option<[u8; 32]> {
+    if nonce.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(nonce.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// What an agent is doing, as the appliance last heard.
@@ -98,6 +169,8 @@ pub enum ApprovedBy {
     Operator,
     /// It enrolled showing the in-progress marker of this running job, found on its disks.
     ResumeProof { job: String },
+    /// It proved its disks hold the snapshot this migration's standby last applied.
+    StandbyProof { migration: String },
 }
 
 impl fmt::Display for ApprovedBy {
@@ -106,6 +179,12 @@ impl fmt::Display for ApprovedBy {
             ApprovedBy::Operator => f.write_str("the operator"),
             ApprovedBy::ResumeProof { job } => {
                 write!(f, "the in-progress marker of job {job} on its disks")
+            }
+            ApprovedBy::StandbyProof { migration } => {
+                write!(
+                    f,
+                    "its disks holding the standby snapshot of migration {migration}"
+                )
             }
         }
     }

@@ -24,8 +24,9 @@ mod mapping;
 mod testing;
 
 pub use enroll::{
-    AgentInfo, AgentState, Approval, ApprovedBy, EnrollReply, EnrollRequest, ResumeClaim,
-    MAX_RESUME_CLAIMS,
+    challenge_answer, challenge_key, AgentInfo, AgentState, Approval, ApprovedBy, ChallengeRange,
+    EnrollReply, EnrollRequest, ResumeClaim, StandbyChallenge, StandbyProof, StandbyProven,
+    MAX_CHALLENGE_RANGES, MAX_RESUME_CLAIMS,
 };
 pub use events::{Event, EventBatch, Level, Phase, MAX_EVENT_BATCH};
 pub use inventory::{

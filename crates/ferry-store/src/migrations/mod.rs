@@ -32,12 +32,14 @@
 
 mod cutover;
 mod error;
+mod possession;
 mod record;
 mod standby;
 mod store;
 mod timeline;
 
 pub use error::MigrationError;
+pub use possession::{PendingChallenge, PendingRange, CHALLENGE_TTL};
 pub use record::{
     lag_seconds, Happened, HistoryEntry, MigrationRecord, MigrationState, NewMigration,
     StandbyStatus, MAX_MIGRATION_HISTORY,
