@@ -123,9 +123,40 @@ fn nics(root: &Path) -> Vec<Nic> {
             }
             // Reading `carrier` of a down interface fails (EINVAL): unknown.
             let carrier = read_text(&dir.join("carrier")).map(|c| c == "1");
-            Some(Nic { name, mac, carrier })
+            let device = dir.join("device");
+            let driver = fs::read_link(device.join("driver"))
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let pci_path = fs::canonicalize(&device).ok().and_then(|p| pci_id_path(&p));
+            Some(Nic {
+                name,
+                mac,
+                carrier,
+                driver,
+                pci_path,
+            })
         })
         .collect()
+}
+
+/// udev's `ID_PATH` of a PCI network device: `pci-` and the nearest PCI function
+/// (`dddd:bb:dd.f`) in the device's sysfs path (a virtio NIC's `virtio0` sits under one).
+fn pci_id_path(device: &Path) -> Option<String> {
+    let is_pci = |s: &str| {
+        let b = s.as_bytes();
+        b.len() == 12
+            && b[4] == b':'
+            && b[7] == b':'
+            && b[10] == b'.'
+            && s.chars()
+                .enumerate()
+                .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+    };
+    device
+        .ancestors()
+        .filter_map(|p| p.file_name()?.to_str())
+        .find(|c| is_pci(c))
+        .map(|c| format!("pci-{c}"))
 }
 
 fn memory(root: &Path) -> u64 {
@@ -204,6 +235,15 @@ mod tests {
         put(r, "sys/class/net/eth0/address", "52:54:00:AB:CD:EF\n");
         put(r, "sys/class/net/eth0/carrier", "1\n");
         put(r, "sys/class/net/eth1/address", "52:54:00:00:00:02\n");
+        // eth0 is a virtio NIC: device -> .../0000:00:03.0/virtio0, bound to virtio_net.
+        let dev = r.join("sys/devices/pci0000:00/0000:00:03.0/virtio0");
+        fs::create_dir_all(&dev).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../bus/virtio/drivers/virtio_net",
+            dev.join("driver"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&dev, r.join("sys/class/net/eth0/device")).unwrap();
         fs::create_dir_all(r.join("sys/firmware/efi")).unwrap();
         put(
             r,
@@ -244,6 +284,9 @@ mod tests {
         assert_eq!(inv.macs(), ["52:54:00:ab:cd:ef", "52:54:00:00:00:02"]);
         assert_eq!(inv.nics[0].carrier, Some(true));
         assert_eq!(inv.nics[1].carrier, None);
+        assert_eq!(inv.nics[0].driver.as_deref(), Some("virtio_net"));
+        assert_eq!(inv.nics[0].pci_path.as_deref(), Some("pci-0000:00:03.0"));
+        assert_eq!((&inv.nics[1].driver, &inv.nics[1].pci_path), (&None, &None));
         assert_eq!(inv.firmware, Firmware::Uefi);
         assert_eq!(inv.memory_bytes, 2048000 * 1024);
         assert_eq!(

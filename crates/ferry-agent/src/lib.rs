@@ -344,7 +344,16 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
             Some(false) => "no link",
             None => "link unknown",
         };
-        out.line(&format!("nic {}: {} ({link})", n.name, n.mac));
+        let hw: Vec<&str> = [n.driver.as_deref(), n.pci_path.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let hw = if hw.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", hw.join(" at "))
+        };
+        out.line(&format!("nic {}: {}{hw} ({link})", n.name, n.mac));
     }
     if inv.disks.is_empty() {
         out.line("warning: no disks found: a job has nothing to restore onto (is the storage driver loaded?)");

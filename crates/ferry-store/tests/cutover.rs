@@ -78,6 +78,8 @@ impl World {
                 name: "eth0".into(),
                 mac: "52:54:00:00:00:09".into(),
                 carrier: Some(true),
+                driver: None,
+                pci_path: None,
             }],
             ..Default::default()
         };

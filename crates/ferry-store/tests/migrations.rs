@@ -55,6 +55,8 @@ fn agent(store: &Store, mac: &str, approve: bool) -> String {
             name: "eth0".into(),
             mac: mac.into(),
             carrier: Some(true),
+            driver: None,
+            pci_path: None,
         }],
         ..Default::default()
     };

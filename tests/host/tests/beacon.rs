@@ -52,6 +52,8 @@ fn running_job_credential(a: &Appliance, job: &str) -> String {
                 name: "eth0".into(),
                 mac: MAC.into(),
                 carrier: Some(true),
+                driver: None,
+                pci_path: None,
             }],
             ..Default::default()
         },

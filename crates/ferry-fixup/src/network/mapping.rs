@@ -24,13 +24,12 @@ pub struct TargetNic {
 }
 
 impl From<&Nic> for TargetNic {
-    /// The inventory's [`Nic`] carries the name and MAC only (driver and PCI path: not yet).
     fn from(n: &Nic) -> TargetNic {
         TargetNic {
             name: n.name.clone(),
             mac: normalize_mac(&n.mac).unwrap_or_else(|_| n.mac.clone()),
-            driver: None,
-            pci_path: None,
+            driver: n.driver.clone(),
+            pci_path: n.pci_path.clone(),
         }
     }
 }
@@ -520,6 +519,8 @@ mod tests {
             name: "enp1s0".into(),
             mac: "52:54:00:AB:CD:EF".into(),
             carrier: Some(true),
+            driver: None,
+            pci_path: None,
         };
         let t = TargetNic::from(&n);
         assert_eq!(t.mac, "52:54:00:ab:cd:ef");

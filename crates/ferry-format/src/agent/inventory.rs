@@ -51,6 +51,13 @@ pub struct Nic {
     /// Link detected; `None` when the interface is down and the kernel cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<bool>,
+    /// Kernel driver bound to the device (`virtio_net`, `vmxnet3`, `bnx2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// udev's `ID_PATH` for a PCI NIC (`pci-0000:01:00.0`): what predictable names and
+    /// systemd-networkd's `Path=` follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_path: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +127,15 @@ impl Inventory {
             .flat_map(|d| [d.model.as_deref(), d.serial.as_deref(), d.wwn.as_deref()])
             .chain([self.cpu.model.as_deref()])
             .flatten()
-            .chain(self.nics.iter().map(|n| n.name.as_str()));
+            .chain(self.nics.iter().flat_map(|n| {
+                [
+                    Some(n.name.as_str()),
+                    n.driver.as_deref(),
+                    n.pci_path.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+            }));
         for t in texts {
             if t.len() > MAX_INVENTORY_TEXT {
                 return Err(format!(
@@ -155,7 +170,13 @@ mod tests {
             name: "eth0".into(),
             mac: "not-a-mac".into(),
             carrier: None,
+            driver: None,
+            pci_path: None,
         });
+        assert!(i.check_bounds().is_err());
+        i.nics[0].mac = "52:54:00:00:00:01".into();
+        assert!(i.check_bounds().is_ok());
+        i.nics[0].driver = Some("d".repeat(MAX_INVENTORY_TEXT + 1));
         assert!(i.check_bounds().is_err());
     }
 

@@ -150,6 +150,8 @@ impl World {
                 name: "eth0".into(),
                 mac: mac.into(),
                 carrier: Some(true),
+                driver: None,
+                pci_path: None,
             }],
             ..Default::default()
         };
