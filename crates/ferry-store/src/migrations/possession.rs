@@ -5,14 +5,15 @@
 //! enrollment shares a MAC with the standby of a syncing migration and shows the mapped disks
 //! with the same size, serial, WWN and model, [`Store::standby_challenge`] asks it for the keyed
 //! BLAKE3 of up to [`MAX_CHALLENGE_RANGES`] data chunks of that snapshot, picked at random over
-//! its disks. The MAC and the disk identities only select whom to ask (both can be copied);
-//! the answer needs the data. [`Store::prove_standby`] checks the answers against the stored
-//! chunks, once per challenge and within [`CHALLENGE_TTL`]; a good proof approves the agent,
-//! binds the standby job to it with a new marker proof, retires the old record's credential
-//! and moves the migration (history `rebound`; the basis forgotten until the next apply, a full
-//! seeded sync, reports one).
+//! its disks (at most [`CHALLENGE_PROBES`] index entries read: enrolling is open to anyone
+//! holding the site image). The MAC and the disk identities only select whom to ask (both can
+//! be copied); the answer needs the data. [`Store::prove_standby`] checks the answers against
+//! the stored chunks, once per challenge and within [`CHALLENGE_TTL`]; a good proof approves
+//! the agent, binds the standby job to it with a new marker proof, retires the old record's
+//! credential and moves the migration (history `rebound`; the basis forgotten until the next
+//! apply, a full seeded sync, reports one).
 
-use std::io::{BufReader, Read};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::agent::{
@@ -34,6 +35,10 @@ use crate::tokens::parse_rfc3339;
 use crate::Store;
 
 use super::record::{MigrationRecord, MigrationState};
+
+/// Index entries read at most to pick a challenge's chunks (each 32 bytes at a random
+/// place): a disk whose entries are 1 % data still yields about 5 chunks.
+pub const CHALLENGE_PROBES: usize = 512;
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(600);
@@ -202,48 +207,66 @@ impl Store {
         Ok((!disks.is_empty()).then_some(disks))
     }
 
-    /// Up to [`MAX_CHALLENGE_RANGES`] data chunks of `snapshot`'s `disks`, uniformly at random
-    /// (reservoir sampling over the indexes, read a block at a time).
+    /// Up to [`MAX_CHALLENGE_RANGES`] distinct data chunks of `snapshot`'s `disks`, uniformly
+    /// at random: random entries of the indexes are read until enough are data or
+    /// [`CHALLENGE_PROBES`] were read. Bounded work whatever the index size, because anyone
+    /// holding the site image can trigger it by enrolling (and it runs under the store's locks).
     fn sample_chunks(
         &self,
         snapshot: &str,
         disks: &[(String, String)],
     ) -> Result<Vec<PendingRange>> {
-        let mut draw = Draw::new()?;
-        let mut picked: Vec<PendingRange> = Vec::new();
-        let mut seen: u64 = 0;
+        use std::os::unix::fs::FileExt;
+        let mut indexes = Vec::new();
+        let mut total: u64 = 0;
         for (disk, device) in disks {
             let (file, _) = self.open_snapshot_index(snapshot, disk)?;
-            let path = std::path::PathBuf::from(format!("{snapshot}/{disk}.idx"));
-            let mut r = BufReader::with_capacity(1 << 20, file);
+            let path = PathBuf::from(format!("snapshot {snapshot}, index of disk {disk}"));
             let mut head = [0u8; IndexHeader::LEN];
-            r.read_exact(&mut head).map_err(io_err("read", &path))?;
+            file.read_exact_at(&mut head, 0)
+                .map_err(io_err("read", &path))?;
             let header = IndexHeader::decode(&head)?;
-            let cs = u64::from(header.chunk_size);
-            let mut raw = [0u8; 32];
-            for i in 0..header.count {
-                r.read_exact(&mut raw).map_err(io_err("read", &path))?;
-                let Entry::Data(chunk) = Entry::from_raw(raw) else {
-                    continue;
-                };
-                let offset = i * cs;
-                let range = PendingRange {
-                    disk: disk.clone(),
-                    device: device.clone(),
-                    offset,
-                    len: (header.disk_size - offset).min(cs),
-                    chunk,
-                };
-                seen += 1;
-                if picked.len() < MAX_CHALLENGE_RANGES {
-                    picked.push(range);
-                } else {
-                    let j = draw.below(seen) as usize;
-                    if j < MAX_CHALLENGE_RANGES {
-                        picked[j] = range;
-                    }
-                }
+            total += header.count;
+            indexes.push((disk, device, file, path, header));
+        }
+        let mut draw = Draw::new()?;
+        let mut picked: Vec<PendingRange> = Vec::new();
+        for _ in 0..CHALLENGE_PROBES {
+            if picked.len() == MAX_CHALLENGE_RANGES || total == 0 {
+                break;
             }
+            // An entry of all the disks' entries, uniformly; then which disk holds it.
+            let mut i = draw.below(total);
+            let Some((disk, device, file, path, header)) = indexes.iter().find(|x| {
+                let inside = i < x.4.count;
+                if !inside {
+                    i -= x.4.count;
+                }
+                inside
+            }) else {
+                break;
+            };
+            let mut raw = [0u8; 32];
+            file.read_exact_at(&mut raw, IndexHeader::LEN as u64 + 32 * i)
+                .map_err(io_err("read", path))?;
+            let Entry::Data(chunk) = Entry::from_raw(raw) else {
+                continue;
+            };
+            let cs = u64::from(header.chunk_size);
+            let offset = i * cs;
+            if picked
+                .iter()
+                .any(|r| r.disk == **disk && r.offset == offset)
+            {
+                continue;
+            }
+            picked.push(PendingRange {
+                disk: (*disk).clone(),
+                device: (*device).clone(),
+                offset,
+                len: (header.disk_size - offset).min(cs),
+                chunk,
+            });
         }
         Ok(picked)
     }
