@@ -269,8 +269,38 @@ pub struct JobsCreate {
     /// Write the data only: do not adapt the restored OS (drivers, initramfs, fstab, boot loader).
     #[arg(long)]
     pub no_fixup: bool,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+/// How the restored OS's network configuration follows it (docs/network.md). Checked when
+/// the job is created and again by the agent before it writes anything.
+#[derive(clap::Args, Debug, Default)]
+pub struct NetworkArgs {
+    /// OLD=NEW: the source interface OLD (its name or MAC) becomes the target NIC NEW (its
+    /// name or MAC). Default: source interfaces in order onto target NICs in order. Repeat.
+    #[arg(long = "nic", value_name = "OLD=NEW")]
+    pub nic: Vec<String>,
+    /// FROM/PREFIX=TO/PREFIX: move static addresses, gateways and DNS servers in FROM into TO,
+    /// keeping their host part (10.1.0.0/16=10.2.0.0/16). Repeat.
+    #[arg(long = "reip", value_name = "FROM=TO")]
+    pub reip: Vec<String>,
+    /// IFACE=ADDR/PREFIX[,gw=GW][,dns=DNS]...: give one interface (old or new name) this static
+    /// address, replacing DHCP and its other addresses of that family. Repeat.
+    #[arg(long = "ip", value_name = "IFACE=ADDR/PREFIX,gw=GW,dns=DNS")]
+    pub ip: Vec<String>,
+}
+
+impl NetworkArgs {
+    pub fn job_network(self) -> ferry_format::agent::JobNetwork {
+        ferry_format::agent::JobNetwork {
+            nic: self.nic,
+            reip: self.reip,
+            ip: self.ip,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -365,6 +395,9 @@ pub enum MigrationsCmd {
         /// Allow the first apply onto targets that hold data.
         #[arg(long)]
         overwrite: bool,
+        /// The network rules the cutover's fix-up applies.
+        #[command(flatten)]
+        network: NetworkArgs,
         #[arg(long)]
         json: bool,
     },
@@ -414,8 +447,17 @@ impl MigrationsCmd {
                 agent,
                 maps,
                 overwrite,
+                network,
                 json,
-            } => migrations::create(&data, &machine, &agent, maps, overwrite, json),
+            } => migrations::create(
+                &data,
+                &machine,
+                &agent,
+                maps,
+                overwrite,
+                network.job_network(),
+                json,
+            ),
             MigrationsCmd::List { data, json } => migrations::list(&data, json),
             MigrationsCmd::Show { data, id, json } => migrations::show(&data, &id, json),
             MigrationsCmd::Cancel { data, id } => migrations::cancel(&data, &id),
@@ -574,6 +616,7 @@ impl JobsCreate {
                 grow: self.grow,
                 grow_lv: self.grow_lv,
                 fixup: !self.no_fixup,
+                network: self.network.job_network(),
             },
         };
         jobs::jobs_create(&self.data, args, self.json)

@@ -96,6 +96,7 @@ pub fn create(
     agent: &str,
     mappings: Vec<Mapping>,
     overwrite: bool,
+    network: ferry_format::agent::JobNetwork,
     json: bool,
 ) -> Result<()> {
     let store = open(data)?;
@@ -106,6 +107,7 @@ pub fn create(
                 agent: agent.to_string(),
                 mappings,
                 overwrite,
+                network,
             },
             SystemTime::now(),
         )

@@ -8,6 +8,8 @@ use ferry_client::cli::ConnectArgs;
 use ferry_engine::backup::{self, BackupOptions, ConsistencyRequest, DiskSpec, LvmPolicy};
 use ferry_engine::source_load::{parse_rate_limit, SourceLimits, DEFAULT_READS_IN_FLIGHT};
 
+use crate::network::NetworkChoice;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -77,6 +79,11 @@ pub struct BackupArgs {
     /// Point-in-time: read LVs from LVM snapshots where the VG has room, instead of freezing
     #[arg(long)]
     pub lvm_snapshots: bool,
+    /// Network configuration to record in the snapshot: auto (this system's files and NICs
+    /// when a source is a block device, nothing for image files), none, or the directory where
+    /// the source's root is mounted (its files only)
+    #[arg(long, default_value_t = NetworkChoice::Auto, value_name = "auto|none|ROOT")]
+    pub network: NetworkChoice,
 }
 
 impl BackupArgs {
@@ -107,7 +114,8 @@ impl BackupArgs {
             } else {
                 LvmPolicy::Off
             },
-            // Hooks come from --hooks, read by the command (it may fail).
+            // Hooks come from --hooks, read by the command (it may fail); the network
+            // configuration is gathered by the command (it reads files and sysfs).
             ..Default::default()
         }
     }
@@ -144,6 +152,10 @@ mod tests {
     use clap::CommandFactory;
 
     fn limits(args: &[&str]) -> Result<SourceLimits, clap::Error> {
+        parse(args).map(|a| a.limits())
+    }
+
+    fn parse(args: &[&str]) -> Result<BackupArgs, clap::Error> {
         let mut argv = vec![
             "backup-agent",
             "backup",
@@ -162,7 +174,25 @@ mod tests {
         let Cmd::Backup(args) = Cli::try_parse_from(argv)?.cmd else {
             panic!("parsed as another command");
         };
-        Ok(args.limits())
+        Ok(args)
+    }
+
+    #[test]
+    fn network_is_auto_unless_asked() {
+        let network = |args: &[&str]| parse(args).map(|a| a.network);
+        assert_eq!(network(&[]).expect("default"), NetworkChoice::Auto);
+        assert_eq!(
+            network(&["--network", "none"]).expect("none"),
+            NetworkChoice::None
+        );
+        assert_eq!(
+            network(&["--network", "/mnt/src"]).expect("root"),
+            NetworkChoice::Root("/mnt/src".into())
+        );
+        assert!(network(&["--network", ""]).is_err());
+        // The engine's options leave it to the command, which reads files and sysfs.
+        let opts = parse(&["--network", "none"]).expect("parse").options();
+        assert_eq!(opts.network, None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use ferry_engine::EngineError;
 
 use crate::cli::BackupArgs;
 use crate::hooks_config::Hooks;
+use crate::network;
 
 /// Back up, then print the summary: JSON on stdout with `--json`, else a line on stderr and the
 /// snapshot id on stdout.
@@ -17,6 +18,7 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
         opts.hooks = Hooks::load(path)?.capture();
     }
     let client = args.connect.client(args.parallel + 1)?;
+    opts.network = network::gather(&args.network, &opts.disks);
     if opts.consistency != backup::ConsistencyRequest::Live {
         // A previous run killed mid-capture may have left filesystems frozen or snapshots.
         backup::recover_capture(&opts.run_dir);
@@ -46,7 +48,8 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 fn summary_line(s: &BackupSummary) -> String {
     format!(
         "snapshot {} ({}): read {} bytes in {:.1}s; {} chunks ({} zero), {} new uploaded ({} \
-         bytes), {} already stored; sent {} bytes; agent CPU {:.2}s, peak RSS {} MiB",
+         bytes), {} already stored; sent {} bytes; agent CPU {:.2}s, peak RSS {} MiB; {} \
+         network interfaces recorded",
         s.snapshot,
         s.consistency,
         s.bytes_read,
@@ -58,6 +61,7 @@ fn summary_line(s: &BackupSummary) -> String {
         s.chunks_present,
         s.bytes_sent,
         s.cpu_seconds,
-        s.peak_rss_bytes >> 20
+        s.peak_rss_bytes >> 20,
+        s.network_interfaces
     )
 }

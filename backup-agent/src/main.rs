@@ -13,6 +13,7 @@ use cli::{Cli, Cmd};
 mod cli;
 mod commands;
 mod hooks_config;
+mod network;
 mod service;
 
 fn main() -> ExitCode {

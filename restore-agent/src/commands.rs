@@ -111,6 +111,8 @@ pub fn fixup_disks(
         tool_timeout: std::time::Duration::from_secs(600),
         beacon: None,
         retire_source_agent: false,
+        // The network follows through jobs only (the target NICs and rules come with the job).
+        network: None,
     };
     let mut log = |l: &ferry_fixup::system::LogLine| {
         if !json {

@@ -147,8 +147,14 @@ inject() {
     for u in "${units[@]}"; do
         ln -sfn "/etc/systemd/system/$u.service" "$r/etc/systemd/system/multi-user.target.wants/$u.service" || return 1
     done
-    # Networking: the cached guest configures none; systemd-networkd with DHCP on the NIC.
-    install -D -m 0644 "$LIVE/20-ferry-dhcp.network" "$r/etc/systemd/network/20-ferry-dhcp.network" || return 1
+    # Networking: the cached guest configures none. As on VMware: the NIC named ens192 (a .link
+    # by its MAC) with a static address, by systemd-networkd; ferry-hello answers on port 8080.
+    sed -e "s|@MAC@|$SRC_MAC|" "$LIVE/10-ens192.link.in" >"$r/etc/systemd/network/10-ens192.link" || return 1
+    install -m 0644 "$LIVE/10-ens192.network" "$r/etc/systemd/network/10-ens192.network" || return 1
+    install -D -m 0755 "$LIVE/ferry-hello" "$r/usr/local/sbin/ferry-hello" || return 1
+    install -m 0644 "$LIVE/ferry-hello.socket" "$LIVE/ferry-hello@.service" "$r/etc/systemd/system/" || return 1
+    mkdir -p "$r/etc/systemd/system/sockets.target.wants"
+    ln -sfn /etc/systemd/system/ferry-hello.socket "$r/etc/systemd/system/sockets.target.wants/ferry-hello.socket" || return 1
     mkdir -p "$r/etc/systemd/system/sockets.target.wants" "$r/etc/systemd/system/network-online.target.wants"
     ln -sfn /lib/systemd/system/systemd-networkd.service "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service" || return 1
     ln -sfn /lib/systemd/system/systemd-networkd.socket "$r/etc/systemd/system/sockets.target.wants/systemd-networkd.socket" || return 1
@@ -166,10 +172,14 @@ umount "$MNT" || abort "unmount the copy's root"
 echo "injected: backup-agent $(stat -c %s "$REL/backup-agent") bytes, unit + config + token + CA, workload, verifier; ferry-marker masked"
 
 T=$SRC
+SRC_HELLO=$(free_port) MIG_HELLO=$(free_port)
+# hello PORT: ferry-hello's one line through a QEMU port forward (empty if nothing answers).
+hello() { timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -1 <&3" 2>/dev/null; }
 qemu -smp 2 -kernel "$SRC/vmlinuz" -initrd "$SRC/initrd.img" \
     -append "root=UUID=$ROOT_UUID ro console=ttyS0,115200" \
     -drive "file=$SRC/disk.raw,format=raw,if=none,id=d0" -device ahci,id=ahci -device ide-hd,drive=d0,bus=ahci.0 \
-    $(nic "$SRC_MAC") -qmp "unix:$SRC/qmp.sock,server=on,wait=off"
+    -netdev "user,id=n,hostfwd=tcp:127.0.0.1:$SRC_HELLO-10.0.2.15:8080" -device "virtio-net-pci,netdev=n,mac=$SRC_MAC" \
+    -qmp "unix:$SRC/qmp.sock,server=on,wait=off"
 SRC_PID=$QPID QPID=
 
 # qmp SOCKET JSON: one QMP command to a VM; its answer on stdout, status 1 on an error answer.
@@ -246,6 +256,12 @@ if wait_for 1800 "the first sync" first_synced; then
     read -r S1 s1_read s1_sent s1_cpu s1_freeze s1_cons < <(syncs | head -1)
     FIRST_SYNC=$(elapsed "$T0")
     ok "first sync $S1 ($s1_cons, read $s1_read, sent $s1_sent, cpu ${s1_cpu} s, freeze $s1_freeze) $FIRST_SYNC s after the source started"
+    SRC_SAYS=$(hello "$SRC_HELLO")
+    [[ $SRC_SAYS == *links=ens192:routable* ]] && ok "the source answers on ens192, 10.0.2.15:8080 ($SRC_SAYS)" \
+        || bad "the source's service through 10.0.2.15:8080 said: ${SRC_SAYS:-nothing}"
+    NET_IFACES=$(jq -r '[.network.interfaces[]? | "\(.name)/\(.mac // "-")"] | join(",")' "$DATA/snapshots/$S1/manifest.json" 2>/dev/null)
+    [[ $NET_IFACES == *"ens192/$SRC_MAC"* ]] && ok "the first sync's manifest records the source's network: $NET_IFACES" \
+        || bad "the first sync's manifest records no ens192 with $SRC_MAC: ${NET_IFACES:-nothing}"
     "$BIN/appliance" sources set --data "$DATA" "$MACHINE" --consistency point-in-time >>"$WORK/sources-set.out" 2>&1 \
         || { cat "$WORK/sources-set.out"; abort "sources set --consistency point-in-time"; }
     echo "schedule: point-in-time from now on"
@@ -274,7 +290,17 @@ standby_vm
 STANDBY_PID=$QPID
 TS=$(now)
 approve_from_console "agent-$(tr -d : <<<"$STANDBY_MAC")" "$BIN" || abort "approve the standby"
-MIG=$("$BIN/appliance" migrations create --data "$DATA" --json --machine "$MACHINE" --agent "$STANDBY_MAC" --map sda=/dev/vda | jq -r .id)
+# A rule onto a NIC the standby lacks is refused before anything is created.
+if "$BIN/appliance" migrations create --data "$DATA" --machine "$MACHINE" --agent "$STANDBY_MAC" --map sda=/dev/vda \
+    --nic ens192=enp9s0 >"$WORK/mig-refused.out" 2>&1; then
+    bad "migrations create accepted --nic ens192=enp9s0"
+else
+    grep -q "the target has no NIC enp9s0" "$WORK/mig-refused.out" && ok "--nic onto a NIC the standby lacks refused: $(tail -1 "$WORK/mig-refused.out")" \
+        || bad "--nic ens192=enp9s0: $(cat "$WORK/mig-refused.out")"
+fi
+# The migrated server keeps its network on the standby's NIC, moved to 10.0.2.20 by --ip.
+MIG=$("$BIN/appliance" migrations create --data "$DATA" --json --machine "$MACHINE" --agent "$STANDBY_MAC" --map sda=/dev/vda \
+    --ip ens192=10.0.2.20/24,gw=10.0.2.2,dns=10.0.2.3 | jq -r .id)
 [[ -n $MIG && $MIG != null ]] || abort "migrations create"
 echo "migration $MIG: $MACHINE -> $STANDBY_MAC (sda=/dev/vda)"
 basis() { mig_json | jq -r '.standby.basis // empty'; }
@@ -433,7 +459,8 @@ MB=$WORK/migrated
 mkdir -p "$MB"
 T=$MB
 TB=$(now)
-qemu -bios "$OVMF" -smp 2 -drive "file=$SB/target.raw,format=raw,if=virtio" $(nic "$STANDBY_MAC")
+qemu -bios "$OVMF" -smp 2 -drive "file=$SB/target.raw,format=raw,if=virtio" \
+    -netdev "user,id=n,hostfwd=tcp:127.0.0.1:$MIG_HELLO-10.0.2.20:8080" -device "virtio-net-pci,netdev=n,mac=$STANDBY_MAC"
 if wait_serial 'FERRY-LIVE-VERIFY' 900; then
     VERIFY=$(sgrep -m1 -oE 'FERRY-LIVE-VERIFY.*')
     BOOT_S=$(elapsed "$TB")
@@ -448,6 +475,16 @@ if wait_serial 'FERRY-LIVE-VERIFY' 900; then
 else
     BOOT_S=?
     serial | tail -30; bad "the migrated guest printed no FERRY-LIVE-VERIFY within 900 s"
+fi
+# The network followed: the standby's plan mapped ens192 onto its NIC, and the service answers
+# on 10.0.2.20 with that NIC named so.
+NEWNAME=$(grep -aoE 'ens192 \([0-9a-f:]+\) -> [A-Za-z0-9_.-]+' "$SB/rescue-serial.log" | tail -1 | awk '{print $4}')
+MIG_SAYS=
+for _ in $(seq 30); do MIG_SAYS=$(hello "$MIG_HELLO"); [[ -n $MIG_SAYS ]] && break; sleep 2; done
+if [[ -n $NEWNAME && $NEWNAME != ens192 && $MIG_SAYS == *"links=$NEWNAME:routable"* ]]; then
+    ok "the network followed: ens192 became $NEWNAME and answers on 10.0.2.20:8080 ($MIG_SAYS)"
+else
+    bad "migrated network: the plan mapped ens192 to ${NEWNAME:-nothing}; 10.0.2.20:8080 said: ${MIG_SAYS:-nothing}"
 fi
 beacon() { [[ $(mig_json | jq -r '.beacon_booted // empty') != "" ]]; }
 if alive && wait_for 240 "the first-boot beacon" beacon; then

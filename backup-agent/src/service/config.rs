@@ -1,6 +1,7 @@
 //! The service's config file (`/etc/ferry/backup-agent.toml`, `packaging/backup-agent.toml.example`):
 //! where the appliance is and which CA it must present, the machine and its disks, the state
-//! directory, the enroll token, and the operator's hooks. Everything is checked at start
+//! directory, the enroll token, the operator's hooks, and whose network configuration each
+//! sync records (`network`, [`crate::network`]). Everything is checked at start
 //! ([`Config::load`]); an error names the file, the key and what to do.
 //!
 //! Hooks are argv lists, never shell strings: the appliance only says which moment it is, the
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use crate::hooks_config::Hooks;
 use crate::hooks_config::HooksError;
+use crate::network::NetworkChoice;
 
 /// Where the service reads its config unless `--config` says otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/ferry/backup-agent.toml";
@@ -98,6 +100,9 @@ pub struct Config {
     /// `--poweroff-source` passed its point of no return. Off by default: the appliance alone
     /// cannot switch a server off.
     pub poweroff_after_cutover: bool,
+    /// Whose network configuration each sync records (`network = "auto"`, the default;
+    /// `"none"`; or an absolute directory where the source's root is mounted).
+    pub network: NetworkChoice,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +118,7 @@ struct RawConfig {
     retry_window: Option<String>,
     #[serde(default)]
     poweroff_after_cutover: bool,
+    network: Option<String>,
     /// Read by [`Hooks::parse`]; named here so that `deny_unknown_fields` accepts it.
     #[serde(default, rename = "hooks")]
     _hooks: Option<toml::Table>,
@@ -191,6 +197,7 @@ impl Config {
         }
         let retry_window = duration(raw.retry_window.as_deref(), DEFAULT_RETRY_WINDOW)
             .map_err(|p| bad("retry_window", p))?;
+        let network = network_choice(raw.network.as_deref()).map_err(|p| bad("network", p))?;
         let hooks = Hooks::parse(path, text)?;
         Ok(Config {
             path: path.to_path_buf(),
@@ -204,6 +211,7 @@ impl Config {
             retry_window,
             hooks,
             poweroff_after_cutover: raw.poweroff_after_cutover,
+            network,
         })
     }
 
@@ -222,6 +230,19 @@ fn check_url(url: &str) -> Result<String, String> {
         _ => Err(format!(
             "{url:?} is not an appliance URL: give https://HOST:PORT (the appliance speaks HTTPS only)"
         )),
+    }
+}
+
+/// `network`: auto (the default), none, or an absolute directory.
+fn network_choice(text: Option<&str>) -> Result<NetworkChoice, String> {
+    let choice = text.map_or(Ok(NetworkChoice::Auto), str::parse)?;
+    match &choice {
+        NetworkChoice::Root(r) if !r.is_absolute() => Err(format!(
+            "{:?} is neither auto nor none, nor an absolute directory (where the source's \
+             root is mounted)",
+            r.display().to_string()
+        )),
+        _ => Ok(choice),
     }
 }
 
@@ -333,6 +354,7 @@ state_dir = "{state}"
 enroll_token_file = "{token}"
 retry_window = "2m"
 poweroff_after_cutover = true
+network = "none"
 
 [[disk]]
 path = "{img}"
@@ -377,12 +399,18 @@ timeout = "30s"
         assert_eq!(c.credential_path(), PathBuf::from(f.p("state/source.cred")));
         assert_eq!(c.retry_window, Duration::from_secs(120));
         assert!(c.poweroff_after_cutover);
+        assert_eq!(c.network, NetworkChoice::None);
         assert_eq!(c.hooks.timeout, Duration::from_secs(30));
         assert_eq!(
             hook_argv(&c.hooks, HookMoment::PostCutoverAbort),
             Some(&["systemctl".to_string(), "start".into(), "db".into()][..])
         );
         assert_eq!(hook_argv(&c.hooks, HookMoment::PreCutover), None);
+        let mounted = f.parse(&f.good().replacen("\"none\"", "\"/mnt/src\"", 1));
+        assert_eq!(
+            mounted.expect("a mounted root").network,
+            NetworkChoice::Root("/mnt/src".into())
+        );
     }
 
     #[test]
@@ -398,6 +426,7 @@ timeout = "30s"
         assert_eq!(c.enroll_token_file, None);
         assert_eq!(c.retry_window, DEFAULT_RETRY_WINDOW);
         assert!(!c.poweroff_after_cutover, "off unless the source says so");
+        assert_eq!(c.network, NetworkChoice::Auto);
         assert_eq!(c.hooks.timeout, crate::hooks_config::DEFAULT_TIMEOUT);
         assert_eq!(c.hooks, Hooks::default());
     }
@@ -472,6 +501,18 @@ timeout = "30s"
                 "retry_window = \"soon\"".into(),
                 "retry_window",
                 "90s, 15m",
+            ),
+            (
+                "network = \"none\"".into(),
+                "network = \"mnt/src\"".into(),
+                "network",
+                "absolute directory",
+            ),
+            (
+                "network = \"none\"".into(),
+                "network = \"\"".into(),
+                "network",
+                "auto, none",
             ),
         ];
         for (from, to, key, piece) in cases {

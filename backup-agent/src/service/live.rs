@@ -90,6 +90,8 @@ impl Source for Machine<'_> {
             consistency: consistency_request(task),
             // pre_capture and post_capture run around the capture, inside the engine.
             hooks: self.config.hooks.capture(),
+            // Read again at every sync: the source's configuration may have changed.
+            network: crate::network::gather(&self.config.network, &self.config.disks),
             ..Default::default()
         };
         match backup::backup(self.client, &opts) {

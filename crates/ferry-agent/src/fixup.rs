@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use ferry_engine::restore::RestorePlan;
 use ferry_fixup::linux::beacon::{self, BeaconInstall};
+use ferry_fixup::linux::NetworkParams;
+use ferry_fixup::network::{self, NetworkRules, TargetNic};
 use ferry_fixup::system::{self, LogLine, Options, RestoredDisk};
 use ferry_format::agent::beacon::{BeaconConfig, BeaconConfigError};
-use ferry_format::agent::{Level, Phase};
+use ferry_format::agent::{Inventory, JobNetwork, Level, Phase};
+use ferry_format::manifest::Manifest;
 use ferry_format::signing::pem_block;
 
 use crate::console::Console;
@@ -31,6 +34,58 @@ pub(crate) enum Restored {
     MigratedSource,
 }
 
+/// A job's network rules and this machine's NICs, parsed and checked when the job starts
+/// (before anything is written); [`Network::params`] checks them again against the snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    rules: NetworkRules,
+    targets: Vec<TargetNic>,
+}
+
+impl Network {
+    /// Parses the rules and checks their target sides against this machine's NICs.
+    pub(crate) fn new(j: &JobNetwork, fresh: &Inventory) -> Result<Network, String> {
+        let rules = NetworkRules::parse(j).map_err(|e| e.to_string())?;
+        let targets: Vec<TargetNic> = fresh.nics.iter().map(TargetNic::from).collect();
+        rules.check_targets(&targets).map_err(|e| e.to_string())?;
+        Ok(Network { rules, targets })
+    }
+
+    /// Against what the snapshot recorded of its network (when it did): the mapping and each
+    /// interface as it will come up, as plan lines. Refused: a rule that names an interface
+    /// the snapshot lacks or gives an unusable address.
+    pub(crate) fn params(&self, m: &Manifest) -> Result<(NetworkParams, Vec<String>), String> {
+        let mut lines = Vec::new();
+        match &m.network {
+            Some(cfg) => {
+                let plan = self
+                    .rules
+                    .check(cfg, &self.targets)
+                    .map_err(|e| e.to_string())?;
+                lines.extend(plan.to_string().lines().map(str::to_owned));
+                let shown = network::preview(cfg, &plan, &self.rules).map_err(|e| e.to_string())?;
+                lines.push("network as it will come up:".into());
+                lines.extend(shown.iter().map(|i| format!("  {i}")));
+            }
+            None => lines.push(format!(
+                "network: snapshot {} records no network configuration; the fix-up maps the \
+                 restored files' interfaces onto this machine's NICs ({})",
+                m.snapshot,
+                self.targets
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+        let params = NetworkParams {
+            targets: self.targets.clone(),
+            rules: self.rules.clone(),
+        };
+        Ok((params, lines))
+    }
+}
+
 pub(crate) fn run(
     plan: &RestorePlan,
     root: &Path,
@@ -38,6 +93,7 @@ pub(crate) fn run(
     events: &mut Events,
     out: &mut Console,
     restored: Restored,
+    network: NetworkParams,
 ) -> Result<(), String> {
     let disks: Vec<RestoredDisk> = plan
         .disks
@@ -60,6 +116,7 @@ pub(crate) fn run(
         tool_timeout: TOOL_TIMEOUT,
         beacon: beacon(root, cfg, events, out),
         retire_source_agent: restored == Restored::MigratedSource,
+        network: Some(network),
     };
     events.emit(
         out,

@@ -124,39 +124,17 @@ fn nics(root: &Path) -> Vec<Nic> {
             // Reading `carrier` of a down interface fails (EINVAL): unknown.
             let carrier = read_text(&dir.join("carrier")).map(|c| c == "1");
             let device = dir.join("device");
-            let driver = fs::read_link(device.join("driver"))
-                .ok()
-                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-            let pci_path = fs::canonicalize(&device).ok().and_then(|p| pci_id_path(&p));
+            let predictable = ferry_sys::netname::predictable_name(&root.join("sys"), &name);
             Some(Nic {
+                predictable,
+                driver: ferry_sys::net::device_driver(&device),
+                pci_path: ferry_sys::net::device_pci_path(&device),
                 name,
                 mac,
                 carrier,
-                driver,
-                pci_path,
             })
         })
         .collect()
-}
-
-/// udev's `ID_PATH` of a PCI network device: `pci-` and the nearest PCI function
-/// (`dddd:bb:dd.f`) in the device's sysfs path (a virtio NIC's `virtio0` sits under one).
-fn pci_id_path(device: &Path) -> Option<String> {
-    let is_pci = |s: &str| {
-        let b = s.as_bytes();
-        b.len() == 12
-            && b[4] == b':'
-            && b[7] == b':'
-            && b[10] == b'.'
-            && s.chars()
-                .enumerate()
-                .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
-    };
-    device
-        .ancestors()
-        .filter_map(|p| p.file_name()?.to_str())
-        .find(|c| is_pci(c))
-        .map(|c| format!("pci-{c}"))
 }
 
 fn memory(root: &Path) -> u64 {

@@ -145,6 +145,7 @@ fn execute(
         ));
     }
     let opts = restore_options(job, root, cfg, proof).map_err(Step::Failed)?;
+    let network = crate::fixup::Network::new(&job.options.network, &fresh).map_err(Step::Failed)?;
     events.emit(
         out,
         Level::Info,
@@ -161,10 +162,16 @@ fn execute(
     for line in plan.to_string().lines() {
         out.line(line);
     }
+    // Checked against the snapshot before the first write: a rule that does not fit fails
+    // the job with nothing written.
+    let (net, net_lines) = network.params(&plan.manifest).map_err(Step::Failed)?;
     if job.options.fixup {
         // Not the engine's: numbered after the restore's own steps.
         let n = plan.steps.len() + 1;
-        out.line(&format!("  {n}. fix-up: make the restored system boot here (drivers, initramfs, boot loader, fstab), then the bootability report"));
+        out.line(&format!("  {n}. fix-up: make the restored system boot here (drivers, initramfs, boot loader, fstab, network), then the bootability report"));
+        for line in &net_lines {
+            out.line(&format!("     {line}"));
+        }
     }
     let sum = apply(&s.client, &plan, &opts, events, out).map_err(Step::Failed)?;
     for g in &sum.grown {
@@ -185,6 +192,7 @@ fn execute(
             events,
             out,
             crate::fixup::Restored::Restore,
+            net,
         )
         .map_err(Step::Failed)?;
     } else {

@@ -353,7 +353,11 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
         } else {
             format!(", {}", hw.join(" at "))
         };
-        out.line(&format!("nic {}: {}{hw} ({link})", n.name, n.mac));
+        let os = n
+            .predictable
+            .as_deref()
+            .map_or(String::new(), |p| format!(" [{p} in a restored OS]"));
+        out.line(&format!("nic {}: {}{hw} ({link}){os}", n.name, n.mac));
     }
     if inv.disks.is_empty() {
         out.line("warning: no disks found: a job has nothing to restore onto (is the storage driver loaded?)");

@@ -96,8 +96,14 @@ pub(crate) fn run_standby(
         job.id,
         maps.join(", ")
     ));
-    let opts = match check(s, job, inv, root, cfg, out) {
-        Ok(opts) => opts,
+    let checked = check(s, job, inv, root, cfg, out).and_then(|opts| {
+        let fresh = crate::inventory::collect(root);
+        crate::fixup::Network::new(&job.options.network, &fresh)
+            .map(|net| (opts, net))
+            .map_err(Checked::Failed)
+    });
+    let (opts, net) = match checked {
+        Ok(x) => x,
         Err(Checked::Stopped(e)) => {
             return Err(AgentError::Report {
                 job: job.id.clone(),
@@ -123,7 +129,7 @@ pub(crate) fn run_standby(
             return Ok(outcome);
         }
     };
-    match sync_loop(s, opts, root, cfg, &mut events, out) {
+    match sync_loop(s, opts, &net, root, cfg, &mut events, out) {
         End::CutOver => {
             events.flush();
             out.line(&format!(
@@ -192,6 +198,7 @@ fn check(
 fn sync_loop(
     s: &Session,
     base: RestoreOptions,
+    net: &crate::fixup::Network,
     root: &Path,
     cfg: &AgentConfig,
     events: &mut Events,
@@ -219,7 +226,7 @@ fn sync_loop(
         opts.snapshot = next.snapshot.clone();
         opts.overwrite = base.overwrite || written;
         if next.final_ {
-            match cutover(s, &opts, &next, basis.as_ref(), root, cfg, events, out) {
+            match cutover(s, &opts, net, &next, basis.as_ref(), root, cfg, events, out) {
                 Cut::Done => return End::CutOver,
                 Cut::Ended(end) => return end,
                 Cut::Aborted(why) => {
@@ -347,6 +354,7 @@ fn step(
 fn cutover(
     s: &Session,
     opts: &RestoreOptions,
+    net: &crate::fixup::Network,
     next: &StandbyNext,
     basis: Option<&Basis>,
     root: &Path,
@@ -370,8 +378,11 @@ fn cutover(
     );
     // Planned (manifest, indexes, the basis checked) before the point of no return: a final
     // snapshot this standby cannot take aborts the cutover, and the source serves again.
-    let plan = match prepare(s, opts, basis, events, out) {
-        Ok(plan) => plan,
+    let planned = prepare(s, opts, basis, events, out)
+        .map_err(|e| e.to_string())
+        .and_then(|plan| net.params(&plan.manifest).map(|n| (plan, n)));
+    let (plan, (net_params, net_lines)) = match planned {
+        Ok(x) => x,
         Err(e) => {
             let why = format!("plan snapshot {}: {e}", next.snapshot);
             events.emit(
@@ -387,6 +398,9 @@ fn cutover(
             };
         }
     };
+    for line in &net_lines {
+        out.line(line);
+    }
     if let Err(cut) = step(s, next, CutoverStep::Applying, None, None) {
         return cut;
     }
@@ -439,6 +453,7 @@ fn cutover(
         events,
         out,
         crate::fixup::Restored::MigratedSource,
+        net_params,
     ) {
         return fail(events, out, why);
     }

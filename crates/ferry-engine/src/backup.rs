@@ -35,6 +35,7 @@ use ferry_format::api::CommitRequest;
 use ferry_format::index::DiskIndex;
 use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::names::{check_name, NameKind};
+use ferry_format::network::NetworkConfig;
 use ferry_format::{ChunkId, Entry};
 use ferry_image::{DiskSource, ImageFormat, OpenOptions};
 use ferry_probe::UsedMap;
@@ -112,6 +113,9 @@ pub struct BackupOptions {
     /// Whether point-in-time may take LVM snapshots instead of freezing (off by default until
     /// the device-mapper path has run in the guest tier; docs/consistency.md).
     pub lvm: LvmPolicy,
+    /// The source's network configuration, recorded in the manifest (the agent gathers it;
+    /// `None` records nothing).
+    pub network: Option<NetworkConfig>,
 }
 
 impl Default for BackupOptions {
@@ -128,6 +132,7 @@ impl Default for BackupOptions {
             hooks: Hooks::default(),
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             lvm: LvmPolicy::Off,
+            network: None,
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct BackupSummary {
     pub consistency: Consistency,
     /// How long the source's filesystems were frozen (0 when none was).
     pub freeze_seconds: f64,
+    /// Interfaces of the network configuration recorded in the manifest (0 when none was).
+    pub network_interfaces: usize,
 }
 
 /// Name a disk after its source path (`/dev/sda` → `sda`, `web.qcow2` → `web`).
@@ -245,6 +252,7 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
         os: None,
         agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")),
         consistency: summary.consistency.clone(),
+        network: opts.network.clone(),
     };
     summary.snapshot = match client.commit(&session, &req) {
         Ok(id) => id,
@@ -253,6 +261,7 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
             return Err(e.into());
         }
     };
+    summary.network_interfaces = req.network.as_ref().map_or(0, |n| n.interfaces.len());
     if let Consistency::PointInTime { freeze_ms, .. } = &summary.consistency {
         summary.freeze_seconds = *freeze_ms as f64 / 1000.0;
     }

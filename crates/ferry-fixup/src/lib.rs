@@ -68,6 +68,8 @@ pub enum FixupError {
     Missing { what: String, detail: String },
     #[error("transform {what}: {detail}")]
     Transform { what: String, detail: String },
+    #[error("network fix-up: {0}")]
+    Network(#[from] network::RulesError),
 }
 
 impl FixupError {

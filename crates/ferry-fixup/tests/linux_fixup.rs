@@ -37,6 +37,7 @@ fn params() -> Params {
         keep_old_tools: false,
         beacon: None,
         retire_source_agent: false,
+        network: None,
     }
 }
 

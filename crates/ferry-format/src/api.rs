@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::ChunkId;
 use crate::consistency::Consistency;
 use crate::manifest::{DiskManifest, OsFacts};
+use crate::network::NetworkConfig;
 
 /// Path prefix of every API route; bumped only with an incompatible change.
 pub const API_PREFIX: &str = "/api/v1";
@@ -125,6 +126,9 @@ pub struct CommitRequest {
     /// How the disks were read; an agent that does not say is recorded as `unknown`.
     #[serde(default)]
     pub consistency: Consistency,
+    /// The source's network configuration, copied into the manifest (checked there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

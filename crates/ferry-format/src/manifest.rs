@@ -10,6 +10,7 @@ use crate::chunk::{check_chunk_size, ChunkId};
 pub use crate::consistency::Consistency;
 use crate::layout::DiskLayout;
 use crate::names::{check_name, NameKind};
+use crate::network::NetworkConfig;
 use crate::FormatError;
 
 /// Version of the manifest format. Readers refuse versions they do not know.
@@ -34,6 +35,12 @@ pub struct Manifest {
     /// from before the field existed).
     #[serde(default, skip_serializing_if = "Consistency::is_unknown")]
     pub consistency: Consistency,
+    /// The source's network configuration at backup time (docs/network.md): every interface
+    /// its config files name, with the live kernel's MAC, driver and PCI path, and the NICs no
+    /// file names. Absent: not recorded (image files, `--network none`, or a manifest from
+    /// before the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +115,11 @@ impl Manifest {
                 )));
             }
         }
+        if let Some(net) = &self.network {
+            net.check().map_err(|e| {
+                FormatError::Manifest(format!("the recorded network configuration: {e}"))
+            })?;
+        }
         self.consistency.check()
     }
 
@@ -180,6 +192,67 @@ mod tests {
         }
         m.consistency = huge;
         assert!(m.check().is_err());
+    }
+
+    fn network() -> NetworkConfig {
+        use crate::network::{ConfigSystem, Interface};
+        NetworkConfig {
+            interfaces: vec![
+                Interface {
+                    name: "ens192".into(),
+                    mac: Some("00:50:56:aa:bb:cc".into()),
+                    driver: Some("vmxnet3".into()),
+                    pci_path: Some("pci-0000:0b:00.0".into()),
+                    addresses: vec!["10.1.2.3/24".parse().unwrap()],
+                    system: ConfigSystem::Networkd,
+                    file: "/etc/systemd/network/10-lan.network".into(),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: "ens224".into(),
+                    mac: Some("00:50:56:aa:bb:cd".into()),
+                    system: ConfigSystem::Unconfigured,
+                    ..Interface::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_network_reads_as_not_recorded() {
+        let m: Manifest = serde_json::from_str(OLD).unwrap();
+        m.check().unwrap();
+        assert_eq!(m.network, None);
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("network"), "{text}");
+    }
+
+    #[test]
+    fn network_round_trips_in_the_manifest_and_is_checked() {
+        let mut m: Manifest = serde_json::from_str(OLD).unwrap();
+        m.network = Some(network());
+        let text = serde_json::to_string_pretty(&m).unwrap();
+        assert!(text.contains(r#""network": {"#), "{text}");
+        assert!(text.contains(r#""system": "unconfigured""#), "{text}");
+        let back: Manifest = serde_json::from_str(&text).unwrap();
+        back.check().unwrap();
+        assert_eq!(back, m);
+        // Out of bounds, or a field that is not what it says: refused, naming the network.
+        let mut big = network();
+        big.interfaces = vec![big.interfaces[0].clone(); crate::network::MAX_INTERFACES + 1];
+        m.network = Some(big);
+        let e = m.check().unwrap_err().to_string();
+        assert!(
+            e.contains("network configuration") && e.contains("257"),
+            "{e}"
+        );
+        let mut upper = network();
+        upper.interfaces[0].mac = Some("00:50:56:AA:BB:CC".into());
+        m.network = Some(upper);
+        assert!(m.check().is_err());
+        // Unknown fields inside the record are refused like everywhere else in the manifest.
+        let unknown = text.replace(r#""dhcp4""#, r#""dhcp5": true, "dhcp4""#);
+        assert!(serde_json::from_str::<Manifest>(&unknown).is_err());
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum ConfigSystem {
     Ifcfg,
     /// The per-adapter TCP/IP parameters in a Windows SYSTEM hive.
     WindowsRegistry,
+    /// No config file names the interface: a NIC the source's kernel showed at backup time
+    /// (its settings, if any, come from a glob match such as networkd's `Name=en*`, or from
+    /// defaults). Recorded so that the mapping sees every physical NIC; its `file` is empty.
+    Unconfigured,
 }
 
 impl fmt::Display for ConfigSystem {
@@ -57,6 +61,7 @@ impl fmt::Display for ConfigSystem {
             ConfigSystem::Networkd => "systemd-networkd",
             ConfigSystem::Ifcfg => "ifcfg",
             ConfigSystem::WindowsRegistry => "Windows registry",
+            ConfigSystem::Unconfigured => "unconfigured",
         })
     }
 }

@@ -47,7 +47,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let status = match &e {
-            StoreError::Invalid(_) | StoreError::Format(_) => StatusCode::BAD_REQUEST,
+            StoreError::Invalid(_) | StoreError::Format(_) | StoreError::Network(_) => {
+                StatusCode::BAD_REQUEST
+            }
             StoreError::BadChunk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,

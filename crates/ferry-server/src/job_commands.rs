@@ -354,5 +354,9 @@ fn options_text(o: &JobOptions) -> String {
         });
     }
     parts.push(if o.fixup { "fix-up" } else { "no fix-up" }.to_string());
+    let n = &o.network;
+    for (flag, rules) in [("--nic", &n.nic), ("--reip", &n.reip), ("--ip", &n.ip)] {
+        parts.extend(rules.iter().map(|r| format!("{flag} {r}")));
+    }
     parts.join(", ")
 }

@@ -97,6 +97,7 @@ fn full_backup_and_restore_round() {
         os: None,
         agent: "test-agent".into(),
         consistency: ferry_format::consistency::Consistency::Live,
+        network: None,
     };
     let body = serde_json::to_vec(&commit).unwrap();
     let CommitReply { snapshot } = c.json(

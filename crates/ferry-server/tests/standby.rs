@@ -58,6 +58,7 @@ fn a_standby_reads_only_what_it_was_handed_and_stops_when_the_migration_ends() {
                 agent: "52:54:00:00:00:01".into(),
                 mappings: vec!["sda=/dev/vda".parse().unwrap()],
                 overwrite: false,
+                network: Default::default(),
             },
             SystemTime::now(),
         )
@@ -177,6 +178,7 @@ fn source_and_migration(w: &World, mac: &str) -> (String, EnrollReply, Migration
                 agent: a.agent.clone(),
                 mappings: vec!["sda=/dev/vda".parse().unwrap()],
                 overwrite: false,
+                network: Default::default(),
             },
             SystemTime::now(),
         )

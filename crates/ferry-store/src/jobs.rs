@@ -12,10 +12,13 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use ferry_fixup::network::{NetworkRules, TargetNic};
 use ferry_format::agent::{
-    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Job, JobFor, JobKind, JobOptions,
-    JobProgress, JobRecord, JobState, Level, Mapping, Then, MAX_EVENT_BATCH,
+    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Inventory, Job, JobFor, JobKind,
+    JobNetwork, JobOptions, JobProgress, JobRecord, JobState, Level, Mapping, Then,
+    MAX_EVENT_BATCH,
 };
+use ferry_format::manifest::Manifest;
 use ferry_format::marker::proof_hash;
 use ferry_format::names::{check_name, NameKind};
 use ferry_format::units::human_bytes;
@@ -83,14 +86,18 @@ impl Store {
         // so a job never names a snapshot a concurrent prune just took away.
         let _lock = self.lock_jobs()?;
         let manifest = self.manifest(&new.snapshot)?;
-        match &new.for_ {
-            JobFor::Agent(a) => {
-                self.agent_record(a)?;
-            }
+        let agent = match &new.for_ {
+            JobFor::Agent(a) => Some(self.agent_record(a)?),
             JobFor::Mac(m) => {
                 ferry_format::agent::normalize_mac(m).map_err(StoreError::Invalid)?;
+                None
             }
-        }
+        };
+        check_network(
+            &new.options.network,
+            &manifest,
+            agent.as_ref().map(|a| &a.info.inventory),
+        )?;
         if new.mappings.is_empty() {
             return Err(StoreError::Invalid(
                 "a job needs at least one --map DISK=TARGET".into(),
@@ -449,4 +456,30 @@ impl Store {
         }
         Ok(ids)
     }
+}
+
+/// A job's network rules (`--nic`, `--reip`, `--ip`), checked against what the snapshot
+/// recorded of its network and, when the job names its agent, that agent's NICs: a mapping
+/// onto a NIC the target lacks, or a rule that gives an unusable address, is refused here,
+/// long before the agent writes anything (it checks again).
+pub(crate) fn check_network(
+    net: &JobNetwork,
+    manifest: &Manifest,
+    target: Option<&Inventory>,
+) -> Result<()> {
+    if net.is_empty() {
+        return Ok(());
+    }
+    let rules = NetworkRules::parse(net)?;
+    let targets: Option<Vec<TargetNic>> =
+        target.map(|i| i.nics.iter().map(TargetNic::from).collect());
+    match (&manifest.network, targets) {
+        (Some(cfg), Some(t)) => {
+            rules.check(cfg, &t)?;
+        }
+        (Some(cfg), None) => rules.check_addresses(cfg, None)?,
+        (None, Some(t)) => rules.check_targets(&t)?,
+        (None, None) => {}
+    }
+    Ok(())
 }

@@ -98,6 +98,7 @@ impl Store {
                 os: req.os.clone(),
                 agent: req.agent.clone(),
                 consistency: req.consistency.clone(),
+                network: req.network.clone(),
             };
             manifest.check()?;
             check_name(NameKind::Snapshot, &id)?;
@@ -153,6 +154,12 @@ impl Store {
     fn check_commit(&self, rec: &SessionRecord, tmp: &Path, req: &CommitRequest) -> Result<()> {
         if req.disks.is_empty() {
             return Err(StoreError::Invalid("the commit lists no disks".into()));
+        }
+        // Refused before any index is read (the manifest's check would refuse it too).
+        if let Some(net) = &req.network {
+            net.check().map_err(|e| {
+                StoreError::Invalid(format!("the commit's network configuration: {e}"))
+            })?;
         }
         for disk in &req.disks {
             check_name(NameKind::Disk, &disk.name)?;

@@ -80,6 +80,7 @@ impl World {
                 carrier: Some(true),
                 driver: None,
                 pci_path: None,
+                predictable: None,
             }],
             ..Default::default()
         };
@@ -117,6 +118,7 @@ impl World {
                     agent: agent.clone(),
                     mappings: vec!["sda=/dev/vda".parse().unwrap()],
                     overwrite: false,
+                    network: Default::default(),
                 },
                 self.at(2),
             )

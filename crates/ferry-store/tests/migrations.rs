@@ -57,6 +57,7 @@ fn agent(store: &Store, mac: &str, approve: bool) -> String {
             carrier: Some(true),
             driver: None,
             pci_path: None,
+            predictable: None,
         }],
         ..Default::default()
     };
@@ -80,6 +81,7 @@ fn new(machine: &str, agent: &str) -> NewMigration {
         agent: agent.into(),
         mappings: vec!["sda=/dev/vda".parse().unwrap()],
         overwrite: false,
+        network: Default::default(),
     }
 }
 
@@ -390,4 +392,77 @@ fn transitions_are_enforced_and_history_is_bounded() {
         .set_migration_state(&m.id, MigrationState::Syncing, w.t)
         .unwrap_err();
     assert!(matches!(e, MigrationError::Transition { .. }), "{e}");
+}
+
+#[test]
+fn network_rules_are_checked_against_the_snapshot_and_the_standby_before_anything_is_created() {
+    use ferry_format::agent::JobNetwork;
+    use ferry_format::network::{ConfigSystem, Interface, NetworkConfig};
+    let w = World::new();
+    let s = &w.store;
+    s.set_schedule("web1", |sch| sch.keep = 1).unwrap();
+    // A snapshot whose manifest records the source's network: ens192, static 10.1.0.15/24.
+    let (id, frame) = chunk(9);
+    s.put_chunk(&id, &frame).unwrap();
+    let mut index = DiskIndex::new_zero(CS as u64, CS).unwrap();
+    index.entries[0] = Entry::Data(id);
+    let session = s
+        .start_session_for("web1", CS, Some("tok-src"), w.t)
+        .unwrap();
+    s.put_index(&session, "sda", &index.encode(), w.t).unwrap();
+    let mut req = commit_request(&index, "raw");
+    req.network = Some(NetworkConfig {
+        interfaces: vec![Interface {
+            name: "ens192".into(),
+            mac: Some("00:50:56:aa:00:01".into()),
+            addresses: vec!["10.1.0.15/24".parse().unwrap()],
+            system: ConfigSystem::Networkd,
+            file: "/etc/systemd/network/10-ens192.network".into(),
+            ..Interface::default()
+        }],
+    });
+    s.commit(&session, &req, &w.signer, w.t).unwrap();
+    agent(s, "52:54:00:00:00:01", true);
+    let with = |nic: &[&str], reip: &[&str], ip: &[&str]| {
+        let v = |x: &[&str]| x.iter().map(|r| r.to_string()).collect();
+        NewMigration {
+            network: JobNetwork {
+                nic: v(nic),
+                reip: v(reip),
+                ip: v(ip),
+            },
+            ..new("web1", "52:54:00:00:00:01")
+        }
+    };
+    let refused = [
+        (
+            with(&["ens192=enp9s0"], &[], &[]),
+            "the target has no NIC enp9s0 (it has: eth0)",
+        ),
+        (
+            with(&["eth5=eth0"], &[], &[]),
+            "the source has no interface eth5 (it has: ens192)",
+        ),
+        (
+            with(&[], &["10.1.0.15/32=10.2.0.255/32"], &[]),
+            "10.1.0.15/24 would become 10.2.0.255/24",
+        ),
+        (with(&[], &[], &["ens9=10.1.0.20/24"]), "named ens9"),
+        (with(&["ens192"], &[], &[]), "write OLD=NEW"),
+    ];
+    for (m, want) in refused {
+        let err = s.create_migration(m, w.t).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(
+        s.list_migrations().unwrap().is_empty(),
+        "nothing was created"
+    );
+    assert!(s.list_jobs().unwrap().is_empty(), "no job was created");
+
+    let rules = with(&["ens192=eth0"], &[], &["eth0=10.1.0.20/24,gw=10.1.0.1"]);
+    let m = s.create_migration(rules, w.t).unwrap();
+    let job = s.job(&m.job).unwrap();
+    assert_eq!(job.options.network.nic, ["ens192=eth0"]);
+    assert_eq!(job.options.network.ip, ["eth0=10.1.0.20/24,gw=10.1.0.1"]);
 }

@@ -3,6 +3,7 @@
 //! - [`blk`]: block-device ioctls (size, sector sizes, partition re-read, BLKPG, BLKZEROOUT),
 //!   each number defined once with nix's ioctl macros and wrapped in a safe function.
 //! - [`loopdev`]: loop devices over a byte range of a file or device, by ioctl.
+//! - [`net`]: the physical NICs sysfs shows, with their address, driver and PCI `ID_PATH`.
 //! - [`sched`]: the calling thread's I/O class (`ioprio_set`) and nice value, which a backup
 //!   lowers so that it yields the source's disk and CPU to its production work.
 //! - [`tool`]: one runner for external programs (`e2fsck`, `lvm`, `blkid`, `dpkg-deb`, …)
@@ -15,5 +16,7 @@
 
 pub mod blk;
 pub mod loopdev;
+pub mod net;
+pub mod netname;
 pub mod sched;
 pub mod tool;

@@ -62,6 +62,7 @@ pub fn commit_request(index: &DiskIndex, source_format: &str) -> CommitRequest {
         os: None,
         agent: "test".into(),
         consistency: Default::default(),
+        network: None,
     }
 }
 

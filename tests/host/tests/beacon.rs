@@ -54,6 +54,7 @@ fn running_job_credential(a: &Appliance, job: &str) -> String {
                 carrier: Some(true),
                 driver: None,
                 pci_path: None,
+                predictable: None,
             }],
             ..Default::default()
         },

@@ -105,6 +105,7 @@ impl MemorySource {
             os: None,
             agent: "memory".into(),
             consistency: Default::default(),
+            network: None,
         };
         manifest.check().map_err(crate::Refusal::Unindexable)?;
         self.manifests.insert(id.to_string(), manifest.clone());

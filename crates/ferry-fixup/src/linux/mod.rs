@@ -10,6 +10,7 @@
 //! link in a mounted root points into the host.
 
 pub mod beacon;
+mod network;
 pub mod source_agent;
 pub mod transform;
 
@@ -47,6 +48,16 @@ pub struct Params {
     /// A migration's cutover: disable the source agent and delete its credential
     /// ([`source_agent`]).
     pub retire_source_agent: bool,
+    /// Carry the network configuration to the target's NICs ([`network`]); without it, only
+    /// MAC-bound rules are dropped.
+    pub network: Option<NetworkParams>,
+}
+
+/// The target's NICs and the job's rules, for the network fix-up.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkParams {
+    pub targets: Vec<crate::network::TargetNic>,
+    pub rules: crate::network::NetworkRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,6 +93,8 @@ pub struct LinuxPlan {
     pub beacon: Option<beacon::BeaconPlan>,
     /// Why the beacon [`Params::beacon`] asked for is not installed (also a note).
     pub beacon_refused: Option<String>,
+    /// With [`Params::network`]: each configured interface as it will come up.
+    pub network: Vec<String>,
 }
 
 impl LinuxPlan {
@@ -243,7 +256,13 @@ pub fn plan(root: &Path, params: &Params) -> Result<LinuxPlan, FixupError> {
 
     boot_config(&mut p, devs)?;
     initramfs_config(&mut p, family)?;
-    network_config(&mut p)?;
+    let network = match &params.network {
+        Some(n) => network::plan(&mut p, n)?,
+        None => {
+            network_config(&mut p)?;
+            Vec::new()
+        }
+    };
     if !params.keep_old_tools {
         old_tools(&mut p);
     }
@@ -279,6 +298,7 @@ pub fn plan(root: &Path, params: &Params) -> Result<LinuxPlan, FixupError> {
         commands,
         beacon,
         beacon_refused,
+        network,
     })
 }
 

@@ -26,7 +26,8 @@ pub struct TargetNic {
 impl From<&Nic> for TargetNic {
     fn from(n: &Nic) -> TargetNic {
         TargetNic {
-            name: n.name.clone(),
+            // The name the restored OS will give it, not the rescue kernel's `eth0`.
+            name: n.predictable.clone().unwrap_or_else(|| n.name.clone()),
             mac: normalize_mac(&n.mac).unwrap_or_else(|_| n.mac.clone()),
             driver: n.driver.clone(),
             pci_path: n.pci_path.clone(),
@@ -521,9 +522,17 @@ mod tests {
             carrier: Some(true),
             driver: None,
             pci_path: None,
+            predictable: None,
         };
         let t = TargetNic::from(&n);
+        assert_eq!(t.name, "enp1s0");
         assert_eq!(t.mac, "52:54:00:ab:cd:ef");
         assert_eq!(t.driver, None);
+        let named = Nic {
+            name: "eth0".into(),
+            predictable: Some("ens3".into()),
+            ..n
+        };
+        assert_eq!(TargetNic::from(&named).name, "ens3");
     }
 }

@@ -10,8 +10,8 @@
 //! never guessed at (the files come from a backup: hostile input). [`read_root`] is the only
 //! I/O: it lists and reads the known paths under a mounted root.
 //!
-//! Not wired yet: the manifest field, the agent's `--nic`/`--reip`/`--ip` job options, the
-//! bootability report's network section and the QEMU test (docs/network.md, "Wiring").
+//! A job's `--nic`/`--reip`/`--ip` rules are parsed and checked by [`rules`]; the Linux
+//! fix-up ([`crate::linux`]) applies them to the restored files.
 
 pub mod ifcfg;
 pub mod ifupdown;
@@ -20,6 +20,7 @@ pub mod netplan;
 pub mod networkd;
 pub mod nm_keyfile;
 pub mod reip;
+pub mod rules;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use crate::FixupError;
 pub use mapping::{NicPlan, NicRule, TargetNic};
 pub use reip::{IfaceRule, ReipRules, SubnetRule};
+pub use rules::{preview, IfacePreview, NetworkRules, RulesError};
 
 /// Largest config file read (bigger ones are refused as not being network config).
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -577,6 +579,14 @@ pub fn read_file(
             line: 0,
             problem: Problem::Unsupported("the Windows registry (read from the SYSTEM hive)"),
         }),
+        ConfigSystem::Unconfigured => Err(ParseError {
+            system,
+            file: path.to_owned(),
+            line: 0,
+            problem: Problem::Unsupported(
+                "a file for an interface no config file names (recorded from the kernel)",
+            ),
+        }),
     }
 }
 
@@ -597,6 +607,12 @@ pub fn transform_file(
         ConfigSystem::WindowsRegistry => Err(FixupError::Transform {
             what: format!("Windows registry {path}"),
             detail: "network settings in a hive are not rewritten by a text transform".into(),
+        }),
+        ConfigSystem::Unconfigured => Err(FixupError::Transform {
+            what: format!("interface entry {path:?}"),
+            detail: "no config file names this interface (recorded from the source's kernel): \
+                     there is no file to rewrite"
+                .into(),
         }),
     }
 }

@@ -2,9 +2,13 @@
 //! Windows — a virtio storage driver file present, its service boot-start, and a device
 //! binding (CriticalDeviceDatabase or DriverDatabase) read back from the hive; Linux —
 //! every fstab entry resolves, an initramfs contains virtio, and the UEFI fallback loader
-//! exists when an ESP is given.
+//! exists when an ESP is given; with the target's NICs, each configured interface and whether
+//! it will come up ([`network`]).
 
 pub mod initrd;
+mod network;
+
+pub use network::network;
 
 use crate::fsutil::{self, ci_resolve};
 use crate::hive::{Hive, RegValue};

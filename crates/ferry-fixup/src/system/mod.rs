@@ -53,6 +53,8 @@ pub struct Options {
     /// A migration's cutover: disable the source agent in the restored Linux system and delete
     /// its credential (`linux::source_agent`).
     pub retire_source_agent: bool,
+    /// Carry the network configuration to this machine's NICs (`linux::NetworkParams`).
+    pub network: Option<crate::linux::NetworkParams>,
 }
 
 /// One step and how it went, for the job's events.

@@ -243,6 +243,7 @@ impl Session<'_> {
             keep_old_tools: false,
             beacon: self.opts.beacon.clone(),
             retire_source_agent: self.opts.retire_source_agent,
+            network: self.opts.network.clone(),
         };
         let plan = crate::linux::plan(root, &params)?;
         crate::linux::apply(root, &plan)?;
@@ -344,6 +345,9 @@ impl Session<'_> {
             decompress: &decompress,
         };
         out.report = report::linux(root, &input)?;
+        if let Some(n) = &self.opts.network {
+            out.report.checks.extend(report::network(root, &n.targets)?);
+        }
         if self.opts.uefi && esp.is_none() {
             out.report.checks.push(report::Check {
                 name: "UEFI fallback loader".into(),

@@ -58,6 +58,11 @@ pub struct Nic {
     /// systemd-networkd's `Path=` follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_path: Option<String>,
+    /// The name systemd's predictable naming gives this NIC in a restored OS (`ens3`,
+    /// `enp1s0`, `eno1`; `ferry_sys::netname`): the rescue kernel calls it `eth0`, the
+    /// restored network configuration is written for this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictable: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +177,7 @@ mod tests {
             carrier: None,
             driver: None,
             pci_path: None,
+            predictable: None,
         });
         assert!(i.check_bounds().is_err());
         i.nics[0].mac = "52:54:00:00:00:01".into();

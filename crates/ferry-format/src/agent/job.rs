@@ -27,6 +27,32 @@ pub struct JobOptions {
     pub grow_lv: Option<String>,
     /// Adapt the restored OS to this machine (drivers, initramfs, fstab, boot loader).
     pub fixup: bool,
+    /// How the restored OS's network configuration follows it (docs/network.md).
+    #[serde(skip_serializing_if = "JobNetwork::is_empty")]
+    pub network: JobNetwork,
+}
+
+/// A job's network rules, as the operator wrote them (`--nic`, `--reip`, `--ip`). The
+/// appliance parses and checks them when the job is created, the agent again before it
+/// writes anything (`ferry_fixup::network::NetworkRules`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobNetwork {
+    /// `OLD=NEW`: a source interface (name or MAC) onto a target NIC (name or MAC).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nic: Vec<String>,
+    /// `FROM/PREFIX=TO/PREFIX`: move addresses in a subnet into another, keeping host parts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reip: Vec<String>,
+    /// `IFACE=ADDR/PREFIX[,gw=GW][,dns=DNS]...`: one interface's new static address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip: Vec<String>,
+}
+
+impl JobNetwork {
+    pub fn is_empty(&self) -> bool {
+        self.nic.is_empty() && self.reip.is_empty() && self.ip.is_empty()
+    }
 }
 
 impl Default for JobOptions {
@@ -35,6 +61,7 @@ impl Default for JobOptions {
             grow: false,
             grow_lv: None,
             fixup: true,
+            network: JobNetwork::default(),
         }
     }
 }
@@ -273,6 +300,7 @@ mod tests {
                 grow: true,
                 grow_lv: Some("vg0/root".into()),
                 fixup: true,
+                network: JobNetwork::default(),
             },
             state: JobState::Failed {
                 reason: "no disk".into(),
@@ -306,6 +334,22 @@ mod tests {
             serde_json::from_str::<Job>(&old).unwrap().options,
             JobOptions::default()
         );
+        // Network rules only appear when there are some.
+        assert!(!text.contains("network"), "{text}");
+        let mut with_net = pending.clone();
+        with_net.options.network = JobNetwork {
+            nic: vec!["ens192=enp1s0".into()],
+            reip: vec![],
+            ip: vec!["enp1s0=10.2.0.5/24,gw=10.2.0.1".into()],
+        };
+        let t = serde_json::to_string(&with_net).unwrap();
+        assert!(
+            t.contains(
+                r#""network":{"nic":["ens192=enp1s0"],"ip":["enp1s0=10.2.0.5/24,gw=10.2.0.1"]}"#
+            ),
+            "{t}"
+        );
+        assert_eq!(serde_json::from_str::<Job>(&t).unwrap(), with_net);
         // Unknown fields are refused.
         let extra = text.replace("\"then\"", "\"bogus\":1,\"then\"");
         assert!(serde_json::from_str::<Job>(&extra).is_err());

@@ -34,7 +34,7 @@ pub use inventory::{
     MAX_INVENTORY_TEXT,
 };
 pub use job::{
-    Job, JobFor, JobKind, JobOptions, JobProgress, JobRecord, JobState, StandbyNext, StandbyReport,
-    Then,
+    Job, JobFor, JobKind, JobNetwork, JobOptions, JobProgress, JobRecord, JobState, StandbyNext,
+    StandbyReport, Then,
 };
 pub use mapping::{resolve_mappings, DiskNeed, MapTarget, Mapping};

@@ -152,6 +152,7 @@ impl World {
                 carrier: Some(true),
                 driver: None,
                 pci_path: None,
+                predictable: None,
             }],
             ..Default::default()
         };

@@ -192,4 +192,6 @@ pub struct NewMigration {
     pub agent: String,
     pub mappings: Vec<Mapping>,
     pub overwrite: bool,
+    /// The network rules the cutover's fix-up applies (`--nic`, `--reip`, `--ip`).
+    pub network: ferry_format::agent::JobNetwork,
 }

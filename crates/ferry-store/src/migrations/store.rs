@@ -138,6 +138,12 @@ impl Store {
                 machine: new.machine.clone(),
             })?;
         check_mappings(&new.mappings, &newest)?;
+        let standby = self.agent_record(&agent)?;
+        crate::jobs::check_network(
+            &new.network,
+            &self.manifest(&newest.snapshot)?,
+            Some(&standby.info.inventory),
+        )?;
         let id = loop {
             let id = format!("mig-{}", fsx::random_hex(4)?);
             if !self.migration_path(&id).exists() {
@@ -179,6 +185,7 @@ impl Store {
             // The fix-up belongs to the cutover, not to each apply.
             options: JobOptions {
                 fixup: false,
+                network: new.network,
                 ..JobOptions::default()
             },
             created: rfc3339(now),

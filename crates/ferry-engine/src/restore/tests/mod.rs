@@ -116,6 +116,7 @@ pub(super) fn manifest(disks: Vec<DiskManifest>) -> Manifest {
         os: None,
         agent: "test".into(),
         consistency: Default::default(),
+        network: None,
     }
 }
 
