@@ -303,6 +303,13 @@ pub fn valid_name(name: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
 }
 
+/// Whether `name` can name an interface in a job's rule (`--nic`, `--ip`): as
+/// [`valid_name`], but inner spaces are allowed, as Windows' connection names have them
+/// (`Local Area Connection 2`).
+pub fn valid_rule_name(name: &str) -> bool {
+    name.trim() == name && !name.is_empty() && valid_name(&name.replace(' ', "_"))
+}
+
 impl Interface {
     pub fn check(&self) -> Result<(), NetworkConfigError> {
         let iface = || self.name.chars().take(64).collect::<String>();

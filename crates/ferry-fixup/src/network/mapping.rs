@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ferry_format::agent::{normalize_mac, Nic};
-use ferry_format::network::{valid_name, Interface, InterfaceKind, MAX_INTERFACES};
+use ferry_format::network::{valid_rule_name, Interface, InterfaceKind, MAX_INTERFACES};
 
 /// Most `--nic` rules a job may carry, and the longest rule text.
 pub const MAX_NIC_RULES: usize = 64;
@@ -56,7 +56,7 @@ impl FromStr for NicRef {
         if let Ok(mac) = normalize_mac(s) {
             return Ok(NicRef::Mac(mac));
         }
-        if valid_name(s) && s.len() <= 64 && !s.contains('=') {
+        if valid_rule_name(s) && s.len() <= 64 && !s.contains('=') {
             return Ok(NicRef::Name(s.to_owned()));
         }
         Err(MappingError::BadRule {
@@ -501,7 +501,15 @@ mod tests {
             let err = NicPlan::plan(&src(), &tgt(), &rules(r)).unwrap_err();
             assert!(err.to_string().contains(want), "{r:?}: {err}");
         }
-        for bad in ["ens192", "a b=c", "x=", "=y", "a=b=c", &"x".repeat(400)] {
+        for bad in [
+            "ens192",
+            " a=c",
+            "a\tb=c",
+            "x=",
+            "=y",
+            "a=b=c",
+            &"x".repeat(400),
+        ] {
             assert!(
                 matches!(bad.parse::<NicRule>(), Err(MappingError::BadRule { .. })),
                 "{bad}"

@@ -21,6 +21,7 @@ pub mod networkd;
 pub mod nm_keyfile;
 pub mod reip;
 pub mod rules;
+pub mod windows;
 
 use std::fmt;
 use std::net::IpAddr;

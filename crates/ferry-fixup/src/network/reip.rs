@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use ferry_format::network::{bits, mask, max_prefix, valid_name, with_bits, IpCidr};
+use ferry_format::network::{bits, mask, max_prefix, valid_rule_name, with_bits, IpCidr};
 
 /// Most subnet and interface rules a job may carry, the longest rule text, and the most DNS
 /// servers one interface rule may name.
@@ -193,7 +193,7 @@ impl FromStr for IfaceRule {
                 "write IFACE=ADDR/PREFIX,gw=GW,dns=DNS, e.g. ens192=10.2.0.5/24,gw=10.2.0.1",
             )
         })?;
-        if !valid_name(iface) || iface.len() > 64 || iface.contains(',') {
+        if !valid_rule_name(iface) || iface.len() > 64 || iface.contains(',') {
             return Err(bad(s, format!("{iface:?} is not an interface name")));
         }
         let mut parts = rest.split(',');
@@ -465,7 +465,7 @@ mod tests {
                 &["eth0=10.2.0.5/24,mtu=1500"],
                 "expected gw=GW or dns=DNS",
             ),
-            (&[], &["eth 0=10.2.0.5/24"], "not an interface name"),
+            (&[], &["eth/0=10.2.0.5/24"], "not an interface name"),
             (&[], &["eth0=10.2.0.5"], "no /PREFIX"),
             (
                 &[],

@@ -381,7 +381,28 @@ impl Session<'_> {
                 t,
             ),
         }
+        let mut network = Vec::new();
+        if let Some(n) = &self.opts.network {
+            let t = Instant::now();
+            let (checks, script) = crate::network::windows::fixup(root, n)?;
+            network = checks;
+            self.step(
+                "network",
+                true,
+                format!(
+                    "{} adapter(s) mapped{}",
+                    network.len(),
+                    if script {
+                        "; their static settings written to C:\\ferry\\network.cmd"
+                    } else {
+                        ""
+                    }
+                ),
+                t,
+            );
+        }
         out.report = report::windows(root)?;
+        out.report.checks.extend(network);
         Ok(())
     }
 
