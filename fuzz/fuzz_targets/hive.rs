@@ -2,7 +2,7 @@
 //! hive reader and writer (`ferry_fixup::hive`): the base block, hbins, nk/vk/sk records,
 //! lf/lh/li/ri subkey lists, big-data (db) values; every key and value is walked (bounded, with
 //! a visited set: a hostile hive may link a key to its ancestor), the Windows version is read
-//! as the fix-up does, then the fix-up's edit (create a service key path, set values) is applied
+//! as the fix-up does, the network adapters as the network fix-up reads them, then the fix-up's edit (create a service key path, set values) is applied
 //! to a copy, written out and read back.
 #![no_main]
 
@@ -45,6 +45,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = version::from_software(&h);
     let _ = version::guess_from_system(&h, "ControlSet001");
     let _ = h.get("Select", "Current");
+    // The network fix-up's reader: whatever it accepts is in bounds.
+    if let Ok(interfaces) = ferry_fixup::network::windows::read(&h, "ControlSet001") {
+        ferry_format::network::NetworkConfig { interfaces }
+            .check()
+            .expect("adapters read from a hive are in bounds");
+    }
 
     let mut edit = h.clone();
     let Ok(key) = edit.create_path("ControlSet001\\Services\\viostor") else {

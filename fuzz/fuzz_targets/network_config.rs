@@ -26,12 +26,24 @@ fn target(name: &str, mac: &str) -> TargetNic {
     TargetNic { name: name.into(), mac: mac.into(), driver: None, pci_path: None }
 }
 
+/// A job's rule texts, as an API body carries them: parsed, never a panic.
+fn rules(text: &str) {
+    let mut parts = text.splitn(3, '\n');
+    let j = ferry_format::agent::JobNetwork {
+        nic: parts.next().map(|s| vec![s.to_owned()]).unwrap_or_default(),
+        reip: parts.next().map(|s| vec![s.to_owned()]).unwrap_or_default(),
+        ip: parts.next().map(|s| vec![s.to_owned()]).unwrap_or_default(),
+    };
+    let _ = network::NetworkRules::parse(&j);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
     let (system, path) = SYSTEMS[usize::from(pick) % SYSTEMS.len()];
     let text = String::from_utf8_lossy(rest);
+    rules(&text);
     if let Ok(interfaces) = network::read_file(system, path, &text) {
         NetworkConfig { interfaces }.check().expect("what a reader accepts is in bounds");
     }
