@@ -257,7 +257,7 @@ if wait_for 1800 "the first sync" first_synced; then
     FIRST_SYNC=$(elapsed "$T0")
     ok "first sync $S1 ($s1_cons, read $s1_read, sent $s1_sent, cpu ${s1_cpu} s, freeze $s1_freeze) $FIRST_SYNC s after the source started"
     SRC_SAYS=$(hello "$SRC_HELLO")
-    [[ $SRC_SAYS == *links=ens192:routable* ]] && ok "the source answers on ens192, 10.0.2.15:8080 ($SRC_SAYS)" \
+    [[ $SRC_SAYS == *links=ens192:up* ]] && ok "the source answers on ens192, 10.0.2.15:8080 ($SRC_SAYS)" \
         || bad "the source's service through 10.0.2.15:8080 said: ${SRC_SAYS:-nothing}"
     NET_IFACES=$(jq -r '[.network.interfaces[]? | "\(.name)/\(.mac // "-")"] | join(",")' "$DATA/snapshots/$S1/manifest.json" 2>/dev/null)
     [[ $NET_IFACES == *"ens192/$SRC_MAC"* ]] && ok "the first sync's manifest records the source's network: $NET_IFACES" \
@@ -481,7 +481,7 @@ fi
 NEWNAME=$(grep -aoE 'ens192 \([0-9a-f:]+\) -> [A-Za-z0-9_.-]+' "$SB/rescue-serial.log" | tail -1 | awk '{print $4}')
 MIG_SAYS=
 for _ in $(seq 30); do MIG_SAYS=$(hello "$MIG_HELLO"); [[ -n $MIG_SAYS ]] && break; sleep 2; done
-if [[ -n $NEWNAME && $NEWNAME != ens192 && $MIG_SAYS == *"links=$NEWNAME:routable"* ]]; then
+if [[ -n $NEWNAME && $NEWNAME != ens192 && $MIG_SAYS == *"links=$NEWNAME:up"* ]]; then
     ok "the network followed: ens192 became $NEWNAME and answers on 10.0.2.20:8080 ($MIG_SAYS)"
 else
     bad "migrated network: the plan mapped ens192 to ${NEWNAME:-nothing}; 10.0.2.20:8080 said: ${MIG_SAYS:-nothing}"
