@@ -93,14 +93,20 @@ fn the_static_settings_go_to_a_script_for_the_new_nics() {
         ],
         rules,
     };
-    let (checks, written) = windows::fixup(root, &n).unwrap();
-    assert!(written);
+    let system = root.join("Windows/System32/config/SYSTEM");
+    let original = std::fs::read(&system).unwrap();
+    let (checks, changes) = windows::fixup(root, &n).unwrap();
+    assert!(!changes.is_empty());
     let script = std::fs::read_to_string(root.join("ferry/network.cmd")).unwrap();
     assert!(
         script.starts_with("@echo off\r\n") && !script.replace("\r\n", "").contains('\n'),
         "CRLF: {script:?}"
     );
-    let lines: Vec<&str> = script.lines().filter(|l| l.starts_with("wmic")).collect();
+    let lines: Vec<&str> = script
+        .lines()
+        .filter(|l| l.contains(" call "))
+        .map(|l| l.trim_end_matches(" >> %LOG% 2>&1"))
+        .collect();
     let w =
         |mac: &str| format!("wmic nicconfig where \"MACAddress='{mac}' and IPEnabled=TRUE\" call");
     let (a, b) = (w("52:54:00:00:00:0A"), w("52:54:00:00:00:0B"));
@@ -115,6 +121,53 @@ fn the_static_settings_go_to_a_script_for_the_new_nics() {
             format!("{b} SetDNSServerSearchOrder (\"10.9.58.4\")"),
         ]
     );
+    // Each NIC is waited for by its MAC, every goto has its label, no line but the log's
+    // redirects, and the script removes its service only when every NIC was found.
+    for n in 1..=2 {
+        for label in ["wait", "set", "next"] {
+            assert_eq!(
+                script
+                    .lines()
+                    .filter(|l| *l == format!(":{label}{n}"))
+                    .count(),
+                1,
+                ":{label}{n} in {script}"
+            );
+        }
+    }
+    for l in script.lines() {
+        let rest = l
+            .replace(" >> %LOG% 2>&1", "")
+            .replace(" >nul", "")
+            .replace("2>nul", "");
+        assert!(!rest.contains('>'), "a stray redirection: {l}");
+    }
+    assert!(script.contains("find \"52:54:00:00:00:0B\" >nul && goto set2"));
+    assert!(script.contains("set MISSING=1& goto next2)"));
+    let tail: Vec<&str> = script.lines().rev().take(3).collect();
+    assert!(
+        tail[1].starts_with("sc.exe delete FerryNetwork"),
+        "{tail:?}"
+    );
+    assert!(tail[2].starts_with("if defined MISSING"), "{tail:?}");
+
+    // The first-boot service, as hivex reads it; the original hive kept aside.
+    let h = Hive::from_bytes(std::fs::read(&system).unwrap()).unwrap();
+    let ccs = ferry_fixup::windows::current_control_set(&h).unwrap();
+    let svc = format!("\\{ccs}\\Services\\FerryNetwork");
+    let svc = svc.as_str();
+    assert_eq!(hivexget(&system, svc, "Type"), "16");
+    assert_eq!(hivexget(&system, svc, "Start"), "2");
+    assert_eq!(hivexget(&system, svc, "DelayedAutostart"), "1");
+    assert_eq!(hivexget(&system, svc, "ErrorControl"), "0");
+    assert_eq!(hivexget(&system, svc, "ObjectName"), "LocalSystem");
+    assert_eq!(
+        hivexget(&system, svc, "ImagePath"),
+        "%SystemRoot%\\System32\\cmd.exe /c start \"ferry\" /min %SystemRoot%\\System32\\cmd.exe /c %SystemRoot%\\..\\ferry\\network.cmd"
+    );
+    let kept = root.join("Windows/System32/config/SYSTEM.ferry-orig");
+    assert_eq!(std::fs::read(kept).unwrap(), original);
+
     assert_eq!(checks.len(), 2);
     assert!(checks.iter().all(|c| !c.ok && !c.critical), "{checks:?}");
     assert!(
@@ -146,4 +199,22 @@ fn the_static_settings_go_to_a_script_for_the_new_nics() {
         "{err}"
     );
     assert!(!other.path().join("ferry").exists());
+}
+
+#[test]
+fn dhcp_adapters_need_no_script_and_no_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let system = testdata_to(root, "SYSTEM-modern", "Windows/System32/config/SYSTEM");
+    let original = std::fs::read(&system).unwrap();
+    let n = NetworkParams {
+        targets: vec![nic("Ethernet", "52:54:00:00:00:0a")],
+        rules: NetworkRules::default(),
+    };
+    let (checks, changes) = windows::fixup(root, &n).unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].ok, "{checks:?}");
+    assert!(!root.join("ferry").exists());
+    assert_eq!(std::fs::read(&system).unwrap(), original);
 }

@@ -5,9 +5,10 @@
 //!
 //! The new NIC's interface GUID is assigned when Windows installs its driver on the first
 //! boot, so the settings cannot be moved to it offline. Instead [`apply_script`] writes a
-//! `.cmd` that finds each target NIC by its MAC (`wmic nicconfig`, present from Windows 7 to
-//! Server 2022) and sets its address, gateway and DNS servers. Running it is the operator's
-//! step on the first boot (docs/network.md, "Windows").
+//! `.cmd` that waits for each target NIC by its MAC (`wmic nicconfig`, present from Windows 7
+//! to Server 2022) and sets its address, gateway and DNS servers, and [`fixup`] registers a
+//! delayed auto-start service ([`SERVICE`]) that runs it once on the first boot and removes
+//! itself (docs/network.md, "Windows").
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -127,6 +128,7 @@ pub fn apply_script(
     rules: &super::ReipRules,
 ) -> Option<String> {
     let mut body = String::new();
+    let mut n = 0;
     for (i, p) in source.iter().zip(shown) {
         let v4: Vec<&IpCidr> = p.addresses.iter().filter(|a| a.addr().is_ipv4()).collect();
         let Some(pair) = plan.pair(&i.name) else {
@@ -135,6 +137,7 @@ pub fn apply_script(
         if p.dhcp4 || v4.is_empty() {
             continue;
         }
+        n += 1;
         let moved = |ip: &IpAddr| rules.map_ip(*ip).ok().flatten().unwrap_or(*ip);
         let rule = rules.for_iface(&i.name, Some(&pair.new), true);
         let gateways: Vec<IpAddr> = match rule.and_then(|r| r.gateway) {
@@ -156,12 +159,32 @@ pub fn apply_script(
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let mac = pair.new_mac.to_ascii_uppercase();
-        let w = format!("wmic nicconfig where \"MACAddress='{mac}' and IPEnabled=TRUE\" call");
-        let _ = writeln!(body, "rem {} -> the NIC with MAC {mac}", i.name);
+        let mac = cmd_safe(&pair.new_mac.to_ascii_uppercase());
+        let name = cmd_safe(&i.name);
+        let nic = format!("nicconfig where \"MACAddress='{mac}' and IPEnabled=TRUE\"");
+        let w = format!("wmic {nic} call");
+        let log = ">> %LOG% 2>&1";
+        // The NIC appears when PnP has installed its driver, possibly after this starts:
+        // wait for it, up to WAIT_TRIES times 5 s.
+        let _ = writeln!(body, "rem {name} onto the NIC with MAC {mac}");
+        let _ = writeln!(body, "set TRIES=0");
+        let _ = writeln!(body, ":wait{n}");
         let _ = writeln!(
             body,
-            "{w} EnableStatic ({}),({})",
+            "wmic {nic} get MACAddress 2>nul | find \"{mac}\" >nul && goto set{n}"
+        );
+        let _ = writeln!(body, "set /a TRIES+=1");
+        let _ = writeln!(
+            body,
+            "if %TRIES% GEQ {WAIT_TRIES} (echo no NIC with MAC {mac} after %TRIES% tries: {name} not set {log}& set MISSING=1& goto next{n})"
+        );
+        let _ = writeln!(body, "ping -n 6 127.0.0.1 >nul");
+        let _ = writeln!(body, "goto wait{n}");
+        let _ = writeln!(body, ":set{n}");
+        let _ = writeln!(body, "echo %DATE% %TIME% {name} onto {mac} {log}");
+        let _ = writeln!(
+            body,
+            "{w} EnableStatic ({}),({}) {log}",
             quoted(v4.iter().map(|a| a.addr().to_string()).collect()),
             quoted(v4.iter().map(|a| mask_of(a.prefix()).to_string()).collect()),
         );
@@ -169,39 +192,105 @@ pub fn apply_script(
             let metrics = vec!["1".to_owned(); gateways.len()].join(",");
             let _ = writeln!(
                 body,
-                "{w} SetGateways ({}),({metrics})",
+                "{w} SetGateways ({}),({metrics}) {log}",
                 quoted(gateways.iter().map(ToString::to_string).collect())
             );
         }
         if !dns.is_empty() {
             let _ = writeln!(
                 body,
-                "{w} SetDNSServerSearchOrder ({})",
+                "{w} SetDNSServerSearchOrder ({}) {log}",
                 quoted(dns.iter().map(ToString::to_string).collect())
             );
         }
+        let _ = writeln!(body, ":next{n}");
     }
     (!body.is_empty()).then(|| {
-        format!(
-            "@echo off\r\nrem Written by Ferry's fix-up (docs/network.md, \"Windows\"): the static \
-             IPv4 settings of the\r\nrem source's adapters, for the NICs of this machine. Run once \
-             as Administrator.\r\n{}",
-            body.replace('\n', "\r\n")
-        )
+        let text = format!(
+            "@echo off\n\
+             rem Written by Ferry's fix-up (docs/network.md, \"Windows\"): the static IPv4 settings\n\
+             rem of the source's adapters, for the NICs of this machine. Run once at the first boot\n\
+             rem by the {SERVICE} service, which it then removes; or run it as Administrator.\n\
+             setlocal\n\
+             set LOG=\"%~dp0network.log\"\n\
+             set MISSING=\n\
+             echo %DATE% %TIME% start {log}\n\
+             {body}\
+             if defined MISSING (echo %DATE% %TIME% a NIC was missing: {SERVICE} kept for the next boot {log}& exit /b 1)\n\
+             sc.exe delete {SERVICE} {log}\n\
+             echo %DATE% %TIME% done {log}\n",
+            log = ">> %LOG% 2>&1",
+        );
+        text.replace('\n', "\r\n")
     })
+}
+
+/// How many times (5 s apart) the script looks for a NIC before giving up until the next boot.
+const WAIT_TRIES: u32 = 120;
+
+/// The first-boot service that runs the script: `cmd.exe` is no service program, so it
+/// `start`s the script in its own process, which outlives the service manager's 30 s wait.
+pub const SERVICE: &str = "FerryNetwork";
+
+/// Registers [`SERVICE`]: a delayed auto-start service (after the boot's rush, when PnP has
+/// usually installed the new NIC) whose command line `start`s the script in its own console
+/// process; its failure to answer the service manager is ignored (`ErrorControl` 0).
+fn add_service(
+    ed: &mut crate::windows::registry::HiveEdit,
+    ccs: &str,
+) -> Result<(), crate::FixupError> {
+    let key = format!("{ccs}\\Services\\{SERVICE}");
+    let cmd = "%SystemRoot%\\System32\\cmd.exe";
+    // %SystemRoot%\.. is the Windows volume's root, whatever its drive letter.
+    let image =
+        format!("{cmd} /c start \"ferry\" /min {cmd} /c %SystemRoot%\\..\\ferry\\network.cmd");
+    ed.set(&key, "Type", RegValue::Dword(0x10))?;
+    ed.set(&key, "Start", RegValue::Dword(2))?;
+    ed.set(&key, "DelayedAutostart", RegValue::Dword(1))?;
+    ed.set(&key, "ErrorControl", RegValue::Dword(0))?;
+    ed.set(&key, "ImagePath", RegValue::ExpandSz(image))?;
+    ed.set(&key, "ObjectName", RegValue::Sz("LocalSystem".into()))?;
+    ed.set(
+        &key,
+        "DisplayName",
+        RegValue::Sz("Ferry: network settings of the migrated server".into()),
+    )?;
+    ed.set(
+        &key,
+        "Description",
+        RegValue::Sz(
+            "Runs C:\\ferry\\network.cmd once on the first boot after a Ferry restore, then removes itself."
+                .into(),
+        ),
+    )
+}
+
+/// A name read from a hive, fit for a `rem` or `echo` line: anything `cmd` would interpret
+/// (`& | < > ^ % ( ) "` ...) becomes `_`.
+fn cmd_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | ':' | '#') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Where [`fixup`] writes the script, relative to the Windows volume's root (`C:\ferry\`).
 pub const SCRIPT: &str = "ferry/network.cmd";
 
 /// The Windows part of the network fix-up: the adapters read from the SYSTEM hive under
-/// `root`, mapped onto the target's NICs with the job's rules, the script for the static ones
-/// written to [`SCRIPT`] (the bool says whether it was), and one report check per adapter.
+/// `root`, mapped onto the target's NICs with the job's rules; for the static ones the script
+/// written to [`SCRIPT`] and the [`SERVICE`] that runs it registered in the SYSTEM hive (the
+/// changes made; none when every adapter is on DHCP); one report check per adapter.
 /// Refused (nothing written) when a rule does not fit the adapters.
 pub fn fixup(
     root: &std::path::Path,
     n: &crate::linux::NetworkParams,
-) -> Result<(Vec<crate::report::Check>, bool), crate::FixupError> {
+) -> Result<(Vec<crate::report::Check>, Vec<crate::Change>), crate::FixupError> {
     use crate::fsutil::ci_resolve;
     use crate::FixupError;
     let path =
@@ -225,6 +314,7 @@ pub fn fixup(
     let plan = n.rules.check(&config, &n.targets)?;
     let shown = super::preview(&config, &plan, &n.rules)?;
     let script = apply_script(&config.interfaces, &shown, &plan, &n.rules.reip);
+    let mut changes = Vec::new();
     if let Some(text) = &script {
         let dir = root.join("ferry");
         if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
@@ -234,7 +324,20 @@ pub fn fixup(
             });
         }
         std::fs::create_dir_all(&dir).map_err(FixupError::io("create", &dir))?;
-        crate::fsutil::write_atomic(&root.join(SCRIPT), text.as_bytes())?;
+        let file = root.join(SCRIPT);
+        crate::fsutil::write_atomic(&file, text.as_bytes())?;
+        changes.push(crate::Change::edit(
+            &file,
+            "write the first-boot network script",
+            None,
+            Some(format!("{} bytes", text.len())),
+        ));
+        // The script first, then the service that names it.
+        let mut ed = crate::windows::registry::HiveEdit::new(h, path.clone());
+        add_service(&mut ed, &ccs)?;
+        crate::fsutil::backup_once(&path, crate::windows::HIVE_BACKUP_SUFFIX)?;
+        crate::fsutil::write_atomic(&path, &ed.hive.to_bytes())?;
+        changes.extend(ed.changes);
     }
     let mut checks = Vec::new();
     for (i, p) in config.interfaces.iter().zip(&shown) {
@@ -251,8 +354,10 @@ pub fn fixup(
             Some(pair) => (
                 false,
                 format!(
-                    "{p}; the static settings do not follow by themselves: on the first boot run \
-                     C:\\ferry\\network.cmd as Administrator (it sets them on the NIC with MAC {})",
+                    "{p}; set on the first boot by the {SERVICE} service (C:\\ferry\\network.cmd \
+                     on the NIC with MAC {}, log C:\\ferry\\network.log): not proven on a Windows \
+                     guest here, so check the address after the boot and, if it is not set, run \
+                     the script as Administrator",
                     pair.new_mac
                 ),
             ),
@@ -264,12 +369,25 @@ pub fn fixup(
             detail,
         });
     }
-    Ok((checks, script.is_some()))
+    Ok((checks, changes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hive_names_cannot_inject_commands() {
+        assert_eq!(
+            cmd_safe("Local Area Connection 2"),
+            "Local Area Connection 2"
+        );
+        assert_eq!(cmd_safe("52:54:00:AB:CD:EF"), "52:54:00:AB:CD:EF");
+        assert_eq!(
+            cmd_safe("x & del /q C:\\* | %PATH% (a) ^\"b\"<>"),
+            "x _ del _q C:__ _ _PATH_ _a_ __b___"
+        );
+    }
 
     #[test]
     fn masks_and_prefixes() {

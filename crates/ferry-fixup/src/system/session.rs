@@ -384,7 +384,7 @@ impl Session<'_> {
         let mut network = Vec::new();
         if let Some(n) = &self.opts.network {
             let t = Instant::now();
-            let (checks, script) = crate::network::windows::fixup(root, n)?;
+            let (checks, changes) = crate::network::windows::fixup(root, n)?;
             network = checks;
             self.step(
                 "network",
@@ -392,14 +392,15 @@ impl Session<'_> {
                 format!(
                     "{} adapter(s) mapped{}",
                     network.len(),
-                    if script {
-                        "; their static settings written to C:\\ferry\\network.cmd"
-                    } else {
+                    if changes.is_empty() {
                         ""
+                    } else {
+                        "; their static settings go to C:\\ferry\\network.cmd, run on the first boot by the FerryNetwork service"
                     }
                 ),
                 t,
             );
+            out.changes.extend(changes);
         }
         out.report = report::windows(root)?;
         out.report.checks.extend(network);
