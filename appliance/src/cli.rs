@@ -211,7 +211,7 @@ pub enum AgentsCmd {
 #[derive(Subcommand)]
 pub enum JobsCmd {
     /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot later).
-    Create(JobsCreate),
+    Create(Box<JobsCreate>),
     /// List jobs, oldest first.
     List {
         #[arg(long, value_name = "DIR")]
@@ -246,14 +246,36 @@ pub struct JobsCreate {
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
     /// Snapshot id (`appliance snapshots`).
-    #[arg(long)]
-    pub snapshot: String,
+    #[arg(long, required_unless_present = "backup", conflicts_with = "backup")]
+    pub snapshot: Option<String>,
     /// DISK=TARGET: a snapshot disk onto a device as the agent sees it (/dev/vda), the disk with
     /// a serial number (serial:SERIAL, as `appliance agents` shows it) or `auto` (the single
     /// blank disk large enough). Repeat for each disk.
-    #[arg(long = "map", value_name = "DISK=TARGET", required = true)]
+    #[arg(
+        long = "map",
+        value_name = "DISK=TARGET",
+        required_unless_present = "backup",
+        conflicts_with = "backup"
+    )]
     pub maps: Vec<Mapping>,
-    /// After a successful restore: reboot, poweroff or none.
+    /// A backup job instead of a restore: the rescue agent reads this machine's disks (never
+    /// mounted, never the medium it booted from) and stores them as an offline snapshot of
+    /// --machine.
+    #[arg(long, requires = "machine")]
+    pub backup: bool,
+    /// With --backup: the machine name the snapshot is stored under.
+    #[arg(long, value_name = "NAME", requires = "backup")]
+    pub machine: Option<String>,
+    /// With --backup: the disks to read: auto (every non-removable disk that holds data), all,
+    /// or a kernel name (sda, /dev/vda). Repeat.
+    #[arg(
+        long = "disk",
+        value_name = "auto|all|DEV",
+        requires = "backup",
+        default_value = "auto"
+    )]
+    pub disks: Vec<String>,
+    /// After the job: reboot, poweroff or none (none keeps the agent waiting for the next job).
     #[arg(long, default_value = "none")]
     pub then: Then,
     /// Allow writing targets that hold data.
@@ -294,6 +316,10 @@ pub struct NetworkArgs {
 }
 
 impl NetworkArgs {
+    pub fn is_empty(&self) -> bool {
+        self.nic.is_empty() && self.reip.is_empty() && self.ip.is_empty()
+    }
+
     pub fn job_network(self) -> ferry_format::agent::JobNetwork {
         ferry_format::agent::JobNetwork {
             nic: self.nic,
@@ -605,10 +631,29 @@ impl AgentsArgs {
 impl JobsCreate {
     pub fn dispatch(self) -> anyhow::Result<()> {
         use ferry_server::job_commands as jobs;
+        if self.backup {
+            let restore_only = [
+                ("--overwrite", self.overwrite),
+                ("--grow", self.grow),
+                ("--no-fixup", self.no_fixup),
+                ("--nic/--reip/--ip", !self.network.is_empty()),
+            ];
+            if let Some((flag, _)) = restore_only.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} belongs to restore jobs, not to --backup: leave it out");
+            }
+            let args = jobs::BackupArgs {
+                agent: self.agent,
+                mac: self.mac,
+                machine: self.machine.unwrap_or_default(),
+                disks: self.disks,
+                then: self.then,
+            };
+            return jobs::jobs_create_backup(&self.data, args, self.json);
+        }
         let args = jobs::CreateArgs {
             agent: self.agent,
             mac: self.mac,
-            snapshot: self.snapshot,
+            snapshot: self.snapshot.unwrap_or_default(),
             maps: self.maps,
             then: self.then,
             overwrite: self.overwrite,

@@ -10,6 +10,9 @@
 # Variants: bios  MBR + /boot ext4 + LVM on a logical partition (xfs root), GRUB for BIOS, SeaBIOS
 #           uefi  GPT + ESP + root, GRUB installed without the removable fallback, OVMF with empty
 #                 NVRAM both for the rescue boot and the restored boot
+#           cold  the bios guest backed up cold instead of by backup-agent: the source VM boots the
+#                 rescue ISO with its disk attached, takes a backup job (a job naming the boot
+#                 medium refused first), powers off; its offline snapshot is then restored as above
 # Env: FERRY_GUEST_CACHE (default ~/.cache/ferry/guests), FERRY_E2E_WORK (default /tmp/ferry-e2e),
 #      CARGO_TARGET_DIR (default /tmp/target-sys: shares the system tests' build),
 #      FERRY_E2E_SKIP_BUILD=1 reuse binaries and image of the previous run.
@@ -65,27 +68,76 @@ passed=0 failed=0
 # json_time RFC3339 -> epoch seconds
 epoch() { date -d "$1" +%s; }
 
-run_variant() { # bios|uefi
+# cold_backup SRC MAC: a copy of SRC, attached to a VM that boots the rescue ISO, is backed up by
+# a backup job of that VM's agent (after a job naming its boot medium was refused); the VM powers
+# off. Sets COLD_SNAPSHOT. The copy is compared with SRC afterwards: the job wrote nothing.
+cold_backup() {
+    local src=$1 mac=$2 id bad bjob tb
+    local copy=$T/source.raw
+    cp --sparse=always "$src" "$copy"
+    id="agent-$(tr -d : <<<"$mac" | tr 'A-F' 'a-f')"
+    tb=$(now)
+    qemu -smp 2 -boot d -cdrom "$WORK/site.iso" -drive "file=$copy,format=raw,if=virtio" $(nic "$mac")
+    approve_from_console "$id" "$BIN" || { stop_qemu; return 1; }
+    echo "source VM: rescue boot -> approved $(elapsed "$tb") s"
+    # The medium the image booted from is never a backup source.
+    if bad=$("$BIN/appliance" jobs create --data "$DATA" --backup --agent "$id" --machine debian12-cold --disk sr0 2>&1); then
+        echo "a backup job naming the boot medium sr0 was accepted: $bad"; stop_qemu; return 1
+    fi
+    echo "ok: a backup job naming the boot medium refused: $bad"
+    bjob=$("$BIN/appliance" jobs create --data "$DATA" --backup --agent "$id" --machine debian12-cold \
+        --disk auto --then poweroff) || { echo "jobs create --backup failed"; stop_qemu; return 1; }
+    echo "backup job $bjob: --disk auto, then poweroff"
+    if ! wait_exit 1200; then
+        stop_qemu
+        echo "the source VM did not power off within 1200 s; console tail:"; serial | tail -30
+        return 1
+    fi
+    cp "$T/serial.log" "$T/cold-serial.log"
+    "$BIN/appliance" jobs show --data "$DATA" --json "$bjob" >"$T/backup-job.json"
+    if ! jq -e '.job.state == "succeeded"' "$T/backup-job.json" >/dev/null; then
+        echo "backup job state: $(jq -c .job.state "$T/backup-job.json")"
+        jq -r '.events[] | "\(.time) \(.phase) \(.level) \(.message)"' "$T/backup-job.json" | tail -20
+        return 1
+    fi
+    COLD_SNAPSHOT=$(jq -r '.job.backup.snapshot' "$T/backup-job.json")
+    local mode disks
+    mode=$(jq -r '.consistency.mode' "$DATA/snapshots/$COLD_SNAPSHOT/manifest.json")
+    disks=$(jq -r '[.disks[].name] | join(",")' "$DATA/snapshots/$COLD_SNAPSHOT/manifest.json")
+    [[ $mode == offline ]] || { echo "snapshot $COLD_SNAPSHOT records consistency $mode, not offline"; return 1; }
+    [[ $disks == vda ]] || { echo "snapshot $COLD_SNAPSHOT holds disks $disks, not vda (the source's disk, not the medium)"; return 1; }
+    cmp -s "$src" "$copy" || { echo "the backup job changed the source disk"; return 1; }
+    echo "ok: cold backup: snapshot $COLD_SNAPSHOT ($mode, disks $disks) in $(elapsed "$tb") s from the source VM's power-on; $(jq -r '[.events[] | select(.phase == "done")][0].message' "$T/backup-job.json" | cut -c1-200); the source disk is unchanged (cmp)"
+}
+
+run_variant() { # bios|uefi|cold
     local v=$1 mac firmware=() size
     T=$WORK/$v
     mkdir -p "$T"
+    local guest=$v disk=sda
     case $v in
         bios) mac=52:54:00:e2:e0:01 ;;
         uefi) mac=52:54:00:e2:e0:02; firmware=(-bios "$OVMF") ;;
+        cold) mac=52:54:00:e2:e0:03; guest=bios; disk=vda ;;
         *) echo "unknown variant $v"; return 1 ;;
     esac
-    local src=$CACHE/debian12-$v.raw
+    local src=$CACHE/debian12-$guest.raw
     [[ -f $src ]] || { echo "no $src"; return 1; }
     size=$(stat -c %s "$src")
 
     local t0 t1 snap job
     t0=$(now)
-    "$BIN/backup-agent" backup --appliance "$LOCAL_URL" --ca "$DATA/ca.pem" --token "$BACKUP" \
-        --machine "debian12-$v" --disk "sda=$src" --json >"$T/backup.json" 2>"$T/backup.err" \
-        || { cat "$T/backup.err"; echo "backup failed"; return 1; }
-    snap=$(jq -r .snapshot "$T/backup.json")
-    echo "backup of $src: snapshot $snap in $(elapsed "$t0") s ($(jq -c '{read: .bytes_read, uploaded: .bytes_uploaded}' "$T/backup.json" 2>/dev/null))"
-    job=$("$BIN/appliance" jobs create --data "$DATA" --mac "$mac" --snapshot "$snap" --map sda=/dev/vda \
+    if [[ $v == cold ]]; then
+        cold_backup "$src" 52:54:00:e2:e0:13 || return 1
+        snap=$COLD_SNAPSHOT
+    else
+        "$BIN/backup-agent" backup --appliance "$LOCAL_URL" --ca "$DATA/ca.pem" --token "$BACKUP" \
+            --machine "debian12-$v" --disk "sda=$src" --json >"$T/backup.json" 2>"$T/backup.err" \
+            || { cat "$T/backup.err"; echo "backup failed"; return 1; }
+        snap=$(jq -r .snapshot "$T/backup.json")
+        echo "backup of $src: snapshot $snap in $(elapsed "$t0") s ($(jq -c '{read: .bytes_read, uploaded: .bytes_uploaded}' "$T/backup.json" 2>/dev/null))"
+    fi
+    job=$("$BIN/appliance" jobs create --data "$DATA" --mac "$mac" --snapshot "$snap" --map "$disk=/dev/vda" \
         --grow --then poweroff) || { echo "jobs create failed"; return 1; }
     truncate -s $((size * 3 / 2)) "$T/target.raw"
     echo "job $job: snapshot onto a blank virtio disk of $((size * 3 / 2)) bytes (1.5x), --grow, then poweroff"

@@ -34,8 +34,10 @@ pub(crate) fn run_job(
     cfg: &AgentConfig,
     out: &mut Console,
 ) -> Result<Outcome, AgentError> {
-    if job.kind == JobKind::Standby {
-        return crate::standby::run_standby(s, job, inv, root, cfg, out);
+    match job.kind {
+        JobKind::Standby => return crate::standby::run_standby(s, job, inv, root, cfg, out),
+        JobKind::Backup => return crate::backup::run_backup(s, job, root, cfg, out),
+        JobKind::Restore => {}
     }
     let mut events = Events::new(&s.client, &s.agent, &job.id);
     let outcome = |succeeded| Outcome {
@@ -400,7 +402,7 @@ pub(crate) fn apply(
     .map_err(|e| e.to_string())
 }
 
-fn sample(p: &Progress, start: Instant) -> Bytes {
+pub(crate) fn sample(p: &Progress, start: Instant) -> Bytes {
     use std::sync::atomic::Ordering;
     let total = p.total.load(Ordering::Relaxed);
     let done = p.done.load(Ordering::Relaxed).min(total);
@@ -482,6 +484,7 @@ mod tests {
             state,
             kind: ferry_format::agent::JobKind::Restore,
             migration: None,
+            backup: None,
         }
     }
 

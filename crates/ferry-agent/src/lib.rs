@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 pub mod cli;
 pub mod console;
 pub mod events;

@@ -116,6 +116,9 @@ pub struct BackupOptions {
     /// The source's network configuration, recorded in the manifest (the agent gathers it;
     /// `None` records nothing).
     pub network: Option<NetworkConfig>,
+    /// Every disk's bytes read also count here (its total is set to the disks' sizes): the
+    /// whole backup's progress, for an observer such as the rescue agent's job events.
+    pub progress: Option<std::sync::Arc<Progress>>,
 }
 
 impl Default for BackupOptions {
@@ -133,6 +136,7 @@ impl Default for BackupOptions {
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             lvm: LvmPolicy::Off,
             network: None,
+            progress: None,
         }
     }
 }
@@ -392,8 +396,15 @@ fn run_session(
     let throttle = Throttle::new(opts.limits.rate());
     let mut seen = HashSet::new();
     let mut disks = Vec::new();
+    if let Some(p) = &opts.progress {
+        let total = sources.iter().map(|(_, src, _, _)| src.size()).sum();
+        p.total.store(total, Ordering::Relaxed);
+    }
     for (spec, src, layout, used) in sources {
-        let progress = Progress::new();
+        let progress = match &opts.progress {
+            Some(p) => Progress::with_parent(p),
+            None => Progress::new(),
+        };
         progress.total.store(src.size(), Ordering::Relaxed);
         let reporter = progress.report(format!("backup {}", spec.name), opts.quiet);
         let r = backup_disk(

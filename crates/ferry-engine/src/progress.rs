@@ -17,6 +17,15 @@ pub struct Progress {
     parent: Option<Arc<Progress>>,
 }
 
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("total", &self.total.load(Ordering::Relaxed))
+            .field("done", &self.done.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl Progress {
     pub fn new() -> Arc<Self> {
         Arc::new(Progress::default())

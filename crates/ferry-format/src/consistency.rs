@@ -47,6 +47,10 @@ pub enum Consistency {
         #[serde(default)]
         snapshot_ms: u64,
     },
+    /// Read by the rescue image's agent (a backup job) with the source's OS not running and
+    /// none of its filesystems mounted: consistent by construction. The appliance accepts it
+    /// only from an agent running a backup job (docs/consistency.md).
+    Offline,
     /// Read while the source may have been writing: no guarantee across the disk.
     Live,
     /// Not recorded (a manifest from before the field existed, or an agent that did not say).
@@ -81,10 +85,11 @@ impl Consistency {
         matches!(self, Consistency::Unknown)
     }
 
-    /// `point-in-time`, `live` or `unknown`: the mode alone.
+    /// `point-in-time`, `offline`, `live` or `unknown`: the mode alone.
     pub fn mode(&self) -> &'static str {
         match self {
             Consistency::PointInTime { .. } => "point-in-time",
+            Consistency::Offline => "offline",
             Consistency::Live => "live",
             Consistency::Unknown => "unknown",
         }
@@ -197,6 +202,7 @@ mod tests {
         let cases = [
             (frozen(1234), r#"{"mode":"point-in-time","method":"freeze""#),
             (Consistency::Live, r#"{"mode":"live"}"#),
+            (Consistency::Offline, r#"{"mode":"offline"}"#),
             (Consistency::Unknown, r#"{"mode":"unknown"}"#),
         ];
         for (c, prefix) in cases {

@@ -3,7 +3,8 @@
 //! another role) and [`Caller::need_machine`] (403 for a machine outside the token's scope). A
 //! token that is not in tokens.json may be an agent's credential (`<agent id>.<hex>`, hash in
 //! `agents/<id>.json`): then the caller is that agent, with role [`Role::Agent`]
-//! ([`Caller::need_agent`]). Last, it may be a source machine's credential (`src-<machine>.<hex>`,
+//! ([`Caller::need_agent`]), and while it runs a backup job also a backup credential for that
+//! job's machine ([`Caller::backup_job`]). Last, it may be a source machine's credential (`src-<machine>.<hex>`,
 //! hash in `sources/<machine>.json`): then the caller is a backup credential for that one
 //! machine, with the public id `src-<machine>` (`crate::sources`).
 //!
@@ -38,8 +39,17 @@ pub struct TokenGrant {
 }
 
 impl Caller {
+    /// The backup job an agent credential is running: while it lasts the credential is also a
+    /// backup credential for that job's one machine (sessions bound to the job's id).
+    pub fn backup_job(&self) -> Option<&str> {
+        (self.role == Role::Agent)
+            .then_some(self.token.as_ref())
+            .flatten()
+            .map(|t| t.id.as_str())
+    }
+
     pub fn need(&self, role: Role) -> Result<(), ApiError> {
-        if self.role.allows(role) {
+        if self.role.allows(role) || (role == Role::Backup && self.backup_job().is_some()) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -163,10 +173,14 @@ impl FromRequestParts<SharedState> for Caller {
                 });
             }
             if let Some(a) = st.store.agent_for_credential(&token)? {
+                let backup = st.store.agent_backup_job(&a.agent)?;
                 return Ok(Resolved::Caller(Caller {
                     role: Role::Agent,
                     agent: Some(a.agent),
-                    token: None,
+                    token: backup.map(|(job, machine)| TokenGrant {
+                        id: job,
+                        scope: MachineScope::Only(vec![machine]),
+                    }),
                 }));
             }
             Ok(match st.store.source_for_credential(&token)? {

@@ -12,6 +12,7 @@ use ferry_format::api::{
     BackupSession, BackupStart, CommitReply, CommitRequest, Hello, KnownChunksQuery,
     KnownChunksReply, Role, SignedManifest, SnapshotSummary, MAX_KNOWN_QUERY,
 };
+use ferry_format::consistency::Consistency;
 use ferry_format::ChunkId;
 use ferry_store::chunks::PutOutcome;
 use serde::Deserialize;
@@ -111,9 +112,24 @@ pub async fn commit(
 ) -> ApiResult<Json<CommitReply>> {
     own_session(&st, &caller, &session).await?;
     let req: CommitRequest = parse_json(&body)?;
+    let job = caller.backup_job().map(str::to_owned);
+    // `offline` is the rescue image's word about a source that was not running: accepted
+    // from an agent's backup job only.
+    if req.consistency == Consistency::Offline && job.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "only a rescue agent's backup job records a snapshot as offline: send the \
+             consistency the backup actually had (live or point-in-time)",
+        ));
+    }
     let snapshot = blocking(move || {
-        st.store
-            .commit(&session, &req, &st.signer, SystemTime::now())
+        let snapshot = st
+            .store
+            .commit(&session, &req, &st.signer, SystemTime::now())?;
+        if let Some(job) = &job {
+            st.store.record_backup_snapshot(job, &snapshot)?;
+        }
+        Ok(snapshot)
     })
     .await?;
     tracing::info!("committed snapshot {snapshot}");

@@ -11,7 +11,7 @@ use ferry_format::agent::{
     AgentInfo, Event, JobFor, JobOptions, JobRecord, JobState, Mapping, Then,
 };
 use ferry_format::units::human_bytes;
-use ferry_store::jobs::NewJob;
+use ferry_store::jobs::{NewBackupJob, NewJob};
 use ferry_store::Store;
 use serde::Serialize;
 
@@ -208,14 +208,61 @@ pub struct CreateArgs {
     pub options: JobOptions,
 }
 
-pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
-    let for_ = match (args.agent, args.mac) {
+fn job_for(agent: Option<String>, mac: Option<String>) -> Result<JobFor> {
+    Ok(match (agent, mac) {
         (Some(a), None) => JobFor::Agent(a),
         (None, Some(m)) => {
             JobFor::Mac(ferry_format::agent::normalize_mac(&m).map_err(anyhow::Error::msg)?)
         }
         _ => anyhow::bail!("give exactly one of --agent ID or --mac MAC"),
+    })
+}
+
+fn who(for_: &JobFor) -> String {
+    match for_ {
+        JobFor::Agent(a) => format!("agent {a}"),
+        JobFor::Mac(m) => format!("the machine with MAC {m}"),
+    }
+}
+
+/// What `jobs create --backup` was given on the command line.
+pub struct BackupArgs {
+    pub agent: Option<String>,
+    pub mac: Option<String>,
+    pub machine: String,
+    pub disks: Vec<String>,
+    pub then: Then,
+}
+
+pub fn jobs_create_backup(data: &Path, args: BackupArgs, json: bool) -> Result<()> {
+    let for_ = job_for(args.agent, args.mac)?;
+    let store = Store::open(data)?;
+    let new = NewBackupJob {
+        for_,
+        machine: args.machine,
+        disks: args.disks,
+        then: args.then,
     };
+    let job = store
+        .create_backup_job(new, SystemTime::now())
+        .context("create the backup job")?;
+    if json {
+        return print_json(&job);
+    }
+    println!("{}", job.id);
+    let b = job.backup.as_ref();
+    eprintln!(
+        "Created job {}: back up disks {} of {} as machine {}; it starts when that agent asks for work.",
+        job.id,
+        b.map(|b| b.disks.join(",")).unwrap_or_default(),
+        who(&job.for_),
+        b.map(|b| b.machine.as_str()).unwrap_or("-"),
+    );
+    Ok(())
+}
+
+pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
+    let for_ = job_for(args.agent, args.mac)?;
     let store = Store::open(data)?;
     let new = NewJob {
         snapshot: args.snapshot,
@@ -231,16 +278,13 @@ pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
     if json {
         return print_json(&job);
     }
-    let who = match &job.for_ {
-        JobFor::Agent(a) => format!("agent {a}"),
-        JobFor::Mac(m) => format!("the machine with MAC {m}"),
-    };
     println!("{}", job.id);
     eprintln!(
-        "Created job {} ({}): snapshot {} onto {who}; it starts when that agent asks for work.",
+        "Created job {} ({}): snapshot {} onto {}; it starts when that agent asks for work.",
         job.id,
         mappings_text(&job.mappings),
-        job.snapshot
+        job.snapshot,
+        who(&job.for_)
     );
     Ok(())
 }
@@ -288,10 +332,25 @@ pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
     if let JobState::Failed { reason } = &job.state {
         println!("reason    {reason}");
     }
-    println!("snapshot  {}", job.snapshot);
-    println!("mappings  {}", mappings_text(&job.mappings));
-    if let Some(r) = &job.resolved {
-        println!("resolved  {}", mappings_text(r));
+    if let Some(b) = &job.backup {
+        println!(
+            "kind      backup of machine {} (offline, from the rescue image)",
+            b.machine
+        );
+        println!("disks     {}", b.disks.join(", "));
+        if let Some(r) = &job.backup_resolved {
+            println!("resolved  {}", r.join(", "));
+        }
+        println!(
+            "snapshot  {}",
+            b.snapshot.as_deref().unwrap_or("- (not committed yet)")
+        );
+    } else {
+        println!("snapshot  {}", job.snapshot);
+        println!("mappings  {}", mappings_text(&job.mappings));
+        if let Some(r) = &job.resolved {
+            println!("resolved  {}", mappings_text(r));
+        }
     }
     println!(
         "agent     {}",

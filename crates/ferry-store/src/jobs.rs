@@ -14,9 +14,9 @@ use std::time::SystemTime;
 
 use ferry_fixup::network::{NetworkRules, TargetNic};
 use ferry_format::agent::{
-    resolve_mappings, AgentState, DiskNeed, Event, EventBatch, Inventory, Job, JobFor, JobKind,
-    JobNetwork, JobOptions, JobProgress, JobRecord, JobState, Level, Mapping, Then,
-    MAX_EVENT_BATCH,
+    check_backup_disks, resolve_backup_disks, resolve_mappings, AgentState, BackupSpec, DiskNeed,
+    Event, EventBatch, Inventory, Job, JobFor, JobKind, JobNetwork, JobOptions, JobProgress,
+    JobRecord, JobState, Level, Mapping, Then, MAX_EVENT_BATCH,
 };
 use ferry_format::manifest::Manifest;
 use ferry_format::marker::proof_hash;
@@ -53,6 +53,16 @@ pub struct NewJob {
     pub then: Then,
     pub overwrite: bool,
     pub options: JobOptions,
+}
+
+/// What `appliance jobs create --backup` asks for: a rescue agent backs up its machine's disks.
+#[derive(Clone, Debug)]
+pub struct NewBackupJob {
+    pub for_: JobFor,
+    pub machine: String,
+    /// `auto`, `all` or kernel names.
+    pub disks: Vec<String>,
+    pub then: Then,
 }
 
 impl Store {
@@ -140,12 +150,7 @@ impl Store {
                 )));
             }
         }
-        let id = loop {
-            let id = format!("job-{}", fsx::random_hex(4)?);
-            if !self.job_path(&id).exists() {
-                break id;
-            }
-        };
+        let id = self.new_job_id()?;
         let job = JobRecord {
             id,
             snapshot: new.snapshot,
@@ -164,10 +169,97 @@ impl Store {
             proof_hash: None,
             kind: JobKind::Restore,
             migration: None,
+            backup: None,
+            backup_resolved: None,
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;
         Ok(job)
+    }
+
+    /// Check a new backup job (its machine name; its disks against the agent's inventory when
+    /// it names an enrolled agent, else when the agent picks it up) and record it.
+    pub fn create_backup_job(&self, new: NewBackupJob, now: SystemTime) -> Result<JobRecord> {
+        check_name(NameKind::Machine, &new.machine)?;
+        let _lock = self.lock_jobs()?;
+        match &new.for_ {
+            JobFor::Agent(a) => {
+                let inv = self.agent_record(a)?.info.inventory;
+                resolve_backup_disks(&new.disks, &inv)
+                    .map_err(|e| StoreError::Invalid(format!("back up agent {a}'s disks: {e}")))?;
+            }
+            JobFor::Mac(m) => {
+                ferry_format::agent::normalize_mac(m).map_err(StoreError::Invalid)?;
+                // Resolved when the agent picks it up; the words must make sense already.
+                check_backup_disks(&new.disks).map_err(StoreError::Invalid)?;
+            }
+        }
+        let id = self.new_job_id()?;
+        let job = JobRecord {
+            id,
+            snapshot: String::new(),
+            for_: new.for_,
+            mappings: Vec::new(),
+            then: new.then,
+            overwrite: false,
+            options: JobOptions {
+                fixup: false,
+                ..JobOptions::default()
+            },
+            created: rfc3339(now),
+            agent: None,
+            resolved: None,
+            state: JobState::Pending,
+            started: None,
+            finished: None,
+            progress: JobProgress::default(),
+            proof_hash: None,
+            kind: JobKind::Backup,
+            migration: None,
+            backup: Some(BackupSpec {
+                machine: new.machine,
+                disks: new.disks,
+                snapshot: None,
+            }),
+            backup_resolved: None,
+        };
+        self.write_job(&job)?;
+        fsx::fsync_dir(&self.jobs_dir())?;
+        Ok(job)
+    }
+
+    fn new_job_id(&self) -> Result<String> {
+        loop {
+            let id = format!("job-{}", fsx::random_hex(4)?);
+            if !self.job_path(&id).exists() {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// The backup job `agent` is running or about to run, and the machine it backs up: what
+    /// lets the agent's credential upload for that one machine (ferry-server `auth`).
+    pub fn agent_backup_job(&self, agent: &str) -> Result<Option<(String, String)>> {
+        let info = self.agent_record(agent)?.info;
+        let Some(id) = info.job else { return Ok(None) };
+        let job = self.job(&id)?;
+        let live = matches!(job.state, JobState::Pending | JobState::Running)
+            && job.agent.as_deref() == Some(agent)
+            && job.kind == JobKind::Backup;
+        Ok(job.backup.filter(|_| live).map(|b| (job.id, b.machine)))
+    }
+
+    /// Record the snapshot a backup job committed (the appliance's own record of the commit,
+    /// not the agent's word).
+    pub fn record_backup_snapshot(&self, id: &str, snapshot: &str) -> Result<()> {
+        let _lock = self.lock_jobs()?;
+        let mut job = self.job(id)?;
+        if let Some(b) = &mut job.backup {
+            b.snapshot = Some(snapshot.to_owned());
+            job.snapshot = snapshot.to_owned();
+            self.write_job(&job)?;
+        }
+        Ok(())
     }
 
     pub fn job(&self, id: &str) -> Result<JobRecord> {
@@ -291,9 +383,19 @@ impl Store {
         let mut proof = String::new();
         if job.state == JobState::Pending {
             job.agent = Some(agent.to_string());
-            match self.resolve_job(&job, &info.inventory) {
-                Ok(resolved) => {
-                    job.resolved = Some(resolved);
+            let resolved = match &job.backup {
+                Some(b) if job.kind == JobKind::Backup => {
+                    resolve_backup_disks(&b.disks, &info.inventory).map(|disks| {
+                        job.backup_resolved = Some(disks);
+                    })
+                }
+                _ => self
+                    .resolve_job(&job, &info.inventory)
+                    .map(|r| job.resolved = Some(r)),
+            };
+            match resolved {
+                Ok(()) if job.kind == JobKind::Backup => {}
+                Ok(()) => {
                     proof = fsx::random_hex(32)?;
                     job.proof_hash = Some(proof_hash(&proof));
                 }
@@ -439,7 +541,8 @@ impl Store {
         let Some(id) = info.job else { return Ok(None) };
         let job = self.job(&id)?;
         let live = matches!(job.state, JobState::Pending | JobState::Running)
-            && job.agent.as_deref() == Some(agent);
+            && job.agent.as_deref() == Some(agent)
+            && job.kind != JobKind::Backup;
         Ok(live.then_some(job.snapshot))
     }
 

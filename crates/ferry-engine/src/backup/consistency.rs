@@ -32,6 +32,9 @@ pub enum ConsistencyRequest {
     /// Point-in-time when the source allows it, else live with a warning saying why.
     #[default]
     Auto,
+    /// The source's OS is not running (a backup job of the rescue image): nothing on the
+    /// sources may be mounted read-write; record `offline`.
+    Offline,
 }
 
 impl FromStr for ConsistencyRequest {
@@ -41,6 +44,7 @@ impl FromStr for ConsistencyRequest {
             "live" => Ok(ConsistencyRequest::Live),
             "point-in-time" => Ok(ConsistencyRequest::PointInTime),
             "auto" => Ok(ConsistencyRequest::Auto),
+            "offline" => Ok(ConsistencyRequest::Offline),
             _ => Err(format!(
                 "{s:?} is not a consistency; use live, point-in-time or auto"
             )),
@@ -54,6 +58,7 @@ impl std::fmt::Display for ConsistencyRequest {
             ConsistencyRequest::Live => "live",
             ConsistencyRequest::PointInTime => "point-in-time",
             ConsistencyRequest::Auto => "auto",
+            ConsistencyRequest::Offline => "offline",
         })
     }
 }
@@ -72,6 +77,11 @@ pub enum ConsistencyError {
     },
     #[error(transparent)]
     Substitute(#[from] super::substitute::SubstituteError),
+    #[error("an offline backup reads only disks nothing has mounted, and {mount_point} ({fstype}) on them is mounted read-write: unmount it and run the job again")]
+    MountedOffline {
+        mount_point: PathBuf,
+        fstype: String,
+    },
 }
 
 /// What a backup needs to hold its sources: the request, the operator's hooks, the run
@@ -115,6 +125,8 @@ pub struct Hold {
     images: Vec<(PathBuf, Stamp)>,
     /// `auto` records a changed image as live instead of failing.
     lenient: bool,
+    /// Record `offline`, and fail if the capture found a filesystem it had to hold.
+    offline: bool,
 }
 
 impl Hold {
@@ -144,7 +156,7 @@ impl Hold {
             }
             // Image files alone need no capture, unless hooks must run around the read.
             _ if devices.is_empty() && !hooked => (None, Mode::PointInTime),
-            ConsistencyRequest::PointInTime => (
+            ConsistencyRequest::PointInTime | ConsistencyRequest::Offline => (
                 Some(Capture::begin(&capture_req(Mode::PointInTime))?),
                 Mode::PointInTime,
             ),
@@ -172,6 +184,7 @@ impl Hold {
             mode,
             images,
             lenient: req.consistency == ConsistencyRequest::Auto,
+            offline: req.consistency == ConsistencyRequest::Offline,
         })
     }
 
@@ -211,7 +224,7 @@ impl Hold {
             );
             return Ok(Consistency::Live);
         }
-        Ok(match report {
+        let held = match report {
             Some(r) => r.consistency,
             // Only image files, none of which changed.
             None => Consistency::PointInTime {
@@ -223,7 +236,30 @@ impl Hold {
                 freeze_ms: 0,
                 snapshot_ms: 0,
             },
-        })
+        };
+        if !self.offline {
+            return Ok(held);
+        }
+        match held {
+            Consistency::PointInTime {
+                method: Method::NoneNeeded,
+                ..
+            } => Ok(Consistency::Offline),
+            Consistency::PointInTime {
+                frozen, not_frozen, ..
+            } => {
+                let (mount_point, fstype) = match (frozen.first(), not_frozen.first()) {
+                    (Some(m), _) => (m.clone(), "frozen for the read".to_owned()),
+                    (None, Some(n)) => (n.mount_point.clone(), n.fstype.clone()),
+                    (None, None) => (PathBuf::from("a filesystem"), "held by a snapshot".into()),
+                };
+                Err(ConsistencyError::MountedOffline {
+                    mount_point,
+                    fstype,
+                })
+            }
+            other => Ok(other),
+        }
     }
 
     /// The first image file whose stamp changed since [`Hold::begin`].
@@ -274,6 +310,7 @@ mod tests {
             ConsistencyRequest::Live,
             ConsistencyRequest::PointInTime,
             ConsistencyRequest::Auto,
+            ConsistencyRequest::Offline,
         ] {
             assert_eq!(r.to_string().parse::<ConsistencyRequest>().unwrap(), r);
         }
@@ -294,6 +331,13 @@ mod tests {
             let c = hold.end().unwrap();
             assert_eq!(c.to_string(), "point-in-time (none-needed)", "{mode}");
         }
+        let offline = Hold::begin(&request(
+            vec![&img],
+            ConsistencyRequest::Offline,
+            &none,
+            &run,
+        ));
+        assert_eq!(offline.unwrap().end().unwrap(), Consistency::Offline);
         let live = Hold::begin(&request(vec![&img], ConsistencyRequest::Live, &none, &run));
         assert_eq!(live.unwrap().end().unwrap(), Consistency::Live);
 

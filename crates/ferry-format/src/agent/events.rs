@@ -20,6 +20,8 @@ pub enum Phase {
     Plan,
     /// Comparing, fetching and writing data.
     Restore,
+    /// A backup job reading this machine's disks and sending what the appliance lacks.
+    Backup,
     /// Adapting the restored OS to this machine, and the bootability report.
     Fixup,
     /// Finished successfully.

@@ -1,4 +1,4 @@
-//! Restore jobs: the [`Job`] an agent is given, the appliance's [`JobRecord`], their states and
+//! Restore, standby and backup jobs: the [`Job`] an agent is given, the appliance's [`JobRecord`], their states and
 //! options.
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,107 @@ pub enum JobKind {
     /// newest snapshot the standby routes hand out, then apply each newer one, until the
     /// migration ends. `Job::migration` names it.
     Standby,
+    /// Back up this machine's own disks from the rescue image (docs/agent.md, "Backup
+    /// jobs"): `Job::backup` says which, under which machine name; the snapshot records
+    /// [`crate::consistency::Consistency::Offline`].
+    Backup,
+}
+
+/// What a backup job reads: `disks` as the operator gave them (`auto`, `all` or kernel
+/// names), resolved against the agent's inventory by [`resolve_backup_disks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// The machine the snapshot is stored under.
+    pub machine: String,
+    pub disks: Vec<String>,
+    /// The snapshot the job committed, recorded by the appliance when it accepted the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// Most disks one backup job names.
+pub const MAX_BACKUP_DISKS: usize = 64;
+
+/// The words of `--disk` before any inventory is known: 1 to [`MAX_BACKUP_DISKS`] of `auto`,
+/// `all` or a kernel name (`sda`, `/dev/nvme0n1`).
+pub fn check_backup_disks(requested: &[String]) -> Result<(), String> {
+    if requested.is_empty() || requested.len() > MAX_BACKUP_DISKS {
+        return Err(format!(
+            "a backup job names 1 to {MAX_BACKUP_DISKS} disks (--disk auto|all|DEV)"
+        ));
+    }
+    for r in requested {
+        let n = r.strip_prefix("/dev/").unwrap_or(r);
+        let ok = !n.is_empty()
+            && n.len() <= 32
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !ok {
+            return Err(format!(
+                "--disk {r:?} is not auto, all or a disk's kernel name (sda, /dev/vda)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The disks a backup job reads, by kernel name, in inventory order. `auto`: every disk
+/// that is not removable, not blank and not protected; `all`: every disk not protected;
+/// otherwise each name (`sda` or `/dev/sda`) must be a disk of `inv` that is not protected
+/// (the medium the rescue image booted from is never read). Refused with the reason.
+pub fn resolve_backup_disks(
+    requested: &[String],
+    inv: &super::Inventory,
+) -> Result<Vec<String>, String> {
+    check_backup_disks(requested)?;
+    let names: Vec<&str> = inv.disks.iter().map(|d| d.name.as_str()).collect();
+    let mut out: Vec<String> = Vec::new();
+    let add = |n: &str, out: &mut Vec<String>| {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_owned());
+        }
+    };
+    for r in requested {
+        match r.as_str() {
+            "auto" | "all" => {
+                let auto = r == "auto";
+                for d in &inv.disks {
+                    if d.protected.is_none() && (!auto || (!d.removable && !d.blank)) {
+                        add(&d.name, &mut out);
+                    }
+                }
+            }
+            other => {
+                let name = other.strip_prefix("/dev/").unwrap_or(other);
+                let Some(d) = inv.disks.iter().find(|d| d.name == name) else {
+                    return Err(format!(
+                        "this machine has no disk {other} (it has: {}); name one of its disks, or auto",
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ));
+                };
+                if let Some(why) = &d.protected {
+                    return Err(format!(
+                        "disk {name} is never backed up by a job: {why}; name another disk"
+                    ));
+                }
+                add(name, &mut out);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "--disk {} chose no disk on this machine (its disks: {}): every one is blank, \
+             removable or the rescue medium; name the disk to read",
+            requested.join(","),
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
+    Ok(out)
 }
 
 impl JobKind {
@@ -170,6 +271,9 @@ pub struct Job {
     /// The migration a standby job serves (`mig-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<String>,
+    /// What a backup job reads (its disks resolved when it is handed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 /// `GET /agents/{id}/standby/next`: the snapshot a standby job is to apply next (the newest
@@ -256,6 +360,11 @@ pub struct JobRecord {
     /// The migration a standby job serves (`mig-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<String>,
+    /// A backup job's request (as given; `backup_resolved` holds the disks at pickup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_resolved: Option<Vec<String>>,
 }
 
 impl JobRecord {
@@ -276,6 +385,14 @@ impl JobRecord {
             state: self.state.clone(),
             kind: self.kind,
             migration: self.migration.clone(),
+            backup: self.backup.as_ref().map(|b| BackupSpec {
+                machine: b.machine.clone(),
+                disks: self
+                    .backup_resolved
+                    .clone()
+                    .unwrap_or_else(|| b.disks.clone()),
+                snapshot: b.snapshot.clone(),
+            }),
         }
     }
 }
@@ -285,6 +402,45 @@ mod tests {
     use super::super::testing::map;
     use super::super::MapTarget;
     use super::*;
+
+    #[test]
+    fn backup_disks_resolve_against_the_inventory() {
+        use super::super::testing::{disk, inv, GB};
+        let mut usb = disk("sdb", 8 * GB, false);
+        usb.removable = true;
+        let mut medium = disk("sdc", GB, false);
+        medium.protected = Some("it holds the medium the rescue image booted from".into());
+        let i = inv(vec![
+            disk("sda", 100 * GB, false),
+            usb,
+            medium,
+            disk("vdb", 10 * GB, true),
+        ]);
+        let r = |d: &[&str]| {
+            let d: Vec<String> = d.iter().map(|s| s.to_string()).collect();
+            resolve_backup_disks(&d, &i)
+        };
+        assert_eq!(r(&["auto"]).unwrap(), ["sda"]);
+        assert_eq!(r(&["all"]).unwrap(), ["sda", "sdb", "vdb"]);
+        assert_eq!(r(&["/dev/vdb", "sda", "auto"]).unwrap(), ["vdb", "sda"]);
+        let e = r(&["sdc"]).unwrap_err();
+        assert!(
+            e.contains("disk sdc is never backed up") && e.contains("booted from"),
+            "{e}"
+        );
+        let e = r(&["nvme0n1"]).unwrap_err();
+        assert!(
+            e.contains("no disk nvme0n1 (it has: sda, sdb, sdc, vdb)"),
+            "{e}"
+        );
+        assert!(r(&[]).is_err());
+        assert!(r(&["../sda"])
+            .unwrap_err()
+            .contains("not auto, all or a disk"));
+        let only_blank = inv(vec![disk("vda", GB, true)]);
+        let e = resolve_backup_disks(&["auto".into()], &only_blank).unwrap_err();
+        assert!(e.contains("chose no disk"), "{e}");
+    }
 
     #[test]
     fn job_json_round_trips() {
@@ -307,6 +463,7 @@ mod tests {
             },
             kind: JobKind::Restore,
             migration: None,
+            backup: None,
         };
         let text = serde_json::to_string(&job).unwrap();
         assert!(
@@ -380,6 +537,8 @@ mod tests {
             proof_hash: Some(crate::marker::proof_hash(&"ab".repeat(32))),
             kind: JobKind::Restore,
             migration: None,
+            backup: None,
+            backup_resolved: None,
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);
@@ -403,6 +562,7 @@ mod tests {
             state: JobState::Pending,
             kind: JobKind::Restore,
             migration: None,
+            backup: None,
         };
         let text = serde_json::to_string(&job).unwrap();
         // An agent built before standby jobs existed reads a restore job unchanged.

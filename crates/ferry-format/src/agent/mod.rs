@@ -34,7 +34,8 @@ pub use inventory::{
     MAX_INVENTORY_TEXT,
 };
 pub use job::{
-    Job, JobFor, JobKind, JobNetwork, JobOptions, JobProgress, JobRecord, JobState, StandbyNext,
-    StandbyReport, Then,
+    check_backup_disks, resolve_backup_disks, BackupSpec, Job, JobFor, JobKind, JobNetwork,
+    JobOptions, JobProgress, JobRecord, JobState, StandbyNext, StandbyReport, Then,
+    MAX_BACKUP_DISKS,
 };
 pub use mapping::{resolve_mappings, DiskNeed, MapTarget, Mapping};

@@ -198,6 +198,8 @@ impl Store {
             proof_hash: None,
             kind: JobKind::Standby,
             migration: Some(id),
+            backup: None,
+            backup_resolved: None,
         };
         // The migration first: a crash in between leaves a migration without its job (shown,
         // cancellable), never a standby job without its migration.

@@ -1,0 +1,198 @@
+//! A backup job: this machine's own disks, read from the rescue image while its OS is not
+//! running, stored as an `offline` snapshot of the job's machine (docs/agent.md, "Backup
+//! jobs"). The disks are resolved again against this machine's fresh inventory (never the
+//! medium the image booted from, never a disk that has vanished); the engine refuses to read
+//! a disk with a filesystem mounted read-write. Nothing on this machine is written.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use ferry_engine::backup::{self, BackupOptions, BackupSummary, ConsistencyRequest, DiskSpec};
+use ferry_engine::progress::Progress;
+use ferry_format::agent::{resolve_backup_disks, Job, JobState, Level, Phase};
+use ferry_format::units::human_bytes;
+
+use crate::console::Console;
+use crate::events::{Bytes, Events};
+use crate::job::{sample, show_failure, PROGRESS_EVERY};
+use crate::{AgentConfig, AgentError, Outcome, Session};
+
+/// Run backup job `job` to its end and report it. Errors only when the result cannot be
+/// reported.
+pub(crate) fn run_backup(
+    s: &Session,
+    job: &Job,
+    root: &Path,
+    cfg: &AgentConfig,
+    out: &mut Console,
+) -> Result<Outcome, AgentError> {
+    let mut events = Events::new(&s.client, &s.agent, &job.id);
+    let outcome = |succeeded| Outcome {
+        then: job.then,
+        succeeded,
+        job: Some(job.id.clone()),
+    };
+    let report = |state: &JobState| {
+        s.client
+            .set_job_state(&s.agent, &job.id, state)
+            .map_err(|source| AgentError::Report {
+                job: job.id.clone(),
+                source,
+            })
+    };
+    if let JobState::Failed { reason } = &job.state {
+        show_failure(out, job, reason);
+        return Ok(outcome(false));
+    }
+    let opts = match options(job, root, cfg) {
+        Ok(o) => o,
+        Err(reason) => {
+            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
+            events.flush();
+            report(&JobState::Failed {
+                reason: reason.clone(),
+            })?;
+            show_failure(out, job, &reason);
+            return Ok(outcome(false));
+        }
+    };
+    let disks: Vec<String> = opts
+        .disks
+        .iter()
+        .map(|d| format!("/dev/{}", d.name))
+        .collect();
+    out.line(&format!(
+        "job {}: back up {} as machine {} (offline: this machine's OS is not running); afterwards: {}",
+        job.id,
+        disks.join(", "),
+        opts.machine,
+        format!("{:?}", job.then).to_lowercase()
+    ));
+    if job.state != JobState::Running {
+        report(&JobState::Running)?;
+    }
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Plan,
+        format!(
+            "plan: read {} (used blocks only), send the chunks the appliance lacks, commit an offline snapshot of {}; nothing on this machine is written",
+            disks.join(", "),
+            opts.machine
+        ),
+        None,
+    );
+    match execute(&s.client, &opts, &mut events, out) {
+        Ok(sum) => {
+            let msg = format!(
+                "job {} succeeded: snapshot {} ({}): read {} in {:.1}s, sent {} ({} new chunks, {} already stored)",
+                job.id,
+                sum.snapshot,
+                sum.consistency,
+                human_bytes(sum.bytes_read),
+                sum.seconds,
+                human_bytes(sum.bytes_sent),
+                sum.chunks_new,
+                sum.chunks_present
+            );
+            let total = opts
+                .progress
+                .as_ref()
+                .map_or(0, |p| p.total.load(std::sync::atomic::Ordering::Relaxed));
+            events.emit(
+                out,
+                Level::Info,
+                Phase::Done,
+                msg,
+                Some(Bytes {
+                    done: total,
+                    total,
+                    rate: (sum.bytes_read as f64 / sum.seconds.max(0.001)) as u64,
+                    eta: 0,
+                }),
+            );
+            events.flush();
+            report(&JobState::Succeeded)?;
+            Ok(outcome(true))
+        }
+        Err(reason) => {
+            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
+            events.flush();
+            report(&JobState::Failed {
+                reason: reason.clone(),
+            })?;
+            show_failure(out, job, &reason);
+            Ok(outcome(false))
+        }
+    }
+}
+
+/// The engine's options for `job`, its disks checked against this machine's own view now.
+fn options(job: &Job, root: &Path, cfg: &AgentConfig) -> Result<BackupOptions, String> {
+    let Some(spec) = &job.backup else {
+        return Err(
+            "the appliance sent a backup job without its disks: update the appliance".into(),
+        );
+    };
+    let fresh = crate::inventory::collect(root);
+    let names = resolve_backup_disks(&spec.disks, &fresh)?;
+    let run_dir = root.join(
+        backup::DEFAULT_RUN_DIR
+            .strip_prefix('/')
+            .unwrap_or(backup::DEFAULT_RUN_DIR),
+    );
+    Ok(BackupOptions {
+        machine: spec.machine.clone(),
+        disks: names
+            .into_iter()
+            .map(|name| DiskSpec {
+                path: root.join("dev").join(&name),
+                name,
+            })
+            .collect(),
+        parallel: cfg.parallel.max(1),
+        quiet: true,
+        consistency: ConsistencyRequest::Offline,
+        run_dir,
+        progress: Some(Progress::new()),
+        ..BackupOptions::default()
+    })
+}
+
+/// `backup::backup` on a worker thread; this thread shows and sends progress meanwhile.
+fn execute(
+    client: &ferry_client::Client,
+    opts: &BackupOptions,
+    events: &mut Events,
+    out: &mut Console,
+) -> Result<BackupSummary, String> {
+    let overall = opts.progress.clone().unwrap_or_default();
+    std::thread::scope(|sc| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let worker = sc.spawn(|| {
+            let r = backup::backup(client, opts);
+            drop(tx);
+            r
+        });
+        let start = Instant::now();
+        while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PROGRESS_EVERY) {
+            let b = sample(&overall, start);
+            let msg = format!(
+                "backup: {:.1}% {} of {} at {}/s, ETA {}s",
+                b.done as f64 * 100.0 / b.total.max(1) as f64,
+                human_bytes(b.done),
+                human_bytes(b.total),
+                human_bytes(b.rate),
+                b.eta
+            );
+            events.emit(out, Level::Info, Phase::Backup, msg, Some(b));
+        }
+        worker.join().unwrap_or_else(|_| {
+            Err(ferry_engine::EngineError::Worker(
+                "the backup thread panicked".into(),
+            ))
+        })
+    })
+    .map_err(|e| e.to_string())
+}
