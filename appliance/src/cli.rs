@@ -291,6 +291,10 @@ pub struct JobsCreate {
     /// Write the data only: do not adapt the restored OS (drivers, initramfs, fstab, boot loader).
     #[arg(long)]
     pub no_fixup: bool,
+    /// Restore a snapshot whose Windows volume was hibernated (or shut down with Fast Startup)
+    /// when it was read: its files are not consistent. Refused without it.
+    #[arg(long)]
+    pub allow_hibernated: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
     #[arg(long)]
@@ -636,6 +640,7 @@ impl JobsCreate {
                 ("--overwrite", self.overwrite),
                 ("--grow", self.grow),
                 ("--no-fixup", self.no_fixup),
+                ("--allow-hibernated", self.allow_hibernated),
                 ("--nic/--reip/--ip", !self.network.is_empty()),
             ];
             if let Some((flag, _)) = restore_only.iter().find(|(_, set)| *set) {
@@ -662,6 +667,7 @@ impl JobsCreate {
                 grow_lv: self.grow_lv,
                 fixup: !self.no_fixup,
                 network: self.network.job_network(),
+                allow_hibernated: self.allow_hibernated,
             },
         };
         jobs::jobs_create(&self.data, args, self.json)

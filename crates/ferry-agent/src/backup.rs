@@ -11,6 +11,7 @@ use std::time::Instant;
 use ferry_engine::backup::{self, BackupOptions, BackupSummary, ConsistencyRequest, DiskSpec};
 use ferry_engine::progress::Progress;
 use ferry_format::agent::{resolve_backup_disks, Job, JobState, Level, Phase};
+use ferry_format::manifest::OsFacts;
 use ferry_format::units::human_bytes;
 
 use crate::console::Console;
@@ -72,6 +73,8 @@ pub(crate) fn run_backup(
     if job.state != JobState::Running {
         report(&JobState::Running)?;
     }
+    let mut opts = opts;
+    opts.os = windows_facts(root, &opts.disks, &mut events, out);
     events.emit(
         out,
         Level::Info,
@@ -126,6 +129,85 @@ pub(crate) fn run_backup(
             Ok(outcome(false))
         }
     }
+}
+
+/// What the snapshot records of a Windows system on the disks: each NTFS partition (a block
+/// device: the rescue image, not a host test's image files) mounted read-only for a moment
+/// before the read; the first Windows volume's facts are kept. A hibernated volume (or Fast
+/// Startup) is a warning now and a refusal when a restore job names the snapshot.
+fn windows_facts(
+    root: &Path,
+    disks: &[DiskSpec],
+    events: &mut Events,
+    out: &mut Console,
+) -> Option<OsFacts> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut parts = Vec::new();
+    for d in disks {
+        let sys = root.join("sys/block").join(&d.name);
+        let Ok(entries) = std::fs::read_dir(&sys) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("partition").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for n in names {
+            let dev = root.join("dev").join(&n);
+            if std::fs::metadata(&dev).is_ok_and(|m| m.file_type().is_block_device()) {
+                parts.push((n, dev));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let (found, warnings) =
+        ferry_fixup::system::windows_facts(&parts, &root.join("run/ferry-facts"));
+    for w in warnings {
+        events.emit(
+            out,
+            Level::Warn,
+            Phase::Plan,
+            format!("windows facts: {w}"),
+            None,
+        );
+    }
+    let first = found.into_iter().next()?;
+    let yes = |b: Option<bool>| if b == Some(true) { "on" } else { "off" };
+    events.emit(
+        out,
+        Level::Info,
+        Phase::Plan,
+        format!(
+            "windows on {}: {}; boot {}; fast startup {}; hibernated: {}",
+            first.volume.as_deref().unwrap_or("?"),
+            first.version.as_deref().unwrap_or("version unknown"),
+            first.boot_mode.as_deref().unwrap_or("unknown"),
+            yes(first.fast_startup),
+            if first.hibernated == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+        None,
+    );
+    if first.hibernated == Some(true) {
+        events.emit(
+            out,
+            Level::Warn,
+            Phase::Plan,
+            format!(
+                "the Windows volume {} holds a hibernation image (hibernated, or shut down with Fast Startup on): its files are not consistent and a restore of this snapshot will be refused; boot Windows, turn Fast Startup off (powercfg /h off), shut it down and back it up again",
+                first.volume.as_deref().unwrap_or("?")
+            ),
+            None,
+        );
+    }
+    Some(first)
 }
 
 /// The engine's options for `job`, its disks checked against this machine's own view now.

@@ -119,6 +119,9 @@ pub struct BackupOptions {
     /// Every disk's bytes read also count here (its total is set to the disks' sizes): the
     /// whole backup's progress, for an observer such as the rescue agent's job events.
     pub progress: Option<std::sync::Arc<Progress>>,
+    /// What the agent found of the OS on the disks (a backup job: the Windows facts), recorded
+    /// in the manifest.
+    pub os: Option<ferry_format::manifest::OsFacts>,
 }
 
 impl Default for BackupOptions {
@@ -137,6 +140,7 @@ impl Default for BackupOptions {
             lvm: LvmPolicy::Off,
             network: None,
             progress: None,
+            os: None,
         }
     }
 }
@@ -253,7 +257,7 @@ pub fn backup(client: &Client, opts: &BackupOptions) -> Result<BackupSummary, En
     };
     let req = CommitRequest {
         disks,
-        os: None,
+        os: opts.os.clone(),
         agent: format!("backup-agent {}", env!("CARGO_PKG_VERSION")),
         consistency: summary.consistency.clone(),
         network: opts.network.clone(),

@@ -84,6 +84,44 @@ pub struct OsFacts {
     pub boot_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_loader: Option<String>,
+    /// Where the facts were read (`vda2`: the Windows volume a backup job looked into).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Windows: hiberfil.sys held a hibernation image when the disks were read (hibernate, or
+    /// a Fast Startup shutdown): the volume's files are not consistent, and a restore is
+    /// refused unless the job allows it (docs/fixup.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernated: Option<bool>,
+    /// Windows: Fast Startup (`HiberbootEnabled`) was on, so a shutdown leaves a hibernated
+    /// kernel session: turn it off before the final backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_startup: Option<bool>,
+}
+
+/// Longest text an `os` field may hold.
+pub const MAX_OS_TEXT: usize = 256;
+
+impl OsFacts {
+    /// Bounds the appliance checks before it signs.
+    pub fn check(&self) -> Result<(), FormatError> {
+        for (what, v) in [
+            ("family", Some(&self.family)),
+            ("distro", self.distro.as_ref()),
+            ("version", self.version.as_ref()),
+            ("boot_mode", self.boot_mode.as_ref()),
+            ("boot_loader", self.boot_loader.as_ref()),
+            ("volume", self.volume.as_ref()),
+        ] {
+            if let Some(v) = v {
+                if v.len() > MAX_OS_TEXT || v.chars().any(char::is_control) {
+                    return Err(FormatError::Manifest(format!(
+                        "os.{what} is longer than {MAX_OS_TEXT} bytes or holds control characters"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -114,6 +152,9 @@ impl Manifest {
                     d.name, d.logical_sector_size
                 )));
             }
+        }
+        if let Some(os) = &self.os {
+            os.check()?;
         }
         if let Some(net) = &self.network {
             net.check().map_err(|e| {

@@ -103,6 +103,24 @@ impl Store {
                 None
             }
         };
+        if let Some(os) = manifest.os.as_ref().filter(|o| o.hibernated == Some(true)) {
+            if !new.options.allow_hibernated {
+                return Err(StoreError::Invalid(format!(
+                    "snapshot {}: its Windows volume {} held a hibernation image when it was read \
+                     (hibernated, or shut down with Fast Startup on{}), so its files are not \
+                     consistent: boot the source, turn Fast Startup off (powercfg /h off), shut it \
+                     down and back it up again; or restore it as it is with --allow-hibernated \
+                     (the Windows fix-up still refuses to edit it: add --no-fixup)",
+                    new.snapshot,
+                    os.volume.as_deref().unwrap_or("?"),
+                    if os.fast_startup == Some(true) {
+                        ", which is on"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
         check_network(
             &new.options.network,
             &manifest,

@@ -139,6 +139,48 @@ pub fn run(
     Ok(out)
 }
 
+/// The facts of each Windows volume among `partitions` (`(name, device)`, such as `("vda2",
+/// "/dev/vda2")`): every partition that starts with an NTFS boot sector is mounted read-only
+/// (ntfs3) under `mnt`, read with [`crate::windows::facts::facts`] when it holds a SYSTEM
+/// hive, and unmounted. For a backup job, before its disks are read. A volume that cannot be
+/// mounted or read is a warning in the second list, never a failure.
+pub fn windows_facts(
+    partitions: &[(String, PathBuf)],
+    mnt: &std::path::Path,
+) -> (Vec<ferry_format::manifest::OsFacts>, Vec<String>) {
+    let (mut found, mut warnings) = (Vec::new(), Vec::new());
+    for (name, dev) in partitions {
+        let mut boot = [0u8; 11];
+        let ntfs = std::fs::File::open(dev)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut boot))
+            .is_ok()
+            && &boot[3..11] == b"NTFS    ";
+        if !ntfs {
+            continue;
+        }
+        if let Err(e) = std::fs::create_dir_all(mnt) {
+            warnings.push(format!("{name}: create {}: {e}", mnt.display()));
+            continue;
+        }
+        let _ = tools::tool("modprobe", &["ntfs3"]);
+        let (d, m) = (dev.display().to_string(), mnt.display().to_string());
+        if let Err(e) = tools::tool("mount", &["-t", "ntfs3", "-o", "ro,noatime", &d, &m]) {
+            warnings.push(format!(
+                "{name}: mount read-only to read its Windows facts: {e}"
+            ));
+            continue;
+        }
+        if crate::fsutil::ci_resolve(mnt, crate::windows::SYSTEM_HIVE).is_some() {
+            match crate::windows::facts::facts(mnt, name) {
+                Ok(f) => found.push(f),
+                Err(e) => warnings.push(format!("{name}: {e}")),
+            }
+        }
+        tools::unmount(mnt);
+    }
+    (found, warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

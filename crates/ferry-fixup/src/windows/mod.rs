@@ -8,6 +8,7 @@
 //! edits (see [`registry`]); then [`apply`] copies the drivers first and writes SOFTWARE,
 //! then SYSTEM — the boot-critical bytes — last, each atomically with a backup.
 
+pub mod facts;
 pub mod inf;
 pub mod registry;
 pub mod version;
@@ -64,22 +65,10 @@ pub struct WindowsPlan {
 
 /// Refuses a volume whose hiberfil.sys holds a hibernation image.
 pub fn check_hibernation(root: &Path, force: bool) -> Result<Option<String>, FixupError> {
-    let Some(path) = ci_resolve(root, "hiberfil.sys") else {
+    let Some(signature) = facts::hibernation_signature(root)? else {
         return Ok(None);
     };
-    let mut sig = [0u8; 4];
-    let n = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path).map_err(FixupError::io("open", &path))?;
-        f.read(&mut sig).map_err(FixupError::io("read", &path))?
-    };
-    let signature = String::from_utf8_lossy(&sig[..n]).into_owned();
-    let hibernated = ["hibr", "rstr"]
-        .iter()
-        .any(|s| signature.eq_ignore_ascii_case(s));
-    if !hibernated {
-        return Ok(None);
-    }
+    let path = ci_resolve(root, "hiberfil.sys").unwrap_or_else(|| root.join("hiberfil.sys"));
     if force {
         return Ok(Some(format!(
             "hiberfil.sys holds a hibernation image ({signature:?}); edited anyway (force)"

@@ -30,6 +30,10 @@ pub struct JobOptions {
     /// How the restored OS's network configuration follows it (docs/network.md).
     #[serde(skip_serializing_if = "JobNetwork::is_empty")]
     pub network: JobNetwork,
+    /// Restore a snapshot whose Windows volume was hibernated when it was read (its files are
+    /// inconsistent; `appliance jobs create --allow-hibernated`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_hibernated: bool,
 }
 
 /// A job's network rules, as the operator wrote them (`--nic`, `--reip`, `--ip`). The
@@ -62,6 +66,7 @@ impl Default for JobOptions {
             grow_lv: None,
             fixup: true,
             network: JobNetwork::default(),
+            allow_hibernated: false,
         }
     }
 }
@@ -457,6 +462,7 @@ mod tests {
                 grow_lv: Some("vg0/root".into()),
                 fixup: true,
                 network: JobNetwork::default(),
+                allow_hibernated: false,
             },
             state: JobState::Failed {
                 reason: "no disk".into(),
