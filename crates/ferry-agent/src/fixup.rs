@@ -20,7 +20,7 @@ use crate::events::Events;
 use crate::AgentConfig;
 
 /// Where the rescue image keeps a virtio-win shaped driver package for Windows guests.
-pub const DRIVERS_DIR: &str = "usr/share/ferry/virtio-win";
+pub const DRIVERS_DIR: &str = ferry_fixup::RESCUE_VIRTIO_WIN;
 /// The longest one guest tool (update-initramfs, grub-install) may take under emulation.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -36,6 +36,11 @@ pub mod windows;
 
 pub use change::{Change, GuestTask};
 
+/// Where the rescue image carries the virtio-win driver package (relative to its root): written
+/// by `image-builder --virtio-win`, passed to the Windows fix-up by the agent when it is a
+/// directory.
+pub const RESCUE_VIRTIO_WIN: &str = "usr/share/ferry/virtio-win";
+
 /// Why a fix-up failed. Messages start with the operation and name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum FixupError {

@@ -422,3 +422,35 @@ fn a_package_without_storage_drivers_is_an_error() {
     let e = windows::plan(&root, &pkg, &WindowsOptions::default()).unwrap_err();
     assert!(e.to_string().contains("virtio storage driver"), "{e}");
 }
+
+/// Balloon (class System) is copied with the package, into System32\drivers and the store,
+/// and gets no service key: PnP binds it on the first boot.
+#[test]
+fn balloon_is_copied_but_not_made_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = make_windows_tree(dir.path(), "SYSTEM-modern");
+    let pkg = make_driver_package(dir.path(), &["w10"]);
+    let leaf = pkg.join("Balloon/w10/amd64");
+    std::fs::create_dir_all(&leaf).unwrap();
+    let inf = "[Version]\r\nSignature=\"$WINDOWS NT$\"\r\nClass=System\r\n\
+               ClassGuid={4d36e97d-e325-11ce-bfc1-08002be10318}\r\n[Manufacturer]\r\n\
+               %VENDOR%=Standard,NTamd64\r\n[Standard.NTamd64]\r\n\
+               %BALLOON.DeviceDesc%=BALLOON_Device, PCI\\VEN_1AF4&DEV_1002&SUBSYS_00051AF4&REV_00\r\n\
+               [BALLOON_Device.NT.Services]\r\n\
+               AddService = BALLOON,0x00000002,BALLOON_Service_Inst\r\n\
+               [BALLOON_Service_Inst]\r\nServiceType=1\r\nStartType=3\r\n\
+               ServiceBinary=%12%\\balloon.sys\r\n[Strings]\r\nVENDOR=\"Red Hat, Inc.\"\r\n";
+    std::fs::write(leaf.join("balloon.inf"), inf).unwrap();
+    std::fs::write(leaf.join("balloon.sys"), "MZ balloon").unwrap();
+    std::fs::write(leaf.join("balloon.cat"), "catalog balloon").unwrap();
+    let plan = windows::plan(&root, &pkg, &WindowsOptions::default()).unwrap();
+    assert!(plan.drivers.iter().any(|d| d.inf.service == "BALLOON"));
+    windows::apply(&plan).unwrap();
+    let drivers = root.join("Windows/System32/drivers");
+    assert_eq!(sys_contents(&drivers.join("balloon.sys")), "MZ balloon");
+    assert!(root.join("Windows/Drivers/VirtIO/balloon.inf").is_file());
+    let system = root.join("Windows/System32/config/SYSTEM");
+    assert!(hivexsh_ls(&system, "\\ControlSet001\\Services")
+        .iter()
+        .all(|s| !s.eq_ignore_ascii_case("balloon")));
+}

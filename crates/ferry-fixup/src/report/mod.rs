@@ -176,6 +176,32 @@ pub fn windows(root: &Path) -> Result<Report, FixupError> {
     Ok(r)
 }
 
+/// How an operator adds virtio-win to a built rescue image (docs/image.md, "virtio-win").
+pub const ADD_VIRTIO_WIN: &str = "image-builder customize --iso ferry-rescue.iso \
+     --virtio-win virtio-win.iso --out ferry-rescue-virtio.iso";
+
+/// The check a Windows restore gets when the rescue image carries no virtio-win: nothing was
+/// injected, and here is how to add it. Critical unless the restored Windows already has a
+/// virtio storage driver ready (`storage_ready`, from [`windows`]'s report).
+pub fn no_virtio_win(storage_ready: bool) -> Check {
+    let why = if storage_ready {
+        "; the restored Windows already has a virtio storage driver ready"
+    } else {
+        ", and the restored Windows has none of its own: it will not boot from a virtio disk"
+    };
+    Check {
+        name: "virtio-win in the rescue image".into(),
+        ok: false,
+        critical: !storage_ready,
+        detail: format!(
+            "this rescue image has no virtio-win (no /{}), so no virtio driver was injected{why}; \
+             add it with `{ADD_VIRTIO_WIN}` (or build with `image-builder build --virtio-win \
+             virtio-win.iso`), boot the new image and run the job again",
+            crate::RESCUE_VIRTIO_WIN
+        ),
+    }
+}
+
 // ---- Linux -------------------------------------------------------------------------
 
 /// What the restored disks now offer, and where to look.
@@ -350,4 +376,37 @@ pub fn linux(root: &Path, input: &LinuxInput) -> Result<Report, FixupError> {
         );
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_virtio_win_says_so_and_how_to_add_it() {
+        for storage_ready in [false, true] {
+            let mut r = Report::default();
+            r.push("virtio storage driver ready", storage_ready, true, "-");
+            r.checks.push(no_virtio_win(storage_ready));
+            let c = &r.checks[1];
+            assert!(!c.ok);
+            assert_eq!(c.critical, !storage_ready);
+            assert_eq!(r.bootable(), storage_ready);
+            let text = r.to_string();
+            for want in [
+                "virtio-win in the rescue image: this rescue image has no virtio-win \
+                 (no /usr/share/ferry/virtio-win), so no virtio driver was injected",
+                "add it with `image-builder customize --iso ferry-rescue.iso --virtio-win \
+                 virtio-win.iso --out ferry-rescue-virtio.iso`",
+                "image-builder build --virtio-win virtio-win.iso",
+            ] {
+                assert!(text.contains(want), "{want:?} not in:\n{text}");
+            }
+            let mark = if storage_ready { "warn" } else { "FAIL" };
+            assert!(
+                text.contains(&format!("{mark} virtio-win in the rescue image")),
+                "{text}"
+            );
+        }
+    }
 }

@@ -375,9 +375,10 @@ impl Session<'_> {
             None => self.step(
                 "inject virtio drivers",
                 false,
-                "this rescue image has no virtio-win driver package: build it with one, or \
-                 attach the VM's disk as SATA"
-                    .into(),
+                format!(
+                    "this rescue image has no virtio-win: nothing injected; add it with `{}`",
+                    report::ADD_VIRTIO_WIN
+                ),
                 t,
             ),
         }
@@ -403,6 +404,11 @@ impl Session<'_> {
             out.changes.extend(changes);
         }
         out.report = report::windows(root)?;
+        if self.opts.drivers.is_none() {
+            // Before the network checks: the storage checks alone say whether it boots.
+            let storage_ready = out.report.bootable();
+            out.report.checks.push(report::no_virtio_win(storage_ready));
+        }
         out.report.checks.extend(network);
         Ok(())
     }

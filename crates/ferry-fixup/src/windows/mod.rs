@@ -25,8 +25,11 @@ pub const SOFTWARE_HIVE: &str = "Windows/System32/config/SOFTWARE";
 pub const SYSTEM_DRIVERS: &str = "Windows/System32/drivers";
 /// Where the whole driver packages go; DevicePath gets `%SystemRoot%\Drivers\VirtIO`.
 pub const VIRTIO_STORE: &str = "Windows/Drivers/VirtIO";
-/// Driver folders of a virtio-win tree that are injected.
-pub const DRIVER_NAMES: &[&str] = &["viostor", "vioscsi", "NetKVM"];
+/// Driver folders of a virtio-win tree that are injected, in this order: viostor and vioscsi
+/// (boot-start storage), NetKVM (network), Balloon (class System: only copied, into
+/// System32\drivers and the store, for PnP to bind on the first boot). `image-builder
+/// --virtio-win` carries exactly these folders into the rescue image.
+pub const DRIVER_NAMES: &[&str] = &["viostor", "vioscsi", "NetKVM", "Balloon"];
 /// Suffix of a driver file that was replaced.
 pub const OLD_SUFFIX: &str = ".ferry-old";
 /// Suffix of the untouched copy of an edited hive.
@@ -170,7 +173,7 @@ fn find_drivers(
         return Err(FixupError::Missing {
             what: "a virtio storage driver".into(),
             detail: format!(
-                "none of {DRIVER_NAMES:?} in {} fits {version}; the guest would not boot",
+                "neither viostor nor vioscsi in {} fits {version}; the guest would not boot",
                 drivers.display()
             ),
         });
