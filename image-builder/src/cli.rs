@@ -53,10 +53,15 @@ pub enum Cmd {
         /// mtime of every initramfs entry (default: the kernel image's date in its package)
         #[arg(long, env = "SOURCE_DATE_EPOCH")]
         source_date_epoch: Option<u64>,
+        /// The virtio-win ISO or its unpacked tree: the image carries its viostor, vioscsi, NetKVM
+        /// and Balloon drivers (.inf/.cat/.sys, every Windows version and architecture) for the
+        /// Windows fix-up
+        #[arg(long, value_name = "PATH")]
+        virtio_win: Option<PathBuf>,
         #[command(flatten)]
         site: SiteArgs,
     },
-    /// Copy a built ISO or PXE initrd and stamp site settings into the copy
+    /// Copy a built ISO or PXE initrd and stamp site settings and/or add virtio-win to the copy
     Customize {
         /// ISO to customize: its /boot/site.img embed area is overwritten in place
         #[arg(long, required_unless_present = "initrd", conflicts_with = "initrd")]
@@ -66,6 +71,10 @@ pub enum Cmd {
         initrd: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// The virtio-win ISO or its unpacked tree: its drivers are appended to the copy's initrd
+        /// (written next to OUT as OUT.virtio-win.json)
+        #[arg(long, value_name = "PATH")]
+        virtio_win: Option<PathBuf>,
         #[command(flatten)]
         site: SiteArgs,
     },

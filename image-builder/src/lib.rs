@@ -10,7 +10,9 @@
 //!   `drivers/catalog.txt` ([`catalog`]);
 //! - site settings are a separate cpio layer: written into the ISO's fixed-size embed area
 //!   `/boot/site.img` in place, or appended to the PXE initrd ([`site`]); frozen sizes and paths are
-//!   marked as such there. docs/image.md describes the kernel command line keys.
+//!   marked as such there. docs/image.md describes the kernel command line keys;
+//! - `--virtio-win` carries exactly the driver files ferry-fixup's Windows step reads, checked
+//!   with its INF parser, at the path the agent looks in ([`virtio_win`]).
 //!
 //! Host tools: dpkg-deb, apt-get (default kernel), depmod (kmod), xz/zstd, grub-mkrescue (+ mtools,
 //! xorriso). Each missing tool is reported with the Debian package to install.
@@ -22,6 +24,7 @@ pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod cpio;
+pub mod customize;
 pub mod iso;
 pub mod iso9660;
 pub mod kernel;
@@ -31,3 +34,4 @@ pub mod paths;
 pub mod rootfs;
 pub mod site;
 pub mod tools;
+pub mod virtio_win;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use image_builder::cli::{Cli, Cmd};
-use image_builder::{build, paths, site};
+use image_builder::{build, customize, paths, virtio_win};
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
@@ -22,6 +22,7 @@ fn run(cli: Cli) -> Result<()> {
             initramfs_dir,
             append,
             source_date_epoch,
+            virtio_win,
             site,
         } => {
             let root = paths::workspace_root();
@@ -37,6 +38,7 @@ fn run(cli: Cli) -> Result<()> {
                 busybox,
                 append,
                 source_date_epoch,
+                virtio_win,
             };
             let m = build::build(&opts)?;
             println!("{}", build::summary(&m));
@@ -45,15 +47,24 @@ fn run(cli: Cli) -> Result<()> {
             iso,
             initrd,
             out,
+            virtio_win,
             site,
         } => {
-            let site = site
-                .load()?
-                .ok_or_else(|| anyhow::anyhow!("customize: pass --appliance, --ca and --token"))?;
+            let site = site.load()?;
+            let drivers = virtio_win.as_deref().map(virtio_win::load).transpose()?;
+            let add = customize::Additions {
+                site: site.as_ref(),
+                virtio_win: drivers.as_ref(),
+            };
             match (iso, initrd) {
-                (Some(iso), _) => site::customize_iso(&iso, &out, &site)?,
-                (None, Some(initrd)) => site::customize_initrd(&initrd, &out, &site)?,
-                (None, None) => unreachable!("clap requires --iso or --initrd"),
+                (Some(iso), _) => customize::iso(&iso, &out, &add)?,
+                (None, Some(initrd)) => customize::initrd(&initrd, &out, &add)?,
+                (None, None) => anyhow::bail!("customize: pass --iso or --initrd"),
+            }
+            if let Some(p) = &drivers {
+                let record = customize::record_path(&out);
+                std::fs::write(&record, serde_json::to_string_pretty(&p.report)? + "\n")?;
+                println!("{}\nrecorded in {}", p.summary(), record.display());
             }
             println!("wrote {}", out.display());
         }

@@ -21,6 +21,8 @@ pub struct Manifest {
     pub site_stamped: bool,
     pub artifacts: Vec<Artifact>,
     pub modules: ModuleReport,
+    /// The virtio-win drivers carried (`--virtio-win`); null when the image has none.
+    pub virtio_win: Option<crate::virtio_win::Report>,
 }
 
 #[derive(Debug, Serialize)]

@@ -121,16 +121,29 @@ pub fn empty_area() -> Vec<u8> {
 /// Copies the ISO `input` to `output` and writes `site` into its embed area in place.
 pub fn customize_iso(input: &Path, output: &Path, site: &Site) -> Result<()> {
     check_distinct(input, output)?;
-    let area = site.area()?;
-    let (offset, len) = find_area(input)?;
+    site.area()?;
+    check_area(input)?;
+    std::fs::copy(input, output)
+        .with_context(|| format!("copy {} to {}", input.display(), output.display()))?;
+    stamp_iso(output, site)
+}
+
+/// Offset of the embed area of a Ferry ISO, refusing an ISO without one of the right size.
+pub fn check_area(iso: &Path) -> Result<u64> {
+    let (offset, len) = find_area(iso)?;
     if len != AREA_SIZE as u64 {
         bail!(
             "customize {}: {AREA_PATH} is {len} bytes, expected {AREA_SIZE}; not a Ferry image?",
-            input.display()
+            iso.display()
         );
     }
-    std::fs::copy(input, output)
-        .with_context(|| format!("copy {} to {}", input.display(), output.display()))?;
+    Ok(offset)
+}
+
+/// Writes `site` into the embed area of `output` in place; removes `output` when that fails.
+pub fn stamp_iso(output: &Path, site: &Site) -> Result<()> {
+    let area = site.area()?;
+    let offset = check_area(output)?;
     let write = || -> Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).open(output)?;
         f.seek(SeekFrom::Start(offset))?;
@@ -177,7 +190,7 @@ pub fn customize_initrd(input: &Path, output: &Path, site: &Site) -> Result<()> 
 }
 
 /// Refuses to customize a file onto itself: the base image stays intact for the next site.
-fn check_distinct(input: &Path, output: &Path) -> Result<()> {
+pub fn check_distinct(input: &Path, output: &Path) -> Result<()> {
     let same = match (input.canonicalize(), output.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,

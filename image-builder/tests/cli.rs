@@ -33,6 +33,7 @@ fn help_lists_subcommands_and_flags() {
         "--token",
         "--ip",
         "--nameserver",
+        "--virtio-win",
         "SOURCE_DATE_EPOCH",
     ] {
         assert!(build.contains(flag), "build --help lacks {flag}:\n{build}");
@@ -46,6 +47,7 @@ fn help_lists_subcommands_and_flags() {
         "--ca",
         "--token",
         "--ip",
+        "--virtio-win",
     ] {
         assert!(
             customize.contains(flag),
