@@ -70,6 +70,8 @@ pub fn iso(input: &Path, output: &Path, add: &Additions) -> Result<()> {
     .with_context(|| format!("read {ISO_INITRD} of {}", input.display()))?;
     let mut bytes = std::fs::read(&initrd).with_context(|| format!("read {}", initrd.display()))?;
     site::append_layer(&mut bytes, &drivers.layer(LAYER_MTIME, ZSTD_LEVEL)?);
+    // A new file: the extracted one keeps the ISO's read-only mode.
+    let initrd = work.path().join("initrd-virtio-win.img");
     std::fs::write(&initrd, bytes).with_context(|| format!("write {}", initrd.display()))?;
     if output.exists() {
         std::fs::remove_file(output).with_context(|| format!("replace {}", output.display()))?;

@@ -117,8 +117,26 @@ pub fn load(path: &Path) -> Result<Package> {
         .prefix("ferry-virtio-win-")
         .tempdir()
         .context("create a work directory")?;
-    let label = extract_iso(path, work.path())?;
-    from_tree(work.path(), path, SourceKind::Iso, label)
+    let read = extract_iso(path, work.path())
+        .and_then(|label| from_tree(work.path(), path, SourceKind::Iso, label));
+    // Extracted folders keep the ISO's modes (r-x with `genisoimage -r`): make them removable.
+    let _ = make_writable(work.path());
+    read
+}
+
+/// Gives the owner write permission on every directory under `dir`, so it can be removed.
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perm = std::fs::metadata(dir)?.permissions();
+    perm.set_mode(perm.mode() | 0o700);
+    std::fs::set_permissions(dir, perm)?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            make_writable(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the file at `path` has an ISO 9660 volume descriptor at sector 16 (`CD001`).

@@ -101,6 +101,9 @@ fn make_iso(tree: &Path, iso: &Path) {
         .args(["-volid", "virtio-win-0.1.262", "-joliet", "on", "-map"])
         .arg(tree)
         .arg("/")
+        // Read-only modes, as `genisoimage -r` gives the real ISO.
+        .args(["-find", "/", "-type", "d", "-exec", "chmod", "0555", "--"])
+        .args(["-find", "/", "-type", "f", "-exec", "chmod", "0444", "--"])
         .output()
         .unwrap();
     assert!(
