@@ -16,6 +16,7 @@
 //! virtio storage driver (viostor or vioscsi) in it; a driver's `<os>/<arch>` folder without an
 //! `.inf`, with an INF the fix-up cannot read, or without the binary its INF names.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -48,6 +49,16 @@ const WHERE: &str = "the virtio-win ISO (https://fedorapeople.org/groups/virt/vi
 pub enum SourceKind {
     Iso,
     Tree,
+}
+
+impl SourceKind {
+    /// What to do about a damaged package of this kind.
+    fn fix(self) -> &'static str {
+        match self {
+            SourceKind::Iso => "this is not an intact virtio-win ISO: download it again",
+            SourceKind::Tree => "unpack the virtio-win ISO again, or pass the ISO itself",
+        }
+    }
 }
 
 /// The `virtio_win` section of manifest.json.
@@ -224,7 +235,7 @@ fn from_tree(root: &Path, given: &Path, source: SourceKind, label: String) -> Re
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| want.to_string());
-        let (report, mut found) = read_driver(&dir, &name)
+        let (report, mut found) = read_driver(&dir, &name, source.fix())
             .with_context(|| format!("use virtio-win {shown}: driver {name}"))?;
         files.append(&mut found);
         drivers.push(report);
@@ -264,10 +275,12 @@ fn from_tree(root: &Path, given: &Path, source: SourceKind, label: String) -> Re
     Ok(Package { report, files })
 }
 
-/// Reads every `<os>/<arch>` folder of one driver: its INF checked as the fix-up reads it.
-fn read_driver(dir: &Path, name: &str) -> Result<(DriverReport, Vec<PackageFile>)> {
+/// Reads every `<os>/<arch>` folder of one driver: its INFs checked as the fix-up reads them.
+fn read_driver(dir: &Path, name: &str, fix: &str) -> Result<(DriverReport, Vec<PackageFile>)> {
     let mut files = Vec::new();
-    let (mut windows, mut architectures, mut services) = (Vec::new(), Vec::new(), Vec::new());
+    let mut windows = BTreeSet::new();
+    let mut architectures = BTreeSet::new();
+    let mut services = BTreeSet::new();
     for (os, os_dir) in subdirs(dir)? {
         for (arch, leaf) in subdirs(&os_dir)? {
             let at = format!("{name}/{os}/{arch}");
@@ -275,33 +288,24 @@ fn read_driver(dir: &Path, name: &str) -> Result<(DriverReport, Vec<PackageFile>
             if leaf_files.is_empty() {
                 continue;
             }
-            let service = check_leaf(&leaf_files, &at, &leaf)?;
-            for v in [(&mut windows, &os), (&mut architectures, &arch)] {
-                if !v.0.contains(v.1) {
-                    v.0.push(v.1.clone());
-                }
-            }
-            if !services.contains(&service) {
-                services.push(service);
-            }
+            services.extend(check_leaf(&leaf_files, &at, fix)?);
+            windows.insert(os.clone());
+            architectures.insert(arch);
             files.extend(leaf_files);
         }
     }
     if files.is_empty() {
         bail!(
-            "no <os>/<arch> folder of {} holds an .inf file (expected e.g. {name}/w10/amd64/{}.inf); \
-             unpack the ISO again or pass the ISO itself",
-            dir.display(),
+            "no <os>/<arch> folder of {name}/ holds an .inf file (expected e.g. \
+             {name}/w10/amd64/{}.inf); {fix}",
             name.to_lowercase()
         );
     }
-    windows.sort();
-    architectures.sort();
     let report = DriverReport {
         name: name.to_owned(),
-        service: services.join(", "),
-        windows,
-        architectures,
+        service: services.into_iter().collect::<Vec<_>>().join(", "),
+        windows: windows.into_iter().collect(),
+        architectures: architectures.into_iter().collect(),
         files: files.len(),
         bytes: files.iter().map(|(_, d)| d.len() as u64).sum(),
     };
@@ -326,37 +330,34 @@ fn read_leaf(leaf: &Path, at: &str) -> Result<Vec<PackageFile>> {
     Ok(out)
 }
 
-/// A folder the fix-up may pick must hold an INF it can read and the binary that INF names.
-/// Returns the INF's service name.
-fn check_leaf(files: &[PackageFile], at: &str, leaf: &Path) -> Result<String> {
+/// A folder the fix-up may pick must hold an INF, and the fix-up takes whichever it lists
+/// first: every INF must parse with its parser and name a binary that is in the folder.
+/// `at` is the folder's package-relative path. Returns the INFs' service names.
+fn check_leaf(files: &[PackageFile], at: &str, fix: &str) -> Result<Vec<String>> {
     let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
-    let Some((inf_path, bytes)) = files
+    let infs: Vec<&PackageFile> = files
         .iter()
-        .find(|(p, _)| p.to_lowercase().ends_with(".inf"))
-    else {
-        bail!(
-            "{} has driver files but no .inf file, which the fix-up reads first; unpack the ISO \
-             again or pass the ISO itself",
-            leaf.display()
-        );
-    };
-    let d = inf::driver_from_bytes(bytes).map_err(|e| {
-        anyhow!(
-            "read {}: {e}; the fix-up could not use it",
-            leaf.join(base(inf_path)).display()
-        )
-    })?;
-    if !files
-        .iter()
-        .any(|(p, _)| base(p).eq_ignore_ascii_case(&d.binary))
-    {
-        bail!(
-            "{at}: its INF names the binary {} but {} has no such file",
-            d.binary,
-            leaf.display()
-        );
+        .filter(|(p, _)| p.to_lowercase().ends_with(".inf"))
+        .collect();
+    if infs.is_empty() {
+        bail!("{at} has driver files but no .inf file, which the fix-up reads first; {fix}");
     }
-    Ok(d.service)
+    let mut services = Vec::new();
+    for (inf_path, bytes) in infs {
+        let d = inf::driver_from_bytes(bytes)
+            .map_err(|e| anyhow!("read {inf_path}: {e}; the fix-up could not use it: {fix}"))?;
+        if !files
+            .iter()
+            .any(|(p, _)| base(p).eq_ignore_ascii_case(&d.binary))
+        {
+            bail!(
+                "{inf_path} names the binary {} but {at} has no such file; {fix}",
+                d.binary
+            );
+        }
+        services.push(d.service);
+    }
+    Ok(services)
 }
 
 impl Package {

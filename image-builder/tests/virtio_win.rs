@@ -215,6 +215,22 @@ fn an_iso_gives_the_same_files_and_its_volume_id() {
     let bytes: Vec<_> = from_iso.entries().collect();
     let ok: Vec<_> = from_tree.entries().collect();
     assert_eq!(bytes, ok, "the ISO's files differ from the tree's");
+
+    // A damaged ISO is named, with the folder inside it (not the temporary extraction).
+    let damaged = make_tree(&dir.path().join("d"));
+    std::fs::remove_file(damaged.join("NetKVM/w11/ARM64/netkvm.inf")).unwrap();
+    let bad_iso = dir.path().join("damaged.iso");
+    make_iso(&damaged, &bad_iso);
+    let e = format!("{:#}", virtio_win::load(&bad_iso).unwrap_err());
+    assert!(
+        e.starts_with(&format!(
+            "use virtio-win {}: driver NetKVM: ",
+            bad_iso.display()
+        )) && e.contains("NetKVM/w11/ARM64 has driver files but no .inf file")
+            && e.contains("download it again")
+            && !e.contains("ferry-virtio-win-"),
+        "{e}"
+    );
 }
 
 fn refused(path: &Path) -> String {
@@ -258,11 +274,11 @@ fn bad_packages_are_refused_with_the_path_and_what_to_do() {
 
     // A folder with the driver files but no INF.
     let no_inf = make_tree(&dir.path().join("i"));
-    let leaf = no_inf.join("vioscsi/w11/ARM64");
-    std::fs::remove_file(leaf.join("vioscsi.inf")).unwrap();
+    std::fs::remove_file(no_inf.join("vioscsi/w11/ARM64/vioscsi.inf")).unwrap();
     let e = refused(&no_inf);
     assert!(
-        e.contains(&leaf.display().to_string()) && e.contains("no .inf file"),
+        e.contains(&no_inf.display().to_string())
+            && e.contains("vioscsi/w11/ARM64 has driver files but no .inf file"),
         "{e}"
     );
 
