@@ -75,7 +75,8 @@ fn disk(root: &Path, sys: &Path, name: String) -> Option<Disk> {
     let contents = examine(&root.join("dev").join(&name), size);
     Some(Disk {
         model: first(&["device/model"]),
-        serial: first(&["device/serial", "serial"]),
+        serial: first(&["device/serial", "serial"])
+            .or_else(|| vpd_serial(&sys.join("device/vpd_pg80"))),
         wwn: first(&["wwid", "device/wwid", "device/wwn"]),
         logical_sector_size: logical,
         physical_sector_size: physical,
@@ -89,6 +90,25 @@ fn disk(root: &Path, sys: &Path, name: String) -> Option<Disk> {
         name,
         size,
     })
+}
+
+/// The unit serial number of a SCSI or SATA disk (libata translates ATA IDENTIFY), from its
+/// VPD page 0x80: a 4-byte header (page code 0x80, big-endian length), then the serial in
+/// ASCII, padded with spaces. `None` when absent, malformed or blank.
+fn vpd_serial(path: &Path) -> Option<String> {
+    let page = fs::read(path).ok()?;
+    if page.len() < 4 || page[1] != 0x80 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([page[2], page[3]]));
+    let body = page.get(4..4 + len.min(page.len() - 4))?;
+    let text: String = body
+        .iter()
+        .filter(|b| b.is_ascii_graphic() || **b == b' ')
+        .map(|b| char::from(*b))
+        .collect();
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// The blank check of a disk ([`ferry_engine::contents`]); `None` when it cannot be read.
@@ -203,8 +223,11 @@ mod tests {
         put(r, "sys/block/sda/device/serial", "QM0001\n");
         put(r, "sys/block/sda/device/wwid", "naa.5000c500a1b2c3d4\n");
         put(r, "sys/block/sda/removable", "0\n");
-        // Data in the last MiB only: not blank either.
+        // Data in the last MiB only: not blank either. A SATA disk: its serial in VPD page 0x80.
         image(r, "sdb", 8 * MIB, Some(8 * MIB - 100));
+        let vpd = r.join("sys/block/sdb/device/vpd_pg80");
+        fs::create_dir_all(vpd.parent().unwrap()).unwrap();
+        fs::write(&vpd, b"\x00\x80\x00\x0c  WIN-CLEAN ").unwrap();
         // Skipped: loop devices, empty drives; a disk without a /dev node is kept, not blank.
         image(r, "loop0", 8 * MIB, None);
         put(r, "sys/block/sr0/size", "0\n");
@@ -247,6 +270,10 @@ mod tests {
         let sda = inv.disk("sda").unwrap();
         assert_eq!(sda.model.as_deref(), Some("QEMU HARDDISK"));
         assert_eq!(sda.serial.as_deref(), Some("QM0001"));
+        assert_eq!(
+            inv.disk("sdb").unwrap().serial.as_deref(),
+            Some("WIN-CLEAN")
+        );
         assert_eq!(sda.wwn.as_deref(), Some("naa.5000c500a1b2c3d4"));
         assert_eq!(
             (sda.logical_sector_size, sda.physical_sector_size),

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientConfig, ClientError};
 use ferry_format::agent::{
-    challenge_answer, challenge_key, EnrollRequest, Inventory, ResumeClaim, StandbyChallenge,
-    StandbyProof, Then, MAX_CHALLENGE_RANGES, MAX_RESUME_CLAIMS,
+    challenge_answer, challenge_key, EnrollRequest, Inventory, JobKind, ResumeClaim,
+    StandbyChallenge, StandbyProof, Then, MAX_CHALLENGE_RANGES, MAX_RESUME_CLAIMS,
 };
 use ferry_format::chunk::MAX_CHUNK_SIZE;
 use ferry_format::marker::RestoreMarker;
@@ -163,8 +163,14 @@ pub fn run(
             Err(e) => return Err(AgentError::Poll(e)),
         };
         let outcome = job::run_job(&session, &job, &inventory, root, &cfg, &mut out)?;
-        if outcome.succeeded || cfg.once {
+        // A backup job that says `--then none` leaves the machine as it was: wait for the next
+        // job (a restore here, or the final cold delta of a migration).
+        let next = job.kind == JobKind::Backup && outcome.then == Then::None;
+        if cfg.once || (outcome.succeeded && !next) {
             return Ok(outcome);
+        }
+        if next && outcome.succeeded {
+            out.line("waiting for the next job (the backup job said --then none)");
         }
         last_note = None;
     }

@@ -120,7 +120,7 @@ pub struct BackupSpec {
 pub const MAX_BACKUP_DISKS: usize = 64;
 
 /// The words of `--disk` before any inventory is known: 1 to [`MAX_BACKUP_DISKS`] of `auto`,
-/// `all` or a kernel name (`sda`, `/dev/nvme0n1`).
+/// `all`, a kernel name (`sda`, `/dev/nvme0n1`) or `serial:SERIAL`.
 pub fn check_backup_disks(requested: &[String]) -> Result<(), String> {
     if requested.is_empty() || requested.len() > MAX_BACKUP_DISKS {
         return Err(format!(
@@ -128,14 +128,21 @@ pub fn check_backup_disks(requested: &[String]) -> Result<(), String> {
         ));
     }
     for r in requested {
-        let n = r.strip_prefix("/dev/").unwrap_or(r);
-        let ok = !n.is_empty()
-            && n.len() <= 32
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        let ok = match r.strip_prefix("serial:") {
+            Some(serial) => {
+                !serial.is_empty() && serial.len() <= 256 && !serial.chars().any(char::is_control)
+            }
+            None => {
+                let n = r.strip_prefix("/dev/").unwrap_or(r);
+                !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            }
+        };
         if !ok {
             return Err(format!(
-                "--disk {r:?} is not auto, all or a disk's kernel name (sda, /dev/vda)"
+                "--disk {r:?} is not auto, all, a disk's kernel name (sda, /dev/vda) or serial:SERIAL"
             ));
         }
     }
@@ -144,7 +151,8 @@ pub fn check_backup_disks(requested: &[String]) -> Result<(), String> {
 
 /// The disks a backup job reads, by kernel name, in inventory order. `auto`: every disk
 /// that is not removable, not blank and not protected; `all`: every disk not protected;
-/// otherwise each name (`sda` or `/dev/sda`) must be a disk of `inv` that is not protected
+/// otherwise each name (`sda` or `/dev/sda`; `serial:SERIAL` for the disk with that serial
+/// number, as bare metal's names follow probe order) must be a disk of `inv` that is not protected
 /// (the medium the rescue image booted from is never read). Refused with the reason.
 pub fn resolve_backup_disks(
     requested: &[String],
@@ -169,8 +177,17 @@ pub fn resolve_backup_disks(
                 }
             }
             other => {
-                let name = other.strip_prefix("/dev/").unwrap_or(other);
-                let Some(d) = inv.disks.iter().find(|d| d.name == name) else {
+                let found = match other.strip_prefix("serial:") {
+                    Some(serial) => inv
+                        .disks
+                        .iter()
+                        .find(|d| d.serial.as_deref() == Some(serial)),
+                    None => {
+                        let name = other.strip_prefix("/dev/").unwrap_or(other);
+                        inv.disks.iter().find(|d| d.name == name)
+                    }
+                };
+                let Some(d) = found else {
                     return Err(format!(
                         "this machine has no disk {other} (it has: {}); name one of its disks, or auto",
                         if names.is_empty() { "none".to_owned() } else { names.join(", ") }
@@ -178,10 +195,11 @@ pub fn resolve_backup_disks(
                 };
                 if let Some(why) = &d.protected {
                     return Err(format!(
-                        "disk {name} is never backed up by a job: {why}; name another disk"
+                        "disk {} is never backed up by a job: {why}; name another disk",
+                        d.name
                     ));
                 }
-                add(name, &mut out);
+                add(&d.name, &mut out);
             }
         }
     }
@@ -441,7 +459,14 @@ mod tests {
         assert!(r(&[]).is_err());
         assert!(r(&["../sda"])
             .unwrap_err()
-            .contains("not auto, all or a disk"));
+            .contains("not auto, all, a disk"));
+        let mut by_serial = i.clone();
+        by_serial.disks[3].serial = Some("WIN-CLEAN".into());
+        let s = |d: &str| resolve_backup_disks(&[d.to_string()], &by_serial);
+        assert_eq!(s("serial:WIN-CLEAN").unwrap(), ["vdb"]);
+        assert!(s("serial:NOPE")
+            .unwrap_err()
+            .contains("no disk serial:NOPE"));
         let only_blank = inv(vec![disk("vda", GB, true)]);
         let e = resolve_backup_disks(&["auto".into()], &only_blank).unwrap_err();
         assert!(e.contains("chose no disk"), "{e}");
