@@ -189,6 +189,7 @@ impl Store {
             migration: None,
             backup: None,
             backup_resolved: None,
+            seq: self.next_job_seq()?,
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;
@@ -240,10 +241,16 @@ impl Store {
                 snapshot: None,
             }),
             backup_resolved: None,
+            seq: self.next_job_seq()?,
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;
         Ok(job)
+    }
+
+    /// One more than the highest `seq` of the jobs on record (call under `jobs/.lock`).
+    pub(crate) fn next_job_seq(&self) -> Result<u64> {
+        Ok(self.list_jobs()?.iter().map(|j| j.seq).max().unwrap_or(0) + 1)
     }
 
     fn new_job_id(&self) -> Result<String> {
@@ -305,7 +312,7 @@ impl Store {
                 Err(e) => tracing::warn!("skipping job record {name}: {e}"),
             }
         }
-        out.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        out.sort_by(|a, b| (&a.created, a.seq, &a.id).cmp(&(&b.created, b.seq, &b.id)));
         Ok(out)
     }
 

@@ -388,6 +388,14 @@ pub struct JobRecord {
     pub backup: Option<BackupSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_resolved: Option<Vec<String>>,
+    /// Creation order among jobs created in the same second (`created` has whole seconds):
+    /// one more than the highest at creation; 0 in records from before the field.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobRecord {
@@ -570,6 +578,7 @@ mod tests {
             migration: None,
             backup: None,
             backup_resolved: None,
+            seq: 7,
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), rec);

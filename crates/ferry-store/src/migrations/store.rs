@@ -200,6 +200,7 @@ impl Store {
             migration: Some(id),
             backup: None,
             backup_resolved: None,
+            seq: self.next_job_seq()?,
         };
         // The migration first: a crash in between leaves a migration without its job (shown,
         // cancellable), never a standby job without its migration.
