@@ -5,8 +5,6 @@
 //! a disk with a filesystem mounted read-write. Nothing on this machine is written.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Instant;
 
 use ferry_engine::backup::{self, BackupOptions, BackupSummary, ConsistencyRequest, DiskSpec};
 use ferry_engine::progress::Progress;
@@ -16,7 +14,7 @@ use ferry_format::units::human_bytes;
 
 use crate::console::Console;
 use crate::events::{Bytes, Events};
-use crate::job::{sample, show_failure, PROGRESS_EVERY};
+use crate::job::{progress_text, show_failure, with_progress};
 use crate::{AgentConfig, AgentError, Outcome, Session};
 
 /// Run backup job `job` to its end and report it. Errors only when the result cannot be
@@ -250,31 +248,14 @@ fn execute(
     out: &mut Console,
 ) -> Result<BackupSummary, String> {
     let overall = opts.progress.clone().unwrap_or_default();
-    std::thread::scope(|sc| {
-        let (tx, rx) = mpsc::channel::<()>();
-        let worker = sc.spawn(|| {
-            let r = backup::backup(client, opts);
-            drop(tx);
-            r
-        });
-        let start = Instant::now();
-        while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PROGRESS_EVERY) {
-            let b = sample(&overall, start);
-            let msg = format!(
-                "backup: {:.1}% {} of {} at {}/s, ETA {}s",
-                b.done as f64 * 100.0 / b.total.max(1) as f64,
-                human_bytes(b.done),
-                human_bytes(b.total),
-                human_bytes(b.rate),
-                b.eta
-            );
-            events.emit(out, Level::Info, Phase::Backup, msg, Some(b));
-        }
-        worker.join().unwrap_or_else(|_| {
-            Err(ferry_engine::EngineError::Worker(
-                "the backup thread panicked".into(),
-            ))
-        })
-    })
-    .map_err(|e| e.to_string())
+    let label = |b: &Bytes| format!("backup: {}", progress_text(b));
+    with_progress(
+        &overall,
+        Phase::Backup,
+        label,
+        events,
+        out,
+        "backup",
+        || backup::backup(client, opts),
+    )
 }

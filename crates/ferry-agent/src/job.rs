@@ -368,38 +368,72 @@ pub(crate) fn apply(
         .iter()
         .map(|d| (d.disk.clone(), d.target.path.display().to_string(), d.size))
         .collect();
-    std::thread::scope(|sc| {
-        let (tx, rx) = mpsc::channel::<()>();
-        let worker = sc.spawn(|| {
+    let label = |b: &Bytes| {
+        format!(
+            "restore {}: {}",
+            current_disk(&sizes, b.done),
+            progress_text(b)
+        )
+    };
+    with_progress(
+        &overall,
+        Phase::Restore,
+        label,
+        events,
+        out,
+        "restore",
+        || {
             let exec = ExecOptions {
                 progress: Some(&overall),
                 ..opts.exec()
             };
-            let r = restore::execute(client, plan, &exec);
+            restore::execute(client, plan, &exec)
+        },
+    )
+}
+
+/// `work` on a worker thread while this one sends a `phase` progress event every
+/// [`PROGRESS_EVERY`] from `overall` (its message from `label`); the engine's error as text.
+pub(crate) fn with_progress<T: Send>(
+    overall: &Progress,
+    phase: Phase,
+    label: impl Fn(&Bytes) -> String,
+    events: &mut Events,
+    out: &mut Console,
+    what: &str,
+    work: impl FnOnce() -> Result<T, ferry_engine::EngineError> + Send,
+) -> Result<T, String> {
+    std::thread::scope(|sc| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let worker = sc.spawn(move || {
+            let r = work();
             drop(tx);
             r
         });
         let start = Instant::now();
         while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PROGRESS_EVERY) {
-            let b = sample(&overall, start);
-            let msg = format!(
-                "restore {}: {:.1}% {} of {} at {}/s, ETA {}s",
-                current_disk(&sizes, b.done),
-                b.done as f64 * 100.0 / b.total.max(1) as f64,
-                human_bytes(b.done),
-                human_bytes(b.total),
-                human_bytes(b.rate),
-                b.eta
-            );
-            events.emit(out, Level::Info, Phase::Restore, msg, Some(b));
+            let b = sample(overall, start);
+            events.emit(out, Level::Info, phase, label(&b), Some(b));
         }
         worker.join().unwrap_or_else(|_| {
-            Err(ferry_engine::EngineError::Worker(
-                "the restore thread panicked".into(),
-            ))
+            Err(ferry_engine::EngineError::Worker(format!(
+                "the {what} thread panicked"
+            )))
         })
     })
     .map_err(|e| e.to_string())
+}
+
+/// `41.0% 1.2 GiB of 3.0 GiB at 50 MiB/s, ETA 36s`
+pub(crate) fn progress_text(b: &Bytes) -> String {
+    format!(
+        "{:.1}% {} of {} at {}/s, ETA {}s",
+        b.done as f64 * 100.0 / b.total.max(1) as f64,
+        human_bytes(b.done),
+        human_bytes(b.total),
+        human_bytes(b.rate),
+        b.eta
+    )
 }
 
 pub(crate) fn sample(p: &Progress, start: Instant) -> Bytes {
