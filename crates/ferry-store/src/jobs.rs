@@ -169,27 +169,14 @@ impl Store {
             }
         }
         let id = self.new_job_id()?;
+        let seq = self.next_job_seq()?;
         let job = JobRecord {
-            id,
             snapshot: new.snapshot,
-            for_: new.for_,
             mappings: new.mappings,
             then: new.then,
             overwrite: new.overwrite,
             options: new.options,
-            created: rfc3339(now),
-            agent: None,
-            resolved: None,
-            state: JobState::Pending,
-            started: None,
-            finished: None,
-            progress: JobProgress::default(),
-            proof_hash: None,
-            kind: JobKind::Restore,
-            migration: None,
-            backup: None,
-            backup_resolved: None,
-            seq: self.next_job_seq()?,
+            ..JobRecord::pending(id, new.for_, JobKind::Restore, rfc3339(now), seq)
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;
@@ -214,34 +201,19 @@ impl Store {
             }
         }
         let id = self.new_job_id()?;
+        let seq = self.next_job_seq()?;
         let job = JobRecord {
-            id,
-            snapshot: String::new(),
-            for_: new.for_,
-            mappings: Vec::new(),
             then: new.then,
-            overwrite: false,
             options: JobOptions {
                 fixup: false,
                 ..JobOptions::default()
             },
-            created: rfc3339(now),
-            agent: None,
-            resolved: None,
-            state: JobState::Pending,
-            started: None,
-            finished: None,
-            progress: JobProgress::default(),
-            proof_hash: None,
-            kind: JobKind::Backup,
-            migration: None,
             backup: Some(BackupSpec {
                 machine: new.machine,
                 disks: new.disks,
                 snapshot: None,
             }),
-            backup_resolved: None,
-            seq: self.next_job_seq()?,
+            ..JobRecord::pending(id, new.for_, JobKind::Backup, rfc3339(now), seq)
         };
         self.write_job(&job)?;
         fsx::fsync_dir(&self.jobs_dir())?;

@@ -399,6 +399,33 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl JobRecord {
+    /// A new pending job of `kind` for `for_`, nothing else said yet (the caller fills in
+    /// what its kind needs with struct update syntax).
+    pub fn pending(id: String, for_: JobFor, kind: JobKind, created: String, seq: u64) -> Self {
+        JobRecord {
+            id,
+            snapshot: String::new(),
+            for_,
+            mappings: Vec::new(),
+            then: Then::None,
+            overwrite: false,
+            options: JobOptions::default(),
+            created,
+            agent: None,
+            resolved: None,
+            state: JobState::Pending,
+            started: None,
+            finished: None,
+            progress: JobProgress::default(),
+            proof_hash: None,
+            kind,
+            migration: None,
+            backup: None,
+            backup_resolved: None,
+            seq,
+        }
+    }
+
     /// The job as handed to its agent: resolved mappings.
     pub fn to_job(&self) -> Job {
         Job {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::{
-    normalize_mac, JobFor, JobKind, JobOptions, JobProgress, JobRecord, JobState, Mapping, Then,
+    normalize_mac, JobFor, JobKind, JobOptions, JobRecord, JobState, Mapping,
 };
 use ferry_format::api::SnapshotSummary;
 
@@ -175,12 +175,10 @@ impl Store {
                 snapshot: newest.snapshot.clone(),
             },
         );
+        let seq = self.next_job_seq()?;
         let job = JobRecord {
-            id: job_id,
             snapshot: newest.snapshot.clone(),
-            for_: JobFor::Agent(agent),
             mappings: new.mappings,
-            then: Then::None,
             overwrite: new.overwrite,
             // The fix-up belongs to the cutover, not to each apply.
             options: JobOptions {
@@ -188,19 +186,14 @@ impl Store {
                 network: new.network,
                 ..JobOptions::default()
             },
-            created: rfc3339(now),
-            agent: None,
-            resolved: None,
-            state: JobState::Pending,
-            started: None,
-            finished: None,
-            progress: JobProgress::default(),
-            proof_hash: None,
-            kind: JobKind::Standby,
             migration: Some(id),
-            backup: None,
-            backup_resolved: None,
-            seq: self.next_job_seq()?,
+            ..JobRecord::pending(
+                job_id,
+                JobFor::Agent(agent),
+                JobKind::Standby,
+                rfc3339(now),
+                seq,
+            )
         };
         // The migration first: a crash in between leaves a migration without its job (shown,
         // cancellable), never a standby job without its migration.
