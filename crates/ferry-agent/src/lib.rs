@@ -65,7 +65,8 @@ pub struct AgentConfig {
     pub retry_window: Duration,
     /// Chunk fetches in flight.
     pub parallel: usize,
-    /// Return after the first job, succeeded or not.
+    /// Return after the first job, succeeded or not (except a succeeded backup job that says
+    /// `--then none`: the agent waits for the next).
     pub once: bool,
 }
 
@@ -163,14 +164,16 @@ pub fn run(
             Err(e) => return Err(AgentError::Poll(e)),
         };
         let outcome = job::run_job(&session, &job, &inventory, root, &cfg, &mut out)?;
-        // A backup job that says `--then none` leaves the machine as it was: wait for the next
-        // job (a restore here, or the final cold delta of a migration).
-        let next = job.kind == JobKind::Backup && outcome.then == Then::None;
-        if cfg.once || (outcome.succeeded && !next) {
-            return Ok(outcome);
-        }
-        if next && outcome.succeeded {
+        // A backup job that succeeded and says `--then none` leaves the machine as it was:
+        // wait for the next job (a restore here, or the final cold delta of a migration), even
+        // with `once` (PID 1 would otherwise end in the console shell).
+        if outcome.succeeded && job.kind == JobKind::Backup && outcome.then == Then::None {
             out.line("waiting for the next job (the backup job said --then none)");
+            last_note = None;
+            continue;
+        }
+        if outcome.succeeded || cfg.once {
+            return Ok(outcome);
         }
         last_note = None;
     }

@@ -26,7 +26,9 @@ fn a_rescue_agent_backs_up_its_disks_and_the_snapshot_restores_identically() {
         a.appliance()
             .args(["jobs", "create", "--json", "--backup", "--data"])
             .arg(a.data())
-            .args(["--mac", mac, "--machine", "oldbox", "--disk", "auto"]),
+            .args(["--mac", mac, "--machine", "oldbox", "--disk", "auto"])
+            // With `none` the agent would wait for a next job even with --once.
+            .args(["--then", "poweroff"]),
     );
     let job = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["kind"], "backup", "{created}");
