@@ -14,7 +14,7 @@ use ferry_format::units::human_bytes;
 
 use crate::console::Console;
 use crate::events::{Bytes, Events};
-use crate::job::{progress_text, show_failure, with_progress};
+use crate::job::{finish, progress_text, show_failure, with_progress};
 use crate::{AgentConfig, AgentError, Outcome, Session};
 
 /// Run backup job `job` to its end and report it. Errors only when the result cannot be
@@ -27,34 +27,17 @@ pub(crate) fn run_backup(
     out: &mut Console,
 ) -> Result<Outcome, AgentError> {
     let mut events = Events::new(&s.client, &s.agent, &job.id);
-    let outcome = |succeeded| Outcome {
-        then: job.then,
-        succeeded,
-        job: Some(job.id.clone()),
-    };
-    let report = |state: &JobState| {
-        s.client
-            .set_job_state(&s.agent, &job.id, state)
-            .map_err(|source| AgentError::Report {
-                job: job.id.clone(),
-                source,
-            })
-    };
     if let JobState::Failed { reason } = &job.state {
         show_failure(out, job, reason);
-        return Ok(outcome(false));
+        return Ok(Outcome {
+            then: job.then,
+            succeeded: false,
+            job: Some(job.id.clone()),
+        });
     }
     let opts = match options(job, root, cfg) {
         Ok(o) => o,
-        Err(reason) => {
-            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
-            events.flush();
-            report(&JobState::Failed {
-                reason: reason.clone(),
-            })?;
-            show_failure(out, job, &reason);
-            return Ok(outcome(false));
-        }
+        Err(reason) => return finish(s, job, &mut events, out, Err(reason)),
     };
     let disks: Vec<String> = opts
         .disks
@@ -69,7 +52,12 @@ pub(crate) fn run_backup(
         format!("{:?}", job.then).to_lowercase()
     ));
     if job.state != JobState::Running {
-        report(&JobState::Running)?;
+        s.client
+            .set_job_state(&s.agent, &job.id, &JobState::Running)
+            .map_err(|source| AgentError::Report {
+                job: job.id.clone(),
+                source,
+            })?;
     }
     let mut opts = opts;
     opts.os = windows_facts(root, &opts.disks, &mut events, out);
@@ -84,49 +72,26 @@ pub(crate) fn run_backup(
         ),
         None,
     );
-    match execute(&s.client, &opts, &mut events, out) {
-        Ok(sum) => {
-            let msg = format!(
-                "job {} succeeded: snapshot {} ({}): read {} in {:.1}s, sent {} ({} new chunks, {} already stored)",
-                job.id,
-                sum.snapshot,
-                sum.consistency,
-                human_bytes(sum.bytes_read),
-                sum.seconds,
-                human_bytes(sum.bytes_sent),
-                sum.chunks_new,
-                sum.chunks_present
-            );
-            let total = opts
-                .progress
-                .as_ref()
-                .map_or(0, |p| p.total.load(std::sync::atomic::Ordering::Relaxed));
-            events.emit(
-                out,
-                Level::Info,
-                Phase::Done,
-                msg,
-                Some(Bytes {
-                    done: total,
-                    total,
-                    rate: (sum.bytes_read as f64 / sum.seconds.max(0.001)) as u64,
-                    eta: 0,
-                }),
-            );
-            events.flush();
-            report(&JobState::Succeeded)?;
-            Ok(outcome(true))
-        }
-        Err(reason) => {
-            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
-            events.flush();
-            report(&JobState::Failed {
-                reason: reason.clone(),
-            })?;
-            show_failure(out, job, &reason);
-            Ok(outcome(false))
-        }
-    }
+    let result = execute(&s.client, &opts, &mut events, out).map(|sum| {
+        let msg = format!(
+            "job {} succeeded: snapshot {} ({}): read {} in {:.1}s, sent {} ({} new chunks, {} already stored)",
+            job.id,
+            sum.snapshot,
+            sum.consistency,
+            human_bytes(sum.bytes_read),
+            sum.seconds,
+            human_bytes(sum.bytes_sent),
+            sum.chunks_new,
+            sum.chunks_present
+        );
+        let total = opts
+            .progress
+            .as_ref()
+            .map_or(0, |p| p.total.load(std::sync::atomic::Ordering::Relaxed));
+        let rate = (sum.bytes_read as f64 / sum.seconds.max(0.001)) as u64;
+        (msg, total, rate)
+    });
+    finish(s, job, &mut events, out, result)
 }
 
 /// What the snapshot records of a Windows system on the disks: each NTFS partition (a block

@@ -63,16 +63,7 @@ pub(crate) fn run_job(
         mappings.join(", ")
     ));
     let resume = job.state == JobState::Running;
-    let result = execute(s, job, inv, root, cfg, resume, &mut events, out);
-    let report = |state: &JobState| {
-        s.client
-            .set_job_state(&s.agent, &job.id, state)
-            .map_err(|source| AgentError::Report {
-                job: job.id.clone(),
-                source,
-            })
-    };
-    match result {
+    match execute(s, job, inv, root, cfg, resume, &mut events, out) {
         Ok(sum) => {
             let msg = format!(
                 "job {} succeeded: {} written, {} already in place, {} fetched in {:.1}s",
@@ -83,36 +74,61 @@ pub(crate) fn run_job(
                 sum.seconds
             );
             let total = sum.disks.iter().map(|d| d.size).sum();
-            events.emit(
-                out,
-                Level::Info,
-                Phase::Done,
-                msg,
-                Some(Bytes {
-                    done: total,
-                    total,
-                    rate: (sum.mb_per_s * 1e6) as u64,
-                    eta: 0,
-                }),
-            );
-            events.flush();
-            report(&JobState::Succeeded)?;
-            Ok(outcome(true))
+            let rate = (sum.mb_per_s * 1e6) as u64;
+            finish(s, job, &mut events, out, Ok((msg, total, rate)))
         }
         Err(Step::Stopped(e)) => Err(AgentError::Report {
             job: job.id.clone(),
             source: e,
         }),
-        Err(Step::Failed(reason)) => {
-            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
-            events.flush();
-            report(&JobState::Failed {
-                reason: reason.clone(),
-            })?;
-            show_failure(out, job, &reason);
-            Ok(outcome(false))
-        }
+        Err(Step::Failed(reason)) => finish(s, job, &mut events, out, Err(reason)),
     }
+}
+
+/// The end of a restore or backup job: its last event (done with `(message, total bytes,
+/// rate)`, or the failure's reason), the state reported to the appliance, the failure shown on
+/// the console. Errors only when the state cannot be reported.
+pub(crate) fn finish(
+    s: &Session,
+    job: &Job,
+    events: &mut Events,
+    out: &mut Console,
+    result: Result<(String, u64, u64), String>,
+) -> Result<Outcome, AgentError> {
+    let (state, succeeded) = match &result {
+        Ok((msg, total, rate)) => {
+            let b = Bytes {
+                done: *total,
+                total: *total,
+                rate: *rate,
+                eta: 0,
+            };
+            events.emit(out, Level::Info, Phase::Done, msg.clone(), Some(b));
+            (JobState::Succeeded, true)
+        }
+        Err(reason) => {
+            events.emit(out, Level::Error, Phase::Failed, reason.clone(), None);
+            let failed = JobState::Failed {
+                reason: reason.clone(),
+            };
+            (failed, false)
+        }
+    };
+    events.flush();
+    s.client
+        .set_job_state(&s.agent, &job.id, &state)
+        .map_err(|source| AgentError::Report {
+            job: job.id.clone(),
+            source,
+        })?;
+    if let Err(reason) = &result {
+        show_failure(out, job, reason);
+    }
+    Ok(Outcome {
+        then: job.then,
+        succeeded,
+        job: Some(job.id.clone()),
+    })
 }
 
 /// Why a job did not succeed: a reason for the operator, or the appliance refused to let it run.
