@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use ferry_engine::contents::Contents;
-use ferry_format::agent::{Cpu, Disk, Firmware, Inventory, Nic};
+use ferry_format::agent::{Cpu, DeviceProblem, Disk, Firmware, Inventory, Nic};
 use ferry_format::marker::RestoreMarker;
 
 /// Block devices that are never restore targets: loop, RAM and optical devices, device-mapper,
@@ -29,7 +29,116 @@ pub fn collect(root: &Path) -> Inventory {
         },
         memory_bytes: memory(root),
         cpu: cpu(root),
+        problems: problems(root),
     }
+}
+
+/// Network and storage controllers the rescue image cannot use: PCI devices of those classes
+/// with no driver bound, then each firmware file the kernel log says a driver could not load.
+pub fn problems(root: &Path) -> Vec<DeviceProblem> {
+    let mut out = Vec::new();
+    let pci = root.join("sys/bus/pci/devices");
+    for addr in sorted_names(&pci) {
+        let dir = pci.join(&addr);
+        let Some(class) = read_text(&dir.join("class")) else {
+            continue;
+        };
+        let class = match class.trim_start_matches("0x").get(..2) {
+            Some("01") => "storage",
+            Some("02") => "network",
+            _ => continue,
+        };
+        if dir.join("driver").exists() {
+            continue;
+        }
+        let id = |f: &str| read_text(&dir.join(f)).map(|v| v.trim_start_matches("0x").to_owned());
+        out.push(DeviceProblem {
+            ids: id("vendor")
+                .zip(id("device"))
+                .map(|(v, d)| format!("{v}:{d}")),
+            class: Some(class.into()),
+            device: addr,
+            driver: None,
+            firmware: None,
+            package: None,
+        });
+    }
+    let log = ferry_sys::kmsg::messages(&root.join("dev/kmsg"), ferry_sys::kmsg::MAX_RECORDS);
+    for m in log {
+        let Some((who, file)) = firmware_failure(&m) else {
+            continue;
+        };
+        if out
+            .iter()
+            .any(|p| p.firmware.as_deref() == Some(file.as_str()))
+        {
+            continue;
+        }
+        let (driver, device) = match who.split_once(' ') {
+            Some((drv, dev)) => (Some(drv.to_owned()), dev.to_owned()),
+            None => (None, who.clone()),
+        };
+        let class = std::fs::read_to_string(pci.join(&device).join("class"))
+            .ok()
+            .and_then(|c| match c.trim().trim_start_matches("0x").get(..2) {
+                Some("01") => Some("storage".to_owned()),
+                Some("02") => Some("network".to_owned()),
+                _ => None,
+            });
+        out.push(DeviceProblem {
+            device,
+            ids: None,
+            class,
+            driver,
+            package: firmware_package(&file).map(str::to_owned),
+            firmware: Some(file),
+        });
+    }
+    out.truncate(ferry_format::agent::MAX_INVENTORY_PROBLEMS);
+    out
+}
+
+/// `r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2`
+/// -> (`r8169 0000:02:00.0`, `rtl_nic/rtl8168h-2.fw`); also the older `firmware: failed to
+/// load X`. Names are cut to the inventory's text bound.
+fn firmware_failure(msg: &str) -> Option<(String, String)> {
+    let cut = |s: &str| {
+        s.chars()
+            .take(ferry_format::agent::MAX_INVENTORY_TEXT)
+            .collect::<String>()
+    };
+    if let Some((who, rest)) = msg.split_once(": Direct firmware load for ") {
+        let file = rest.split_once(" failed")?.0;
+        return Some((cut(who), cut(file)));
+    }
+    let (who, rest) = msg.split_once(": firmware: failed to load ")?;
+    let file = rest.split_whitespace().next()?;
+    Some((cut(who), cut(file)))
+}
+
+/// The Debian package (non-free-firmware) that ships a firmware file, by its directory or name.
+fn firmware_package(file: &str) -> Option<&'static str> {
+    const BY_PREFIX: &[(&str, &str)] = &[
+        ("bnx2x/", "firmware-bnx2x"),
+        ("bnx2/", "firmware-bnx2"),
+        ("tigon/", "firmware-misc-nonfree"),
+        ("rtl_nic/", "firmware-realtek"),
+        ("rtlwifi/", "firmware-realtek"),
+        ("qed/", "firmware-qlogic"),
+        ("ql2", "firmware-qlogic"),
+        ("qlogic/", "firmware-qlogic"),
+        ("cxgb4/", "firmware-misc-nonfree"),
+        ("mellanox/", "firmware-misc-nonfree"),
+        ("intel/ice/", "firmware-misc-nonfree"),
+        ("e100/", "firmware-misc-nonfree"),
+        ("myri10ge", "firmware-misc-nonfree"),
+        ("bnx2_", "firmware-bnx2"),
+        ("liquidio/", "firmware-misc-nonfree"),
+    ];
+    BY_PREFIX
+        .iter()
+        .find(|(p, _)| file.starts_with(p))
+        .map(|(_, pkg)| *pkg)
 }
 
 fn read_text(p: &Path) -> Option<String> {
@@ -207,6 +316,50 @@ mod tests {
             &format!("sys/block/{name}/size"),
             &format!("{}\n", size / 512),
         );
+    }
+
+    #[test]
+    fn controllers_without_a_driver_or_their_firmware_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let dev = |addr: &str, class: &str, vendor: &str, device: &str| {
+            put(r, &format!("sys/bus/pci/devices/{addr}/class"), class);
+            put(r, &format!("sys/bus/pci/devices/{addr}/vendor"), vendor);
+            put(r, &format!("sys/bus/pci/devices/{addr}/device"), device);
+        };
+        // A NIC without driver, a bound NIC, a bound RAID HBA whose firmware failed, a GPU.
+        dev("0000:00:05.0", "0x020000\n", "0x10ec\n", "0x8029\n");
+        dev("0000:00:03.0", "0x020000\n", "0x1af4\n", "0x1000\n");
+        fs::create_dir_all(r.join("sys/bus/pci/devices/0000:00:03.0/driver")).unwrap();
+        dev("0000:02:00.0", "0x020000\n", "0x10ec\n", "0x8168\n");
+        fs::create_dir_all(r.join("sys/bus/pci/devices/0000:02:00.0/driver")).unwrap();
+        dev("0000:00:02.0", "0x030000\n", "0x1234\n", "0x1111\n");
+        put(
+            r,
+            "dev/kmsg",
+            "6,100,5000,-;r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2\n\
+             6,101,5001,-;r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2\n\
+             4,102,6000,-;foo 0000:09:00.0: firmware: failed to load acme/x.bin (-2)\n\
+             6,103,7000,-;nothing to see\n",
+        );
+        let p = problems(r);
+        let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "network controller 0000:00:05.0 (10ec:8029) has no driver in this image: it cannot be used here (a missing module: say which hardware this is when you report it)",
+                "network controller 0000:02:00.0: r8169 could not load its firmware rtl_nic/rtl8168h-2.fw: the image lacks it; it is in Debian's firmware-realtek package",
+                "device 0000:09:00.0: foo could not load its firmware acme/x.bin: the image lacks it",
+            ]
+        );
+        let mut inv = Inventory {
+            problems: p,
+            ..Inventory::default()
+        };
+        inv.check_bounds().unwrap();
+        inv.problems =
+            vec![inv.problems[0].clone(); ferry_format::agent::MAX_INVENTORY_PROBLEMS + 1];
+        assert!(inv.check_bounds().is_err());
     }
 
     #[test]

@@ -369,6 +369,9 @@ fn show_inventory(out: &mut Console, inv: &Inventory) {
             .map_or(String::new(), |p| format!(" [{p} in a restored OS]"));
         out.line(&format!("nic {}: {}{hw} ({link}){os}", n.name, n.mac));
     }
+    for p in &inv.problems {
+        out.line(&format!("warning: {p}"));
+    }
     if inv.disks.is_empty() {
         out.line("warning: no disks found: a job has nothing to restore onto (is the storage driver loaded?)");
     }

@@ -15,6 +15,7 @@
 //! integers only; the comment above each says which.
 
 pub mod blk;
+pub mod kmsg;
 pub mod loopdev;
 pub mod net;
 pub mod netname;

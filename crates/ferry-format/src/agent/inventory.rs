@@ -12,6 +12,62 @@ pub struct Inventory {
     /// MemTotal from /proc/meminfo, in bytes.
     pub memory_bytes: u64,
     pub cpu: Cpu,
+    /// Network and storage controllers that do not work in the rescue image: no driver bound,
+    /// or firmware their driver could not load. Absent in older agents' inventories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<DeviceProblem>,
+}
+
+/// A controller the rescue image cannot use, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProblem {
+    /// PCI address (`0000:02:00.0`), or what the kernel named when it is not a PCI device.
+    pub device: String,
+    /// PCI `vendor:device` (`10ec:8168`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<String>,
+    /// `network` or `storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// The driver that asked for missing firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The firmware file that failed to load (`rtl_nic/rtl8168h-2.fw`); absent: no driver is
+    /// bound to the device at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// The Debian package that ships that firmware, when the agent knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+}
+
+impl std::fmt::Display for DeviceProblem {
+    /// One console line: what does not work and what would fix it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match (&self.class, &self.ids) {
+            (Some(c), Some(i)) => format!("{c} controller {} ({i})", self.device),
+            (Some(c), None) => format!("{c} controller {}", self.device),
+            (None, Some(i)) => format!("device {} ({i})", self.device),
+            (None, None) => format!("device {}", self.device),
+        };
+        match (&self.firmware, &self.package) {
+            (Some(fw), Some(p)) => write!(
+                f,
+                "{what}: {} could not load its firmware {fw}: the image lacks it; it is in Debian's {p} package",
+                self.driver.as_deref().unwrap_or("its driver")
+            ),
+            (Some(fw), None) => write!(
+                f,
+                "{what}: {} could not load its firmware {fw}: the image lacks it",
+                self.driver.as_deref().unwrap_or("its driver")
+            ),
+            (None, _) => write!(
+                f,
+                "{what} has no driver in this image: it cannot be used here (a missing module: say which hardware this is when you report it)"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,10 +171,17 @@ pub fn normalize_mac(text: &str) -> Result<String, String> {
 pub const MAX_INVENTORY_DISKS: usize = 128;
 pub const MAX_INVENTORY_NICS: usize = 64;
 pub const MAX_INVENTORY_TEXT: usize = 256;
+pub const MAX_INVENTORY_PROBLEMS: usize = 64;
 
 impl Inventory {
     /// Refuse an inventory larger than any machine's: what to fix, as a sentence.
     pub fn check_bounds(&self) -> Result<(), String> {
+        if self.problems.len() > MAX_INVENTORY_PROBLEMS {
+            return Err(format!(
+                "an inventory lists at most {MAX_INVENTORY_PROBLEMS} device problems, this one {}",
+                self.problems.len()
+            ));
+        }
         if self.disks.len() > MAX_INVENTORY_DISKS || self.nics.len() > MAX_INVENTORY_NICS {
             return Err(format!(
                 "an inventory lists at most {MAX_INVENTORY_DISKS} disks and {MAX_INVENTORY_NICS} NICs, this one {} and {}",
@@ -137,6 +200,18 @@ impl Inventory {
                     Some(n.name.as_str()),
                     n.driver.as_deref(),
                     n.pci_path.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+            }))
+            .chain(self.problems.iter().flat_map(|p| {
+                [
+                    Some(p.device.as_str()),
+                    p.ids.as_deref(),
+                    p.class.as_deref(),
+                    p.driver.as_deref(),
+                    p.firmware.as_deref(),
+                    p.package.as_deref(),
                 ]
                 .into_iter()
                 .flatten()

@@ -30,8 +30,8 @@ pub use enroll::{
 };
 pub use events::{Event, EventBatch, Level, Phase, MAX_EVENT_BATCH};
 pub use inventory::{
-    normalize_mac, Cpu, Disk, Firmware, Inventory, Nic, MAX_INVENTORY_DISKS, MAX_INVENTORY_NICS,
-    MAX_INVENTORY_TEXT,
+    normalize_mac, Cpu, DeviceProblem, Disk, Firmware, Inventory, Nic, MAX_INVENTORY_DISKS,
+    MAX_INVENTORY_NICS, MAX_INVENTORY_PROBLEMS, MAX_INVENTORY_TEXT,
 };
 pub use job::{
     check_backup_disks, resolve_backup_disks, BackupSpec, Job, JobFor, JobKind, JobNetwork,
