@@ -173,7 +173,7 @@ impl FromRequestParts<SharedState> for Caller {
                 });
             }
             if let Some(a) = st.store.agent_for_credential(&token)? {
-                let backup = st.store.agent_backup_job(&a.agent)?;
+                let backup = st.store.agent_backup_job(&a)?;
                 return Ok(Resolved::Caller(Caller {
                     role: Role::Agent,
                     agent: Some(a.agent),

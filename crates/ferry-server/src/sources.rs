@@ -56,6 +56,16 @@ pub async fn enroll(
     body: Bytes,
 ) -> ApiResult<Json<SourceEnrollReply>> {
     caller.need(Role::Backup)?;
+    if let Some(job) = caller.backup_job() {
+        // The grant is for the job's one backup, not for a credential that outlives it.
+        return Err(crate::error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "this agent credential may only upload the backup of its job {job}: enroll a \
+                 source with a backup token (`appliance token create --role backup --machine M`)"
+            ),
+        ));
+    }
     let req: SourceEnrollRequest = parse_json(&body)?;
     caller.need_machine(&req.machine)?;
     let machine = req.machine.clone();

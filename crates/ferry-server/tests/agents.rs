@@ -537,3 +537,52 @@ fn an_agents_event_log_is_bounded_and_keeps_the_jobs_end() {
         ferry_format::agent::Phase::Failed
     );
 }
+
+/// A backup job makes its agent's credential a backup credential for the job's one machine,
+/// for the job's life only, and for uploads only (no source enrollment, no reads).
+#[test]
+fn a_backup_job_grants_its_agent_one_machines_uploads_while_it_lasts() {
+    let w = World::new();
+    let c = &w.c;
+    let a = w.enroll_approved("52:54:00:00:0b:01", &[("vda", 1 << 20, false)]);
+    let start = |machine: &str, want| {
+        let body = format!(r#"{{"machine":"{machine}","chunk_size":{}}}"#, 1 << 20);
+        c.ok(
+            "POST",
+            "/backups",
+            &a.credential,
+            Some(body.as_bytes()),
+            want,
+        )
+    };
+    // No backup job: an agent credential uploads nothing.
+    start("oldbox", 403);
+
+    let new = ferry_store::jobs::NewBackupJob {
+        for_: JobFor::Agent(a.agent.clone()),
+        machine: "oldbox".into(),
+        disks: vec!["auto".into()],
+        then: ferry_format::agent::Then::None,
+    };
+    let job = w.store.create_backup_job(new, SystemTime::now()).unwrap();
+    let handed = w.poll(&a, 0).expect("the backup job");
+    assert_eq!(handed.id, job.id);
+    assert_eq!(handed.backup.as_ref().unwrap().disks, ["vda"]);
+
+    start("oldbox", 200);
+    start("web01", 403);
+    let source = br#"{"machine":"oldbox","version":"0.1.0"}"#;
+    let body = c.ok("POST", "/sources/enroll", &a.credential, Some(source), 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("may only upload the backup of its job"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    c.ok("GET", "/snapshots", &a.credential, None, 403);
+
+    // The job ends: so does the grant.
+    let state = format!("/agents/{}/jobs/{}/state", a.agent, job.id);
+    c.ok("PUT", &state, &a.credential, Some(br#""running""#), 204);
+    c.ok("PUT", &state, &a.credential, Some(br#""succeeded""#), 204);
+    start("oldbox", 403);
+}

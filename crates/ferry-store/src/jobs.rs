@@ -236,12 +236,16 @@ impl Store {
 
     /// The backup job `agent` is running or about to run, and the machine it backs up: what
     /// lets the agent's credential upload for that one machine (ferry-server `auth`).
-    pub fn agent_backup_job(&self, agent: &str) -> Result<Option<(String, String)>> {
-        let info = self.agent_record(agent)?.info;
-        let Some(id) = info.job else { return Ok(None) };
-        let job = self.job(&id)?;
+    /// `info` is the agent's record as its credential was just checked: nothing is read twice,
+    /// and an agent without a current job costs no read at all.
+    pub fn agent_backup_job(
+        &self,
+        info: &ferry_format::agent::AgentInfo,
+    ) -> Result<Option<(String, String)>> {
+        let Some(id) = &info.job else { return Ok(None) };
+        let job = self.job(id)?;
         let live = matches!(job.state, JobState::Pending | JobState::Running)
-            && job.agent.as_deref() == Some(agent)
+            && job.agent.as_deref() == Some(info.agent.as_str())
             && job.kind == JobKind::Backup;
         Ok(job.backup.filter(|_| live).map(|b| (job.id, b.machine)))
     }
