@@ -8,7 +8,7 @@
 //! DIR/pxe/initrd.img       initramfs.img + the site layer appended when stamped
 //! DIR/pxe/boot.ipxe        iPXE script with relative URLs
 //! DIR/manifest.json        artifacts (path, size, sha256), kernel, modules, SOURCE_DATE_EPOCH,
-//!                          virtio-win drivers carried
+//!                          virtio-win drivers carried, firmware files with their packages' licences
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use crate::cpio::Archive;
 use crate::manifest::{Artifact, Manifest, ModuleReport};
 use crate::modules::{self, ModuleIndex};
 use crate::site::{self, Site};
-use crate::{boot, iso, kernel, rootfs, tools, virtio_win};
+use crate::{boot, firmware, iso, kernel, rootfs, tools, virtio_win};
 
 /// zstd level of the initramfs (and of a `customize --virtio-win` layer). Measured on the default image (56 MB of cpio, 2 cores): level 9
 /// gives 11.8 MB in 2 s, level 19 10.7 MB in about a minute; decompression at boot costs the same.
@@ -42,6 +42,10 @@ pub struct BuildOptions {
     pub site: Option<Site>,
     /// `--virtio-win PATH`: the virtio-win ISO or tree whose drivers the image carries.
     pub virtio_win: Option<PathBuf>,
+    /// `--firmware`: which packages the modules' firmware files come from.
+    pub firmware: firmware::Level,
+    /// `--firmware-deb`: packages to use instead of fetching.
+    pub firmware_debs: Vec<PathBuf>,
     pub append: String,
     /// From `SOURCE_DATE_EPOCH`; `None` → the kernel image's mtime in its package.
     pub source_date_epoch: Option<u64>,
@@ -66,6 +70,8 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     let epoch = opts.source_date_epoch.unwrap_or(kernel.build_epoch);
     step("modules");
     let (mut archive, report) = step_modules(opts, &kernel, work.path())?;
+    step("firmware");
+    let firmware = step_firmware(opts, &kernel, work.path(), &mut archive)?;
     step("rootfs");
     step_rootfs(opts, &mut archive)?;
     if let Some(p) = &virtio_win {
@@ -85,7 +91,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     step_iso(opts, &kernel, &initramfs, &cmdline, epoch, work.path())?;
     step("manifest");
     let virtio_win = virtio_win.map(|p| p.report);
-    let manifest = step_manifest(opts, &kernel, report, virtio_win, epoch, &cmdline)?;
+    let manifest = step_manifest(opts, &kernel, report, virtio_win, firmware, epoch, &cmdline)?;
     step("done");
     Ok(manifest)
 }
@@ -164,6 +170,26 @@ fn step_modules(
         closure.missing.len()
     );
     Ok((archive, ModuleReport::from(closure)))
+}
+
+fn step_firmware(
+    opts: &BuildOptions,
+    k: &kernel::Kernel,
+    work: &Path,
+    archive: &mut Archive,
+) -> Result<firmware::Report> {
+    if opts.firmware == firmware::Level::None && !opts.firmware_debs.is_empty() {
+        bail!("use --firmware-deb with --firmware common or all, not none");
+    }
+    let requests = firmware::requests(&work.join("stage/lib/modules").join(&k.version))?;
+    let debs = firmware::fetch(opts.firmware, &opts.firmware_debs, &opts.cache)?;
+    let packages = debs
+        .iter()
+        .map(|d| firmware::unpack(d, &work.join("firmware")))
+        .collect::<Result<Vec<_>>>()?;
+    let report = firmware::select(opts.firmware, &requests, &packages)?.add_to(archive)?;
+    eprintln!("{}", firmware::summary(&report));
+    Ok(report)
 }
 
 fn step_rootfs(opts: &BuildOptions, archive: &mut Archive) -> Result<()> {
@@ -290,6 +316,7 @@ fn step_manifest(
     k: &kernel::Kernel,
     modules: ModuleReport,
     virtio_win: Option<virtio_win::Report>,
+    firmware: firmware::Report,
     epoch: u64,
     cmdline: &str,
 ) -> Result<Manifest> {
@@ -308,6 +335,7 @@ fn step_manifest(
         artifacts,
         modules,
         virtio_win,
+        firmware,
     };
     let path = opts.out.join("manifest.json");
     std::fs::write(&path, serde_json::to_string_pretty(&m)? + "\n")
@@ -351,5 +379,7 @@ pub fn summary(m: &Manifest) -> String {
         )),
         None => s.push_str("\nno virtio-win: Windows restores inject nothing (pass --virtio-win)"),
     }
+    s.push('\n');
+    s.push_str(&firmware::summary(&m.firmware));
     s
 }

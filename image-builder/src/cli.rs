@@ -58,6 +58,15 @@ pub enum Cmd {
         /// Windows fix-up
         #[arg(long, value_name = "PATH")]
         virtio_win: Option<PathBuf>,
+        /// Firmware files for the shipped modules (`modinfo -F firmware`), from Debian's firmware
+        /// packages: none; common (bnx2, bnx2x, intel-misc, misc-nonfree, qlogic, realtek); all (also
+        /// cavium, myricom, netronome, netxen, linux-free)
+        #[arg(long, value_enum, default_value = "common")]
+        firmware: crate::firmware::Level,
+        /// A firmware-*.deb to take firmware from instead of fetching the --firmware packages
+        /// (repeatable; for offline builds)
+        #[arg(long, value_name = "DEB")]
+        firmware_deb: Vec<PathBuf>,
         #[command(flatten)]
         site: SiteArgs,
     },

@@ -1,18 +1,14 @@
-//! The kernel: a Debian `linux-image-*` package, given or fetched from bookworm-backports with a
-//! private apt configuration (own sources.list, state and cache dirs under the cache directory; the
-//! host's apt configuration is never touched), unpacked with `dpkg-deb -x`.
+//! The kernel: a Debian `linux-image-*` package, given or fetched from bookworm-backports with the
+//! private apt ([`crate::apt`]), unpacked with `dpkg-deb -x`. The default is Linux 6.12 from
+//! bookworm-backports: it has ntfs3 and compressed modules.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::apt::PrivateApt;
 use crate::tools::run;
-
-/// The suite and package pattern of the default kernel: Linux 6.12 from bookworm-backports (it has
-/// ntfs3 and compressed modules).
-pub const SOURCES_LIST: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-                                http://deb.debian.org/debian bookworm-backports main\n";
 
 /// An unpacked kernel package.
 #[derive(Debug, Clone)]
@@ -72,72 +68,23 @@ pub fn fetch_default_deb(cache: &Path) -> Result<PathBuf> {
 }
 
 fn fetch_with_private_apt(cache: &Path, debs: &Path) -> Result<PathBuf> {
-    let apt = cache.join("apt");
-    for d in ["etc", "state/lists/partial", "cache/archives/partial"] {
-        std::fs::create_dir_all(apt.join(d))
-            .with_context(|| format!("create {}", apt.join(d).display()))?;
-    }
-    std::fs::create_dir_all(debs)?;
-    std::fs::write(apt.join("etc/sources.list"), SOURCES_LIST)?;
-    let opts = |cmd: &mut Command| {
-        for (k, v) in [
-            ("Dir::Etc::SourceList", apt.join("etc/sources.list")),
-            ("Dir::Etc::SourceParts", PathBuf::from("/nonexistent")),
-            ("Dir::State", apt.join("state")),
-            ("Dir::Cache", apt.join("cache")),
-        ] {
-            cmd.arg("-o").arg(format!("{k}={}", v.display()));
-        }
-        cmd.args([
-            "-o",
-            "APT::Sandbox::User=root",
-            "-o",
-            "Debug::NoLocking=1",
-            "-q",
-        ]);
-    };
-    eprintln!(
-        "kernel: apt-get update (private sources: bookworm-backports) in {}",
-        apt.display()
-    );
-    let mut update = Command::new("apt-get");
-    opts(&mut update);
-    run(update.arg("update"), "apt")?;
-    let mut search = Command::new("apt-cache");
-    opts(&mut search);
-    let out = run(
-        search.args([
-            "search",
-            "--names-only",
-            "^linux-image-6\\.12\\..*-amd64-unsigned$",
-        ]),
-        "apt",
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(pkg) = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
+    let apt = PrivateApt::update(cache)?;
+    let Some(pkg) = apt
+        .search_names("^linux-image-6\\.12\\..*-amd64-unsigned$")?
+        .into_iter()
         .filter(|n| is_default_kernel_package(n))
         .max_by_key(|n| version_key(n))
     else {
         bail!("find linux-image-6.12.*-amd64-unsigned in bookworm-backports: no such package");
     };
-    if let Some(hit) = std::fs::read_dir(debs)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
-        })
-    {
+    if let Some(hit) = crate::apt::cached(debs, &pkg, None) {
         eprintln!("kernel: using cached {}", hit.display());
         return Ok(hit);
     }
-    eprintln!("kernel: apt-get download {pkg}");
-    let mut dl = Command::new("apt-get");
-    opts(&mut dl);
-    run(dl.current_dir(debs).args(["download", pkg]), "apt")?;
-    newest_cached(debs).context("find the downloaded package")
+    let version = apt
+        .newest_version(&pkg)?
+        .with_context(|| format!("find a version of {pkg}"))?;
+    apt.download(&pkg, &version, debs)
 }
 
 fn newest_cached(debs: &Path) -> Option<PathBuf> {

@@ -14,17 +14,22 @@
 //! - `--virtio-win` carries exactly the driver files ferry-fixup's Windows step reads, checked
 //!   with its INF parser, at the path the agent looks in ([`virtio_win`]).
 //!
-//! Host tools: dpkg-deb, apt-get (default kernel), depmod (kmod), xz/zstd, grub-mkrescue (+ mtools,
+//! - `--firmware` carries the firmware files the shipped modules ask for, from Debian's firmware
+//!   packages, each package's copyright file with them ([`firmware`]).
+//!
+//! Host tools: dpkg-deb, apt-get (default kernel, firmware), depmod and modinfo (kmod), xz/zstd, grub-mkrescue (+ mtools,
 //! xorriso). Each missing tool is reported with the Debian package to install.
 
 #![forbid(unsafe_code)]
 
+pub mod apt;
 pub mod boot;
 pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod cpio;
 pub mod customize;
+pub mod firmware;
 pub mod iso;
 pub mod iso9660;
 pub mod kernel;

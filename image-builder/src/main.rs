@@ -23,6 +23,8 @@ fn run(cli: Cli) -> Result<()> {
             append,
             source_date_epoch,
             virtio_win,
+            firmware,
+            firmware_deb,
             site,
         } => {
             let root = paths::workspace_root();
@@ -39,6 +41,8 @@ fn run(cli: Cli) -> Result<()> {
                 append,
                 source_date_epoch,
                 virtio_win,
+                firmware,
+                firmware_debs: firmware_deb,
             };
             let m = build::build(&opts)?;
             println!("{}", build::summary(&m));

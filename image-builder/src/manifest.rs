@@ -23,6 +23,8 @@ pub struct Manifest {
     pub modules: ModuleReport,
     /// The virtio-win drivers carried (`--virtio-win`); null when the image has none.
     pub virtio_win: Option<crate::virtio_win::Report>,
+    /// The firmware files carried (`--firmware`), their packages and licences.
+    pub firmware: crate::firmware::Report,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,11 +82,14 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
         ctx.update(&buf[..n]);
     }
-    let hex: String = ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((size, hex))
+    Ok((size, hex(ctx.finish().as_ref())))
+}
+
+/// Hex SHA-256 of bytes in memory.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -77,6 +77,58 @@ for p in init bin/busybox bin/sh dev/console etc/ferry "lib/modules/$KVER/module
 done
 sort -c "$OUT/listing.txt" 2>/dev/null && pass "initramfs entries sorted, essentials present" || fail "entries not sorted"
 
+say "firmware (--firmware common, the default)"
+M="$OUT/a/manifest.json"
+jq -r '.firmware | "level \(.level): \(.files | length) files, \(.bytes) bytes from \([.packages[] | "\(.name) \(.version)"] | join(", ")); \(.missing | length) requested files in no consulted package"' "$M"
+jq -e '.firmware.level == "common" and (.firmware.files | length) > 0' "$M" >/dev/null \
+    && pass "manifest: common firmware carried" || fail "manifest firmware: $(jq -c '.firmware | {level, bytes}' "$M")"
+# e100 (QEMU's i8255x; tests/system boots it) and bnx2x: asked for by shipped modules, carried
+# with the licence their package's copyright file gives them.
+for f in e100/d101m_ucode.bin e100/d101s_ucode.bin; do
+    jq -e --arg f "$f" 'any(.firmware.files[]; .file == $f and .package == "firmware-intel-misc" and (.license | type == "string") and (.modules | index("e100")))' "$M" >/dev/null \
+        && grep -qx "lib/firmware/$f" "$OUT/listing.txt" && pass "firmware $f: in the initramfs, from firmware-intel-misc, licence $(jq -r --arg f "$f" '.firmware.files[] | select(.file == $f) | .license' "$M")" \
+        || fail "firmware $f not carried as expected: $(jq -c --arg f "$f" '.firmware.files[] | select(.file == $f)' "$M")"
+done
+jq -e 'any(.firmware.files[]; .package == "firmware-bnx2x")' "$M" >/dev/null && pass "bnx2x firmware carried" || fail "no bnx2x firmware"
+bad=0
+while read -r stored; do grep -qx "lib/firmware/$stored" "$OUT/listing.txt" || { fail "manifest lists $stored, the initramfs lacks it"; bad=1; }; done \
+    < <(jq -r '.firmware.files[].stored' "$M")
+while read -r pkg; do grep -qx "usr/share/doc/$pkg/copyright" "$OUT/listing.txt" || { fail "no copyright file of $pkg"; bad=1; }; done \
+    < <(jq -r '.firmware.packages[].name' "$M")
+# Nothing a shipped module does not ask for: every file under lib/firmware is in the manifest.
+extra=$(grep '^lib/firmware/.' "$OUT/listing.txt" | sed 's|^lib/firmware/||' | while read -r e; do
+    jq -e --arg e "$e" 'any(.firmware.files[]; .stored == $e or (.stored | startswith($e + "/")))' "$M" >/dev/null || echo "$e"; done)
+[[ -z $extra ]] || { fail "initramfs carries firmware the manifest does not list: $extra"; bad=1; }
+((bad == 0)) && pass "every carried firmware file listed, every package's copyright carried"
+
+say "size budget: ISO with virtio-win and common firmware <= 60 MiB"
+# A virtio-win-shaped tree with incompressible driver binaries of the sizes virtio-win ships
+# (viostor ~100 KiB, vioscsi ~110 KiB, NetKVM ~450 KiB, Balloon ~70 KiB; 16 OS/arch folders):
+# an upper bound, the real .sys files compress.
+vw_inf() { # SERVICE CLASS GUID DEV
+    printf '[Version]\r\nSignature="$WINDOWS NT$"\r\nClass=%s\r\nClassGUID=%s\r\nCatalogFile=%s.cat\r\n\r\n[Manufacturer]\r\n%%RHEL%%=RHEL,NTamd64\r\n\r\n[RHEL.NTamd64]\r\n%%Desc%% = inst, PCI\\VEN_1AF4&DEV_%s&SUBSYS_00021AF4&REV_00\r\n\r\n[inst.Services]\r\nAddService = %s, 0x00000002, svc\r\n\r\n[svc]\r\nServiceType = 1\r\nStartType = 0\r\nServiceBinary = %%12%%\\%s.sys\r\n\r\n[Strings]\r\nRHEL = "Red Hat, Inc."\r\nDesc = "VirtIO %s"\r\n' \
+        "$2" "$3" "$1" "$4" "$1" "$1" "$1"
+}
+VW="$OUT/virtio-win"
+for d in "viostor viostor SCSIAdapter {4D36E97B-E325-11CE-BFC1-08002BE10318} 1001 100" \
+    "vioscsi vioscsi SCSIAdapter {4D36E97B-E325-11CE-BFC1-08002BE10318} 1004 110" \
+    "NetKVM netkvm Net {4D36E972-E325-11CE-BFC1-08002BE10318} 1000 450" \
+    "Balloon balloon System {4D36E97D-E325-11CE-BFC1-08002BE10318} 1002 70"; do
+    read -r folder stem class guid dev kib <<<"$d"
+    for place in 2k8R2/amd64 2k12/amd64 2k12R2/amd64 2k16/amd64 2k19/amd64 2k22/amd64 2k25/amd64 \
+        w7/amd64 w7/x86 w8.1/amd64 w8.1/x86 w10/amd64 w10/x86 w10/ARM64 w11/amd64 w11/ARM64; do
+        mkdir -p "$VW/$folder/$place"
+        vw_inf "$stem" "$class" "$guid" "$dev" >"$VW/$folder/$place/$stem.inf"
+        head -c $((kib * 1024)) /dev/urandom >"$VW/$folder/$place/$stem.sys"
+        head -c 12288 /dev/urandom >"$VW/$folder/$place/$stem.cat"
+    done
+done
+echo "virtio-win tree: $(du -sb "$VW" | cut -f1) bytes"
+build "$OUT/budget" --virtio-win "$VW" || fail "build with --virtio-win"
+b=$(stat -c %s "$OUT/budget/ferry-rescue.iso" 2>/dev/null || echo 0)
+echo "ISO with virtio-win (incompressible upper bound) and common firmware: $b bytes ($(awk -v b="$b" 'BEGIN { printf "%.1f", b / 1048576 }') MiB)"
+((b > 0 && b <= ISO_LIMIT)) && pass "ISO with virtio-win and common firmware within 60 MiB" || fail "ISO is $b bytes > $ISO_LIMIT"
+
 say "customize"
 SITE=(--appliance https://10.0.2.2:8443 --ca "$FIXTURES/test-ca.pem" --token test-token-42
     --ip 10.0.2.15::10.0.2.2:255.255.255.0:rescue:eth0:none:10.0.2.3 --nameserver 10.0.2.3)

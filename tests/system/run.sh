@@ -21,6 +21,9 @@
 #   unreachable         appliance port nothing listens on, ferry.retry_window=20s: gives up with a message
 #   missing-disk        job maps onto /dev/vdb that does not exist: message, job failed + error event, disk untouched
 #   small-disk          job maps onto a 32 MiB /dev/vda for a 64 MiB disk: message, failed + event, disk untouched
+#   firmware            QEMU's e100 (needs microcode) and tulip (no driver) NICs beside virtio: the
+#                       default image loads the microcode; one built with --firmware none names the file
+#                       and firmware-intel-misc on the console and in the inventory; tulip reported driverless
 #   impostor            an attacker's VM with the site image and the victim's MAC gets no job and no data
 #                       (unapproved); the victim, approved by its console code, restores `auto` onto its
 #                       blank disk and leaves its data disk (wiped table, ext4 at 1 MiB) untouched
@@ -76,6 +79,8 @@ if [[ -z "${FERRY_SYS_SKIP_BUILD:-}" ]]; then
     "$BIN/image-builder" build --out "$IMG" --agent "$AGENT" ${FERRY_KERNEL_DEB:+--kernel-deb "$FERRY_KERNEL_DEB"} \
         >"$WORK/image-build.log" 2>&1 || { tail -30 "$WORK/image-build.log"; abort_build "image-builder build"; }
     echo "image-builder build: $(elapsed "$t") s"
+    "$BIN/image-builder" build --out "$IMG/nofw" --firmware none --agent "$AGENT" ${FERRY_KERNEL_DEB:+--kernel-deb "$FERRY_KERNEL_DEB"} \
+        >"$WORK/image-build-nofw.log" 2>&1 || { tail -30 "$WORK/image-build-nofw.log"; abort_build "image-builder build --firmware none"; }
 fi
 ISO=$IMG/ferry-rescue.iso
 [[ -f $ISO ]] || abort_build "no $ISO (run without FERRY_SYS_SKIP_BUILD)"
@@ -112,6 +117,8 @@ echo "appliance on 127.0.0.1:$PORT (guest: $URL); data $DATA"
 # Stamped artifacts: ISO and PXE initrd with the site settings; an initrd with another CA.
 SITE=(--appliance "$URL" --ca "$DATA/ca.pem" --token "$ENROLL")
 "$BIN/image-builder" customize --iso "$ISO" --out "$WORK/site.iso" "${SITE[@]}" >/dev/null || abort_build "customize --iso"
+"$BIN/image-builder" customize --iso "$IMG/nofw/ferry-rescue.iso" --out "$WORK/site-nofw.iso" "${SITE[@]}" >/dev/null \
+    || abort_build "customize --iso (no firmware)"
 mkdir -p "$WORK/tftp"
 cp "$IMG/pxe/vmlinuz" "$IMG/pxe/boot.ipxe" "$WORK/tftp/"
 "$BIN/image-builder" customize --initrd "$IMG/pxe/initrd.img" --out "$WORK/tftp/initrd.img" "${SITE[@]}" >/dev/null \
@@ -412,6 +419,41 @@ test_impostor() {
         || fail "job: $(jq -c '.job | {state, agent, resolved}' "$T/job.json")"
 }
 
+# firmware: a VM with, besides its virtio NIC, QEMU's Intel 82559ER (e100 loads microcode
+# e100/d101s_ucode.bin when the link goes up) and a DEC 21143 (tulip: no driver in the image).
+# The default image (--firmware common) carries the microcode; one built with --firmware none
+# does not, and its agent names the file and the package on the console and in its inventory.
+fw_vm() { # ISO MAC
+    qemu -boot d -cdrom "$1" $(nic "$2") -device i82559er,mac=52:54:00:12:34:68 -device tulip,mac=52:54:00:12:34:69
+}
+FW_NODRIVER='warning: network controller [0-9a-f:.]+ \(1011:0019\) has no driver in this image'
+FW_MISSING="warning: network controller [0-9a-f:.]+: e100 could not load its firmware e100/d101s_ucode.bin: the image lacks it; it is in Debian's firmware-intel-misc package"
+test_firmware() {
+    local id
+    id=$(agent_id 52:54:00:12:34:67)
+    fw_vm "$WORK/site.iso" 52:54:00:12:34:67
+    wait_enrolled "$id" || fail "not enrolled (default image)"
+    wait_serial "$FW_NODRIVER" 10 || fail "no console warning for the driverless tulip NIC"
+    echo "default image: $(sgrep -E -m1 -o -- "$FW_NODRIVER")"
+    has 'could not load its firmware' && fail "a firmware warning with the default image: $(sgrep -m1 'could not load its firmware')"
+    has 'Direct firmware load' && fail "the kernel failed a firmware load with the default image: $(sgrep -m1 'Direct firmware load')"
+    has 'e100 .*eth[0-9]|e100 0000' || echo "(the kernel log level hides e100's probe line)"
+    echo "default image: e100 brought up with its microcode (no firmware warning)"
+    stop_qemu
+    mv "$T/serial.log" "$T/serial-common.log"
+    id=$(agent_id 52:54:00:12:34:6a)
+    fw_vm "$WORK/site-nofw.iso" 52:54:00:12:34:6a
+    wait_serial "$FW_MISSING" || fail "no console warning naming e100/d101s_ucode.bin and firmware-intel-misc (image built with --firmware none)"
+    echo "--firmware none: $(sgrep -E -m1 -o -- "$FW_MISSING")"
+    wait_enrolled "$id" 60 || fail "not enrolled (no-firmware image)"
+    stop_qemu
+    agents_json | jq -e --arg id "$id" '.[] | select(.agent == $id) | .inventory.problems
+        | any(.[]; .firmware == "e100/d101s_ucode.bin" and .package == "firmware-intel-misc" and .driver == "e100")
+          and any(.[]; .ids == "1011:0019" and .class == "network" and .driver == null)' >/dev/null \
+        || fail "inventory problems: $(agents_json | jq -c --arg id "$id" '.[] | select(.agent == $id) | .inventory.problems')"
+    echo "appliance agents --json: the e100 firmware (firmware-intel-misc) and the driverless 1011:0019 listed in the inventory"
+}
+
 test_missing-disk() { bad_job 52:54:00:12:34:64 64 disk0=/dev/vdb 'target /dev/vdb .*does not exist'; }
 test_small-disk() { bad_job 52:54:00:12:34:65 32 disk0=/dev/vda 'target /dev/vda is too small'; }
 
@@ -421,7 +463,7 @@ echo "source disk $WORK/src.img (64 MiB, GPT + random data): snapshot $(cat "$WO
 
 # Longest first (2 at a time).
 ALL_TESTS=(unattended-restore impostor unreachable enroll-bios-cd enroll-uefi-cd enroll-bios-disk enroll-pxe static-ip
-    bad-ca bad-token no-nic missing-disk small-disk)
+    bad-ca bad-token no-nic missing-disk small-disk firmware)
 
 : >"$WORK/metrics.txt"
 run_tests "${ALL_TESTS[@]}"

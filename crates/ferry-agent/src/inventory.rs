@@ -129,8 +129,8 @@ fn firmware_package(file: &str) -> Option<&'static str> {
         ("qlogic/", "firmware-qlogic"),
         ("cxgb4/", "firmware-misc-nonfree"),
         ("mellanox/", "firmware-misc-nonfree"),
-        ("intel/ice/", "firmware-misc-nonfree"),
-        ("e100/", "firmware-misc-nonfree"),
+        ("intel/ice/", "firmware-intel-misc"),
+        ("e100/", "firmware-intel-misc"),
         ("myri10ge", "firmware-misc-nonfree"),
         ("bnx2_", "firmware-bnx2"),
         ("liquidio/", "firmware-misc-nonfree"),
@@ -348,7 +348,7 @@ mod tests {
             lines,
             [
                 "network controller 0000:00:05.0 (10ec:8029) has no driver in this image: it cannot be used here (a missing module: say which hardware this is when you report it)",
-                "network controller 0000:02:00.0: r8169 could not load its firmware rtl_nic/rtl8168h-2.fw: the image lacks it; it is in Debian's firmware-realtek package",
+                "network controller 0000:02:00.0: r8169 could not load its firmware rtl_nic/rtl8168h-2.fw: the image lacks it; it is in Debian's firmware-realtek package: rebuild the image with `image-builder build --firmware common` (or `all`)",
                 "device 0000:09:00.0: foo could not load its firmware acme/x.bin: the image lacks it",
             ]
         );

@@ -54,7 +54,7 @@ impl std::fmt::Display for DeviceProblem {
         match (&self.firmware, &self.package) {
             (Some(fw), Some(p)) => write!(
                 f,
-                "{what}: {} could not load its firmware {fw}: the image lacks it; it is in Debian's {p} package",
+                "{what}: {} could not load its firmware {fw}: the image lacks it; it is in Debian's {p} package: rebuild the image with `image-builder build --firmware common` (or `all`)",
                 self.driver.as_deref().unwrap_or("its driver")
             ),
             (Some(fw), None) => write!(
