@@ -132,7 +132,8 @@ pub enum TokenCmd {
     Create {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// backup, restore, admin or enroll (enroll: only enrolls rescue-image agents).
+        /// backup, restore, admin, enroll or metrics (enroll: only enrolls rescue-image agents;
+        /// metrics: only reads GET /metrics).
         #[arg(long)]
         role: Role,
         /// A machine the token may back up or restore (repeatable); `*` matches any

@@ -260,3 +260,66 @@ fn sources_are_configured_ahead_of_their_agent() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("shortest is 60s"));
 }
+
+/// `serve` with `FERRY_LOG_FORMAT=json`: every stderr line is a JSON object (no colour codes:
+/// stderr is a file), the request log among them; `/healthz` answers without a credential.
+#[test]
+fn serve_logs_json_lines_and_answers_healthz() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data_s = data.to_str().unwrap();
+    stdout(&appliance(&["init", "--data", data_s]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["serve", "--data", data_s, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("FERRY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let trust = ferry_test_support::https::load_trust(&data.join("ca.pem"));
+    let c = ferry_test_support::https::Client::new(&trust, addr, Duration::from_secs(10)).at_root();
+    assert_eq!(c.status_without_token("/healthz"), 200);
+    // The request line is written after the response: wait for it.
+    let mut lines = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        let text = std::fs::read(&log).unwrap();
+        lines = text.lines().map(Result::unwrap).collect::<Vec<_>>();
+        if lines.iter().any(|l| l.contains("/healthz")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!lines.is_empty());
+    let mut saw_request = false;
+    for l in &lines {
+        assert!(!l.contains('\u{1b}'), "a colour code in {l:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        saw_request |= msg.starts_with("GET /healthz 200");
+    }
+    assert!(saw_request, "no request line in {lines:#?}");
+}

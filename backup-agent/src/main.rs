@@ -4,7 +4,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,12 +16,8 @@ mod network;
 mod service;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Plain lines for the journal and log files; colour only on a terminal.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // RUST_LOG, FERRY_LOG_FORMAT=json; colour only on a terminal.
+    ferry_sys::log::init(false);
     let result = match Cli::parse().cmd {
         Cmd::Backup(args) => commands::backup(&args),
         Cmd::Service(args) => service::run(&args),

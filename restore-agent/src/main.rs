@@ -17,10 +17,8 @@ fn main() -> ExitCode {
     if std::process::id() == 1 {
         pid1::run(); // the rescue image: ferry-init takes over, never returns
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // RUST_LOG, FERRY_LOG_FORMAT=json; colour only on a terminal.
+    ferry_sys::log::init(false);
     let result = match Cli::parse().cmd {
         Cmd::Agent(args) => return ferry_agent::cli::main(args),
         Cmd::Restore {

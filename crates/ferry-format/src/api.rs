@@ -27,6 +27,8 @@ pub enum Role {
     Admin,
     /// Only `POST /agents/enroll`: the token stamped into rescue images.
     Enroll,
+    /// Only `GET /metrics`: what a monitoring system scrapes with.
+    Metrics,
     /// A per-agent credential (never in tokens.json): its own agent routes and the snapshot and
     /// chunks of its current job.
     Agent,
@@ -43,6 +45,7 @@ impl Role {
             Role::Restore => "restore",
             Role::Admin => "admin",
             Role::Enroll => "enroll",
+            Role::Metrics => "metrics",
             Role::Agent => "agent",
         }
     }
@@ -56,8 +59,9 @@ impl std::str::FromStr for Role {
             "restore" => Ok(Role::Restore),
             "admin" => Ok(Role::Admin),
             "enroll" => Ok(Role::Enroll),
+            "metrics" => Ok(Role::Metrics),
             _ => Err(format!(
-                "unknown role {s:?}: use backup, restore, admin or enroll"
+                "unknown role {s:?}: use backup, restore, admin, enroll or metrics"
             )),
         }
     }

@@ -22,15 +22,10 @@ use crate::tls;
 /// Name of an appliance initialised without `--name`.
 pub const DEFAULT_APPLIANCE_NAME: &str = "ferry-appliance";
 
-/// Log to stderr at info (or as RUST_LOG says), without colour (serial consoles, journald).
+/// Log to stderr at info (or as RUST_LOG says; `FERRY_LOG_FORMAT=json` for JSON lines), colour
+/// only on a terminal: [`ferry_sys::log`].
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    ferry_sys::log::init(true);
 }
 
 /// What `init` made.

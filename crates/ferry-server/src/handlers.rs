@@ -85,10 +85,18 @@ pub async fn put_chunk(
 ) -> ApiResult<StatusCode> {
     caller.need(Role::Backup)?;
     let id = parse_chunk_id(&id)?;
-    match blocking(move || st.store.put_chunk(&id, &body)).await? {
-        PutOutcome::Stored | PutOutcome::Replaced => Ok(StatusCode::CREATED),
-        PutOutcome::AlreadyPresent => Ok(StatusCode::OK),
-    }
+    let bytes = body.len() as u64;
+    let st2 = st.clone();
+    let new = match blocking(move || st2.store.put_chunk(&id, &body)).await? {
+        PutOutcome::Stored | PutOutcome::Replaced => true,
+        PutOutcome::AlreadyPresent => false,
+    };
+    st.metrics.chunk_upload(new, bytes);
+    Ok(if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    })
 }
 
 pub async fn put_index(

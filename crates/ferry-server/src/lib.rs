@@ -22,6 +22,9 @@
 //! - [`limits`]: connection cap, TLS/header/idle timeouts, per-route concurrency limits (503 with
 //!   Retry-After when a route stays full); [`upload`]: index uploads streamed to disk.
 //!
+//! - [`metrics`]: `GET /healthz` (no credential) and `GET /metrics` (Prometheus text; an admin
+//!   or metrics token), with per-route request counters.
+//!
 //! Each request is logged at info on one line: method, path, status, bytes in and out, ms.
 //! Tokens are never logged (they only travel in the Authorization header).
 
@@ -37,6 +40,7 @@ pub mod gc_schedule;
 pub mod handlers;
 pub mod job_commands;
 pub mod limits;
+pub mod metrics;
 pub mod migrations;
 pub mod scope;
 pub mod scope_cache;
@@ -177,8 +181,12 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             put(sources::task_state).layer(small),
         )
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT));
+    let counted = from_fn_with_state(state.clone(), metrics::count_request);
     Router::new()
-        .nest(API_PREFIX, api)
+        .nest(API_PREFIX, api.route_layer(counted.clone()))
+        .route("/healthz", get(metrics::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(counted)
         .fallback(not_found)
         .layer(from_fn_with_state(limits.idle_timeout, limit_body_idle))
         .layer(middleware::from_fn(log_request))

@@ -23,6 +23,8 @@ pub struct AppState {
     pub chunk_sets: Mutex<HashMap<String, Arc<HashSet<ChunkId>>>>,
     /// What scoped restore tokens may read.
     pub scopes: ScopeCache,
+    /// Counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
             tokens,
             chunk_sets: Mutex::new(HashMap::new()),
             scopes: ScopeCache::default(),
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 }

@@ -155,7 +155,38 @@ impl Store {
         })
     }
 
+    /// Chunk files and their bytes on disk, by walking the chunk directory (no lock: a figure
+    /// for monitoring, not for GC).
+    pub fn chunk_usage(&self) -> Result<ChunkUsage> {
+        let mut usage = ChunkUsage::default();
+        let mut stack = vec![self.chunks_dir()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read", &dir)(e)),
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if meta.is_file() {
+                    usage.chunks += 1;
+                    usage.bytes += meta.len();
+                }
+            }
+        }
+        Ok(usage)
+    }
+
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
         self.chunk_path(id).is_file()
     }
+}
+
+/// [`Store::chunk_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkUsage {
+    pub chunks: u64,
+    pub bytes: u64,
 }

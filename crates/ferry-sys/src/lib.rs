@@ -2,6 +2,8 @@
 //!
 //! - [`blk`]: block-device ioctls (size, sector sizes, partition re-read, BLKPG, BLKZEROOUT),
 //!   each number defined once with nix's ioctl macros and wrapped in a safe function.
+//! - [`log`]: logging of the host binaries (`RUST_LOG`, `FERRY_LOG_FORMAT=json`, colour only on
+//!   a terminal).
 //! - [`loopdev`]: loop devices over a byte range of a file or device, by ioctl.
 //! - [`net`]: the physical NICs sysfs shows, with their address, driver and PCI `ID_PATH`.
 //! - [`sched`]: the calling thread's I/O class (`ioprio_set`) and nice value, which a backup
@@ -16,6 +18,7 @@
 
 pub mod blk;
 pub mod kmsg;
+pub mod log;
 pub mod loopdev;
 pub mod net;
 pub mod netname;

@@ -44,6 +44,14 @@ impl Client {
         }
     }
 
+    /// The same client for the routes outside the API prefix (`/healthz`, `/metrics`).
+    pub fn at_root(&self) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            base: self.base.trim_end_matches("/api/v1").to_string(),
+        }
+    }
+
     /// (status, body) of a request with `token` as bearer; `body` None sends none. Errs only
     /// when no answer came (TLS, connection, timeout).
     pub fn try_call(
