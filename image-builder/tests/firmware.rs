@@ -30,11 +30,16 @@ fn deb(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     out
 }
 
-const COPYRIGHT: &[u8] = b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+const COPYRIGHT: &[u8] =
+    b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
 Files: *\nLicense: GPL-2\n\n\
 Files: acme/*\nCopyright: Acme\nLicense: binary-redist-Acme\n Redistributable.\n";
 
