@@ -111,10 +111,7 @@ pub struct Package {
 
 /// `dpkg-deb -x DEB DIR/NAME`, refusing a package that is not a firmware package.
 pub fn unpack(deb: &Path, dir: &Path) -> Result<Package> {
-    let field = |f: &str| -> Result<String> {
-        let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f), "dpkg")?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
+    let field = |f: &str| crate::tools::deb_field(deb, f);
     let name = field("Package")?;
     let version = field("Version")?;
     if !name.starts_with("firmware-") || name.contains('/') {

@@ -105,10 +105,7 @@ fn newest_cached(debs: &Path) -> Option<PathBuf> {
 
 /// Unpacks `deb` into `dir` and locates vmlinuz and the module tree.
 pub fn unpack(deb: &Path, dir: &Path) -> Result<Kernel> {
-    let field = |f: &str| -> Result<String> {
-        let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f), "dpkg")?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
+    let field = |f: &str| crate::tools::deb_field(deb, f);
     let package = field("Package")?;
     let package_version = field("Version")?;
     if !package.starts_with("linux-image-") {

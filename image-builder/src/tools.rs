@@ -12,6 +12,15 @@ pub fn run(cmd: &mut Command, package: &str) -> Result<Output> {
     Ok(ferry_sys::tool::output(cmd, package, &[0])?)
 }
 
+/// One control field of a `.deb` (`dpkg-deb -f DEB FIELD`), trimmed.
+pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
+    let out = run(
+        Command::new("dpkg-deb").arg("-f").arg(deb).arg(field),
+        "dpkg",
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Returns the decompressed bytes of a kernel module file (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).
 pub fn read_module(path: &Path) -> Result<Vec<u8>> {
     let name = path.to_string_lossy();
