@@ -48,6 +48,9 @@ pub enum Cmd {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The webhook: signed JSON events on job states, snapshot commits and migration steps.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     /// List snapshots, oldest first.
     Snapshots {
         #[arg(long, value_name = "DIR")]
@@ -791,4 +794,46 @@ mod tests {
             assert!(Cli::try_parse_from(SERVE.iter().chain(&flags)).is_err());
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCmd {
+    /// Set the URL events are POSTed to (takes effect at the next event; no restart). Prints
+    /// the HMAC secret when it generates one.
+    Set {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// https://… (or http://…: the body then travels in clear; the signature still proves
+        /// it came from this appliance)
+        #[arg(long)]
+        url: String,
+        /// A file holding the HMAC secret (at least 16 characters); default: generate one and
+        /// print it
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// PEM roots for an https URL (default: /etc/ssl/certs/ca-certificates.crt)
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Deliveries tried per event before it is dropped (with a warning in the log)
+        #[arg(long, default_value_t = 6)]
+        attempts: u32,
+        /// Wait before the first retry (doubled each time, at most 5 min): 500ms, 2s, 1m
+        #[arg(long, default_value = "2s")]
+        backoff: String,
+    },
+    /// Show the webhook (not its secret).
+    Show {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Remove the webhook: no more events are sent.
+    Remove {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Send a `ping` event now, with the retries, and say how it went.
+    Test {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
 }

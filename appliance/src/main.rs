@@ -5,11 +5,12 @@
 mod cli;
 mod migrations;
 mod sources;
+mod webhook;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Cmd, JobsCmd, TokenCmd};
+use cli::{Cli, Cmd, JobsCmd, TokenCmd, WebhookCmd};
 use ferry_server::{commands, job_commands as jobs, token_commands as tokens};
 
 fn main() -> ExitCode {
@@ -42,6 +43,17 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Token(TokenCmd::List { data, json }) => tokens::token_list(&data, json),
+        Cmd::Webhook(WebhookCmd::Set {
+            data,
+            url,
+            secret_file,
+            ca,
+            attempts,
+            backoff,
+        }) => webhook::set(&data, url, secret_file.as_deref(), ca, attempts, &backoff),
+        Cmd::Webhook(WebhookCmd::Show { data }) => webhook::show(&data),
+        Cmd::Webhook(WebhookCmd::Remove { data }) => webhook::remove(&data),
+        Cmd::Webhook(WebhookCmd::Test { data }) => webhook::test(&data),
         Cmd::Token(TokenCmd::Revoke { data, id }) => tokens::token_revoke(&data, &id),
         Cmd::Snapshots {
             data,

@@ -33,6 +33,7 @@ fn help_lists_every_command() {
         "agents",
         "jobs",
         "sources",
+        "webhook",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
     }
@@ -322,4 +323,73 @@ fn serve_logs_json_lines_and_answers_healthz() {
         saw_request |= msg.starts_with("GET /healthz 200");
     }
     assert!(saw_request, "no request line in {lines:#?}");
+}
+
+/// `webhook set` generates and prints a secret, keeps it out of `show`, stores it 0600;
+/// bad input is refused with advice; `test` reports a hook that cannot be reached; `remove`.
+#[test]
+fn webhook_set_show_test_remove() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    stdout(&appliance(&["init", "--data", data]));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{dead}/hook");
+    let set = appliance(&[
+        "webhook",
+        "set",
+        "--data",
+        data,
+        "--url",
+        &url,
+        "--attempts",
+        "2",
+        "--backoff",
+        "10ms",
+    ]);
+    let secret = stdout(&set).trim().to_owned();
+    assert_eq!(secret.len(), 64);
+    assert!(String::from_utf8_lossy(&set.stderr).contains("plain HTTP"));
+    let path = std::path::Path::new(data).join("webhook.json");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let show = stdout(&appliance(&["webhook", "show", "--data", data]));
+    assert!(
+        show.contains(&url) && show.contains("attempts 2") && !show.contains(&secret),
+        "{show}"
+    );
+    let bad = appliance(&["webhook", "set", "--data", data, "--url", "ftp://x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("http:// or https://"));
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny").unwrap();
+    let bad = appliance(&[
+        "webhook",
+        "set",
+        "--data",
+        data,
+        "--url",
+        &url,
+        "--secret-file",
+        short.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 16 characters"));
+    // Nothing listens: the ping fails after its attempts, and says so.
+    let test = appliance(&["webhook", "test", "--data", data]);
+    assert!(!test.status.success());
+    let err = String::from_utf8_lossy(&test.stderr);
+    assert!(
+        err.contains("deliver a ping") && err.contains("2 attempts failed"),
+        "{err}"
+    );
+    stdout(&appliance(&["webhook", "remove", "--data", data]));
+    assert!(!path.exists());
+    assert!(stdout(&appliance(&["webhook", "show", "--data", data])).contains("no webhook"));
 }

@@ -114,15 +114,30 @@ pub async fn job_state(
     caller.need_agent(&agent)?;
     let state: JobState = parse_json(&body)?;
     let name = state.name();
-    blocking(move || {
-        st.store
+    let s = st.clone();
+    let j = blocking(move || {
+        s.store
             .set_job_state(&agent, &job, state, SystemTime::now())
-            .map(|j| (j.id, j.agent))
     })
-    .await
-    .map(|(id, a)| {
-        tracing::info!("job {id} of agent {} is {name}", a.unwrap_or_default());
-    })?;
+    .await?;
+    tracing::info!(
+        "job {} of agent {} is {name}",
+        j.id,
+        j.agent.as_deref().unwrap_or_default()
+    );
+    st.webhooks.emit(
+        &format!("job.{name}"),
+        serde_json::json!({
+            "job": j.id,
+            "kind": j.kind,
+            "state": j.state,
+            "agent": j.agent,
+            "snapshot": j.snapshot,
+            "machine": j.backup.as_ref().map(|b| &b.machine),
+            "started": j.started,
+            "finished": j.finished,
+        }),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -130,17 +130,28 @@ pub async fn commit(
              consistency the backup actually had (live or point-in-time)",
         ));
     }
-    let snapshot = blocking(move || {
-        let snapshot = st
+    let s = st.clone();
+    let (snapshot, summary) = blocking(move || {
+        let snapshot = s
             .store
-            .commit(&session, &req, &st.signer, SystemTime::now())?;
+            .commit(&session, &req, &s.signer, SystemTime::now())?;
         if let Some(job) = &job {
-            st.store.record_backup_snapshot(job, &snapshot)?;
+            s.store.record_backup_snapshot(job, &snapshot)?;
         }
-        Ok(snapshot)
+        let m = s.store.manifest(&snapshot)?;
+        let summary = serde_json::json!({
+            "snapshot": snapshot,
+            "machine": m.machine,
+            "created": m.created,
+            "consistency": m.consistency,
+            "disks": m.disks.iter().map(|d| &d.name).collect::<Vec<_>>(),
+            "job": job,
+        });
+        Ok((snapshot, summary))
     })
     .await?;
     tracing::info!("committed snapshot {snapshot}");
+    st.webhooks.emit("snapshot.committed", summary);
     Ok(Json(CommitReply { snapshot }))
 }
 

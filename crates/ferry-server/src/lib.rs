@@ -25,6 +25,9 @@
 //! - [`metrics`]: `GET /healthz` (no credential) and `GET /metrics` (Prometheus text; an admin
 //!   or metrics token), with per-route request counters.
 //!
+//! - [`webhook`]: signed event deliveries (job states, commits, migration steps) to the
+//!   operator's URL, off the request path.
+//!
 //! Each request is logged at info on one line: method, path, status, bytes in and out, ms.
 //! Tokens are never logged (they only travel in the Authorization header).
 
@@ -51,6 +54,7 @@ pub mod tls;
 pub mod token_cache;
 pub mod token_commands;
 pub mod upload;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::Path;

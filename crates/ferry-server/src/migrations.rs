@@ -44,11 +44,16 @@ pub async fn cutover(
     } else {
         parse_json(&body)?
     };
+    let s = st.clone();
     let rec = blocking_m(move || {
-        st.store
+        s.store
             .request_cutover_with(&id, req.poweroff_source, SystemTime::now())
     })
     .await?;
+    st.webhooks.emit(
+        &format!("migration.{}", rec.state.name()),
+        serde_json::json!({ "migration": rec.id, "state": rec.state.name(), "cutover": "asked" }),
+    );
     tracing::info!(
         "migration {}: cutover asked over the API{}",
         rec.id,

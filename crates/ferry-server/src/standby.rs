@@ -140,7 +140,12 @@ pub async fn cutover(
     caller.need_agent(&agent)?;
     let report: StandbyCutover = parse_json(&body)?;
     let (a, step) = (agent.clone(), report.step);
-    let m = blocking_m(move || st.store.standby_cutover(&a, &report, SystemTime::now())).await?;
+    let s = st.clone();
+    let m = blocking_m(move || s.store.standby_cutover(&a, &report, SystemTime::now())).await?;
+    st.webhooks.emit(
+        &format!("migration.{}", m.state.name()),
+        serde_json::json!({ "migration": m.id, "state": m.state.name(), "cutover_step": step.name(), "standby": agent }),
+    );
     tracing::info!(
         "standby {agent} of {}: cutover step {}; the migration is {}",
         m.id,

@@ -25,6 +25,8 @@ pub struct AppState {
     pub scopes: ScopeCache,
     /// Counters for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Event deliveries to the configured webhook ([`crate::webhook`]).
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl AppState {
@@ -33,13 +35,17 @@ impl AppState {
         let key_id = signer.public_key().key_id();
         let tokens = TokenCache::new(store.tokens_path());
         Ok(AppState {
-            store,
             signer,
             key_id,
             tokens,
             chunk_sets: Mutex::new(HashMap::new()),
             scopes: ScopeCache::default(),
             metrics: crate::metrics::Metrics::default(),
+            webhooks: crate::webhook::Webhooks::start(
+                store.root().to_path_buf(),
+                store.config().name.clone(),
+            ),
+            store,
         })
     }
 }
