@@ -208,7 +208,8 @@ pub struct CreateArgs {
     pub options: JobOptions,
 }
 
-fn job_for(agent: Option<String>, mac: Option<String>) -> Result<JobFor> {
+/// `--agent ID` or `--mac MAC` (exactly one) as the job's target machine.
+pub fn job_for(agent: Option<String>, mac: Option<String>) -> Result<JobFor> {
     Ok(match (agent, mac) {
         (Some(a), None) => JobFor::Agent(a),
         (None, Some(m)) => {
@@ -312,21 +313,29 @@ pub fn jobs_list(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A job with its beacon and events (`jobs show --json`, `GET /jobs/{id}`).
+pub fn job_view(store: &Store, id: &str) -> Result<JobView, ferry_store::StoreError> {
+    let job = store.job(id)?;
+    let events = store.job_events(id)?;
+    let beacon = store.beacon(id)?.map(|b| BeaconView::of(&job, b));
+    Ok(JobView {
+        job,
+        beacon,
+        events,
+    })
+}
+
 pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
     let store = Store::open(data)?;
-    let job = store.job(id)?;
-    let events = store.job_events(id).context("read the job's events")?;
-    let beacon = store
-        .beacon(id)
-        .context("read the job's beacon")?
-        .map(|b| BeaconView::of(&job, b));
+    let view = job_view(&store, id)?;
     if json {
-        return print_json(&JobView {
-            job,
-            beacon,
-            events,
-        });
+        return print_json(&view);
     }
+    let JobView {
+        job,
+        beacon,
+        events,
+    } = view;
     println!("job       {}", job.id);
     println!("state     {}", job.state.name());
     if let JobState::Failed { reason } = &job.state {

@@ -22,6 +22,8 @@
 //! - [`limits`]: connection cap, TLS/header/idle timeouts, per-route concurrency limits (503 with
 //!   Retry-After when a route stays full); [`upload`]: index uploads streamed to disk.
 //!
+//! - [`admin`]: the admin API (tokens, machines, agents, jobs, migrations, store, GC) and
+//!   [`openapi`]: its OpenAPI 3 document at `/api/v1/openapi.json`.
 //! - [`metrics`]: `GET /healthz` (no credential) and `GET /metrics` (Prometheus text; an admin
 //!   or metrics token), with per-route request counters.
 //!
@@ -33,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod beacon;
@@ -45,6 +48,7 @@ pub mod job_commands;
 pub mod limits;
 pub mod metrics;
 pub mod migrations;
+pub mod openapi;
 pub mod scope;
 pub mod scope_cache;
 pub mod sources;
@@ -179,6 +183,18 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
             "/migrations/{id}/cutover",
             post(migrations::cutover).layer(small.clone()),
         )
+        .route("/tokens", get(admin::tokens).post(admin::token_create))
+        .route("/tokens/{id}", delete(admin::token_revoke))
+        .route("/machines", get(admin::machines))
+        .route("/agents", get(admin::agents))
+        .route("/agents/{id}", get(admin::agent))
+        .route("/agents/{id}/approve", post(admin::agent_approve))
+        .route("/jobs", get(admin::jobs).post(admin::job_create))
+        .route("/jobs/{id}", get(admin::job))
+        .route("/migrations", get(admin::migrations))
+        .route("/store", get(admin::store_usage))
+        .route("/gc", post(admin::gc).layer(bound("gc runs", 1)))
+        .route("/openapi.json", get(openapi::document))
         .route("/sources/{machine}/task", get(sources::task))
         .route(
             "/sources/{machine}/tasks/{id}/state",
