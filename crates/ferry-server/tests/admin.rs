@@ -130,6 +130,16 @@ fn machines_agents_jobs_store_and_gc() {
         400,
     );
     assert!(e.contains("--agent") && e.contains("--mac"), "{e}");
+    // An enrolled agent whose only disk is smaller than the snapshot's.
+    let small = w.enroll("52:54:00:00:00:22", &[("vda", 4096, true)]);
+    let body = format!(
+        r#"{{"kind":"restore","agent":"{}","snapshot":"{snap}","map":["sda=auto"],"then":"reboot"}}"#,
+        small.agent
+    );
+    let (status, e) = c.call("POST", "/jobs", &w.admin, Some(body.as_bytes()));
+    let e = String::from_utf8_lossy(&e);
+    assert!(status == 400 || status == 409, "{status} {e}");
+    assert!(e.contains("no blank disk of at least 196608 bytes"), "{e}");
     let none: Vec<JobRecord> =
         serde_json::from_slice(&c.ok("GET", "/jobs", &w.admin, None, 200)).unwrap();
     assert!(none.is_empty(), "a refused request created {none:?}");

@@ -168,6 +168,26 @@ impl Store {
                 )));
             }
         }
+        // An enrolled agent's disks are known: a mapping that cannot hold is refused now, with
+        // the message its pickup would give (the agent checks again against what it sees).
+        if let Some(a) = &agent {
+            let needs: Vec<DiskNeed> = manifest
+                .disks
+                .iter()
+                .map(|d| DiskNeed {
+                    disk: d.name.clone(),
+                    size: d.size,
+                })
+                .collect();
+            resolve_mappings(&new.mappings, &needs, &a.info.inventory, new.overwrite).map_err(
+                |why| {
+                    StoreError::Invalid(format!(
+                        "agent {} (its disks as it enrolled {}): {why}",
+                        a.info.agent, a.info.enrolled
+                    ))
+                },
+            )?;
+        }
         let id = self.new_job_id()?;
         let seq = self.next_job_seq()?;
         let job = JobRecord {
