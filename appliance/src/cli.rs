@@ -92,6 +92,13 @@ pub enum Cmd {
     /// schedule, standby state, lag, cutover history.
     #[command(subcommand)]
     Migrations(MigrationsCmd),
+    /// Store usage: snapshots, machines, chunks, bytes stored and the deduplication ratio.
+    Store {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove chunks no snapshot references (safe while `serve` runs backups).
     Gc {
         #[arg(long, value_name = "DIR")]

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
                 dry_run,
             },
         ),
+        Cmd::Store { data, json } => commands::store_usage(&data, json),
         Cmd::Gc { data, json } => commands::gc(&data, json),
         Cmd::Verify {
             data,

@@ -34,6 +34,7 @@ fn help_lists_every_command() {
         "jobs",
         "sources",
         "webhook",
+        "store",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
     }
@@ -173,6 +174,13 @@ fn offline_commands_on_a_fresh_store() {
     let gc: serde_json::Value =
         serde_json::from_str(&stdout(&appliance(&["gc", "--data", data, "--json"]))).unwrap();
     assert_eq!(gc["removed_chunks"], 0);
+    let usage: serde_json::Value =
+        serde_json::from_str(&stdout(&appliance(&["store", "--data", data, "--json"]))).unwrap();
+    assert_eq!(
+        (usage["chunks"].as_u64(), usage["dedup_ratio"].as_f64()),
+        (Some(0), Some(0.0))
+    );
+    assert!(stdout(&appliance(&["store", "--data", data])).contains("deduplication 0.00x"));
 
     let missing = appliance(&[
         "snapshots",

@@ -272,30 +272,32 @@ pub async fn store_usage(
     caller: Caller,
 ) -> ApiResult<Json<StoreUsage>> {
     caller.need(Role::Admin)?;
-    let usage = blocking(move || {
-        let u = st.store.chunk_usage()?;
-        let list = st.store.list_snapshots(None)?;
-        let refs: u64 = list.iter().map(|s| s.data_chunks).sum();
-        let machines = list
-            .iter()
-            .map(|s| s.machine.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len() as u64;
-        Ok(StoreUsage {
-            chunks: u.chunks,
-            chunk_bytes: u.bytes,
-            chunk_references: refs,
-            dedup_ratio: if u.chunks == 0 {
-                0.0
-            } else {
-                refs as f64 / u.chunks as f64
-            },
-            snapshots: list.len() as u64,
-            machines,
-        })
-    })
-    .await?;
+    let usage = blocking(move || usage(&st.store)).await?;
     Ok(Json(usage))
+}
+
+/// Chunks, bytes and deduplication of a store (`GET /store`, `appliance store`).
+pub fn usage(store: &ferry_store::Store) -> Result<StoreUsage, ferry_store::StoreError> {
+    let u = store.chunk_usage()?;
+    let list = store.list_snapshots(None)?;
+    let refs: u64 = list.iter().map(|s| s.data_chunks).sum();
+    let machines = list
+        .iter()
+        .map(|s| s.machine.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    Ok(StoreUsage {
+        chunks: u.chunks,
+        chunk_bytes: u.bytes,
+        chunk_references: refs,
+        dedup_ratio: if u.chunks == 0 {
+            0.0
+        } else {
+            refs as f64 / u.chunks as f64
+        },
+        snapshots: list.len() as u64,
+        machines,
+    })
 }
 
 /// `POST /gc`: run a garbage collection now (safe while backups run: the store's GC rules) and

@@ -292,6 +292,26 @@ pub fn print_prune_plan(
     Ok(())
 }
 
+/// `appliance store`: chunks, bytes and deduplication.
+pub fn store_usage(data: &Path, json: bool) -> Result<()> {
+    let u = crate::admin::usage(&Store::open(data)?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&u)?);
+        return Ok(());
+    }
+    println!(
+        "{} snapshots of {} machines; {} chunks, {} stored ({} bytes); {} chunk references: deduplication {:.2}x",
+        u.snapshots,
+        u.machines,
+        u.chunks,
+        ferry_format::units::human_bytes(u.chunk_bytes),
+        u.chunk_bytes,
+        u.chunk_references,
+        u.dedup_ratio
+    );
+    Ok(())
+}
+
 pub fn gc(data: &Path, json: bool) -> Result<()> {
     let store = Store::open(data)?;
     let report = store.gc(SystemTime::now()).context("collect garbage")?;
