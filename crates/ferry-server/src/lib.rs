@@ -24,6 +24,8 @@
 //!
 //! - [`admin`]: the admin API (tokens, machines, agents, jobs, migrations, store, GC) and
 //!   [`openapi`]: its OpenAPI 3 document at `/api/v1/openapi.json`.
+//! - [`console`]: the operator console under `/ui` (sign-in with an admin token, session
+//!   cookie, CSRF-checked forms, server-rendered pages).
 //! - [`metrics`]: `GET /healthz` (no credential) and `GET /metrics` (Prometheus text; an admin
 //!   or metrics token), with per-route request counters.
 //!
@@ -40,6 +42,7 @@ pub mod agents;
 pub mod auth;
 pub mod beacon;
 pub mod commands;
+pub mod console;
 pub mod download;
 pub mod error;
 pub mod gc_schedule;
@@ -205,6 +208,9 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
     Router::new()
         .nest(API_PREFIX, api.route_layer(counted.clone()))
         .route("/healthz", get(metrics::healthz))
+        .route("/ui", get(console::dashboard))
+        .route("/ui/login", get(console::login_form).post(console::login))
+        .route("/ui/logout", post(console::logout))
         .route("/metrics", get(metrics::metrics))
         .route_layer(counted)
         .fallback(not_found)

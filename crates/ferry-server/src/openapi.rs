@@ -13,7 +13,7 @@ pub struct Op {
     pub method: &'static str,
     pub path: &'static str,
     /// `admin`, `backup`, `restore`, `enroll`, `metrics`, `agent`, `beacon`, `source`,
-    /// `any` (any token) or `none` (no credential).
+    /// `any` (any token), `session` (the console's cookie) or `none` (no credential).
     pub role: &'static str,
     pub summary: &'static str,
 }
@@ -47,6 +47,30 @@ pub const OPERATIONS: &[Op] = &[
         "Prometheus/OpenMetrics text (admin or metrics token)",
     ),
     op("GET", "/api/v1/openapi.json", "none", "This document"),
+    op(
+        "GET",
+        "/ui",
+        "session",
+        "Console: dashboard (HTML; signs in first)",
+    ),
+    op(
+        "GET",
+        "/ui/login",
+        "none",
+        "Console: the sign-in page (HTML)",
+    ),
+    op(
+        "POST",
+        "/ui/login",
+        "none",
+        "Console: exchange an admin token for a session cookie (form)",
+    ),
+    op(
+        "POST",
+        "/ui/logout",
+        "session",
+        "Console: end the session (form with its CSRF token)",
+    ),
     op(
         "GET",
         "/api/v1/hello",

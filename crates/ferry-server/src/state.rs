@@ -25,6 +25,8 @@ pub struct AppState {
     pub scopes: ScopeCache,
     /// Counters for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Signed-in console sessions ([`crate::console`]).
+    pub sessions: crate::console::Sessions,
     /// Event deliveries to the configured webhook ([`crate::webhook`]).
     pub webhooks: crate::webhook::Webhooks,
 }
@@ -41,6 +43,7 @@ impl AppState {
             chunk_sets: Mutex::new(HashMap::new()),
             scopes: ScopeCache::default(),
             metrics: crate::metrics::Metrics::default(),
+            sessions: crate::console::Sessions::default(),
             webhooks: crate::webhook::Webhooks::start(
                 store.root().to_path_buf(),
                 store.config().name.clone(),

@@ -52,6 +52,45 @@ impl Client {
         }
     }
 
+    /// A browser-like request without a bearer token and without following redirects:
+    /// (status, headers as lowercase name → values, body). `form` is sent as
+    /// `application/x-www-form-urlencoded`.
+    pub fn page(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let url = format!("{}{path}", self.base);
+        let res = match method {
+            "GET" => {
+                let mut r = self.agent.get(&url).config().max_redirects(0).build();
+                if let Some(c) = cookie {
+                    r = r.header("Cookie", c);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = self.agent.post(&url).config().max_redirects(0).build();
+                if let Some(c) = cookie {
+                    r = r.header("Cookie", c);
+                }
+                r.header("Content-Type", "application/x-www-form-urlencoded")
+                    .send(form.unwrap_or_default())
+            }
+        };
+        let mut res = res.unwrap();
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = res.body_mut().read_to_string().unwrap_or_default();
+        (status, headers, body)
+    }
+
     /// (status, body) of a request with `token` as bearer; `body` None sends none. Errs only
     /// when no answer came (TLS, connection, timeout).
     pub fn try_call(
