@@ -60,6 +60,67 @@ fn sign_in_session_csrf_and_sign_out() {
         .to_owned();
     assert_eq!(csrf.len(), 64);
 
+    // The job form: without the CSRF token nothing is created; a refused job shows the store's
+    // message and creates nothing; the pages render.
+    let (snap, _) = w.snapshot("web02", 5);
+    let a = w.enroll("52:54:00:00:00:31", &[("vda", 1 << 20, true)]);
+    let job = format!(
+        "snapshot={snap}&agent={}&map=sda%3D%2Fdev%2Fvdz&then=reboot",
+        a.agent
+    );
+    let (status, _, _) = ui.page("POST", "/ui/jobs", Some(&cookie), Some(&job));
+    assert_eq!(
+        status, 422,
+        "a form without its csrf field is not even parsed"
+    );
+    let (status, _, body) = ui.page(
+        "POST",
+        "/ui/jobs",
+        Some(&cookie),
+        Some(&format!("csrf={}&{job}", "0".repeat(64))),
+    );
+    assert_eq!(status, 403);
+    assert!(body.contains("CSRF"));
+    let (status, _, body) = ui.page(
+        "POST",
+        "/ui/jobs",
+        Some(&cookie),
+        Some(&format!("csrf={csrf}&{job}")),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("id=\"error\"") && body.contains("/dev/vdz"),
+        "{body}"
+    );
+    assert!(w.store.list_jobs().unwrap().is_empty());
+    let good = format!(
+        "csrf={csrf}&snapshot={snap}&agent={}&map=sda%3Dauto&fixup=on&then=none",
+        a.agent
+    );
+    let (status, h, _) = ui.page("POST", "/ui/jobs", Some(&cookie), Some(&good));
+    assert_eq!(status, 303);
+    let jobs = w.store.list_jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        header(&h, "location"),
+        Some(format!("/ui/jobs/{}", jobs[0].id).as_str())
+    );
+    for path in [
+        format!("/ui/jobs/{}", jobs[0].id),
+        format!("/ui/jobs/{}/state", jobs[0].id),
+        format!("/ui/agents/{}", a.agent),
+        "/ui/machines/web02".to_string(),
+        format!("/ui/jobs/new?snapshot={snap}"),
+        "/ui/app.js".to_string(),
+    ] {
+        let (status, _, body) = ui.page("GET", &path, Some(&cookie), None);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(
+        ui.page("GET", "/ui/machines/nosuch", Some(&cookie), None).0,
+        404
+    );
+
     // Sign-out refuses a missing or wrong CSRF token and leaves the session open.
     for form in ["csrf=", &format!("csrf={}", "0".repeat(64))] {
         let (status, _, body) = ui.page("POST", "/ui/logout", Some(&cookie), Some(form));
