@@ -250,6 +250,8 @@ pub async fn login(State(st): State<SharedState>, Form(f): Form<LoginForm>) -> R
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    /// Missing: refused as a wrong token is (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
 }
 
@@ -560,6 +562,8 @@ pub async fn agent(
 
 #[derive(Deserialize)]
 pub struct ApproveForm {
+    /// Missing: refused as a wrong token is (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
     code: String,
 }
@@ -689,6 +693,8 @@ pub async fn new_job(
 
 #[derive(Deserialize)]
 pub struct JobPost {
+    /// Missing: refused as a wrong token is (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
     snapshot: String,
     agent: String,
@@ -790,7 +796,7 @@ pub async fn job(
             }
             progress #bar max=(j.progress.bytes_total.max(1)) value=(j.progress.bytes_done) {}
             @if let JobState::Failed { reason } = &j.state { p #reason .err role="alert" { (reason) } }
-            p { "Snapshot " (j.snapshot) " onto " (j.agent.as_deref().unwrap_or("the machine that picks it up")) " · created " (j.created) }
+            p { "Snapshot " (j.snapshot) " onto " (match &j.for_ { JobFor::Agent(a) => format!("agent {a}"), JobFor::Mac(m) => format!("the machine with MAC {m}") }) " · created " (j.created) }
         }
         section {
             h2 { "Events" }
