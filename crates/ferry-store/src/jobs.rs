@@ -171,14 +171,7 @@ impl Store {
         // An enrolled agent's disks are known: a mapping that cannot hold is refused now, with
         // the message its pickup would give (the agent checks again against what it sees).
         if let Some(a) = &agent {
-            let needs: Vec<DiskNeed> = manifest
-                .disks
-                .iter()
-                .map(|d| DiskNeed {
-                    disk: d.name.clone(),
-                    size: d.size,
-                })
-                .collect();
+            let needs = disk_needs(&manifest);
             resolve_mappings(&new.mappings, &needs, &a.info.inventory, new.overwrite).map_err(
                 |why| {
                     StoreError::Invalid(format!(
@@ -467,15 +460,7 @@ impl Store {
                 job.snapshot
             )
         })?;
-        let needs: Vec<DiskNeed> = manifest
-            .disks
-            .iter()
-            .map(|d| DiskNeed {
-                disk: d.name.clone(),
-                size: d.size,
-            })
-            .collect();
-        resolve_mappings(&job.mappings, &needs, inv, job.overwrite)
+        resolve_mappings(&job.mappings, &disk_needs(&manifest), inv, job.overwrite)
     }
 
     /// The agent reports its job's state (running, succeeded, failed).
@@ -606,4 +591,16 @@ pub(crate) fn check_network(
         (None, None) => {}
     }
     Ok(())
+}
+
+/// What each snapshot disk needs of a target: its size.
+fn disk_needs(manifest: &Manifest) -> Vec<DiskNeed> {
+    manifest
+        .disks
+        .iter()
+        .map(|d| DiskNeed {
+            disk: d.name.clone(),
+            size: d.size,
+        })
+        .collect()
 }
