@@ -810,6 +810,29 @@ fn operator_console_in_a_real_browser() {
     let st = d.find(&format!("section#jobs tr[data-job=\"{job}\"] td.state"));
     assert_eq!(d.text(&st).trim(), "succeeded");
     assert_eq!(jobs(&a).len(), 1, "only the one good job exists");
+    // app.js redraws the jobs table from /ui/state (after 2 s): the same row, same state.
+    std::thread::sleep(Duration::from_secs(5));
+    d.wait_text(
+        &format!("section#jobs tr[data-job=\"{job}\"] td.state"),
+        10,
+        |t| t.trim() == "succeeded",
+    );
+    d.wait_text(
+        &format!("section#jobs tr[data-job=\"{job}\"] td.bytes"),
+        10,
+        |t| t.contains(" of "),
+    );
+    d.screenshot("07-dashboard-after");
+
+    // The agents list and the migrations list (none here), reached from the nav.
+    d.click(&d.find("header nav a[href=\"/ui/agents\"]"));
+    d.find(&format!("table#agent-list tr[data-agent=\"{AGENT}\"]"));
+    d.screenshot("08-agents");
+    d.click(&d.find("header nav a[href=\"/ui/migrations\"]"));
+    d.wait_text("section[aria-label=migrations]", 10, |t| {
+        t.contains("No migrations")
+    });
+    d.screenshot("09-migrations");
     assert!(problems.is_empty(), "{problems:#?}");
 }
 

@@ -13,6 +13,7 @@ use ferry_store::jobs::NewJob;
 use maud::html;
 use serde::Deserialize;
 
+use super::dashboard::duration_text;
 use super::{checked_post, page, pct, read, secure, signed_in};
 use crate::state::{blocking, SharedState};
 
@@ -209,7 +210,7 @@ pub async fn job(
             p {
                 "State: " strong { span #state { (j.state.name()) } } " · progress "
                 span #progress { (pct(j.progress.bytes_done, j.progress.bytes_total)) }
-                " · " span #rate { (human_bytes(j.progress.rate)) "/s" } " · ETA " span #eta { (j.progress.eta) " s" }
+                " · " span #rate { (human_bytes(j.progress.rate)) "/s" } " · ETA " span #eta { (duration_text(j.progress.eta)) }
             }
             progress #bar max=(j.progress.bytes_total.max(1)) value=(j.progress.bytes_done) {}
             @if let JobState::Failed { reason } = &j.state { p #reason .err role="alert" { (reason) } }
@@ -262,7 +263,7 @@ pub async fn job_state(
                     "bytes_done": j.progress.bytes_done,
                     "bytes_total": j.progress.bytes_total,
                     "rate": format!("{}/s", human_bytes(j.progress.rate)),
-                    "eta": format!("{} s", j.progress.eta),
+                    "eta": duration_text(j.progress.eta),
                     "reason": reason,
                     "events": events,
                 }))

@@ -196,7 +196,7 @@ button{padding:.35rem .9rem;border:1px solid #16324f;background:#16324f;color:#f
 header button{background:#fff;color:#16324f}a{color:#0b5cad}header a{color:#fff}header nav{display:flex;gap:1rem}\
 input[type=text],select{padding:.3rem;max-width:36rem;width:100%;border:1px solid #6b7785;border-radius:4px}\
 :focus-visible{outline:3px solid #c25400;outline-offset:2px}header :focus-visible{outline-color:#ffb366}\
-.muted{color:#4a5561}.warn{color:#6b4400;background:#fff4de;padding:.5rem;border-radius:4px}\
+.muted{color:#4a5561}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{color:#4a5561}dd{margin:0}\
 nav.pages{display:flex;gap:1rem;margin-top:.6rem}td.wrap{word-break:break-all}";
 
