@@ -139,11 +139,17 @@ impl Store {
             })?;
         check_mappings(&new.mappings, &newest)?;
         let standby = self.agent_record(&agent)?;
-        crate::jobs::check_network(
-            &new.network,
-            &self.manifest(&newest.snapshot)?,
-            Some(&standby.info.inventory),
-        )?;
+        let manifest = self.manifest(&newest.snapshot)?;
+        crate::jobs::check_network(&new.network, &manifest, Some(&standby.info.inventory))?;
+        // The standby's disks as it enrolled: a target it lacks, or one too small for the
+        // newest snapshot, is refused now rather than when the standby takes its job.
+        ferry_format::agent::resolve_mappings(
+            &new.mappings,
+            &crate::jobs::disk_needs(&manifest),
+            &standby.info.inventory,
+            new.overwrite,
+        )
+        .map_err(|e| MigrationError::Mapping(format!("standby {agent}: {e}")))?;
         let id = loop {
             let id = format!("mig-{}", fsx::random_hex(4)?);
             if !self.migration_path(&id).exists() {
