@@ -353,7 +353,10 @@ prev=$B1
 newer_basis() { local b; b=$(basis); [[ -n $b && $b > $prev ]]; }
 for i in $(seq "$INCREMENTALS"); do
     if ! wait_for 1200 "incremental $i applied" newer_basis; then
-        mig_json | jq -c '{state, standby}'; syncs; abort "incremental $i was not applied"
+        mig_json | jq -c '{state, standby}'; syncs
+        # What the source's service did meanwhile: its schedule, last tasks and console.
+        src_json | jq -c '{schedule, history: .history[-4:]}'; tr -d '\r' <"$SRC/serial.log" | tail -30
+        abort "incremental $i was not applied"
     fi
     mig_json >"$WORK/mig-delta-$i.json"
     b=$(jq -r .standby.basis "$WORK/mig-delta-$i.json")
