@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_format::admin::{JobCreate, MigrationCreate, ScheduleChange};
 use ferry_format::agent::{Mapping, Then};
 use ferry_format::api::Role;
+use ferry_server::ops::Admin;
 
 #[derive(Parser)]
 #[command(
@@ -17,14 +19,39 @@ use ferry_format::api::Role;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    #[command(flatten)]
+    pub at: At,
+}
+
+/// Where the commands run: on the store directory of this host, or on a remote appliance over
+/// its admin API. `init`, `serve`, `verify` and `webhook` need the directory.
+#[derive(Args, Clone, Debug, Default)]
+pub struct At {
+    /// The store directory (on the appliance host).
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "appliance")]
+    pub data: Option<PathBuf>,
+    /// A remote appliance's URL (https://HOST:PORT): run the command over its admin API with
+    /// an admin token (--token or FERRY_TOKEN) and its ca.pem (--ca).
+    #[arg(long, global = true, value_name = "URL")]
+    pub appliance: Option<String>,
+    /// With --appliance: the appliance's ca.pem (its CA is the only one trusted).
+    #[arg(long, global = true, value_name = "FILE", env = "FERRY_CA")]
+    pub ca: Option<PathBuf>,
+    /// With --appliance: an admin token; FERRY_TOKEN keeps it out of the process list.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "FERRY_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Create a store: CA, server certificate, signing key, admin token, trust bundle DIR/ca.pem.
     Init {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// DNS name or IP of the appliance for its certificate (repeatable); 127.0.0.1, 10.0.2.2
         /// and localhost are always included.
         #[arg(long = "name", value_name = "DNS-OR-IP")]
@@ -34,8 +61,6 @@ pub enum Cmd {
     },
     /// Serve the HTTPS API until SIGTERM or SIGINT.
     Serve {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long, value_name = "ADDR:PORT")]
         listen: SocketAddr,
         /// Run garbage collection this often, under the store's GC lock (90m, 12h, 1d; 0: never)
@@ -51,21 +76,12 @@ pub enum Cmd {
     /// The webhook: signed JSON events on job states, snapshot commits and migration steps.
     #[command(subcommand)]
     Webhook(WebhookCmd),
-    /// List snapshots, oldest first.
-    Snapshots {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        #[arg(long)]
-        machine: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// List snapshots, oldest first; delete one.
+    Snapshots(SnapshotsArgs),
     /// Remove a machine's old snapshots: keep the newest N written by each credential (a flood
     /// from one client cannot push out another's), everything younger than --keep-within and
     /// every snapshot a pending or running restore job uses.
     Prune {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         machine: String,
         /// Newest snapshots kept per credential that wrote the machine (1-10).
@@ -94,15 +110,14 @@ pub enum Cmd {
     Migrations(MigrationsCmd),
     /// Store usage: snapshots, machines, chunks, bytes stored and the deduplication ratio.
     Store {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Remove chunks no snapshot references (safe while `serve` runs backups).
     Gc {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// Run nothing: say whether a GC runs now and how the last one went (whoever ran it).
+        #[arg(long)]
+        status: bool,
         #[arg(long)]
         json: bool,
     },
@@ -110,8 +125,6 @@ pub enum Cmd {
     /// bad chunks to DIR/damaged/ so the next backup uploads them again. Resumable, rate-limited,
     /// safe while `serve` runs; exits non-zero when anything is damaged.
     Verify {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// Read at most this many megabytes (10^6 bytes) of chunks per second.
         #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
         rate: Option<f64>,
@@ -140,8 +153,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 pub enum TokenCmd {
     /// Create a token and print it (only its hash is stored; stdout has only the token).
     Create {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// backup, restore, admin, enroll or metrics (enroll: only enrolls rescue-image agents;
         /// metrics: only reads GET /metrics).
         #[arg(long)]
@@ -167,15 +178,11 @@ pub enum TokenCmd {
     /// List tokens: id, role, state, name, machines, created, expires, last used (never the
     /// tokens themselves).
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token by its id (`token list`): it gets 401 from now on.
     Revoke {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// Token id, tok-... (`token list`).
         id: String,
     },
@@ -186,10 +193,30 @@ pub enum TokenCmd {
 pub struct AgentsArgs {
     #[command(subcommand)]
     pub cmd: Option<AgentsCmd>,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<SnapshotsCmd>,
+    /// Only this machine's snapshots.
+    #[arg(long)]
+    pub machine: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotsCmd {
+    /// Delete one snapshot (refused while a job uses it or a migration pins it); its chunks
+    /// are freed by the next GC.
+    Delete {
+        /// Snapshot id (`appliance snapshots`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,8 +224,6 @@ pub enum AgentsCmd {
     /// Trust an enrolled agent with jobs (an agent is given no job before). Compare its
     /// inventory, and the code its console shows, with the machine you expect.
     Approve {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// Agent id (`appliance agents`).
         #[arg(required_unless_present = "mac", conflicts_with = "mac")]
         id: Option<String>,
@@ -212,11 +237,7 @@ pub enum AgentsCmd {
         json: bool,
     },
     /// Forget an agent: its credential stops working (refused while it runs a job).
-    Remove {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        id: String,
-    },
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -225,15 +246,17 @@ pub enum JobsCmd {
     Create(Box<JobsCreate>),
     /// List jobs, oldest first.
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a job no agent has started: it never runs (a running job cannot be stopped from
+    /// the appliance).
+    Cancel {
+        /// Job id.
+        id: String,
+    },
     /// Show a job's state, progress and event log.
     Show {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// Job id (`jobs create` printed it).
         id: String,
         #[arg(long)]
@@ -243,8 +266,6 @@ pub enum JobsCmd {
 
 #[derive(Args)]
 pub struct JobsCreate {
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
     /// An enrolled agent (`appliance agents`).
     #[arg(
         long,
@@ -348,15 +369,11 @@ impl NetworkArgs {
 pub enum SourcesCmd {
     /// List source machines: state, interval, keep, last and next sync.
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Show a source machine: schedule, limits, last and next sync, last figures, history.
     Show {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         machine: String,
         #[arg(long)]
         json: bool,
@@ -365,29 +382,15 @@ pub enum SourcesCmd {
     /// not enrolled yet, so it can be configured ahead). Options not given stay as they are.
     Set(SourcesSet),
     /// Start a sync at the agent's next poll, paused or not.
-    SyncNow {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        machine: String,
-    },
+    SyncNow { machine: String },
     /// Start no scheduled sync (a running one finishes; sync-now still works).
-    Pause {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        machine: String,
-    },
+    Pause { machine: String },
     /// Schedule syncs again.
-    Resume {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        machine: String,
-    },
+    Resume { machine: String },
 }
 
 #[derive(Args)]
 pub struct SourcesSet {
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
     pub machine: String,
     /// Time from the end of one sync to the start of the next: 90s, 30m, 6h, 7d (at least 1m).
     #[arg(long, value_name = "DURATION", value_parser = ferry_format::source::parse_interval)]
@@ -421,8 +424,6 @@ pub enum MigrationsCmd {
     /// Bind a source machine to a standby target: an approved rescue-image agent (by id, or by
     /// a MAC of it) that restores the newest snapshot, then applies each newer one.
     Create {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// The source machine (`appliance sources list`).
         #[arg(long)]
         machine: String,
@@ -444,15 +445,11 @@ pub enum MigrationsCmd {
     },
     /// List migrations: machine, standby, state, lag.
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Show a migration: schedule, last and next sync, standby state, lag, cutover history.
     Show {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// Migration id (mig-...).
         id: String,
         #[arg(long)]
@@ -461,8 +458,6 @@ pub enum MigrationsCmd {
     /// Cut over a syncing migration: the source agent runs pre_cutover and a point-in-time
     /// final sync, the standby applies it, runs the fix-up and reboots. Watch it with `show`.
     Cutover {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         id: String,
         /// Once the standby starts writing the final snapshot (no way back), ask the source
         /// agent to power the source off; its config must allow it (poweroff_after_cutover).
@@ -470,43 +465,38 @@ pub enum MigrationsCmd {
         poweroff_source: bool,
     },
     /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
-    Cancel {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-        id: String,
-    },
+    Cancel { id: String },
 }
 
 impl MigrationsCmd {
     /// `appliance migrations ...`.
-    pub fn dispatch(self) -> anyhow::Result<()> {
+    pub fn dispatch(self, a: &dyn Admin) -> anyhow::Result<()> {
         use crate::migrations;
         match self {
             MigrationsCmd::Create {
-                data,
                 machine,
                 agent,
                 maps,
                 overwrite,
                 network,
                 json,
-            } => migrations::create(
-                &data,
-                &machine,
-                &agent,
-                maps,
-                overwrite,
-                network.job_network(),
-                json,
-            ),
-            MigrationsCmd::List { data, json } => migrations::list(&data, json),
-            MigrationsCmd::Show { data, id, json } => migrations::show(&data, &id, json),
-            MigrationsCmd::Cancel { data, id } => migrations::cancel(&data, &id),
+            } => {
+                let req = MigrationCreate {
+                    machine,
+                    agent,
+                    map: maps.iter().map(ToString::to_string).collect(),
+                    overwrite,
+                    network: network.job_network(),
+                };
+                migrations::create(a, &req, json)
+            }
+            MigrationsCmd::List { json } => migrations::list(a, json),
+            MigrationsCmd::Show { id, json } => migrations::show(a, &id, json),
+            MigrationsCmd::Cancel { id } => migrations::cancel(a, &id),
             MigrationsCmd::Cutover {
-                data,
                 id,
                 poweroff_source,
-            } => migrations::cutover(&data, &id, poweroff_source),
+            } => migrations::cutover(a, &id, poweroff_source),
         }
     }
 }
@@ -529,30 +519,26 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
 
 impl SourcesCmd {
     /// `appliance sources ...`.
-    pub fn dispatch(self) -> anyhow::Result<()> {
+    pub fn dispatch(self, a: &dyn Admin) -> anyhow::Result<()> {
         use crate::sources;
         match self {
-            SourcesCmd::List { data, json } => sources::list(&data, json),
-            SourcesCmd::Show {
-                data,
-                machine,
-                json,
-            } => sources::show(&data, &machine, json),
+            SourcesCmd::List { json } => sources::list(a, json),
+            SourcesCmd::Show { machine, json } => sources::show(a, &machine, json),
             SourcesCmd::Set(s) => {
-                let change = sources::ScheduleChange {
+                let change = ScheduleChange {
                     interval_seconds: s.interval,
                     keep: s.keep,
                     consistency: s.consistency,
-                    rate: s.rate_limit.map(|r| r.0),
+                    rate_bytes_per_s: s.rate_limit.map(|r| r.0),
                     reads_in_flight: s.reads_in_flight,
                     idle_io: s.idle_io,
                     chunk_size: s.chunk_size,
                 };
-                sources::set(&s.data, &s.machine, &change, s.json)
+                sources::set(a, &s.machine, &change, s.json)
             }
-            SourcesCmd::SyncNow { data, machine } => sources::sync_now(&data, &machine),
-            SourcesCmd::Pause { data, machine } => sources::set_paused(&data, &machine, true),
-            SourcesCmd::Resume { data, machine } => sources::set_paused(&data, &machine, false),
+            SourcesCmd::SyncNow { machine } => sources::sync_now(a, &machine),
+            SourcesCmd::Pause { machine } => sources::set_paused(a, &machine, true),
+            SourcesCmd::Resume { machine } => sources::set_paused(a, &machine, false),
         }
     }
 }
@@ -622,30 +608,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl AgentsArgs {
     /// `appliance agents [approve|remove]`.
-    pub fn dispatch(self) -> anyhow::Result<()> {
+    pub fn dispatch(self, a: &dyn Admin) -> anyhow::Result<()> {
         use ferry_server::job_commands as jobs;
         match self.cmd {
-            None => match self.data {
-                Some(d) => jobs::agents(&d, self.json),
-                None => {
-                    anyhow::bail!("give the store with --data DIR (appliance agents --data DIR)")
-                }
-            },
+            None => jobs::agents(a, self.json),
             Some(AgentsCmd::Approve {
-                data,
                 id,
                 mac,
                 code,
                 json,
-            }) => jobs::agents_approve(&data, id.as_deref(), mac.as_deref(), code.as_deref(), json),
-            Some(AgentsCmd::Remove { data, id }) => jobs::agents_remove(&data, &id),
+            }) => jobs::agents_approve(a, id.as_deref(), mac.as_deref(), code.as_deref(), json),
+            Some(AgentsCmd::Remove { id }) => jobs::agents_remove(a, &id),
         }
     }
 }
 
 impl JobsCreate {
-    pub fn dispatch(self) -> anyhow::Result<()> {
-        use ferry_server::job_commands as jobs;
+    /// The request `jobs create` makes of the store or the remote appliance.
+    pub fn request(self) -> anyhow::Result<JobCreate> {
         if self.backup {
             let restore_only = [
                 ("--overwrite", self.overwrite),
@@ -657,20 +637,19 @@ impl JobsCreate {
             if let Some((flag, _)) = restore_only.iter().find(|(_, set)| *set) {
                 anyhow::bail!("{flag} belongs to restore jobs, not to --backup: leave it out");
             }
-            let args = jobs::BackupArgs {
+            return Ok(JobCreate::Backup {
                 agent: self.agent,
                 mac: self.mac,
                 machine: self.machine.unwrap_or_default(),
                 disks: self.disks,
                 then: self.then,
-            };
-            return jobs::jobs_create_backup(&self.data, args, self.json);
+            });
         }
-        let args = jobs::CreateArgs {
+        Ok(JobCreate::Restore {
             agent: self.agent,
             mac: self.mac,
             snapshot: self.snapshot.unwrap_or_default(),
-            maps: self.maps,
+            map: self.maps.iter().map(ToString::to_string).collect(),
             then: self.then,
             overwrite: self.overwrite,
             options: ferry_format::agent::JobOptions {
@@ -680,8 +659,7 @@ impl JobsCreate {
                 network: self.network.job_network(),
                 allow_hibernated: self.allow_hibernated,
             },
-        };
-        jobs::jobs_create(&self.data, args, self.json)
+        })
     }
 }
 
@@ -693,6 +671,46 @@ mod tests {
     use ferry_server::limits::ServerLimits;
 
     use super::{Cli, Cmd};
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_store_or_the_remote_appliance_goes_anywhere_on_the_line() {
+        let cli =
+            Cli::try_parse_from(["appliance", "jobs", "list", "--data", "/srv/ferry"]).unwrap();
+        assert_eq!(
+            cli.at.data.as_deref(),
+            Some(std::path::Path::new("/srv/ferry"))
+        );
+        let cli = Cli::try_parse_from([
+            "appliance",
+            "--appliance",
+            "https://192.0.2.1:8443",
+            "snapshots",
+            "delete",
+            "web-1-20261201T000000Z",
+            "--ca",
+            "/tmp/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.at.appliance.as_deref(), Some("https://192.0.2.1:8443"));
+        assert!(cli.at.ca.is_some());
+        // Both at once is a mistake the parser names.
+        assert!(Cli::try_parse_from([
+            "appliance",
+            "--data",
+            "/srv/ferry",
+            "--appliance",
+            "https://a:1",
+            "jobs",
+            "list"
+        ])
+        .is_err());
+    }
 
     const SERVE: [&str; 6] = [
         "appliance",
@@ -808,8 +826,6 @@ pub enum WebhookCmd {
     /// Set the URL events are POSTed to (takes effect at the next event; no restart). Prints
     /// the HMAC secret when it generates one.
     Set {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         /// https://… (or http://…: the body then travels in clear; the signature still proves
         /// it came from this appliance)
         #[arg(long)]
@@ -829,18 +845,9 @@ pub enum WebhookCmd {
         backoff: String,
     },
     /// Show the webhook (not its secret).
-    Show {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-    },
+    Show,
     /// Remove the webhook: no more events are sent.
-    Remove {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-    },
+    Remove,
     /// Send a `ping` event now, with the retries, and say how it went.
-    Test {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
-    },
+    Test,
 }

@@ -1,88 +1,18 @@
 //! `appliance migrations`: bind a source machine's syncs to a standby target, and watch it
 //! (docs/migration.md, "Standby target"; store format docs/store.md, "Migrations"). The
-//! commands work on the store directly, beside `serve`: the standby's agent takes its job at
-//! its next poll.
+//! commands work on the store directly, beside `serve`, or on a remote appliance's admin API:
+//! the standby's agent takes its job at its next poll.
 
 use std::io::Write;
-use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use ferry_format::agent::Mapping;
-use ferry_format::source::{format_interval, Schedule, TaskKind, TaskState};
+use ferry_format::admin::MigrationCreate;
+use ferry_format::source::{format_interval, TaskState};
 use ferry_format::units::human_bytes;
-use ferry_store::migrations::{
-    lag_seconds, CutoverTimes, Happened, MigrationRecord, MigrationState, NewMigration,
-};
-use ferry_store::snapshots::rfc3339;
-use ferry_store::sources::{next_due, SourceRecord, TaskRecord};
-use ferry_store::Store;
+use ferry_server::ops::Admin;
+use ferry_store::migrations::{Happened, MigrationState};
+use ferry_store::views::MigrationView;
 use serde::Serialize;
-
-/// `migrations list|show --json`: the record, plus what the standby state means now.
-#[derive(Serialize)]
-pub struct MigrationView<'a> {
-    #[serde(flatten)]
-    pub record: &'a MigrationRecord,
-    /// `in sync with snapshot X, taken T`, or what the standby waits for.
-    pub standby_state: String,
-    /// The machine's newest snapshot and how far the standby's basis is behind it.
-    pub newest_snapshot: Option<String>,
-    pub lag_seconds: Option<u64>,
-    /// The standby job's state (`pending`, `running`, ...); absent when its record is gone.
-    pub job_state: Option<&'static str>,
-    pub schedule: Option<Schedule>,
-    pub last_sync: Option<TaskRecord>,
-    /// RFC 3339 UTC; absent while a sync runs or the schedule is paused.
-    pub next_sync: Option<String>,
-    /// The latest cutover's phases in seconds and its downtime (with the first-boot beacon's
-    /// report when it came); absent before the first cutover.
-    pub cutover_times: Option<CutoverTimes>,
-    /// When the migrated system's first-boot beacon reported (RFC 3339 UTC).
-    pub beacon_booted: Option<String>,
-    /// The source's latest `poweroff` task (`--poweroff-source`), running or ended.
-    pub source_poweroff: Option<TaskRecord>,
-}
-
-fn view<'a>(store: &Store, m: &'a MigrationRecord, now: SystemTime) -> Result<MigrationView<'a>> {
-    let newest = store
-        .list_snapshots(Some(&m.machine))
-        .context("list the machine's snapshots")?
-        .pop();
-    let lag = match (&m.standby.basis_taken, &newest) {
-        (Some(b), Some(n)) => lag_seconds(b, &n.created),
-        _ => None,
-    };
-    let source: Option<SourceRecord> = store.source(&m.machine).ok();
-    let booted = store.beacon(&m.job).ok().flatten().and_then(|b| b.booted);
-    let source_poweroff = source.as_ref().and_then(|s| {
-        s.task
-            .iter()
-            .chain(s.history.iter().rev())
-            .find(|t| t.kind == TaskKind::Poweroff)
-            .cloned()
-    });
-    Ok(MigrationView {
-        source_poweroff,
-        cutover_times: m.cutover.as_ref().map(|c| c.times(booted.as_deref())),
-        beacon_booted: booted,
-        record: m,
-        standby_state: m.standby.describe(),
-        newest_snapshot: newest.map(|n| n.snapshot),
-        lag_seconds: lag,
-        job_state: store.job(&m.job).ok().map(|j| j.state.name()),
-        next_sync: source
-            .as_ref()
-            .and_then(|s| next_due(s, now))
-            .map(|t| rfc3339(t.max(now))),
-        last_sync: source.as_ref().and_then(|s| s.last_sync().cloned()),
-        schedule: source.map(|s| s.schedule),
-    })
-}
-
-fn open(data: &Path) -> Result<Store> {
-    Store::open(data).with_context(|| format!("open the store {}", data.display()))
-}
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -90,31 +20,14 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 /// `appliance migrations create --machine M --agent ID|MAC --map ... [--overwrite]`.
-pub fn create(
-    data: &Path,
-    machine: &str,
-    agent: &str,
-    mappings: Vec<Mapping>,
-    overwrite: bool,
-    network: ferry_format::agent::JobNetwork,
-    json: bool,
-) -> Result<()> {
-    let store = open(data)?;
-    let m = store
-        .create_migration(
-            NewMigration {
-                machine: machine.to_string(),
-                agent: agent.to_string(),
-                mappings,
-                overwrite,
-                network,
-            },
-            SystemTime::now(),
-        )
-        .with_context(|| format!("create a migration of {machine} onto {agent}"))?;
+pub fn create(a: &dyn Admin, req: &MigrationCreate, json: bool) -> Result<()> {
+    let v = a
+        .migration_create(req)
+        .with_context(|| format!("create a migration of {} onto {}", req.machine, req.agent))?;
     if json {
-        return print_json(&view(&store, &m, SystemTime::now())?);
+        return print_json(&v);
     }
+    let m = &v.record;
     println!(
         "{}: {} onto standby {} (job {}); the standby restores the newest snapshot at its next poll, then applies each new one",
         m.id, m.machine, m.agent, m.job
@@ -123,14 +36,8 @@ pub fn create(
 }
 
 /// `appliance migrations list [--json]`.
-pub fn list(data: &Path, json: bool) -> Result<()> {
-    let store = open(data)?;
-    let all = store.list_migrations().context("list migrations")?;
-    let now = SystemTime::now();
-    let views = all
-        .iter()
-        .map(|m| view(&store, m, now))
-        .collect::<Result<Vec<_>>>()?;
+pub fn list(a: &dyn Admin, json: bool) -> Result<()> {
+    let views = a.migrations().context("list migrations")?;
     if json {
         return print_json(&views);
     }
@@ -163,10 +70,8 @@ pub fn list(data: &Path, json: bool) -> Result<()> {
 }
 
 /// `appliance migrations show ID [--json]`.
-pub fn show(data: &Path, id: &str, json: bool) -> Result<()> {
-    let store = open(data)?;
-    let m = store.migration(id)?;
-    let v = view(&store, &m, SystemTime::now())?;
+pub fn show(a: &dyn Admin, id: &str, json: bool) -> Result<()> {
+    let v = a.migration(id)?;
     if json {
         return print_json(&v);
     }
@@ -176,7 +81,7 @@ pub fn show(data: &Path, id: &str, json: bool) -> Result<()> {
 }
 
 fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
-    let m = v.record;
+    let m = &v.record;
     writeln!(out, "migration:    {}", m.id)?;
     writeln!(out, "machine:      {}", m.machine)?;
     writeln!(
@@ -184,7 +89,7 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
         "standby:      agent {} (job {}, {})",
         m.agent,
         m.job,
-        v.job_state.unwrap_or("record missing")
+        v.job_state.as_deref().unwrap_or("record missing")
     )?;
     let maps: Vec<String> = m
         .mappings
@@ -282,7 +187,7 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
         for p in &t.phases {
             writeln!(out, "  {:<30} {:>8.1} s", p.name, p.seconds)?;
         }
-        match (t.downtime_seconds, t.downtime_until) {
+        match (t.downtime_seconds, t.downtime_until.as_deref()) {
             (Some(d), Some("beacon")) => writeln!(
                 out,
                 "downtime:     {d:.1} s (pre_cutover start to the first-boot beacon)"
@@ -316,10 +221,11 @@ fn write_view(out: &mut impl Write, v: &MigrationView) -> Result<()> {
 }
 
 /// `appliance migrations cutover ID [--poweroff-source]`.
-pub fn cutover(data: &Path, id: &str, poweroff_source: bool) -> Result<()> {
-    let m = open(data)?
-        .request_cutover_with(id, poweroff_source, SystemTime::now())
+pub fn cutover(a: &dyn Admin, id: &str, poweroff_source: bool) -> Result<()> {
+    let v = a
+        .migration_cutover(id, poweroff_source)
         .with_context(|| format!("cut over migration {id}"))?;
+    let m = &v.record;
     let off = if poweroff_source {
         "; once the standby starts writing, the source agent is asked to power the source off \
          (its config must allow it: poweroff_after_cutover = true)"
@@ -334,10 +240,11 @@ pub fn cutover(data: &Path, id: &str, poweroff_source: bool) -> Result<()> {
 }
 
 /// `appliance migrations cancel ID`.
-pub fn cancel(data: &Path, id: &str) -> Result<()> {
-    let m = open(data)?
-        .cancel_migration(id, SystemTime::now())
+pub fn cancel(a: &dyn Admin, id: &str) -> Result<()> {
+    let v = a
+        .migration_cancel(id)
         .with_context(|| format!("cancel migration {id}"))?;
+    let m = &v.record;
     println!(
         "{}: cancelled; standby {} stops at its next poll and its snapshots are no longer pinned",
         m.id, m.agent

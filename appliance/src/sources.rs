@@ -1,115 +1,21 @@
 //! `appliance sources`: the source machines that sync to this appliance, their schedules and
 //! last syncs (docs/migration.md, "Schedules and retention"; store format docs/store.md,
-//! "Sources"). The commands work on the store directly, beside `serve` (another process): a
-//! change is seen at the source agent's next poll.
+//! "Sources"). The commands work on the store directly, beside `serve` (another process), or
+//! on a remote appliance's admin API: a change is seen at the source agent's next poll.
 
 use std::io::Write;
-use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use ferry_format::source::{format_interval, format_rate, Consistency, Schedule, TaskState};
+use ferry_format::admin::ScheduleChange;
+use ferry_format::source::{format_interval, format_rate, TaskState};
 use ferry_format::units::human_bytes;
-use ferry_store::snapshots::rfc3339;
-use ferry_store::sources::{next_due, Pin, SourceRecord, TaskRecord};
-use ferry_store::Store;
+use ferry_server::ops::Admin;
+use ferry_store::sources::TaskRecord;
+use ferry_store::views::SourceView;
 use serde::Serialize;
 
 /// History entries `sources show` prints (`--json` has all of them).
 const SHOWN_HISTORY: usize = 10;
-
-/// What `sources set` changes; `None` leaves a setting as it is.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScheduleChange {
-    pub interval_seconds: Option<u64>,
-    pub keep: Option<u32>,
-    pub consistency: Option<Consistency>,
-    /// `Some(None)`: uncapped.
-    pub rate: Option<Option<u64>>,
-    pub reads_in_flight: Option<u32>,
-    pub idle_io: Option<bool>,
-    pub chunk_size: Option<u32>,
-}
-
-impl ScheduleChange {
-    fn apply(&self, s: &mut Schedule) {
-        if let Some(v) = self.interval_seconds {
-            s.interval_seconds = v;
-        }
-        if let Some(v) = self.keep {
-            s.keep = v;
-        }
-        if let Some(v) = self.consistency {
-            s.consistency = v;
-        }
-        if let Some(v) = self.rate {
-            s.limits.rate_bytes_per_s = v;
-        }
-        if let Some(v) = self.reads_in_flight {
-            s.limits.reads_in_flight = v;
-        }
-        if let Some(v) = self.idle_io {
-            s.limits.idle_io = v;
-        }
-        if let Some(v) = self.chunk_size {
-            s.chunk_size = v;
-        }
-    }
-}
-
-/// `sources list|show --json`: the record without its credential hash, plus the next sync.
-#[derive(Serialize)]
-pub struct SourceView<'a> {
-    pub machine: &'a str,
-    /// `not enrolled`, `syncing`, `paused` or `waiting`.
-    pub state: &'static str,
-    pub enrolled: Option<&'a str>,
-    pub last_seen: Option<&'a str>,
-    pub version: Option<&'a str>,
-    pub schedule: &'a Schedule,
-    pub sync_now: bool,
-    /// RFC 3339 UTC; absent while a task runs or the schedule is paused.
-    pub next_sync: Option<String>,
-    pub task: Option<&'a TaskRecord>,
-    pub last_sync: Option<&'a TaskRecord>,
-    pub history: &'a [TaskRecord],
-    pub pinned: &'a [Pin],
-}
-
-impl<'a> SourceView<'a> {
-    fn new(rec: &'a SourceRecord, now: SystemTime) -> SourceView<'a> {
-        SourceView {
-            machine: &rec.machine,
-            state: state(rec),
-            enrolled: rec.enrolled.as_deref(),
-            last_seen: rec.last_seen.as_deref(),
-            version: rec.version.as_deref(),
-            schedule: &rec.schedule,
-            sync_now: rec.sync_now,
-            next_sync: next_due(rec, now).map(|t| rfc3339(t.max(now))),
-            task: rec.task.as_ref(),
-            last_sync: rec.last_sync(),
-            history: &rec.history,
-            pinned: &rec.pinned,
-        }
-    }
-}
-
-fn state(rec: &SourceRecord) -> &'static str {
-    if rec.credential_hash.is_empty() {
-        "not enrolled"
-    } else if rec.task.is_some() {
-        "syncing"
-    } else if rec.schedule.paused && !rec.sync_now {
-        "paused"
-    } else {
-        "waiting"
-    }
-}
-
-fn open(data: &Path) -> Result<Store> {
-    Store::open(data).with_context(|| format!("open the store {}", data.display()))
-}
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -117,10 +23,8 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 /// `appliance sources list [--json]`.
-pub fn list(data: &Path, json: bool) -> Result<()> {
-    let list = open(data)?.list_sources().context("list source machines")?;
-    let now = SystemTime::now();
-    let views: Vec<SourceView> = list.iter().map(|r| SourceView::new(r, now)).collect();
+pub fn list(a: &dyn Admin, json: bool) -> Result<()> {
+    let views = a.sources().context("list source machines")?;
     if json {
         return print_json(&views);
     }
@@ -145,7 +49,7 @@ pub fn list(data: &Path, json: bool) -> Result<()> {
             v.state,
             format_interval(v.schedule.interval_seconds),
             v.schedule.keep,
-            v.last_sync.map_or("never".into(), outcome_line),
+            v.last_sync.as_ref().map_or("never".into(), outcome_line),
             next_text(v),
         )?;
     }
@@ -172,9 +76,8 @@ fn outcome_line(t: &TaskRecord) -> String {
 }
 
 /// `appliance sources show MACHINE [--json]`.
-pub fn show(data: &Path, machine: &str, json: bool) -> Result<()> {
-    let rec = open(data)?.source(machine)?;
-    let view = SourceView::new(&rec, SystemTime::now());
+pub fn show(a: &dyn Admin, machine: &str, json: bool) -> Result<()> {
+    let view = a.source(machine)?;
     if json {
         return print_json(&view);
     }
@@ -184,15 +87,15 @@ pub fn show(data: &Path, machine: &str, json: bool) -> Result<()> {
 }
 
 fn write_view(out: &mut impl Write, v: &SourceView) -> Result<()> {
-    let s = v.schedule;
+    let s = &v.schedule;
     writeln!(out, "machine:      {}", v.machine)?;
     writeln!(out, "state:        {}", v.state)?;
-    if let Some(e) = v.enrolled {
+    if let Some(e) = &v.enrolled {
         writeln!(
             out,
             "enrolled:     {e} (agent {}, last seen {})",
-            v.version.unwrap_or("?"),
-            v.last_seen.unwrap_or("-")
+            v.version.as_deref().unwrap_or("?"),
+            v.last_seen.as_deref().unwrap_or("-")
         )?;
     }
     writeln!(
@@ -216,7 +119,7 @@ fn write_view(out: &mut impl Write, v: &SourceView) -> Result<()> {
             "used"
         }
     )?;
-    if let Some(t) = v.task {
+    if let Some(t) = &v.task {
         writeln!(out, "running:      {} since {}", t.id, t.started)?;
     }
     let next = match (&v.next_sync, v.sync_now) {
@@ -229,14 +132,14 @@ fn write_view(out: &mut impl Write, v: &SourceView) -> Result<()> {
         (None, _) => "none while paused (`appliance sources resume`)".into(),
     };
     writeln!(out, "next sync:    {next}")?;
-    match v.last_sync {
+    match &v.last_sync {
         None => writeln!(out, "last sync:    never")?,
         Some(t) => {
             writeln!(out, "last sync:    {} ({})", t.id, outcome_line(t))?;
             write_outcome(out, &t.state)?;
         }
     }
-    for p in v.pinned {
+    for p in &v.pinned {
         writeln!(out, "pinned:       {} by {}", p.snapshot, p.by)?;
     }
     if !v.history.is_empty() {
@@ -287,12 +190,10 @@ fn write_outcome(out: &mut impl Write, state: &TaskState) -> Result<()> {
 }
 
 /// `appliance sources set MACHINE [...]`: creates the record when the agent has not enrolled.
-pub fn set(data: &Path, machine: &str, change: &ScheduleChange, json: bool) -> Result<()> {
-    let store = open(data)?;
-    let rec = store
-        .set_schedule(machine, |s| change.apply(s))
+pub fn set(a: &dyn Admin, machine: &str, change: &ScheduleChange, json: bool) -> Result<()> {
+    let view = a
+        .source_set(machine, change)
         .with_context(|| format!("change the schedule of source {machine}"))?;
-    let view = SourceView::new(&rec, SystemTime::now());
     if json {
         return print_json(&view);
     }
@@ -302,13 +203,13 @@ pub fn set(data: &Path, machine: &str, change: &ScheduleChange, json: bool) -> R
 }
 
 /// `appliance sources sync-now MACHINE`.
-pub fn sync_now(data: &Path, machine: &str) -> Result<()> {
-    let rec = open(data)?
-        .sync_now(machine)
+pub fn sync_now(a: &dyn Admin, machine: &str) -> Result<()> {
+    let v = a
+        .source_sync_now(machine)
         .with_context(|| format!("ask source {machine} for a sync"))?;
-    if rec.credential_hash.is_empty() {
+    if v.state == "not enrolled" {
         println!("{machine} syncs as soon as its backup-agent service enrolls");
-    } else if let Some(t) = &rec.task {
+    } else if let Some(t) = &v.task {
         println!(
             "{machine} is running {} now; another sync starts when it ends",
             t.id
@@ -320,47 +221,22 @@ pub fn sync_now(data: &Path, machine: &str) -> Result<()> {
 }
 
 /// `appliance sources pause|resume MACHINE`.
-pub fn set_paused(data: &Path, machine: &str, paused: bool) -> Result<()> {
+pub fn set_paused(a: &dyn Admin, machine: &str, paused: bool) -> Result<()> {
     let verb = if paused { "pause" } else { "resume" };
-    let rec = open(data)?
-        .set_paused(machine, paused)
+    let v = a
+        .source_pause(machine, paused)
         .with_context(|| format!("{verb} source {machine}"))?;
     if paused {
-        let running = rec
+        let running = v
             .task
             .as_ref()
             .map_or(String::new(), |t| format!(" ({} finishes first)", t.id));
         println!("{machine}: no scheduled sync starts until `appliance sources resume {machine}`{running}");
     } else {
-        let next = next_due(&rec, SystemTime::now()).map_or("after the running sync".into(), |t| {
-            rfc3339(t.max(SystemTime::now()))
-        });
+        let next = v
+            .next_sync
+            .unwrap_or_else(|| "after the running sync".into());
         println!("{machine}: resumed; next sync {next}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_change_touches_only_what_it_names() {
-        let mut s = Schedule::default();
-        let before = s.clone();
-        ScheduleChange::default().apply(&mut s);
-        assert_eq!(s, before);
-        ScheduleChange {
-            interval_seconds: Some(21_600),
-            rate: Some(None),
-            idle_io: Some(false),
-            ..ScheduleChange::default()
-        }
-        .apply(&mut s);
-        assert_eq!(s.interval_seconds, 21_600);
-        assert_eq!(s.limits.rate_bytes_per_s, None);
-        assert!(!s.limits.idle_io);
-        assert_eq!(s.keep, before.keep);
-        assert_eq!(s.limits.reads_in_flight, before.limits.reads_in_flight);
-    }
 }

@@ -367,6 +367,33 @@ impl Client {
         )
     }
 
+    /// One JSON request of the admin API (`appliance --appliance`): `body` is sent as JSON,
+    /// the answer read as `T` (an empty 204 answer reads as JSON `null`). Retried like every
+    /// request: the caller gives a short retry window, since a create retried after a lost
+    /// answer may create twice.
+    pub fn admin<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Q>,
+    ) -> Result<T, ClientError> {
+        let bytes =
+            body.map(serde_json::to_vec)
+                .transpose()
+                .map_err(|e| ClientError::BadAnswer {
+                    what: path.to_string(),
+                    detail: e.to_string(),
+                })?;
+        let body = bytes.as_deref().map(|b| ("application/json", b));
+        self.call(method, path, body, &[], |status, reply| match status {
+            204 => serde_json::from_slice(b"null").map_err(|e| ClientError::BadAnswer {
+                what: path.to_string(),
+                detail: e.to_string(),
+            }),
+            _ => read_json(path, reply),
+        })
+    }
+
     pub fn hello(&self) -> Result<api::Hello, ClientError> {
         self.get_json("/hello")
     }

@@ -1,9 +1,9 @@
 //! The admin API (docs/protocol.md, "Admin API"): the `appliance` CLI's operations over HTTPS
-//! with an admin token — tokens, machines, agents, jobs, migrations, store usage and GC. Each
-//! handler checks the role first and validates as the CLI does (the same store calls, the same
-//! messages), before anything is created.
+//! with an admin token — tokens, machines and snapshots, agents, jobs, sources and their
+//! schedules, migrations, store usage and GC. Each handler checks the role first, then runs the
+//! operation of [`crate::ops`] the CLI runs on `--data` (the same checks and messages), before
+//! anything is created.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -11,23 +11,30 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ferry_format::admin::{
-    AgentApprove, JobCreate, MachineSummary, StoreUsage, TokenCreate, TokenCreated,
+    AgentApprove, JobCreate, MachineSummary, MigrationCreate, PruneReport, PruneRequest,
+    ScheduleChange, StoreUsage, TokenCreate, TokenCreated,
 };
-use ferry_format::agent::{AgentInfo, JobRecord, Mapping};
-use ferry_format::api::{Role, TokenInfo};
-use ferry_store::gc::GcReport;
-use ferry_store::jobs::{NewBackupJob, NewJob};
-use ferry_store::migrations::MigrationRecord;
-use ferry_store::tokens::{parse_expiry, NewToken};
+use ferry_format::agent::{AgentInfo, JobRecord};
+use ferry_format::api::{Role, SnapshotSummary, TokenInfo};
+use ferry_store::gc::{GcReport, GcStatus};
+use ferry_store::views::{MigrationView, SourceView};
 
 use crate::auth::Caller;
 use crate::error::{parse_json, ApiError, ApiResult};
-use crate::job_commands::{job_for, JobView};
-use crate::state::{blocking, SharedState};
-use crate::token_commands::scope_for;
+use crate::job_commands::JobView;
+use crate::ops;
+use crate::standby::blocking_m;
+use crate::state::{blocking, blocking_api, SharedState};
 
-fn bad(e: anyhow::Error) -> ApiError {
-    ApiError::bad_request(format!("{e:#}"))
+pub use crate::ops::usage;
+
+/// A JSON body, or `T::default()` for an empty one.
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
 }
 
 /// `GET /tokens`: every token without its secret (role, scope, state, last use).
@@ -49,37 +56,8 @@ pub async fn token_create(
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     caller.need(Role::Admin)?;
     let req: TokenCreate = parse_json(&body)?;
-    if req.role == Role::Agent {
-        return Err(ApiError::bad_request(
-            "agent credentials are made by enrollment, not as tokens: use role backup, restore, admin, enroll or metrics",
-        ));
-    }
-    let now = SystemTime::now();
-    let new = NewToken {
-        role: req.role,
-        machines: scope_for(req.role, &req.machines, req.all_machines).map_err(bad)?,
-        expires: req
-            .expires
-            .as_deref()
-            .map(|e| parse_expiry(e, now))
-            .transpose()
-            .map_err(ApiError::from)?,
-        name: req.name,
-    };
-    let created = blocking(move || {
-        let c = st.store.create_token(&new, now)?;
-        let info = st
-            .store
-            .list_tokens(now)?
-            .into_iter()
-            .find(|t| t.id == c.id)
-            .ok_or_else(|| ferry_store::StoreError::NotFound(format!("token {}", c.id)))?;
-        Ok(TokenCreated {
-            token: c.token,
-            info,
-        })
-    })
-    .await?;
+    let created =
+        blocking_api(move || ops::token_create(&st.store, &req, SystemTime::now())).await?;
     tracing::info!(
         "token {} ({}) created over the API",
         created.info.id,
@@ -107,27 +85,45 @@ pub async fn machines(
     caller: Caller,
 ) -> ApiResult<Json<Vec<MachineSummary>>> {
     caller.need(Role::Admin)?;
-    let list = blocking(move || st.store.list_snapshots(None)).await?;
-    let mut by: BTreeMap<String, MachineSummary> = BTreeMap::new();
-    // Oldest first: each later snapshot of a machine replaces the newest.
-    for s in list {
-        let e = by
-            .entry(s.machine.clone())
-            .or_insert_with(|| MachineSummary {
-                machine: s.machine.clone(),
-                snapshots: 0,
-                newest: String::new(),
-                newest_created: String::new(),
-                newest_consistency: s.consistency.clone(),
-                newest_size: 0,
-            });
-        e.snapshots += 1;
-        e.newest = s.snapshot;
-        e.newest_created = s.created;
-        e.newest_consistency = s.consistency;
-        e.newest_size = s.size;
+    Ok(Json(blocking(move || ops::machines(&st.store)).await?))
+}
+
+/// `POST /machines/{machine}/prune` [`PruneRequest`]: the plan, executed unless `dry_run`.
+pub async fn prune(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(machine): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<PruneReport>> {
+    caller.need(Role::Admin)?;
+    let req: PruneRequest = parse_json(&body)?;
+    let report =
+        blocking_api(move || ops::prune(&st.store, &machine, &req, SystemTime::now())).await?;
+    if report.removed > 0 {
+        tracing::info!(
+            "prune over the API: {} snapshots of {} removed",
+            report.removed,
+            report.machine
+        );
     }
-    Ok(Json(by.into_values().collect()))
+    Ok(Json(report))
+}
+
+/// `DELETE /snapshots/{id}`: the removed snapshot (409 while a job uses it or a migration
+/// pins it).
+pub async fn snapshot_delete(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SnapshotSummary>> {
+    caller.need(Role::Admin)?;
+    let s = blocking(move || st.store.delete_snapshot(&id)).await?;
+    tracing::info!(
+        "snapshot {} of {} deleted over the API",
+        s.snapshot,
+        s.machine
+    );
+    Ok(Json(s))
 }
 
 /// `GET /agents`.
@@ -158,6 +154,20 @@ pub async fn agent(
         })
 }
 
+/// `DELETE /agents/{id}`: forget an agent (its credential stops working; refused while it runs
+/// a job).
+pub async fn agent_remove(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.need(Role::Admin)?;
+    let gone = id.clone();
+    blocking(move || st.store.remove_agent(&id)).await?;
+    tracing::info!("agent {gone} removed over the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /agents/{id}/approve` [`AgentApprove`]: trust the agent with jobs.
 pub async fn agent_approve(
     State(st): State<SharedState>,
@@ -166,11 +176,7 @@ pub async fn agent_approve(
     body: Bytes,
 ) -> ApiResult<Json<AgentInfo>> {
     caller.need(Role::Admin)?;
-    let req: AgentApprove = if body.is_empty() {
-        AgentApprove::default()
-    } else {
-        parse_json(&body)?
-    };
+    let req: AgentApprove = body_or_default(&body)?;
     let info = blocking(move || {
         st.store
             .approve_agent(&id, req.code.as_deref(), SystemTime::now())
@@ -210,60 +216,159 @@ pub async fn job_create(
 ) -> ApiResult<(StatusCode, Json<JobRecord>)> {
     caller.need(Role::Admin)?;
     let req: JobCreate = parse_json(&body)?;
-    let now = SystemTime::now();
-    let job = match req {
-        JobCreate::Restore {
-            agent,
-            mac,
-            snapshot,
-            map,
-            then,
-            overwrite,
-            options,
-        } => {
-            let for_ = job_for(agent, mac).map_err(bad)?;
-            let mappings = map
-                .iter()
-                .map(|m| m.parse::<Mapping>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::bad_request)?;
-            let new = NewJob {
-                snapshot,
-                for_,
-                mappings,
-                then,
-                overwrite,
-                options,
-            };
-            blocking(move || st.store.create_job(new, now)).await?
-        }
-        JobCreate::Backup {
-            agent,
-            mac,
-            machine,
-            disks,
-            then,
-        } => {
-            let new = NewBackupJob {
-                for_: job_for(agent, mac).map_err(bad)?,
-                machine,
-                disks,
-                then,
-            };
-            blocking(move || st.store.create_backup_job(new, now)).await?
-        }
-    };
+    let job = blocking_api(move || ops::job_create(&st.store, &req, SystemTime::now())).await?;
     tracing::info!("job {} created over the API", job.id);
     Ok((StatusCode::CREATED, Json(job)))
 }
 
-/// `GET /migrations`.
+/// `POST /jobs/{id}/cancel`: a job no agent has started becomes failed ("cancelled by the
+/// operator") and never runs; 409 for a running or ended one.
+pub async fn job_cancel(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobRecord>> {
+    caller.need(Role::Admin)?;
+    let s = st.clone();
+    let job = blocking(move || s.store.cancel_job(&id, SystemTime::now())).await?;
+    tracing::info!("job {} cancelled over the API", job.id);
+    st.webhooks.emit(
+        "job.failed",
+        serde_json::json!({ "job": job.id, "kind": job.kind, "state": job.state, "cancelled": true }),
+    );
+    Ok(Json(job))
+}
+
+/// `GET /sources`: every source machine with its schedule, last and next sync.
+pub async fn sources(
+    State(st): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<SourceView>>> {
+    caller.need(Role::Admin)?;
+    Ok(Json(
+        blocking(move || st.store.source_views(SystemTime::now())).await?,
+    ))
+}
+
+/// `GET /sources/{machine}`.
+pub async fn source(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(machine): Path<String>,
+) -> ApiResult<Json<SourceView>> {
+    caller.need(Role::Admin)?;
+    let rec = blocking(move || st.store.source(&machine)).await?;
+    Ok(Json(SourceView::new(&rec, SystemTime::now())))
+}
+
+/// `PATCH /sources/{machine}` [`ScheduleChange`]: change the schedule and limits (creates the
+/// record for a machine whose agent has not enrolled yet).
+pub async fn source_set(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(machine): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<SourceView>> {
+    caller.need(Role::Admin)?;
+    let change: ScheduleChange = parse_json(&body)?;
+    let v =
+        blocking(move || ops::source_set(&st.store, &machine, &change, SystemTime::now())).await?;
+    tracing::info!("source {}: schedule changed over the API", v.machine);
+    Ok(Json(v))
+}
+
+/// `POST /sources/{machine}/sync-now`: a sync at the agent's next poll, paused or not.
+pub async fn source_sync_now(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(machine): Path<String>,
+) -> ApiResult<Json<SourceView>> {
+    caller.need(Role::Admin)?;
+    let rec = blocking(move || st.store.sync_now(&machine)).await?;
+    Ok(Json(SourceView::new(&rec, SystemTime::now())))
+}
+
+/// `POST /sources/{machine}/pause`.
+pub async fn source_pause(
+    st: State<SharedState>,
+    caller: Caller,
+    machine: Path<String>,
+) -> ApiResult<Json<SourceView>> {
+    set_paused(st, caller, machine, true).await
+}
+
+/// `POST /sources/{machine}/resume`.
+pub async fn source_resume(
+    st: State<SharedState>,
+    caller: Caller,
+    machine: Path<String>,
+) -> ApiResult<Json<SourceView>> {
+    set_paused(st, caller, machine, false).await
+}
+
+async fn set_paused(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(machine): Path<String>,
+    paused: bool,
+) -> ApiResult<Json<SourceView>> {
+    caller.need(Role::Admin)?;
+    let rec = blocking(move || st.store.set_paused(&machine, paused)).await?;
+    Ok(Json(SourceView::new(&rec, SystemTime::now())))
+}
+
+/// `GET /migrations`: every migration with its standby state and lag.
 pub async fn migrations(
     State(st): State<SharedState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<MigrationRecord>>> {
+) -> ApiResult<Json<Vec<MigrationView>>> {
     caller.need(Role::Admin)?;
-    Ok(Json(blocking(move || st.store.list_migrations()).await?))
+    Ok(Json(
+        blocking(move || st.store.migration_views(SystemTime::now())).await?,
+    ))
+}
+
+/// `POST /migrations` [`MigrationCreate`]: 201 with the migration; refused with the CLI's
+/// message before anything is created.
+pub async fn migration_create(
+    State(st): State<SharedState>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<MigrationView>)> {
+    caller.need(Role::Admin)?;
+    let req: MigrationCreate = parse_json(&body)?;
+    let s = st.clone();
+    let v = blocking_api(move || ops::migration_create(&s.store, &req, SystemTime::now())).await?;
+    tracing::info!(
+        "migration {} of {} onto {} created over the API",
+        v.record.id,
+        v.record.machine,
+        v.record.agent
+    );
+    st.webhooks.emit(
+        &format!("migration.{}", v.record.state.name()),
+        serde_json::json!({ "migration": v.record.id, "machine": v.record.machine, "state": v.record.state.name(), "created": true }),
+    );
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `POST /migrations/{id}/cancel`: its standby stops, its snapshots are no longer pinned.
+pub async fn migration_cancel(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MigrationView>> {
+    caller.need(Role::Admin)?;
+    let s = st.clone();
+    let m = blocking_m(move || s.store.cancel_migration(&id, SystemTime::now())).await?;
+    let s = st.clone();
+    let v = blocking(move || s.store.migration_view(m, SystemTime::now())).await?;
+    tracing::info!("migration {} cancelled over the API", v.record.id);
+    st.webhooks.emit(
+        &format!("migration.{}", v.record.state.name()),
+        serde_json::json!({ "migration": v.record.id, "state": v.record.state.name() }),
+    );
+    Ok(Json(v))
 }
 
 /// `GET /store`: chunks, bytes, deduplication.
@@ -272,36 +377,11 @@ pub async fn store_usage(
     caller: Caller,
 ) -> ApiResult<Json<StoreUsage>> {
     caller.need(Role::Admin)?;
-    let usage = blocking(move || usage(&st.store)).await?;
-    Ok(Json(usage))
-}
-
-/// Chunks, bytes and deduplication of a store (`GET /store`, `appliance store`).
-pub fn usage(store: &ferry_store::Store) -> Result<StoreUsage, ferry_store::StoreError> {
-    let u = store.chunk_usage()?;
-    let list = store.list_snapshots(None)?;
-    let refs: u64 = list.iter().map(|s| s.data_chunks).sum();
-    let machines = list
-        .iter()
-        .map(|s| s.machine.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as u64;
-    Ok(StoreUsage {
-        chunks: u.chunks,
-        chunk_bytes: u.bytes,
-        chunk_references: refs,
-        dedup_ratio: if u.chunks == 0 {
-            0.0
-        } else {
-            refs as f64 / u.chunks as f64
-        },
-        snapshots: list.len() as u64,
-        machines,
-    })
+    Ok(Json(blocking(move || ops::usage(&st.store)).await?))
 }
 
 /// `POST /gc`: run a garbage collection now (safe while backups run: the store's GC rules) and
-/// answer its report.
+/// answer its report; 409 while another runs.
 pub async fn gc(State(st): State<SharedState>, caller: Caller) -> ApiResult<Json<GcReport>> {
     caller.need(Role::Admin)?;
     let report = blocking(move || st.store.gc(SystemTime::now())).await?;
@@ -311,4 +391,10 @@ pub async fn gc(State(st): State<SharedState>, caller: Caller) -> ApiResult<Json
         report.kept_chunks
     );
     Ok(Json(report))
+}
+
+/// `GET /gc`: whether a GC runs now and the last run's outcome (whoever ran it).
+pub async fn gc_status(State(st): State<SharedState>, caller: Caller) -> ApiResult<Json<GcStatus>> {
+    caller.need(Role::Admin)?;
+    Ok(Json(blocking(move || st.store.gc_status()).await?))
 }

@@ -1,22 +1,24 @@
 //! The appliance's commands, called by the `appliance` binary after parsing. Each is a short
 //! list of named steps; errors carry what to do.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
+use ferry_format::admin::{PruneReport, PruneRequest};
 use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
 use ferry_format::units::human_bytes;
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
-use ferry_store::prune::{per_writer_counts, PrunePlan, PrunePolicy};
 use ferry_store::snapshots::rfc3339;
 use ferry_store::verify::{Start, VerifyOptions};
 use ferry_store::{config, fsx, tokens, Store};
 use serde::Serialize;
 
+use crate::ops::Admin;
 use crate::tls;
 
 /// Name of an appliance initialised without `--name`.
@@ -155,10 +157,8 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-pub fn snapshots(data: &Path, machine: Option<&str>, json: bool) -> Result<()> {
-    let list = Store::open(data)?
-        .list_snapshots(machine)
-        .context("list snapshots")?;
+pub fn snapshots(a: &dyn Admin, machine: Option<&str>, json: bool) -> Result<()> {
+    let list = a.snapshots(machine).context("list snapshots")?;
     if json {
         return print_json(&list);
     }
@@ -201,57 +201,50 @@ pub fn write_snapshot_table(out: &mut impl Write, list: &[SnapshotSummary]) -> s
     Ok(())
 }
 
-/// What `appliance prune` was given.
-#[derive(Clone, Debug)]
-pub struct PruneArgs {
-    pub machine: String,
-    pub keep: usize,
-    /// `--keep-within` as written (`7d`).
-    pub keep_within: Option<String>,
-    pub dry_run: bool,
+/// `appliance snapshots delete ID`.
+pub fn snapshot_delete(a: &dyn Admin, id: &str) -> Result<()> {
+    let s = a
+        .snapshot_delete(id)
+        .with_context(|| format!("delete snapshot {id}"))?;
+    println!(
+        "Deleted snapshot {} of {} ({}); run `appliance gc` to free its chunks.",
+        s.snapshot, s.machine, s.created
+    );
+    Ok(())
 }
 
-/// Plan, print, then execute the same plan (unless `--dry-run`).
-pub fn prune(data: &Path, args: &PruneArgs) -> Result<()> {
-    let store = Store::open(data)?;
-    let keep_within = args
-        .keep_within
-        .as_deref()
-        .map(|w| {
-            ferry_format::api::parse_duration_secs(w)
-                .map(std::time::Duration::from_secs)
-                .map_err(|e| anyhow::anyhow!("--keep-within {e}"))
-        })
-        .transpose()?;
-    let policy = PrunePolicy {
-        keep: args.keep,
-        keep_within,
-    };
-    let plan = store
-        .plan_prune(&args.machine, &policy, SystemTime::now())
-        .context("plan the prune")?;
-    print_prune_plan(&mut std::io::stdout().lock(), &plan, args.dry_run)?;
-    let removed = plan.removals().count();
-    if !args.dry_run && removed > 0 {
-        store.apply_prune(&plan).context("remove snapshots")?;
-        println!("Removed {removed} snapshots; run `appliance gc` to free their chunks.");
+/// Plan, print, then execute the same plan (unless `--dry-run`): on the store, or by the
+/// remote appliance, which answers what it did.
+pub fn prune(a: &dyn Admin, machine: &str, req: &PruneRequest) -> Result<()> {
+    if let Some(w) = &req.keep_within {
+        ferry_format::api::parse_duration_secs(w)
+            .map_err(|e| anyhow::anyhow!("--keep-within {e}"))?;
+    }
+    let report = a.prune(machine, req).context("prune")?;
+    print_prune_report(&mut std::io::stdout().lock(), &report)?;
+    if report.removed > 0 {
+        println!(
+            "Removed {} snapshots; run `appliance gc` to free their chunks.",
+            report.removed
+        );
     }
     Ok(())
 }
 
 /// One line per snapshot, newest first: keep (with why) or remove, and who wrote it.
-pub fn print_prune_plan(
-    out: &mut impl Write,
-    plan: &PrunePlan,
-    dry_run: bool,
-) -> std::io::Result<()> {
-    let verb = if dry_run { "would remove" } else { "remove" };
+pub fn print_prune_report(out: &mut impl Write, plan: &PruneReport) -> std::io::Result<()> {
+    let verb = if plan.dry_run {
+        "would remove"
+    } else {
+        "remove"
+    };
     let w = plan
         .entries
         .iter()
-        .map(|e| e.summary.snapshot.len())
+        .map(|e| e.snapshot.len())
         .max()
         .unwrap_or(0);
+    let mut per_writer: BTreeMap<Option<&str>, (usize, usize)> = BTreeMap::new();
     for e in &plan.entries {
         let writer = e.writer.as_deref().unwrap_or("(unrecorded)");
         let what = if e.removed() {
@@ -259,29 +252,30 @@ pub fn print_prune_plan(
         } else {
             format!("{:<12}", "keep")
         };
-        let why = e
-            .keep
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        let why = e.keep.join("; ");
         writeln!(
             out,
             "{what}  {:<w$}  {}  by {writer}{}",
-            e.summary.snapshot,
-            e.summary.created,
+            e.snapshot,
+            e.created,
             if why.is_empty() {
                 String::new()
             } else {
                 format!("  ({why})")
             }
         )?;
+        let c = per_writer.entry(e.writer.as_deref()).or_default();
+        if e.removed() {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
+        }
     }
-    for (writer, (kept, removed)) in per_writer_counts(plan) {
-        let writer = writer.as_deref().unwrap_or("(unrecorded)");
+    for (writer, (kept, removed)) in per_writer {
+        let writer = writer.unwrap_or("(unrecorded)");
         writeln!(out, "{writer}: {kept} kept, {removed} to remove")?;
     }
-    if plan.removals().next().is_none() {
+    if plan.entries.iter().all(|e| !e.removed()) {
         writeln!(
             out,
             "Nothing to remove: machine {} has {} snapshots, all kept.",
@@ -293,8 +287,8 @@ pub fn print_prune_plan(
 }
 
 /// `appliance store`: chunks, bytes and deduplication.
-pub fn store_usage(data: &Path, json: bool) -> Result<()> {
-    let u = crate::admin::usage(&Store::open(data)?)?;
+pub fn store_usage(a: &dyn Admin, json: bool) -> Result<()> {
+    let u = a.store_usage()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&u)?);
         return Ok(());
@@ -312,12 +306,47 @@ pub fn store_usage(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn gc(data: &Path, json: bool) -> Result<()> {
-    let store = Store::open(data)?;
-    let report = store.gc(SystemTime::now()).context("collect garbage")?;
+pub fn gc(a: &dyn Admin, json: bool) -> Result<()> {
+    let report = a.gc().context("collect garbage")?;
     if json {
         return print_json(&report);
     }
+    print_gc_report(&report)
+}
+
+/// `appliance gc --status`: whether one runs, and the last run (whoever ran it).
+pub fn gc_status(a: &dyn Admin, json: bool) -> Result<()> {
+    let st = a.gc_status().context("read the gc status")?;
+    if json {
+        return print_json(&st);
+    }
+    println!(
+        "{}",
+        if st.running {
+            "A garbage collection is running now."
+        } else {
+            "No garbage collection is running."
+        }
+    );
+    match &st.last {
+        None => println!("Last run: none recorded."),
+        Some(r) => {
+            println!(
+                "Last run: {} to {} ({:.1} s)",
+                r.started, r.finished, r.seconds
+            );
+            if let Some(e) = &r.error {
+                println!("Failed: {e}");
+            }
+            if let Some(report) = &r.report {
+                print_gc_report(report)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_gc_report(report: &ferry_store::gc::GcReport) -> Result<()> {
     println!(
         "Cutoff: chunks unused since before {} were candidates",
         report.cutoff

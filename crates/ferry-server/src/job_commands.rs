@@ -1,22 +1,21 @@
-//! The appliance's commands for unattended restores: `agents`, `jobs create|list|show`. They
-//! work on the store directly, so they run beside `serve` (another process); a waiting agent's
-//! long poll sees a new job within about a second.
+//! The appliance's commands for unattended restores and backups: `agents`, `jobs
+//! create|list|show|cancel`, through [`Admin`]: on the store directly (beside `serve`, another
+//! process; a waiting agent's long poll sees a new job within about a second) or on a remote
+//! appliance's admin API.
 
 use std::io::Write;
-use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use ferry_format::agent::{
-    AgentInfo, Event, JobFor, JobOptions, JobRecord, JobState, Mapping, Then,
-};
+use ferry_format::admin::JobCreate;
+use ferry_format::agent::{AgentInfo, Event, JobFor, JobOptions, JobRecord, JobState, Mapping};
 use ferry_format::units::human_bytes;
-use ferry_store::jobs::{NewBackupJob, NewJob};
 use ferry_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::ops::Admin;
 
 /// `appliance jobs show --json`: the record, its first-boot beacon and its event log.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct JobView {
     pub job: JobRecord,
     /// Present once the fix-up asked for a beacon credential (docs/migration.md, "Cutover").
@@ -26,7 +25,7 @@ pub struct JobView {
 }
 
 /// A job's beacon: issued, and whether and when the restored system reported its boot.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct BeaconView {
     pub issued: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,8 +80,8 @@ impl BeaconView {
     }
 }
 
-pub fn agents(data: &Path, json: bool) -> Result<()> {
-    let list = Store::open(data)?.list_agents().context("list agents")?;
+pub fn agents(a: &dyn Admin, json: bool) -> Result<()> {
+    let list = a.agents().context("list agents")?;
     if json {
         return print_json(&list);
     }
@@ -91,20 +90,12 @@ pub fn agents(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `appliance agents approve`: by id, or the single unapproved agent with a MAC.
-pub fn agents_approve(
-    data: &Path,
-    id: Option<&str>,
-    mac: Option<&str>,
-    code: Option<&str>,
-    json: bool,
-) -> Result<()> {
-    let store = Store::open(data)?;
-    let id = match (id, mac) {
+/// The agent `agents approve` means: `id`, or the single unapproved agent with `mac`.
+pub fn approve_target(list: &[AgentInfo], id: Option<&str>, mac: Option<&str>) -> Result<String> {
+    Ok(match (id, mac) {
         (Some(id), _) => id.to_string(),
         (None, Some(mac)) => {
             let mac = ferry_format::agent::normalize_mac(mac).map_err(anyhow::Error::msg)?;
-            let list = store.list_agents()?;
             let claims: Vec<&AgentInfo> = list
                 .iter()
                 .filter(|a| a.approved.is_none() && a.inventory.macs().contains(&mac))
@@ -122,9 +113,23 @@ pub fn agents_approve(
             }
         }
         (None, None) => anyhow::bail!("name the agent: an id, or --mac MAC"),
+    })
+}
+
+/// `appliance agents approve`: by id, or the single unapproved agent with a MAC.
+pub fn agents_approve(
+    a: &dyn Admin,
+    id: Option<&str>,
+    mac: Option<&str>,
+    code: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let id = match (id, mac) {
+        (Some(id), _) => id.to_string(),
+        _ => approve_target(&a.agents().context("list agents")?, id, mac)?,
     };
-    let info = store
-        .approve_agent(&id, code, SystemTime::now())
+    let info = a
+        .agent_approve(&id, code)
         .with_context(|| format!("approve agent {id}"))?;
     if json {
         return print_json(&info);
@@ -138,9 +143,8 @@ pub fn agents_approve(
     Ok(())
 }
 
-pub fn agents_remove(data: &Path, id: &str) -> Result<()> {
-    Store::open(data)?
-        .remove_agent(id)
+pub fn agents_remove(a: &dyn Admin, id: &str) -> Result<()> {
+    a.agent_remove(id)
         .with_context(|| format!("remove agent {id}"))?;
     println!("removed agent {id}");
     Ok(())
@@ -197,17 +201,6 @@ pub fn write_agent_table(out: &mut impl Write, list: &[AgentInfo]) -> std::io::R
     Ok(())
 }
 
-/// What `jobs create` was given on the command line.
-pub struct CreateArgs {
-    pub agent: Option<String>,
-    pub mac: Option<String>,
-    pub snapshot: String,
-    pub maps: Vec<Mapping>,
-    pub then: Then,
-    pub overwrite: bool,
-    pub options: JobOptions,
-}
-
 /// `--agent ID` or `--mac MAC` (exactly one) as the job's target machine.
 pub fn job_for(agent: Option<String>, mac: Option<String>) -> Result<JobFor> {
     Ok(match (agent, mac) {
@@ -226,72 +219,48 @@ fn who(for_: &JobFor) -> String {
     }
 }
 
-/// What `jobs create --backup` was given on the command line.
-pub struct BackupArgs {
-    pub agent: Option<String>,
-    pub mac: Option<String>,
-    pub machine: String,
-    pub disks: Vec<String>,
-    pub then: Then,
-}
-
-pub fn jobs_create_backup(data: &Path, args: BackupArgs, json: bool) -> Result<()> {
-    let for_ = job_for(args.agent, args.mac)?;
-    let store = Store::open(data)?;
-    let new = NewBackupJob {
-        for_,
-        machine: args.machine,
-        disks: args.disks,
-        then: args.then,
-    };
-    let job = store
-        .create_backup_job(new, SystemTime::now())
-        .context("create the backup job")?;
+/// `appliance jobs create [--backup]`: checked and recorded (on the store or by the remote
+/// appliance); prints the id on stdout, what it will do on stderr.
+pub fn jobs_create(a: &dyn Admin, req: &JobCreate, json: bool) -> Result<()> {
+    let job = a.job_create(req).context("create the job")?;
     if json {
         return print_json(&job);
     }
     println!("{}", job.id);
-    let b = job.backup.as_ref();
-    eprintln!(
-        "Created job {}: back up disks {} of {} as machine {}; it starts when that agent asks for work.",
-        job.id,
-        b.map(|b| b.disks.join(",")).unwrap_or_default(),
-        who(&job.for_),
-        b.map(|b| b.machine.as_str()).unwrap_or("-"),
-    );
+    match &job.backup {
+        Some(b) => eprintln!(
+            "Created job {}: back up disks {} of {} as machine {}; it starts when that agent asks for work.",
+            job.id,
+            b.disks.join(","),
+            who(&job.for_),
+            b.machine,
+        ),
+        None => eprintln!(
+            "Created job {} ({}): snapshot {} onto {}; it starts when that agent asks for work.",
+            job.id,
+            mappings_text(&job.mappings),
+            job.snapshot,
+            who(&job.for_)
+        ),
+    }
     Ok(())
 }
 
-pub fn jobs_create(data: &Path, args: CreateArgs, json: bool) -> Result<()> {
-    let for_ = job_for(args.agent, args.mac)?;
-    let store = Store::open(data)?;
-    let new = NewJob {
-        snapshot: args.snapshot,
-        for_,
-        mappings: args.maps,
-        then: args.then,
-        overwrite: args.overwrite,
-        options: args.options,
-    };
-    let job = store
-        .create_job(new, SystemTime::now())
-        .context("create the job")?;
-    if json {
-        return print_json(&job);
-    }
-    println!("{}", job.id);
-    eprintln!(
-        "Created job {} ({}): snapshot {} onto {}; it starts when that agent asks for work.",
+/// `appliance jobs cancel ID`.
+pub fn jobs_cancel(a: &dyn Admin, id: &str) -> Result<()> {
+    let job = a
+        .job_cancel(id)
+        .with_context(|| format!("cancel job {id}"))?;
+    println!(
+        "{}: cancelled; {} never runs it (an agent that already took it is refused before it writes)",
         job.id,
-        mappings_text(&job.mappings),
-        job.snapshot,
         who(&job.for_)
     );
     Ok(())
 }
 
-pub fn jobs_list(data: &Path, json: bool) -> Result<()> {
-    let list = Store::open(data)?.list_jobs().context("list jobs")?;
+pub fn jobs_list(a: &dyn Admin, json: bool) -> Result<()> {
+    let list = a.jobs().context("list jobs")?;
     if json {
         return print_json(&list);
     }
@@ -325,9 +294,8 @@ pub fn job_view(store: &Store, id: &str) -> Result<JobView, ferry_store::StoreEr
     })
 }
 
-pub fn jobs_show(data: &Path, id: &str, json: bool) -> Result<()> {
-    let store = Store::open(data)?;
-    let view = job_view(&store, id)?;
+pub fn jobs_show(a: &dyn Admin, id: &str, json: bool) -> Result<()> {
+    let view = a.job(id)?;
     if json {
         return print_json(&view);
     }

@@ -52,6 +52,7 @@ pub mod limits;
 pub mod metrics;
 pub mod migrations;
 pub mod openapi;
+pub mod ops;
 pub mod scope;
 pub mod scope_cache;
 pub mod sources;
@@ -189,14 +190,37 @@ pub fn router(state: SharedState, limits: &ServerLimits) -> Router {
         .route("/tokens", get(admin::tokens).post(admin::token_create))
         .route("/tokens/{id}", delete(admin::token_revoke))
         .route("/machines", get(admin::machines))
+        .route("/machines/{machine}/prune", post(admin::prune))
+        .route("/snapshots/{id}", delete(admin::snapshot_delete))
         .route("/agents", get(admin::agents))
-        .route("/agents/{id}", get(admin::agent))
+        .route(
+            "/agents/{id}",
+            get(admin::agent).delete(admin::agent_remove),
+        )
         .route("/agents/{id}/approve", post(admin::agent_approve))
         .route("/jobs", get(admin::jobs).post(admin::job_create))
         .route("/jobs/{id}", get(admin::job))
-        .route("/migrations", get(admin::migrations))
+        .route("/jobs/{id}/cancel", post(admin::job_cancel))
+        .route("/sources", get(admin::sources))
+        .route(
+            "/sources/{machine}",
+            get(admin::source).patch(admin::source_set),
+        )
+        .route("/sources/{machine}/sync-now", post(admin::source_sync_now))
+        .route("/sources/{machine}/pause", post(admin::source_pause))
+        .route("/sources/{machine}/resume", post(admin::source_resume))
+        .route(
+            "/migrations",
+            get(admin::migrations).post(admin::migration_create),
+        )
+        .route("/migrations/{id}/cancel", post(admin::migration_cancel))
         .route("/store", get(admin::store_usage))
-        .route("/gc", post(admin::gc).layer(bound("gc runs", 1)))
+        .route(
+            "/gc",
+            post(admin::gc)
+                .layer(bound("gc runs", 1))
+                .merge(get(admin::gc_status)),
+        )
         .route("/openapi.json", get(openapi::document))
         .route("/sources/{machine}/task", get(sources::task))
         .route(

@@ -1,6 +1,6 @@
 //! The operator's migration routes (admin token; docs/protocol.md, "Migrations"): read a
-//! migration, and cut it over as `appliance migrations cutover` does. Creating and cancelling
-//! stay on the CLI until the admin API (issue 14) covers them.
+//! migration, and cut it over as `appliance migrations cutover` does (creating, listing and
+//! cancelling are in [`crate::admin`]).
 
 use std::time::SystemTime;
 
@@ -10,23 +10,26 @@ use axum::http::StatusCode;
 use axum::Json;
 use ferry_format::api::Role;
 use ferry_format::source::CutoverRequest;
-use ferry_store::migrations::MigrationRecord;
+use ferry_store::views::MigrationView;
 
 use crate::auth::Caller;
 use crate::error::{parse_json, ApiResult};
 use crate::standby::blocking_m;
-use crate::state::SharedState;
+use crate::state::{blocking, SharedState};
 
-/// `GET /migrations/{id}`: the record (state, schedule-independent parts, standby, cutover
-/// timeline, history).
+/// `GET /migrations/{id}`: the record (state, standby, cutover timeline, history) with its lag,
+/// its source's schedule and the cutover's phases.
 pub async fn show(
     State(st): State<SharedState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<MigrationRecord>> {
+) -> ApiResult<Json<MigrationView>> {
     caller.need(Role::Admin)?;
-    let rec = blocking_m(move || st.store.migration(&id)).await?;
-    Ok(Json(rec))
+    let s = st.clone();
+    let rec = blocking_m(move || s.store.migration(&id)).await?;
+    Ok(Json(
+        blocking(move || st.store.migration_view(rec, SystemTime::now())).await?,
+    ))
 }
 
 /// `POST /migrations/{id}/cutover` [`CutoverRequest`]: 202 with the record, now cutting over;
@@ -37,7 +40,7 @@ pub async fn cutover(
     caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<MigrationRecord>)> {
+) -> ApiResult<(StatusCode, Json<MigrationView>)> {
     caller.need(Role::Admin)?;
     let req: CutoverRequest = if body.is_empty() {
         CutoverRequest::default()
@@ -63,5 +66,6 @@ pub async fn cutover(
             ""
         }
     );
-    Ok((StatusCode::ACCEPTED, Json(rec)))
+    let view = blocking(move || st.store.migration_view(rec, SystemTime::now())).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }

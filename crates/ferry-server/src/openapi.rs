@@ -358,6 +358,84 @@ pub const OPERATIONS: &[Op] = &[
         "admin",
         "Run a garbage collection now",
     ),
+    op(
+        "GET",
+        "/api/v1/gc",
+        "admin",
+        "Whether a garbage collection runs and the last run's outcome",
+    ),
+    op(
+        "POST",
+        "/api/v1/machines/{machine}/prune",
+        "admin",
+        "Prune a machine's snapshots (or plan it: dry_run)",
+    ),
+    op(
+        "DELETE",
+        "/api/v1/snapshots/{id}",
+        "admin",
+        "Delete one snapshot (refused while a job uses it or a migration pins it)",
+    ),
+    op(
+        "DELETE",
+        "/api/v1/agents/{id}",
+        "admin",
+        "Forget an agent (refused while it runs a job)",
+    ),
+    op(
+        "POST",
+        "/api/v1/jobs/{id}/cancel",
+        "admin",
+        "Cancel a job no agent has started",
+    ),
+    op(
+        "GET",
+        "/api/v1/sources",
+        "admin",
+        "Source machines: schedule, last and next sync",
+    ),
+    op(
+        "GET",
+        "/api/v1/sources/{machine}",
+        "admin",
+        "A source machine with its history",
+    ),
+    op(
+        "PATCH",
+        "/api/v1/sources/{machine}",
+        "admin",
+        "Change a source machine's schedule and limits",
+    ),
+    op(
+        "POST",
+        "/api/v1/sources/{machine}/sync-now",
+        "admin",
+        "Start a sync at the source agent's next poll",
+    ),
+    op(
+        "POST",
+        "/api/v1/sources/{machine}/pause",
+        "admin",
+        "Start no scheduled sync",
+    ),
+    op(
+        "POST",
+        "/api/v1/sources/{machine}/resume",
+        "admin",
+        "Schedule syncs again",
+    ),
+    op(
+        "POST",
+        "/api/v1/migrations",
+        "admin",
+        "Bind a source machine to a standby target",
+    ),
+    op(
+        "POST",
+        "/api/v1/migrations/{id}/cancel",
+        "admin",
+        "Stop a migration: its standby stops, its snapshots are released",
+    ),
 ];
 
 /// The document.

@@ -64,3 +64,14 @@ where
         .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?
         .map_err(ApiError::from)
 }
+
+/// [`blocking`] for work that already answers API errors (the operations of [`crate::ops`]).
+pub async fn blocking_api<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?
+}

@@ -1,13 +1,12 @@
 //! `appliance token create | list | revoke` (docs/store.md, tokens.json; docs/protocol.md).
 
 use std::io::Write;
-use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
+use ferry_format::admin::TokenCreate;
 use ferry_format::api::{Role, TokenInfo};
-use ferry_store::tokens::{parse_expiry, NewToken};
-use ferry_store::Store;
+
+use crate::ops::Admin;
 
 /// What `token create` was given.
 #[derive(Clone, Debug, Default)]
@@ -43,50 +42,41 @@ pub fn scope_for(role: Role, machines: &[String], all: bool) -> Result<Option<Ve
     }
 }
 
-pub fn token_create(data: &Path, role: Role, args: CreateArgs) -> Result<()> {
-    let now = SystemTime::now();
-    let new = NewToken {
+pub fn token_create(a: &dyn Admin, role: Role, args: CreateArgs) -> Result<()> {
+    // Checked here too, so a bad scope is refused before a remote appliance is asked.
+    scope_for(role, &args.machines, args.all_machines)?;
+    let req = TokenCreate {
         role,
-        machines: scope_for(role, &args.machines, args.all_machines)?,
-        expires: args
-            .expires
-            .as_deref()
-            .map(|e| parse_expiry(e, now))
-            .transpose()?,
+        machines: args.machines,
+        all_machines: args.all_machines,
+        expires: args.expires,
         name: args.name,
     };
-    let store = Store::open(data)?;
-    let made = store.create_token(&new, now).context("create a token")?;
+    let made = a.token_create(&req).context("create a token")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&made)?);
+        let v = serde_json::json!({ "id": made.info.id, "token": made.token });
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     // Only the token on stdout: scripts capture it with $(...).
     println!("{}", made.token);
-    let info = store
-        .list_tokens(now)?
-        .into_iter()
-        .find(|t| t.id == made.id);
-    if let Some(info) = info {
-        eprintln!(
-            "Created {} token {} for {}{} (shown once; revoke with `appliance token revoke {}`)",
-            role.name(),
-            made.id,
-            scope_text(&info),
-            info.expires
-                .as_deref()
-                .map(|e| format!(", expires {e}"))
-                .unwrap_or_default(),
-            made.id
-        );
-    }
+    let info = &made.info;
+    eprintln!(
+        "Created {} token {} for {}{} (shown once; revoke with `appliance token revoke {}`)",
+        role.name(),
+        info.id,
+        scope_text(info),
+        info.expires
+            .as_deref()
+            .map(|e| format!(", expires {e}"))
+            .unwrap_or_default(),
+        info.id
+    );
     Ok(())
 }
 
-pub fn token_list(data: &Path, json: bool) -> Result<()> {
-    let list = Store::open(data)?
-        .list_tokens(SystemTime::now())
-        .context("list tokens")?;
+pub fn token_list(a: &dyn Admin, json: bool) -> Result<()> {
+    let list = a.tokens().context("list tokens")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
@@ -95,14 +85,14 @@ pub fn token_list(data: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn token_revoke(data: &Path, id: &str) -> Result<()> {
-    let rec = Store::open(data)?
-        .revoke_token(id, SystemTime::now())
+pub fn token_revoke(a: &dyn Admin, id: &str) -> Result<()> {
+    let info = a
+        .token_revoke(id)
         .with_context(|| format!("revoke token {id}"))?;
     println!(
         "Revoked {} token {}: it now gets 401. Sessions it opened cannot be used or committed.",
-        rec.role.name(),
-        rec.id
+        info.role.name(),
+        info.id
     );
     Ok(())
 }

@@ -186,3 +186,244 @@ fn machines_agents_jobs_store_and_gc() {
         serde_json::from_slice(&c.ok("GET", "/migrations", &w.admin, None, 200)).unwrap();
     assert!(migrations.is_empty());
 }
+
+#[test]
+fn snapshots_jobs_sources_and_migrations_change_over_the_api() {
+    let w = World::new();
+    let c = &w.c;
+    let (old, _) = w.snapshot("web01", 3);
+    let (newest, _) = w.snapshot("web01", 4);
+    let a = w.enroll_approved("52:54:00:00:00:31", &[("vda", 1 << 20, true)]);
+    let job_body = format!(
+        r#"{{"kind":"restore","agent":"{}","snapshot":"{old}","map":["sda=auto"],"then":"reboot"}}"#,
+        a.agent
+    );
+    let job: JobRecord =
+        serde_json::from_slice(&c.ok("POST", "/jobs", &w.admin, Some(job_body.as_bytes()), 201))
+            .unwrap();
+
+    // A snapshot a pending job restores is not deleted; the job names it.
+    let e = c.want("DELETE", &format!("/snapshots/{old}"), &w.admin, b"", 409);
+    assert!(e.contains(&job.id), "{e}");
+    // A pending job is cancelled (once); then the snapshot goes.
+    let cancelled: JobRecord = serde_json::from_slice(&c.ok(
+        "POST",
+        &format!("/jobs/{}/cancel", job.id),
+        &w.admin,
+        None,
+        200,
+    ))
+    .unwrap();
+    let state = serde_json::to_value(&cancelled.state).unwrap();
+    assert!(
+        state.to_string().contains("cancelled by the operator"),
+        "{state}"
+    );
+    c.want(
+        "POST",
+        &format!("/jobs/{}/cancel", job.id),
+        &w.admin,
+        b"",
+        409,
+    );
+    c.want("POST", "/jobs/job-00000000/cancel", &w.admin, b"", 404);
+    let gone: SnapshotSummary =
+        serde_json::from_slice(&c.ok("DELETE", &format!("/snapshots/{old}"), &w.admin, None, 200))
+            .unwrap();
+    assert_eq!(gone.snapshot, old);
+    c.want("DELETE", &format!("/snapshots/{old}"), &w.admin, b"", 404);
+
+    // A job handed to its agent but not yet started is still cancelled: the agent's "running"
+    // report then gets 409, and the agent never touches a disk without that report.
+    let body = job_body.replace(&old, &newest);
+    let handed: JobRecord =
+        serde_json::from_slice(&c.ok("POST", "/jobs", &w.admin, Some(body.as_bytes()), 201))
+            .unwrap();
+    assert!(w.poll(&a, 5).is_some(), "the agent got no job");
+    c.ok(
+        "POST",
+        &format!("/jobs/{}/cancel", handed.id),
+        &w.admin,
+        None,
+        200,
+    );
+    let state = |job: &str| format!("/agents/{}/jobs/{job}/state", a.agent);
+    c.ok(
+        "PUT",
+        &state(&handed.id),
+        &a.credential,
+        Some(br#""running""#),
+        409,
+    );
+    // A running one may be writing a disk: not cancelled, and the message says why.
+    let running: JobRecord =
+        serde_json::from_slice(&c.ok("POST", "/jobs", &w.admin, Some(body.as_bytes()), 201))
+            .unwrap();
+    assert!(w.poll(&a, 5).is_some(), "the agent got no job");
+    c.ok(
+        "PUT",
+        &state(&running.id),
+        &a.credential,
+        Some(br#""running""#),
+        204,
+    );
+    let e = c.want(
+        "POST",
+        &format!("/jobs/{}/cancel", running.id),
+        &w.admin,
+        b"",
+        409,
+    );
+    assert!(
+        e.contains("running") && e.contains("power that machine off"),
+        "{e}"
+    );
+
+    // Prune: the plan removes nothing; keep 0 is refused.
+    w.snapshot("db01", 5);
+    w.snapshot("db01", 6);
+    let plan: serde_json::Value = serde_json::from_slice(&c.ok(
+        "POST",
+        "/machines/db01/prune",
+        &w.admin,
+        Some(br#"{"keep":1,"dry_run":true}"#),
+        200,
+    ))
+    .unwrap();
+    assert_eq!(plan["entries"].as_array().unwrap().len(), 2, "{plan}");
+    assert_eq!(plan["removed"], 0, "{plan}");
+    let e = c.want(
+        "POST",
+        "/machines/db01/prune",
+        &w.admin,
+        br#"{"keep":0}"#,
+        400,
+    );
+    assert!(!e.is_empty());
+    let left: Vec<SnapshotSummary> =
+        serde_json::from_slice(&c.ok("GET", "/snapshots?machine=db01", &w.admin, None, 200))
+            .unwrap();
+    assert_eq!(left.len(), 2);
+
+    // GC status: nothing before the first run, then that run's report.
+    let status: serde_json::Value =
+        serde_json::from_slice(&c.ok("GET", "/gc", &w.admin, None, 200)).unwrap();
+    assert!(status["last"].is_null(), "{status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&c.ok("POST", "/gc", &w.admin, None, 200)).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&c.ok("GET", "/gc", &w.admin, None, 200)).unwrap();
+    assert_eq!(status["last"]["report"], report, "{status}");
+
+    // Sources: a machine's schedule changed field by field, refused out of range.
+    c.ok(
+        "POST",
+        "/sources/enroll",
+        &w.backup,
+        Some(br#"{"machine":"web01","version":"test"}"#),
+        200,
+    );
+    let sources: Vec<serde_json::Value> =
+        serde_json::from_slice(&c.ok("GET", "/sources", &w.admin, None, 200)).unwrap();
+    assert_eq!(sources.len(), 1);
+    let keep_before = sources[0]["schedule"]["keep"].clone();
+    let v: serde_json::Value = serde_json::from_slice(&c.ok(
+        "PATCH",
+        "/sources/web01",
+        &w.admin,
+        Some(br#"{"interval_seconds":3600,"rate_bytes_per_s":null}"#),
+        200,
+    ))
+    .unwrap();
+    assert_eq!(v["schedule"]["interval_seconds"], 3600);
+    assert!(v["schedule"]["limits"]["rate_bytes_per_s"].is_null(), "{v}");
+    assert_eq!(v["schedule"]["keep"], keep_before);
+    c.want("PATCH", "/sources/web01", &w.admin, br#"{"keep":0}"#, 400);
+    c.want("PATCH", "/sources/web01", &w.admin, br#"{"bogus":1}"#, 400);
+    // A machine whose agent has not enrolled yet gets its schedule ahead of time.
+    let early: serde_json::Value = serde_json::from_slice(&c.ok(
+        "PATCH",
+        "/sources/db02",
+        &w.admin,
+        Some(br#"{"keep":5}"#),
+        200,
+    ))
+    .unwrap();
+    assert_eq!(early["state"], "not enrolled", "{early}");
+    assert_eq!(early["schedule"]["keep"], 5);
+    c.want("PATCH", "/sources/..", &w.admin, br#"{"keep":2}"#, 400);
+    let v: serde_json::Value =
+        serde_json::from_slice(&c.ok("POST", "/sources/web01/pause", &w.admin, None, 200)).unwrap();
+    assert_eq!(v["schedule"]["paused"], true);
+    let v: serde_json::Value =
+        serde_json::from_slice(&c.ok("POST", "/sources/web01/resume", &w.admin, None, 200))
+            .unwrap();
+    assert_eq!(v["schedule"]["paused"], false);
+    let v: serde_json::Value =
+        serde_json::from_slice(&c.ok("POST", "/sources/web01/sync-now", &w.admin, None, 200))
+            .unwrap();
+    assert_eq!(v["sync_now"], true);
+
+    // Migrations: refused onto a disk the standby lacks (nothing created), created, cancelled.
+    let sb = w.enroll_approved("52:54:00:00:00:32", &[("vda", 1 << 20, true)]);
+    let mig = |map: &str| {
+        format!(
+            r#"{{"machine":"web01","agent":"{}","map":["{map}"],"overwrite":false,"network":{{"nic":[],"reip":[],"ip":[]}}}}"#,
+            sb.agent
+        )
+    };
+    let (status, e) = c.call(
+        "POST",
+        "/migrations",
+        &w.admin,
+        Some(mig("sda=/dev/vdz").as_bytes()),
+    );
+    assert!((400..500).contains(&status), "{status}");
+    assert!(String::from_utf8_lossy(&e).contains("vdz"));
+    let none: Vec<serde_json::Value> =
+        serde_json::from_slice(&c.ok("GET", "/migrations", &w.admin, None, 200)).unwrap();
+    assert!(none.is_empty());
+    let m: serde_json::Value = serde_json::from_slice(&c.ok(
+        "POST",
+        "/migrations",
+        &w.admin,
+        Some(mig("sda=/dev/vda").as_bytes()),
+        201,
+    ))
+    .unwrap();
+    assert_eq!(m["state"], "syncing", "{m}");
+    let id = m["id"].as_str().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&c.ok(
+        "POST",
+        &format!("/migrations/{id}/cancel"),
+        &w.admin,
+        None,
+        200,
+    ))
+    .unwrap();
+    assert_eq!(m["state"], "cancelled", "{m}");
+
+    // An agent with a job running is not removed; a free one is.
+    c.want(
+        "DELETE",
+        &format!("/agents/{}", a.agent),
+        &w.admin,
+        b"",
+        409,
+    );
+    let free = w.enroll("52:54:00:00:00:33", &[("vda", 1 << 20, true)]);
+    c.ok(
+        "DELETE",
+        &format!("/agents/{}", free.agent),
+        &w.admin,
+        None,
+        204,
+    );
+    c.ok(
+        "GET",
+        &format!("/agents/{}", free.agent),
+        &w.admin,
+        None,
+        404,
+    );
+}

@@ -22,7 +22,7 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     for (part, prefix) in [(&src[start..split], "/api/v1"), (&src[split..end], "")] {
         for chunk in part.split(".route(").skip(1) {
             let path = chunk.split('"').nth(1).expect("a path literal");
-            for m in ["get", "post", "put", "delete"] {
+            for m in ["get", "post", "put", "delete", "patch"] {
                 let pat = format!("{m}(");
                 let found = chunk.match_indices(&pat).any(|(i, _)| {
                     i == 0

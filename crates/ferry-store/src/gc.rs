@@ -29,7 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx::{FileLock, LockMode, TMP_PREFIX};
@@ -45,7 +45,7 @@ pub const GC_MARGIN: Duration = Duration::from_secs(5 * 60);
 pub const COMMITTED_SESSION_KEEP: Duration = Duration::from_secs(3600);
 
 /// What a GC run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
     pub cutoff: String,
     pub snapshots: u64,
@@ -60,8 +60,36 @@ pub struct GcReport {
     pub missing_chunks: u64,
 }
 
+/// The last GC run's outcome (`DIR/gc.last.json`), whoever ran it: `serve`'s schedule, the
+/// admin API or `appliance gc`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRun {
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<GcReport>,
+    /// Why it failed (then `report` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /gc`, `appliance gc --status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcStatus {
+    /// A GC holds the store's GC lock now.
+    pub running: bool,
+    pub last: Option<GcRun>,
+}
+
+const GC_LAST: &str = "gc.last.json";
+
 impl Store {
-    /// Run garbage collection with `now` as its start time T0.
+    /// Run garbage collection with `now` as its start time T0, and record its outcome for
+    /// [`Store::gc_status`] (a run refused because another holds the lock records nothing).
     pub fn gc(&self, now: SystemTime) -> Result<GcReport> {
         let _gc_lock = FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?
             .ok_or_else(|| {
@@ -69,6 +97,42 @@ impl Store {
                     "another gc is running on this store: wait for it to finish".into(),
                 )
             })?;
+        let clock = std::time::Instant::now();
+        let result = self.gc_locked(now);
+        let run = GcRun {
+            started: rfc3339(now),
+            finished: rfc3339(SystemTime::now()),
+            seconds: clock.elapsed().as_secs_f64(),
+            report: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        // The record is for operators: failing to write it does not fail the GC.
+        if let Err(e) = serde_json::to_vec_pretty(&run)
+            .map_err(|e| StoreError::Invalid(e.to_string()))
+            .and_then(|b| fsx::write_atomic(&self.root().join(GC_LAST), &b, 0o644))
+        {
+            tracing::warn!("record the gc run in {GC_LAST}: {e}");
+        }
+        result
+    }
+
+    /// Whether a GC runs now and how the last one went.
+    pub fn gc_status(&self) -> Result<GcStatus> {
+        let running =
+            FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?.is_none();
+        let path = self.root().join(GC_LAST);
+        let last = match fs::read(&path) {
+            Ok(b) => Some(
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        Ok(GcStatus { running, last })
+    }
+
+    fn gc_locked(&self, now: SystemTime) -> Result<GcReport> {
         let mut report = GcReport::default();
         let oldest_live = self.remove_dead_sessions(now, &mut report)?;
         self.empty_trash()?;

@@ -502,6 +502,42 @@ impl Store {
         Ok(job)
     }
 
+    /// Cancel a job no agent has started (`appliance jobs cancel`, `POST /jobs/{id}/cancel`): it
+    /// becomes failed with the operator's reason and never runs (an agent that already took it
+    /// is refused when it asks to start, before it writes anything). A running job is refused:
+    /// its agent is writing; a standby job belongs to its migration.
+    pub fn cancel_job(&self, id: &str, now: SystemTime) -> Result<JobRecord> {
+        let _lock = self.lock_jobs()?;
+        let mut job = self.job(id)?;
+        if let Some(m) = &job.migration {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is the standby job of migration {m}: cancel the migration instead (appliance migrations cancel {m})"
+            )));
+        }
+        match &job.state {
+            JobState::Pending => {}
+            JobState::Running => {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is running on agent {}: it is writing and cannot be stopped from the appliance; power that machine off to stop it (a later job starts its disks over)",
+                    job.agent.as_deref().unwrap_or("?")
+                )))
+            }
+            ended => {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} has already ended ({}): nothing to cancel",
+                    ended.name()
+                )))
+            }
+        }
+        let t = rfc3339(now);
+        job.state = JobState::Failed {
+            reason: format!("cancelled by the operator at {t}, before it started"),
+        };
+        job.finished = Some(t);
+        self.write_job(&job)?;
+        Ok(job)
+    }
+
     /// Append an agent's events to its job's log; the last one with byte counts becomes the job's
     /// progress.
     pub fn append_events(&self, agent: &str, batch: &EventBatch, now: SystemTime) -> Result<()> {
@@ -594,7 +630,7 @@ pub(crate) fn check_network(
 }
 
 /// What each snapshot disk needs of a target: its size.
-fn disk_needs(manifest: &Manifest) -> Vec<DiskNeed> {
+pub(crate) fn disk_needs(manifest: &Manifest) -> Vec<DiskNeed> {
     manifest
         .disks
         .iter()

@@ -57,6 +57,7 @@ pub mod snapshots;
 pub mod sources;
 pub mod tokens;
 pub mod verify;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 

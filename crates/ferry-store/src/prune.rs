@@ -346,6 +346,52 @@ impl Store {
         Ok(())
     }
 
+    /// Remove one snapshot (`appliance snapshots delete`, `DELETE /snapshots/{id}`), refused
+    /// while a pending or running job uses it or its source pins it (a migration's standby
+    /// basis, a sync's basis). Its chunks stay until the next GC. Answers what was removed.
+    pub fn delete_snapshot(&self, id: &str) -> Result<SnapshotSummary> {
+        check_name(NameKind::Snapshot, id)?;
+        let summary = self
+            .list_snapshots(None)?
+            .into_iter()
+            .find(|s| s.snapshot == id)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("snapshot {id}: see `appliance snapshots`"))
+            })?;
+        let _jobs = self.lock_jobs()?;
+        let _sources = self.lock_sources()?;
+        if let Some(job) = self.snapshots_in_use()?.get(id) {
+            return Err(StoreError::Conflict(format!(
+                "job {job} uses snapshot {id}: cancel it or let it finish first"
+            )));
+        }
+        let pins = match self.source(&summary.machine) {
+            Ok(rec) => pin_map(&rec),
+            Err(e) if e.is_not_found() => HashMap::new(),
+            Err(e) => return Err(e),
+        };
+        if let Some(by) = pins.get(id) {
+            return Err(StoreError::Conflict(format!(
+                "{by} pins snapshot {id} of {}: it is kept while that needs it (cancel the migration to release it)",
+                summary.machine
+            )));
+        }
+        let plan = PrunePlan {
+            machine: summary.machine.clone(),
+            policy: PrunePolicy {
+                keep: 0,
+                keep_within: None,
+            },
+            entries: vec![PruneEntry {
+                summary: summary.clone(),
+                writer: None,
+                keep: Vec::new(),
+            }],
+        };
+        self.trash_removals(&plan)?;
+        Ok(summary)
+    }
+
     /// Gather source `machine`'s snapshots, the jobs using them and its pins; plan its
     /// retention to the schedule's `keep`.
     pub fn plan_source_prune(&self, machine: &str, now: SystemTime) -> Result<PrunePlan> {

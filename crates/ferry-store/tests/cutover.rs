@@ -292,7 +292,11 @@ fn a_cutover_runs_from_request_to_reboot_with_its_timeline() {
     // Phases: task taken at 110, hook 3 s, sync ended 130, apply 132..140, fix-up to 150,
     // reboot at 151; no beacon: the downtime ends at the reboot.
     let t = c.times(None);
-    let secs: Vec<(&str, f64)> = t.phases.iter().map(|p| (p.name, p.seconds)).collect();
+    let secs: Vec<(&str, f64)> = t
+        .phases
+        .iter()
+        .map(|p| (p.name.as_str(), p.seconds))
+        .collect();
     assert_eq!(
         secs,
         [
@@ -306,11 +310,11 @@ fn a_cutover_runs_from_request_to_reboot_with_its_timeline() {
         ]
     );
     assert_eq!(t.downtime_seconds, Some(41.0));
-    assert_eq!(t.downtime_until, Some("reboot"));
+    assert_eq!(t.downtime_until.as_deref(), Some("reboot"));
     let booted = "2027-01-15T08:03:30Z"; // 210 s after the world's start
     let t = c.times(Some(booted));
     assert_eq!(t.downtime_seconds, Some(100.0));
-    assert_eq!(t.downtime_until, Some("beacon"));
+    assert_eq!(t.downtime_until.as_deref(), Some("beacon"));
     assert_eq!(t.phases.last().unwrap().name, "reboot to the beacon");
 
     // Ended: the standby is gone (410 at the routes).

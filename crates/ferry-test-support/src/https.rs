@@ -119,6 +119,11 @@ impl Client {
                 .put(&url)
                 .header("Authorization", &auth)
                 .send(b.unwrap_or_default())?,
+            ("PATCH", b) => self
+                .agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send(b.unwrap_or_default())?,
             _ => unreachable!("method {method}"),
         };
         let status = res.status().as_u16();

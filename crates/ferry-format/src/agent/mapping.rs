@@ -81,6 +81,13 @@ pub struct Mapping {
     pub target: MapTarget,
 }
 
+/// `DISK=TARGET`, as [`Mapping::from_str`] reads it.
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.disk, self.target)
+    }
+}
+
 impl std::str::FromStr for Mapping {
     type Err = String;
     /// `DISK=TARGET`, e.g. `sda=/dev/vda` or `sda=auto`.

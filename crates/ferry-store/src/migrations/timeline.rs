@@ -60,15 +60,15 @@ pub struct CutoverTimeline {
 }
 
 /// One phase of a cutover for `migrations show`: its name and seconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     pub seconds: f64,
 }
 
 /// The phases of a cutover and its downtime, from its timeline and the first-boot beacon's
 /// `booted` time (when it reported).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CutoverTimes {
     pub phases: Vec<Phase>,
     /// From `pre_cutover`'s start to the beacon (or to the reboot when no beacon reported).
@@ -76,7 +76,7 @@ pub struct CutoverTimes {
     pub downtime_seconds: Option<f64>,
     /// `"beacon"` or `"reboot"`: where the downtime ends.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub downtime_until: Option<&'static str>,
+    pub downtime_until: Option<String>,
 }
 
 impl CutoverTimeline {
@@ -120,7 +120,12 @@ impl CutoverTimeline {
         ];
         let phases = steps
             .into_iter()
-            .filter_map(|(name, a, b)| secs(a, b).map(|seconds| Phase { name, seconds }))
+            .filter_map(|(name, a, b)| {
+                secs(a, b).map(|seconds| Phase {
+                    name: name.to_string(),
+                    seconds,
+                })
+            })
             .collect();
         let (end, until) = match (booted, t(&self.rebooting)) {
             (Some(b), _) => (Some(b), Some("beacon")),
@@ -131,7 +136,7 @@ impl CutoverTimeline {
         CutoverTimes {
             phases,
             downtime_seconds,
-            downtime_until: downtime_seconds.and(until),
+            downtime_until: downtime_seconds.and(until).map(str::to_string),
         }
     }
 }
