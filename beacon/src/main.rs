@@ -19,6 +19,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // RUST_LOG, FERRY_LOG_FORMAT=json (the client's retries log); the journal gets plain text.
+    ferry_sys::log::init(false);
     let outcome = report::run(&cli.settings(), &mut |line| eprintln!("beacon: {line}"));
     match outcome {
         report::Outcome::Reported | report::Outcome::Spent => ExitCode::SUCCESS,

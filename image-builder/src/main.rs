@@ -77,6 +77,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // RUST_LOG, FERRY_LOG_FORMAT=json; colour only on a terminal (the fix-up's driver checks log).
+    ferry_sys::log::init(false);
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
