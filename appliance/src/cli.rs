@@ -24,20 +24,28 @@ pub struct Cli {
 }
 
 /// Where the commands run: on the store directory of this host, or on a remote appliance over
-/// its admin API. `init`, `serve`, `verify` and `webhook` need the directory.
+/// its admin API. `init`, `serve`, `verify` and `webhook` need the directory. Without either
+/// flag: FERRY_APPLIANCE or FERRY_DATA, then `appliance` in the user's cli.toml, then `data`
+/// in the config file, then /var/lib/ferry (docs/configuration.md).
 #[derive(Args, Clone, Debug, Default)]
 pub struct At {
-    /// The store directory (on the appliance host).
+    /// The store directory on the appliance host [env: FERRY_DATA] [config: data] [default:
+    /// /var/lib/ferry]
     #[arg(long, global = true, value_name = "DIR", conflicts_with = "appliance")]
     pub data: Option<PathBuf>,
     /// A remote appliance's URL (https://HOST:PORT): run the command over its admin API with
-    /// an admin token (--token or FERRY_TOKEN) and its ca.pem (--ca).
+    /// an admin token (--token or FERRY_TOKEN) and its ca.pem (--ca) [env: FERRY_APPLIANCE]
+    /// [cli.toml: appliance]
     #[arg(long, global = true, value_name = "URL")]
     pub appliance: Option<String>,
-    /// With --appliance: the appliance's ca.pem (its CA is the only one trusted).
+    /// The appliance's config file [env: FERRY_CONFIG] [default: /etc/ferry/appliance.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With --appliance: the appliance's ca.pem (its CA is the only one trusted) [cli.toml: ca]
     #[arg(long, global = true, value_name = "FILE", env = "FERRY_CA")]
     pub ca: Option<PathBuf>,
-    /// With --appliance: an admin token; FERRY_TOKEN keeps it out of the process list.
+    /// With --appliance: an admin token; FERRY_TOKEN keeps it out of the process list
+    /// [cli.toml: token_file]
     #[arg(
         long,
         global = true,
@@ -59,14 +67,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the HTTPS API until SIGTERM or SIGINT.
+    /// Serve the HTTPS API until SIGTERM or SIGINT. Every option may also come from FERRY_*
+    /// (FERRY_LISTEN, FERRY_GC_EVERY, ...) or the config file (docs/configuration.md).
     Serve {
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: SocketAddr,
+        /// Address and port to listen on, e.g. 0.0.0.0:8443 [env: FERRY_LISTEN] [config: listen]
+        #[arg(long, value_name = "ADDR:PORT", value_parser = crate::config::parse_listen)]
+        listen: Option<SocketAddr>,
         /// Run garbage collection this often, under the store's GC lock (90m, 12h, 1d; 0: never)
-        #[arg(long, value_name = "DURATION", default_value = "1d",
-              value_parser = |s: &str| ferry_format::api::parse_duration_secs(s).map(Duration::from_secs))]
-        gc_every: Duration,
+        /// [env: FERRY_GC_EVERY] [config: gc_every] [default: 1d]
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_gc_every)]
+        gc_every: Option<Duration>,
         #[command(flatten)]
         limits: ServeLimits,
     },
@@ -544,34 +554,35 @@ impl SourcesCmd {
 }
 
 /// Resource limits of `serve` (docs/protocol.md, "Limits"); each defaults to
-/// `ferry_server::limits::ServerLimits::default()`.
-#[derive(Args)]
+/// `ferry_server::limits::ServerLimits::default()`. Each also comes from FERRY_<NAME> or the
+/// config key <name> (docs/configuration.md).
+#[derive(Args, Clone, Debug, Default)]
 pub struct ServeLimits {
     /// Open connections at most; more are closed at once (clients retry) [default: 256].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_connections: Option<u32>,
     /// Time a TLS handshake may take [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub tls_handshake_timeout: Option<Duration>,
     /// Time to receive an HTTP/1 request head, and to wait for the next one [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub header_timeout: Option<Duration>,
     /// A connection or request body that moves no byte this long while no request of it is
     /// handled is closed [default: 2m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub idle_timeout: Option<Duration>,
     /// Concurrent chunk uploads [default: 8].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_uploads: Option<u32>,
     /// Concurrent chunk downloads [default: 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_downloads: Option<u32>,
     /// Concurrent index uploads [default: 4].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_index_uploads: Option<u32>,
     /// A request waits this long for a free slot of its route, then gets 503; 0 answers 503
     /// at once [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_wait)]
     pub queue_wait: Option<Duration>,
 }
 
@@ -590,19 +601,6 @@ impl ServeLimits {
         l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
         l.queue_wait = self.queue_wait.unwrap_or(l.queue_wait);
         l
-    }
-}
-
-/// `0`, `10s`, ...
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    ferry_format::api::parse_duration_secs(text).map(Duration::from_secs)
-}
-
-/// `90`, `30s`, `2m`, ... (at least one second).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match ferry_format::api::parse_duration_secs(text)? {
-        0 => Err(format!("{text}: give at least one second")),
-        s => Ok(Duration::from_secs(s)),
     }
 }
 
