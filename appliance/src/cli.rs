@@ -64,6 +64,7 @@ pub enum Cmd {
         /// and localhost are always included.
         #[arg(long = "name", value_name = "DNS-OR-IP")]
         names: Vec<String>,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +93,7 @@ pub enum Cmd {
     /// from one client cannot push out another's), everything younger than --keep-within and
     /// every snapshot a pending or running restore job uses.
     Prune {
+        /// The machine whose snapshots are pruned.
         #[arg(long)]
         machine: String,
         /// Newest snapshots kept per credential that wrote the machine (1-10).
@@ -120,6 +122,7 @@ pub enum Cmd {
     Migrations(MigrationsCmd),
     /// Store usage: snapshots, machines, chunks, bytes stored and the deduplication ratio.
     Store {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -128,6 +131,7 @@ pub enum Cmd {
         /// Run nothing: say whether a GC runs now and how the last one went (whoever ran it).
         #[arg(long)]
         status: bool,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +149,7 @@ pub enum Cmd {
         /// Start over, discarding an interrupted run's progress.
         #[arg(long)]
         restart: bool,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +193,7 @@ pub enum TokenCmd {
     /// List tokens: id, role, state, name, machines, created, expires, last used (never the
     /// tokens themselves).
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -203,6 +209,7 @@ pub enum TokenCmd {
 pub struct AgentsArgs {
     #[command(subcommand)]
     pub cmd: Option<AgentsCmd>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -215,6 +222,7 @@ pub struct SnapshotsArgs {
     /// Only this machine's snapshots.
     #[arg(long)]
     pub machine: Option<String>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -243,11 +251,15 @@ pub enum AgentsCmd {
         /// The code the agent's console showed when it enrolled: refuse if it differs.
         #[arg(long)]
         code: Option<String>,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Forget an agent: its credential stops working (refused while it runs a job).
-    Remove { id: String },
+    Remove {
+        /// Agent id (`appliance agents`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -256,6 +268,7 @@ pub enum JobsCmd {
     Create(Box<JobsCreate>),
     /// List jobs, oldest first.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -269,6 +282,7 @@ pub enum JobsCmd {
     Show {
         /// Job id (`jobs create` printed it).
         id: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -339,6 +353,7 @@ pub struct JobsCreate {
     pub allow_hibernated: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -379,12 +394,15 @@ impl NetworkArgs {
 pub enum SourcesCmd {
     /// List source machines: state, interval, keep, last and next sync.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Show a source machine: schedule, limits, last and next sync, last figures, history.
     Show {
+        /// The source machine (`appliance sources list`).
         machine: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -392,15 +410,25 @@ pub enum SourcesCmd {
     /// not enrolled yet, so it can be configured ahead). Options not given stay as they are.
     Set(SourcesSet),
     /// Start a sync at the agent's next poll, paused or not.
-    SyncNow { machine: String },
+    SyncNow {
+        /// The source machine.
+        machine: String,
+    },
     /// Start no scheduled sync (a running one finishes; sync-now still works).
-    Pause { machine: String },
+    Pause {
+        /// The source machine.
+        machine: String,
+    },
     /// Schedule syncs again.
-    Resume { machine: String },
+    Resume {
+        /// The source machine.
+        machine: String,
+    },
 }
 
 #[derive(Args)]
 pub struct SourcesSet {
+    /// The source machine (it need not have enrolled yet).
     pub machine: String,
     /// Time from the end of one sync to the start of the next: 90s, 30m, 6h, 7d (at least 1m).
     #[arg(long, value_name = "DURATION", value_parser = ferry_format::source::parse_interval)]
@@ -425,6 +453,7 @@ pub struct SourcesSet {
     /// and the standby's next apply a seeded sync.
     #[arg(long, value_name = "SIZE", value_parser = ferry_format::source::parse_chunk_size)]
     pub chunk_size: Option<u32>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -450,11 +479,13 @@ pub enum MigrationsCmd {
         /// The network rules the cutover's fix-up applies.
         #[command(flatten)]
         network: NetworkArgs,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// List migrations: machine, standby, state, lag.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -462,12 +493,14 @@ pub enum MigrationsCmd {
     Show {
         /// Migration id (mig-...).
         id: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Cut over a syncing migration: the source agent runs pre_cutover and a point-in-time
     /// final sync, the standby applies it, runs the fix-up and reboots. Watch it with `show`.
     Cutover {
+        /// Migration id (mig-...).
         id: String,
         /// Once the standby starts writing the final snapshot (no way back), ask the source
         /// agent to power the source off; its config must allow it (poweroff_after_cutover).
@@ -475,7 +508,10 @@ pub enum MigrationsCmd {
         poweroff_source: bool,
     },
     /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
-    Cancel { id: String },
+    Cancel {
+        /// Migration id (mig-...).
+        id: String,
+    },
 }
 
 impl MigrationsCmd {
@@ -674,6 +710,12 @@ mod tests {
     fn the_command_tree_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 
     #[test]

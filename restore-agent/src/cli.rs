@@ -42,7 +42,7 @@ pub enum Cmd {
         #[arg(long)]
         grow: bool,
         /// The LV to grow with --grow, as VG/LV (default: the last LV holding a growable filesystem)
-        #[arg(long, requires = "grow")]
+        #[arg(long, value_name = "VG/LV", requires = "grow")]
         grow_lv: Option<String>,
         /// Chunk fetches in flight
         #[arg(long, default_value_t = restore::DEFAULT_PARALLEL)]
@@ -92,5 +92,15 @@ pub fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
             Ok((disk.to_string(), PathBuf::from(dest)))
         }
         _ => Err(format!("{s:?} is not DISK=DEST (e.g. sda=/dev/vda)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 }
