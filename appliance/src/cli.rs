@@ -14,7 +14,11 @@ use ferry_server::ops::Admin;
 #[command(
     name = "appliance",
     version,
-    about = "Ferry backup appliance: stores snapshots, serves agents over HTTPS"
+    about = "Ferry backup appliance: stores snapshots, serves agents over HTTPS",
+    after_help = "Exit status: 0 done; 1 failed; 2 bad arguments, config file or FERRY_* \
+                  variable; 3 a remote appliance stayed unreachable for the retry window; 4 a \
+                  remote appliance refused the request, or its certificate is not the pinned \
+                  CA's; 5 verify found the store damaged (docs/configuration.md)"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod migrations;
 pub mod remote;
 pub mod sources;

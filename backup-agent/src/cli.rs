@@ -14,9 +14,11 @@ use crate::network::NetworkChoice;
 #[command(
     version,
     about = "Back up disks and disk images to a Ferry appliance",
-    after_help = "Exit status: 0 the snapshot is committed; 1 the backup failed; 2 bad arguments; \
-                  3 the appliance stayed unreachable or kept failing (e.g. its disk is full) for \
-                  the whole --retry-window: nothing was committed, run again later"
+    after_help = "Exit status: 0 done (the snapshot is committed); 1 failed; 2 bad arguments or \
+                  config file; 3 the appliance stayed unreachable or kept failing (e.g. its disk \
+                  is full) for the whole --retry-window: nothing was committed, run again later; \
+                  4 refused (the appliance refused the token or the machine, or its certificate \
+                  is not the pinned CA's); 5 verification failed (docs/configuration.md)"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("backup-agent: error: {e:#}");
-            commands::exit_code(&e)
+            commands::exit_status(&e).into()
         }
     }
 }

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("restore-agent: error: {e:#}");
-            ExitCode::FAILURE
+            commands::exit_status(&e).into()
         }
     }
 }
