@@ -68,6 +68,11 @@ pub enum ConfigError {
     )]
     TokenFileMode { path: PathBuf, mode: u32 },
     #[error(
+        "serve has no address to listen on: give --listen ADDR:PORT, FERRY_LISTEN or \
+         `listen = \"0.0.0.0:8443\"` in {path}"
+    )]
+    NoListen { path: PathBuf },
+    #[error(
         "FERRY_DATA and FERRY_APPLIANCE are both set: unset one, or give --data or --appliance"
     )]
     BothPlaces,
@@ -244,14 +249,8 @@ impl FileLayer {
                 ("FERRY_LISTEN", "listen", f.listen.as_ref()),
                 parse_listen,
             )?
-            .ok_or_else(|| ConfigError::Invalid {
-                origin: Origin::File {
-                    path: self.path.clone(),
-                    key: "listen",
-                },
-                problem: "no address to listen on: give --listen ADDR:PORT, FERRY_LISTEN or \
-                          `listen = \"0.0.0.0:8443\"` here"
-                    .into(),
+            .ok_or_else(|| ConfigError::NoListen {
+                path: self.path.clone(),
             })?;
         let gc_every = self
             .pick(

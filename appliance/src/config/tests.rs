@@ -70,7 +70,7 @@ fn a_flag_beats_the_variable_which_beats_the_file_which_beats_the_default() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("--listen") && err.contains("FERRY_LISTEN"),
+        err.contains("--listen") && err.contains("FERRY_LISTEN") && err.contains("appliance.toml"),
         "{err}"
     );
 }
