@@ -268,7 +268,8 @@ pub enum AgentsCmd {
 
 #[derive(Subcommand)]
 pub enum JobsCmd {
-    /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot later).
+    /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot
+    /// later).
     Create(Box<JobsCreate>),
     /// List jobs, oldest first.
     List {
@@ -598,30 +599,36 @@ impl SourcesCmd {
 /// config key <name> (docs/configuration.md).
 #[derive(Args, Clone, Debug, Default)]
 pub struct ServeLimits {
-    /// Open connections at most; more are closed at once (clients retry) [default: 256].
+    /// Open connections at most; more are closed at once (clients retry) [env:
+    /// FERRY_MAX_CONNECTIONS] [config: max_connections] [default: 256].
     #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_connections: Option<u32>,
-    /// Time a TLS handshake may take [default: 10s].
+    /// Time a TLS handshake may take [env: FERRY_TLS_HANDSHAKE_TIMEOUT] [config:
+    /// tls_handshake_timeout] [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub tls_handshake_timeout: Option<Duration>,
-    /// Time to receive an HTTP/1 request head, and to wait for the next one [default: 30s].
+    /// Time to receive an HTTP/1 request head, and to wait for the next one [env:
+    /// FERRY_HEADER_TIMEOUT] [config: header_timeout] [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub header_timeout: Option<Duration>,
     /// A connection or request body that moves no byte this long while no request of it is
-    /// handled is closed [default: 2m].
+    /// handled is closed [env: FERRY_IDLE_TIMEOUT] [config: idle_timeout] [default: 2m].
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Concurrent chunk uploads [default: 8].
+    /// Concurrent chunk uploads [env: FERRY_MAX_CHUNK_UPLOADS] [config: max_chunk_uploads]
+    /// [default: 8].
     #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_uploads: Option<u32>,
-    /// Concurrent chunk downloads [default: 32].
+    /// Concurrent chunk downloads [env: FERRY_MAX_CHUNK_DOWNLOADS] [config: max_chunk_downloads]
+    /// [default: 32].
     #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_downloads: Option<u32>,
-    /// Concurrent index uploads [default: 4].
+    /// Concurrent index uploads [env: FERRY_MAX_INDEX_UPLOADS] [config: max_index_uploads]
+    /// [default: 4].
     #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_index_uploads: Option<u32>,
     /// A request waits this long for a free slot of its route, then gets 503; 0 answers 503
-    /// at once [default: 10s].
+    /// at once [env: FERRY_QUEUE_WAIT] [config: queue_wait] [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_wait)]
     pub queue_wait: Option<Duration>,
 }
