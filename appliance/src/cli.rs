@@ -14,7 +14,11 @@ use ferry_server::ops::Admin;
 #[command(
     name = "appliance",
     version,
-    about = "Ferry backup appliance: stores snapshots, serves agents over HTTPS"
+    about = "Ferry backup appliance: stores snapshots, serves agents over HTTPS",
+    after_help = "Exit status: 0 done; 1 failed; 2 bad arguments, config file or FERRY_* \
+                  variable; 3 a remote appliance stayed unreachable for the retry window; 4 a \
+                  remote appliance refused the request, or its certificate is not the pinned \
+                  CA's; 5 verify found the store damaged (docs/configuration.md)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -24,20 +28,28 @@ pub struct Cli {
 }
 
 /// Where the commands run: on the store directory of this host, or on a remote appliance over
-/// its admin API. `init`, `serve`, `verify` and `webhook` need the directory.
+/// its admin API. `init`, `serve`, `verify` and `webhook` need the directory. Without either
+/// flag: FERRY_APPLIANCE or FERRY_DATA, then `appliance` in the user's cli.toml, then `data`
+/// in the config file, then /var/lib/ferry (docs/configuration.md).
 #[derive(Args, Clone, Debug, Default)]
 pub struct At {
-    /// The store directory (on the appliance host).
+    /// The store directory on the appliance host [env: FERRY_DATA] [config: data] [default:
+    /// /var/lib/ferry]
     #[arg(long, global = true, value_name = "DIR", conflicts_with = "appliance")]
     pub data: Option<PathBuf>,
     /// A remote appliance's URL (https://HOST:PORT): run the command over its admin API with
-    /// an admin token (--token or FERRY_TOKEN) and its ca.pem (--ca).
+    /// an admin token (--token or FERRY_TOKEN) and its ca.pem (--ca) [env: FERRY_APPLIANCE]
+    /// [cli.toml: appliance]
     #[arg(long, global = true, value_name = "URL")]
     pub appliance: Option<String>,
-    /// With --appliance: the appliance's ca.pem (its CA is the only one trusted).
+    /// The appliance's config file [env: FERRY_CONFIG] [default: /etc/ferry/appliance.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With --appliance: the appliance's ca.pem (its CA is the only one trusted) [cli.toml: ca]
     #[arg(long, global = true, value_name = "FILE", env = "FERRY_CA")]
     pub ca: Option<PathBuf>,
-    /// With --appliance: an admin token; FERRY_TOKEN keeps it out of the process list.
+    /// With --appliance: an admin token; FERRY_TOKEN keeps it out of the process list
+    /// [cli.toml: token_file]
     #[arg(
         long,
         global = true,
@@ -56,17 +68,20 @@ pub enum Cmd {
         /// and localhost are always included.
         #[arg(long = "name", value_name = "DNS-OR-IP")]
         names: Vec<String>,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
-    /// Serve the HTTPS API until SIGTERM or SIGINT.
+    /// Serve the HTTPS API until SIGTERM or SIGINT. Every option may also come from FERRY_*
+    /// (FERRY_LISTEN, FERRY_GC_EVERY, ...) or the config file (docs/configuration.md).
     Serve {
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: SocketAddr,
+        /// Address and port to listen on, e.g. 0.0.0.0:8443 [env: FERRY_LISTEN] [config: listen]
+        #[arg(long, value_name = "ADDR:PORT", value_parser = crate::config::parse_listen)]
+        listen: Option<SocketAddr>,
         /// Run garbage collection this often, under the store's GC lock (90m, 12h, 1d; 0: never)
-        #[arg(long, value_name = "DURATION", default_value = "1d",
-              value_parser = |s: &str| ferry_format::api::parse_duration_secs(s).map(Duration::from_secs))]
-        gc_every: Duration,
+        /// [env: FERRY_GC_EVERY] [config: gc_every] [default: 1d]
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_gc_every)]
+        gc_every: Option<Duration>,
         #[command(flatten)]
         limits: ServeLimits,
     },
@@ -82,6 +97,7 @@ pub enum Cmd {
     /// from one client cannot push out another's), everything younger than --keep-within and
     /// every snapshot a pending or running restore job uses.
     Prune {
+        /// The machine whose snapshots are pruned.
         #[arg(long)]
         machine: String,
         /// Newest snapshots kept per credential that wrote the machine (1-10).
@@ -110,6 +126,7 @@ pub enum Cmd {
     Migrations(MigrationsCmd),
     /// Store usage: snapshots, machines, chunks, bytes stored and the deduplication ratio.
     Store {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +135,7 @@ pub enum Cmd {
         /// Run nothing: say whether a GC runs now and how the last one went (whoever ran it).
         #[arg(long)]
         status: bool,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -135,6 +153,7 @@ pub enum Cmd {
         /// Start over, discarding an interrupted run's progress.
         #[arg(long)]
         restart: bool,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -178,6 +197,7 @@ pub enum TokenCmd {
     /// List tokens: id, role, state, name, machines, created, expires, last used (never the
     /// tokens themselves).
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -193,6 +213,7 @@ pub enum TokenCmd {
 pub struct AgentsArgs {
     #[command(subcommand)]
     pub cmd: Option<AgentsCmd>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -205,6 +226,7 @@ pub struct SnapshotsArgs {
     /// Only this machine's snapshots.
     #[arg(long)]
     pub machine: Option<String>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -233,19 +255,25 @@ pub enum AgentsCmd {
         /// The code the agent's console showed when it enrolled: refuse if it differs.
         #[arg(long)]
         code: Option<String>,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Forget an agent: its credential stops working (refused while it runs a job).
-    Remove { id: String },
+    Remove {
+        /// Agent id (`appliance agents`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum JobsCmd {
-    /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot later).
+    /// Create a restore job for an enrolled agent or for the machine with a MAC (it may boot
+    /// later).
     Create(Box<JobsCreate>),
     /// List jobs, oldest first.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -259,6 +287,7 @@ pub enum JobsCmd {
     Show {
         /// Job id (`jobs create` printed it).
         id: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -329,6 +358,7 @@ pub struct JobsCreate {
     pub allow_hibernated: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -369,12 +399,15 @@ impl NetworkArgs {
 pub enum SourcesCmd {
     /// List source machines: state, interval, keep, last and next sync.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Show a source machine: schedule, limits, last and next sync, last figures, history.
     Show {
+        /// The source machine (`appliance sources list`).
         machine: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -382,15 +415,25 @@ pub enum SourcesCmd {
     /// not enrolled yet, so it can be configured ahead). Options not given stay as they are.
     Set(SourcesSet),
     /// Start a sync at the agent's next poll, paused or not.
-    SyncNow { machine: String },
+    SyncNow {
+        /// The source machine.
+        machine: String,
+    },
     /// Start no scheduled sync (a running one finishes; sync-now still works).
-    Pause { machine: String },
+    Pause {
+        /// The source machine.
+        machine: String,
+    },
     /// Schedule syncs again.
-    Resume { machine: String },
+    Resume {
+        /// The source machine.
+        machine: String,
+    },
 }
 
 #[derive(Args)]
 pub struct SourcesSet {
+    /// The source machine (it need not have enrolled yet).
     pub machine: String,
     /// Time from the end of one sync to the start of the next: 90s, 30m, 6h, 7d (at least 1m).
     #[arg(long, value_name = "DURATION", value_parser = ferry_format::source::parse_interval)]
@@ -415,6 +458,7 @@ pub struct SourcesSet {
     /// and the standby's next apply a seeded sync.
     #[arg(long, value_name = "SIZE", value_parser = ferry_format::source::parse_chunk_size)]
     pub chunk_size: Option<u32>,
+    /// Print JSON on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -440,11 +484,13 @@ pub enum MigrationsCmd {
         /// The network rules the cutover's fix-up applies.
         #[command(flatten)]
         network: NetworkArgs,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// List migrations: machine, standby, state, lag.
     List {
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
@@ -452,12 +498,14 @@ pub enum MigrationsCmd {
     Show {
         /// Migration id (mig-...).
         id: String,
+        /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,
     },
     /// Cut over a syncing migration: the source agent runs pre_cutover and a point-in-time
     /// final sync, the standby applies it, runs the fix-up and reboots. Watch it with `show`.
     Cutover {
+        /// Migration id (mig-...).
         id: String,
         /// Once the standby starts writing the final snapshot (no way back), ask the source
         /// agent to power the source off; its config must allow it (poweroff_after_cutover).
@@ -465,7 +513,10 @@ pub enum MigrationsCmd {
         poweroff_source: bool,
     },
     /// Stop a syncing migration: its standby stops, its snapshots are no longer pinned.
-    Cancel { id: String },
+    Cancel {
+        /// Migration id (mig-...).
+        id: String,
+    },
 }
 
 impl MigrationsCmd {
@@ -544,34 +595,41 @@ impl SourcesCmd {
 }
 
 /// Resource limits of `serve` (docs/protocol.md, "Limits"); each defaults to
-/// `ferry_server::limits::ServerLimits::default()`.
-#[derive(Args)]
+/// `ferry_server::limits::ServerLimits::default()`. Each also comes from FERRY_<NAME> or the
+/// config key <name> (docs/configuration.md).
+#[derive(Args, Clone, Debug, Default)]
 pub struct ServeLimits {
-    /// Open connections at most; more are closed at once (clients retry) [default: 256].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Open connections at most; more are closed at once (clients retry) [env:
+    /// FERRY_MAX_CONNECTIONS] [config: max_connections] [default: 256].
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_connections: Option<u32>,
-    /// Time a TLS handshake may take [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time a TLS handshake may take [env: FERRY_TLS_HANDSHAKE_TIMEOUT] [config:
+    /// tls_handshake_timeout] [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub tls_handshake_timeout: Option<Duration>,
-    /// Time to receive an HTTP/1 request head, and to wait for the next one [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time to receive an HTTP/1 request head, and to wait for the next one [env:
+    /// FERRY_HEADER_TIMEOUT] [config: header_timeout] [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub header_timeout: Option<Duration>,
     /// A connection or request body that moves no byte this long while no request of it is
-    /// handled is closed [default: 2m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// handled is closed [env: FERRY_IDLE_TIMEOUT] [config: idle_timeout] [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Concurrent chunk uploads [default: 8].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Concurrent chunk uploads [env: FERRY_MAX_CHUNK_UPLOADS] [config: max_chunk_uploads]
+    /// [default: 8].
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_uploads: Option<u32>,
-    /// Concurrent chunk downloads [default: 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Concurrent chunk downloads [env: FERRY_MAX_CHUNK_DOWNLOADS] [config: max_chunk_downloads]
+    /// [default: 32].
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_chunk_downloads: Option<u32>,
-    /// Concurrent index uploads [default: 4].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Concurrent index uploads [env: FERRY_MAX_INDEX_UPLOADS] [config: max_index_uploads]
+    /// [default: 4].
+    #[arg(long, value_name = "N", value_parser = crate::config::parse_count)]
     pub max_index_uploads: Option<u32>,
     /// A request waits this long for a free slot of its route, then gets 503; 0 answers 503
-    /// at once [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    /// at once [env: FERRY_QUEUE_WAIT] [config: queue_wait] [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_wait)]
     pub queue_wait: Option<Duration>,
 }
 
@@ -590,19 +648,6 @@ impl ServeLimits {
         l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
         l.queue_wait = self.queue_wait.unwrap_or(l.queue_wait);
         l
-    }
-}
-
-/// `0`, `10s`, ...
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    ferry_format::api::parse_duration_secs(text).map(Duration::from_secs)
-}
-
-/// `90`, `30s`, `2m`, ... (at least one second).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match ferry_format::api::parse_duration_secs(text)? {
-        0 => Err(format!("{text}: give at least one second")),
-        s => Ok(Duration::from_secs(s)),
     }
 }
 
@@ -676,6 +721,12 @@ mod tests {
     fn the_command_tree_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 
     #[test]

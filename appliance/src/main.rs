@@ -4,18 +4,14 @@
 
 #![forbid(unsafe_code)]
 
-mod cli;
-mod migrations;
-mod remote;
-mod sources;
-mod webhook;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use appliance::cli::{At, Cli, Cmd, JobsCmd, SnapshotsCmd, TokenCmd, WebhookCmd};
+use appliance::config::{self, process_env, FileLayer, Place, TokenFrom};
+use appliance::{remote, webhook};
 use clap::Parser;
-use cli::{At, Cli, Cmd, JobsCmd, SnapshotsCmd, TokenCmd, WebhookCmd};
 use ferry_format::admin::PruneRequest;
 use ferry_server::ops::Admin;
 use ferry_server::{commands, job_commands as jobs, token_commands as tokens};
@@ -28,9 +24,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            appliance::exit::exit_status(&e).into()
         }
     }
+}
+
+fn system_config(at: &At) -> Result<FileLayer, config::ConfigError> {
+    FileLayer::load(at.config.as_deref(), &process_env)
 }
 
 /// The store directory, for the commands that only run on the appliance host.
@@ -38,25 +38,33 @@ fn local_dir(at: &At, what: &str) -> Result<PathBuf> {
     if at.appliance.is_some() {
         bail!("`appliance {what}` works on the appliance host only: run it there with --data DIR");
     }
-    at.data
-        .clone()
-        .with_context(|| format!("give the store directory: appliance {what} --data DIR"))
+    Ok(system_config(at)?
+        .data_dir(at.data.as_deref(), &process_env)?
+        .dir)
 }
 
-/// Where the other commands run: the store at `--data`, or the appliance at `--appliance`.
+/// Where the other commands run: a store directory on this host, or a remote appliance.
 fn admin(at: &At) -> Result<Box<dyn Admin>> {
-    match (&at.appliance, &at.data) {
-        (Some(url), _) => Ok(Box::new(remote::Remote::connect(
-            url,
-            at.ca.as_deref(),
-            at.token.as_deref(),
-        )?)),
-        (None, Some(dir)) => Ok(Box::new(
-            Store::open(dir).with_context(|| format!("open the store {}", dir.display()))?,
-        )),
-        (None, None) => bail!(
-            "give the store directory (--data DIR, on the appliance host) or a remote appliance (--appliance URL --ca FILE, with an admin token in FERRY_TOKEN)"
-        ),
+    let cli_file = || match config::cli_file_path(&process_env) {
+        Some(p) => config::CliFile::load(&p),
+        None => Ok(None),
+    };
+    match config::place(at, &process_env, || system_config(at), cli_file)? {
+        Place::Remote(r) => {
+            let token = match r.token {
+                Some(TokenFrom::Given(t)) => Some(t),
+                Some(TokenFrom::File(p)) => Some(config::read_token_file(&p)?),
+                None => None,
+            };
+            Ok(Box::new(remote::Remote::connect(
+                &r.url,
+                r.ca.as_deref(),
+                token.as_deref(),
+            )?))
+        }
+        Place::Local(d) => Ok(Box::new(Store::open(&d.dir).with_context(|| {
+            format!("open the store {} ({})", d.dir.display(), d.hint())
+        })?)),
     }
 }
 
@@ -67,7 +75,11 @@ fn run(cmd: Cmd, at: &At) -> Result<()> {
             listen,
             gc_every,
             limits,
-        } => commands::serve(&local_dir(at, "serve")?, listen, gc_every, limits.resolve()),
+        } => {
+            let data = local_dir(at, "serve")?;
+            let s = system_config(at)?.serve(&process_env, listen, gc_every, limits)?;
+            commands::serve(&data, s.listen, s.gc_every, s.limits)
+        }
         Cmd::Verify {
             rate,
             resume,

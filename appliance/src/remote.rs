@@ -32,7 +32,7 @@ const NONE: Option<&()> = None;
 impl Remote {
     pub fn connect(url: &str, ca: Option<&Path>, token: Option<&str>) -> Result<Remote> {
         let ca =
-            ca.context("--appliance needs the appliance's ca.pem: give --ca FILE (or FERRY_CA)")?;
+            ca.context("--appliance needs the appliance's ca.pem: give --ca FILE, FERRY_CA or `ca` in ~/.config/ferry/cli.toml")?;
         let token = token.filter(|t| !t.trim().is_empty()).context(
             "--appliance needs an admin token: set FERRY_TOKEN (or give --token; `appliance token create --role admin` on the appliance makes one)",
         )?;

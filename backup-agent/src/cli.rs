@@ -14,9 +14,11 @@ use crate::network::NetworkChoice;
 #[command(
     version,
     about = "Back up disks and disk images to a Ferry appliance",
-    after_help = "Exit status: 0 the snapshot is committed; 1 the backup failed; 2 bad arguments; \
-                  3 the appliance stayed unreachable or kept failing (e.g. its disk is full) for \
-                  the whole --retry-window: nothing was committed, run again later"
+    after_help = "Exit status: 0 done (the snapshot is committed); 1 failed; 2 bad arguments or \
+                  config file; 3 the appliance stayed unreachable or kept failing (e.g. its disk \
+                  is full) for the whole --retry-window: nothing was committed, run again later; \
+                  4 refused (the appliance refused the token or the machine, or its certificate \
+                  is not the pinned CA's); 5 verification failed (docs/configuration.md)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,8 +44,10 @@ pub struct BackupArgs {
     /// A block device or image file (raw, qcow2, VMDK), optionally named: [NAME=]SRC
     #[arg(long = "disk", required = true)]
     pub disks: Vec<String>,
-    /// Chunk size in bytes (power of two, 64 KiB to 64 MiB)
-    #[arg(long, default_value_t = ferry_engine::backup::DEFAULT_CHUNK_SIZE)]
+    /// Chunk size: a power of two from 64KiB to 64MiB, in bytes or with a unit (1MiB), as
+    /// `appliance sources set --chunk-size` takes it
+    #[arg(long, value_name = "SIZE", default_value_t = ferry_engine::backup::DEFAULT_CHUNK_SIZE,
+          value_parser = |s: &str| ferry_format::source::parse_chunk_size(s).map_err(|e| e.to_string()))]
     pub chunk_size: u32,
     /// Uploads in flight
     #[arg(long, default_value_t = 4)]
@@ -51,7 +55,7 @@ pub struct BackupArgs {
     /// zstd compression level
     #[arg(long, default_value_t = backup::DEFAULT_LEVEL)]
     pub level: i32,
-    /// Cap on bytes sent per second: 300Mbit, 1Gbit, 50MB, 40MiB; 0 for no cap
+    /// Cap on bytes sent per second: 300Mbit, 1Gbit, 50MB, 40MiB; off (or 0) for no cap
     #[arg(long, default_value = "300Mbit", value_name = "RATE", value_parser = rate_arg)]
     pub rate_limit: RateArg,
     /// Source reads in flight at once
@@ -232,6 +236,15 @@ mod tests {
         for (args, want) in cases {
             assert_eq!(limits(args).expect("parse"), *want, "{args:?}");
         }
+        assert_eq!(
+            parse(&["--chunk-size", "1MiB"]).expect("unit").chunk_size,
+            1 << 20
+        );
+        assert_eq!(
+            parse(&["--chunk-size", "65536"]).expect("bytes").chunk_size,
+            65536
+        );
+        assert!(parse(&["--chunk-size", "3MiB"]).is_err());
         for bad in [
             &["--rate-limit", "300Mb"][..],
             &["--reads-in-flight", "0"],
@@ -239,5 +252,11 @@ mod tests {
         ] {
             assert!(limits(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 }

@@ -1,5 +1,5 @@
 //! The operator's hooks from a TOML file's `[hooks]` table: `backup --hooks FILE`, and the same
-//! table of the service's `/etc/ferry/backup-agent.toml` (docs/migration.md, "Hooks live on the
+//! table of the service's `/etc/ferry/agent.toml` (docs/migration.md, "Hooks live on the
 //! source"). Other tables and keys of the file are left to their own readers.
 //!
 //! ```toml

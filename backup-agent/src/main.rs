@@ -6,14 +6,9 @@
 
 use std::process::ExitCode;
 
+use backup_agent::cli::{Cli, Cmd};
+use backup_agent::{commands, service};
 use clap::Parser;
-use cli::{Cli, Cmd};
-
-mod cli;
-mod commands;
-mod hooks_config;
-mod network;
-mod service;
 
 fn main() -> ExitCode {
     // RUST_LOG, FERRY_LOG_FORMAT=json; colour only on a terminal.
@@ -26,7 +21,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("backup-agent: error: {e:#}");
-            commands::exit_code(&e)
+            commands::exit_status(&e).into()
         }
     }
 }

@@ -75,4 +75,10 @@ mod tests {
         );
         assert_eq!(cli.settings().give_up_after, Duration::from_secs(600));
     }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
+    }
 }

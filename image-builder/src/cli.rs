@@ -22,6 +22,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Build the ISO, PXE files, initramfs and manifest.json into an output directory
     Build {
+        /// Output directory: ferry-rescue.iso, pxe/, initramfs and manifest.json
         #[arg(long)]
         out: PathBuf,
         /// A linux-image-*.deb (default: fetch bookworm-backports' linux-image-6.12.*-amd64-unsigned)
@@ -78,6 +79,7 @@ pub enum Cmd {
         /// PXE initrd to customize: the site cpio is appended
         #[arg(long)]
         initrd: Option<PathBuf>,
+        /// The customized copy to write (the input is never changed)
         #[arg(long)]
         out: PathBuf,
         /// The virtio-win ISO or its unpacked tree: its drivers are appended to the copy's initrd
@@ -120,5 +122,15 @@ impl SiteArgs {
             }
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 }

@@ -7,7 +7,17 @@ use ferry_client::cli::ConnectArgs;
 use ferry_engine::restore;
 
 #[derive(Parser)]
-#[command(version, about = "Restore Ferry snapshots onto disks or image files")]
+#[command(
+    version,
+    about = "Restore Ferry snapshots onto disks or image files",
+    after_help = "Exit status of restore and fixup: 0 done; 1 failed; 2 bad arguments; 3 the \
+                  appliance stayed unreachable or kept failing for the whole --retry-window \
+                  (run again: it resumes); 4 refused before anything was written (a target too \
+                  small, holding data or in use, no safe layout, a certificate the pinned CA \
+                  does not vouch for, a request the appliance refused); 5 verification failed \
+                  (a chunk, an index or the manifest's signature); agent: 0 when its job \
+                  succeeded, else 1 (docs/configuration.md)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -42,7 +52,7 @@ pub enum Cmd {
         #[arg(long)]
         grow: bool,
         /// The LV to grow with --grow, as VG/LV (default: the last LV holding a growable filesystem)
-        #[arg(long, requires = "grow")]
+        #[arg(long, value_name = "VG/LV", requires = "grow")]
         grow_lv: Option<String>,
         /// Chunk fetches in flight
         #[arg(long, default_value_t = restore::DEFAULT_PARALLEL)]
@@ -92,5 +102,15 @@ pub fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
             Ok((disk.to_string(), PathBuf::from(dest)))
         }
         _ => Err(format!("{s:?} is not DISK=DEST (e.g. sda=/dev/vda)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn every_flag_and_subcommand_has_help_text() {
+        use clap::CommandFactory;
+        ferry_test_support::cli::assert_documented(super::Cli::command());
     }
 }

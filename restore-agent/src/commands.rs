@@ -3,8 +3,24 @@
 use std::path::{Path, PathBuf};
 
 use ferry_client::cli::ConnectArgs;
+use ferry_client::exit::ExitStatus;
+use ferry_client::ClientError;
 use ferry_engine::restore::{self, RestoreOptions};
+use ferry_engine::EngineError;
 use ferry_fixup::Change;
+
+/// The exit status for `e` (docs/configuration.md, "Exit codes"), from the typed error under
+/// its context: 4 refused before anything was written, 5 verification failed, 3 the appliance
+/// stayed unreachable for the retry window, else 1 (clap exits 2 itself).
+pub fn exit_status(e: &anyhow::Error) -> ExitStatus {
+    if let Some(e) = e.downcast_ref::<EngineError>() {
+        return e.exit_status();
+    }
+    if let Some(c) = e.downcast_ref::<ClientError>() {
+        return c.exit_status();
+    }
+    ExitStatus::Failure
+}
 
 /// `restore`: gather (with `--basis`, the basis snapshot's indexes too), print the plan, execute.
 pub fn restore(

@@ -6,10 +6,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Cmd};
 use ferry_engine::restore::RestoreOptions;
+use restore_agent::cli::{Cli, Cmd};
 
-mod cli;
 mod commands;
 mod pid1;
 
@@ -77,7 +76,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("restore-agent: error: {e:#}");
-            ExitCode::FAILURE
+            commands::exit_status(&e).into()
         }
     }
 }

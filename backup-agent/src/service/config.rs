@@ -1,4 +1,5 @@
-//! The service's config file (`/etc/ferry/backup-agent.toml`, `packaging/backup-agent.toml.example`):
+//! The service's config file (`/etc/ferry/agent.toml`, `packaging/backup-agent.toml.example`,
+//! every key in docs/configuration.md):
 //! where the appliance is and which CA it must present, the machine and its disks, the state
 //! directory, the enroll token, the operator's hooks, and whose network configuration each
 //! sync records (`network`, [`crate::network`]). Everything is checked at start
@@ -20,8 +21,11 @@ pub use crate::hooks_config::Hooks;
 use crate::hooks_config::HooksError;
 use crate::network::NetworkChoice;
 
-/// Where the service reads its config unless `--config` says otherwise.
-pub const DEFAULT_CONFIG: &str = "/etc/ferry/backup-agent.toml";
+/// Where the service reads its config unless `--config` or FERRY_AGENT_CONFIG says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/ferry/agent.toml";
+/// The default before it was renamed: still read when only it exists, so an installed source
+/// keeps working after an upgrade.
+pub const LEGACY_CONFIG: &str = "/etc/ferry/backup-agent.toml";
 /// Where the credential (and nothing else yet) is kept unless `state_dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferry";
 /// How long a request keeps retrying through a network cut or an appliance restart.
@@ -29,15 +33,27 @@ pub const DEFAULT_RETRY_WINDOW: Duration = ferry_client::DEFAULT_RETRY_WINDOW;
 /// Largest config file read (it is a few lines).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// The file to read: the one named (`--config`, FERRY_AGENT_CONFIG), else [`DEFAULT_CONFIG`],
+/// else [`LEGACY_CONFIG`] when only that one `exists`.
+pub fn config_path(named: Option<&Path>, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    match named {
+        Some(p) => p.to_path_buf(),
+        None if !exists(Path::new(DEFAULT_CONFIG)) && exists(Path::new(LEGACY_CONFIG)) => {
+            PathBuf::from(LEGACY_CONFIG)
+        }
+        None => PathBuf::from(DEFAULT_CONFIG),
+    }
+}
+
 /// A config the service cannot run with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}; write it (packaging/backup-agent.toml.example shows every key) or pass --config FILE")]
+    #[error("cannot read the config file {path}: {source}; write it (docs/configuration.md lists every key) or pass --config FILE")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {detail}(packaging/backup-agent.toml.example shows every key)")]
+    #[error("config file {path} is not valid: {detail}(docs/configuration.md lists every key)")]
     Parse { path: PathBuf, detail: String },
     #[error(transparent)]
     Hooks(#[from] HooksError),
@@ -610,8 +626,27 @@ timeout = "30s"
     #[test]
     fn a_missing_file_says_how_to_fix_it() {
         let e = Config::load(Path::new("/nonexistent/backup-agent.toml")).expect_err("missing");
+        assert!(e.to_string().contains("docs/configuration.md"), "{e}");
         let msg = e.to_string();
         assert!(msg.contains("/nonexistent/backup-agent.toml"), "{msg}");
         assert!(msg.contains("--config"), "{msg}");
+    }
+
+    #[test]
+    fn the_default_file_is_agent_toml_and_the_old_name_still_works() {
+        use super::{config_path, DEFAULT_CONFIG, LEGACY_CONFIG};
+        let only = |p: &'static str| move |q: &Path| q == Path::new(p);
+        let named = Path::new("/srv/a.toml");
+        assert_eq!(config_path(Some(named), only(LEGACY_CONFIG)), named);
+        assert_eq!(config_path(None, |_| false), Path::new(DEFAULT_CONFIG));
+        assert_eq!(
+            config_path(None, only(DEFAULT_CONFIG)),
+            Path::new(DEFAULT_CONFIG)
+        );
+        assert_eq!(
+            config_path(None, only(LEGACY_CONFIG)),
+            Path::new(LEGACY_CONFIG)
+        );
+        assert_eq!(config_path(None, |_| true), Path::new(DEFAULT_CONFIG));
     }
 }

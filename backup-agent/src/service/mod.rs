@@ -21,7 +21,7 @@ mod live;
 pub mod run;
 mod state;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,9 +42,10 @@ const STOP_REPORT_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Args)]
 pub struct ServiceArgs {
-    /// The service's config file (packaging/backup-agent.toml.example shows every key)
-    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// The service's config file (docs/configuration.md lists every key) [default:
+    /// /etc/ferry/agent.toml, else /etc/ferry/backup-agent.toml if only that exists]
+    #[arg(long, value_name = "FILE", env = "FERRY_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Check the config file (CA, disks, hooks) and the kept credential, then exit
     #[arg(long)]
     pub check: bool,
@@ -67,7 +68,8 @@ enum Event {
 
 /// Run the service until SIGTERM (`Ok`: exit 0) or an error retrying cannot fix.
 pub fn run(args: &ServiceArgs) -> Result<()> {
-    let config = Config::load(&args.config)?;
+    let path = config::config_path(args.config.as_deref(), Path::exists);
+    let config = Config::load(&path)?;
     tracing::info!(
         "backup-agent {} service: machine {}, appliance {} (CA {}), disks {}, state {}",
         env!("CARGO_PKG_VERSION"),

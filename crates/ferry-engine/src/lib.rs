@@ -115,6 +115,19 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// What the process exits with (docs/configuration.md, "Exit codes"): a refusal or a
+    /// layout with no safe plan happen before any write; a chunk that does not match its id
+    /// is a failed verification; the client's errors map by their kind.
+    pub fn exit_status(&self) -> ferry_client::exit::ExitStatus {
+        use ferry_client::exit::ExitStatus;
+        match self.cause() {
+            EngineError::Client(c) => c.exit_status(),
+            EngineError::Refused(_) | EngineError::Layout(_) => ExitStatus::Refused,
+            EngineError::CorruptChunk { .. } => ExitStatus::Verification,
+            _ => ExitStatus::Failure,
+        }
+    }
+
     /// The error itself, or for [`EngineError::Step`] the failure inside the step.
     pub fn cause(&self) -> &EngineError {
         match self {
@@ -134,5 +147,71 @@ pub(crate) fn io_err<'a>(
         op,
         offset,
         source,
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use ferry_client::exit::ExitStatus;
+    use ferry_client::ClientError;
+
+    use super::{EngineError, Refusal};
+
+    fn step(e: EngineError) -> EngineError {
+        EngineError::Step {
+            number: 3,
+            step: "write the data".into(),
+            source: Box::new(e),
+        }
+    }
+
+    #[test]
+    fn each_kind_of_failure_has_its_exit_status() {
+        let corrupt = || EngineError::CorruptChunk {
+            id: ferry_format::ChunkId::of(b"x"),
+            disk: "sda".into(),
+            offset: 0,
+            detail: "hash".into(),
+        };
+        let cases = [
+            (
+                EngineError::Refused(Refusal::NoTargets),
+                ExitStatus::Refused,
+            ),
+            (
+                EngineError::Layout(ferry_layout::PlanError::TargetTooSmall {
+                    disk: "sda".into(),
+                    target: "/dev/vdb".into(),
+                    needed: 2,
+                    have: 1,
+                    hint: String::new(),
+                }),
+                ExitStatus::Refused,
+            ),
+            (corrupt(), ExitStatus::Verification),
+            (step(corrupt()), ExitStatus::Verification),
+            (
+                step(EngineError::Client(ClientError::Unreachable {
+                    url: "u".into(),
+                    what: "w".into(),
+                    detail: "d".into(),
+                    waited: std::time::Duration::ZERO,
+                })),
+                ExitStatus::GaveUp,
+            ),
+            (
+                EngineError::Io {
+                    path: "/dev/vdb".into(),
+                    op: "write",
+                    offset: 0,
+                    source: std::io::ErrorKind::Other.into(),
+                },
+                ExitStatus::Failure,
+            ),
+            (EngineError::Worker("panic".into()), ExitStatus::Failure),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.exit_status(), want, "{e}");
+        }
     }
 }

@@ -405,16 +405,29 @@ pub fn verify(
         print!("{report}");
     }
     if !report.is_clean() {
-        bail!(
-            "the store is damaged: {} bad chunks (moved to {}), {} missing chunks, {} damaged \
-             snapshots; do what each DAMAGED line says",
-            report.bad_chunks.len(),
-            store.damaged_dir().display(),
-            report.missing_chunks.len(),
-            report.damaged_snapshots.len()
-        );
+        return Err(StoreDamaged {
+            bad_chunks: report.bad_chunks.len(),
+            damaged_dir: store.damaged_dir(),
+            missing_chunks: report.missing_chunks.len(),
+            damaged_snapshots: report.damaged_snapshots.len(),
+        }
+        .into());
     }
     Ok(())
+}
+
+/// `verify` found damage: the appliance exits with "verification failed" (5) on it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the store is damaged: {bad_chunks} bad chunks (moved to {}), {missing_chunks} missing \
+     chunks, {damaged_snapshots} damaged snapshots; do what each DAMAGED line says",
+    damaged_dir.display()
+)]
+pub struct StoreDamaged {
+    pub bad_chunks: usize,
+    pub damaged_dir: std::path::PathBuf,
+    pub missing_chunks: usize,
+    pub damaged_snapshots: usize,
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {

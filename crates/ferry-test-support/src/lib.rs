@@ -3,6 +3,7 @@
 //! workspace uses [`disk`] and [`tools`] too); panicking on failure is the point here: every
 //! helper is test setup.
 //!
+//! - [`cli`]: the check that every flag and subcommand of a binary has help text.
 //! - [`crc`]: CRC-32 and LVM's checksum, for building and re-sealing hostile images.
 //! - [`disk`]: an in-memory disk; GPT, MBR/EBR and LVM2 PVs built byte by byte; resealing their
 //!   checksums after a mutation (the probe tests and the fuzz targets share them).
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod crc;
 pub mod disk;
 pub mod https;

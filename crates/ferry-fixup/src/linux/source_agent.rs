@@ -16,7 +16,9 @@ use super::{FileAction, FileEdit};
 /// The source agent's unit (packaging/systemd).
 pub const UNIT: &str = "ferry-backup-agent.service";
 /// Its config, which may move the state directory.
-pub const CONFIG: &str = "etc/ferry/backup-agent.toml";
+pub const CONFIG: &str = "etc/ferry/agent.toml";
+/// The config's earlier name, which the agent still reads when [`CONFIG`] does not exist.
+pub const LEGACY_CONFIG: &str = "etc/ferry/backup-agent.toml";
 /// The state directory when the config does not set `state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferry";
 /// The credential file in the state directory (backup-agent's `service::state`).
@@ -41,7 +43,15 @@ pub(super) fn plan(root: &Path) -> (Vec<FileEdit>, Vec<String>) {
             });
         }
     }
-    let config = std::fs::read_to_string(root.join(CONFIG)).ok();
+    // The file the agent reads: agent.toml, else its earlier name.
+    let (config_rel, config) = match std::fs::read_to_string(root.join(CONFIG)) {
+        Ok(c) => (CONFIG, Some(c)),
+        Err(_) => (
+            LEGACY_CONFIG,
+            std::fs::read_to_string(root.join(LEGACY_CONFIG)).ok(),
+        ),
+    };
+    let shown = if config.is_some() { config_rel } else { CONFIG };
     match credential_path(config.as_deref()) {
         Ok(rel) => {
             let file = root.join(&rel);
@@ -60,7 +70,7 @@ pub(super) fn plan(root: &Path) -> (Vec<FileEdit>, Vec<String>) {
             }
         }
         Err(why) => notes.push(format!(
-            "/{CONFIG}: {why}; the source's credential was not looked for: delete it on the \
+            "/{shown}: {why}; the source's credential was not looked for: delete it on the \
              migrated system before its agent starts"
         )),
     }
@@ -69,7 +79,7 @@ pub(super) fn plan(root: &Path) -> (Vec<FileEdit>, Vec<String>) {
             "the source's agent ({UNIT}) is disabled on the migrated system and its credential \
              deleted; to back up the migrated server from now on, give it an enroll token of its \
              own (`appliance token create --role backup --machine NAME`), set it and that \
-             machine name in /{CONFIG} and run `systemctl enable --now {UNIT}`"
+             machine name in /{shown} and run `systemctl enable --now {UNIT}`"
         ));
     }
     (edits, notes)
@@ -148,6 +158,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(CREDENTIAL_FILE), "src-m.secret\n").unwrap();
         t
+    }
+
+    #[test]
+    fn the_configs_earlier_name_still_moves_the_state_directory() {
+        let t = root_with_agent(None, "srv/state");
+        std::fs::create_dir_all(t.path().join("etc/ferry")).unwrap();
+        std::fs::write(t.path().join(LEGACY_CONFIG), "state_dir = \"/srv/state\"\n").unwrap();
+        let (edits, notes) = plan(t.path());
+        assert!(
+            edits
+                .iter()
+                .any(|e| e.path == Path::new("srv/state/source.cred")),
+            "{edits:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains(LEGACY_CONFIG)), "{notes:?}");
     }
 
     #[test]
