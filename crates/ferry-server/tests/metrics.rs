@@ -1,7 +1,7 @@
 //! `/healthz` and `/metrics` over the real HTTPS server: who may read what, and that the
 //! figures follow what happened (requests by route pattern, chunk uploads, snapshots per
-//! machine, agents), in a text Prometheus parses (checked by its own grammar's rules here:
-//! every sample line is `name{labels} value`).
+//! machine, agents), in a text Prometheus parses: read by the Prometheus project's Python
+//! client (its strict OpenMetrics parser), which also refuses a broken exposition.
 
 use ferry_format::api::Role;
 use ferry_store::tokens::create_token_at;
@@ -127,4 +127,107 @@ fn metrics_need_an_admin_or_metrics_token_and_follow_the_store() {
         &[("agent", &a.agent)]
     )
     .is_some_and(|t| t > 1.7e9));
+}
+
+/// Parse with the Prometheus project's own Python client (Debian's python3-prometheus-client,
+/// its strict OpenMetrics parser): every family with its type, and every sample.
+fn prometheus_parse(text: &str) -> serde_json::Value {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = {"type": f.type,
+                   "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+print(json.dumps(out))
+"#;
+    // Debian's interpreter, where scripts/setup installs the package (not a pyenv shim's).
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3 (scripts/setup installs python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_exposition_parses_with_prometheus_own_parser() {
+    let w = World::new();
+    let root = w.c.at_root();
+    w.snapshot("web01", 3);
+    w.snapshot("web01", 4);
+    w.snapshot("db01", 5);
+    w.enroll("52:54:00:00:00:0a", &[("vda", 1 << 20, true)]);
+    let text = String::from_utf8(root.ok("GET", "/metrics", &w.admin, None, 200)).unwrap();
+    let families = prometheus_parse(&text);
+    let family = |name: &str| {
+        families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name} in {families}"))
+    };
+    assert_eq!(family("ferry_http_requests")["type"], "counter");
+    assert_eq!(family("ferry_store_chunks")["type"], "gauge");
+    // Per-machine snapshot counts, as the parser reads them.
+    let snaps: std::collections::BTreeMap<String, f64> = family("ferry_snapshots")["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s[1]["machine"].as_str().unwrap().to_string(),
+                s[2].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(snaps.get("web01"), Some(&2.0), "{snaps:?}");
+    assert_eq!(snaps.get("db01"), Some(&1.0), "{snaps:?}");
+    // The parser's value of one counter equals what the text says.
+    let puts = family("ferry_http_requests")["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s[0] == "ferry_http_requests_total"
+                && s[1]["route"] == "/api/v1/chunks/{id}"
+                && s[1]["method"] == "PUT"
+        })
+        .map(|s| s[2].as_f64().unwrap())
+        .expect("chunk uploads counted");
+    assert!(puts >= 9.0, "three snapshots of three chunks: {puts}");
+    assert_eq!(
+        Some(puts),
+        sample(
+            &text,
+            "ferry_http_requests_total",
+            &[("route", "/api/v1/chunks/{id}"), ("method", "PUT")]
+        )
+    );
+    // A broken exposition is refused by the same parser (the check can fail).
+    let broken = text.replace("# EOF\n", "");
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nlist(p(sys.argv[1]))",
+            &broken,
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(!ok, "the parser accepted an exposition without # EOF");
 }
