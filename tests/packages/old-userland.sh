@@ -7,22 +7,24 @@
 #             reach; no registry here offers a CentOS 7 or Debian 9 root filesystem), made by
 #             debootstrap once and cached;
 #   nolibc    a root with no libc, no loader and no shell at all: only the agent, the CA and the
-#             disk image (and /dev/null, /dev/urandom, /proc). What runs here needs nothing from
-#             any userland, whatever its age.
+#             disk image (and /dev/null, /dev/random, /dev/urandom, /proc). What runs here needs nothing from
+#             any userland, whatever its age;
+#   linux310  the nolibc root again, with every system call Linux added after 3.10 (CentOS 7's
+#             kernel) answering ENOSYS (a seccomp filter: tests/packages/linux310-syscalls.py):
+#             statx, getrandom, copy_file_range, clone3, … The agent must fall back as on 3.10.
 # to a real appliance on 127.0.0.1 (the chroot shares the host's network namespace). Each
 # snapshot is then restored on the host with restore-agent and compared with `cmp`. `file`,
 # `readelf` and `ldd` (the host's and bullseye's own) show the binary is static.
 #
 #   bash tests/packages/old-userland.sh
 #
-# What this does not show: an old kernel. The chroots run on this host's kernel. The binary's
-# floor is Rust's for x86_64-unknown-linux-musl (Linux 3.2; CentOS 7 has 3.10), and Rust's std
-# falls back when newer system calls (statx, getrandom, …) answer ENOSYS.
+# What this does not show: an old kernel's behaviour beyond its system-call table (new flags,
+# ioctls, drivers). The binary's floor is Rust's for x86_64-unknown-linux-musl (Linux 3.2).
 #
 # Env: FERRY_OLDROOT_CACHE (default ~/.cache/ferry/oldroot), FERRY_DEBIAN_MIRROR (default
 #      http://deb.debian.org/debian), FERRY_OLDROOT_WORK (default /tmp/ferry-oldroot),
 #      CARGO_TARGET_DIR (default target/; the static build is made when missing).
-# Needs (scripts/setup): debootstrap, file, binutils (readelf).
+# Needs (scripts/setup): debootstrap, file, binutils (readelf), python3-seccomp.
 # Prints "N passed, N failed" last.
 set -uo pipefail
 
@@ -118,6 +120,9 @@ prepare() {
     mkdir -p "$r/dev" "$r/proc"
     [[ -e $r/dev/null ]] || mknod -m 0666 "$r/dev/null" c 1 3
     [[ -e $r/dev/urandom ]] || mknod -m 0666 "$r/dev/urandom" c 1 9
+    # Where getrandom(2) is missing (Linux < 3.17) the agent's RNG polls /dev/random, then reads
+    # /dev/urandom (the getrandom crate's fallback).
+    [[ -e $r/dev/random ]] || mknod -m 0666 "$r/dev/random" c 1 8
     mount -t proc proc "$r/proc" && MOUNTS+=("$r/proc")
 }
 
@@ -127,9 +132,9 @@ run_in() {
     say "$name: backup-agent backup from inside chroot $r"
     prepare "$r" || { bad "$name: prepare the chroot"; return; }
     t=$(now)
-    if env -i FERRY_TOKEN="$BACKUP" PATH=/usr/local/bin:/usr/bin:/bin "$(command -v chroot)" "$r" /usr/local/bin/backup-agent backup \
+    if env -i FERRY_TOKEN="$BACKUP" PATH=/usr/local/bin:/usr/bin:/bin "${WRAP[@]}" "$(command -v chroot)" "$r" /usr/local/bin/backup-agent backup \
         --appliance "https://127.0.0.1:$PORT" --ca /etc/ferry-test/ca.pem --machine "$machine" \
-        --disk sda=/disk.img --rate-limit 0 --json >"$WORK/$name.backup.json" 2>"$WORK/$name.backup.err"; then
+        --disk sda=/disk.img --rate-limit 0 --retry-window 60s --json >"$WORK/$name.backup.json" 2>"$WORK/$name.backup.err"; then
         snap=$(jq -r .snapshot "$WORK/$name.backup.json")
         ok "$name: backup from the chroot: snapshot $snap ($(jq -r .bytes_uploaded "$WORK/$name.backup.json") bytes uploaded, $(elapsed "$t") s)"
     else
@@ -167,8 +172,20 @@ old_ldd=$(chroot "$OV.root" ldd /usr/local/bin/backup-agent 2>&1)
 echo "ldd (bullseye's own): $(echo $old_ldd)"
 [[ $old_ldd == *"not a dynamic executable"* || $old_ldd == *"statically linked"* ]] && ok "ldd (bullseye): ${old_ldd//$'\t'/}" || bad "ldd (bullseye) lists libraries: $old_ldd"
 
+WRAP=()
 run_in nolibc "$NOLIBC"
 libs=$(find "$NOLIBC" -xdev \( -name 'ld-*' -o -name 'libc*' -o -name '*.so*' -o -name sh \) -print)
 [[ -z $libs ]] && ok "nolibc: the root holds no libc, loader, shared library or shell ($(find "$NOLIBC" -xdev -type f | wc -l) files)" \
     || bad "nolibc: the root holds $libs"
+
+# The same root once more, with every system call newer than Linux 3.10 answering ENOSYS.
+WRAP=(/usr/bin/python3 "$ROOT/tests/packages/linux310-syscalls.py")
+if /usr/bin/python3 -c 'import seccomp' 2>/dev/null; then
+    run_in linux310 "$NOLIBC"
+    grep -q 'system calls newer than Linux 3.10 answer ENOSYS' "$WORK/linux310.backup.err" \
+        && ok "linux310: the backup ran under the filter ($(grep -o '[0-9]* system calls' "$WORK/linux310.backup.err"))" \
+        || bad "linux310: the filter did not run"
+else
+    bad "linux310: python3-seccomp is missing: run scripts/setup"
+fi
 finish
