@@ -8,7 +8,8 @@
 #   security); backs up a 64 MiB GPT disk image with the packaged backup-agent to the packaged
 #   appliance on https://127.0.0.1:8443 and restores it with the packaged restore-agent (cmp,
 #   sfdisk --verify); stamps the packaged PXE initrd with the packaged image-builder; then
-#   apt-get remove and purge, and lists every path the whole cycle left on the root filesystem.
+#   apt-get remove and dpkg --purge, and lists every path the whole cycle left on the root
+#   filesystem. Before the boot, `man -l` renders the appliance's man page from its .deb.
 # The host counts the "PKG ok:"/"PKG FAIL:" lines of the guest's log (read from its disk afterwards).
 #
 #   bash tests/guests/packages.sh
@@ -68,6 +69,17 @@ for p in ferry-appliance ferry-backup-agent ferry-rescue; do
     echo "$(basename "$f"): $(stat -c %s "$f") bytes"
 done
 
+say "man appliance renders (man -l on the page in the .deb)"
+rm -rf "$WORK/deb-appliance"
+mkdir -p "$WORK/deb-appliance"
+dpkg-deb -x "${debs[0]}" "$WORK/deb-appliance" || abort "dpkg-deb -x ${debs[0]}"
+if MANWIDTH=80 man -l "$WORK/deb-appliance/usr/share/man/man1/appliance.1.gz" 2>"$WORK/man.err" | col -b >"$WORK/man.txt" \
+    && grep -q '^NAME' "$WORK/man.txt" && grep -q 'appliance' "$WORK/man.txt"; then
+    ok "man -l appliance.1.gz renders ($(wc -l <"$WORK/man.txt") lines): $(grep -A1 '^NAME' "$WORK/man.txt" | tail -1 | sed 's/^ *//')"
+else
+    bad "man -l appliance.1.gz: $(head -3 "$WORK/man.err")"
+fi
+
 say "guest: a copy of debian12-uefi.raw with the packages and the test injected"
 bash "$ROOT/tests/guests/build-debian.sh" >"$WORK/guests.log" 2>&1 || { tail -30 "$WORK/guests.log"; abort "build the Debian guests"; }
 cp --sparse=always "$CACHE/debian12-uefi.raw" "$WORK/disk.raw" || abort "copy the guest"
@@ -80,6 +92,9 @@ inject() {
     install -D -m 0755 "$ROOT/tests/guests/packages/ferry-pkg-test" "$r/usr/local/sbin/ferry-pkg-test" || return 1
     install -m 0644 "$ROOT/tests/guests/packages/ferry-pkg-test.service" "$r/etc/systemd/system/" || return 1
     ln -sfn /etc/systemd/system/ferry-pkg-test.service "$r/etc/systemd/system/multi-user.target.wants/ferry-pkg-test.service" || return 1
+    # The cached guest keeps man pages and docs out (dpkg path-exclude): this one takes them,
+    # to check the packages' man pages and completions.
+    rm -f "$r/etc/dpkg/dpkg.cfg.d/01-ferry-nodoc"
     # No login prompt on the serial console: agetty's vhangup() would cut the test's output.
     ln -sfn /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service" || return 1
     # The build's marker powers the guest off after its check: masked.
