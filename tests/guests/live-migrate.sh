@@ -129,7 +129,7 @@ SIZE=$(stat -c %s "$SRC/disk.raw")
 mount -o loop,offset=$ROOT_OFFSET "$SRC/disk.raw" "$MNT" || abort "loop-mount the copy's root"
 inject() {
     local r=$MNT
-    install -D -m 0755 "$REL/backup-agent" "$r/usr/local/bin/backup-agent" || return 1
+    install -D -m 0755 "$REL/backup-agent" "$r/usr/bin/backup-agent" || return 1
     install -D -m 0644 "$ROOT/packaging/systemd/ferry-backup-agent.service" "$r/etc/systemd/system/ferry-backup-agent.service" || return 1
     install -D -m 0644 "$LIVE/console.conf" "$r/etc/systemd/system/ferry-backup-agent.service.d/console.conf" || return 1
     install -d -m 0700 "$r/etc/ferry" || return 1
