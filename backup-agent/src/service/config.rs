@@ -237,16 +237,16 @@ impl Config {
     }
 }
 
+/// One URL, or the URLs of several appliance nodes separated by commas.
 fn check_url(url: &str) -> Result<String, String> {
-    let url = url.trim().trim_end_matches('/');
-    match url.strip_prefix("https://") {
-        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
-            Ok(url.to_string())
-        }
-        _ => Err(format!(
-            "{url:?} is not an appliance URL: give https://HOST:PORT (the appliance speaks HTTPS only)"
-        )),
-    }
+    ferry_format::urls::ApplianceUrls::parse(url)
+        .map(|urls| urls.to_string())
+        .map_err(|e| {
+            format!(
+                "{url:?} is not an appliance URL ({e}): give https://HOST:PORT, or the nodes' \
+                 URLs separated by commas (the appliance speaks HTTPS only)"
+            )
+        })
 }
 
 /// `network`: auto (the default), none, or an absolute directory.

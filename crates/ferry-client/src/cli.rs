@@ -7,7 +7,8 @@ use crate::{load_trust, parse_duration, Client, ClientConfig, ClientError};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// Appliance URL, e.g. https://10.0.2.2:8443
+    /// Appliance URL, e.g. https://10.0.2.2:8443; several nodes of one appliance: their URLs
+    /// separated by commas (tried in turn when one cannot be reached)
     #[arg(long, env = "FERRY_APPLIANCE")]
     pub appliance: String,
     /// The appliance's ca.pem (pins its CA and its manifest signing key)

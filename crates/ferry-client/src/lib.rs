@@ -10,6 +10,11 @@
 //!   A request that gives up says what the last attempt met: the network
 //!   ([`ClientError::Unreachable`]) or the appliance's own error text
 //!   ([`ClientError::ServerFailing`], e.g. "No space left on device").
+//! - Several nodes: the URL may list the nodes of one appliance (comma-separated); requests go to
+//!   one node and move to the next when it cannot be reached (no connection, a reset, a timeout,
+//!   or 502/503/504 from a proxy in front of it), at once while untried nodes remain, then with
+//!   backoff. The nodes share one store, so an upload session, a job or a restore carries on
+//!   where it was. Every clone of a client follows the same current node.
 //! - `Client` is `Sync`: many threads share one connection pool.
 
 #![forbid(unsafe_code)]
@@ -20,12 +25,14 @@ mod sources;
 mod standby;
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_format::agent;
 use ferry_format::api::{self, API_PREFIX};
 use ferry_format::signing::TrustBundle;
+use ferry_format::urls::ApplianceUrls;
 use ferry_format::{ChunkId, DiskIndex, Manifest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -97,7 +104,7 @@ impl ClientError {
 /// Where and how to reach the appliance.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Base URL, e.g. `https://10.0.2.2:8443`.
+    /// Base URL, e.g. `https://10.0.2.2:8443`, or the URLs of several nodes, comma-separated.
     pub url: String,
     pub trust: TrustBundle,
     pub token: String,
@@ -108,13 +115,49 @@ pub struct ClientConfig {
 
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    nodes: Arc<Nodes>,
     auth: String,
     trust: TrustBundle,
     retry_window: Duration,
     /// Since when every request to this appliance has failed (`None` after any success); shared
     /// by every clone so concurrent and consecutive requests see one outage.
     outage: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The appliance's nodes and the one requests go to now.
+struct Nodes {
+    urls: ApplianceUrls,
+    current: AtomicUsize,
+}
+
+impl Nodes {
+    /// The node requests go to now: its index and base URL.
+    fn current(&self) -> (usize, &str) {
+        let i = self.current.load(Ordering::Relaxed) % self.urls.urls().len();
+        (i, &self.urls.urls()[i])
+    }
+
+    /// Node `failed` could not be reached: move to the next one, unless another request has
+    /// moved on already. False with a single node.
+    fn move_past(&self, failed: usize) -> bool {
+        let n = self.urls.urls().len();
+        if n < 2 {
+            return false;
+        }
+        let next = (failed + 1) % n;
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                "the appliance node {} cannot be reached: moving to {}",
+                self.urls.urls()[failed],
+                self.urls.urls()[next]
+            );
+        }
+        true
+    }
 }
 
 /// One attempt's failure: try again, or give up now.
@@ -125,10 +168,22 @@ enum Failure {
 
 /// What a failed attempt met; the last one is reported when the retry window runs out.
 enum Transient {
-    /// No answer: connection refused or reset, timeout, TLS failure, a body cut off.
+    /// No answer: connection refused or reset, timeout, TLS failure, a body cut off (or a
+    /// gateway's 502/503/504: the node behind it is down).
     Network(String),
     /// The appliance answered 5xx with this error text.
     Server { status: u16, message: String },
+}
+
+impl Transient {
+    /// The node itself is out of reach (or a gateway in front of it says so): another node may
+    /// answer.
+    fn node_down(&self) -> bool {
+        match self {
+            Transient::Network(_) => true,
+            Transient::Server { status, .. } => matches!(status, 502..=504),
+        }
+    }
 }
 
 impl std::fmt::Display for Transient {
@@ -142,15 +197,14 @@ impl std::fmt::Display for Transient {
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
-        let base = cfg.url.trim_end_matches('/').to_string();
-        if !base.starts_with("https://") {
-            return Err(ClientError::BadAnswer {
-                what: "the appliance URL".into(),
-                detail: format!(
-                    "{base:?} must start with https:// (the appliance speaks HTTPS only)"
-                ),
-            });
-        }
+        let urls = ApplianceUrls::parse(&cfg.url).map_err(|e| ClientError::BadAnswer {
+            what: "the appliance URL".into(),
+            detail: format!(
+                "{:?}: {e} (give https://HOST:PORT, or the nodes' URLs separated by commas; the \
+                 appliance speaks HTTPS only)",
+                cfg.url
+            ),
+        })?;
         let roots: Vec<ureq::tls::Certificate<'static>> = cfg
             .trust
             .ca_certs
@@ -175,7 +229,10 @@ impl Client {
             .new_agent();
         Ok(Client {
             agent,
-            base,
+            nodes: Arc::new(Nodes {
+                urls,
+                current: AtomicUsize::new(0),
+            }),
             auth: format!("Bearer {}", cfg.token.trim()),
             trust: cfg.trust,
             retry_window: cfg.retry_window,
@@ -183,8 +240,14 @@ impl Client {
         })
     }
 
+    /// The base URL of the node requests go to now.
     pub fn url(&self) -> &str {
-        &self.base
+        self.nodes.current().1
+    }
+
+    /// Every node's URL, as configured.
+    pub fn urls(&self) -> &ApplianceUrls {
+        &self.nodes.urls
     }
 
     /// The same appliance, connection pool and trust with another bearer token (an agent's
@@ -192,7 +255,7 @@ impl Client {
     pub fn with_token(&self, token: &str) -> Client {
         Client {
             agent: self.agent.clone(),
-            base: self.base.clone(),
+            nodes: Arc::clone(&self.nodes),
             auth: format!("Bearer {}", token.trim()),
             trust: self.trust.clone(),
             retry_window: self.retry_window,
@@ -215,15 +278,20 @@ impl Client {
     /// Run `attempt` until it succeeds, fails finally, or the retry window is spent: counted
     /// from this request's first failure or from the start of the appliance's outage (every
     /// request failing), whichever is earlier.
+    /// `attempt` gets the base URL of the node to use. A node that cannot be reached is left
+    /// for the next one at once while this round has untried nodes, then after the backoff.
     fn retry<T>(
         &self,
         what: &str,
-        mut attempt: impl FnMut() -> Result<T, Failure>,
+        mut attempt: impl FnMut(&str) -> Result<T, Failure>,
     ) -> Result<T, ClientError> {
         let mut first_failure: Option<Instant> = None;
         let mut delay = FIRST_BACKOFF;
+        // Nodes that failed since the last sleep.
+        let mut failed_in_round = 0;
         loop {
-            match attempt() {
+            let (node, base) = self.nodes.current();
+            match attempt(base) {
                 Ok(v) => {
                     *self.outage.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     if let Some(t) = first_failure {
@@ -244,8 +312,16 @@ impl Client {
                         .get_or_insert(mine);
                     let waited = mine.elapsed().max(outage.elapsed());
                     if waited >= self.retry_window {
-                        return Err(self.gave_up(what, cause, waited));
+                        return Err(self.gave_up(base, what, cause, waited));
                     }
+                    if cause.node_down() && self.nodes.move_past(node) {
+                        failed_in_round += 1;
+                        if failed_in_round < self.nodes.urls.urls().len() {
+                            tracing::warn!("{what}: {base}: {cause}; trying the next node");
+                            continue;
+                        }
+                    }
+                    failed_in_round = 0;
                     tracing::warn!("{what}: {cause}; retrying in {:.1}s", delay.as_secs_f64());
                     std::thread::sleep(delay.min(self.retry_window.saturating_sub(waited)));
                     delay = (delay * 2).min(MAX_BACKOFF);
@@ -254,8 +330,13 @@ impl Client {
         }
     }
 
-    fn gave_up(&self, what: &str, cause: Transient, waited: Duration) -> ClientError {
-        let (url, what) = (self.base.clone(), what.to_string());
+    fn gave_up(&self, base: &str, what: &str, cause: Transient, waited: Duration) -> ClientError {
+        let url = if self.nodes.urls.urls().len() > 1 {
+            format!("{base} (and every other node of {})", self.nodes.urls)
+        } else {
+            base.to_string()
+        };
+        let what = what.to_string();
         match cause {
             Transient::Network(detail) => ClientError::Unreachable {
                 url,
@@ -273,10 +354,12 @@ impl Client {
         }
     }
 
-    fn classify(&self, e: ureq::Error) -> Failure {
+    fn classify(base: &str, e: ureq::Error) -> Failure {
+        // Final even when other nodes remain: a node the pinned CA does not vouch for is an
+        // impostor or a misconfiguration, and neither is worked around.
         if let Some(detail) = certificate_problem(&e) {
             return Failure::Final(ClientError::Certificate {
-                url: self.base.clone(),
+                url: base.to_string(),
                 detail,
             });
         }
@@ -292,9 +375,9 @@ impl Client {
         accept_status: &[u16],
         mut read: impl FnMut(u16, &mut ureq::Body) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{API_PREFIX}{path}", self.base);
         let what = format!("{method} {path}");
-        self.retry(&what, || {
+        self.retry(&what, |base| {
+            let url = format!("{base}{API_PREFIX}{path}");
             let req = ureq::http::Request::builder()
                 .method(method)
                 .uri(&url)
@@ -312,7 +395,7 @@ impl Client {
                     self.agent.run(req)
                 }
             };
-            let mut resp = result.map_err(|e| self.classify(e))?;
+            let mut resp = result.map_err(|e| Self::classify(base, e))?;
             let status = resp.status().as_u16();
             if (200..300).contains(&status) || accept_status.contains(&status) {
                 return read(status, resp.body_mut()).map_err(|e| match e {
@@ -726,14 +809,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    /// A client of an address where nothing listens: every attempt is refused at once.
-    fn client_of_closed_port(window: Duration) -> Client {
+    fn closed_port_url() -> String {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        format!("https://127.0.0.1:{port}")
+    }
+
+    /// A client of an address where nothing listens: every attempt is refused at once.
+    fn client_of_closed_port(window: Duration) -> Client {
+        client_of(&closed_port_url(), window)
+    }
+
+    fn client_of(url: &str, window: Duration) -> Client {
         Client::new(ClientConfig {
-            url: format!("https://127.0.0.1:{port}"),
+            url: url.to_string(),
             trust: TrustBundle {
                 ca_certs: Vec::new(),
                 signing_key: ferry_format::signing::SigningKey([0; 32]),
@@ -794,5 +885,57 @@ mod tests {
             "took {:?}",
             t.elapsed()
         );
+    }
+
+    #[test]
+    fn a_dead_node_is_left_for_the_next_and_every_clone_follows() {
+        let (a, b) = (closed_port_url(), closed_port_url());
+        let c = client_of(&format!("{a},{b}"), Duration::from_secs(2));
+        assert_eq!(c.url(), a);
+        let t = Instant::now();
+        let e = c.hello().expect_err("nothing listens");
+        // Both nodes were tried in each round; the error names them.
+        assert!(e.gave_up_retrying(), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("every other node of {a},{b}")),
+            "{e}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        // A clone shares the current node.
+        let clone = c.with_token("other");
+        assert_eq!(clone.url(), c.url());
+        // Moving past a node another request has already left does not move again.
+        let (now, _) = c.nodes.current();
+        assert!(c.nodes.move_past(now));
+        let moved = c.url().to_string();
+        assert!(c.nodes.move_past(now));
+        assert_eq!(c.url(), moved);
+        assert_eq!(clone.url(), moved);
+    }
+
+    #[test]
+    fn one_node_never_moves_and_bad_lists_are_refused() {
+        let c = client_of(&closed_port_url(), Duration::from_secs(1));
+        assert!(!c.nodes.move_past(0));
+        for bad in ["https://a,http://b", "https://a,https://a", ","] {
+            let e = Client::new(ClientConfig {
+                url: bad.into(),
+                trust: TrustBundle {
+                    ca_certs: Vec::new(),
+                    signing_key: ferry_format::signing::SigningKey([0; 32]),
+                },
+                token: "t".into(),
+                retry_window: Duration::from_secs(1),
+                connections: 2,
+            })
+            .err()
+            .expect("refused");
+            assert!(e.to_string().contains("the appliance URL"), "{e}");
+        }
     }
 }

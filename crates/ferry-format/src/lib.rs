@@ -34,6 +34,7 @@ pub mod signing;
 pub mod site;
 pub mod source;
 pub mod units;
+pub mod urls;
 
 pub use chunk::{ChunkId, DEFAULT_CHUNK_SIZE};
 pub use index::{DiskIndex, Entry};

@@ -10,7 +10,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `ferry.appliance` | `https://HOST[:PORT]` |
+//! | `ferry.appliance` | `https://HOST[:PORT]`, or several comma-separated (nodes of one appliance) |
 //! | `ferry.token` | the enrollment token, printable ASCII (never printed) |
 //! | `ferry.ca_sha256` | SHA-256 pin of the appliance CA, 64 hex digits (`:` allowed) |
 //! | `ferry.debug` | `1/0`, `yes/no`, `on/off`, `true/false` |
@@ -122,7 +122,7 @@ impl Key {
     /// The syntax quoted in errors.
     pub fn expected(self) -> &'static str {
         match self {
-            Key::Appliance => "ferry.appliance=https://HOST[:PORT]",
+            Key::Appliance => "ferry.appliance=https://HOST[:PORT][,https://HOST2[:PORT]...]",
             Key::Token => "ferry.token=TOKEN (printable ASCII, no spaces)",
             Key::CaSha256 => "ferry.ca_sha256=<64 hex digits>",
             Key::Debug => "ferry.debug, ferry.debug=1 or ferry.debug=0",
@@ -189,6 +189,8 @@ pub enum ValueError {
     NotIpv4(String),
     #[error("more than {max} values")]
     TooMany { max: usize },
+    #[error("{0} is listed twice")]
+    Duplicate(String),
 }
 
 /// A site.conf that cannot be used: each names the line and, where there is one, the key.
@@ -467,15 +469,16 @@ fn parse_bool(v: Option<&str>) -> Result<bool, ValueError> {
     }
 }
 
+/// One URL or several, comma-separated (the nodes of one appliance), in their canonical form.
 fn parse_url(v: &str) -> Result<String, ValueError> {
-    let rest = v.strip_prefix("https://").ok_or(ValueError::NotHttps)?;
-    if rest.is_empty()
-        || rest.starts_with('/')
-        || v.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ValueError::NoHost);
+    use crate::urls::{ApplianceUrls, UrlError, MAX_NODES};
+    match ApplianceUrls::parse(v) {
+        Ok(urls) => Ok(urls.to_string()),
+        Err(UrlError::NotHttps) => Err(ValueError::NotHttps),
+        Err(UrlError::NoHost | UrlError::Empty) => Err(ValueError::NoHost),
+        Err(UrlError::TooMany) => Err(ValueError::TooMany { max: MAX_NODES }),
+        Err(UrlError::Duplicate(url)) => Err(ValueError::Duplicate(url)),
     }
-    Ok(v.to_string())
 }
 
 /// 64 hex digits, `:` separators allowed.

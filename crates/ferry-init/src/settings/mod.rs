@@ -5,7 +5,7 @@
 //!
 //! | command line | site.conf | meaning |
 //! | --- | --- | --- |
-//! | `ferry.appliance=https://HOST[:PORT]` | `ferry.appliance=` or `appliance=` | the appliance URL |
+//! | `ferry.appliance=https://HOST[:PORT]` | `ferry.appliance=` or `appliance=` | the appliance URL, or several nodes' URLs comma-separated |
 //! | `ferry.token=T` | `ferry.token=` or `token=` | the enrollment token (never printed) |
 //! | `ferry.ca_sha256=HEX` | `ferry.ca_sha256=` or `ca_sha256=` | SHA-256 pin of the appliance CA (64 hex digits) |
 //! | `ferry.debug[=1]` | `ferry.debug=` or `debug=` | debug logging (`1/0`, `yes/no`, `on/off`, `true/false`) |
