@@ -13,6 +13,7 @@
 #      FUZZ_SANITIZER    none (default: fastest; panics, overflow checks, timeouts, OOM and huge
 #                        allocations are still caught) or address
 #      FUZZ_BUILD_ONLY=1 build, do not run (scripts/test starts the build early)
+#      FUZZ_JOBS         targets run at a time (default: the number of cores)
 #      FUZZ_LOG_DIR      where each run's libFuzzer output goes (default fuzz/target/logs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,19 +58,17 @@ bin=target/x86_64-unknown-linux-gnu/release
 targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
 # The image targets write their input to a scratch file for every run: keep it in memory.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
-failed=()
-for t in $targets; do
-  [ -x "$bin/$t" ] || die "no fuzz target $t (cargo fuzz list names them)"
+# One target: its regression inputs, then the timed run. Prints its result; non-zero on a crash.
+run_target() {
+  local t=$1 log="$logs/$1.log" regs runs cov input
   mkdir -p "corpus/$t" "artifacts/$t" "regressions/$t" "seeds/$t"
-  log="$logs/$t.log"
   # Regressions first: each must run clean on its own.
   mapfile -t regs < <(find "regressions/$t" -type f ! -name '.*' | sort)
   if [ ${#regs[@]} -gt 0 ] && ! "$bin/$t" -timeout=25 "${regs[@]}" </dev/null >"$log" 2>&1; then
     echo "FAIL: fuzz target $t fails on a regression input (log: $log):"
     grep -E "panicked|ERROR: libFuzzer|Running: " "$log" | tail -5
     echo "  reproduce: cd fuzz && cargo +nightly fuzz run -s $sanitizer $t <the input above>"
-    failed+=("$t")
-    continue
+    return 1
   fi
   # -timeout: one input taking longer is a hang; -rss_limit_mb also caps a single allocation.
   if "$bin/$t" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
@@ -84,8 +83,28 @@ for t in $targets; do
     grep -E "panicked at|^ERROR|SUMMARY|thread '" "$log" | head -6 | sed 's/^/  /'
     echo "  reproduce: cd fuzz && cargo +nightly fuzz run -s $sanitizer $t ${input:-artifacts/$t/<input>}"
     echo "  then fix the parser and keep the input: cp fuzz/$input fuzz/regressions/$t/"
-    failed+=("$t")
+    return 1
   fi
+}
+
+# A libFuzzer run keeps one core busy: as many at a time as there are cores (FUZZ_JOBS).
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+for t in $targets; do
+  [ -x "$bin/$t" ] || die "no fuzz target $t (cargo fuzz list names them)"
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  (
+    rc=0
+    run_target "$t" >"$results/$t.out" 2>&1 || rc=$?
+    echo "$rc" >"$results/$t.rc"
+  ) &
+done
+wait
+failed=()
+for t in $targets; do
+  cat "$results/$t.out"
+  [ "$(cat "$results/$t.rc")" = 0 ] || failed+=("$t")
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAIL: fuzz: ${#failed[@]} target(s) crashed: ${failed[*]}"
