@@ -61,7 +61,9 @@ impl From<StoreError> for ApiError {
             StoreError::BadChunk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::Io { .. } | StoreError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Io { .. } | StoreError::Key(_) | StoreError::Database { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Refused(_) => StatusCode::FORBIDDEN,
         };

@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The caller proved nothing it claimed (a standby proof that does not hold).
     #[error("{0}")]
     Refused(String),
+    /// The records database (PostgreSQL) failed `op`.
+    #[error("{op}: PostgreSQL: {detail}")]
+    Database { op: String, detail: String },
     /// A job's network rules do not fit the snapshot or the target (`--nic`, `--reip`, `--ip`).
     #[error(transparent)]
     Network(#[from] ferry_fixup::network::RulesError),

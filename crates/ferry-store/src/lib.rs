@@ -49,6 +49,7 @@ pub mod gc;
 pub mod index_file;
 pub mod jobs;
 pub mod keys;
+pub mod meta;
 pub mod migrations;
 pub mod prune;
 pub mod reads;

@@ -1,0 +1,440 @@
+//! Records in PostgreSQL, for several appliance nodes sharing one store.
+//!
+//! - One schema per store (`PgConfig::schema`), so one database may hold several stores (the
+//!   tests do). Tables: `records` (a JSON document per collection and id), `record_logs`
+//!   (appended chunks of a record's log), `schema_migrations` (applied versions).
+//! - Schema migrations are numbered SQL scripts applied in order at open, in one transaction
+//!   holding a transaction advisory lock, so nodes starting together apply each once. A
+//!   database newer than this binary is refused.
+//! - A collection's lock is a session advisory lock (key: the schema's hash, the collection's
+//!   number). A thread keeps one connection for all the locks it holds on a store and runs its
+//!   reads and writes on that connection meanwhile: if the connection dies (and PostgreSQL drops
+//!   its locks with it), the writes made under the lock fail too instead of going on
+//!   unprotected. A thread takes at most one connection for its locks, taken before its first
+//!   lock, so a full pool cannot deadlock threads that hold locks.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{Collection, RecordLock, Records};
+use crate::error::{Result, StoreError};
+
+/// The schema version this binary writes (the last of [`MIGRATIONS`]).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Append only: a released
+/// script is never edited.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE records (
+        collection text NOT NULL,
+        id text NOT NULL,
+        body jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (collection, id)
+    );
+    CREATE TABLE record_logs (
+        collection text NOT NULL,
+        id text NOT NULL,
+        seq bigserial NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (collection, id, seq)
+    );
+"];
+
+/// Where the records live.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (or the key=value form libpq takes).
+    pub url: String,
+    /// The store's schema in that database: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+    pub schema: String,
+    /// Connections per node.
+    pub pool_size: u32,
+}
+
+impl fmt::Debug for PgConfig {
+    // The URL may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Conn = r2d2::PooledConnection<Manager>;
+
+#[derive(Clone, Debug)]
+pub struct PgRecords {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: r2d2::Pool<Manager>,
+    schema: String,
+    /// Told apart in [`HELD`] from other stores the same thread uses.
+    instance: u64,
+    /// First half of every lock key: the schema's.
+    lock_space: i32,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgreSQL schema {}", self.schema)
+    }
+}
+
+/// The connection a thread holds its locks on, per store.
+struct Held {
+    instance: u64,
+    conn: Conn,
+    locks: usize,
+}
+
+thread_local! {
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+}
+
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+fn db_err(op: &str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
+    move |e| StoreError::Database {
+        op: op.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn pool_err(op: &str) -> impl FnOnce(r2d2::Error) -> StoreError + '_ {
+    move |e| StoreError::Database {
+        op: op.to_string(),
+        detail: format!("no connection: {e}"),
+    }
+}
+
+/// A schema name safe to splice into SQL (identifiers cannot be bound as parameters).
+fn check_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let ok = schema.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "PostgreSQL schema {schema:?}: use lowercase letters, digits and _, starting with a \
+             letter or _, at most 63 bytes"
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct SearchPath(String);
+
+impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SearchPath {
+    fn on_acquire(&self, conn: &mut postgres::Client) -> Result<(), postgres::Error> {
+        conn.batch_execute(&format!("SET search_path TO {}", self.0))
+    }
+}
+
+impl PgRecords {
+    /// Connect, create the schema if needed and bring it to [`SCHEMA_VERSION`].
+    pub fn open(cfg: &PgConfig) -> Result<PgRecords> {
+        check_schema(&cfg.schema)?;
+        let pg = postgres::Config::from_str(&cfg.url).map_err(db_err("read the PostgreSQL URL"))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(cfg.pool_size.max(2))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(15))
+            .connection_customizer(Box::new(SearchPath(cfg.schema.clone())))
+            .build(PostgresConnectionManager::new(pg, NoTls))
+            .map_err(pool_err("connect to PostgreSQL"))?;
+        let digest = blake3::hash(format!("ferry records\0{}", cfg.schema).as_bytes());
+        let [a, b, c, d, ..] = *digest.as_bytes();
+        let records = PgRecords {
+            inner: Arc::new(Inner {
+                pool,
+                schema: cfg.schema.clone(),
+                instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+                lock_space: i32::from_le_bytes([a, b, c, d]),
+            }),
+        };
+        records.migrate()?;
+        Ok(records)
+    }
+
+    /// The schema version the database is at after [`PgRecords::open`].
+    pub fn schema_version(&self) -> Result<i32> {
+        self.with_conn("read the schema version", |c| {
+            c.query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map(|r| r.get(0))
+        })
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let schema = &self.inner.schema;
+        let mut conn = self.inner.pool.get().map_err(pool_err("migrate"))?;
+        let op = "apply the schema migrations";
+        let mut tx = conn.transaction().map_err(db_err(op))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, 0)",
+            &[&self.inner.lock_space],
+        )
+        .map_err(db_err(op))?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             SET LOCAL search_path TO {schema};
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        ))
+        .map_err(db_err(op))?;
+        let at: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(db_err(op))?
+            .get(0);
+        if at > SCHEMA_VERSION {
+            return Err(StoreError::Conflict(format!(
+                "PostgreSQL schema {schema} is at version {at}, newer than this appliance \
+                 understands ({SCHEMA_VERSION}): run the newer appliance on every node"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+            let version = i as i32 + 1;
+            tx.batch_execute(sql).map_err(db_err(op))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&version],
+            )
+            .map_err(db_err(op))?;
+            tracing::info!("PostgreSQL schema {schema}: migrated to version {version}");
+        }
+        tx.commit().map_err(db_err(op))
+    }
+
+    fn key(&self, c: Collection) -> (i32, i32) {
+        (self.inner.lock_space, c.lock_number())
+    }
+
+    /// Run `f` on the connection this thread holds its locks on, or on one from the pool.
+    fn with_conn<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let instance = self.inner.instance;
+        let result = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.iter_mut().find(|x| x.instance == instance) {
+                Some(held) => Ok::<_, StoreError>(f(&mut held.conn)),
+                None => {
+                    drop(h);
+                    let mut conn = self.inner.pool.get().map_err(pool_err(op))?;
+                    Ok(f(&mut conn))
+                }
+            }
+        })?;
+        result.map_err(db_err(op))
+    }
+}
+
+/// Releases one collection lock; the thread's connection goes back to the pool with its last.
+struct PgLockGuard {
+    records: PgRecords,
+    key: (i32, i32),
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for PgLockGuard {
+    fn drop(&mut self) {
+        let instance = self.records.inner.instance;
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let Some(i) = h.iter().position(|x| x.instance == instance) else {
+                return;
+            };
+            if let Err(e) = h[i].conn.execute(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&self.key.0, &self.key.1],
+            ) {
+                // The connection is gone, and the lock with it.
+                tracing::warn!("release a PostgreSQL record lock: {e}");
+            }
+            h[i].locks -= 1;
+            if h[i].locks == 0 {
+                h.swap_remove(i);
+            }
+        });
+    }
+}
+
+impl Records for PgRecords {
+    fn lock(&self, c: Collection) -> Result<RecordLock> {
+        let op = format!("lock the {c} records");
+        let instance = self.inner.instance;
+        let key = self.key(c);
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let i = match h.iter().position(|x| x.instance == instance) {
+                Some(i) => i,
+                None => {
+                    let conn = self.inner.pool.get().map_err(pool_err(&op))?;
+                    h.push(Held {
+                        instance,
+                        conn,
+                        locks: 0,
+                    });
+                    h.len() - 1
+                }
+            };
+            let taken = h[i]
+                .conn
+                .execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]);
+            match taken {
+                Ok(_) => h[i].locks += 1,
+                Err(e) => {
+                    if h[i].locks == 0 {
+                        h.swap_remove(i);
+                    }
+                    return Err(db_err(&op)(e));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(RecordLock {
+            _held: Box::new(PgLockGuard {
+                records: self.clone(),
+                key,
+                _not_send: PhantomData,
+            }),
+        })
+    }
+
+    fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>> {
+        self.with_conn(&format!("read {c} record {id}"), |conn| {
+            conn.query_opt(
+                "SELECT body::text FROM records WHERE collection = $1 AND id = $2",
+                &[&c.name(), &id],
+            )
+            .map(|row| row.map(|r| r.get::<_, String>(0).into_bytes()))
+        })
+    }
+
+    fn put(&self, c: Collection, id: &str, body: &[u8]) -> Result<()> {
+        let text = std::str::from_utf8(body).map_err(|_| {
+            StoreError::Invalid(format!("{c} record {id}: the record is not UTF-8 JSON"))
+        })?;
+        self.with_conn(&format!("write {c} record {id}"), |conn| {
+            conn.execute(
+                "INSERT INTO records (collection, id, body) VALUES ($1, $2, $3::text::jsonb)
+                 ON CONFLICT (collection, id)
+                 DO UPDATE SET body = excluded.body, updated_at = now()",
+                &[&c.name(), &id, &text],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn delete(&self, c: Collection, id: &str) -> Result<bool> {
+        self.with_conn(&format!("delete {c} record {id}"), |conn| {
+            let mut tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM record_logs WHERE collection = $1 AND id = $2",
+                &[&c.name(), &id],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM records WHERE collection = $1 AND id = $2",
+                &[&c.name(), &id],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn ids(&self, c: Collection) -> Result<Vec<String>> {
+        self.with_conn(&format!("list the {c} records"), |conn| {
+            conn.query(
+                "SELECT id FROM records WHERE collection = $1 ORDER BY id COLLATE \"C\"",
+                &[&c.name()],
+            )
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn append_log(&self, c: Collection, id: &str, data: &[u8]) -> Result<u64> {
+        self.with_conn(&format!("append to the log of {c} record {id}"), |conn| {
+            conn.execute(
+                "INSERT INTO record_logs (collection, id, data) VALUES ($1, $2, $3)",
+                &[&c.name(), &id, &data],
+            )?;
+            log_size(conn, c, id)
+        })
+    }
+
+    fn read_log(&self, c: Collection, id: &str) -> Result<Vec<u8>> {
+        self.with_conn(&format!("read the log of {c} record {id}"), |conn| {
+            let rows = conn.query(
+                "SELECT data FROM record_logs WHERE collection = $1 AND id = $2 ORDER BY seq",
+                &[&c.name(), &id],
+            )?;
+            Ok(rows.iter().flat_map(|r| r.get::<_, Vec<u8>>(0)).collect())
+        })
+    }
+
+    fn log_size(&self, c: Collection, id: &str) -> Result<u64> {
+        self.with_conn(&format!("size the log of {c} record {id}"), |conn| {
+            log_size(conn, c, id)
+        })
+    }
+}
+
+fn log_size(conn: &mut postgres::Client, c: Collection, id: &str) -> Result<u64, postgres::Error> {
+    let n: i64 = conn
+        .query_one(
+            "SELECT coalesce(sum(octet_length(data)), 0)::bigint FROM record_logs
+             WHERE collection = $1 AND id = $2",
+            &[&c.name(), &id],
+        )?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_that_could_inject_sql_are_refused() {
+        for ok in ["ferry", "_t1", "store_2026"] {
+            assert!(check_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Ferry",
+            "a;drop",
+            "a b",
+            "a\"b",
+            &"x".repeat(64),
+        ] {
+            assert!(check_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}
