@@ -12,7 +12,6 @@
 //!
 //! Bounds: at most [`MAX_UNAPPROVED`] unapproved records; the oldest is dropped for a new one.
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -24,8 +23,9 @@ use ferry_format::marker::proof_hash;
 use ferry_format::names::{check_name, NameKind};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::error::{Result, StoreError};
+use crate::fsx;
+use crate::meta::{Collection, RecordLock};
 use crate::snapshots::rfc3339;
 use crate::tokens::hash_token;
 use crate::Store;
@@ -73,14 +73,9 @@ impl Store {
         self.root().join("agents")
     }
 
-    fn agent_path(&self, id: &str) -> PathBuf {
-        self.agents_dir().join(format!("{id}.json"))
-    }
-
-    /// Serialises read-modify-write of agent records between threads and processes.
-    pub(crate) fn lock_agents(&self) -> Result<FileLock> {
-        fsx::create_dir_all(&self.agents_dir())?;
-        FileLock::acquire(&self.agents_dir().join(".lock"), LockMode::Exclusive)
+    /// Serialises read-modify-write of agent records between threads, processes and nodes.
+    pub(crate) fn lock_agents(&self) -> Result<RecordLock> {
+        self.records().lock(Collection::Agents)
     }
 
     /// Record a new enrollment and issue its credential. It is approved only when it proves it
@@ -182,7 +177,7 @@ impl Store {
         }
         loop {
             let id = format!("{base}-{}", fsx::random_hex(2)?);
-            if !self.agent_path(&id).exists() {
+            if self.records().get(Collection::Agents, &id)?.is_none() {
                 return Ok(id);
             }
         }
@@ -229,15 +224,14 @@ impl Store {
         }
         unapproved.sort_by(|a, b| (&a.last_seen, &a.agent).cmp(&(&b.last_seen, &b.agent)));
         for a in &unapproved[..unapproved.len() - MAX_UNAPPROVED] {
-            let p = self.agent_path(&a.agent);
             tracing::warn!(
                 "dropping unapproved agent {} (last seen {}): more than {MAX_UNAPPROVED} agents wait for approval",
                 a.agent,
                 a.last_seen
             );
-            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+            self.records().delete(Collection::Agents, &a.agent)?;
         }
-        fsx::fsync_dir(&self.agents_dir())
+        Ok(())
     }
 
     /// The operator trusts agent `id` with jobs. With `code`, the agent must have shown that
@@ -283,32 +277,26 @@ impl Store {
                 rec.info.job.unwrap_or_default()
             )));
         }
-        let p = self.agent_path(id);
-        fs::remove_file(&p).map_err(io_err("remove", &p))?;
-        fsx::fsync_dir(&self.agents_dir())
+        self.records().delete(Collection::Agents, id)?;
+        Ok(())
     }
 
     pub(crate) fn write_agent(&self, rec: &AgentRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');
-        fsx::write_atomic(&self.agent_path(&rec.info.agent), &bytes, 0o600)
+        self.records()
+            .put(Collection::Agents, &rec.info.agent, &bytes)
     }
 
     pub fn agent_record(&self, id: &str) -> Result<AgentRecord> {
         check_name(NameKind::Agent, id)?;
-        let path = self.agent_path(id);
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(format!(
-                    "no agent {id} has enrolled: see `appliance agents`"
-                ))
-            } else {
-                io_err("read", &path)(e)
-            }
+        let bytes = self.records().get(Collection::Agents, id)?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no agent {id} has enrolled: see `appliance agents`"
+            ))
         })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))
+        parse_agent(id, &bytes)
     }
 
     /// The agent a credential belongs to, `None` when it is not a valid credential.
@@ -347,12 +335,10 @@ impl Store {
     /// Every enrolled agent, by id.
     pub fn list_agents(&self) -> Result<Vec<AgentInfo>> {
         let mut out = Vec::new();
-        for id in fsx::json_record_ids(&self.agents_dir())? {
-            let id = id.as_str();
-            let name = format!("{id}.json");
-            match self.agent_record(id) {
+        for (id, bytes) in self.records().all(Collection::Agents)? {
+            match parse_agent(&id, &bytes) {
                 Ok(rec) => out.push(rec.info),
-                Err(e) => tracing::warn!("skipping agent record {name}: {e}"),
+                Err(e) => tracing::warn!("skipping agent record {id}: {e}"),
             }
         }
         out.sort_by(|a, b| a.agent.cmp(&b.agent));
@@ -363,4 +349,9 @@ impl Store {
 /// Compare two hashes without an early exit (no timing hint about how much matched).
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_agent(id: &str, bytes: &[u8]) -> Result<AgentRecord> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("parse the record of agent {id}: {e}")))
 }

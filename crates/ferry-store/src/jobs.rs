@@ -8,7 +8,6 @@
 //! the agent writes anything.
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -24,8 +23,9 @@ use ferry_format::names::{check_name, NameKind};
 use ferry_format::units::human_bytes;
 use ferry_format::{ChunkId, DiskIndex, Entry};
 
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::error::{Result, StoreError};
+use crate::fsx;
+use crate::meta::{Collection, RecordLock};
 use crate::snapshots::rfc3339;
 use crate::Store;
 
@@ -70,24 +70,15 @@ impl Store {
         self.root().join("jobs")
     }
 
-    fn job_path(&self, id: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{id}.json"))
-    }
-
-    fn events_path(&self, id: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{id}.events.jsonl"))
-    }
-
-    pub(crate) fn lock_jobs(&self) -> Result<FileLock> {
-        fsx::create_dir_all(&self.jobs_dir())?;
-        FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)
+    pub(crate) fn lock_jobs(&self) -> Result<RecordLock> {
+        self.records().lock(Collection::Jobs)
     }
 
     pub(crate) fn write_job(&self, job: &JobRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(job).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');
-        fsx::write_atomic(&self.job_path(&job.id), &bytes, 0o644)
+        self.records().put(Collection::Jobs, &job.id, &bytes)
     }
 
     /// Check a new job against its snapshot (and its agent, when named) and record it.
@@ -192,7 +183,6 @@ impl Store {
             ..JobRecord::pending(id, new.for_, JobKind::Restore, rfc3339(now), seq)
         };
         self.write_job(&job)?;
-        fsx::fsync_dir(&self.jobs_dir())?;
         Ok(job)
     }
 
@@ -229,7 +219,6 @@ impl Store {
             ..JobRecord::pending(id, new.for_, JobKind::Backup, rfc3339(now), seq)
         };
         self.write_job(&job)?;
-        fsx::fsync_dir(&self.jobs_dir())?;
         Ok(job)
     }
 
@@ -241,7 +230,7 @@ impl Store {
     fn new_job_id(&self) -> Result<String> {
         loop {
             let id = format!("job-{}", fsx::random_hex(4)?);
-            if !self.job_path(&id).exists() {
+            if self.records().get(Collection::Jobs, &id)?.is_none() {
                 return Ok(id);
             }
         }
@@ -278,27 +267,19 @@ impl Store {
 
     pub fn job(&self, id: &str) -> Result<JobRecord> {
         check_name(NameKind::Job, id)?;
-        let path = self.job_path(id);
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(format!("there is no job {id}: see `appliance jobs list`"))
-            } else {
-                io_err("read", &path)(e)
-            }
+        let bytes = self.records().get(Collection::Jobs, id)?.ok_or_else(|| {
+            StoreError::NotFound(format!("there is no job {id}: see `appliance jobs list`"))
         })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))
+        parse_job(id, &bytes)
     }
 
     /// Every job, oldest first.
     pub fn list_jobs(&self) -> Result<Vec<JobRecord>> {
         let mut out = Vec::new();
-        for id in fsx::json_record_ids(&self.jobs_dir())? {
-            let id = id.as_str();
-            let name = format!("{id}.json");
-            match self.job(id) {
+        for (id, bytes) in self.records().all(Collection::Jobs)? {
+            match parse_job(&id, &bytes) {
                 Ok(j) => out.push(j),
-                Err(e) => tracing::warn!("skipping job record {name}: {e}"),
+                Err(e) => tracing::warn!("skipping job record {id}: {e}"),
             }
         }
         out.sort_by(|a, b| (&a.created, a.seq, &a.id).cmp(&(&b.created, b.seq, &b.id)));
@@ -308,22 +289,16 @@ impl Store {
     /// A job's events, in the order they were received.
     pub fn job_events(&self, id: &str) -> Result<Vec<Event>> {
         check_name(NameKind::Job, id)?;
-        let path = self.events_path(id);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("read", &path)(e)),
-        };
+        let log = self.records().read_log(Collection::Jobs, id)?;
         // A line cut short by a crash mid-append is skipped, not fatal.
-        Ok(text
+        Ok(String::from_utf8_lossy(&log)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
     }
 
     fn append_event_lines(&self, id: &str, events: &[Event]) -> Result<()> {
-        let path = self.events_path(id);
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size = self.records().log_size(Collection::Jobs, id)?;
         let full = size >= MAX_EVENT_LOG;
         let mut buf = Vec::new();
         if full && size < MAX_EVENT_LOG + EVENT_LOG_RESERVE {
@@ -337,7 +312,10 @@ impl Store {
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 buf.push(b'\n');
             }
-            return fsx::append_durable(&path, &buf);
+            return self
+                .records()
+                .append_log(Collection::Jobs, id, &buf)
+                .map(|_| ());
         } else if full {
             return Ok(());
         }
@@ -363,7 +341,9 @@ impl Store {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             buf.push(b'\n');
         }
-        fsx::append_durable(&path, &buf)
+        self.records()
+            .append_log(Collection::Jobs, id, &buf)
+            .map(|_| ())
     }
 
     /// The job `agent` is to run now, if any: its oldest pending or running job (bound to it, or
@@ -639,4 +619,9 @@ pub(crate) fn disk_needs(manifest: &Manifest) -> Vec<DiskNeed> {
             size: d.size,
         })
         .collect()
+}
+
+fn parse_job(id: &str, bytes: &[u8]) -> Result<JobRecord> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("parse the record of job {id}: {e}")))
 }

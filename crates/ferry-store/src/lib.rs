@@ -61,6 +61,7 @@ pub mod verify;
 pub mod views;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::{Result, StoreError};
 
@@ -72,6 +73,8 @@ pub const STORE_VERSION: u32 = 1;
 pub struct Store {
     root: PathBuf,
     config: config::StoreConfig,
+    /// Agents, jobs, sources, migrations ([`meta`]).
+    records: Arc<dyn meta::Records>,
 }
 
 impl Store {
@@ -81,7 +84,13 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             config,
+            records: Arc::new(meta::LocalRecords::new(root)),
         })
+    }
+
+    /// Where the records live: the store's directory, or PostgreSQL for several nodes.
+    pub(crate) fn records(&self) -> &dyn meta::Records {
+        self.records.as_ref()
     }
 
     pub fn root(&self) -> &Path {

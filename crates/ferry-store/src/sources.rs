@@ -17,7 +17,6 @@
 //!
 //! Every read-modify-write holds `sources/.lock`. Lock order: jobs, then sources.
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +29,9 @@ use ferry_format::source::{
 use serde::{Deserialize, Serialize};
 
 use crate::agents::constant_time_eq;
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::error::{Result, StoreError};
+use crate::fsx;
+use crate::meta::{Collection, RecordLock};
 use crate::snapshots::rfc3339;
 use crate::tokens::{hash_token, parse_rfc3339};
 use crate::Store;
@@ -204,45 +204,38 @@ impl Store {
         self.root().join("sources")
     }
 
-    fn source_path(&self, machine: &str) -> PathBuf {
-        self.sources_dir().join(format!("{machine}.json"))
-    }
-
-    /// Serialises read-modify-write of source records between threads and processes.
-    pub(crate) fn lock_sources(&self) -> Result<FileLock> {
-        fsx::create_dir_all(&self.sources_dir())?;
-        FileLock::acquire(&self.sources_dir().join(".lock"), LockMode::Exclusive)
+    /// Serialises read-modify-write of source records between threads, processes and nodes.
+    pub(crate) fn lock_sources(&self) -> Result<RecordLock> {
+        self.records().lock(Collection::Sources)
     }
 
     fn write_source(&self, rec: &SourceRecord) -> Result<()> {
-        fsx::write_atomic(&self.source_path(&rec.machine), &to_json(rec)?, 0o600)
+        self.records()
+            .put(Collection::Sources, &rec.machine, &to_json(rec)?)
     }
 
     /// The record of `machine`; `NotFound` naming what to do when there is none.
     pub fn source(&self, machine: &str) -> Result<SourceRecord> {
         check_name(NameKind::Machine, machine)?;
-        let path = self.source_path(machine);
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+        let bytes = self
+            .records()
+            .get(Collection::Sources, machine)?
+            .ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "there is no source machine {machine}: configure it with `appliance sources \
                      set {machine}` or enroll its backup-agent service"
                 ))
-            } else {
-                io_err("read", &path)(e)
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))
+            })?;
+        parse_source(machine, &bytes)
     }
 
     /// Every source record, by machine name (unreadable ones are skipped with a warning).
     pub fn list_sources(&self) -> Result<Vec<SourceRecord>> {
         let mut out = Vec::new();
-        for machine in fsx::json_record_ids(&self.sources_dir())? {
-            match self.source(&machine) {
+        for (machine, bytes) in self.records().all(Collection::Sources)? {
+            match parse_source(&machine, &bytes) {
                 Ok(r) => out.push(r),
-                Err(e) => tracing::warn!("skipping source record {machine}.json: {e}"),
+                Err(e) => tracing::warn!("skipping source record {machine}: {e}"),
             }
         }
         out.sort_by(|a, b| a.machine.cmp(&b.machine));
@@ -756,4 +749,10 @@ mod tests {
         touch_last_seen(&mut r, at(60));
         assert_eq!(r.last_seen, Some(rfc3339(at(60))));
     }
+}
+
+fn parse_source(machine: &str, bytes: &[u8]) -> Result<SourceRecord> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Invalid(format!("parse the record of source machine {machine}: {e}"))
+    })
 }

@@ -102,6 +102,20 @@ pub trait Records: Send + Sync + fmt::Debug {
     fn delete(&self, c: Collection, id: &str) -> Result<bool>;
     /// Every record's id, sorted.
     fn ids(&self, c: Collection) -> Result<Vec<String>>;
+    /// Every record with its id, sorted by id; one whose body cannot be read is left out with a
+    /// warning (as a damaged file always was).
+    fn all(&self, c: Collection) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for id in self.ids(c)? {
+            match self.get(c, &id) {
+                Ok(Some(body)) => out.push((id, body)),
+                // Deleted since the listing.
+                Ok(None) => {}
+                Err(e) => tracing::warn!("skipping {c} record {id}: {e}"),
+            }
+        }
+        Ok(out)
+    }
     /// Append to a record's log (a job's events: JSON lines); returns the log's size after.
     fn append_log(&self, c: Collection, id: &str, data: &[u8]) -> Result<u64>;
     /// A record's log (empty if none).

@@ -378,6 +378,20 @@ impl Records for PgRecords {
         })
     }
 
+    fn all(&self, c: Collection) -> Result<Vec<(String, Vec<u8>)>> {
+        self.with_conn(&format!("read the {c} records"), |conn| {
+            conn.query(
+                "SELECT id, body::text FROM records WHERE collection = $1 ORDER BY id COLLATE \"C\"",
+                &[&c.name()],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get::<_, String>(1).into_bytes()))
+                    .collect()
+            })
+        })
+    }
+
     fn append_log(&self, c: Collection, id: &str, data: &[u8]) -> Result<u64> {
         self.with_conn(&format!("append to the log of {c} record {id}"), |conn| {
             conn.execute(

@@ -1,7 +1,6 @@
 //! `migrations/<id>.json` I/O under `migrations/.lock`, creating a migration with its standby
 //! job, moving it between states, and ending its standby job.
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -10,8 +9,9 @@ use ferry_format::agent::{
 };
 use ferry_format::api::SnapshotSummary;
 
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::error::{Result, StoreError};
+use crate::fsx;
+use crate::meta::{Collection, RecordLock};
 use crate::snapshots::rfc3339;
 use crate::Store;
 
@@ -23,43 +23,33 @@ impl Store {
         self.root().join("migrations")
     }
 
-    pub(super) fn migration_path(&self, id: &str) -> PathBuf {
-        self.migrations_dir().join(format!("{id}.json"))
-    }
-
-    pub(crate) fn lock_migrations(&self) -> Result<FileLock> {
-        fsx::create_dir_all(&self.migrations_dir())?;
-        FileLock::acquire(&self.migrations_dir().join(".lock"), LockMode::Exclusive)
+    pub(crate) fn lock_migrations(&self) -> Result<RecordLock> {
+        self.records().lock(Collection::Migrations)
     }
 
     pub(super) fn write_migration(&self, rec: &MigrationRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');
-        fsx::write_atomic(&self.migration_path(&rec.id), &bytes, 0o600)
+        self.records().put(Collection::Migrations, &rec.id, &bytes)
     }
 
     pub fn migration(&self, id: &str) -> MResult<MigrationRecord> {
         check_id(id)?;
-        let path = self.migration_path(id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(MigrationError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(io_err("read", &path)(e).into()),
-        };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())).into())
+        let bytes = self
+            .records()
+            .get(Collection::Migrations, id)?
+            .ok_or_else(|| MigrationError::NotFound(id.to_string()))?;
+        Ok(parse_migration(id, &bytes)?)
     }
 
     /// Every migration, oldest first (unreadable records are skipped with a warning).
     pub fn list_migrations(&self) -> Result<Vec<MigrationRecord>> {
         let mut out = Vec::new();
-        for id in fsx::json_record_ids(&self.migrations_dir())? {
-            match self.migration(&id) {
+        for (id, bytes) in self.records().all(Collection::Migrations)? {
+            match parse_migration(&id, &bytes) {
                 Ok(m) => out.push(m),
-                Err(e) => tracing::warn!("skipping migration record {id}.json: {e}"),
+                Err(e) => tracing::warn!("skipping migration record {id}: {e}"),
             }
         }
         out.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
@@ -152,13 +142,13 @@ impl Store {
         .map_err(|e| MigrationError::Mapping(format!("standby {agent}: {e}")))?;
         let id = loop {
             let id = format!("mig-{}", fsx::random_hex(4)?);
-            if !self.migration_path(&id).exists() {
+            if self.records().get(Collection::Migrations, &id)?.is_none() {
                 break id;
             }
         };
         let job_id = loop {
             let j = format!("job-{}", fsx::random_hex(4)?);
-            if !self.jobs_dir().join(format!("{j}.json")).exists() {
+            if self.records().get(Collection::Jobs, &j)?.is_none() {
                 break j;
             }
         };
@@ -205,7 +195,6 @@ impl Store {
         // cancellable), never a standby job without its migration.
         self.write_migration(&rec)?;
         self.write_job(&job)?;
-        fsx::fsync_dir(&self.jobs_dir())?;
         self.replace_source_pins(&rec.machine, &rec.pin_holder(), &[&newest.snapshot])?;
         Ok(rec)
     }
@@ -365,4 +354,9 @@ fn check_mappings(mappings: &[Mapping], newest: &SnapshotSummary) -> MResult<()>
         }
     }
     Ok(())
+}
+
+fn parse_migration(id: &str, bytes: &[u8]) -> Result<MigrationRecord> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("parse the record of migration {id}: {e}")))
 }
