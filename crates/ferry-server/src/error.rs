@@ -62,6 +62,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::Io { .. } | StoreError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // The bucket did not answer (or refused): the agent retries later.
+            StoreError::S3(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Refused(_) => StatusCode::FORBIDDEN,
         };

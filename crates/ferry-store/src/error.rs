@@ -41,9 +41,18 @@ pub enum StoreError {
     /// The caller proved nothing it claimed (a standby proof that does not hold).
     #[error("{0}")]
     Refused(String),
+    /// The S3 data backend failed or is misconfigured (names the bucket, key and endpoint).
+    #[error(transparent)]
+    S3(Box<crate::data::s3::S3Error>),
     /// A job's network rules do not fit the snapshot or the target (`--nic`, `--reip`, `--ip`).
     #[error(transparent)]
     Network(#[from] ferry_fixup::network::RulesError),
+}
+
+impl From<crate::data::s3::S3Error> for StoreError {
+    fn from(e: crate::data::s3::S3Error) -> StoreError {
+        StoreError::S3(Box::new(e))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

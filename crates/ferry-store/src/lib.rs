@@ -1,6 +1,8 @@
-//! The appliance's store on a local file system: chunks, snapshots, open backup sessions,
-//! tokens and keys. No HTTP here; `ferry-server` serves it. docs/store.md is the byte-exact
-//! description of the layout:
+//! The appliance's store: chunks, snapshots, open backup sessions, tokens and keys. No HTTP
+//! here; `ferry-server` serves it. Chunks, session indexes and snapshots go through a data
+//! backend ([`data`]): the store's own directory (below) or an S3 bucket, as config.json says;
+//! everything else stays in the directory. docs/store.md is the byte-exact description of the
+//! layout:
 //!
 //! ```text
 //! DIR/config.json                 {"name": ..., "version": 1}
@@ -43,6 +45,7 @@ pub mod agents;
 pub mod beacons;
 pub mod chunks;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod fsx;
 pub mod gc;
@@ -60,27 +63,37 @@ pub mod verify;
 pub mod views;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::{Result, StoreError};
 
 /// Version of the store layout written in config.json.
 pub const STORE_VERSION: u32 = 1;
 
-/// A store rooted at a directory. Cheap to clone; holds no open files.
+/// A store rooted at a directory, its data where config.json says. Cheap to clone; holds no
+/// open files.
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
     config: config::StoreConfig,
+    data: Arc<dyn data::DataBackend>,
 }
 
 impl Store {
     /// Open an existing store (one `appliance init` created).
     pub fn open(root: &Path) -> Result<Store> {
         let config = config::StoreConfig::load(root)?;
+        let data = data::open_backend(root, &config.storage)?;
         Ok(Store {
             root: root.to_path_buf(),
             config,
+            data,
         })
+    }
+
+    /// Where chunks, session indexes and snapshots live.
+    pub fn data(&self) -> &dyn data::DataBackend {
+        self.data.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -91,6 +104,8 @@ impl Store {
         &self.config
     }
 
+    // The directories of the local layout (docs/store.md); on S3 only `sessions/`, `tmp/`
+    // (staging of index uploads) and `keys/` are used.
     pub fn chunks_dir(&self) -> PathBuf {
         self.root.join("chunks")
     }
