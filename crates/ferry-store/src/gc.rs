@@ -1,4 +1,7 @@
-//! Garbage collection: mark and sweep by mtime, safe while backups run in another process.
+//! Garbage collection: mark and sweep by mtime, safe while backups run in another process. The
+//! steps and rules are the data backend's business only where they touch chunks: on S3 the
+//! mtime is a marker's in the local chunk catalogue, and an object without a marker is swept by
+//! its LastModified ([`crate::data::s3`]).
 //!
 //! 1. T0 = start time. Dead sessions (idle > 24 h) and their `tmp/` directories are removed;
 //!    `trash/` is emptied.

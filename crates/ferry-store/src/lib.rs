@@ -27,14 +27,16 @@
 //! - Every file is written to a temporary name in its directory, fsynced and renamed, so a
 //!   reader sees all of it or nothing. A snapshot appears by renaming a complete directory from
 //!   `tmp/` into `snapshots/` after all its chunks are durable (syncfs): a crash leaves nothing
-//!   half-visible.
+//!   half-visible. On S3 ([`data::s3`]) the snapshot's objects are written first and its
+//!   `manifest.sig` last: it exists iff that object does.
 //! - A stored chunk is one canonical zstd frame that decompresses to data whose BLAKE3 is its
 //!   file name (checked on upload; `verify` re-checks and moves damaged ones to `damaged/`).
 //! - Garbage collection ([`gc`]) deletes only chunks whose mtime is older than both its own start
 //!   and the pin of every live session (its start, at most a day before its last request), minus
 //!   a margin; the server touches every chunk a session relies on while holding `chunks/.lock`
 //!   shared (again at index upload and commit), GC unlinks while holding it exclusive. So GC may
-//!   run in another process while backups are running.
+//!   run in another process while backups are running. On S3 the mtimes are those of the local
+//!   chunk catalogue's markers (`DIR/chunk-marks/`), under `chunk-marks/.lock`.
 //! - Every file the store creates is 0600, every directory 0700, and a record's directory is
 //!   fsynced after its rename ([`fsx`]).
 

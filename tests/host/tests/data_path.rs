@@ -146,13 +146,7 @@ fn mbr_image_with_logical_partitions_round_trips() {
 
 /// The digest of each disk's index in a snapshot's stored manifest.
 fn index_digest(a: &Appliance, snapshot: &str) -> String {
-    let m = std::fs::read_to_string(
-        a.data()
-            .join("snapshots")
-            .join(snapshot)
-            .join("manifest.json"),
-    )
-    .unwrap();
+    let m = a.manifest_json(snapshot);
     let v: serde_json::Value = serde_json::from_str(&m).unwrap();
     v["disks"][0]["index_digest"].as_str().unwrap().to_string()
 }

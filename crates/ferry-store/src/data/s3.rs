@@ -67,15 +67,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Why the S3 backend could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    /// A request was answered with an error, or no endpoint could be reached.
-    #[error("{op} s3://{bucket}/{key} (endpoint {endpoint}): {source}")]
+    /// A request was answered with an error, or no endpoint could be reached. (`cause` is
+    /// shown, not chained: object_store's own chain repeats its messages.)
+    #[error("{op} s3://{bucket}/{key} (endpoint {endpoint}): {cause}")]
     Request {
         op: &'static str,
         bucket: String,
         key: String,
         endpoint: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     #[error(
         "no S3 credentials for bucket {bucket}: give `appliance init --s3-credentials FILE` or set \
@@ -94,24 +94,25 @@ pub enum S3Error {
         path = .path.display()
     )]
     CredentialsIncomplete { path: PathBuf, key: &'static str },
-    #[error("read the S3 CA file {path}: {source}", path = .path.display())]
+    #[error(
+        "read the S3 CA file {path}: {cause}; give --s3-ca a PEM file of CERTIFICATE blocks",
+        path = .path.display()
+    )]
     Ca {
         path: PathBuf,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
-    #[error("configure the S3 client for endpoint {endpoint}: {source}")]
+    #[error("configure the S3 client for endpoint {endpoint}: {cause}")]
     Client {
         endpoint: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     #[error("no S3 endpoint given: name at least one with --s3-endpoint URL")]
     NoEndpoint,
     /// `init`'s check that the bucket is reachable and writable failed.
     #[error(
         "the S3 bucket {bucket} at {endpoints} cannot be used: {step} the probe object {key} \
-         failed: {source}; check that the endpoint is reachable, the bucket exists, the \
+         failed: {cause}; check that the endpoint is reachable, the bucket exists, the \
          credentials may read, write and delete in it (and --s3-region, --s3-path-style, \
          --s3-ca fit the cluster)"
     )]
@@ -120,8 +121,7 @@ pub enum S3Error {
         endpoints: String,
         step: &'static str,
         key: String,
-        #[source]
-        source: Box<StoreError>,
+        cause: Box<StoreError>,
     },
     #[error("the probe object s3://{bucket}/{key} read back differs from what was written")]
     ProbeMismatch { bucket: String, key: String },
@@ -172,9 +172,9 @@ impl S3Data {
             .with_timeout(REQUEST_TIMEOUT);
         if let Some(ca) = &cfg.ca {
             let pem = fs::read(ca).map_err(io_err("read the S3 CA file", ca))?;
-            for cert in Certificate::from_pem_bundle(&pem).map_err(|source| S3Error::Ca {
+            for cert in Certificate::from_pem_bundle(&pem).map_err(|cause| S3Error::Ca {
                 path: ca.clone(),
-                source,
+                cause,
             })? {
                 options = options.with_root_certificate(cert);
             }
@@ -206,9 +206,9 @@ impl S3Data {
             if let Some(t) = &token {
                 b = b.with_token(t);
             }
-            let client = b.build().map_err(|source| S3Error::Client {
+            let client = b.build().map_err(|cause| S3Error::Client {
                 endpoint: endpoint.clone(),
-                source,
+                cause,
             })?;
             clients.push(Arc::new(client));
         }
@@ -238,7 +238,7 @@ impl S3Data {
             endpoints: self.cfg.endpoints.join(", "),
             step,
             key: key.clone(),
-            source: Box::new(e),
+            cause: Box::new(e),
         };
         self.put(&key, body.clone())
             .map_err(|e| fail("writing", e))?;
@@ -280,13 +280,13 @@ impl S3Data {
                     );
                     tried += 1;
                 }
-                Err(source) => {
+                Err(cause) => {
                     return Err(S3Error::Request {
                         op: what,
                         bucket: self.cfg.bucket.clone(),
                         key: key.to_string(),
                         endpoint: self.cfg.endpoints[i].clone(),
-                        source,
+                        cause,
                     }
                     .into())
                 }
@@ -657,7 +657,6 @@ impl DataBackend for S3Data {
     }
 
     fn remove_session_data(&self, session: &str) -> Result<()> {
-        check_name(NameKind::Session, session)?;
         for meta in self.list(&format!("{}sessions/{session}", self.prefix))? {
             self.delete(meta.location.as_ref())?;
         }
@@ -986,15 +985,15 @@ mod tests {
         let StoreError::S3(probe) = &e else {
             panic!("{e:?}")
         };
-        let S3Error::Probe { source, .. } = &**probe else {
+        let S3Error::Probe { cause, .. } = &**probe else {
             panic!("{e:?}")
         };
-        let StoreError::S3(request) = &**source else {
-            panic!("{source:?}")
+        let StoreError::S3(request) = &**cause else {
+            panic!("{cause:?}")
         };
         assert!(
             matches!(&**request, S3Error::Request { endpoint, .. } if *endpoint == b),
-            "{source}"
+            "{cause}"
         );
     }
 }

@@ -87,6 +87,14 @@ impl Appliance {
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+    /// The stored manifest.json of a snapshot, byte for byte, read through the store (on
+    /// either backend).
+    pub fn manifest_json(&self, snapshot: &str) -> String {
+        ferry_store::Store::open(&self.data())
+            .and_then(|s| s.signed_manifest(snapshot, ""))
+            .unwrap_or_else(|e| panic!("read the manifest of {snapshot}: {e}"))
+            .manifest
+    }
     /// Where the store lists its chunks as `abcd/<64 hex>` (the chunk files, or on S3 the
     /// local catalogue's markers): for counting them, not reading them.
     pub fn chunk_listing(&self) -> PathBuf {
