@@ -60,6 +60,47 @@ pub struct At {
     pub token: Option<String>,
 }
 
+/// Where `init` puts chunks, indexes and snapshots (docs/operations.md, "S3 storage"). Recorded
+/// in DIR/config.json, without secrets.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StorageArgs {
+    /// `local`: in the --data directory; `s3`: in an S3-compatible bucket (the directory keeps
+    /// keys, tokens, records and the chunk catalogue)
+    #[arg(long, value_enum, default_value_t = StorageKind::Local)]
+    pub storage: StorageKind,
+    /// With --storage s3: an endpoint URL (https://HOST:PORT); repeatable or comma-separated
+    /// for the endpoints of one cluster, tried in order when one cannot be reached
+    #[arg(long = "s3-endpoint", value_name = "URL", value_delimiter = ',')]
+    pub s3_endpoints: Vec<String>,
+    /// With --storage s3: the bucket (it must exist)
+    #[arg(long, value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// With --storage s3: the bucket's region
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// With --storage s3: a file of AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines,
+    /// mode 0600 (without it, those variables of the appliance's environment)
+    #[arg(long, value_name = "FILE")]
+    pub s3_credentials: Option<PathBuf>,
+    /// With --storage s3: path-style URLs (https://HOST/BUCKET/KEY); default true, except for
+    /// amazonaws.com endpoints
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_path_style: Option<bool>,
+    /// With --storage s3: PEM CA certificate(s) that sign the endpoints' certificates
+    #[arg(long, value_name = "FILE")]
+    pub s3_ca: Option<PathBuf>,
+    /// With --storage s3: a key prefix, for several stores in one bucket
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub s3_prefix: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StorageKind {
+    #[default]
+    Local,
+    S3,
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Create a store: CA, server certificate, signing key, admin token, trust bundle DIR/ca.pem.
@@ -68,6 +109,8 @@ pub enum Cmd {
         /// and localhost are always included.
         #[arg(long = "name", value_name = "DNS-OR-IP")]
         names: Vec<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
         /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,

@@ -49,7 +49,7 @@ mod tests {
         assert_eq!(exit_status(&e), ExitStatus::Refused);
         let damaged = StoreDamaged {
             bad_chunks: 1,
-            damaged_dir: "/srv/ferry/damaged".into(),
+            damaged: "/srv/ferry/damaged".into(),
             missing_chunks: 0,
             damaged_snapshots: 1,
         };

@@ -11,4 +11,5 @@ pub mod exit;
 pub mod migrations;
 pub mod remote;
 pub mod sources;
+pub mod storage;
 pub mod webhook;

@@ -70,7 +70,14 @@ fn admin(at: &At) -> Result<Box<dyn Admin>> {
 
 fn run(cmd: Cmd, at: &At) -> Result<()> {
     match cmd {
-        Cmd::Init { names, json } => commands::init(&local_dir(at, "init")?, &names, json),
+        Cmd::Init {
+            names,
+            storage,
+            json,
+        } => {
+            let storage = appliance::storage::from_args(storage)?;
+            commands::init(&local_dir(at, "init")?, &names, &storage, json)
+        }
         Cmd::Serve {
             listen,
             gc_every,

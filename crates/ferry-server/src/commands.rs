@@ -44,12 +44,27 @@ pub struct InitOutput {
 
 /// Create a store with its CA, server certificate, signing key and an admin token.
 pub fn init_store(data: &Path, names: &[String]) -> Result<InitOutput> {
+    init_store_with(data, names, &config::Storage::Local)
+}
+
+/// [`init_store`] with its data in `storage`. An S3 bucket is checked first (a probe object
+/// put, read back and deleted): a store is never made on a bucket it cannot use.
+pub fn init_store_with(
+    data: &Path,
+    names: &[String],
+    storage: &config::Storage,
+) -> Result<InitOutput> {
     let name = names
         .first()
         .cloned()
         .unwrap_or_else(|| DEFAULT_APPLIANCE_NAME.to_string());
     let names = tls::server_names(names);
     config::create_layout(data).context("create the store")?;
+    if let config::Storage::S3(s3) = storage {
+        ferry_store::data::s3::S3Data::open(data, s3)
+            .and_then(|b| b.probe())
+            .with_context(|| format!("check the S3 bucket {}", s3.bucket))?;
+    }
     let keys_dir = data.join("keys");
 
     let pki = tls::generate(&name, &names)?;
@@ -80,7 +95,7 @@ pub fn init_store(data: &Path, names: &[String]) -> Result<InitOutput> {
 
     let admin_token = tokens::create_token_at(data, Role::Admin, &rfc3339(SystemTime::now()))?;
     fsx::fsync_dir(&keys_dir)?;
-    config::write_config(data, &name)?;
+    config::write_config_with(data, &name, storage)?;
     Ok(InitOutput {
         data: data.to_path_buf(),
         name,
@@ -92,8 +107,8 @@ pub fn init_store(data: &Path, names: &[String]) -> Result<InitOutput> {
     })
 }
 
-pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
-    let out = init_store(data, names)
+pub fn init(data: &Path, names: &[String], storage: &config::Storage, json: bool) -> Result<()> {
+    let out = init_store_with(data, names, storage)
         .with_context(|| format!("initialise an appliance store in {}", data.display()))?;
     if json {
         return print_json(&out);
@@ -103,6 +118,14 @@ pub fn init(data: &Path, names: &[String], json: bool) -> Result<()> {
         out.name,
         out.data.display()
     );
+    if let config::Storage::S3(s3) = storage {
+        println!(
+            "Data in S3 bucket:        {} (prefix {:?}) at {}",
+            s3.bucket,
+            s3.prefix,
+            s3.endpoints.join(", ")
+        );
+    }
     println!("Server certificate names: {}", out.names.join(", "));
     println!("CA SHA-256 fingerprint:   {}", out.ca_fingerprint);
     println!("Trust bundle (pin it):    {}", out.trust_bundle.display());
@@ -407,7 +430,7 @@ pub fn verify(
     if !report.is_clean() {
         return Err(StoreDamaged {
             bad_chunks: report.bad_chunks.len(),
-            damaged_dir: store.damaged_dir(),
+            damaged: store.damaged_location(),
             missing_chunks: report.missing_chunks.len(),
             damaged_snapshots: report.damaged_snapshots.len(),
         }
@@ -419,13 +442,13 @@ pub fn verify(
 /// `verify` found damage: the appliance exits with "verification failed" (5) on it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the store is damaged: {bad_chunks} bad chunks (moved to {}), {missing_chunks} missing \
-     chunks, {damaged_snapshots} damaged snapshots; do what each DAMAGED line says",
-    damaged_dir.display()
+    "the store is damaged: {bad_chunks} bad chunks (moved to {damaged}), {missing_chunks} missing \
+     chunks, {damaged_snapshots} damaged snapshots; do what each DAMAGED line says"
 )]
 pub struct StoreDamaged {
     pub bad_chunks: usize,
-    pub damaged_dir: std::path::PathBuf,
+    /// Where bad chunks went: a directory, or an S3 prefix.
+    pub damaged: String,
     pub missing_chunks: usize,
     pub damaged_snapshots: usize,
 }

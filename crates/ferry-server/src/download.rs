@@ -1,7 +1,7 @@
-//! Responses streamed from a file opened by the store ([`ferry_store::reads`]): a chunk or an
-//! index is sent [`READ_BLOCK`] at a time, never read whole into memory.
+//! Responses of what the store opened ([`ferry_store::reads`]): a file of the local store (a
+//! chunk or an index) is sent [`READ_BLOCK`] at a time, never read whole into memory; bytes the
+//! S3 backend fetched are sent as they are.
 
-use std::fs::File;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,23 +9,23 @@ use std::task::{Context, Poll};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use ferry_store::data::Blob;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes read from the file per body frame.
 const READ_BLOCK: usize = 256 << 10;
 
-/// `application/octet-stream` with the file's `len` bytes as the body.
-pub fn file_response((file, len): (File, u64)) -> Response {
-    let body = FileBody {
-        file: tokio::fs::File::from_std(file),
-        left: len,
-        buf: Vec::new(),
+/// `application/octet-stream` with the blob's bytes as the body.
+pub fn blob_response(blob: Blob) -> Response {
+    let body = match blob {
+        Blob::File { file, len } => Body::new(FileBody {
+            file: tokio::fs::File::from_std(file),
+            left: len,
+            buf: Vec::new(),
+        }),
+        Blob::Bytes(bytes) => Body::from(bytes),
     };
-    (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::new(body),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
 struct FileBody {

@@ -18,7 +18,7 @@ use ferry_store::chunks::PutOutcome;
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::download::file_response;
+use crate::download::blob_response;
 use crate::error::{parse_json, ApiError, ApiResult};
 use crate::scope::{may_read_chunk, may_read_snapshot, own_session};
 use crate::state::{blocking, SharedState};
@@ -199,8 +199,8 @@ pub async fn snapshot_index(
     Path((id, disk)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     may_read_snapshot(&st, &caller, &id).await?;
-    // Streamed from the file: an index may be 512 MiB (download.rs).
-    Ok(file_response(
+    // Streamed from the local file: an index may be 512 MiB (download.rs).
+    Ok(blob_response(
         blocking(move || st.store.open_snapshot_index(&id, &disk)).await?,
     ))
 }
@@ -212,7 +212,7 @@ pub async fn get_chunk(
 ) -> ApiResult<Response> {
     let id = parse_chunk_id(&id)?;
     may_read_chunk(&st, &caller, id).await?;
-    Ok(file_response(
+    Ok(blob_response(
         blocking(move || st.store.open_chunk(&id)).await?,
     ))
 }

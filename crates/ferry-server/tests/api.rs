@@ -10,15 +10,16 @@ use ferry_format::api::{
 use ferry_format::index::Entry;
 use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::{ChunkId, DiskIndex, Manifest};
-use ferry_server::commands::init_store;
+use ferry_server::commands::init_store_with;
 use ferry_store::tokens::create_token_at;
 use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::storage::test_storage;
 use ferry_test_support::store::{patterned_chunk, CS};
 
 #[test]
 fn full_backup_and_restore_round() {
     let dir = tempfile::tempdir().unwrap();
-    let init = init_store(dir.path(), &["appliance.test".into()]).unwrap();
+    let init = init_store_with(dir.path(), &["appliance.test".into()], &test_storage()).unwrap();
     let trust = load_trust(&init.trust_bundle);
     assert_eq!(trust.ca_fingerprint(), init.ca_fingerprint);
     let backup = create_token_at(dir.path(), Role::Backup, "2025-01-01T00:00:00Z").unwrap();
@@ -183,7 +184,7 @@ fn full_backup_and_restore_round() {
 
     // A client pinning another appliance's CA fails the handshake.
     let other_dir = tempfile::tempdir().unwrap();
-    let other = init_store(other_dir.path(), &[]).unwrap();
+    let other = init_store_with(other_dir.path(), &[], &test_storage()).unwrap();
     let other_trust = load_trust(&other.trust_bundle);
     let stranger = Client::new(&other_trust, server.addr, Duration::from_secs(20));
     assert!(stranger.try_call("GET", "/hello", &backup, None).is_err());

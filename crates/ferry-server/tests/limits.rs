@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_server::commands::init_store;
+use ferry_server::commands::init_store_with;
 use ferry_server::limits::ServerLimits;
 use ferry_server::RunningServer;
 use ferry_test_support::https::load_trust;
+use ferry_test_support::storage::test_storage;
 use ferry_test_support::store::patterned_chunk;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -30,7 +31,7 @@ struct Fixture {
 impl Fixture {
     fn new(limits: ServerLimits) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let init = init_store(dir.path(), &[]).unwrap();
+        let init = init_store_with(dir.path(), &[], &test_storage()).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let server = rt
             .block_on(ferry_server::start_with(

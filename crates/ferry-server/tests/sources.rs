@@ -10,10 +10,11 @@ use ferry_format::source::{
     Consistency, SourceEnrollReply, SyncFigures, SyncTask, TaskKind, TaskState,
 };
 use ferry_format::{ChunkId, DiskIndex};
-use ferry_server::commands::init_store;
+use ferry_server::commands::init_store_with;
 use ferry_store::tokens::{create_token_with, NewToken};
 use ferry_store::Store;
 use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::storage::test_storage;
 use ferry_test_support::store::{commit_request, CS};
 
 struct World {
@@ -29,7 +30,7 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let init = init_store(dir.path(), &[]).unwrap();
+        let init = init_store_with(dir.path(), &[], &test_storage()).unwrap();
         let trust = load_trust(&init.trust_bundle);
         let new = NewToken {
             machines: Some(vec!["web1".into()]),

@@ -8,15 +8,13 @@
 //! uploads over; `appliance verify` ([`crate::verify`]) moves damaged chunks out of the way so
 //! that known-chunks reports them missing and the next backup uploads them.
 
-use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use ferry_format::chunk::{check_frame, FrameError};
 use ferry_format::ChunkId;
 
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::data::{DataLock, LockMode};
+use crate::error::{Result, StoreError};
 use crate::Store;
 
 /// What a PUT did.
@@ -82,48 +80,39 @@ pub fn verify_chunk(id: &ChunkId, frame: &[u8]) -> Result<()> {
 }
 
 impl Store {
+    /// Where a chunk's file is in the local layout (tests of the local backend use it).
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         self.chunks_dir().join(id.store_prefix()).join(id.to_hex())
     }
 
-    /// Hold the chunk lock shared: GC cannot unlink, nor verify quarantine, while it is held.
-    pub fn lock_chunks_shared(&self) -> Result<FileLock> {
-        FileLock::acquire(&self.chunk_lock_path(), LockMode::Shared)
+    /// Hold the chunk lock shared: GC cannot delete, nor verify quarantine, while it is held.
+    pub fn lock_chunks_shared(&self) -> Result<DataLock> {
+        self.data().lock_chunks(LockMode::Shared)
     }
 
     /// Verify and store a chunk upload. When the id is present, a good stored copy is touched;
     /// a bad one is replaced by the (verified) upload.
     pub fn put_chunk(&self, id: &ChunkId, frame: &[u8]) -> Result<PutOutcome> {
         verify_chunk(id, frame)?;
-        let path = self.chunk_path(id);
+        let data = self.data();
         let _lock = self.lock_chunks_shared()?;
-        let outcome = match fs::read(&path) {
+        let outcome = match data.read_chunk(id)? {
             // Equal bytes are as good as the upload just verified: no second decompression.
-            Ok(stored) if stored == frame => PutOutcome::AlreadyPresent,
-            Ok(stored) => match check_chunk(id, &stored) {
+            Some(stored) if stored == frame => PutOutcome::AlreadyPresent,
+            Some(stored) => match check_chunk(id, &stored) {
                 Ok(_) => PutOutcome::AlreadyPresent,
                 Err(fault) => {
                     tracing::warn!("replacing damaged stored chunk {id} ({fault}) with an upload");
                     PutOutcome::Replaced
                 }
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => PutOutcome::Stored,
-            Err(e) => return Err(io_err("read", &path)(e)),
+            None => PutOutcome::Stored,
         };
         match outcome {
             PutOutcome::AlreadyPresent => {
-                fsx::touch(&path)?;
+                data.touch_chunk(id)?;
             }
-            PutOutcome::Stored | PutOutcome::Replaced => {
-                let dir = path
-                    .parent()
-                    .unwrap_or(self.chunks_dir().as_path())
-                    .to_path_buf();
-                fsx::create_dir_all(&dir)?;
-                // A rename over the damaged copy: readers see the old file or the new one.
-                // Durable at the commit's syncfs, before any snapshot refers to it.
-                fsx::write_atomic_nodirsync(&path, frame, 0o600)?;
-            }
+            PutOutcome::Stored | PutOutcome::Replaced => data.write_chunk(id, frame)?,
         }
         Ok(outcome)
     }
@@ -131,10 +120,11 @@ impl Store {
     /// Touch every chunk of `ids` that is present (marks it in use now, see [`crate::gc`]) and
     /// return those that are missing, in the order given.
     pub fn touch_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let data = self.data();
         let _lock = self.lock_chunks_shared()?;
         let mut missing = Vec::new();
         for id in ids {
-            if !fsx::touch(&self.chunk_path(id))? {
+            if !data.touch_chunk(id)? {
                 missing.push(*id);
             }
         }
@@ -143,45 +133,25 @@ impl Store {
 
     /// The stored zstd frame of a chunk.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let path = self.chunk_path(id);
-        fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(format!(
-                    "chunk {id} is not in the store (was its snapshot pruned? list snapshots again)"
-                ))
-            } else {
-                io_err("read", &path)(e)
-            }
-        })
+        self.data()
+            .read_chunk(id)?
+            .ok_or_else(|| chunk_not_found(id))
     }
 
-    /// Chunk files and their bytes on disk, by walking the chunk directory (no lock: a figure
-    /// for monitoring, not for GC).
+    /// Chunks and their stored bytes (no lock: a figure for monitoring, not for GC).
     pub fn chunk_usage(&self) -> Result<ChunkUsage> {
-        let mut usage = ChunkUsage::default();
-        let mut stack = vec![self.chunks_dir()];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("read", &dir)(e)),
-            };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else if meta.is_file() {
-                    usage.chunks += 1;
-                    usage.bytes += meta.len();
-                }
-            }
-        }
-        Ok(usage)
+        self.data().chunk_usage()
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.chunk_path(id).is_file()
+        self.data().has_chunk(id).unwrap_or(false)
     }
+}
+
+pub(crate) fn chunk_not_found(id: &ChunkId) -> StoreError {
+    StoreError::NotFound(format!(
+        "chunk {id} is not in the store (was its snapshot pruned? list snapshots again)"
+    ))
 }
 
 /// [`Store::chunk_usage`].

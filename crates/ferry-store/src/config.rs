@@ -1,4 +1,6 @@
-//! DIR/config.json: the appliance's name and the layout version; its presence marks a store.
+//! DIR/config.json: the appliance's name, the layout version and where the data lives (absent:
+//! the store's own directory); its presence marks a store. It holds no secret: S3 credentials
+//! come from a file it names or from the environment.
 
 use std::fs;
 use std::path::Path;
@@ -21,6 +23,50 @@ pub struct StoreConfig {
     pub name: String,
     /// Layout version ([`STORE_VERSION`]).
     pub version: u32,
+    /// Where chunks, session indexes and snapshots live; absent for the local directory, so a
+    /// local store's config.json is what it always was.
+    #[serde(default, skip_serializing_if = "Storage::is_local")]
+    pub storage: Storage,
+}
+
+/// The data backend ([`crate::data`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Storage {
+    /// The store's own directory (docs/store.md, "Layout").
+    #[default]
+    Local,
+    /// An S3-compatible bucket (docs/store.md, "S3").
+    S3(S3Config),
+}
+
+impl Storage {
+    pub fn is_local(&self) -> bool {
+        matches!(self, Storage::Local)
+    }
+}
+
+/// An S3 bucket as `appliance init --storage s3` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoints of one cluster (`https://s3.example:9000`), tried in order: a connection
+    /// failure moves to the next one.
+    pub endpoints: Vec<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Prepended to every key (`""` or ending in `/`).
+    #[serde(default)]
+    pub prefix: String,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// A file of `AWS_ACCESS_KEY_ID=...` and `AWS_SECRET_ACCESS_KEY=...` (mode 0600); absent:
+    /// those variables from the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<std::path::PathBuf>,
+    /// PEM CA certificates that sign the endpoints' TLS certificates, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl StoreConfig {
@@ -89,9 +135,15 @@ pub fn make_root_private(root: &Path) -> Result<bool> {
 }
 
 pub fn write_config(root: &Path, name: &str) -> Result<()> {
+    write_config_with(root, name, &Storage::Local)
+}
+
+/// [`write_config`] with the data backend `init` was given.
+pub fn write_config_with(root: &Path, name: &str, storage: &Storage) -> Result<()> {
     let cfg = StoreConfig {
         name: name.to_string(),
         version: STORE_VERSION,
+        storage: storage.clone(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;

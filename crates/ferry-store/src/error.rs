@@ -44,9 +44,18 @@ pub enum StoreError {
     /// The records database (PostgreSQL) failed `op`.
     #[error("{op}: PostgreSQL: {detail}")]
     Database { op: String, detail: String },
+    /// The S3 data backend failed or is misconfigured (names the bucket, key and endpoint).
+    #[error(transparent)]
+    S3(Box<crate::data::s3::S3Error>),
     /// A job's network rules do not fit the snapshot or the target (`--nic`, `--reip`, `--ip`).
     #[error(transparent)]
     Network(#[from] ferry_fixup::network::RulesError),
+}
+
+impl From<crate::data::s3::S3Error> for StoreError {
+    fn from(e: crate::data::s3::S3Error) -> StoreError {
+        StoreError::S3(Box::new(e))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,4 +1,7 @@
-//! Garbage collection: mark and sweep by mtime, safe while backups run in another process.
+//! Garbage collection: mark and sweep by mtime, safe while backups run in another process. The
+//! steps and rules are the data backend's business only where they touch chunks: on S3 the
+//! mtime is a marker's in the local chunk catalogue, and an object without a marker is swept by
+//! its LastModified ([`crate::data::s3`]).
 //!
 //! 1. T0 = start time. Dead sessions (idle > 24 h) and their `tmp/` directories are removed;
 //!    `trash/` is emptied.
@@ -26,13 +29,14 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{ChunkEntry, LockMode};
 use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{FileLock, LockMode, TMP_PREFIX};
+use crate::fsx::TMP_PREFIX;
 use crate::index_file::scan_index;
 use crate::snapshots::rfc3339;
 use crate::{fsx, Store};
@@ -91,12 +95,11 @@ impl Store {
     /// Run garbage collection with `now` as its start time T0, and record its outcome for
     /// [`Store::gc_status`] (a run refused because another holds the lock records nothing).
     pub fn gc(&self, now: SystemTime) -> Result<GcReport> {
-        let _gc_lock = FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?
-            .ok_or_else(|| {
-                StoreError::Conflict(
-                    "another gc is running on this store: wait for it to finish".into(),
-                )
-            })?;
+        let _gc_lock = self.data().try_lock_gc()?.ok_or_else(|| {
+            StoreError::Conflict(
+                "another gc is running on this store: wait for it to finish".into(),
+            )
+        })?;
         let clock = std::time::Instant::now();
         let result = self.gc_locked(now);
         let run = GcRun {
@@ -118,8 +121,7 @@ impl Store {
 
     /// Whether a GC runs now and how the last one went.
     pub fn gc_status(&self) -> Result<GcStatus> {
-        let running =
-            FileLock::try_acquire(&self.root().join("gc.lock"), LockMode::Exclusive)?.is_none();
+        let running = self.data().try_lock_gc()?.is_none();
         let path = self.root().join(GC_LAST);
         let last = match fs::read(&path) {
             Ok(b) => Some(
@@ -135,7 +137,7 @@ impl Store {
     fn gc_locked(&self, now: SystemTime) -> Result<GcReport> {
         let mut report = GcReport::default();
         let oldest_live = self.remove_dead_sessions(now, &mut report)?;
-        self.empty_trash()?;
+        self.empty_trash(now.checked_sub(GC_MARGIN).unwrap_or(SystemTime::UNIX_EPOCH))?;
         let cutoff = oldest_live
             .min(now)
             .checked_sub(GC_MARGIN)
@@ -149,9 +151,9 @@ impl Store {
     /// Remove dead sessions and orphaned tmp directories; return the earliest pin of a live
     /// session (or `now`).
     fn remove_dead_sessions(&self, now: SystemTime, report: &mut GcReport) -> Result<SystemTime> {
-        // List tmp/ before sessions/: a session file is written before its tmp directory, so a
-        // directory listed here whose session is not live below is not in use.
-        let tmp_names = list_names(&self.tmp_dir())?;
+        // List the sessions' data before sessions/: a session file is written before any of its
+        // data, so data listed here whose session is not live below is not in use.
+        let tmp_names = self.data().sessions_with_data()?;
         let mut live = HashSet::new();
         let mut oldest = now;
         for (id, rec) in self.list_sessions()? {
@@ -188,26 +190,22 @@ impl Store {
             remove_stale_temps(&dir, now)?;
         }
         for name in tmp_names.iter().filter(|n| !live.contains(*n)) {
-            let p = self.tmp_dir().join(name);
-            match fs::remove_dir_all(&p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_err("remove", &p)(e))
-                }
-                _ => {}
-            }
+            self.data().remove_session_data(name)?;
         }
         Ok(oldest)
     }
 
-    /// Whether the session's commit is done: it recorded a snapshot id and its directory was
-    /// renamed away (into `snapshots/`; the snapshot may have been pruned since). The id alone is
-    /// not enough: it is recorded before the rename, which may still fail over to the next id.
+    /// Whether the session's commit is done: it recorded a snapshot id and its data was
+    /// published, so none is left (the snapshot may have been pruned since). The id alone is not
+    /// enough: it is recorded before the snapshot becomes visible, which may still fail over to
+    /// the next id.
     fn is_committed(&self, session: &str, rec: &crate::sessions::SessionRecord) -> bool {
-        rec.committed.is_some() && !self.session_tmp_dir(session).exists()
+        rec.committed.is_some() && !self.data().session_has_data(session).unwrap_or(true)
     }
 
     fn mark(&self, report: &mut GcReport) -> Result<()> {
         let mut marked = HashSet::new();
+        let data = self.data();
         for id in self.snapshot_ids()? {
             let manifest = match self.manifest(&id) {
                 Ok(m) => m,
@@ -217,17 +215,18 @@ impl Store {
             };
             report.snapshots += 1;
             for disk in &manifest.disks {
-                let (file, len) = match self.open_snapshot_index(&id, &disk.name) {
-                    Ok(f) => f,
+                let blob = match self.open_snapshot_index(&id, &disk.name) {
+                    Ok(b) => b,
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
                 };
                 // Streamed: a 512 MiB index is never decoded whole.
                 let path = self.snapshots_dir().join(&id);
                 let what = format!("the index of disk {} of snapshot {id}", disk.name);
-                scan_index(file, len, &path, &what, |ids| {
+                let len = blob.len();
+                scan_index(blob.into_reader(), len, &path, &what, |ids| {
                     for chunk in ids {
-                        if marked.insert(*chunk) && !fsx::touch(&self.chunk_path(chunk))? {
+                        if marked.insert(*chunk) && !data.mark_chunk(chunk)? {
                             tracing::warn!(
                                 "snapshot {id} disk {} references missing chunk {chunk}",
                                 disk.name
@@ -243,77 +242,52 @@ impl Store {
     }
 
     fn sweep(&self, cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
-        let chunks = self.chunks_dir();
-        for prefix in list_names(&chunks)? {
-            let dir = chunks.join(&prefix);
-            if prefix.len() != 4 || !dir.is_dir() {
-                continue;
-            }
+        let data = self.data();
+        for prefix in data.chunk_prefixes()? {
             let mut candidates = Vec::new();
-            for name in list_names(&dir)? {
-                if !(is_chunk_name(&name) || name.starts_with(TMP_PREFIX)) {
-                    continue;
-                }
-                let path = dir.join(&name);
-                let Some((mtime, len)) = stat(&path)? else {
-                    continue;
-                };
-                if mtime < cutoff {
-                    candidates.push(path);
-                } else if is_chunk_name(&name) {
+            for entry in data.list_chunk_entries(&prefix)? {
+                if entry.marked < cutoff {
+                    candidates.push(entry);
+                } else if entry.chunk.is_some() {
                     report.kept_chunks += 1;
-                    report.kept_bytes += len;
+                    report.kept_bytes += entry.len;
                 }
             }
             if !candidates.is_empty() {
-                self.unlink_old(&candidates, cutoff, report)?;
+                self.delete_old(&candidates, cutoff, report)?;
             }
         }
         Ok(())
     }
 
-    /// Re-stat and unlink candidates under the exclusive chunk lock (one prefix directory at a
-    /// time, so the server waits at most that long).
-    fn unlink_old(
+    /// Re-read and delete candidates under the exclusive chunk lock (one prefix at a time, so
+    /// the server waits at most that long).
+    fn delete_old(
         &self,
-        candidates: &[PathBuf],
+        candidates: &[ChunkEntry],
         cutoff: SystemTime,
         report: &mut GcReport,
     ) -> Result<()> {
-        let _lock = FileLock::acquire(&self.chunk_lock_path(), LockMode::Exclusive)?;
-        for path in candidates {
-            let Some((mtime, len)) = stat(path)? else {
+        let data = self.data();
+        let _lock = data.lock_chunks(LockMode::Exclusive)?;
+        for candidate in candidates {
+            let Some(entry) = data.recheck_entry(candidate)? else {
                 continue;
             };
-            let is_chunk = path
-                .file_name()
-                .is_some_and(|n| is_chunk_name(&n.to_string_lossy()));
-            if mtime >= cutoff {
-                if is_chunk {
+            if entry.marked >= cutoff {
+                if entry.chunk.is_some() {
                     report.kept_chunks += 1;
-                    report.kept_bytes += len;
+                    report.kept_bytes += entry.len;
                 }
                 continue;
             }
-            match fs::remove_file(path) {
-                Ok(()) if is_chunk => {
-                    report.removed_chunks += 1;
-                    report.removed_bytes += len;
-                }
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", path)(e)),
+            if data.delete_entry(&entry)? && entry.chunk.is_some() {
+                report.removed_chunks += 1;
+                report.removed_bytes += entry.len;
             }
         }
         Ok(())
     }
-}
-
-fn is_chunk_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Remove `.tmp-` files of `dir` older than [`GC_MARGIN`]: writes interrupted by a crash (a write

@@ -2,7 +2,6 @@
 //! 16 M entries (512 MiB on disk, about 1 GiB decoded). Index uploads, commits and GC's mark all
 //! go through [`scan_index`], so their memory does not grow with the index.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -26,12 +25,12 @@ pub struct IndexScan {
     pub unused: u64,
 }
 
-/// Read the encoded index in `file` (`len` bytes; `path` names it in I/O errors, `what` — e.g.
+/// Read the encoded index from `file` (`len` bytes; `path` names it in I/O errors, `what` — e.g.
 /// "the index of disk sda" — in the others): check its header and that its length is the
 /// header's, hash and count it, and give `each` the data chunk ids of each block (a run of one
 /// id given once).
 pub fn scan_index(
-    file: File,
+    file: impl Read,
     len: u64,
     path: &Path,
     what: &str,
@@ -94,6 +93,7 @@ pub fn scan_index(
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::io::{Seek, SeekFrom, Write};
 
     use ferry_format::DiskIndex;

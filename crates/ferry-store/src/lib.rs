@@ -1,6 +1,8 @@
-//! The appliance's store on a local file system: chunks, snapshots, open backup sessions,
-//! tokens and keys. No HTTP here; `ferry-server` serves it. docs/store.md is the byte-exact
-//! description of the layout:
+//! The appliance's store: chunks, snapshots, open backup sessions, tokens and keys. No HTTP
+//! here; `ferry-server` serves it. Chunks, session indexes and snapshots go through a data
+//! backend ([`data`]): the store's own directory (below) or an S3 bucket, as config.json says;
+//! everything else stays in the directory. docs/store.md is the byte-exact description of the
+//! layout:
 //!
 //! ```text
 //! DIR/config.json                 {"name": ..., "version": 1}
@@ -25,14 +27,16 @@
 //! - Every file is written to a temporary name in its directory, fsynced and renamed, so a
 //!   reader sees all of it or nothing. A snapshot appears by renaming a complete directory from
 //!   `tmp/` into `snapshots/` after all its chunks are durable (syncfs): a crash leaves nothing
-//!   half-visible.
+//!   half-visible. On S3 ([`data::s3`]) the snapshot's objects are written first and its
+//!   `manifest.sig` last: it exists iff that object does.
 //! - A stored chunk is one canonical zstd frame that decompresses to data whose BLAKE3 is its
 //!   file name (checked on upload; `verify` re-checks and moves damaged ones to `damaged/`).
 //! - Garbage collection ([`gc`]) deletes only chunks whose mtime is older than both its own start
 //!   and the pin of every live session (its start, at most a day before its last request), minus
 //!   a margin; the server touches every chunk a session relies on while holding `chunks/.lock`
 //!   shared (again at index upload and commit), GC unlinks while holding it exclusive. So GC may
-//!   run in another process while backups are running.
+//!   run in another process while backups are running. On S3 the mtimes are those of the local
+//!   chunk catalogue's markers (`DIR/chunk-marks/`), under `chunk-marks/.lock`.
 //! - Every file the store creates is 0600, every directory 0700, and a record's directory is
 //!   fsynced after its rename ([`fsx`]).
 
@@ -43,6 +47,7 @@ pub mod agents;
 pub mod beacons;
 pub mod chunks;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod fsx;
 pub mod gc;
@@ -68,11 +73,13 @@ pub use error::{Result, StoreError};
 /// Version of the store layout written in config.json.
 pub const STORE_VERSION: u32 = 1;
 
-/// A store rooted at a directory. Cheap to clone; holds no open files.
+/// A store rooted at a directory, its data where config.json says. Cheap to clone; holds no
+/// open files.
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
     config: config::StoreConfig,
+    data: Arc<dyn data::DataBackend>,
     /// Agents, jobs, sources, migrations ([`meta`]).
     records: Arc<dyn meta::Records>,
 }
@@ -81,11 +88,18 @@ impl Store {
     /// Open an existing store (one `appliance init` created).
     pub fn open(root: &Path) -> Result<Store> {
         let config = config::StoreConfig::load(root)?;
+        let data = data::open_backend(root, &config.storage)?;
         Ok(Store {
             root: root.to_path_buf(),
             config,
+            data,
             records: Arc::new(meta::LocalRecords::new(root)),
         })
+    }
+
+    /// Where chunks, session indexes and snapshots live.
+    pub fn data(&self) -> &dyn data::DataBackend {
+        self.data.as_ref()
     }
 
     /// Where the records live: the store's directory, or PostgreSQL for several nodes.
@@ -101,6 +115,8 @@ impl Store {
         &self.config
     }
 
+    // The directories of the local layout (docs/store.md); on S3 only `sessions/`, `tmp/`
+    // (staging of index uploads) and `keys/` are used.
     pub fn chunks_dir(&self) -> PathBuf {
         self.root.join("chunks")
     }

@@ -17,9 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs;
-use std::io;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::agent::JobState;
@@ -27,7 +24,7 @@ use ferry_format::api::SnapshotSummary;
 use ferry_format::names::{check_name, NameKind};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::fsx::{self, FileLock, LockMode};
 use crate::tokens::parse_rfc3339;
 use crate::Store;
@@ -270,13 +267,11 @@ impl Store {
     /// Who wrote snapshot `id`: `None` when it predates origin records.
     pub fn snapshot_origin(&self, id: &str) -> Result<Option<SnapshotOrigin>> {
         check_name(NameKind::Snapshot, id)?;
-        let path = self.snapshots_dir().join(id).join(ORIGIN_FILE);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &path)(e)),
+        match self.data().read_snapshot_object(id, ORIGIN_FILE)? {
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                StoreError::Invalid(format!("parse {ORIGIN_FILE} of snapshot {id}: {e}"))
+            }),
+            None => Ok(None),
         }
     }
 
@@ -434,18 +429,14 @@ impl Store {
         Ok(plan)
     }
 
-    /// Rename each removal of `plan` into `trash/`, fsync `snapshots/`, empty the trash.
+    /// Make each removal of `plan` invisible at once (locally: renamed into `trash/`), then
+    /// delete its objects.
     fn trash_removals(&self, plan: &PrunePlan) -> Result<()> {
-        fsx::create_dir_all(&self.trash_dir())?;
-        for e in plan.removals() {
-            let from = self.snapshots_dir().join(&e.summary.snapshot);
-            let to =
-                self.trash_dir()
-                    .join(format!("{}.{}", e.summary.snapshot, fsx::random_hex(4)?));
-            fs::rename(&from, &to).map_err(io_err("move to trash", &from))?;
-        }
-        fsx::fsync_dir(&self.snapshots_dir())?;
-        self.empty_trash()
+        let ids: Vec<String> = plan
+            .removals()
+            .map(|e| e.summary.snapshot.clone())
+            .collect();
+        self.data().delete_snapshots(&ids)
     }
 }
 
@@ -459,16 +450,14 @@ fn pin_map(rec: &crate::sources::SourceRecord) -> HashMap<String, String> {
     out
 }
 
-/// Record the writer in a session's directory before its commit renames it into place.
-pub(crate) fn write_origin(dir: &Path, token: &str) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(&SnapshotOrigin {
+/// `origin.json` of a snapshot whose session's token has public id `token`.
+pub(crate) fn origin_bytes(token: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&SnapshotOrigin {
         token: token.to_string(),
     })
-    .map_err(|e| StoreError::Invalid(e.to_string()))?;
-    fsx::write_atomic(&dir.join(ORIGIN_FILE), &bytes, 0o644)
+    .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-/// Per writer, how many snapshots the plan keeps and removes (for the summary line).
 pub fn per_writer_counts(plan: &PrunePlan) -> BTreeMap<Option<String>, (usize, usize)> {
     let mut out: BTreeMap<Option<String>, (usize, usize)> = BTreeMap::new();
     for e in &plan.entries {

@@ -1,5 +1,6 @@
-//! Open backup sessions: `sessions/<session>.json`, plus the indexes they uploaded in
-//! `tmp/<session>/`. A session idle for more than [`SESSION_IDLE_LIMIT`] is dead: it no longer
+//! Open backup sessions: `sessions/<session>.json`, plus the indexes they uploaded (received in
+//! `tmp/<session>/`, then kept by the data backend: there too on the local store, as
+//! `sessions/<session>/<disk>.index` objects on S3). A session idle for more than [`SESSION_IDLE_LIMIT`] is dead: it no longer
 //! holds back garbage collection, and GC deletes its files.
 
 use std::collections::HashSet;
@@ -173,10 +174,7 @@ impl Store {
     /// Abandon a session: nothing it uploaded becomes visible (its chunks stay until GC).
     pub fn abandon_session(&self, session: &str) -> Result<()> {
         check_name(NameKind::Session, session)?;
-        let tmp = self.session_tmp_dir(session);
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-        }
+        self.data().remove_session_data(session)?;
         let path = self.session_path(session);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -202,7 +200,8 @@ impl Store {
 
     /// Start receiving a disk's index for a live session: a temporary file in `tmp/<session>/`
     /// that [`IndexUpload::write`] appends to, at most [`MAX_INDEX_BYTES`]. The index is checked
-    /// from the file by [`Store::finish_index_upload`], so no upload is ever held in memory.
+    /// from the file by [`Store::finish_index_upload`] (so no upload is held in memory while it
+    /// arrives), then handed to the data backend.
     pub fn begin_index_upload(
         &self,
         session: &str,
@@ -259,10 +258,8 @@ impl Store {
         if !missing.is_empty() {
             return Err(StoreError::MissingChunks(missing));
         }
-        let dest = self
-            .session_tmp_dir(&upload.session)
-            .join(format!("{disk}.index"));
-        fsx::rename_durable(&upload.tmp, &dest)?;
+        self.data()
+            .put_session_index(&upload.session, disk, &upload.tmp)?;
         upload.done = true;
         Ok(())
     }

@@ -1,9 +1,6 @@
 //! Snapshots: `snapshots/<id>/{manifest.json, manifest.sig, <disk>.index}`, committed atomically
 //! by renaming a session's `tmp/<session>/` directory, listed, read and pruned.
 
-use std::fs;
-use std::io;
-use std::path::Path;
 use std::time::SystemTime;
 
 use ferry_format::api::{CommitRequest, SignedManifest, SnapshotSummary};
@@ -14,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx;
+use crate::data::{Published, SnapshotObjects};
+use crate::error::{Result, StoreError};
 use crate::index_file::scan_index;
 use crate::keys::ManifestSigner;
 use crate::sessions::{SessionRecord, MAX_MISSING_REPORTED};
@@ -75,17 +72,16 @@ impl Store {
         if let Some(id) = self.already_committed(&rec, req)? {
             return Ok(id);
         }
-        let tmp = self.session_tmp_dir(session);
-        self.check_commit(&rec, &tmp, req)?;
-        remove_strays(&tmp, req)?;
-        if let Some(token) = &rec.token {
-            crate::prune::write_origin(&tmp, token)?;
-        }
+        self.check_commit(session, &rec, req)?;
+        let origin = match &rec.token {
+            Some(token) => Some(crate::prune::origin_bytes(token)?),
+            None => None,
+        };
+        let disks: Vec<String> = req.disks.iter().map(|d| d.name.clone()).collect();
         let created = rfc3339(now);
         for attempt in 1..=1000 {
             let id = snapshot_id(&rec.machine, now, attempt);
-            let dest = self.snapshots_dir().join(&id);
-            if dest.exists() {
+            if self.data().snapshot_exists(&id)? {
                 continue;
             }
             let manifest = Manifest {
@@ -104,26 +100,25 @@ impl Store {
             check_name(NameKind::Snapshot, &id)?;
             let bytes = serde_json::to_vec_pretty(&manifest)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            fsx::write_atomic(&tmp.join(MANIFEST_FILE), &bytes, 0o644)?;
-            fsx::write_atomic(
-                &tmp.join(SIGNATURE_FILE),
-                signer.sign(&bytes).as_bytes(),
-                0o644,
-            )?;
-            // Chunks, indexes and manifest durable before the snapshot becomes visible.
-            fsx::sync_fs(&tmp)?;
-            // Recorded before the rename: if the reply is lost, the retried commit finds it.
-            rec.committed = Some(id.clone());
-            self.write_session(session, &rec)?;
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => {
-                    fsx::fsync_dir(&self.snapshots_dir())?;
-                    return Ok(id);
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
-                    continue
-                }
-                Err(e) => return Err(io_err("rename snapshot into place", &dest)(e)),
+            let signature = signer.sign(&bytes);
+            let objects = SnapshotObjects {
+                disks: &disks,
+                manifest: &bytes,
+                signature: signature.as_bytes(),
+                origin: origin.as_deref(),
+            };
+            // Recorded before the snapshot becomes visible: if the reply is lost, the retried
+            // commit finds it.
+            let mut record = || {
+                rec.committed = Some(id.clone());
+                self.write_session(session, &rec)
+            };
+            match self
+                .data()
+                .publish_snapshot(session, &id, objects, &mut record)?
+            {
+                Published::Visible => return Ok(id),
+                Published::IdTaken => continue,
             }
         }
         Err(StoreError::Conflict(format!(
@@ -151,7 +146,7 @@ impl Store {
         }
     }
 
-    fn check_commit(&self, rec: &SessionRecord, tmp: &Path, req: &CommitRequest) -> Result<()> {
+    fn check_commit(&self, session: &str, rec: &SessionRecord, req: &CommitRequest) -> Result<()> {
         if req.disks.is_empty() {
             return Err(StoreError::Invalid("the commit lists no disks".into()));
         }
@@ -163,21 +158,25 @@ impl Store {
         }
         for disk in &req.disks {
             check_name(NameKind::Disk, &disk.name)?;
-            let path = tmp.join(format!("{}.index", disk.name));
-            let file = fs::File::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::Invalid(format!(
-                    "disk {} has no index uploaded in this session: PUT its index, then commit",
-                    disk.name
-                )),
-                _ => io_err("read", &path)(e),
-            })?;
-            let len = file.metadata().map_err(io_err("stat", &path))?.len();
+            let path = self
+                .session_tmp_dir(session)
+                .join(format!("{}.index", disk.name));
+            let blob = self
+                .data()
+                .open_session_index(session, &disk.name)?
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "disk {} has no index uploaded in this session: PUT its index, then commit",
+                        disk.name
+                    ))
+                })?;
+            let len = blob.len();
             // Read a block at a time (an index may be 512 MiB). Its chunks are touched, not only
             // checked: GC may have collected a chunk this session touched long ago (gc.rs), and
             // the touch keeps the rest from a GC running during the commit.
             let mut missing = Vec::new();
             let what = format!("the index of disk {}", disk.name);
-            let index = scan_index(file, len, &path, &what, |ids| {
+            let index = scan_index(blob.into_reader(), len, &path, &what, |ids| {
                 let room = MAX_MISSING_REPORTED - missing.len();
                 missing.extend(self.touch_chunks(ids)?.into_iter().take(room));
                 Ok(())
@@ -235,32 +234,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Names of the directories in `snapshots/` that are valid snapshot ids.
+    /// Ids of the visible snapshots.
     pub fn snapshot_ids(&self) -> Result<Vec<String>> {
-        let dir = self.snapshots_dir();
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if check_name(NameKind::Snapshot, &name).is_ok() && entry.path().is_dir() {
-                ids.push(name);
-            }
-        }
-        Ok(ids)
+        self.data().snapshot_ids()
     }
 
     fn snapshot_file(&self, id: &str, file: &str) -> Result<Vec<u8>> {
         check_name(NameKind::Snapshot, id)?;
-        let path = self.snapshots_dir().join(id).join(file);
-        fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound if !path.parent().is_some_and(Path::exists) => {
-                StoreError::NotFound(format!(
-                    "snapshot {id} does not exist: list snapshots to see which do"
-                ))
+        match self.data().read_snapshot_object(id, file)? {
+            Some(bytes) => Ok(bytes),
+            None if self.data().snapshot_exists(id)? => {
+                Err(StoreError::NotFound(format!("snapshot {id} has no {file}")))
             }
-            io::ErrorKind::NotFound => StoreError::NotFound(format!("snapshot {id} has no {file}")),
-            _ => io_err("read", &path)(e),
-        })
+            None => Err(StoreError::NotFound(format!(
+                "snapshot {id} does not exist: list snapshots to see which do"
+            ))),
+        }
     }
 
     /// The parsed manifest of a snapshot (not verified: the store wrote it).
@@ -289,48 +278,11 @@ impl Store {
         self.snapshot_file(id, &format!("{disk}.index"))
     }
 
-    /// Delete whatever is in `trash/` (also what an interrupted prune left there).
-    pub fn empty_trash(&self) -> Result<()> {
-        let dir = self.trash_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err("list", &dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(io_err("list", &dir))?.path();
-            let res = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            res.map_err(io_err("remove", &path))?;
-        }
-        Ok(())
+    /// Delete what an interrupted deletion left (the local store's `trash/`; on S3, snapshot
+    /// objects without a signature older than `stale_before`).
+    pub fn empty_trash(&self, stale_before: SystemTime) -> Result<()> {
+        self.data().remove_leftovers(stale_before)
     }
-}
-
-/// Remove files of a session's tmp directory that the commit does not name (indexes of disks
-/// left out, temporary files of interrupted writes).
-fn remove_strays(tmp: &Path, req: &CommitRequest) -> Result<()> {
-    for entry in fs::read_dir(tmp).map_err(io_err("list", tmp))? {
-        let entry = entry.map_err(io_err("list", tmp))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let wanted = req
-            .disks
-            .iter()
-            .any(|d| name == format!("{}.index", d.name));
-        if !wanted {
-            let p = entry.path();
-            let res = if p.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
-            res.map_err(io_err("remove", &p))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -24,15 +24,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_format::{ChunkId, DiskIndex, Manifest};
 use serde::{Deserialize, Serialize};
 
 use crate::chunks::check_chunk;
+use crate::data::LockMode;
 use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode, TMP_PREFIX};
+use crate::fsx::{self, FileLock};
 use crate::sessions::unique_data_chunks;
 use crate::snapshots::rfc3339;
 use crate::Store;
@@ -74,8 +75,8 @@ pub struct BadChunk {
     pub id: ChunkId,
     /// What is wrong with it ([`crate::chunks::ChunkFault`], as text).
     pub fault: String,
-    /// Where it was moved.
-    pub moved_to: PathBuf,
+    /// Where it was moved (a path, or an S3 key).
+    pub moved_to: String,
 }
 
 /// `verify.state`: JSON, written atomically.
@@ -149,8 +150,14 @@ enum Presence {
 }
 
 impl Store {
+    /// The local layout's `damaged/` (tests of the local backend use it).
     pub fn damaged_dir(&self) -> PathBuf {
         self.root().join(DAMAGED_DIR)
+    }
+
+    /// Where verify moves bad chunks (a directory, or an S3 prefix), for messages.
+    pub fn damaged_location(&self) -> String {
+        self.data().quarantine_location()
     }
 
     /// Run `verify` (see the module doc).
@@ -249,26 +256,21 @@ impl Store {
     ) -> Result<()> {
         let start = Instant::now();
         let mut last_save = (Instant::now(), 0u64);
-        let after = cp.after.map(|id| id.to_hex());
-        let first_prefix = after.as_deref().map(|a| &a[..4]).unwrap_or("");
-        let chunks = self.chunks_dir();
-        let mut prefixes: Vec<String> = list_names(&chunks)?
+        let after = cp.after;
+        let first_prefix = after.map(|a| a.store_prefix()).unwrap_or_default();
+        let data = self.data();
+        let prefixes: Vec<String> = data
+            .chunk_prefixes()?
             .into_iter()
-            .filter(|p| is_prefix_name(p) && p.as_str() >= first_prefix)
+            .filter(|p| p.as_str() >= first_prefix.as_str())
             .collect();
-        prefixes.sort();
         for prefix in prefixes {
-            let dir = chunks.join(&prefix);
-            let mut names: Vec<String> = list_names(&dir)?
+            let ids: Vec<ChunkId> = data
+                .stored_chunks(&prefix)?
                 .into_iter()
-                .filter(|n| n.starts_with(&prefix) && !n.starts_with(TMP_PREFIX))
-                .filter(|n| after.as_deref().is_none_or(|a| n.as_str() > a))
+                .filter(|id| after.is_none_or(|a| *id > a))
                 .collect();
-            names.sort();
-            for name in names {
-                let Ok(id) = name.parse::<ChunkId>() else {
-                    continue;
-                };
+            for id in ids {
                 let len = self.verify_one(&id, cp)?;
                 match len {
                     Some(n) => {
@@ -300,11 +302,8 @@ impl Store {
     /// Check one stored chunk; a bad one is moved to `damaged/`. Returns the bytes read, or
     /// `None` when the chunk is gone.
     fn verify_one(&self, id: &ChunkId, cp: &mut Checkpoint) -> Result<Option<u64>> {
-        let path = self.chunk_path(id);
-        let frame = match fs::read(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let Some(frame) = self.data().read_chunk(id)? else {
+            return Ok(None);
         };
         if check_chunk(id, &frame).is_ok() {
             return Ok(Some(frame.len() as u64));
@@ -313,7 +312,7 @@ impl Store {
             tracing::warn!(
                 "damaged chunk {id}: {}; moved it to {}",
                 bad.fault,
-                bad.moved_to.display()
+                bad.moved_to
             );
             cp.bad.push(bad);
         }
@@ -323,24 +322,15 @@ impl Store {
     /// Re-check `id` holding the chunk lock exclusive (no PUT, known-chunks or GC unlink runs
     /// meanwhile) and move it to `damaged/` if it is still bad.
     fn quarantine(&self, id: &ChunkId) -> Result<Option<BadChunk>> {
-        let _lock = FileLock::acquire(&self.chunk_lock_path(), LockMode::Exclusive)?;
-        let path = self.chunk_path(id);
-        let frame = match fs::read(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let data = self.data();
+        let _lock = data.lock_chunks(LockMode::Exclusive)?;
+        let Some(frame) = data.read_chunk(id)? else {
+            return Ok(None);
         };
         let Err(fault) = check_chunk(id, &frame) else {
             return Ok(None); // replaced by a good upload since the first read
         };
-        let damaged = self.damaged_dir();
-        fsx::create_dir_all(&damaged)?;
-        let moved_to = damaged.join(id.to_hex());
-        fs::rename(&path, &moved_to).map_err(io_err("move to damaged/", &path))?;
-        if let Some(dir) = path.parent() {
-            fsx::fsync_dir(dir)?;
-        }
-        fsx::fsync_dir(&damaged)?;
+        let moved_to = data.quarantine_chunk(id)?;
         Ok(Some(BadChunk {
             id: *id,
             fault: fault.to_string(),
@@ -365,7 +355,7 @@ impl Store {
                 action: String::new(),
             };
             let manifest = match self.signed_manifest(&id, "") {
-                Err(e) if e.is_not_found() && !self.snapshots_dir().join(&id).exists() => {
+                Err(e) if e.is_not_found() && !self.data().snapshot_exists(&id)? => {
                     continue; // pruned meanwhile
                 }
                 Err(e) => {
@@ -436,7 +426,7 @@ impl Store {
                 let p = match seen.get(&chunk) {
                     Some(p) => *p,
                     None => {
-                        let p = self.presence(&chunk);
+                        let p = self.presence(&chunk)?;
                         seen.insert(chunk, p);
                         if p == Presence::Missing {
                             report.missing_chunks.push(chunk);
@@ -454,14 +444,14 @@ impl Store {
         Ok(())
     }
 
-    fn presence(&self, id: &ChunkId) -> Presence {
-        if self.has_chunk(id) {
+    fn presence(&self, id: &ChunkId) -> Result<Presence> {
+        Ok(if self.data().has_chunk(id)? {
             Presence::Stored
-        } else if self.damaged_dir().join(id.to_hex()).is_file() {
+        } else if self.data().is_quarantined(id)? {
             Presence::Damaged
         } else {
             Presence::Missing
-        }
+        })
     }
 }
 
@@ -510,27 +500,6 @@ fn pace(rate: Option<u64>, bytes: u64, start: Instant) {
     }
 }
 
-fn is_prefix_name(name: &str) -> bool {
-    name.len() == 4
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e)),
-    };
-    entries
-        .map(|e| {
-            e.map(|e| e.file_name().to_string_lossy().into_owned())
-                .map_err(io_err("list", dir))
-        })
-        .collect()
-}
-
 impl fmt::Display for VerifyReport {
     /// The human report: counts, then each problem on its own line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -561,9 +530,7 @@ impl fmt::Display for VerifyReport {
             writeln!(
                 f,
                 "BAD chunk {}: {}; moved to {}",
-                b.id,
-                b.fault,
-                b.moved_to.display()
+                b.id, b.fault, b.moved_to
             )?;
         }
         for id in &self.missing_chunks {

@@ -10,7 +10,10 @@ use ferry_store::chunks::PutOutcome;
 use ferry_store::keys::ManifestSigner;
 use ferry_store::verify::{Start, VerifyOptions, VERIFY_STATE};
 use ferry_store::{Store, StoreError};
-use ferry_test_support::store::{commit_request, new_store, CS};
+use ferry_test_support::store::{
+    commit_request, mark_path, new_local_store, new_store, plant_chunk, remove_chunk, stored_frame,
+    CS,
+};
 
 /// A 64 KiB chunk of compressible, seed-dependent text and its frame as backup-agent makes it.
 fn chunk(seed: u32) -> (ChunkId, Vec<u8>, Vec<u8>) {
@@ -123,7 +126,7 @@ fn padded_and_malformed_frames_are_refused_and_nothing_is_stored() {
     ));
     // A padded upload of a present id is refused too and leaves the stored frame alone.
     invalid(store.put_chunk(&id, &[frame.clone(), skippable(8)].concat()));
-    assert_eq!(fs::read(store.chunk_path(&id)).unwrap(), frame);
+    assert_eq!(stored_frame(&store, &id).unwrap(), frame);
 }
 
 #[test]
@@ -145,18 +148,16 @@ fn repeat_put_replaces_a_bad_stored_chunk_and_keeps_a_good_one() {
         ("empty", Vec::new()),
     ];
     for (name, bad) in planted {
-        let path = store.chunk_path(&id);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, &bad).unwrap();
+        plant_chunk(&store, &id, &bad);
         assert_eq!(
             store.put_chunk(&id, &frame).unwrap(),
             PutOutcome::Replaced,
             "{name}"
         );
-        assert_eq!(fs::read(&path).unwrap(), frame, "{name}");
+        assert_eq!(stored_frame(&store, &id).unwrap(), frame, "{name}");
     }
     // A good stored frame stays, even when another encoding of the same data is uploaded.
-    let path = store.chunk_path(&id);
+    let path = mark_path(&store, &id);
     let old = SystemTime::now() - Duration::from_secs(3600);
     fs::File::options()
         .write(true)
@@ -170,7 +171,7 @@ fn repeat_put_replaces_a_bad_stored_chunk_and_keeps_a_good_one() {
         store.put_chunk(&id, &level19).unwrap(),
         PutOutcome::AlreadyPresent
     );
-    assert_eq!(fs::read(&path).unwrap(), frame);
+    assert_eq!(stored_frame(&store, &id).unwrap(), frame);
     let mtime = fs::metadata(&path).unwrap().modified().unwrap();
     assert!(
         mtime > old + Duration::from_secs(3000),
@@ -196,9 +197,9 @@ fn verify_quarantines_bad_chunks_names_damaged_snapshots_and_a_backup_heals_them
     // ids[0] (alpha only) gets padded, ids[4] (beta only) disappears, ids[5] (no snapshot)
     // is corrupt.
     let padded = [skippable(4096), chunks[0].1.clone()].concat();
-    fs::write(store.chunk_path(&ids[0]), &padded).unwrap();
-    fs::remove_file(store.chunk_path(&ids[4])).unwrap();
-    fs::write(store.chunk_path(&ids[5]), b"\x28\xb5\x2f\xfd garbage").unwrap();
+    plant_chunk(&store, &ids[0], &padded);
+    remove_chunk(&store, &ids[4]);
+    plant_chunk(&store, &ids[5], b"\x28\xb5\x2f\xfd garbage");
     let r = verify(&store, Start::Auto);
     println!("{r}");
     assert!(!r.is_clean());
@@ -235,7 +236,7 @@ fn verify_quarantines_bad_chunks_names_damaged_snapshots_and_a_backup_heals_them
     // Quarantined: out of chunks/, kept in damaged/, and known-chunks reports it missing.
     assert!(!store.has_chunk(&ids[0]));
     assert_eq!(
-        fs::read(store.damaged_dir().join(ids[0].to_hex())).unwrap(),
+        store.data().read_quarantined(&ids[0]).unwrap().unwrap(),
         padded
     );
     assert_eq!(store.touch_chunks(&ids[..2]).unwrap(), vec![ids[0]]);
@@ -259,7 +260,8 @@ fn verify_quarantines_bad_chunks_names_damaged_snapshots_and_a_backup_heals_them
 #[test]
 fn verify_checks_manifest_signatures_and_index_digests() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, signer) = new_store(dir.path());
+    // Local only: the damage is edited into the snapshot's files in place.
+    let (store, signer) = new_local_store(dir.path());
     let (id, frame, _) = chunk(20);
     store.put_chunk(&id, &frame).unwrap();
     let s1 = snapshot(&store, &signer, "gamma", &[id]);
@@ -326,7 +328,7 @@ fn verify_resumes_after_the_checkpoint_and_resume_needs_one() {
     let path = dir.path().join(VERIFY_STATE);
     fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
     // A chunk before the checkpoint is corrupted: the resumed run does not read it again.
-    fs::write(store.chunk_path(&ids[3]), b"garbage").unwrap();
+    plant_chunk(&store, &ids[3], b"garbage");
     let r = verify(&store, Start::Resume);
     assert!(r.resumed);
     assert_eq!((r.chunks_skipped, r.chunks_checked), (15, 25));

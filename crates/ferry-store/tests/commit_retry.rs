@@ -79,7 +79,7 @@ fn a_committed_session_pins_nothing_and_its_record_goes_after_an_hour() {
             .unwrap(),
         id
     );
-    std::fs::remove_dir_all(store.snapshots_dir().join(&id)).unwrap();
+    store.delete_snapshot(&id).unwrap();
     assert_eq!(store.gc(SystemTime::now()).unwrap().live_sessions, 0);
     assert!(store.session_path(&fresh).exists());
 }

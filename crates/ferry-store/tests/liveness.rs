@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use ferry_format::DiskIndex;
 use ferry_store::sessions::{SessionRecord, MAX_INDEX_BYTES, SESSION_PIN_WINDOW};
 use ferry_store::{Store, StoreError};
-use ferry_test_support::store::{ago, chunk, disk, new_store, set_mtime, CS};
+use ferry_test_support::store::{
+    ago, chunk, disk, mark_path, new_local_store, new_store, remove_chunk, set_mtime, CS,
+};
 
 const DAY: u64 = 86_400;
 
@@ -59,9 +61,9 @@ fn a_session_touched_daily_no_longer_keeps_old_garbage_but_keeps_what_it_announc
     for (id, f) in [(&garbage, &fg), (&announced, &fa), (&old_touch, &fo)] {
         store.put_chunk(id, f).unwrap();
     }
-    set_mtime(&store.chunk_path(&garbage), ago(20 * DAY));
-    set_mtime(&store.chunk_path(&announced), ago(2 * 3600));
-    set_mtime(&store.chunk_path(&old_touch), ago(3 * DAY));
+    set_mtime(&mark_path(&store, &garbage), ago(20 * DAY));
+    set_mtime(&mark_path(&store, &announced), ago(2 * 3600));
+    set_mtime(&mark_path(&store, &old_touch), ago(3 * DAY));
 
     let report = store.gc(SystemTime::now()).unwrap();
     // Before: cutoff = the session's start - 5 min, 30 days ago: nothing was ever collected.
@@ -107,12 +109,12 @@ fn commit_touches_the_chunks_it_makes_part_of_a_snapshot() {
         .unwrap();
     // As if the index had been uploaded long ago: the commit must renew the chunk's mtime
     // (under the shared lock) rather than only check that it exists.
-    set_mtime(&store.chunk_path(&id), ago(3 * DAY));
+    set_mtime(&mark_path(&store, &id), ago(3 * DAY));
     let before = ago(1);
     store
         .commit(&session, &req, &signer, SystemTime::now())
         .unwrap();
-    assert!(mtime(&store.chunk_path(&id)) >= before);
+    assert!(mtime(&mark_path(&store, &id)) >= before);
 
     // And a chunk GC took meanwhile makes the commit answer MissingChunks, not a snapshot
     // with a hole.
@@ -123,7 +125,7 @@ fn commit_touches_the_chunks_it_makes_part_of_a_snapshot() {
     store
         .put_index(&session, "sda", &index, SystemTime::now())
         .unwrap();
-    fs::remove_file(store.chunk_path(&id2)).unwrap();
+    remove_chunk(&store, &id2);
     assert!(matches!(
         store.commit(&session, &req, &signer, SystemTime::now()),
         Err(StoreError::MissingChunks(m)) if m == vec![id2]
@@ -143,7 +145,8 @@ fn tmp_files(store: &Store, session: &str) -> Vec<String> {
 #[test]
 fn streamed_index_uploads_are_checked_from_the_file_and_leave_nothing_when_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = new_store(dir.path());
+    // Local only: it looks at the files of tmp/<session>/, where the local store keeps them.
+    let (store, _) = new_local_store(dir.path());
     let session = store.start_session("web01", CS, SystemTime::now()).unwrap();
     let (id, f) = chunk(1);
     store.put_chunk(&id, &f).unwrap();
@@ -207,7 +210,8 @@ fn the_store_creates_private_files_and_directories() {
     let root = dir.path().join("data");
     fs::create_dir(&root).unwrap();
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
-    let (store, signer) = new_store(&root);
+    // Local only: the modes of the local layout's files.
+    let (store, signer) = new_local_store(&root);
     let session = store.start_session("web01", CS, SystemTime::now()).unwrap();
     let (id, f) = chunk(1);
     store.put_chunk(&id, &f).unwrap();

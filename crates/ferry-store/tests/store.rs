@@ -10,7 +10,9 @@ use ferry_format::ChunkId;
 use ferry_store::chunks::PutOutcome;
 use ferry_store::keys::ManifestSigner;
 use ferry_store::{Store, StoreError};
-use ferry_test_support::store::{ago, chunk, disk, new_store, set_mtime, CS};
+use ferry_test_support::store::{
+    ago, chunk, disk, mark_path, new_store, set_mtime, stored_frame, CS,
+};
 
 /// A full backup of `ids` committed at `now`.
 fn backup(
@@ -40,7 +42,7 @@ fn put_chunk_verifies_before_storing() {
     let (store, _) = new_store(dir.path());
     let (id, frame) = chunk(1);
     assert_eq!(store.put_chunk(&id, &frame).unwrap(), PutOutcome::Stored);
-    assert_eq!(fs::read(store.chunk_path(&id)).unwrap(), frame);
+    assert_eq!(stored_frame(&store, &id).unwrap(), frame);
     assert!(store
         .chunk_path(&id)
         .parent()
@@ -185,7 +187,7 @@ fn gc_removes_unreferenced_chunks_and_keeps_referenced_ones() {
     store.put_chunk(&orphan, &fo).unwrap();
     store.put_chunk(&fresh, &ff).unwrap();
     for seed in [1, 2, 3] {
-        set_mtime(&store.chunk_path(&chunk(seed).0), ago(7200));
+        set_mtime(&mark_path(&store, &chunk(seed).0), ago(7200));
     }
     let report = store.gc(SystemTime::now()).unwrap();
     assert_eq!(
@@ -210,8 +212,8 @@ fn gc_keeps_chunks_a_live_session_touched_before_it_started() {
     let (stale, f2) = chunk(2);
     store.put_chunk(&touched, &f1).unwrap();
     store.put_chunk(&stale, &f2).unwrap();
-    set_mtime(&store.chunk_path(&touched), ago(1800));
-    set_mtime(&store.chunk_path(&stale), ago(3 * 3600));
+    set_mtime(&mark_path(&store, &touched), ago(1800));
+    set_mtime(&mark_path(&store, &stale), ago(3 * 3600));
     store.gc(SystemTime::now()).unwrap();
     assert!(store.has_chunk(&touched));
     assert!(!store.has_chunk(&stale));
@@ -223,7 +225,7 @@ fn gc_waits_for_a_session_holding_the_chunk_lock() {
     let (store, _) = new_store(dir.path());
     let (id, frame) = chunk(1);
     store.put_chunk(&id, &frame).unwrap();
-    set_mtime(&store.chunk_path(&id), ago(7200));
+    set_mtime(&mark_path(&store, &id), ago(7200));
 
     // The "server": checks the chunk is present holding the lock shared ...
     let lock = store.lock_chunks_shared().unwrap();
@@ -240,7 +242,7 @@ fn gc_waits_for_a_session_holding_the_chunk_lock() {
     thread::sleep(Duration::from_millis(300));
     assert!(rx.try_recv().is_err(), "GC must wait for the shared lock");
     // The server touches the chunk, then releases the lock: GC re-stats and keeps it.
-    set_mtime(&store.chunk_path(&id), SystemTime::now());
+    set_mtime(&mark_path(&store, &id), SystemTime::now());
     drop(lock);
     let report = gc.join().unwrap().unwrap();
     assert_eq!(report.removed_chunks, 0);

@@ -9,6 +9,8 @@
 //!   checksums after a mutation (the probe tests and the fuzz targets share them).
 //! - [`store`]: a ready store with its signing key, chunks of one byte, a disk's index and
 //!   commit request, file times in the past.
+//! - [`storage`]: the data backend a test store uses, from `FERRY_TEST_STORAGE` (local or an
+//!   S3 cluster, a fresh key prefix per store).
 //! - [`https`]: a client of the appliance's API that pins the store's CA, as the agents do.
 //! - [`tools`]: the real disk tools (run, skip when missing) and sparse image files.
 
@@ -18,5 +20,6 @@ pub mod cli;
 pub mod crc;
 pub mod disk;
 pub mod https;
+pub mod storage;
 pub mod store;
 pub mod tools;

@@ -1,25 +1,37 @@
 //! A store on a temporary directory and the chunks, indexes and commits tests put into it.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use ferry_format::api::CommitRequest;
 use ferry_format::index::Entry;
 use ferry_format::manifest::{ChunkCounts, DiskManifest};
 use ferry_format::{ChunkId, DiskIndex};
+use ferry_store::data::LockMode;
 use ferry_store::keys::{generate_signing_key, write_private, ManifestSigner, SIGNING_KEY};
 use ferry_store::{config, Store};
 
 /// The chunk size of every test store: 64 KiB, the smallest the format allows, keeps tests fast.
 pub const CS: u32 = 64 << 10;
 
-/// A store laid out in `dir` as `appliance init` does, with a fresh signing key.
+/// A store laid out in `dir` as `appliance init` does, with a fresh signing key, its data on
+/// the backend `FERRY_TEST_STORAGE` names ([`crate::storage`]).
 pub fn new_store(dir: &Path) -> (Store, ManifestSigner) {
+    new_store_on(dir, &crate::storage::test_storage())
+}
+
+/// [`new_store`] on the local directory whatever `FERRY_TEST_STORAGE` says: for tests of the
+/// local layout itself (file times, modes, bytes edited in `chunks/`).
+pub fn new_local_store(dir: &Path) -> (Store, ManifestSigner) {
+    new_store_on(dir, &config::Storage::Local)
+}
+
+fn new_store_on(dir: &Path, storage: &config::Storage) -> (Store, ManifestSigner) {
     config::create_layout(dir).unwrap();
     let pk8 = generate_signing_key().unwrap();
     write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config(dir, "test-appliance").unwrap();
+    config::write_config_with(dir, "test-appliance", storage).unwrap();
     let store = Store::open(dir).unwrap();
     let signer = store.load_signer().unwrap();
     (store, signer)
@@ -74,6 +86,38 @@ pub fn disk(ids: &[ChunkId]) -> (Vec<u8>, CommitRequest) {
     }
     let req = commit_request(&index, "raw");
     (index.encode(), req)
+}
+
+/// The file whose mtime is `id`'s GC mark: the chunk file, or on S3 its marker in the local
+/// chunk catalogue ([`crate::storage::chunk_listing_dir`]).
+pub fn mark_path(store: &Store, id: &ChunkId) -> PathBuf {
+    crate::storage::chunk_listing_dir(store.root())
+        .join(id.store_prefix())
+        .join(id.to_hex())
+}
+
+/// Store `bytes` as `id`'s frame without any check, as damage on the backend would leave it.
+pub fn plant_chunk(store: &Store, id: &ChunkId, bytes: &[u8]) {
+    let _lock = store.lock_chunks_shared().unwrap();
+    store.data().write_chunk(id, bytes).unwrap();
+}
+
+/// What the backend holds for `id`, unchecked.
+pub fn stored_frame(store: &Store, id: &ChunkId) -> Option<Vec<u8>> {
+    store.data().read_chunk(id).unwrap()
+}
+
+/// Delete `id` from the backend as a loss would (not through GC).
+pub fn remove_chunk(store: &Store, id: &ChunkId) {
+    let entry = store
+        .data()
+        .list_chunk_entries(&id.store_prefix())
+        .unwrap()
+        .into_iter()
+        .find(|e| e.chunk == Some(*id))
+        .unwrap_or_else(|| panic!("chunk {id} is not stored"));
+    let _lock = store.data().lock_chunks(LockMode::Exclusive).unwrap();
+    assert!(store.data().delete_entry(&entry).unwrap());
 }
 
 /// `secs` seconds before now.

@@ -180,13 +180,7 @@ fn fill(mnt: &Path, bytes: u64) {
 }
 
 fn manifest(a: &Appliance, snapshot: &str) -> Manifest {
-    let path = a
-        .data()
-        .join("snapshots")
-        .join(snapshot)
-        .join("manifest.json");
-    let text = std::fs::read_to_string(&path).expect("manifest.json");
-    serde_json::from_str(&text).expect("parse the manifest")
+    serde_json::from_str(&a.manifest_json(snapshot)).expect("parse the manifest")
 }
 
 fn listed(a: &Appliance, snapshot: &str) -> serde_json::Value {

@@ -281,9 +281,7 @@ fn block_devices_with_4096_byte_sectors_and_a_too_small_target() {
     ));
     let b = a.backup("fourk", &[src.path()]);
     let snap = b["snapshot"].as_str().unwrap();
-    let manifest =
-        std::fs::read_to_string(a.data().join("snapshots").join(snap).join("manifest.json"))
-            .unwrap();
+    let manifest = a.manifest_json(snap);
     assert!(
         manifest.contains("\"logical_sector_size\": 4096"),
         "{manifest}"

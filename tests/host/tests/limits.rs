@@ -105,7 +105,7 @@ fn six_concurrent_512_mib_index_uploads_keep_the_server_small() {
         eprintln!("SKIP: curl is not installed");
         return;
     }
-    let mut a = Appliance::start();
+    let mut a = Appliance::start_local(); // local only: it checks the files of tmp/<session>/
     let server = Killed(serve_with(&mut a, &["--max-index-uploads", "6"]));
     let pid = server.0.id();
     let index = a.dir.path().join("big.index");

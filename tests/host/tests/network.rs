@@ -10,13 +10,7 @@ use ferry_format::network::ConfigSystem;
 use ferry_format::Manifest;
 
 fn manifest(a: &Appliance, snapshot: &str) -> Manifest {
-    let path = a
-        .data()
-        .join("snapshots")
-        .join(snapshot)
-        .join("manifest.json");
-    let text = std::fs::read_to_string(&path).expect("manifest.json");
-    serde_json::from_str(&text).expect("parse the manifest")
+    serde_json::from_str(&a.manifest_json(snapshot)).expect("parse the manifest")
 }
 
 #[test]

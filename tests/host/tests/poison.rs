@@ -98,13 +98,13 @@ fn a_padded_frame_uploaded_first_is_refused_and_cannot_poison_later_backups() {
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("d.img");
     make_image(&img, 32 * MIB, 21);
-    let a = Appliance::start();
+    let a = Appliance::start_local(); // local only: it edits the files of chunks/ or checks damaged/
     a.backup("m", &[&img]);
     let (id, path) = stored_chunks(&a.data()).swap_remove(0);
     let frame = std::fs::read(&path).unwrap();
 
     // An attacker with a backup token uploads padded versions of it to a fresh appliance first.
-    let b = Appliance::start();
+    let b = Appliance::start_local(); // local only: it edits the files of chunks/ or checks damaged/
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "skippable frame before",
@@ -148,7 +148,7 @@ fn a_repeat_put_of_the_genuine_frame_replaces_a_bad_stored_chunk() {
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("d.img");
     make_image(&img, 32 * MIB, 22);
-    let a = Appliance::start();
+    let a = Appliance::start_local(); // local only: it edits the files of chunks/ or checks damaged/
     let snap = a.backup("m", &[&img]);
     let s = snap["snapshot"].as_str().unwrap();
     let (id, path) = stored_chunks(&a.data()).swap_remove(0);
@@ -179,7 +179,7 @@ fn verify_reports_corrupt_and_missing_chunks_by_snapshot_and_the_next_backups_he
     let (web_img, db_img) = (work.path().join("web.img"), work.path().join("db.img"));
     make_image(&web_img, 32 * MIB, 31);
     make_image(&db_img, 32 * MIB, 32);
-    let a = Appliance::start();
+    let a = Appliance::start_local(); // local only: it edits the files of chunks/ or checks damaged/
     let web = a.backup("web", &[&web_img])["snapshot"]
         .as_str()
         .unwrap()
@@ -269,8 +269,8 @@ fn an_interrupted_verify_resumes_and_the_rate_limit_holds_while_backups_run() {
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("d.img");
     make_image(&img, 64 * MIB, 41);
-    let a = Appliance::start();
-    // 256 KiB chunks: many chunks, so the checkpoint moves in small steps.
+    let a = Appliance::start_local(); // local only: it edits the files of chunks/ or checks damaged/
+                                      // 256 KiB chunks: many chunks, so the checkpoint moves in small steps.
     let snap = a
         .backup_cmd("m", &[&img])
         .args(["--chunk-size", "262144"])

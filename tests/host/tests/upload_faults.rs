@@ -137,8 +137,8 @@ fn backup_onto_a_full_appliance_fails_within_its_retry_window_naming_the_cause()
         );
         return;
     }
-    let mut a = Appliance::start();
-    // 16 MiB of store for 96 MiB of incompressible data: the store fills after a few chunks.
+    let mut a = Appliance::start_local(); // local only: it fills the tmpfs the chunks are written to
+                                          // 16 MiB of store for 96 MiB of incompressible data: the store fills after a few chunks.
     let space = data_on_tmpfs(&mut a, "16m");
     let work = tempfile::tempdir().expect("tempdir");
     let image = work.path().join("big.img");
@@ -234,7 +234,7 @@ fn only_verified_chunks(image: &Path, target: &Path) -> usize {
 
 #[test]
 fn restore_whose_chunk_fetches_keep_failing_ends_in_bounded_time_and_writes_only_verified_data() {
-    let a = Appliance::start();
+    let a = Appliance::start_local(); // local only: it finds and breaks a file of chunks/
     let work = tempfile::tempdir().expect("tempdir");
     let image = work.path().join("src.img");
     let snap = snapshot_of(&a, &image, 64 * MIB, 21);

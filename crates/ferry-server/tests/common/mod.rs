@@ -13,11 +13,12 @@ use ferry_format::api::Role;
 use ferry_format::api::{BackupSession, CommitReply};
 use ferry_format::index::Entry;
 use ferry_format::{ChunkId, DiskIndex};
-use ferry_server::commands::init_store;
+use ferry_server::commands::init_store_with;
 use ferry_store::jobs::NewJob;
 use ferry_store::tokens::create_token_at;
 use ferry_store::Store;
 use ferry_test_support::https::{load_trust, Client};
+use ferry_test_support::storage::test_storage;
 use ferry_test_support::store::{commit_request, CS};
 
 pub struct World {
@@ -34,7 +35,7 @@ pub struct World {
 impl World {
     pub fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let init = init_store(dir.path(), &[]).unwrap();
+        let init = init_store_with(dir.path(), &[], &test_storage()).unwrap();
         let trust = load_trust(&init.trust_bundle);
         let t = "2025-01-01T00:00:00Z";
         let backup = create_token_at(dir.path(), Role::Backup, t).unwrap();

@@ -216,11 +216,10 @@ impl Store {
         snapshot: &str,
         disks: &[(String, String)],
     ) -> Result<Vec<PendingRange>> {
-        use std::os::unix::fs::FileExt;
         let mut indexes = Vec::new();
         let mut total: u64 = 0;
         for (disk, device) in disks {
-            let (file, _) = self.open_snapshot_index(snapshot, disk)?;
+            let file = self.open_snapshot_index(snapshot, disk)?;
             let path = PathBuf::from(format!("snapshot {snapshot}, index of disk {disk}"));
             let mut head = [0u8; IndexHeader::LEN];
             file.read_exact_at(&mut head, 0)

@@ -87,6 +87,19 @@ impl Appliance {
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+    /// The stored manifest.json of a snapshot, byte for byte, read through the store (on
+    /// either backend).
+    pub fn manifest_json(&self, snapshot: &str) -> String {
+        ferry_store::Store::open(&self.data())
+            .and_then(|s| s.signed_manifest(snapshot, ""))
+            .unwrap_or_else(|e| panic!("read the manifest of {snapshot}: {e}"))
+            .manifest
+    }
+    /// Where the store lists its chunks as `abcd/<64 hex>` (the chunk files, or on S3 the
+    /// local catalogue's markers): for counting them, not reading them.
+    pub fn chunk_listing(&self) -> PathBuf {
+        ferry_test_support::storage::chunk_listing_dir(&self.data())
+    }
     pub fn ca(&self) -> PathBuf {
         self.data().join("ca.pem")
     }
@@ -94,12 +107,25 @@ impl Appliance {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// An appliance whose data is on the backend `FERRY_TEST_STORAGE` names (local, or a
+    /// fresh prefix of the S3 cluster; ferry_test_support::storage).
     pub fn start() -> Self {
+        Self::start_on(&ferry_test_support::storage::test_storage())
+    }
+
+    /// An appliance on the local directory whatever `FERRY_TEST_STORAGE` says: for tests that
+    /// edit or inspect the files of `chunks/`, `snapshots/` or `tmp/`.
+    pub fn start_local() -> Self {
+        Self::start_on(&ferry_store::config::Storage::Local)
+    }
+
+    fn start_on(storage: &ferry_store::config::Storage) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let out = ok(Command::new(bin("appliance"))
             .args(["init", "--json", "--data"])
-            .arg(&data));
+            .arg(&data)
+            .args(ferry_test_support::storage::init_args(storage)));
         let v: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("init --json printed {out:?}: {e}"));
         let admin = v["admin_token"]

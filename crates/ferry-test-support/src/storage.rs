@@ -1,0 +1,151 @@
+//! The data backend tests run on: `FERRY_TEST_STORAGE=local` (the default) or `s3`. With `s3`,
+//! `FERRY_TEST_S3_ENV` names a shell-style `KEY=VALUE` file describing a running cluster (what
+//! `scripts/s3-cluster start DIR` writes to `DIR/env`): `FERRY_S3_ENDPOINTS` (comma-separated),
+//! `FERRY_S3_BUCKET`, `FERRY_S3_REGION`, and `FERRY_S3_CREDENTIALS` (a 0600 file) or
+//! `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`. Every store gets a fresh random key prefix,
+//! so tests sharing the bucket never see each other's objects.
+//!
+//! Tests about the local directory itself (file modes, mtimes, flocks, bytes edited in
+//! `chunks/`) use [`Storage::Local`] explicitly and run the same on either setting.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ferry_store::config::{S3Config, Storage};
+use ferry_store::data::s3::parse_env_lines;
+
+/// Which backend `FERRY_TEST_STORAGE` asks for.
+pub fn is_s3() -> bool {
+    match std::env::var("FERRY_TEST_STORAGE").as_deref() {
+        Ok("s3") => true,
+        Ok("local") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("FERRY_TEST_STORAGE={other}: use local or s3"),
+    }
+}
+
+/// The storage of a new test store: local, or the cluster of `FERRY_TEST_S3_ENV` under a
+/// prefix no other store uses.
+pub fn test_storage() -> Storage {
+    if !is_s3() {
+        return Storage::Local;
+    }
+    let cluster = cluster();
+    let mut cfg = cluster.clone();
+    let rand: [u8; 8] = std::array::from_fn(|_| fastrand_byte());
+    cfg.prefix = format!("test-{}/", hex(&rand));
+    Storage::S3(cfg)
+}
+
+/// `appliance init` flags that make `storage` (none for the local directory).
+pub fn init_args(storage: &Storage) -> Vec<String> {
+    let Storage::S3(c) = storage else {
+        return Vec::new();
+    };
+    let mut args = vec!["--storage".to_string(), "s3".into()];
+    for e in &c.endpoints {
+        args.extend(["--s3-endpoint".into(), e.clone()]);
+    }
+    args.extend([
+        "--s3-bucket".into(),
+        c.bucket.clone(),
+        "--s3-region".into(),
+        c.region.clone(),
+        "--s3-prefix".into(),
+        c.prefix.clone(),
+        format!("--s3-path-style={}", c.path_style),
+    ]);
+    if let Some(p) = &c.credentials {
+        args.extend(["--s3-credentials".into(), p.display().to_string()]);
+    }
+    if let Some(p) = &c.ca {
+        args.extend(["--s3-ca".into(), p.display().to_string()]);
+    }
+    args
+}
+
+/// The directory under a store's root that lists its chunks as `abcd/<64 hex>` entries: the
+/// chunk files themselves, or on S3 the local chunk catalogue's markers.
+pub fn chunk_listing_dir(root: &Path) -> PathBuf {
+    let cfg = ferry_store::config::StoreConfig::load(root).expect("the store's config.json");
+    match cfg.storage {
+        Storage::Local => root.join("chunks"),
+        Storage::S3(_) => root.join(ferry_store::data::s3::MARKS_DIR),
+    }
+}
+
+fn cluster() -> &'static S3Config {
+    static CLUSTER: OnceLock<S3Config> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let path = std::env::var_os("FERRY_TEST_S3_ENV").map(PathBuf::from).expect(
+            "FERRY_TEST_STORAGE=s3 needs FERRY_TEST_S3_ENV=DIR/env of `scripts/s3-cluster start DIR`",
+        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read FERRY_TEST_S3_ENV {}: {e}", path.display()));
+        let vars = parse_env_lines(&text);
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let need = |k: &str| {
+            get(k).unwrap_or_else(|| panic!("{} does not set {k}", path.display()))
+        };
+        let credentials = match get("FERRY_S3_CREDENTIALS") {
+            Some(p) => PathBuf::from(p),
+            None => private_credentials(
+                &need("AWS_ACCESS_KEY_ID"),
+                &need("AWS_SECRET_ACCESS_KEY"),
+            ),
+        };
+        S3Config {
+            endpoints: need("FERRY_S3_ENDPOINTS")
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            bucket: need("FERRY_S3_BUCKET"),
+            region: get("FERRY_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            prefix: String::new(),
+            path_style: true,
+            credentials: Some(credentials),
+            ca: get("FERRY_S3_CA").map(PathBuf::from),
+        }
+    })
+}
+
+/// The keys of the env file written once per test process to a private file (the store reads
+/// credentials from a file or its environment; tests must not change the environment).
+fn private_credentials(id: &str, secret: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("ferry-test-s3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("credentials dir");
+    let path = dir.join("credentials");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("credentials file");
+    std::io::Write::write_all(
+        &mut f,
+        format!("AWS_ACCESS_KEY_ID={id}\nAWS_SECRET_ACCESS_KEY={secret}\n").as_bytes(),
+    )
+    .expect("write credentials");
+    path
+}
+
+/// A random byte from the OS (no RNG crate for one prefix per store).
+fn fastrand_byte() -> u8 {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read /dev/urandom");
+    b[0]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
