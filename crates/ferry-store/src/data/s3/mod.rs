@@ -27,7 +27,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,6 +42,13 @@ use object_store::{
     BackoffConfig, Certificate, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
     RetryConfig,
 };
+
+mod credentials;
+mod error;
+
+use credentials::credentials;
+pub use credentials::{parse_env_lines, read_credentials_file};
+pub use error::S3Error;
 
 use super::{
     is_chunk_name, is_prefix_name, Blob, ChunkEntry, DataBackend, DataLock, EntryKind, LockMode,
@@ -63,69 +70,6 @@ const RETRIES_PER_ENDPOINT: usize = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request that sends or receives a 64 MiB chunk on a slow link still finishes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Why the S3 backend could not do something.
-#[derive(Debug, thiserror::Error)]
-pub enum S3Error {
-    /// A request was answered with an error, or no endpoint could be reached. (`cause` is
-    /// shown, not chained: object_store's own chain repeats its messages.)
-    #[error("{op} s3://{bucket}/{key} (endpoint {endpoint}): {cause}")]
-    Request {
-        op: &'static str,
-        bucket: String,
-        key: String,
-        endpoint: String,
-        cause: object_store::Error,
-    },
-    #[error(
-        "no S3 credentials for bucket {bucket}: give `appliance init --s3-credentials FILE` or set \
-         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the appliance's environment"
-    )]
-    NoCredentials { bucket: String },
-    #[error(
-        "the S3 credentials file {path} may be read by group or others (mode {mode:03o}): \
-         `chmod 600 {path}`",
-        path = .path.display()
-    )]
-    CredentialsReadable { path: PathBuf, mode: u32 },
-    #[error(
-        "the S3 credentials file {path} lacks {key}: write `AWS_ACCESS_KEY_ID=...` and \
-         `AWS_SECRET_ACCESS_KEY=...` lines",
-        path = .path.display()
-    )]
-    CredentialsIncomplete { path: PathBuf, key: &'static str },
-    #[error(
-        "read the S3 CA file {path}: {cause}; give --s3-ca a PEM file of CERTIFICATE blocks",
-        path = .path.display()
-    )]
-    Ca {
-        path: PathBuf,
-        cause: object_store::Error,
-    },
-    #[error("configure the S3 client for endpoint {endpoint}: {cause}")]
-    Client {
-        endpoint: String,
-        cause: object_store::Error,
-    },
-    #[error("no S3 endpoint given: name at least one with --s3-endpoint URL")]
-    NoEndpoint,
-    /// `init`'s check that the bucket is reachable and writable failed.
-    #[error(
-        "the S3 bucket {bucket} at {endpoints} cannot be used: {step} the probe object {key} \
-         failed: {cause}; check that the endpoint is reachable, the bucket exists, the \
-         credentials may read, write and delete in it (and --s3-region, --s3-path-style, \
-         --s3-ca fit the cluster)"
-    )]
-    Probe {
-        bucket: String,
-        endpoints: String,
-        step: &'static str,
-        key: String,
-        cause: Box<StoreError>,
-    },
-    #[error("the probe object s3://{bucket}/{key} read back differs from what was written")]
-    ProbeMismatch { bucket: String, key: String },
-}
 
 /// The bucket, the local catalogue and the runtime requests run on.
 pub struct S3Data {
@@ -832,74 +776,10 @@ fn is_connection_failure(e: &object_store::Error) -> bool {
     false
 }
 
-/// Access key id, secret and optional session token: from the credentials file the config
-/// names (which must be private), else from the environment.
-fn credentials(cfg: &S3Config) -> Result<(String, String, Option<String>)> {
-    match &cfg.credentials {
-        Some(path) => read_credentials_file(path),
-        None => {
-            let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-                (Some(id), Some(secret)) => Ok((id, secret, var("AWS_SESSION_TOKEN"))),
-                _ => Err(S3Error::NoCredentials {
-                    bucket: cfg.bucket.clone(),
-                }
-                .into()),
-            }
-        }
-    }
-}
-
-/// A file of `KEY=VALUE` lines (shell style: `export`, quotes and `#` comments allowed) or of
-/// `key = value` lines (the AWS CLI's credentials file, its `[section]` lines ignored).
-pub fn read_credentials_file(path: &Path) -> Result<(String, String, Option<String>)> {
-    let meta = fs::metadata(path).map_err(io_err("read the S3 credentials file", path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(S3Error::CredentialsReadable {
-            path: path.to_path_buf(),
-            mode,
-        }
-        .into());
-    }
-    let text = fs::read_to_string(path).map_err(io_err("read the S3 credentials file", path))?;
-    let vars = parse_env_lines(&text);
-    let get = |k: &'static str| {
-        vars.iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
-    let missing = |key| S3Error::CredentialsIncomplete {
-        path: path.to_path_buf(),
-        key,
-    };
-    let id = get("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
-    let secret = get("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
-    Ok((id, secret, get("AWS_SESSION_TOKEN")))
-}
-
-/// `KEY=VALUE` / `key = value` pairs of a shell-style env file, in order.
-pub fn parse_env_lines(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -908,51 +788,6 @@ mod tests {
         assert_eq!(normalize_prefix("/"), "");
         assert_eq!(normalize_prefix("a/b"), "a/b/");
         assert_eq!(normalize_prefix("/a/b//"), "a/b/");
-    }
-
-    #[test]
-    fn env_files_in_shell_and_aws_styles() {
-        let text = "# cluster\nexport AWS_ACCESS_KEY_ID=\"AK\"\nAWS_SECRET_ACCESS_KEY='s=cr'\n\
-                    [default]\naws_session_token = tok\nnot a pair\n";
-        assert_eq!(
-            parse_env_lines(text),
-            [
-                ("AWS_ACCESS_KEY_ID".to_string(), "AK".to_string()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "s=cr".into()),
-                ("aws_session_token".into(), "tok".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn credentials_files_must_be_private_and_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("creds");
-        fs::write(
-            &path,
-            "aws_access_key_id = AK\naws_secret_access_key = SK\n",
-        )
-        .unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_credentials_file(&path).unwrap_err();
-        assert!(
-            matches!(&e, StoreError::S3(s) if matches!(**s, S3Error::CredentialsReadable { mode: 0o640, .. })),
-            "{e}"
-        );
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            read_credentials_file(&path).unwrap(),
-            ("AK".into(), "SK".into(), None)
-        );
-        fs::write(&path, "AWS_ACCESS_KEY_ID=AK\n").unwrap();
-        let e = read_credentials_file(&path).unwrap_err();
-        assert!(
-            matches!(&e, StoreError::S3(s) if matches!(**s, S3Error::CredentialsIncomplete {
-                key: "AWS_SECRET_ACCESS_KEY",
-                ..
-            })),
-            "{e}"
-        );
     }
 
     #[test]
