@@ -586,6 +586,12 @@ fn touch_last_seen(rec: &mut SourceRecord, now: SystemTime) {
     }
 }
 
+fn parse_source(machine: &str, bytes: &[u8]) -> Result<SourceRecord> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Invalid(format!("parse the record of source machine {machine}: {e}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,10 +755,4 @@ mod tests {
         touch_last_seen(&mut r, at(60));
         assert_eq!(r.last_seen, Some(rfc3339(at(60))));
     }
-}
-
-fn parse_source(machine: &str, bytes: &[u8]) -> Result<SourceRecord> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        StoreError::Invalid(format!("parse the record of source machine {machine}: {e}"))
-    })
 }
