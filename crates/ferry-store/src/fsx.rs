@@ -125,6 +125,14 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// Remove a directory tree; one that is not there is fine.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// fsync a directory so the renames and creations in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     #[cfg(test)]

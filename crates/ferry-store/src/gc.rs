@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::local::list_names;
 use crate::data::{ChunkEntry, LockMode};
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx::TMP_PREFIX;
@@ -319,18 +320,4 @@ fn stat(path: &Path) -> Result<Option<(SystemTime, u64)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("stat", path)(e)),
     }
-}
-
-fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e)),
-    };
-    entries
-        .map(|e| {
-            e.map(|e| e.file_name().to_string_lossy().into_owned())
-                .map_err(io_err("list", dir))
-        })
-        .collect()
 }

@@ -208,10 +208,7 @@ impl DataBackend for LocalData {
 
     fn remove_session_data(&self, session: &str) -> Result<()> {
         let dir = self.session_dir(session);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &dir)(e)),
-            _ => Ok(()),
-        }
+        fsx::remove_tree(&dir)
     }
 
     fn publish_snapshot(

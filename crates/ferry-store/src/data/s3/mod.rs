@@ -605,10 +605,7 @@ impl DataBackend for S3Data {
             self.delete(meta.location.as_ref())?;
         }
         let dir = self.staging_dir(session);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &dir)(e)),
-            _ => Ok(()),
-        }
+        fsx::remove_tree(&dir)
     }
 
     fn publish_snapshot(
