@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::tools::run;
 
@@ -18,6 +19,10 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 
 pub struct PrivateApt {
     dir: PathBuf,
+    /// An exclusive flock on `CACHE/apt/lock`, held while this apt is in use: apt runs with its
+    /// own locking off (it would want the host's lock files), and two builds sharing a cache
+    /// (CI lanes, a build host) must not update the lists or download into it at once.
+    _lock: Flock<std::fs::File>,
 }
 
 impl PrivateApt {
@@ -28,8 +33,23 @@ impl PrivateApt {
             std::fs::create_dir_all(dir.join(d))
                 .with_context(|| format!("create {}", dir.join(d).display()))?;
         }
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("create {}", lock_path.display()))?;
+        let lock = match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((lock, _)) => {
+                eprintln!(
+                    "apt: waiting for another build's apt ({})",
+                    lock_path.display()
+                );
+                Flock::lock(lock, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("lock {}", lock_path.display()))?
+            }
+        };
         std::fs::write(dir.join("etc/sources.list"), SOURCES_LIST)?;
-        let apt = PrivateApt { dir };
+        let apt = PrivateApt { dir, _lock: lock };
         eprintln!(
             "apt: update (private sources: bookworm, bookworm-backports) in {}",
             apt.dir.display()
