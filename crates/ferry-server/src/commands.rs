@@ -13,7 +13,6 @@ use ferry_format::api::{Role, SnapshotSummary};
 use ferry_format::signing::{fingerprint, TrustBundle};
 use ferry_format::units::human_bytes;
 use ferry_store::keys::{self, generate_signing_key, write_private, ManifestSigner};
-use ferry_store::snapshots::rfc3339;
 use ferry_store::verify::{Start, VerifyOptions};
 use ferry_store::{config, fsx, tokens, Store};
 use serde::Serialize;
@@ -44,21 +43,24 @@ pub struct InitOutput {
 
 /// Create a store with its CA, server certificate, signing key and an admin token.
 pub fn init_store(data: &Path, names: &[String]) -> Result<InitOutput> {
-    init_store_with(data, names, &config::Storage::Local)
+    init_store_with(data, names, &config::Backends::default())
 }
 
-/// [`init_store`] with its data in `storage`. An S3 bucket is checked first (a probe object
-/// put, read back and deleted): a store is never made on a bucket it cannot use.
+/// [`init_store`] with its data and records where `backends` says. PostgreSQL is connected to
+/// and its schema applied before anything is written; an S3 bucket is checked first (a probe
+/// object put, read back and deleted): a store is never made on a backend it cannot use.
 pub fn init_store_with(
     data: &Path,
     names: &[String],
-    storage: &config::Storage,
+    backends: &config::Backends,
 ) -> Result<InitOutput> {
     let name = names
         .first()
         .cloned()
         .unwrap_or_else(|| DEFAULT_APPLIANCE_NAME.to_string());
     let names = tls::server_names(names);
+    let storage = &backends.storage;
+    let records = open_new_records(data, &backends.records)?;
     config::create_layout(data).context("create the store")?;
     if let config::Storage::S3(s3) = storage {
         ferry_store::data::s3::S3Data::open(data, s3)
@@ -93,9 +95,14 @@ pub fn init_store_with(
     let trust_bundle = data.join("ca.pem");
     fsx::write_atomic(&trust_bundle, bundle.as_bytes(), 0o644)?;
 
-    let admin_token = tokens::create_token_at(data, Role::Admin, &rfc3339(SystemTime::now()))?;
+    let admin_token = tokens::create_token_in(
+        records.as_ref(),
+        &tokens::NewToken::unscoped(Role::Admin),
+        SystemTime::now(),
+    )?
+    .token;
     fsx::fsync_dir(&keys_dir)?;
-    config::write_config_with(data, &name, storage)?;
+    config::write_config_on(data, &name, backends)?;
     Ok(InitOutput {
         data: data.to_path_buf(),
         name,
@@ -107,8 +114,34 @@ pub fn init_store_with(
     })
 }
 
-pub fn init(data: &Path, names: &[String], storage: &config::Storage, json: bool) -> Result<()> {
-    let out = init_store_with(data, names, storage)
+/// The records of a store being made: connected (PostgreSQL: schema applied) and empty. A
+/// PostgreSQL schema that already holds a token table belongs to another store (or to an
+/// init that was interrupted after writing it): refused, so two stores never share records.
+fn open_new_records(
+    data: &Path,
+    cfg: &config::RecordsConfig,
+) -> Result<std::sync::Arc<dyn ferry_store::meta::Records>> {
+    let records = ferry_store::meta::open_records(data, cfg)?;
+    if let config::RecordsConfig::Postgres(pg) = cfg {
+        let taken = records.get(
+            ferry_store::meta::Collection::Tokens,
+            ferry_store::meta::TOKENS_RECORD,
+        )?;
+        if taken.is_some() {
+            bail!(
+                "{} already holds an appliance store's records: give another --pg-schema, or \
+                 drop schema {} if that store is gone",
+                records.describe(),
+                pg.schema
+            );
+        }
+    }
+    Ok(records)
+}
+
+pub fn init(data: &Path, names: &[String], backends: &config::Backends, json: bool) -> Result<()> {
+    let storage = &backends.storage;
+    let out = init_store_with(data, names, backends)
         .with_context(|| format!("initialise an appliance store in {}", data.display()))?;
     if json {
         return print_json(&out);
@@ -124,6 +157,13 @@ pub fn init(data: &Path, names: &[String], storage: &config::Storage, json: bool
             s3.bucket,
             s3.prefix,
             s3.endpoints.join(", ")
+        );
+    }
+    if let config::RecordsConfig::Postgres(pg) = &backends.records {
+        println!(
+            "Records in PostgreSQL:    schema {} (URL in {})",
+            pg.schema,
+            pg.url_file.display()
         );
     }
     println!("Server certificate names: {}", out.names.join(", "));

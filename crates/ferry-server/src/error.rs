@@ -61,7 +61,9 @@ impl From<StoreError> for ApiError {
             StoreError::BadChunk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::MissingChunks(_) | StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::Io { .. } | StoreError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Io { .. } | StoreError::Key(_) | StoreError::SecretReadable { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             // The bucket or the records database did not answer (or refused): the agent
             // retries later.
             StoreError::S3(_) | StoreError::Database { .. } => StatusCode::SERVICE_UNAVAILABLE,

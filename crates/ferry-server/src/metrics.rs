@@ -388,13 +388,16 @@ struct Health {
     version: &'static str,
 }
 
-/// `GET /healthz`: 200 when the store's directory answers, 503 otherwise. No credential and
+/// `GET /healthz`: 200 when the store's directory and its records answer, 503 otherwise. No credential and
 /// nothing about the store's contents. (On S3 a request per probe would make the health check
 /// an S3 load test: the bucket's failures show as 503s of the requests that need it.)
 pub async fn healthz(State(st): State<SharedState>) -> Response {
-    let ok = blocking(move || Ok(std::fs::metadata(st.store.sessions_dir()).is_ok()))
-        .await
-        .unwrap_or(false);
+    // The records too: a PostgreSQL that is down makes nearly every request fail.
+    let ok = blocking(move || {
+        Ok(std::fs::metadata(st.store.sessions_dir()).is_ok() && st.store.tokens_stamp().is_ok())
+    })
+    .await
+    .unwrap_or(false);
     let (code, status) = if ok {
         (StatusCode::OK, "ok")
     } else {

@@ -35,7 +35,7 @@ impl AppState {
     pub fn new(store: Store) -> Result<AppState, StoreError> {
         let signer = store.load_signer()?;
         let key_id = signer.public_key().key_id();
-        let tokens = TokenCache::new(store.tokens_path());
+        let tokens = TokenCache::new(store.clone());
         Ok(AppState {
             signer,
             key_id,

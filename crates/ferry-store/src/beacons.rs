@@ -6,9 +6,9 @@
 //! (like agent and source credentials). Asking again replaces it: only the credential installed
 //! last is good. The beacon reports once ([`Store::record_beacon`]): the record gains `booted`,
 //! the reporter's address and hostname, and the credential is spent (a second report is
-//! [`BeaconUse::AlreadyUsed`]). Every read-modify-write holds the jobs lock.
+//! [`BeaconUse::AlreadyUsed`]). Every read-modify-write holds the jobs lock. A record of
+//! [`Collection::Beacons`], keyed by the job: that file, or a row in PostgreSQL.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_format::agent::beacon::{self, BeaconRecord, BeaconReport};
@@ -16,8 +16,9 @@ use ferry_format::agent::JobState;
 use ferry_format::names::{check_name, NameKind};
 
 use crate::agents::constant_time_eq;
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::fsx;
+use crate::meta::Collection;
 use crate::snapshots::rfc3339;
 use crate::tokens::hash_token;
 use crate::Store;
@@ -34,29 +35,22 @@ pub enum BeaconUse {
 }
 
 impl Store {
-    fn beacon_path(&self, job: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{job}.beacon"))
-    }
-
     /// A job's beacon record, if a credential was ever issued for it.
     pub fn beacon(&self, job: &str) -> Result<Option<BeaconRecord>> {
         check_name(NameKind::Job, job)?;
-        let path = self.beacon_path(job);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let Some(bytes) = self.records().get(Collection::Beacons, job)? else {
+            return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))
+            .map_err(|e| StoreError::Invalid(format!("parse the beacon record of job {job}: {e}")))
     }
 
     fn write_beacon(&self, job: &str, rec: &BeaconRecord) -> Result<()> {
         let mut bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         bytes.push(b'\n');
-        fsx::write_atomic(&self.beacon_path(job), &bytes, 0o600)
+        self.records().put(Collection::Beacons, job, &bytes)
     }
 
     /// A new one-time beacon credential for `agent`'s running job `job`; the previous one, if
@@ -92,7 +86,6 @@ impl Store {
                 hostname: None,
             },
         )?;
-        fsx::fsync_dir(&self.jobs_dir())?;
         Ok(credential)
     }
 

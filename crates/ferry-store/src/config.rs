@@ -1,6 +1,7 @@
-//! DIR/config.json: the appliance's name, the layout version and where the data lives (absent:
-//! the store's own directory); its presence marks a store. It holds no secret: S3 credentials
-//! come from a file it names or from the environment.
+//! DIR/config.json: the appliance's name, the layout version, where the data lives and where the
+//! records live (absent: the store's own directory); its presence marks a store. It holds no
+//! secret: S3 credentials come from a file it names or from the environment, the PostgreSQL
+//! URL from a file it names.
 
 use std::fs;
 use std::path::Path;
@@ -27,6 +28,62 @@ pub struct StoreConfig {
     /// local store's config.json is what it always was.
     #[serde(default, skip_serializing_if = "Storage::is_local")]
     pub storage: Storage,
+    /// Where agents, jobs, sources, migrations, sessions, beacons and tokens live
+    /// ([`crate::meta`]); absent for the local directory, as `storage`.
+    #[serde(default, skip_serializing_if = "RecordsConfig::is_local")]
+    pub records: RecordsConfig,
+}
+
+/// The records backend ([`crate::meta`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RecordsConfig {
+    /// Files in the store's directory (docs/store.md, "Layout").
+    #[default]
+    Local,
+    /// PostgreSQL, shared by several appliance nodes (docs/store.md, "Records on PostgreSQL").
+    Postgres(PostgresConfig),
+}
+
+impl RecordsConfig {
+    pub fn is_local(&self) -> bool {
+        matches!(self, RecordsConfig::Local)
+    }
+}
+
+/// PostgreSQL as `appliance init --records postgres` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A file (mode 0600) holding the connection URL `postgres://USER:PASSWORD@HOST:PORT/DB`,
+    /// alone or as a `FERRY_PG_URL=...` line: the password never enters config.json.
+    pub url_file: std::path::PathBuf,
+    /// The store's schema in that database (one database may hold several stores).
+    pub schema: String,
+    /// Connections per node; absent: [`DEFAULT_PG_POOL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<u32>,
+}
+
+/// Connections per node to PostgreSQL unless config.json says otherwise.
+pub const DEFAULT_PG_POOL: u32 = 16;
+/// The schema `init --records postgres` uses without `--pg-schema`.
+pub const DEFAULT_PG_SCHEMA: &str = "ferry";
+
+/// Where a new store keeps its data and its records: what `init` is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backends {
+    pub storage: Storage,
+    pub records: RecordsConfig,
+}
+
+impl From<Storage> for Backends {
+    fn from(storage: Storage) -> Backends {
+        Backends {
+            storage,
+            records: RecordsConfig::Local,
+        }
+    }
 }
 
 /// The data backend ([`crate::data`]).
@@ -140,10 +197,16 @@ pub fn write_config(root: &Path, name: &str) -> Result<()> {
 
 /// [`write_config`] with the data backend `init` was given.
 pub fn write_config_with(root: &Path, name: &str, storage: &Storage) -> Result<()> {
+    write_config_on(root, name, &Backends::from(storage.clone()))
+}
+
+/// [`write_config`] with the data and records backends `init` was given.
+pub fn write_config_on(root: &Path, name: &str, backends: &Backends) -> Result<()> {
     let cfg = StoreConfig {
         name: name.to_string(),
         version: STORE_VERSION,
-        storage: storage.clone(),
+        storage: backends.storage.clone(),
+        records: backends.records.clone(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&cfg).map_err(|e| StoreError::Invalid(e.to_string()))?;

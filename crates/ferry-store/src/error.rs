@@ -41,9 +41,24 @@ pub enum StoreError {
     /// The caller proved nothing it claimed (a standby proof that does not hold).
     #[error("{0}")]
     Refused(String),
-    /// The records database (PostgreSQL) failed `op`.
-    #[error("{op}: PostgreSQL: {detail}")]
-    Database { op: String, detail: String },
+    /// The records database (PostgreSQL) failed `op`; `database` names it (database, host,
+    /// schema), `detail` says why and, for a connection that failed, what to check.
+    #[error("{op}: PostgreSQL {database}: {detail}")]
+    Database {
+        op: String,
+        database: String,
+        detail: String,
+    },
+    /// A file holding a secret (the PostgreSQL URL) may be read by group or others.
+    #[error(
+        "{what} {path} is readable by group or others (mode {mode:o}): chmod 600 it",
+        path = .path.display()
+    )]
+    SecretReadable {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
     /// The S3 data backend failed or is misconfigured (names the bucket, key and endpoint).
     #[error(transparent)]
     S3(Box<crate::data::s3::S3Error>),

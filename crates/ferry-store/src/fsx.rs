@@ -241,9 +241,9 @@ impl FileLock {
     }
 }
 
-/// Ids of the `<id>.json` records in `dir` (none if it does not exist yet); dot-files are
-/// temporary writes and are skipped.
-pub(crate) fn json_record_ids(dir: &Path) -> Result<Vec<String>> {
+/// Ids of the `<id><suffix>` records in `dir` (`.json`, `.beacon`; none if it does not exist
+/// yet); dot-files are temporary writes and are skipped.
+pub(crate) fn record_ids(dir: &Path, suffix: &str) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -256,10 +256,7 @@ pub(crate) fn json_record_ids(dir: &Path) -> Result<Vec<String>> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if let Some(id) = name
-            .strip_suffix(".json")
-            .filter(|_| !name.starts_with('.'))
-        {
+        if let Some(id) = name.strip_suffix(suffix).filter(|_| !name.starts_with('.')) {
             ids.push(id.to_string());
         }
     }

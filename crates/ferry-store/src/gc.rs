@@ -39,6 +39,7 @@ use crate::data::{ChunkEntry, LockMode};
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx::TMP_PREFIX;
 use crate::index_file::scan_index;
+use crate::meta::Collection;
 use crate::snapshots::rfc3339;
 use crate::{fsx, Store};
 
@@ -149,6 +150,13 @@ impl Store {
         Ok(report)
     }
 
+    /// Delete a session's record; a failure leaves it for the next GC.
+    fn forget_session(&self, id: &str) {
+        if let Err(e) = self.records().delete(Collection::Sessions, id) {
+            tracing::warn!("remove the record of backup session {id}: {e}");
+        }
+    }
+
     /// Remove dead sessions and orphaned tmp directories; return the earliest pin of a live
     /// session (or `now`).
     fn remove_dead_sessions(&self, now: SystemTime, report: &mut GcReport) -> Result<SystemTime> {
@@ -165,7 +173,7 @@ impl Store {
                     .duration_since(SystemTime::UNIX_EPOCH + Duration::from_secs(rec.last_activity))
                     .unwrap_or_default();
                 if idle > COMMITTED_SESSION_KEEP {
-                    let _ = fs::remove_file(self.session_path(&id));
+                    self.forget_session(&id);
                 }
                 continue;
             }
@@ -174,7 +182,7 @@ impl Store {
                 live.insert(id);
             } else {
                 tracing::info!("removing dead backup session {id} of {}", rec.machine);
-                let _ = fs::remove_file(self.session_path(&id));
+                self.forget_session(&id);
                 report.dead_sessions_removed += 1;
             }
         }

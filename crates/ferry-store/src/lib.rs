@@ -80,7 +80,7 @@ pub struct Store {
     root: PathBuf,
     config: config::StoreConfig,
     data: Arc<dyn data::DataBackend>,
-    /// Agents, jobs, sources, migrations ([`meta`]).
+    /// Agents, jobs, sources, migrations, sessions, beacons, tokens ([`meta`]).
     records: Arc<dyn meta::Records>,
 }
 
@@ -89,11 +89,12 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let config = config::StoreConfig::load(root)?;
         let data = data::open_backend(root, &config.storage)?;
+        let records = meta::open_records(root, &config.records)?;
         Ok(Store {
             root: root.to_path_buf(),
             config,
             data,
-            records: Arc::new(meta::LocalRecords::new(root)),
+            records,
         })
     }
 
@@ -103,7 +104,7 @@ impl Store {
     }
 
     /// Where the records live: the store's directory, or PostgreSQL for several nodes.
-    pub(crate) fn records(&self) -> &dyn meta::Records {
+    pub fn records(&self) -> &dyn meta::Records {
         self.records.as_ref()
     }
 

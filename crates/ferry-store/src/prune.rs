@@ -25,7 +25,6 @@ use ferry_format::names::{check_name, NameKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
 use crate::tokens::parse_rfc3339;
 use crate::Store;
 
@@ -310,9 +309,6 @@ impl Store {
     }
 
     fn list_jobs_if_any(&self) -> Result<Vec<ferry_format::agent::JobRecord>> {
-        if !self.jobs_dir().exists() {
-            return Ok(Vec::new());
-        }
         self.list_jobs()
     }
 
@@ -320,8 +316,7 @@ impl Store {
     /// then deleted; their chunks stay until the next GC. Holds `jobs/.lock` meanwhile and
     /// refuses, removing nothing, when a job created since the plan uses one of them.
     pub fn apply_prune(&self, plan: &PrunePlan) -> Result<()> {
-        fsx::create_dir_all(&self.jobs_dir())?;
-        let _jobs = FileLock::acquire(&self.jobs_dir().join(".lock"), LockMode::Exclusive)?;
+        let _jobs = self.lock_jobs()?;
         self.check_still_unused(plan)?;
         self.trash_removals(plan)
     }

@@ -1,4 +1,5 @@
-//! Open backup sessions: `sessions/<session>.json`, plus the indexes they uploaded (received in
+//! Open backup sessions: `sessions/<session>.json` (a record of [`Collection::Sessions`]: that
+//! file, or a row in PostgreSQL), plus the indexes they uploaded (received in
 //! `tmp/<session>/`, then kept by the data backend: there too on the local store, as
 //! `sessions/<session>/<disk>.index` objects on S3). A session idle for more than [`SESSION_IDLE_LIMIT`] is dead: it no longer
 //! holds back garbage collection, and GC deletes its files.
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{io_err, Result, StoreError};
 use crate::fsx;
 use crate::index_file::scan_index;
+use crate::meta::Collection;
 use crate::Store;
 
 /// A session without activity for this long is dead.
@@ -74,6 +76,7 @@ pub fn unix_secs(t: SystemTime) -> u64 {
 }
 
 impl Store {
+    /// The session's record file on a store whose records are local.
     pub fn session_path(&self, session: &str) -> PathBuf {
         self.sessions_dir().join(format!("{session}.json"))
     }
@@ -114,7 +117,7 @@ impl Store {
     pub(crate) fn write_session(&self, session: &str, rec: &SessionRecord) -> Result<()> {
         let bytes =
             serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        fsx::write_atomic(&self.session_path(session), &bytes, 0o600)
+        self.records().put(Collection::Sessions, session, &bytes)
     }
 
     /// Read a live session and record activity on it.
@@ -125,14 +128,11 @@ impl Store {
                 "backup session {session} does not exist or has expired: start a new backup"
             ))
         };
-        let path = self.session_path(session);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let Some(bytes) = self.records().get(Collection::Sessions, session)? else {
+            return Err(gone());
         };
         let mut rec: SessionRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Invalid(format!("parse session record {session}: {e}")))?;
         if !rec.is_live(now) {
             return Err(gone());
         }
@@ -144,28 +144,17 @@ impl Store {
         Ok(rec)
     }
 
-    /// Every session file, live or dead, with its id. Unreadable ones are skipped with a warning.
+    /// Every session record, live or dead, with its id. Unreadable ones are skipped with a
+    /// warning.
     pub fn list_sessions(&self) -> Result<Vec<(String, SessionRecord)>> {
-        let dir = self.sessions_dir();
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if check_name(NameKind::Session, id).is_err() {
+        for (id, bytes) in self.records().all(Collection::Sessions)? {
+            if check_name(NameKind::Session, &id).is_err() {
                 continue;
             }
-            match fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                Some(rec) => out.push((id.to_string(), rec)),
-                None => tracing::warn!(
-                    "skipping unreadable session file {}",
-                    entry.path().display()
-                ),
+            match serde_json::from_slice(&bytes) {
+                Ok(rec) => out.push((id, rec)),
+                Err(e) => tracing::warn!("skipping unreadable session record {id}: {e}"),
             }
         }
         Ok(out)
@@ -175,13 +164,12 @@ impl Store {
     pub fn abandon_session(&self, session: &str) -> Result<()> {
         check_name(NameKind::Session, session)?;
         self.data().remove_session_data(session)?;
-        let path = self.session_path(session);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(
-                format!("backup session {session} does not exist"),
-            )),
-            Err(e) => Err(io_err("remove", &path)(e)),
+        if self.records().delete(Collection::Sessions, session)? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!(
+                "backup session {session} does not exist"
+            )))
         }
     }
 

@@ -5,8 +5,10 @@
 //! may reach, expiry, last use, revocation. Records written before those fields existed load
 //! with the old behaviour: every machine, no expiry, an id derived from the hash.
 //!
-//! Every read-modify-write holds `tokens.lock` (flock): `token create`/`revoke` run in other
-//! processes than `serve`, which records last use.
+//! The table is one record of [`meta::Collection::Tokens`]: `tokens.json` in the store's
+//! directory, or a row in PostgreSQL. Every read-modify-write holds the collection's lock
+//! (`tokens.lock` locally): `token create`/`revoke` run in other processes (and nodes) than
+//! `serve`, which records last use.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,7 +21,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock, LockMode};
+use crate::fsx;
+use crate::meta::{self, Collection, Records, TOKENS_RECORD};
 use crate::snapshots::rfc3339;
 use crate::Store;
 
@@ -187,12 +190,17 @@ pub fn parse_expiry(text: &str, now: SystemTime) -> Result<SystemTime> {
 /// Read a tokens.json file (an absent file is an empty table). Records without an id get
 /// [`legacy_id`].
 pub fn load_tokens(path: &Path) -> Result<TokenTable> {
-    let mut table: TokenTable = match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenTable::new(),
-        Err(e) => return Err(io_err("read", path)(e)),
-    };
+    match fs::read(path) {
+        Ok(b) => parse_tokens(&b, &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenTable::new()),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+/// The token table from its JSON (`what` names where it came from, for the error).
+fn parse_tokens(bytes: &[u8], what: &str) -> Result<TokenTable> {
+    let mut table: TokenTable = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("parse {what}: {e}")))?;
     for (hash, rec) in table.iter_mut() {
         if rec.id.is_empty() {
             rec.id = legacy_id(hash);
@@ -201,26 +209,53 @@ pub fn load_tokens(path: &Path) -> Result<TokenTable> {
     Ok(table)
 }
 
-/// Read-modify-write tokens.json under `tokens.lock`; `f`'s error leaves the file as it was.
-fn update_tokens<T>(root: &Path, f: impl FnOnce(&mut TokenTable) -> Result<T>) -> Result<T> {
-    let path = root.join("tokens.json");
-    let _lock = FileLock::acquire(&root.join("tokens.lock"), LockMode::Exclusive)?;
-    let mut table = load_tokens(&path)?;
+/// The token table in `records` (empty if there is none).
+pub fn read_tokens(records: &dyn Records) -> Result<TokenTable> {
+    match records.get(Collection::Tokens, TOKENS_RECORD)? {
+        Some(b) => parse_tokens(&b, &format!("the token table in {}", records.describe())),
+        None => Ok(TokenTable::new()),
+    }
+}
+
+/// Read-modify-write the token table under its lock; `f`'s error leaves it as it was.
+fn update_tokens<T>(
+    records: &dyn Records,
+    f: impl FnOnce(&mut TokenTable) -> Result<T>,
+) -> Result<T> {
+    let _lock = records.lock(Collection::Tokens)?;
+    let mut table = read_tokens(records)?;
     let out = f(&mut table)?;
     let bytes =
         serde_json::to_vec_pretty(&table).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    fsx::write_atomic(&path, &bytes, 0o600)?;
-    fsx::fsync_dir(root)?;
+    records.put(Collection::Tokens, TOKENS_RECORD, &bytes)?;
     Ok(out)
+}
+
+/// The records of the store rooted at `root` (its directory while it has no config.json yet).
+fn records_at(root: &Path) -> Result<std::sync::Arc<dyn Records>> {
+    if !root.join(crate::config::CONFIG_FILE).exists() {
+        return Ok(std::sync::Arc::new(meta::LocalRecords::new(root)));
+    }
+    let cfg = crate::config::StoreConfig::load(root)?;
+    meta::open_records(root, &cfg.records)
 }
 
 /// Create a token in the store rooted at `root`; its text is returned once and never stored.
 pub fn create_token_with(root: &Path, new: &NewToken, now: SystemTime) -> Result<CreatedToken> {
+    create_token_in(records_at(root)?.as_ref(), new, now)
+}
+
+/// [`create_token_with`] on a records backend already open (`init`, before config.json exists).
+pub fn create_token_in(
+    records: &dyn Records,
+    new: &NewToken,
+    now: SystemTime,
+) -> Result<CreatedToken> {
     new.check(now)?;
     // Hex, not base64url: a token must never start with '-' (a command line would take it for
     // an option) and must survive copy-paste from a terminal.
     let token = hex::encode(fsx::random_bytes(32)?);
-    update_tokens(root, |table| {
+    update_tokens(records, |table| {
         let id = loop {
             let id = format!("{TOKEN_ID_PREFIX}{}", fsx::random_hex(6)?);
             if !table.values().any(|r| r.id == id) {
@@ -252,7 +287,11 @@ pub fn create_token_at(root: &Path, role: Role, created: &str) -> Result<String>
 
 /// Mark the token with public id `id` revoked: from now on it gets 401.
 pub fn revoke_token_at(root: &Path, id: &str, now: SystemTime) -> Result<TokenRecord> {
-    update_tokens(root, |table| {
+    revoke_token_in(records_at(root)?.as_ref(), id, now)
+}
+
+fn revoke_token_in(records: &dyn Records, id: &str, now: SystemTime) -> Result<TokenRecord> {
+    update_tokens(records, |table| {
         let Some(rec) = table.values_mut().find(|r| r.id == id) else {
             return Err(StoreError::NotFound(format!(
                 "there is no token {id}: see `appliance token list`"
@@ -271,7 +310,11 @@ pub fn revoke_token_at(root: &Path, id: &str, now: SystemTime) -> Result<TokenRe
 /// Record that the token with hash `hash` was used at `now` (the server calls this at most once
 /// a minute per token). A token removed meanwhile is left alone.
 pub fn record_token_use_at(root: &Path, hash: &str, now: SystemTime) -> Result<()> {
-    update_tokens(root, |table| {
+    record_token_use_in(records_at(root)?.as_ref(), hash, now)
+}
+
+fn record_token_use_in(records: &dyn Records, hash: &str, now: SystemTime) -> Result<()> {
+    update_tokens(records, |table| {
         if let Some(rec) = table.get_mut(hash) {
             rec.last_used = Some(rfc3339(now));
         }
@@ -281,19 +324,25 @@ pub fn record_token_use_at(root: &Path, hash: &str, now: SystemTime) -> Result<(
 
 impl Store {
     pub fn create_token(&self, new: &NewToken, now: SystemTime) -> Result<CreatedToken> {
-        create_token_with(self.root(), new, now)
+        create_token_in(self.records(), new, now)
     }
 
     pub fn revoke_token(&self, id: &str, now: SystemTime) -> Result<TokenRecord> {
-        revoke_token_at(self.root(), id, now)
+        revoke_token_in(self.records(), id, now)
     }
 
     pub fn record_token_use(&self, hash: &str, now: SystemTime) -> Result<()> {
-        record_token_use_at(self.root(), hash, now)
+        record_token_use_in(self.records(), hash, now)
     }
 
     pub fn load_tokens(&self) -> Result<TokenTable> {
-        load_tokens(&self.tokens_path())
+        read_tokens(self.records())
+    }
+
+    /// Changes whenever the token table is written (`None`: no table yet), so the server
+    /// re-reads it only then.
+    pub fn tokens_stamp(&self) -> Result<Option<String>> {
+        self.records().stamp(Collection::Tokens, TOKENS_RECORD)
     }
 
     /// Every token for `token list`, oldest first.

@@ -1,12 +1,14 @@
 //! Records as files in the store directory: `<collection>/<id>.json`, the log beside it, an
-//! flock on `<collection>/.lock`.
+//! flock on `<collection>/.lock`. Two collections keep the names they had before this trait
+//! (docs/store.md): a beacon is `jobs/<job>.beacon`, the token table `tokens.json` (lock
+//! `tokens.lock`).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Collection, RecordLock, Records};
-use crate::error::{io_err, Result};
+use super::{Collection, RecordLock, Records, TOKENS_RECORD};
+use crate::error::{io_err, Result, StoreError};
 use crate::fsx::{self, FileLock, LockMode, PRIVATE_FILE_MASK};
 
 #[derive(Clone, Debug)]
@@ -21,12 +23,39 @@ impl LocalRecords {
         }
     }
 
+    /// The directory a collection's files are in.
     fn dir(&self, c: Collection) -> PathBuf {
-        self.root.join(c.name())
+        match c {
+            Collection::Beacons => self.root.join(Collection::Jobs.name()),
+            Collection::Tokens => self.root.clone(),
+            _ => self.root.join(c.name()),
+        }
     }
 
-    fn path(&self, c: Collection, id: &str) -> PathBuf {
-        self.dir(c).join(format!("{id}.json"))
+    fn suffix(c: Collection) -> &'static str {
+        match c {
+            Collection::Beacons => ".beacon",
+            _ => ".json",
+        }
+    }
+
+    fn path(&self, c: Collection, id: &str) -> Result<PathBuf> {
+        if c == Collection::Tokens {
+            if id != TOKENS_RECORD {
+                return Err(StoreError::Invalid(format!(
+                    "the token table is one record, {TOKENS_RECORD:?}, not {id:?}"
+                )));
+            }
+            return Ok(self.root.join("tokens.json"));
+        }
+        Ok(self.dir(c).join(format!("{id}{}", Self::suffix(c))))
+    }
+
+    fn lock_path(&self, c: Collection) -> PathBuf {
+        match c.lock_owner() {
+            Collection::Tokens => self.root.join("tokens.lock"),
+            owner => self.dir(owner).join(".lock"),
+        }
     }
 
     /// A job's log keeps the name it has always had (`<id>.events.jsonl`, docs/store.md).
@@ -59,25 +88,24 @@ fn remove_optional(path: &Path) -> Result<bool> {
 
 impl Records for LocalRecords {
     fn lock(&self, c: Collection) -> Result<RecordLock> {
-        let dir = self.dir(c);
-        fsx::create_dir_all(&dir)?;
-        let lock = FileLock::acquire(&dir.join(".lock"), LockMode::Exclusive)?;
+        fsx::create_dir_all(&self.dir(c.lock_owner()))?;
+        let lock = FileLock::acquire(&self.lock_path(c), LockMode::Exclusive)?;
         Ok(RecordLock {
             _held: Box::new(lock),
         })
     }
 
     fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>> {
-        read_optional(&self.path(c, id))
+        read_optional(&self.path(c, id)?)
     }
 
     fn put(&self, c: Collection, id: &str, body: &[u8]) -> Result<()> {
         fsx::create_dir_all(&self.dir(c))?;
-        fsx::write_atomic(&self.path(c, id), body, PRIVATE_FILE_MASK)
+        fsx::write_atomic(&self.path(c, id)?, body, PRIVATE_FILE_MASK)
     }
 
     fn delete(&self, c: Collection, id: &str) -> Result<bool> {
-        let had = remove_optional(&self.path(c, id))?;
+        let had = remove_optional(&self.path(c, id)?)?;
         remove_optional(&self.log_path(c, id))?;
         if had {
             fsx::fsync_dir(&self.dir(c))?;
@@ -86,7 +114,15 @@ impl Records for LocalRecords {
     }
 
     fn ids(&self, c: Collection) -> Result<Vec<String>> {
-        let mut ids = fsx::json_record_ids(&self.dir(c))?;
+        if c == Collection::Tokens {
+            let path = self.path(c, TOKENS_RECORD)?;
+            let present = fs::symlink_metadata(&path).is_ok();
+            return Ok(present
+                .then(|| TOKENS_RECORD.to_string())
+                .into_iter()
+                .collect());
+        }
+        let mut ids = fsx::record_ids(&self.dir(c), Self::suffix(c))?;
         ids.sort();
         Ok(ids)
     }
@@ -109,5 +145,26 @@ impl Records for LocalRecords {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io_err("stat", &path)(e)),
         }
+    }
+
+    fn stamp(&self, c: Collection, id: &str) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(c, id)?;
+        match fs::metadata(&path) {
+            // Every write renames a new file over the old one: a new inode.
+            Ok(m) => Ok(Some(format!(
+                "{}:{}.{}:{}",
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.len()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &path)(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("the store directory {}", self.root.display())
     }
 }

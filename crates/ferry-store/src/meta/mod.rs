@@ -1,5 +1,5 @@
 //! The appliance's records behind one trait: agents, jobs and their event logs, sources,
-//! migrations, sessions and beacons. Two backends:
+//! migrations, backup sessions, beacons and the token table. Two backends:
 //!
 //! - [`LocalRecords`]: `DIR/<collection>/<id>.json` files written atomically, an flock per
 //!   collection (`DIR/<collection>/.lock`): the layout docs/store.md describes. Safe between the
@@ -17,11 +17,63 @@ mod local;
 mod pg;
 
 use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
 
 pub use local::LocalRecords;
 pub use pg::{PgConfig, PgRecords, SCHEMA_VERSION};
 
+use crate::config::{RecordsConfig, DEFAULT_PG_POOL};
+use crate::error::{io_err, StoreError};
 use crate::Result;
+
+/// The records config.json names for the store rooted at `root`. PostgreSQL is connected to
+/// and its schema brought up to date here, so a database that is away fails the open, naming
+/// it.
+pub fn open_records(root: &Path, cfg: &RecordsConfig) -> Result<Arc<dyn Records>> {
+    match cfg {
+        RecordsConfig::Local => Ok(Arc::new(LocalRecords::new(root))),
+        RecordsConfig::Postgres(pg) => Ok(Arc::new(PgRecords::open(&PgConfig {
+            url: read_url_file(&pg.url_file)?,
+            schema: pg.schema.clone(),
+            pool_size: pg.pool_size.unwrap_or(DEFAULT_PG_POOL),
+        })?)),
+    }
+}
+
+/// The PostgreSQL URL from its file: private (like the S3 credentials file), holding the URL
+/// alone or a `FERRY_PG_URL=...` line (the env file scripts/pg writes).
+pub fn read_url_file(path: &Path) -> Result<String> {
+    const WHAT: &str = "the PostgreSQL URL file";
+    let meta = std::fs::metadata(path).map_err(io_err("read the PostgreSQL URL file", path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::SecretReadable {
+            what: WHAT,
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(io_err("read the PostgreSQL URL file", path))?;
+    let from_env = crate::data::s3::parse_env_lines(&text)
+        .into_iter()
+        .find(|(k, _)| k == "FERRY_PG_URL")
+        .map(|(_, v)| v);
+    let url = from_env.or_else(|| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+    });
+    url.filter(|u| !u.is_empty()).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{WHAT} {} holds no URL: write postgres://USER:PASSWORD@HOST:PORT/DATABASE in it",
+            path.display()
+        ))
+    })
+}
 
 /// A kind of record. The numbers are part of the PostgreSQL advisory lock keys: never reuse one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,17 +83,26 @@ pub enum Collection {
     Sources,
     Migrations,
     Sessions,
+    /// A job's first-boot beacon, keyed by the job's id. Written under the jobs lock (as it
+    /// always was): `lock(Beacons)` takes that lock.
     Beacons,
+    /// One record, [`TOKENS_RECORD`]: the whole token table (hash -> token record), small and
+    /// read whole by every request's authentication.
+    Tokens,
 }
 
+/// The id of the token table in [`Collection::Tokens`].
+pub const TOKENS_RECORD: &str = "tokens";
+
 impl Collection {
-    pub const ALL: [Collection; 6] = [
+    pub const ALL: [Collection; 7] = [
         Collection::Agents,
         Collection::Jobs,
         Collection::Sources,
         Collection::Migrations,
         Collection::Sessions,
         Collection::Beacons,
+        Collection::Tokens,
     ];
 
     /// The directory name (local) and the `collection` column (PostgreSQL).
@@ -53,6 +114,15 @@ impl Collection {
             Collection::Migrations => "migrations",
             Collection::Sessions => "sessions",
             Collection::Beacons => "beacons",
+            Collection::Tokens => "tokens",
+        }
+    }
+
+    /// The collection whose lock guards this one's writes (itself but for beacons).
+    pub fn lock_owner(self) -> Collection {
+        match self {
+            Collection::Beacons => Collection::Jobs,
+            c => c,
         }
     }
 
@@ -65,6 +135,7 @@ impl Collection {
             Collection::Migrations => 4,
             Collection::Sessions => 5,
             Collection::Beacons => 6,
+            Collection::Tokens => 7,
         }
     }
 }
@@ -122,4 +193,9 @@ pub trait Records: Send + Sync + fmt::Debug {
     fn read_log(&self, c: Collection, id: &str) -> Result<Vec<u8>>;
     /// Bytes in a record's log.
     fn log_size(&self, c: Collection, id: &str) -> Result<u64>;
+    /// A value that changes whenever the record is written (`None`: no record), so a reader
+    /// that caches a record (the server's token table) re-reads it only when it changed.
+    fn stamp(&self, c: Collection, id: &str) -> Result<Option<String>>;
+    /// Where the records are, for messages: a directory, or a database and schema.
+    fn describe(&self) -> String;
 }

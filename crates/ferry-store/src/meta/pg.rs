@@ -27,6 +27,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::{Collection, RecordLock, Records};
 use crate::error::{Result, StoreError};
 
+/// How long a request waits for a connection (also at open): a database that is down answers
+/// 503 after this, not after a minute.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The schema version this binary writes (the last of [`MIGRATIONS`]).
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -81,6 +85,8 @@ pub struct PgRecords {
 struct Inner {
     pool: r2d2::Pool<Manager>,
     schema: String,
+    /// [`describe_target`], for errors.
+    target: String,
     /// Told apart in [`HELD`] from other stores the same thread uses.
     instance: u64,
     /// First half of every lock key: the schema's.
@@ -89,7 +95,7 @@ struct Inner {
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PostgreSQL schema {}", self.schema)
+        write!(f, "PostgreSQL {}", self.target)
     }
 }
 
@@ -106,18 +112,59 @@ thread_local! {
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
-fn db_err(op: &str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
-    move |e| StoreError::Database {
-        op: op.to_string(),
-        detail: e.to_string(),
+/// What to check when no connection can be had.
+const CONNECT_HINT: &str = "check that PostgreSQL is running and reachable from this node, and \
+     the user, password and database in the appliance's --pg-url-file";
+
+fn db_err<'a>(database: &'a str, op: &'a str) -> impl FnOnce(postgres::Error) -> StoreError + 'a {
+    move |e| {
+        // A closed or refused connection is the database being away, not a bad query.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let detail = if e.is_closed() || io {
+            format!("{e}: {CONNECT_HINT}")
+        } else {
+            e.to_string()
+        };
+        StoreError::Database {
+            op: op.to_string(),
+            database: database.to_string(),
+            detail,
+        }
     }
 }
 
-fn pool_err(op: &str) -> impl FnOnce(r2d2::Error) -> StoreError + '_ {
+fn pool_err<'a>(database: &'a str, op: &'a str) -> impl FnOnce(r2d2::Error) -> StoreError + 'a {
     move |e| StoreError::Database {
         op: op.to_string(),
-        detail: format!("no connection: {e}"),
+        database: database.to_string(),
+        detail: format!("no connection within {CONNECT_TIMEOUT:?} ({e}): {CONNECT_HINT}"),
     }
+}
+
+/// "ferry at 127.0.0.1:5432, schema s": the URL without its user and password.
+fn describe_target(pg: &postgres::Config, schema: &str) -> String {
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            let port = pg.get_ports().get(i).or(pg.get_ports().first());
+            port.map_or(host.clone(), |p| format!("{host}:{p}"))
+        })
+        .collect();
+    format!(
+        "database {} at {}, schema {schema}",
+        pg.get_dbname().or(pg.get_user()).unwrap_or("?"),
+        if hosts.is_empty() {
+            "localhost".to_string()
+        } else {
+            hosts.join(",")
+        }
+    )
 }
 
 /// A schema name safe to splice into SQL (identifiers cannot be bound as parameters).
@@ -151,20 +198,29 @@ impl PgRecords {
     /// Connect, create the schema if needed and bring it to [`SCHEMA_VERSION`].
     pub fn open(cfg: &PgConfig) -> Result<PgRecords> {
         check_schema(&cfg.schema)?;
-        let pg = postgres::Config::from_str(&cfg.url).map_err(db_err("read the PostgreSQL URL"))?;
+        let pg = postgres::Config::from_str(&cfg.url).map_err(|e| StoreError::Database {
+            op: "read the PostgreSQL URL".into(),
+            database: format!("(schema {})", cfg.schema),
+            // Not the URL: it holds the password.
+            detail: format!("{e}: write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+        })?;
+        let target = describe_target(&pg, &cfg.schema);
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool_size.max(2))
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(15))
+            .connection_timeout(CONNECT_TIMEOUT)
             .connection_customizer(Box::new(SearchPath(cfg.schema.clone())))
+            // Failed connects are in the errors returned; r2d2 would also log each to stderr.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(PostgresConnectionManager::new(pg, NoTls))
-            .map_err(pool_err("connect to PostgreSQL"))?;
+            .map_err(pool_err(&target, "connect"))?;
         let digest = blake3::hash(format!("ferry records\0{}", cfg.schema).as_bytes());
         let [a, b, c, d, ..] = *digest.as_bytes();
         let records = PgRecords {
             inner: Arc::new(Inner {
                 pool,
                 schema: cfg.schema.clone(),
+                target,
                 instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
                 lock_space: i32::from_le_bytes([a, b, c, d]),
             }),
@@ -186,14 +242,15 @@ impl PgRecords {
 
     fn migrate(&self) -> Result<()> {
         let schema = &self.inner.schema;
-        let mut conn = self.inner.pool.get().map_err(pool_err("migrate"))?;
+        let target = &self.inner.target;
         let op = "apply the schema migrations";
-        let mut tx = conn.transaction().map_err(db_err(op))?;
+        let mut conn = self.inner.pool.get().map_err(pool_err(target, op))?;
+        let mut tx = conn.transaction().map_err(db_err(target, op))?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, 0)",
             &[&self.inner.lock_space],
         )
-        .map_err(db_err(op))?;
+        .map_err(db_err(target, op))?;
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              SET LOCAL search_path TO {schema};
@@ -202,13 +259,13 @@ impl PgRecords {
                  applied_at timestamptz NOT NULL DEFAULT now()
              );"
         ))
-        .map_err(db_err(op))?;
+        .map_err(db_err(target, op))?;
         let at: i32 = tx
             .query_one(
                 "SELECT coalesce(max(version), 0) FROM schema_migrations",
                 &[],
             )
-            .map_err(db_err(op))?
+            .map_err(db_err(target, op))?
             .get(0);
         if at > SCHEMA_VERSION {
             return Err(StoreError::Conflict(format!(
@@ -218,15 +275,15 @@ impl PgRecords {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {
             let version = i as i32 + 1;
-            tx.batch_execute(sql).map_err(db_err(op))?;
+            tx.batch_execute(sql).map_err(db_err(target, op))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES ($1)",
                 &[&version],
             )
-            .map_err(db_err(op))?;
+            .map_err(db_err(target, op))?;
             tracing::info!("PostgreSQL schema {schema}: migrated to version {version}");
         }
-        tx.commit().map_err(db_err(op))
+        tx.commit().map_err(db_err(target, op))
     }
 
     fn key(&self, c: Collection) -> (i32, i32) {
@@ -246,12 +303,16 @@ impl PgRecords {
                 Some(held) => Ok::<_, StoreError>(f(&mut held.conn)),
                 None => {
                     drop(h);
-                    let mut conn = self.inner.pool.get().map_err(pool_err(op))?;
+                    let mut conn = self
+                        .inner
+                        .pool
+                        .get()
+                        .map_err(pool_err(&self.inner.target, op))?;
                     Ok(f(&mut conn))
                 }
             }
         })?;
-        result.map_err(db_err(op))
+        result.map_err(db_err(&self.inner.target, op))
     }
 }
 
@@ -295,7 +356,11 @@ impl Records for PgRecords {
             let i = match h.iter().position(|x| x.instance == instance) {
                 Some(i) => i,
                 None => {
-                    let conn = self.inner.pool.get().map_err(pool_err(&op))?;
+                    let conn = self
+                        .inner
+                        .pool
+                        .get()
+                        .map_err(pool_err(&self.inner.target, &op))?;
                     h.push(Held {
                         instance,
                         conn,
@@ -313,7 +378,7 @@ impl Records for PgRecords {
                     if h[i].locks == 0 {
                         h.swap_remove(i);
                     }
-                    return Err(db_err(&op)(e));
+                    return Err(db_err(&self.inner.target, &op)(e));
                 }
             }
             Ok(())
@@ -416,6 +481,22 @@ impl Records for PgRecords {
         self.with_conn(&format!("size the log of {c} record {id}"), |conn| {
             log_size(conn, c, id)
         })
+    }
+
+    fn stamp(&self, c: Collection, id: &str) -> Result<Option<String>> {
+        // xmin: the transaction that wrote this row version; every put makes a new one.
+        self.with_conn(&format!("check {c} record {id}"), |conn| {
+            conn.query_opt(
+                "SELECT xmin::text || ':' || updated_at::text FROM records
+                 WHERE collection = $1 AND id = $2",
+                &[&c.name(), &id],
+            )
+            .map(|row| row.map(|r| r.get(0)))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}", self.inner.target)
     }
 }
 
