@@ -101,6 +101,31 @@ pub enum StorageKind {
     S3,
 }
 
+/// Where `init` puts the records: agents, jobs, sources, migrations, sessions, beacons, tokens
+/// (docs/operations.md, "Records on PostgreSQL"). Recorded in DIR/config.json, without secrets.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RecordsArgs {
+    /// `local`: files in the --data directory; `postgres`: a PostgreSQL database that several
+    /// appliance nodes share
+    #[arg(long, value_enum, default_value_t = RecordsKind::Local)]
+    pub records: RecordsKind,
+    /// With --records postgres: a file, mode 0600, holding the URL
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (or a FERRY_PG_URL=... line)
+    #[arg(long, value_name = "FILE")]
+    pub pg_url_file: Option<PathBuf>,
+    /// With --records postgres: the store's schema in that database (created if needed; one
+    /// database may hold several stores)
+    #[arg(long, value_name = "NAME")]
+    pub pg_schema: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordsKind {
+    #[default]
+    Local,
+    Postgres,
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Create a store: CA, server certificate, signing key, admin token, trust bundle DIR/ca.pem.
@@ -111,6 +136,8 @@ pub enum Cmd {
         names: Vec<String>,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        records: RecordsArgs,
         /// Print JSON on stdout instead of text
         #[arg(long)]
         json: bool,

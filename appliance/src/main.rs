@@ -73,10 +73,14 @@ fn run(cmd: Cmd, at: &At) -> Result<()> {
         Cmd::Init {
             names,
             storage,
+            records,
             json,
         } => {
-            let storage = appliance::storage::from_args(storage)?;
-            commands::init(&local_dir(at, "init")?, &names, &storage, json)
+            let backends = ferry_store::config::Backends {
+                storage: appliance::storage::from_args(storage)?,
+                records: appliance::storage::records_from_args(records)?,
+            };
+            commands::init(&local_dir(at, "init")?, &names, &backends, json)
         }
         Cmd::Serve {
             listen,

@@ -1,11 +1,12 @@
-//! `appliance init --storage local|s3 --s3-…`: the flags checked and turned into the
-//! `storage` of config.json (docs/operations.md, "S3 storage").
+//! `appliance init --storage local|s3 --s3-…` and `--records local|postgres --pg-…`: the flags
+//! checked and turned into the `storage` and `records` of config.json (docs/operations.md, "S3
+//! storage", "Records on PostgreSQL").
 
 use std::path::{Path, PathBuf};
 
-use ferry_store::config::{S3Config, Storage};
+use ferry_store::config::{PostgresConfig, RecordsConfig, S3Config, Storage, DEFAULT_PG_SCHEMA};
 
-use crate::cli::{StorageArgs, StorageKind};
+use crate::cli::{RecordsArgs, RecordsKind, StorageArgs, StorageKind};
 
 /// Flags that do not make a storage configuration.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +19,10 @@ pub enum StorageArgsError {
         "--s3-endpoint {0}: give a URL that starts with https:// (or http:// on a trusted network)"
     )]
     Endpoint(String),
+    #[error("{flag} is for --records postgres: add --records postgres, or leave {flag} out")]
+    PgFlagWithLocal { flag: &'static str },
+    #[error("--records postgres needs {flag}")]
+    PgMissing { flag: &'static str },
     #[error("{flag} {path}: {kind}", path = .path.display())]
     File {
         flag: &'static str,
@@ -80,6 +85,29 @@ pub fn from_args(a: StorageArgs) -> Result<Storage, StorageArgsError> {
             .map(|p| absolute("--s3-credentials", &p))
             .transpose()?,
         ca: a.s3_ca.map(|p| absolute("--s3-ca", &p)).transpose()?,
+    }))
+}
+
+/// The records `init` records: the URL file made absolute (the file itself is read, and its
+/// mode checked, when init connects).
+pub fn records_from_args(a: RecordsArgs) -> Result<RecordsConfig, StorageArgsError> {
+    if a.records == RecordsKind::Local {
+        let given = [
+            ("--pg-url-file", a.pg_url_file.is_some()),
+            ("--pg-schema", a.pg_schema.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(StorageArgsError::PgFlagWithLocal { flag });
+        }
+        return Ok(RecordsConfig::Local);
+    }
+    let url_file = a.pg_url_file.ok_or(StorageArgsError::PgMissing {
+        flag: "--pg-url-file FILE",
+    })?;
+    Ok(RecordsConfig::Postgres(PostgresConfig {
+        url_file: absolute("--pg-url-file", &url_file)?,
+        schema: a.pg_schema.unwrap_or_else(|| DEFAULT_PG_SCHEMA.to_string()),
+        pool_size: None,
     }))
 }
 
@@ -163,5 +191,41 @@ mod tests {
                 flag: "--s3-bucket"
             }
         );
+    }
+
+    #[test]
+    fn records_flags_table() {
+        assert_eq!(
+            records_from_args(RecordsArgs::default()).unwrap(),
+            RecordsConfig::Local
+        );
+        let schema_only = RecordsArgs {
+            pg_schema: Some("s".into()),
+            ..RecordsArgs::default()
+        };
+        assert_eq!(
+            records_from_args(schema_only).unwrap_err(),
+            StorageArgsError::PgFlagWithLocal {
+                flag: "--pg-schema"
+            }
+        );
+        let mut pg = RecordsArgs {
+            records: RecordsKind::Postgres,
+            ..RecordsArgs::default()
+        };
+        assert_eq!(
+            records_from_args(pg.clone()).unwrap_err(),
+            StorageArgsError::PgMissing {
+                flag: "--pg-url-file FILE"
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg.url");
+        std::fs::write(&file, "postgres://u:p@db/ferry\n").unwrap();
+        pg.pg_url_file = Some(file.clone());
+        let RecordsConfig::Postgres(c) = records_from_args(pg).unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!((c.url_file, c.schema.as_str()), (file, DEFAULT_PG_SCHEMA));
     }
 }
