@@ -5,13 +5,20 @@
 //! `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`. Every store gets a fresh random key prefix,
 //! so tests sharing the bucket never see each other's objects.
 //!
+//! The records backend likewise: `FERRY_TEST_RECORDS=local` (the default) or `pg`. With `pg`,
+//! `FERRY_TEST_PG_ENV` names the env file of a running PostgreSQL (`scripts/pg start DIR`
+//! writes `DIR/env`, mode 0600, `FERRY_PG_URL=postgres://…`); the store names that file as its
+//! `--pg-url-file`, and every store gets a fresh schema, so tests sharing the database never
+//! see each other's records.
+//!
 //! Tests about the local directory itself (file modes, mtimes, flocks, bytes edited in
-//! `chunks/`) use [`Storage::Local`] explicitly and run the same on either setting.
+//! `chunks/`, record files read directly) use local backends explicitly and run the same on
+//! any setting.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ferry_store::config::{S3Config, Storage};
+use ferry_store::config::{Backends, PostgresConfig, RecordsConfig, S3Config, Storage};
 use ferry_store::data::s3::parse_env_lines;
 
 /// Which backend `FERRY_TEST_STORAGE` asks for.
@@ -23,9 +30,27 @@ pub fn is_s3() -> bool {
     }
 }
 
+/// Which records backend `FERRY_TEST_RECORDS` asks for.
+pub fn is_pg() -> bool {
+    match std::env::var("FERRY_TEST_RECORDS").as_deref() {
+        Ok("pg") => true,
+        Ok("local") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("FERRY_TEST_RECORDS={other}: use local or pg"),
+    }
+}
+
+/// Where a new test store keeps its data and its records: [`test_data_storage`] and
+/// [`test_records`].
+pub fn test_storage() -> Backends {
+    Backends {
+        storage: test_data_storage(),
+        records: test_records(),
+    }
+}
+
 /// The storage of a new test store: local, or the cluster of `FERRY_TEST_S3_ENV` under a
 /// prefix no other store uses.
-pub fn test_storage() -> Storage {
+pub fn test_data_storage() -> Storage {
     if !is_s3() {
         return Storage::Local;
     }
@@ -36,12 +61,42 @@ pub fn test_storage() -> Storage {
     Storage::S3(cfg)
 }
 
-/// `appliance init` flags that make `storage` (none for the local directory).
-pub fn init_args(storage: &Storage) -> Vec<String> {
-    let Storage::S3(c) = storage else {
-        return Vec::new();
+/// The records of a new test store: local, or a fresh schema in the database of
+/// `FERRY_TEST_PG_ENV`.
+pub fn test_records() -> RecordsConfig {
+    if !is_pg() {
+        return RecordsConfig::Local;
+    }
+    let url_file = std::env::var_os("FERRY_TEST_PG_ENV")
+        .map(PathBuf::from)
+        .expect("FERRY_TEST_RECORDS=pg needs FERRY_TEST_PG_ENV=DIR/env of `scripts/pg start DIR`");
+    let rand: [u8; 8] = std::array::from_fn(|_| fastrand_byte());
+    RecordsConfig::Postgres(PostgresConfig {
+        url_file,
+        schema: format!("t_{}", hex(&rand)),
+        // Two test threads, each with a server and the test's own store: stay well inside the
+        // test cluster's 50 connections.
+        pool_size: Some(6),
+    })
+}
+
+/// `appliance init` flags that make `backends` (none for the local directory).
+pub fn init_args(backends: &Backends) -> Vec<String> {
+    let mut args = Vec::new();
+    if let RecordsConfig::Postgres(pg) = &backends.records {
+        args.extend([
+            "--records".to_string(),
+            "postgres".into(),
+            "--pg-url-file".into(),
+            pg.url_file.display().to_string(),
+            "--pg-schema".into(),
+            pg.schema.clone(),
+        ]);
+    }
+    let Storage::S3(c) = &backends.storage else {
+        return args;
     };
-    let mut args = vec!["--storage".to_string(), "s3".into()];
+    args.extend(["--storage".to_string(), "s3".into()]);
     for e in &c.endpoints {
         args.extend(["--s3-endpoint".into(), e.clone()]);
     }

@@ -15,23 +15,25 @@ use ferry_store::{config, Store};
 /// The chunk size of every test store: 64 KiB, the smallest the format allows, keeps tests fast.
 pub const CS: u32 = 64 << 10;
 
-/// A store laid out in `dir` as `appliance init` does, with a fresh signing key, its data on
-/// the backend `FERRY_TEST_STORAGE` names ([`crate::storage`]).
+/// A store laid out in `dir` as `appliance init` does, with a fresh signing key, its data and
+/// records on the backends `FERRY_TEST_STORAGE` and `FERRY_TEST_RECORDS` name
+/// ([`crate::storage`]).
 pub fn new_store(dir: &Path) -> (Store, ManifestSigner) {
     new_store_on(dir, &crate::storage::test_storage())
 }
 
-/// [`new_store`] on the local directory whatever `FERRY_TEST_STORAGE` says: for tests of the
-/// local layout itself (file times, modes, bytes edited in `chunks/`).
+/// [`new_store`] on the local directory whatever `FERRY_TEST_STORAGE` and `FERRY_TEST_RECORDS`
+/// say: for tests of the local layout itself (file times, modes, bytes edited in `chunks/`,
+/// record files).
 pub fn new_local_store(dir: &Path) -> (Store, ManifestSigner) {
-    new_store_on(dir, &config::Storage::Local)
+    new_store_on(dir, &config::Backends::default())
 }
 
-fn new_store_on(dir: &Path, storage: &config::Storage) -> (Store, ManifestSigner) {
+fn new_store_on(dir: &Path, backends: &config::Backends) -> (Store, ManifestSigner) {
     config::create_layout(dir).unwrap();
     let pk8 = generate_signing_key().unwrap();
     write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
-    config::write_config_with(dir, "test-appliance", storage).unwrap();
+    config::write_config_on(dir, "test-appliance", backends).unwrap();
     let store = Store::open(dir).unwrap();
     let signer = store.load_signer().unwrap();
     (store, signer)

@@ -107,19 +107,21 @@ impl Appliance {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// An appliance whose data is on the backend `FERRY_TEST_STORAGE` names (local, or a
-    /// fresh prefix of the S3 cluster; ferry_test_support::storage).
+    /// An appliance whose data and records are on the backends `FERRY_TEST_STORAGE` and
+    /// `FERRY_TEST_RECORDS` name (local, a fresh prefix of the S3 cluster, a fresh schema of
+    /// the PostgreSQL database; ferry_test_support::storage).
     pub fn start() -> Self {
         Self::start_on(&ferry_test_support::storage::test_storage())
     }
 
-    /// An appliance on the local directory whatever `FERRY_TEST_STORAGE` says: for tests that
-    /// edit or inspect the files of `chunks/`, `snapshots/` or `tmp/`.
+    /// An appliance on the local directory whatever `FERRY_TEST_STORAGE` and
+    /// `FERRY_TEST_RECORDS` say: for tests that edit or inspect the files of `chunks/`,
+    /// `snapshots/`, `tmp/` or `sessions/`.
     pub fn start_local() -> Self {
-        Self::start_on(&ferry_store::config::Storage::Local)
+        Self::start_on(&ferry_store::config::Backends::default())
     }
 
-    fn start_on(storage: &ferry_store::config::Storage) -> Self {
+    pub fn start_on(storage: &ferry_store::config::Backends) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let out = ok(Command::new(bin("appliance"))
