@@ -8,6 +8,7 @@ use ferry_format::agent::{JobFor, JobOptions, Then};
 use ferry_format::index::Entry;
 use ferry_format::source::{Consistency, SourceEnrollRequest, SyncFigures, TaskKind, TaskState};
 use ferry_format::DiskIndex;
+use ferry_store::meta::Collection;
 use ferry_store::jobs::NewJob;
 use ferry_store::keys::ManifestSigner;
 use ferry_store::{Store, StoreError};
@@ -75,7 +76,8 @@ fn enrollment_issues_a_credential_and_re_enrollment_replaces_it() {
     let rec = store.source_for_credential(&first).unwrap().unwrap();
     assert_eq!(rec.machine, "web1");
     // Only the hash is stored.
-    let text = std::fs::read_to_string(dir.path().join("sources/web1.json")).unwrap();
+    let stored = store.records().get(Collection::Sources, "web1").unwrap();
+    let text = String::from_utf8(stored.unwrap()).unwrap();
     assert!(!text.contains(&first[9..]), "{text}");
 
     let second = enroll(&store, "web1", now);
