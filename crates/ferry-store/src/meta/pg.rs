@@ -74,7 +74,70 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-type Manager = PostgresConnectionManager<NoTls>;
+/// Run blocking PostgreSQL work from any thread. The `postgres` client drives each call (and
+/// its close) on a runtime of its own, which tokio refuses to start on a thread that runs
+/// async tasks: the server opens the store, and may drop it, inside its runtime.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        // Leaves the runtime context for the call (a no-op on spawn_blocking's threads).
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        // block_in_place is refused there: a thread of our own.
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
+}
+
+/// A client that closes off any async runtime ([`off_runtime`]): r2d2 drops connections
+/// wherever the pool is dropped. `None` only while being dropped.
+struct PgConn(Option<postgres::Client>);
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
+impl PgConn {
+    fn client(&mut self) -> Result<&mut postgres::Client, ConnError> {
+        self.0.as_mut().ok_or(ConnError::Closed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Pg(#[from] postgres::Error),
+    /// Only while the connection is being dropped.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// r2d2_postgres's manager, handing out [`PgConn`]s.
+struct Manager(PostgresConnectionManager<NoTls>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ConnError;
+
+    fn connect(&self) -> Result<PgConn, ConnError> {
+        Ok(PgConn(Some(self.0.connect()?)))
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnError> {
+        Ok(self.0.is_valid(conn.client()?)?)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.0.as_ref().is_none_or(|c| c.is_closed())
+    }
+}
+
 type Conn = r2d2::PooledConnection<Manager>;
 
 #[derive(Clone, Debug)]
@@ -188,9 +251,11 @@ fn check_schema(schema: &str) -> Result<()> {
 #[derive(Debug)]
 struct SearchPath(String);
 
-impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SearchPath {
-    fn on_acquire(&self, conn: &mut postgres::Client) -> Result<(), postgres::Error> {
-        conn.batch_execute(&format!("SET search_path TO {}", self.0))
+impl r2d2::CustomizeConnection<PgConn, ConnError> for SearchPath {
+    fn on_acquire(&self, conn: &mut PgConn) -> Result<(), ConnError> {
+        Ok(conn
+            .client()?
+            .batch_execute(&format!("SET search_path TO {}", self.0))?)
     }
 }
 
@@ -212,7 +277,7 @@ impl PgRecords {
             .connection_customizer(Box::new(SearchPath(cfg.schema.clone())))
             // Failed connects are in the errors returned; r2d2 would also log each to stderr.
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(PostgresConnectionManager::new(pg, NoTls))
+            .build(Manager(PostgresConnectionManager::new(pg, NoTls)))
             .map_err(pool_err(&target, "connect"))?;
         let digest = blake3::hash(format!("ferry records\0{}", cfg.schema).as_bytes());
         let [a, b, c, d, ..] = *digest.as_bytes();
@@ -225,7 +290,7 @@ impl PgRecords {
                 lock_space: i32::from_le_bytes([a, b, c, d]),
             }),
         };
-        records.migrate()?;
+        off_runtime(|| records.migrate())?;
         Ok(records)
     }
 
@@ -245,7 +310,12 @@ impl PgRecords {
         let target = &self.inner.target;
         let op = "apply the schema migrations";
         let mut conn = self.inner.pool.get().map_err(pool_err(target, op))?;
-        let mut tx = conn.transaction().map_err(db_err(target, op))?;
+        let client = conn.client().map_err(|e| StoreError::Database {
+            op: op.to_string(),
+            database: target.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut tx = client.transaction().map_err(db_err(target, op))?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, 0)",
             &[&self.inner.lock_space],
@@ -287,32 +357,50 @@ impl PgRecords {
     }
 
     fn key(&self, c: Collection) -> (i32, i32) {
-        (self.inner.lock_space, c.lock_number())
+        (self.inner.lock_space, c.lock_owner().lock_number())
     }
 
     /// Run `f` on the connection this thread holds its locks on, or on one from the pool.
-    fn with_conn<T>(
+    fn with_conn<T: Send>(
         &self,
+        op: &str,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T> {
+        let instance = self.inner.instance;
+        let inner = &*self.inner;
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.iter_mut().find(|x| x.instance == instance) {
+                Some(held) => {
+                    let conn = &mut held.conn;
+                    off_runtime(move || inner.run(conn, op, f))
+                }
+                None => {
+                    drop(h);
+                    off_runtime(move || {
+                        let mut conn = inner.pool.get().map_err(pool_err(&inner.target, op))?;
+                        inner.run(&mut conn, op, f)
+                    })
+                }
+            }
+        })
+    }
+}
+
+impl Inner {
+    /// `f` on `conn`, its error naming `op` and the database.
+    fn run<T>(
+        &self,
+        conn: &mut PgConn,
         op: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T> {
-        let instance = self.inner.instance;
-        let result = HELD.with(|h| {
-            let mut h = h.borrow_mut();
-            match h.iter_mut().find(|x| x.instance == instance) {
-                Some(held) => Ok::<_, StoreError>(f(&mut held.conn)),
-                None => {
-                    drop(h);
-                    let mut conn = self
-                        .inner
-                        .pool
-                        .get()
-                        .map_err(pool_err(&self.inner.target, op))?;
-                    Ok(f(&mut conn))
-                }
-            }
+        let client = conn.client().map_err(|e| StoreError::Database {
+            op: op.to_string(),
+            database: self.target.clone(),
+            detail: e.to_string(),
         })?;
-        result.map_err(db_err(&self.inner.target, op))
+        f(client).map_err(db_err(&self.target, op))
     }
 }
 
@@ -331,10 +419,15 @@ impl Drop for PgLockGuard {
             let Some(i) = h.iter().position(|x| x.instance == instance) else {
                 return;
             };
-            if let Err(e) = h[i].conn.execute(
-                "SELECT pg_advisory_unlock($1, $2)",
-                &[&self.key.0, &self.key.1],
-            ) {
+            let key = self.key;
+            let inner = &*self.records.inner;
+            let conn = &mut h[i].conn;
+            let released = off_runtime(move || {
+                inner.run(conn, "release a record lock", |c| {
+                    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])
+                })
+            });
+            if let Err(e) = released {
                 // The connection is gone, and the lock with it.
                 tracing::warn!("release a PostgreSQL record lock: {e}");
             }
@@ -353,14 +446,12 @@ impl Records for PgRecords {
         let key = self.key(c);
         HELD.with(|h| {
             let mut h = h.borrow_mut();
+            let inner = &*self.inner;
             let i = match h.iter().position(|x| x.instance == instance) {
                 Some(i) => i,
                 None => {
-                    let conn = self
-                        .inner
-                        .pool
-                        .get()
-                        .map_err(pool_err(&self.inner.target, &op))?;
+                    let conn = off_runtime(|| inner.pool.get())
+                        .map_err(pool_err(&inner.target, &op))?;
                     h.push(Held {
                         instance,
                         conn,
@@ -369,16 +460,20 @@ impl Records for PgRecords {
                     h.len() - 1
                 }
             };
-            let taken = h[i]
-                .conn
-                .execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]);
+            let conn = &mut h[i].conn;
+            let op = &op;
+            let taken = off_runtime(move || {
+                inner.run(conn, op, |c| {
+                    c.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1])
+                })
+            });
             match taken {
                 Ok(_) => h[i].locks += 1,
                 Err(e) => {
                     if h[i].locks == 0 {
                         h.swap_remove(i);
                     }
-                    return Err(db_err(&self.inner.target, &op)(e));
+                    return Err(e);
                 }
             }
             Ok(())
