@@ -10,6 +10,7 @@ use ferry_format::agent::{
 };
 use ferry_format::api::{Hello, Role};
 use ferry_store::jobs::NewJob;
+use ferry_store::meta::Collection;
 use ferry_store::Store;
 
 mod common;
@@ -58,8 +59,9 @@ fn enroll_token_only_enrolls_and_a_credential_reads_only_its_jobs_snapshot() {
         listed[0].inventory.disks[0].serial.as_deref(),
         Some("SER-vda")
     );
-    let raw =
-        std::fs::read_to_string(w.store.agents_dir().join(format!("{}.json", a.agent))).unwrap();
+    // The stored record (a file, or a row on FERRY_TEST_RECORDS=pg).
+    let stored = w.store.records().get(Collection::Agents, &a.agent).unwrap();
+    let raw = String::from_utf8(stored.unwrap()).unwrap();
     assert!(!raw.contains(a.credential.split('.').nth(1).unwrap()));
 
     // Without a job, the credential reads no snapshot at all.
@@ -523,8 +525,7 @@ fn an_agents_event_log_is_bounded_and_keeps_the_jobs_end() {
         post("info", "restore", 1000);
     }
     post("error", "failed", 1);
-    let log = w.store.jobs_dir().join(format!("{}.events.jsonl", job.id));
-    let size = std::fs::metadata(&log).unwrap().len();
+    let size = w.store.records().log_size(Collection::Jobs, &job.id).unwrap();
     let max = ferry_store::jobs::MAX_EVENT_LOG;
     assert!(
         (max..max + (2 << 20)).contains(&size),

@@ -5,6 +5,7 @@
 use ferry_format::agent::beacon::{BeaconIssued, BeaconReply};
 use ferry_format::agent::{EnrollReply, Job, JobFor};
 use ferry_format::ChunkId;
+use ferry_store::meta::Collection;
 
 mod common;
 use common::World;
@@ -41,8 +42,9 @@ fn a_beacon_reports_once_and_its_credential_opens_nothing_else() {
         serde_json::from_slice(&c.ok("POST", &issue_path, &a.credential, None, 200)).unwrap();
     assert_eq!(issued.job, job.id);
     assert_ne!(issued.credential, first.credential);
-    let raw =
-        std::fs::read_to_string(w.store.jobs_dir().join(format!("{}.beacon", job.id))).unwrap();
+    // The stored record (a file, or a row on FERRY_TEST_RECORDS=pg).
+    let stored = w.store.records().get(Collection::Beacons, &job.id).unwrap();
+    let raw = String::from_utf8(stored.unwrap()).unwrap();
     assert!(!raw.contains(issued.credential.rsplit('.').next().unwrap()));
 
     // Refused on every other route, before and after use.
