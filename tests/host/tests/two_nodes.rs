@@ -232,14 +232,15 @@ fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
             agents[0].agent,
             agents[1].agent
         );
-        // The record agrees: running, taken by the agent that got it, on either node's view.
+        // The record agrees: bound to the agent that got it (it runs once that agent reports).
         let store = ferry_store::Store::open(&a.data()).expect("open the store");
         let job = store.job(winners[0]).expect("the job's record");
-        assert_eq!(job.state, JobState::Running, "round {round}");
+        assert_eq!(job.state, JobState::Pending, "round {round}");
         let winner = taken.iter().position(Option::is_some).expect("a winner");
         assert_eq!(job.agent.as_deref(), Some(agents[winner].agent.as_str()));
-        // The loser keeps getting nothing, on both nodes.
+        // On both nodes, the winner gets the same job again and the loser nothing.
         for c in &nodes {
+            assert_eq!(poll(c, &agents[winner]).as_ref(), Some(winners[0]));
             assert_eq!(poll(c, &agents[1 - winner]), None, "round {round}");
         }
     }

@@ -199,3 +199,34 @@ pub trait Records: Send + Sync + fmt::Debug {
     /// Where the records are, for messages: a directory, or a database and schema.
     fn describe(&self) -> String;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_url_file_is_private_and_holds_a_url_alone_or_as_ferry_pg_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.url");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("# the database\npostgres://u:p@db:5432/ferry\n", 0o600);
+        assert_eq!(read_url_file(&path).unwrap(), "postgres://u:p@db:5432/ferry");
+        write("export FERRY_PG_URL='postgres://u:p@h:1/f'\n", 0o400);
+        assert_eq!(read_url_file(&path).unwrap(), "postgres://u:p@h:1/f");
+        write("postgres://u:p@db/ferry\n", 0o640);
+        let e = read_url_file(&path).unwrap_err();
+        assert!(
+            matches!(e, StoreError::SecretReadable { mode: 0o640, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        write("\n# nothing\n", 0o600);
+        assert!(matches!(read_url_file(&path), Err(StoreError::Invalid(_))));
+        assert!(read_url_file(&dir.path().join("absent")).unwrap_err().is_not_found());
+    }
+}

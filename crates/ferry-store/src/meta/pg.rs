@@ -611,6 +611,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_that_does_not_answer_is_a_database_error_naming_it() {
+        // A port nothing listens on: connection refused, at once and on every retry.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let cfg = PgConfig {
+            url: format!("postgres://ferry:secret@127.0.0.1:{port}/ferrydb"),
+            schema: "site1".into(),
+            pool_size: 2,
+        };
+        let e = PgRecords::open(&cfg).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::Database { .. }), "{text}");
+        assert!(
+            text.contains(&format!("database ferrydb at 127.0.0.1:{port}, schema site1")),
+            "{text}"
+        );
+        assert!(text.contains("check that PostgreSQL is running"), "{text}");
+        assert!(!text.contains("secret"), "the password leaked: {text}");
+    }
+
+    #[test]
+    fn calls_from_inside_an_async_runtime_do_not_panic() {
+        // The postgres client refuses to block on a runtime's thread; off_runtime steps aside.
+        for rt in [
+            tokio::runtime::Builder::new_current_thread().build().unwrap(),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap(),
+        ] {
+            let got = rt.block_on(async {
+                off_runtime(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .map(|inner| inner.block_on(async { 7 }))
+                })
+            });
+            assert_eq!(got.unwrap(), 7);
+        }
+    }
+
+    #[test]
     fn schema_names_that_could_inject_sql_are_refused() {
         for ok in ["ferry", "_t1", "store_2026"] {
             assert!(check_schema(ok).is_ok(), "{ok}");
