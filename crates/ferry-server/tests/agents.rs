@@ -525,7 +525,11 @@ fn an_agents_event_log_is_bounded_and_keeps_the_jobs_end() {
         post("info", "restore", 1000);
     }
     post("error", "failed", 1);
-    let size = w.store.records().log_size(Collection::Jobs, &job.id).unwrap();
+    let size = w
+        .store
+        .records()
+        .log_size(Collection::Jobs, &job.id)
+        .unwrap();
     let max = ferry_store::jobs::MAX_EVENT_LOG;
     assert!(
         (max..max + (2 << 20)).contains(&size),

@@ -8,9 +8,9 @@ use ferry_format::agent::{JobFor, JobOptions, Then};
 use ferry_format::index::Entry;
 use ferry_format::source::{Consistency, SourceEnrollRequest, SyncFigures, TaskKind, TaskState};
 use ferry_format::DiskIndex;
-use ferry_store::meta::Collection;
 use ferry_store::jobs::NewJob;
 use ferry_store::keys::ManifestSigner;
+use ferry_store::meta::Collection;
 use ferry_store::{Store, StoreError};
 use ferry_test_support::store::{chunk, commit_request, new_store, CS};
 

@@ -80,7 +80,10 @@ impl Node {
             .expect("spawn the second node");
         let t = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "node 2 did not listen");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "node 2 did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Node { port, child }
@@ -153,14 +156,22 @@ fn poll(c: &Client, agent: &EnrollReply) -> Option<String> {
             let job: serde_json::Value = serde_json::from_slice(&body).expect("job JSON");
             Some(job["id"].as_str().expect("job id").to_string())
         }
-        s => panic!("poll {}: {s} {}", agent.agent, String::from_utf8_lossy(&body)),
+        s => panic!(
+            "poll {}: {s} {}",
+            agent.agent,
+            String::from_utf8_lossy(&body)
+        ),
     }
 }
 
 #[test]
 fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
     let (env, _pg) = postgres();
-    let rand = std::process::id() ^ std::time::UNIX_EPOCH.elapsed().unwrap_or_default().subsec_nanos();
+    let rand = std::process::id()
+        ^ std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .subsec_nanos();
     let backends = Backends {
         storage: Storage::Local,
         records: RecordsConfig::Postgres(PostgresConfig {
@@ -196,7 +207,10 @@ fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
             enroll_approved(&a, &nodes[1], &enroll, &mac),
         ];
         assert_ne!(agents[0].agent, agents[1].agent);
-        let url = format!("https://127.0.0.1:{}", if round % 2 == 0 { a.port } else { node2.port });
+        let url = format!(
+            "https://127.0.0.1:{}",
+            if round % 2 == 0 { a.port } else { node2.port }
+        );
         ok(a.appliance()
             .env("FERRY_TOKEN", &a.admin)
             .args(["--appliance", &url, "--ca"])

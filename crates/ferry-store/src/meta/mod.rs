@@ -215,7 +215,10 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         };
         write("# the database\npostgres://u:p@db:5432/ferry\n", 0o600);
-        assert_eq!(read_url_file(&path).unwrap(), "postgres://u:p@db:5432/ferry");
+        assert_eq!(
+            read_url_file(&path).unwrap(),
+            "postgres://u:p@db:5432/ferry"
+        );
         write("export FERRY_PG_URL='postgres://u:p@h:1/f'\n", 0o400);
         assert_eq!(read_url_file(&path).unwrap(), "postgres://u:p@h:1/f");
         write("postgres://u:p@db/ferry\n", 0o640);
@@ -227,6 +230,8 @@ mod tests {
         assert!(e.to_string().contains("chmod 600"), "{e}");
         write("\n# nothing\n", 0o600);
         assert!(matches!(read_url_file(&path), Err(StoreError::Invalid(_))));
-        assert!(read_url_file(&dir.path().join("absent")).unwrap_err().is_not_found());
+        assert!(read_url_file(&dir.path().join("absent"))
+            .unwrap_err()
+            .is_not_found());
     }
 }

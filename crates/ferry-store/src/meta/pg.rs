@@ -450,8 +450,8 @@ impl Records for PgRecords {
             let i = match h.iter().position(|x| x.instance == instance) {
                 Some(i) => i,
                 None => {
-                    let conn = off_runtime(|| inner.pool.get())
-                        .map_err(pool_err(&inner.target, &op))?;
+                    let conn =
+                        off_runtime(|| inner.pool.get()).map_err(pool_err(&inner.target, &op))?;
                     h.push(Held {
                         instance,
                         conn,
@@ -626,7 +626,9 @@ mod tests {
         let text = e.to_string();
         assert!(matches!(e, StoreError::Database { .. }), "{text}");
         assert!(
-            text.contains(&format!("database ferrydb at 127.0.0.1:{port}, schema site1")),
+            text.contains(&format!(
+                "database ferrydb at 127.0.0.1:{port}, schema site1"
+            )),
             "{text}"
         );
         assert!(text.contains("check that PostgreSQL is running"), "{text}");
@@ -637,7 +639,9 @@ mod tests {
     fn calls_from_inside_an_async_runtime_do_not_panic() {
         // The postgres client refuses to block on a runtime's thread; off_runtime steps aside.
         for rt in [
-            tokio::runtime::Builder::new_current_thread().build().unwrap(),
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .build()
