@@ -1,8 +1,9 @@
 //! The appliance's store: chunks, snapshots, open backup sessions, tokens and keys. No HTTP
 //! here; `ferry-server` serves it. Chunks, session indexes and snapshots go through a data
-//! backend ([`data`]): the store's own directory (below) or an S3 bucket, as config.json says;
-//! everything else stays in the directory. docs/store.md is the byte-exact description of the
-//! layout:
+//! backend ([`data`]): the store's own directory (below) or an S3 bucket, as config.json says.
+//! Records (tokens, sessions, agents, jobs, beacons, sources, migrations) go through [`meta`]:
+//! the files below, or PostgreSQL for several nodes. Everything else stays in the directory.
+//! docs/store.md is the byte-exact description of the layout:
 //!
 //! ```text
 //! DIR/config.json                 {"name": ..., "version": 1}
