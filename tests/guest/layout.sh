@@ -49,9 +49,9 @@ IMG=$WORK/image
 if [[ -z "${FERRY_GUEST_SKIP_BUILD:-}" ]]; then
     say "build: restore-agent and backup-agent (static, $MUSL, release), appliance, image-builder"
     t=$(now)
-    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p backup-agent) >"$WORK/build.log" 2>&1 \
+    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon -p backup-agent) >"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort "cargo build (musl)"; }
-    (cd "$ROOT" && cargo build -q -p appliance -p image-builder) >>"$WORK/build.log" 2>&1 \
+    (cd "$ROOT" && cargo build -q --workspace) >>"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort "cargo build appliance/image-builder"; }
     # The LVM-snapshot capture test needs device-mapper, which the host lacks: it runs in here.
     (cd "$ROOT" && cargo test -q --no-run --release --target "$MUSL" -p ferry-capture --test lvm_host \

@@ -102,7 +102,7 @@ if [[ -z ${FERRY_LIVE_SKIP_BUILD:-} || ! -f $IMG/ferry-rescue.iso ]]; then
     say "build: static restore-agent, beacon, backup-agent; appliance, image-builder; the rescue image"
     t=$(now)
     (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon -p backup-agent \
-        && cargo build -q -p appliance -p image-builder) >"$WORK/build.log" 2>&1 \
+        && cargo build -q --workspace) >"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort "cargo build"; }
     rm -rf "$IMG"
     "$BIN/image-builder" build --out "$IMG" --agent "$REL/restore-agent" --beacon "$REL/beacon" >"$WORK/image.log" 2>&1 \

@@ -50,7 +50,7 @@ echo "guests ready: $(elapsed "$t") s"
 if [[ -z ${FERRY_E2E_SKIP_BUILD:-} || ! -f $IMG/ferry-rescue.iso ]]; then
     say "build: static restore-agent, appliance, backup-agent, image-builder; the rescue image"
     t=$(now)
-    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon && cargo build -q -p appliance -p backup-agent -p image-builder) \
+    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon -p backup-agent && cargo build -q --workspace) \
         >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; abort "cargo build"; }
     rm -rf "$IMG"
     "$BIN/image-builder" build --out "$IMG" --agent "$AGENT" --beacon "$CARGO_TARGET_DIR/$MUSL/release/beacon" >"$WORK/image.log" 2>&1 || { tail -30 "$WORK/image.log"; abort "image-builder build"; }

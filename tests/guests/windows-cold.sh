@@ -45,7 +45,7 @@ T=$WORK
 if [[ -z ${FERRY_WIN_SKIP_BUILD:-} || ! -f $IMG/ferry-rescue.iso ]]; then
     say "build: static restore-agent, appliance, image-builder; the rescue image"
     t=$(now)
-    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon && cargo build -q -p appliance -p image-builder) \
+    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon -p backup-agent && cargo build -q --workspace) \
         >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; abort "cargo build"; }
     rm -rf "$IMG"
     "$BIN/image-builder" build --out "$IMG" --agent "$CARGO_TARGET_DIR/$MUSL/release/restore-agent" \

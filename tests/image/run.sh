@@ -6,6 +6,7 @@
 # Usage: bash tests/image/run.sh
 # Env:   FERRY_KERNEL_DEB=FILE   use this linux-image-*.deb (default: fetch + cache in ~/.cache/ferry)
 #        FERRY_TEST_OUT=DIR      work directory (default: /tmp/ferry-image-test)
+#        FERRY_IMAGE_SKIP_UNIT=1 skip image-builder's unit tests (scripts/test runs them with the rest)
 #        CARGO_TARGET_DIR        (default: /tmp/target-imgb)
 #        BOOT_TIMEOUT=SECONDS    per boot (default: 120)
 #        FERRY_IMAGE_BOOTS=min   only the customized ISO/PXE boots (tests/system boots the plain modes
@@ -29,9 +30,11 @@ pass() { printf 'ok:   %s\n' "$*"; }
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-say "unit tests"
-(cd "$ROOT" && cargo test -q -p image-builder -j2 2>&1 | grep -E '^test result|FAILED|panicked') || fail "cargo test"
-(cd "$ROOT" && cargo build -q -p image-builder -j2)
+if [[ -z ${FERRY_IMAGE_SKIP_UNIT:-} ]]; then # scripts/test runs them with the workspace's
+    say "unit tests"
+    (cd "$ROOT" && cargo test -q -p image-builder -j2 2>&1 | grep -E '^test result|FAILED|panicked') || fail "cargo test"
+fi
+(cd "$ROOT" && cargo build -q --workspace) # the set scripts/test builds: no rebuild
 IB="$CARGO_TARGET_DIR/debug/image-builder"
 
 say "test init (gcc -static)"

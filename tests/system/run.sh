@@ -70,9 +70,9 @@ IMG=$WORK/image
 if [[ -z "${FERRY_SYS_SKIP_BUILD:-}" ]]; then
     say "build: restore-agent (static, $MUSL, release), appliance, backup-agent, image-builder"
     t=$(now)
-    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent) >"$WORK/build.log" 2>&1 \
+    (cd "$ROOT" && cargo build -q --release --target "$MUSL" -p restore-agent -p ferry-beacon -p backup-agent) >"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort_build "cargo build restore-agent"; }
-    (cd "$ROOT" && cargo build -q -p appliance -p backup-agent -p image-builder) >>"$WORK/build.log" 2>&1 \
+    (cd "$ROOT" && cargo build -q --workspace) >>"$WORK/build.log" 2>&1 \
         || { tail -30 "$WORK/build.log"; abort_build "cargo build appliance/backup-agent/image-builder"; }
     echo "cargo build: $(elapsed "$t") s"
     t=$(now)
