@@ -11,44 +11,14 @@ use std::thread;
 
 use ferry_store::meta::{Collection, LocalRecords, PgConfig, PgRecords, Records, SCHEMA_VERSION};
 use ferry_store::StoreError;
+use ferry_test_support::pg::TestPg;
 
-/// A throw-away PostgreSQL cluster, stopped on drop.
-struct Pg {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-fn scripts_pg() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg")
-}
+/// A throw-away PostgreSQL cluster (stopped on drop) and the store's view of it.
+struct Pg(TestPg);
 
 impl Pg {
     fn start() -> Pg {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let out = Command::new("bash")
-            .arg(scripts_pg())
-            .args(["start"])
-            .arg(dir.path())
-            .args(["--port", &port.to_string()])
-            .output()
-            .expect("run scripts/pg");
-        assert!(
-            out.status.success(),
-            "scripts/pg start failed (PostgreSQL comes from scripts/setup):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = std::fs::read_to_string(dir.path().join("env")).expect("DIR/env");
-        let url = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export FERRY_PG_URL="))
-            .map(|v| v.trim_matches('\'').to_string())
-            .expect("FERRY_PG_URL in DIR/env");
-        Pg { dir, url }
+        Pg(TestPg::start())
     }
 
     fn records(&self, schema: &str) -> PgRecords {
@@ -57,7 +27,7 @@ impl Pg {
 
     fn config(&self, schema: &str) -> PgConfig {
         PgConfig {
-            url: self.url.clone(),
+            url: self.0.url.clone(),
             schema: schema.into(),
             pool_size: 4,
         }
@@ -65,7 +35,7 @@ impl Pg {
 
     fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
-            .args([&self.url, "-tAc", sql])
+            .args([&self.0.url, "-tAc", sql])
             .output()
             .expect("run psql");
         assert!(
@@ -74,16 +44,6 @@ impl Pg {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(scripts_pg())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod crc;
 pub mod disk;
 pub mod https;
+pub mod pg;
 pub mod storage;
 pub mod store;
 pub mod tools;

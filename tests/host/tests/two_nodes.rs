@@ -20,44 +20,6 @@ use ferry_test_support::https::{load_trust, Client};
 /// Jobs raced for, one per pair of agents.
 const ROUNDS: usize = 8;
 
-/// A throw-away PostgreSQL from scripts/pg, stopped on drop (when FERRY_TEST_PG_ENV names
-/// none).
-struct Pg {
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(scripts_pg())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn scripts_pg() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg")
-}
-
-/// The env file of a running PostgreSQL: FERRY_TEST_PG_ENV's, or one started here.
-fn postgres() -> (PathBuf, Option<Pg>) {
-    if let Some(env) = std::env::var_os("FERRY_TEST_PG_ENV") {
-        return (PathBuf::from(env), None);
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    ok(Command::new("bash")
-        .arg(scripts_pg())
-        .arg("start")
-        .arg(dir.path())
-        .args(["--port", &port.to_string()]));
-    (dir.path().join("env"), Some(Pg { dir }))
-}
-
 /// A second `appliance serve` on the same store.
 struct Node {
     port: u16,
@@ -166,7 +128,7 @@ fn poll(c: &Client, agent: &EnrollReply) -> Option<String> {
 
 #[test]
 fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
-    let (env, _pg) = postgres();
+    let (env, _pg) = ferry_test_support::pg::env_file_or_start();
     let rand = std::process::id()
         ^ std::time::UNIX_EPOCH
             .elapsed()
