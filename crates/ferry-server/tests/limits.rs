@@ -30,8 +30,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(limits: ServerLimits) -> Fixture {
+        Self::with(limits, &test_storage())
+    }
+
+    fn with(limits: ServerLimits, backends: &ferry_store::config::Backends) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let init = init_store_with(dir.path(), &[], &test_storage()).unwrap();
+        let init = init_store_with(dir.path(), &[], backends).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let server = rt
             .block_on(ferry_server::start_with(
@@ -251,11 +255,16 @@ fn connections_over_the_cap_are_closed_at_once_and_admitted_again_later() {
 
 #[test]
 fn a_full_route_answers_503_with_retry_after_or_serves_a_request_that_waited() {
-    let f = Fixture::new(ServerLimits {
-        chunk_puts: 1,
-        queue_wait: Duration::from_secs(1),
-        ..ServerLimits::default()
-    });
+    // The queue's timing, not the store's: local, since on S3 A's chunk write alone can outlast
+    // B's 1 s wait on a loaded machine.
+    let f = Fixture::with(
+        ServerLimits {
+            chunk_puts: 1,
+            queue_wait: Duration::from_secs(1),
+            ..ServerLimits::default()
+        },
+        &ferry_store::config::Backends::default(),
+    );
     let (a, fa) = patterned_chunk(3);
     let (b, fb) = patterned_chunk(5);
     // A holds the only chunk-upload slot: its body is half sent.

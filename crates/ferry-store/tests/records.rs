@@ -4,7 +4,6 @@
 //! cycles that lose updates without them, across threads and, on PostgreSQL, across two
 //! independent pools as two nodes would hold.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::thread;
