@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use ferry_format::agent::{Disk, EnrollRequest, Inventory, JobState, Nic, StandbyReport};
+use ferry_format::agent::{EnrollRequest, JobState, StandbyReport};
 use ferry_format::index::Entry;
 use ferry_format::source::{
     Consistency, CutoverStep, SourceEnrollRequest, StandbyCutover, SyncFigures, TaskKind, TaskState,
@@ -60,30 +60,7 @@ impl World {
 
     /// An approved standby agent with one blank disk.
     fn agent(&self) -> String {
-        let inventory = Inventory {
-            disks: vec![Disk {
-                name: "vda".into(),
-                size: 1 << 30,
-                model: None,
-                serial: Some("SER-vda".into()),
-                wwn: None,
-                logical_sector_size: 512,
-                physical_sector_size: 512,
-                blank: true,
-                removable: false,
-                holds: None,
-                protected: None,
-            }],
-            nics: vec![Nic {
-                name: "eth0".into(),
-                mac: "52:54:00:00:00:09".into(),
-                carrier: Some(true),
-                driver: None,
-                pci_path: None,
-                predictable: None,
-            }],
-            ..Default::default()
-        };
+        let inventory = ferry_test_support::inventory::one_blank_disk("52:54:00:00:00:09", 1 << 30);
         let req = EnrollRequest {
             inventory,
             version: "test".into(),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use ferry_format::agent::{Disk, EnrollRequest, Inventory, JobKind, JobState, Nic, StandbyReport};
+use ferry_format::agent::{EnrollRequest, JobKind, JobState, StandbyReport};
 use ferry_format::index::Entry;
 use ferry_format::DiskIndex;
 use ferry_store::keys::ManifestSigner;
@@ -37,30 +37,7 @@ fn snapshot(
 
 /// An enrolled agent with one NIC `mac` and one blank disk; approved when asked.
 fn agent(store: &Store, mac: &str, approve: bool) -> String {
-    let inventory = Inventory {
-        disks: vec![Disk {
-            name: "vda".into(),
-            size: 1 << 30,
-            model: None,
-            serial: Some("SER-vda".into()),
-            wwn: None,
-            logical_sector_size: 512,
-            physical_sector_size: 512,
-            blank: true,
-            removable: false,
-            holds: None,
-            protected: None,
-        }],
-        nics: vec![Nic {
-            name: "eth0".into(),
-            mac: mac.into(),
-            carrier: Some(true),
-            driver: None,
-            pci_path: None,
-            predictable: None,
-        }],
-        ..Default::default()
-    };
+    let inventory = ferry_test_support::inventory::one_blank_disk(mac, 1 << 30);
     let req = EnrollRequest {
         inventory,
         version: "test".into(),

@@ -11,6 +11,8 @@
 //!   commit request, file times in the past.
 //! - [`storage`]: the data backend a test store uses, from `FERRY_TEST_STORAGE` (local or an
 //!   S3 cluster, a fresh key prefix per store).
+//! - [`inventory`]: what an enrolling rescue agent reports (one blank disk, one NIC).
+//! - [`pg`]: a throw-away PostgreSQL from scripts/pg.
 //! - [`https`]: a client of the appliance's API that pins the store's CA, as the agents do.
 //! - [`tools`]: the real disk tools (run, skip when missing) and sparse image files.
 
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod crc;
 pub mod disk;
 pub mod https;
+pub mod inventory;
 pub mod pg;
 pub mod storage;
 pub mod store;

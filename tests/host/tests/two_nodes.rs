@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
-use ferry_format::agent::{Disk, EnrollReply, EnrollRequest, Inventory, JobState, Nic};
+use ferry_format::agent::{EnrollReply, EnrollRequest, JobState};
 use ferry_store::config::{Backends, PostgresConfig, RecordsConfig, Storage};
 use ferry_test_support::https::{load_trust, Client};
 
@@ -59,37 +59,10 @@ impl Drop for Node {
     }
 }
 
-fn inventory(mac: &str) -> Inventory {
-    Inventory {
-        disks: vec![Disk {
-            name: "vda".into(),
-            size: 64 << 20,
-            model: None,
-            serial: Some("SER-vda".into()),
-            wwn: None,
-            logical_sector_size: 512,
-            physical_sector_size: 512,
-            blank: true,
-            removable: false,
-            holds: None,
-            protected: None,
-        }],
-        nics: vec![Nic {
-            name: "eth0".into(),
-            mac: mac.into(),
-            carrier: Some(true),
-            driver: None,
-            pci_path: None,
-            predictable: None,
-        }],
-        ..Default::default()
-    }
-}
-
 /// Enroll a machine with `mac` through `c`, then approve it with the CLI as the operator does.
 fn enroll_approved(a: &Appliance, c: &Client, enroll: &str, mac: &str) -> EnrollReply {
     let req = serde_json::to_vec(&EnrollRequest {
-        inventory: inventory(mac),
+        inventory: ferry_test_support::inventory::one_blank_disk(mac, 64 << 20),
         version: "test".into(),
         resume: Vec::new(),
     })
