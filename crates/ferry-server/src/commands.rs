@@ -62,11 +62,7 @@ pub fn init_store_with(
     let storage = &backends.storage;
     let records = open_new_records(data, &backends.records)?;
     config::create_layout(data).context("create the store")?;
-    if let config::Storage::S3(s3) = storage {
-        ferry_store::data::s3::S3Data::open(data, s3)
-            .and_then(|b| b.probe())
-            .with_context(|| format!("check the S3 bucket {}", s3.bucket))?;
-    }
+    probe_storage(data, storage)?;
     let keys_dir = data.join("keys");
 
     let pki = tls::generate(&name, &names)?;
@@ -137,6 +133,19 @@ fn open_new_records(
         }
     }
     Ok(records)
+}
+
+/// Put, read back and delete a probe object in an S3 bucket before anything is written there.
+fn probe_storage(data: &Path, storage: &config::Storage) -> Result<()> {
+    if let config::Storage::S3(s3) = storage {
+        // The probe touches no chunk: the local catalogue will do for it.
+        let catalogue =
+            std::sync::Arc::new(ferry_store::data::catalogue::LocalCatalogue::new(data));
+        ferry_store::data::s3::S3Data::open(data, s3, catalogue)
+            .and_then(|b| b.probe())
+            .with_context(|| format!("check the S3 bucket {}", s3.bucket))?;
+    }
+    Ok(())
 }
 
 pub fn init(data: &Path, names: &[String], backends: &config::Backends, json: bool) -> Result<()> {

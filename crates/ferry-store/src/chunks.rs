@@ -122,13 +122,7 @@ impl Store {
     pub fn touch_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
         let data = self.data();
         let _lock = self.lock_chunks_shared()?;
-        let mut missing = Vec::new();
-        for id in ids {
-            if !data.touch_chunk(id)? {
-                missing.push(*id);
-            }
-        }
-        Ok(missing)
+        data.touch_chunks(ids)
     }
 
     /// The stored zstd frame of a chunk.

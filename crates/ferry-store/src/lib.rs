@@ -36,8 +36,9 @@
 //!   and the pin of every live session (its start, at most a day before its last request), minus
 //!   a margin; the server touches every chunk a session relies on while holding `chunks/.lock`
 //!   shared (again at index upload and commit), GC unlinks while holding it exclusive. So GC may
-//!   run in another process while backups are running. On S3 the mtimes are those of the local
-//!   chunk catalogue's markers (`DIR/chunk-marks/`), under `chunk-marks/.lock`.
+//!   run in another process while backups are running. On S3 the marks and the lock are the
+//!   chunk catalogue's ([`data::catalogue`]): marker files, or a table and advisory locks in
+//!   PostgreSQL shared by every node of the store.
 //! - Every file the store creates is 0600, every directory 0700, and a record's directory is
 //!   fsynced after its rename ([`fsx`]).
 

@@ -11,8 +11,8 @@ use ferry_store::keys::ManifestSigner;
 use ferry_store::verify::{Start, VerifyOptions, VERIFY_STATE};
 use ferry_store::{Store, StoreError};
 use ferry_test_support::store::{
-    commit_request, mark_path, new_local_store, new_store, plant_chunk, remove_chunk, stored_frame,
-    CS,
+    commit_request, mark_of, new_local_store, new_store, plant_chunk, remove_chunk, set_mark,
+    stored_frame, CS,
 };
 
 /// A 64 KiB chunk of compressible, seed-dependent text and its frame as backup-agent makes it.
@@ -157,14 +157,8 @@ fn repeat_put_replaces_a_bad_stored_chunk_and_keeps_a_good_one() {
         assert_eq!(stored_frame(&store, &id).unwrap(), frame, "{name}");
     }
     // A good stored frame stays, even when another encoding of the same data is uploaded.
-    let path = mark_path(&store, &id);
     let old = SystemTime::now() - Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    set_mark(&store, &id, old);
     let level19 = zstd::bulk::compress(&plain, 19).unwrap();
     assert_ne!(level19, frame);
     assert_eq!(
@@ -172,7 +166,7 @@ fn repeat_put_replaces_a_bad_stored_chunk_and_keeps_a_good_one() {
         PutOutcome::AlreadyPresent
     );
     assert_eq!(stored_frame(&store, &id).unwrap(), frame);
-    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    let mtime = mark_of(&store, &id).unwrap();
     assert!(
         mtime > old + Duration::from_secs(3000),
         "a present chunk is touched"

@@ -4,21 +4,16 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::DiskIndex;
 use ferry_store::sessions::{SessionRecord, MAX_INDEX_BYTES, SESSION_PIN_WINDOW};
 use ferry_store::{Store, StoreError};
 use ferry_test_support::store::{
-    ago, chunk, disk, mark_path, new_local_store, new_store, remove_chunk, set_mtime, CS,
+    ago, chunk, disk, mark_of, new_local_store, new_store, remove_chunk, set_mark, CS,
 };
 
 const DAY: u64 = 86_400;
-
-fn mtime(path: &Path) -> SystemTime {
-    fs::metadata(path).unwrap().modified().unwrap()
-}
 
 #[test]
 fn a_session_pins_gc_to_its_start_or_a_window_before_its_last_activity() {
@@ -61,9 +56,9 @@ fn a_session_touched_daily_no_longer_keeps_old_garbage_but_keeps_what_it_announc
     for (id, f) in [(&garbage, &fg), (&announced, &fa), (&old_touch, &fo)] {
         store.put_chunk(id, f).unwrap();
     }
-    set_mtime(&mark_path(&store, &garbage), ago(20 * DAY));
-    set_mtime(&mark_path(&store, &announced), ago(2 * 3600));
-    set_mtime(&mark_path(&store, &old_touch), ago(3 * DAY));
+    set_mark(&store, &garbage, ago(20 * DAY));
+    set_mark(&store, &announced, ago(2 * 3600));
+    set_mark(&store, &old_touch, ago(3 * DAY));
 
     let report = store.gc(SystemTime::now()).unwrap();
     // Before: cutoff = the session's start - 5 min, 30 days ago: nothing was ever collected.
@@ -109,12 +104,12 @@ fn commit_touches_the_chunks_it_makes_part_of_a_snapshot() {
         .unwrap();
     // As if the index had been uploaded long ago: the commit must renew the chunk's mtime
     // (under the shared lock) rather than only check that it exists.
-    set_mtime(&mark_path(&store, &id), ago(3 * DAY));
+    set_mark(&store, &id, ago(3 * DAY));
     let before = ago(1);
     store
         .commit(&session, &req, &signer, SystemTime::now())
         .unwrap();
-    assert!(mtime(&mark_path(&store, &id)) >= before);
+    assert!(mark_of(&store, &id).unwrap() >= before);
 
     // And a chunk GC took meanwhile makes the commit answer MissingChunks, not a snapshot
     // with a hole.

@@ -1,13 +1,13 @@
-//! The S3 backend's local chunk catalogue (docs/store.md, "S3"): what GC sees of an object whose
-//! marker is missing (a crash between the PUT and the marker) and how its mark rebuilds a lost
-//! marker. Runs with `FERRY_TEST_STORAGE=s3` only: the local store has no catalogue.
+//! The S3 backend's chunk catalogue (docs/store.md, "S3"; marker files, or a table in
+//! PostgreSQL with `FERRY_TEST_RECORDS=pg`): what GC sees of an object without an entry (a crash
+//! between the PUT and the entry) and how its mark rebuilds a lost entry. Runs with
+//! `FERRY_TEST_STORAGE=s3` only: the local store has no catalogue.
 
-use std::fs;
 use std::time::{Duration, SystemTime};
 
 use ferry_store::data::EntryKind;
 use ferry_test_support::storage::is_s3;
-use ferry_test_support::store::{chunk, disk, mark_path, new_store, stored_frame};
+use ferry_test_support::store::{chunk, disk, new_store, stored_frame};
 
 #[test]
 fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark() {
@@ -18,13 +18,15 @@ fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark()
     let dir = tempfile::tempdir().unwrap();
     let (store, signer) = new_store(dir.path());
     let data = store.data();
+    let cat = data.catalogue().expect("an S3 store has a chunk catalogue");
     let (kept, kept_frame) = chunk(1);
     let (lost, lost_frame) = chunk(2);
     store.put_chunk(&kept, &kept_frame).unwrap();
     store.put_chunk(&lost, &lost_frame).unwrap();
-    // The marker is a sparse file as long as the object, its mtime the mark.
-    let m = fs::metadata(mark_path(&store, &kept)).unwrap();
-    assert_eq!(m.len(), kept_frame.len() as u64);
+    // The entry holds the object's length and a fresh mark.
+    let entry = cat.get(&kept).unwrap().unwrap();
+    assert_eq!(entry.len, kept_frame.len() as u64);
+    assert!(entry.marked > SystemTime::now() - Duration::from_secs(60));
     let usage = store.chunk_usage().unwrap();
     assert_eq!(usage.chunks, 2);
     let session = store
@@ -38,9 +40,9 @@ fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark()
         .commit(&session, &req, &signer, SystemTime::now())
         .unwrap();
 
-    // Both markers lost: known-chunks now calls both missing, the objects are still there.
-    fs::remove_file(mark_path(&store, &kept)).unwrap();
-    fs::remove_file(mark_path(&store, &lost)).unwrap();
+    // Both entries lost: known-chunks now calls both missing, the objects are still there.
+    cat.remove(&kept).unwrap();
+    cat.remove(&lost).unwrap();
     assert_eq!(store.touch_chunks(&[kept, lost]).unwrap(), vec![kept, lost]);
     assert!(stored_frame(&store, &lost).is_some());
 
@@ -54,11 +56,11 @@ fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark()
         .unwrap_or_default();
     assert!(age < Duration::from_secs(600), "LastModified {age:?} ago");
 
-    // The mark of a referenced chunk recreates its marker from the object.
+    // The mark of a referenced chunk recreates its entry from the object.
     assert!(data.mark_chunk(&kept).unwrap());
     assert!(store.has_chunk(&kept));
     assert_eq!(
-        fs::metadata(mark_path(&store, &kept)).unwrap().len(),
+        cat.get(&kept).unwrap().unwrap().len,
         kept_frame.len() as u64
     );
     // An unreferenced one is deleted as GC's sweep does: object gone, then nothing to list.

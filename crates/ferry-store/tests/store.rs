@@ -10,9 +10,7 @@ use ferry_format::ChunkId;
 use ferry_store::chunks::PutOutcome;
 use ferry_store::keys::ManifestSigner;
 use ferry_store::{Store, StoreError};
-use ferry_test_support::store::{
-    ago, chunk, disk, mark_path, new_store, set_mtime, stored_frame, CS,
-};
+use ferry_test_support::store::{ago, chunk, disk, new_store, set_mark, stored_frame, CS};
 
 /// A full backup of `ids` committed at `now`.
 fn backup(
@@ -187,7 +185,7 @@ fn gc_removes_unreferenced_chunks_and_keeps_referenced_ones() {
     store.put_chunk(&orphan, &fo).unwrap();
     store.put_chunk(&fresh, &ff).unwrap();
     for seed in [1, 2, 3] {
-        set_mtime(&mark_path(&store, &chunk(seed).0), ago(7200));
+        set_mark(&store, &chunk(seed).0, ago(7200));
     }
     let report = store.gc(SystemTime::now()).unwrap();
     assert_eq!(
@@ -212,8 +210,8 @@ fn gc_keeps_chunks_a_live_session_touched_before_it_started() {
     let (stale, f2) = chunk(2);
     store.put_chunk(&touched, &f1).unwrap();
     store.put_chunk(&stale, &f2).unwrap();
-    set_mtime(&mark_path(&store, &touched), ago(1800));
-    set_mtime(&mark_path(&store, &stale), ago(3 * 3600));
+    set_mark(&store, &touched, ago(1800));
+    set_mark(&store, &stale, ago(3 * 3600));
     store.gc(SystemTime::now()).unwrap();
     assert!(store.has_chunk(&touched));
     assert!(!store.has_chunk(&stale));
@@ -225,7 +223,7 @@ fn gc_waits_for_a_session_holding_the_chunk_lock() {
     let (store, _) = new_store(dir.path());
     let (id, frame) = chunk(1);
     store.put_chunk(&id, &frame).unwrap();
-    set_mtime(&mark_path(&store, &id), ago(7200));
+    set_mark(&store, &id, ago(7200));
 
     // The "server": checks the chunk is present holding the lock shared ...
     let lock = store.lock_chunks_shared().unwrap();
@@ -242,7 +240,7 @@ fn gc_waits_for_a_session_holding_the_chunk_lock() {
     thread::sleep(Duration::from_millis(300));
     assert!(rx.try_recv().is_err(), "GC must wait for the shared lock");
     // The server touches the chunk, then releases the lock: GC re-stats and keeps it.
-    set_mtime(&mark_path(&store, &id), SystemTime::now());
+    set_mark(&store, &id, SystemTime::now());
     drop(lock);
     let report = gc.join().unwrap().unwrap();
     assert_eq!(report.removed_chunks, 0);

@@ -15,7 +15,7 @@
 //! `chunks/`, record files read directly) use local backends explicitly and run the same on
 //! any setting.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ferry_store::config::{Backends, PostgresConfig, RecordsConfig, S3Config, Storage};
@@ -116,16 +116,6 @@ pub fn init_args(backends: &Backends) -> Vec<String> {
         args.extend(["--s3-ca".into(), p.display().to_string()]);
     }
     args
-}
-
-/// The directory under a store's root that lists its chunks as `abcd/<64 hex>` entries: the
-/// chunk files themselves, or on S3 the local chunk catalogue's markers.
-pub fn chunk_listing_dir(root: &Path) -> PathBuf {
-    let cfg = ferry_store::config::StoreConfig::load(root).expect("the store's config.json");
-    match cfg.storage {
-        Storage::Local => root.join("chunks"),
-        Storage::S3(_) => root.join(ferry_store::data::s3::MARKS_DIR),
-    }
 }
 
 fn cluster() -> &'static S3Config {

@@ -1,7 +1,7 @@
 //! A store on a temporary directory and the chunks, indexes and commits tests put into it.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry_format::api::CommitRequest;
@@ -29,7 +29,9 @@ pub fn new_local_store(dir: &Path) -> (Store, ManifestSigner) {
     new_store_on(dir, &config::Backends::default())
 }
 
-fn new_store_on(dir: &Path, backends: &config::Backends) -> (Store, ManifestSigner) {
+/// A store laid out in `dir` on `backends`: two dirs on the same backends are two nodes of one
+/// scaled-out store (each with its own signing key here).
+pub fn new_store_on(dir: &Path, backends: &config::Backends) -> (Store, ManifestSigner) {
     config::create_layout(dir).unwrap();
     let pk8 = generate_signing_key().unwrap();
     write_private(&dir.join("keys").join(SIGNING_KEY), &pk8).unwrap();
@@ -90,12 +92,28 @@ pub fn disk(ids: &[ChunkId]) -> (Vec<u8>, CommitRequest) {
     (index.encode(), req)
 }
 
-/// The file whose mtime is `id`'s GC mark: the chunk file, or on S3 its marker in the local
-/// chunk catalogue ([`crate::storage::chunk_listing_dir`]).
-pub fn mark_path(store: &Store, id: &ChunkId) -> PathBuf {
-    crate::storage::chunk_listing_dir(store.root())
-        .join(id.store_prefix())
-        .join(id.to_hex())
+/// `id`'s GC mark: its chunk file's mtime, or on S3 its entry in the chunk catalogue (marker
+/// files, or PostgreSQL with the records there). `None` when it has none.
+pub fn mark_of(store: &Store, id: &ChunkId) -> Option<SystemTime> {
+    match store.data().catalogue() {
+        Some(cat) => cat.get(id).unwrap().map(|e| e.marked),
+        None => std::fs::metadata(store.chunk_path(id))
+            .ok()
+            .map(|m| m.modified().unwrap()),
+    }
+}
+
+/// Set `id`'s GC mark to `t` (what its last use at `t` would have left). The chunk must be stored.
+pub fn set_mark(store: &Store, id: &ChunkId, t: SystemTime) {
+    match store.data().catalogue() {
+        Some(cat) => assert!(cat.mark_at(id, t).unwrap(), "chunk {id} is not catalogued"),
+        None => set_mtime(&store.chunk_path(id), t),
+    }
+}
+
+/// Chunks the store holds, by its own count (the chunk files, or the catalogue's entries).
+pub fn stored_chunk_count(store: &Store) -> u64 {
+    store.chunk_usage().unwrap().chunks
 }
 
 /// Store `bytes` as `id`'s frame without any check, as damage on the backend would leave it.

@@ -14,9 +14,11 @@
 //!   ([`DataBackend::lock_chunks`]): shared for the server, exclusive for GC's unlink and
 //!   verify's quarantine (the rule of [`crate::gc`]).
 //!
-//! Metadata (sessions' records, tokens, jobs, ...) is not here: it stays in the store's
-//! directory. The locks are the seam where a catalogue shared by several nodes plugs in later.
+//! Metadata (sessions' records, tokens, jobs, ...) is not here ([`crate::meta`]). An S3
+//! store's chunk catalogue and its locks are [`catalogue`]'s: shared by several nodes when the
+//! records are on PostgreSQL.
 
+pub mod catalogue;
 pub mod local;
 pub mod s3;
 
@@ -82,14 +84,15 @@ impl Blob {
     }
 }
 
-/// A lock of the store's data, released on drop: a file lock in the store's directory today;
-/// a lock in a shared catalogue when several nodes share one bucket.
+/// A lock of the store's data, released on drop: a file lock in the store's directory, or an
+/// advisory lock in PostgreSQL when several nodes share one bucket. Released on the thread
+/// that took it.
 pub struct DataLock {
-    _held: Box<dyn Send + Sync>,
+    _held: Box<dyn std::any::Any>,
 }
 
 impl DataLock {
-    pub fn new(held: impl Send + Sync + 'static) -> DataLock {
+    pub fn new(held: impl std::any::Any) -> DataLock {
         DataLock {
             _held: Box::new(held),
         }
@@ -153,6 +156,10 @@ pub enum Published {
 pub trait DataBackend: Send + Sync + fmt::Debug {
     /// Where the data lives, for messages: a directory, or `s3://bucket/prefix`.
     fn location(&self) -> String;
+    /// The chunk catalogue, where the chunks are not files (S3).
+    fn catalogue(&self) -> Option<&dyn catalogue::Catalogue> {
+        None
+    }
 
     /// The chunk lock (module doc).
     fn lock_chunks(&self, mode: LockMode) -> Result<DataLock>;
@@ -168,6 +175,17 @@ pub trait DataBackend: Send + Sync + fmt::Debug {
     fn open_chunk(&self, id: &ChunkId) -> Result<Option<Blob>>;
     /// Mark a chunk in use now; `false` when it is not stored.
     fn touch_chunk(&self, id: &ChunkId) -> Result<bool>;
+    /// Mark these in use now (one round trip where the backend can); the ones not stored, in
+    /// the order given.
+    fn touch_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let mut missing = Vec::new();
+        for id in ids {
+            if !self.touch_chunk(id)? {
+                missing.push(*id);
+            }
+        }
+        Ok(missing)
+    }
     /// GC's mark of a chunk a snapshot references: [`DataBackend::touch_chunk`], and where the
     /// mark can be lost apart from the data (S3's local markers), recreated from the data.
     fn mark_chunk(&self, id: &ChunkId) -> Result<bool>;
@@ -231,14 +249,23 @@ pub trait DataBackend: Send + Sync + fmt::Debug {
     fn remove_leftovers(&self, stale_before: SystemTime) -> Result<()>;
 }
 
-/// The local directory or an S3 bucket, from config.json.
+/// The local directory or an S3 bucket, from config.json. An S3 store's chunk catalogue is
+/// the records' when they are shared ([`crate::meta::Records::chunk_catalogue`]: PostgreSQL),
+/// else local to this node.
 pub fn open_backend(
     root: &std::path::Path,
     storage: &crate::config::Storage,
+    records: &dyn crate::meta::Records,
 ) -> Result<std::sync::Arc<dyn DataBackend>> {
     Ok(match storage {
         crate::config::Storage::Local => std::sync::Arc::new(local::LocalData::new(root)),
-        crate::config::Storage::S3(cfg) => std::sync::Arc::new(s3::S3Data::open(root, cfg)?),
+        crate::config::Storage::S3(cfg) => {
+            let catalogue = match records.chunk_catalogue() {
+                Some(shared) => shared,
+                None => std::sync::Arc::new(catalogue::LocalCatalogue::new(root)),
+            };
+            std::sync::Arc::new(s3::S3Data::open(root, cfg, catalogue)?)
+        }
     })
 }
 

@@ -198,6 +198,11 @@ pub trait Records: Send + Sync + fmt::Debug {
     fn stamp(&self, c: Collection, id: &str) -> Result<Option<String>>;
     /// Where the records are, for messages: a directory, or a database and schema.
     fn describe(&self) -> String;
+    /// The chunk catalogue an S3 store's nodes share ([`crate::data::catalogue`]), where the
+    /// records are shared: `None` keeps it local to the node.
+    fn chunk_catalogue(&self) -> Option<Arc<dyn crate::data::catalogue::Catalogue>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! - One schema per store (`PgConfig::schema`), so one database may hold several stores (the
 //!   tests do). Tables: `records` (a JSON document per collection and id), `record_logs`
-//!   (appended chunks of a record's log), `schema_migrations` (applied versions).
+//!   (appended chunks of a record's log), `chunk_catalogue` (an S3 store's chunks and marks,
+//!   [`catalogue`]), `schema_migrations` (applied versions).
 //! - Schema migrations are numbered SQL scripts applied in order at open, in one transaction
 //!   holding a transaction advisory lock, so nodes starting together apply each once. A
 //!   database newer than this binary is refused.
@@ -31,12 +32,17 @@ use crate::error::{Result, StoreError};
 /// 503 after this, not after a minute.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod catalogue;
+
+pub use catalogue::PgCatalogue;
+
 /// The schema version this binary writes (the last of [`MIGRATIONS`]).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Append only: a released
 /// script is never edited.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE records (
         collection text NOT NULL,
         id text NOT NULL,
@@ -51,7 +57,15 @@ const MIGRATIONS: &[&str] = &["
         data bytea NOT NULL,
         PRIMARY KEY (collection, id, seq)
     );
-"];
+",
+    "
+    CREATE TABLE chunk_catalogue (
+        id bytea PRIMARY KEY CHECK (octet_length(id) = 32),
+        len bigint NOT NULL CHECK (len >= 0),
+        marked timestamptz NOT NULL
+    );
+",
+];
 
 /// Where the records live.
 #[derive(Clone, PartialEq, Eq)]
@@ -154,6 +168,8 @@ struct Inner {
     instance: u64,
     /// First half of every lock key: the schema's.
     lock_space: i32,
+    /// The chunk catalogue's node-side lock state ([`catalogue`]): one per open store.
+    chunk_lock: catalogue::ChunkLock,
 }
 
 impl fmt::Debug for Inner {
@@ -288,6 +304,7 @@ impl PgRecords {
                 target,
                 instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
                 lock_space: i32::from_le_bytes([a, b, c, d]),
+                chunk_lock: catalogue::ChunkLock::default(),
             }),
         };
         off_runtime(|| records.migrate())?;
@@ -592,6 +609,10 @@ impl Records for PgRecords {
 
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.inner.target)
+    }
+
+    fn chunk_catalogue(&self) -> Option<Arc<dyn crate::data::catalogue::Catalogue>> {
+        Some(Arc::new(PgCatalogue::new(self.inner.clone())))
     }
 }
 

@@ -95,11 +95,6 @@ impl Appliance {
             .unwrap_or_else(|e| panic!("read the manifest of {snapshot}: {e}"))
             .manifest
     }
-    /// Where the store lists its chunks as `abcd/<64 hex>` (the chunk files, or on S3 the
-    /// local catalogue's markers): for counting them, not reading them.
-    pub fn chunk_listing(&self) -> PathBuf {
-        ferry_test_support::storage::chunk_listing_dir(&self.data())
-    }
     pub fn ca(&self) -> PathBuf {
         self.data().join("ca.pem")
     }

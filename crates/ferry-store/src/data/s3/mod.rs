@@ -9,14 +9,13 @@
 //! <prefix>snapshots/<id>/manifest.sig             written last: the snapshot exists iff it does
 //! ```
 //!
-//! Known-chunk queries and GC marks must not cost a request per chunk, so the chunk catalogue
-//! is local, in the store's directory: `chunk-marks/abcd/<hex>` is a sparse file whose length
-//! is the chunk's stored size and whose mtime is GC's mark, written after the object's PUT and
-//! deleted after its DELETE, all under `chunk-marks/.lock` (the chunk lock of [`crate::gc`]).
-//! An object without a marker (a crash between the PUT and the marker) is collected by GC when
-//! its LastModified is older than the cutoff; a marker lost apart from its object is recreated
-//! by GC's mark from a HEAD of the object. A catalogue shared by several nodes is the next step
-//! (issue 16); until then one appliance owns a bucket prefix.
+//! Known-chunk queries and GC marks must not cost a request per chunk: they are answered by the
+//! chunk catalogue ([`super::catalogue`]), whose entry is written after the object's PUT and
+//! removed after its DELETE, under the catalogue's chunk lock (the rule of [`crate::gc`]). An
+//! object without an entry (a crash between the PUT and the entry) is collected by GC when its
+//! LastModified is older than the cutoff; an entry lost apart from its object is made again by
+//! GC's mark from a HEAD of the object. With records on PostgreSQL the catalogue is a table
+//! there and several nodes share the bucket prefix; with local records, one node owns it.
 //!
 //! ferry-store is synchronous: requests run on a small tokio runtime owned here. Each endpoint
 //! of the cluster has its client; a request that cannot reach one (connect, timeout, reset)
@@ -24,10 +23,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::future::Future;
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,6 +47,7 @@ use credentials::credentials;
 pub use credentials::{parse_env_lines, read_credentials_file};
 pub use error::S3Error;
 
+use super::catalogue::{Catalogue, CatalogueEntry};
 use super::{
     is_chunk_name, is_prefix_name, Blob, ChunkEntry, DataBackend, DataLock, EntryKind, LockMode,
     Published, SnapshotObjects,
@@ -58,12 +56,10 @@ use crate::chunks::ChunkUsage;
 use crate::config::S3Config;
 use crate::data::local::list_names;
 use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock};
+use crate::fsx;
 use crate::prune::ORIGIN_FILE;
 use crate::snapshots::{MANIFEST_FILE, SIGNATURE_FILE};
 
-/// The local chunk catalogue, under the store's directory.
-pub const MARKS_DIR: &str = "chunk-marks";
 /// Requests one endpoint gets before the next one is tried: a dead endpoint costs seconds,
 /// not object_store's default three minutes.
 const RETRIES_PER_ENDPOINT: usize = 2;
@@ -71,10 +67,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request that sends or receives a 64 MiB chunk on a slow link still finishes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The bucket, the local catalogue and the runtime requests run on.
+/// The bucket, the chunk catalogue and the runtime requests run on.
 pub struct S3Data {
     root: PathBuf,
     cfg: S3Config,
+    catalogue: Arc<dyn Catalogue>,
     prefix: String,
     /// One client per endpoint, in the configured order.
     clients: Vec<Arc<AmazonS3>>,
@@ -90,6 +87,7 @@ impl fmt::Debug for S3Data {
             .field("bucket", &self.cfg.bucket)
             .field("prefix", &self.prefix)
             .field("endpoints", &self.cfg.endpoints)
+            .field("catalogue", &self.catalogue)
             .finish()
     }
 }
@@ -106,7 +104,7 @@ impl Drop for S3Data {
 
 impl S3Data {
     /// Clients for the configured endpoints; no request is made.
-    pub fn open(root: &Path, cfg: &S3Config) -> Result<S3Data> {
+    pub fn open(root: &Path, cfg: &S3Config, catalogue: Arc<dyn Catalogue>) -> Result<S3Data> {
         if cfg.endpoints.is_empty() {
             return Err(S3Error::NoEndpoint.into());
         }
@@ -165,6 +163,7 @@ impl S3Data {
         Ok(S3Data {
             root: root.to_path_buf(),
             cfg: cfg.clone(),
+            catalogue,
             prefix: normalize_prefix(&cfg.prefix),
             clients,
             current: AtomicUsize::new(0),
@@ -348,46 +347,6 @@ impl S3Data {
         format!("{}snapshots/{id}/{name}", self.prefix)
     }
 
-    fn marks_dir(&self) -> PathBuf {
-        self.root.join(MARKS_DIR)
-    }
-
-    fn marker(&self, id: &ChunkId) -> PathBuf {
-        self.marks_dir().join(id.store_prefix()).join(id.to_hex())
-    }
-
-    /// Create or refresh a chunk's marker: length = stored size, mtime = now.
-    fn set_marker(&self, id: &ChunkId, len: u64) -> Result<()> {
-        let path = self.marker(id);
-        fsx::create_dir_all(&self.marks_dir().join(id.store_prefix()))?;
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("create chunk marker", &path))?;
-        // Sparse: the catalogue takes no data blocks, yet `chunk_usage` reads sizes from it.
-        f.set_len(len).map_err(io_err("size chunk marker", &path))?;
-        f.set_modified(SystemTime::now())
-            .map_err(io_err("set mtime of", &path))
-    }
-
-    fn marker_entry(&self, id: ChunkId) -> Result<Option<ChunkEntry>> {
-        let path = self.marker(&id);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(Some(ChunkEntry {
-                chunk: Some(id),
-                name: id.to_hex(),
-                marked: m.modified().map_err(io_err("stat", &path))?,
-                len: m.len(),
-                kind: EntryKind::Chunk,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("stat", &path)(e)),
-        }
-    }
-
     fn staging_dir(&self, session: &str) -> PathBuf {
         self.root.join("tmp").join(session)
     }
@@ -403,22 +362,22 @@ impl DataBackend for S3Data {
         )
     }
 
+    fn catalogue(&self) -> Option<&dyn Catalogue> {
+        Some(self.catalogue.as_ref())
+    }
+
     fn lock_chunks(&self, mode: LockMode) -> Result<DataLock> {
-        fsx::create_dir_all(&self.marks_dir())?;
-        FileLock::acquire(&self.marks_dir().join(".lock"), mode).map(DataLock::new)
+        self.catalogue.lock_chunks(mode)
     }
 
     fn try_lock_gc(&self) -> Result<Option<DataLock>> {
-        Ok(
-            FileLock::try_acquire(&self.root.join("gc.lock"), LockMode::Exclusive)?
-                .map(DataLock::new),
-        )
+        self.catalogue.try_lock_gc()
     }
 
     fn write_chunk(&self, id: &ChunkId, frame: &[u8]) -> Result<()> {
-        // Object first, marker second: a crash between leaves an unmarked object GC collects.
+        // Object first, entry second: a crash between leaves an unmarked object GC collects.
         self.put(&self.chunk_key(id), frame.to_vec())?;
-        self.set_marker(id, frame.len() as u64)
+        self.catalogue.insert(id, frame.len() as u64)
     }
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
@@ -430,18 +389,22 @@ impl DataBackend for S3Data {
     }
 
     fn touch_chunk(&self, id: &ChunkId) -> Result<bool> {
-        fsx::touch(&self.marker(id))
+        self.catalogue.touch(id)
+    }
+
+    fn touch_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        self.catalogue.touch_many(ids)
     }
 
     fn mark_chunk(&self, id: &ChunkId) -> Result<bool> {
-        if fsx::touch(&self.marker(id))? {
+        if self.catalogue.touch(id)? {
             return Ok(true);
         }
-        // A referenced chunk without a marker: the catalogue lost it (or the object is gone).
+        // A referenced chunk without an entry: the catalogue lost it (or the object is gone).
         match self.head(&self.chunk_key(id))? {
             Some(meta) => {
                 let _lock = self.lock_chunks(LockMode::Shared)?;
-                self.set_marker(id, meta.size)?;
+                self.catalogue.insert(id, meta.size)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -449,14 +412,11 @@ impl DataBackend for S3Data {
     }
 
     fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.marker(id).is_file())
+        Ok(self.catalogue.get(id)?.is_some())
     }
 
     fn chunk_prefixes(&self) -> Result<Vec<String>> {
-        let mut all: BTreeSet<String> = list_names(&self.marks_dir())?
-            .into_iter()
-            .filter(|p| is_prefix_name(p))
-            .collect();
+        let mut all: BTreeSet<String> = self.catalogue.prefixes()?.into_iter().collect();
         all.extend(
             self.list_dirs(&format!("{}chunks", self.prefix))?
                 .into_iter()
@@ -468,14 +428,9 @@ impl DataBackend for S3Data {
     fn list_chunk_entries(&self, prefix: &str) -> Result<Vec<ChunkEntry>> {
         let mut out = Vec::new();
         let mut marked = BTreeSet::new();
-        for name in list_names(&self.marks_dir().join(prefix))? {
-            let Ok(id) = name.parse::<ChunkId>() else {
-                continue;
-            };
-            if let Some(e) = self.marker_entry(id)? {
-                marked.insert(id);
-                out.push(e);
-            }
+        for e in self.catalogue.list(prefix)? {
+            marked.insert(e.id);
+            out.push(catalogued_entry(e));
         }
         for meta in self.list(&format!("{}chunks/{prefix}", self.prefix))? {
             let Some(id) = meta
@@ -497,8 +452,8 @@ impl DataBackend for S3Data {
         let Some(id) = entry.chunk else {
             return Ok(None);
         };
-        if let Some(e) = self.marker_entry(id)? {
-            return Ok(Some(e));
+        if let Some(e) = self.catalogue.get(&id)? {
+            return Ok(Some(catalogued_entry(e)));
         }
         if entry.kind == EntryKind::Chunk {
             // Its marker went with its object (verify's quarantine): nothing left to collect.
@@ -516,11 +471,8 @@ impl DataBackend for S3Data {
         // Object first: a crash between leaves a marker of a missing chunk, which a backup
         // reaches at its index upload or commit (409) and uploads again.
         self.delete(&self.chunk_key(&id))?;
-        let path = self.marker(&id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(true),
-        }
+        self.catalogue.remove(&id)?;
+        Ok(true)
     }
 
     fn stored_chunks(&self, prefix: &str) -> Result<Vec<ChunkId>> {
@@ -537,13 +489,7 @@ impl DataBackend for S3Data {
         let to = self.damaged_key(id);
         self.copy(&self.chunk_key(id), &to)?;
         self.delete(&self.chunk_key(id))?;
-        let path = self.marker(id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("remove", &path)(e))
-            }
-            _ => {}
-        }
+        self.catalogue.remove(id)?;
         Ok(format!("s3://{}/{to}", self.cfg.bucket))
     }
 
@@ -560,20 +506,7 @@ impl DataBackend for S3Data {
     }
 
     fn chunk_usage(&self) -> Result<ChunkUsage> {
-        let mut usage = ChunkUsage::default();
-        for prefix in list_names(&self.marks_dir())? {
-            let dir = self.marks_dir().join(&prefix);
-            if !is_prefix_name(&prefix) {
-                continue;
-            }
-            for name in list_names(&dir)? {
-                if let Ok(m) = fs::metadata(dir.join(&name)) {
-                    usage.chunks += 1;
-                    usage.bytes += m.len();
-                }
-            }
-        }
-        Ok(usage)
+        self.catalogue.usage()
     }
 
     fn put_session_index(&self, session: &str, disk: &str, staged: &Path) -> Result<()> {
@@ -615,8 +548,8 @@ impl DataBackend for S3Data {
         objects: SnapshotObjects<'_>,
         before_visible: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Published> {
-        // Two commits of one machine in one second choose the same id: one node, one flock.
-        let _lock = FileLock::acquire(&self.root.join("snapshots.lock"), LockMode::Exclusive)?;
+        // Two commits of one machine in one second choose the same id, maybe on two nodes.
+        let _lock = self.catalogue.lock_publish()?;
         if self.snapshot_exists(id)? {
             return Ok(Published::IdTaken);
         }
@@ -728,6 +661,16 @@ impl DataBackend for S3Data {
     }
 }
 
+fn catalogued_entry(e: CatalogueEntry) -> ChunkEntry {
+    ChunkEntry {
+        chunk: Some(e.id),
+        name: e.id.to_hex(),
+        marked: e.marked,
+        len: e.len,
+        kind: EntryKind::Chunk,
+    }
+}
+
 fn unmarked_entry(id: ChunkId, meta: &ObjectMeta) -> ChunkEntry {
     ChunkEntry {
         chunk: Some(id),
@@ -810,7 +753,8 @@ mod tests {
             credentials: Some(creds),
             ca: None,
         };
-        let data = S3Data::open(dir.path(), &cfg).unwrap();
+        let catalogue = Arc::new(crate::data::catalogue::LocalCatalogue::new(dir.path()));
+        let data = S3Data::open(dir.path(), &cfg, catalogue).unwrap();
         let e = data.probe().unwrap_err();
         let text = e.to_string();
         assert!(text.contains("bucket bk") && text.contains(&a), "{text}");
