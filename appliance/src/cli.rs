@@ -155,6 +155,25 @@ pub enum Cmd {
         #[command(flatten)]
         limits: ServeLimits,
     },
+    /// Move this store (--data) into a new store directory on other backends (data on S3,
+    /// records on PostgreSQL, or another local directory): every record, then every snapshot
+    /// with its signed manifest, each chunk read and checked before it is written. The source
+    /// is only read; stop `appliance serve` on it first. Run it again to resume.
+    MoveStore {
+        /// The new store's directory (the new node's --data); created
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        records: RecordsArgs,
+        /// Print what would be moved; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON on stdout instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),

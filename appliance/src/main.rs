@@ -82,6 +82,19 @@ fn run(cmd: Cmd, at: &At) -> Result<()> {
             };
             commands::init(&local_dir(at, "init")?, &names, &backends, json)
         }
+        Cmd::MoveStore {
+            to,
+            storage,
+            records,
+            dry_run,
+            json,
+        } => {
+            let backends = ferry_store::config::Backends {
+                storage: appliance::storage::from_args(storage)?,
+                records: appliance::storage::records_from_args(records)?,
+            };
+            commands::move_store(&local_dir(at, "move-store")?, &to, &backends, dry_run, json)
+        }
         Cmd::Serve {
             listen,
             gc_every,

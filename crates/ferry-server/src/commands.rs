@@ -148,6 +148,239 @@ fn probe_storage(data: &Path, storage: &config::Storage) -> Result<()> {
     Ok(())
 }
 
+/// DIR/move.json of a store `move-store` makes: which store it is a copy of, and how far.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct MoveState {
+    source: PathBuf,
+    started: String,
+    #[serde(default)]
+    finished: Option<String>,
+    #[serde(default)]
+    report: Option<ferry_store::relocate::MoveReport>,
+}
+
+const MOVE_STATE: &str = "move.json";
+
+/// `appliance move-store`: copy the store in `src_dir` into a new store in `to` on `backends`
+/// (docs/operations.md, "Moving a store"). The source is only read; a rerun resumes.
+pub fn move_store(
+    src_dir: &Path,
+    to: &Path,
+    backends: &config::Backends,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    use ferry_store::relocate;
+    let src_dir = std::fs::canonicalize(src_dir)
+        .with_context(|| format!("the store to move, {}", src_dir.display()))?;
+    let src = Store::open(&src_dir)
+        .with_context(|| format!("open the store to move, {}", src_dir.display()))?;
+    let to = absolute_new(to)?;
+    if to.starts_with(&src_dir) {
+        bail!(
+            "--to {} is inside the store being moved ({}): give a directory outside it",
+            to.display(),
+            src_dir.display()
+        );
+    }
+    if let (config::Storage::S3(a), config::Storage::S3(b)) =
+        (&src.config().storage, &backends.storage)
+    {
+        if a.bucket == b.bucket && a.prefix.trim_matches('/') == b.prefix.trim_matches('/') {
+            bail!(
+                "the store already keeps its data in bucket {} under prefix {:?}: give the                  target another --s3-prefix or bucket",
+                a.bucket,
+                a.prefix
+            );
+        }
+    }
+    relocate::refuse_live_sessions(&src, SystemTime::now())?;
+    let state_path = to.join(MOVE_STATE);
+    let resuming = to.join(config::CONFIG_FILE).exists();
+    if resuming {
+        let state: MoveState = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .with_context(|| {
+                format!(
+                    "{} already holds a store that no move of {} began: give another --to",
+                    to.display(),
+                    src_dir.display()
+                )
+            })?;
+        if state.source != src_dir {
+            bail!(
+                "{} holds a move of {}, not of {}: give another --to",
+                to.display(),
+                state.source.display(),
+                src_dir.display()
+            );
+        }
+    }
+    if dry_run {
+        let dst = if resuming {
+            Some(Store::open(&to)?)
+        } else {
+            None
+        };
+        let plan = relocate::plan(&src, dst.as_ref())?;
+        if json {
+            return print_json(&plan);
+        }
+        println!("Would move {} to {}:", src_dir.display(), to.display());
+        println!("  data:      {}", describe_storage(&backends.storage));
+        println!("  records:   {}", describe_records(&backends.records));
+        for (c, n) in &plan.records {
+            println!("  {n:>6} {c} records");
+        }
+        println!(
+            "  {} snapshots ({} already there), {} distinct chunks, {} stored",
+            plan.snapshots.len(),
+            plan.snapshots_in_target,
+            plan.chunks,
+            human_bytes(plan.chunk_bytes)
+        );
+        println!("Nothing was written.");
+        return Ok(());
+    }
+    if !resuming {
+        open_new_records(&to, &backends.records)?;
+        config::create_layout(&to)?;
+        probe_storage(&to, &backends.storage)?;
+        // The same CA, server certificate and signing key: agents keep trusting the store and
+        // the moved manifests keep their signatures.
+        for name in [
+            keys::CA_KEY,
+            keys::CA_CERT,
+            keys::SERVER_KEY,
+            keys::SERVER_CERT,
+            keys::SIGNING_KEY,
+        ] {
+            let from = src_dir.join("keys").join(name);
+            let bytes = std::fs::read(&from).with_context(|| format!("read {}", from.display()))?;
+            let mode = if name.ends_with(".pem") { 0o644 } else { 0o600 };
+            fsx::write_atomic(&to.join("keys").join(name), &bytes, mode)?;
+        }
+        for name in ["ca.pem", "webhook.json"] {
+            let from = src_dir.join(name);
+            if let Ok(bytes) = std::fs::read(&from) {
+                let mode = if name == "ca.pem" { 0o644 } else { 0o600 };
+                fsx::write_atomic(&to.join(name), &bytes, mode)?;
+            }
+        }
+        fsx::fsync_dir(&to.join("keys"))?;
+        let state = MoveState {
+            source: src_dir.clone(),
+            started: ferry_store::snapshots::rfc3339(SystemTime::now()),
+            finished: None,
+            report: None,
+        };
+        fsx::write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?, 0o600)?;
+        config::write_config_on(&to, &src.config().name, backends)?;
+    }
+    let dst = Store::open(&to).with_context(|| format!("open the new store {}", to.display()))?;
+    let have = config::Backends {
+        storage: dst.config().storage.clone(),
+        records: dst.config().records.clone(),
+    };
+    if resuming && have != *backends {
+        bail!(
+            "{} was begun on other backends ({}, {}): give the same --storage/--records flags              as the first run",
+            to.display(),
+            describe_storage(&have.storage),
+            describe_records(&have.records)
+        );
+    }
+    let records = relocate::copy_records(&src, &dst).context("copy the records")?;
+    let mut report = relocate::move_snapshots(&src, &dst, |id, r| {
+        if !json {
+            eprintln!(
+                "{id}: done ({} moved, {} already there; {} chunks copied, {} present)",
+                r.snapshots_moved, r.snapshots_skipped, r.chunks_copied, r.chunks_present
+            );
+        }
+    })
+    .with_context(|| {
+        format!(
+            "move the snapshots of {} to {}",
+            src_dir.display(),
+            to.display()
+        )
+    })?;
+    report.records = records;
+    let state = MoveState {
+        source: src_dir.clone(),
+        started: std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MoveState>(&b).ok())
+            .map(|s| s.started)
+            .unwrap_or_default(),
+        finished: Some(ferry_store::snapshots::rfc3339(SystemTime::now())),
+        report: Some(report.clone()),
+    };
+    fsx::write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?, 0o600)?;
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "Moved {} to {}: {} records, {} snapshots ({} were there already), {} chunks checked and          copied ({}), {} present, in {:.1} s",
+        src_dir.display(),
+        to.display(),
+        report.records,
+        report.snapshots_moved,
+        report.snapshots_skipped,
+        report.chunks_copied,
+        human_bytes(report.bytes_copied),
+        report.chunks_present,
+        report.seconds
+    );
+    println!(
+        "Serve it with `appliance serve --data {}`; the old store is untouched (remove it once          restores from the new one are checked).",
+        to.display()
+    );
+    Ok(())
+}
+
+/// `path` made absolute without requiring it to exist (its parent must).
+fn absolute_new(path: &Path) -> Result<PathBuf> {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return Ok(p);
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("--to {}: name a directory", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = std::fs::canonicalize(parent)
+        .with_context(|| format!("--to {}: its parent directory", path.display()))?;
+    Ok(parent.join(name))
+}
+
+fn describe_storage(s: &config::Storage) -> String {
+    match s {
+        config::Storage::Local => "the local directory".into(),
+        config::Storage::S3(c) => format!(
+            "S3 bucket {} (prefix {:?}) at {}",
+            c.bucket,
+            c.prefix,
+            c.endpoints.join(", ")
+        ),
+    }
+}
+
+fn describe_records(r: &config::RecordsConfig) -> String {
+    match r {
+        config::RecordsConfig::Local => "the local directory".into(),
+        config::RecordsConfig::Postgres(p) => format!(
+            "PostgreSQL (URL in {}), schema {}",
+            p.url_file.display(),
+            p.schema
+        ),
+    }
+}
+
 pub fn init(data: &Path, names: &[String], backends: &config::Backends, json: bool) -> Result<()> {
     let storage = &backends.storage;
     let out = init_store_with(data, names, backends)

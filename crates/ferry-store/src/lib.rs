@@ -60,6 +60,7 @@ pub mod meta;
 pub mod migrations;
 pub mod prune;
 pub mod reads;
+pub mod relocate;
 pub mod sessions;
 pub mod snapshots;
 pub mod sources;
@@ -90,8 +91,8 @@ impl Store {
     /// Open an existing store (one `appliance init` created).
     pub fn open(root: &Path) -> Result<Store> {
         let config = config::StoreConfig::load(root)?;
-        let data = data::open_backend(root, &config.storage)?;
         let records = meta::open_records(root, &config.records)?;
+        let data = data::open_backend(root, &config.storage, records.as_ref())?;
         Ok(Store {
             root: root.to_path_buf(),
             config,

@@ -159,6 +159,25 @@ impl Appliance {
         a
     }
 
+    /// Serve the store in `dir`/data made from `from`'s (`appliance move-store`): the same
+    /// tokens, a port of its own.
+    pub fn serve_moved(dir: tempfile::TempDir, from: &Appliance) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut a = Appliance {
+            dir,
+            port,
+            admin: from.admin.clone(),
+            backup: from.backup.clone(),
+            restore: from.restore.clone(),
+            server: None,
+        };
+        a.serve();
+        a
+    }
+
     /// Start (or restart) `appliance serve` and wait until it accepts connections.
     pub fn serve(&mut self) {
         let log = std::fs::OpenOptions::new()
