@@ -1,6 +1,7 @@
 //! Snapshots: `snapshots/<id>/{manifest.json, manifest.sig, <disk>.index}`, committed atomically
 //! by renaming a session's `tmp/<session>/` directory, listed, read and pruned.
 
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use ferry_format::api::{CommitRequest, SignedManifest, SnapshotSummary};
@@ -15,6 +16,7 @@ use crate::data::{Published, SnapshotObjects};
 use crate::error::{Result, StoreError};
 use crate::index_file::scan_index;
 use crate::keys::ManifestSigner;
+use crate::meta::Collection;
 use crate::sessions::{SessionRecord, MAX_MISSING_REPORTED};
 use crate::Store;
 
@@ -216,20 +218,58 @@ impl Store {
     }
 
     /// Every committed snapshot (of `machine` if given), oldest first. Unreadable snapshot
-    /// directories are skipped with a warning.
+    /// directories are skipped with a warning. On S3 the summaries come from the records'
+    /// cache ([`Collection::SnapshotSummaries`]): one LIST and one read of the records instead
+    /// of a GET per manifest; a snapshot missing from the cache is read and added.
     pub fn list_snapshots(&self, machine: Option<&str>) -> Result<Vec<SnapshotSummary>> {
-        let mut out: Vec<SnapshotSummary> = self
-            .snapshot_ids()?
-            .into_iter()
-            .filter_map(|id| match self.manifest(&id) {
-                Ok(m) => Some(summarize(&m)),
-                Err(e) => {
-                    tracing::warn!("skipping snapshot {id}: {e}");
-                    None
+        let ids = self.snapshot_ids()?;
+        let cache = !self.config().storage.is_local();
+        let mut cached: HashMap<String, SnapshotSummary> = HashMap::new();
+        if cache {
+            for (id, body) in self.records().all(Collection::SnapshotSummaries)? {
+                match serde_json::from_slice::<SnapshotSummary>(&body) {
+                    Ok(s) if s.snapshot == id => {
+                        cached.insert(id, s);
+                    }
+                    // Not ours to trust: made again from the manifest below.
+                    _ => {
+                        tracing::warn!("snapshot summary cache: entry {id} is not a summary of it")
+                    }
                 }
-            })
-            .filter(|s| machine.is_none_or(|m| s.machine == m))
-            .collect();
+            }
+        }
+        let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for gone in cached.keys().filter(|id| !listed.contains(id.as_str())) {
+            // Deleted since it was cached (prune, `snapshots delete`).
+            if let Err(e) = self.records().delete(Collection::SnapshotSummaries, gone) {
+                tracing::warn!("snapshot summary cache: remove {gone}: {e}");
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = cached.remove(&id) {
+                out.push(s);
+                continue;
+            }
+            match self.manifest(&id) {
+                Ok(m) => {
+                    let s = summarize(&m);
+                    if cache {
+                        let put = serde_json::to_vec(&s)
+                            .map_err(|e| StoreError::Invalid(e.to_string()))
+                            .and_then(|b| {
+                                self.records().put(Collection::SnapshotSummaries, &id, &b)
+                            });
+                        if let Err(e) = put {
+                            tracing::warn!("snapshot summary cache: add {id}: {e}");
+                        }
+                    }
+                    out.push(s);
+                }
+                Err(e) => tracing::warn!("skipping snapshot {id}: {e}"),
+            }
+        }
+        out.retain(|s| machine.is_none_or(|m| s.machine == m));
         out.sort_by(|a, b| (&a.created, &a.snapshot).cmp(&(&b.created, &b.snapshot)));
         Ok(out)
     }

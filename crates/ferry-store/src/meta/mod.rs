@@ -89,12 +89,17 @@ pub enum Collection {
     /// One record, [`TOKENS_RECORD`]: the whole token table (hash -> token record), small and
     /// read whole by every request's authentication.
     Tokens,
+    /// A cache, keyed by snapshot id: the snapshot's `SnapshotSummary`, so listing snapshots on
+    /// S3 does not GET every manifest. Made again from the manifests when missing; not in
+    /// [`Collection::ALL`] (a store move does not copy it).
+    SnapshotSummaries,
 }
 
 /// The id of the token table in [`Collection::Tokens`].
 pub const TOKENS_RECORD: &str = "tokens";
 
 impl Collection {
+    /// Every collection that holds state (not [`Collection::SnapshotSummaries`], a cache).
     pub const ALL: [Collection; 7] = [
         Collection::Agents,
         Collection::Jobs,
@@ -115,6 +120,7 @@ impl Collection {
             Collection::Sessions => "sessions",
             Collection::Beacons => "beacons",
             Collection::Tokens => "tokens",
+            Collection::SnapshotSummaries => "snapshot-summaries",
         }
     }
 
@@ -136,6 +142,7 @@ impl Collection {
             Collection::Sessions => 5,
             Collection::Beacons => 6,
             Collection::Tokens => 7,
+            Collection::SnapshotSummaries => 8,
         }
     }
 }
