@@ -110,7 +110,12 @@ impl Store {
         };
         match outcome {
             PutOutcome::AlreadyPresent => {
-                data.touch_chunk(id)?;
+                if !data.touch_chunk(id)? {
+                    // The bytes are stored but not catalogued (S3: a node died between the
+                    // object's PUT and its catalogue entry), so known-chunks calls the chunk
+                    // missing and the agent sends it again: this verified upload catalogues it.
+                    data.write_chunk(id, frame)?;
+                }
             }
             PutOutcome::Stored | PutOutcome::Replaced => data.write_chunk(id, frame)?,
         }

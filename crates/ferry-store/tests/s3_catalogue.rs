@@ -46,6 +46,19 @@ fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark()
     assert_eq!(store.touch_chunks(&[kept, lost]).unwrap(), vec![kept, lost]);
     assert!(stored_frame(&store, &lost).is_some());
 
+    // The agent then uploads one again (as after a node died between a PUT and its entry):
+    // the upload catalogues it, or known-chunks would call it missing forever.
+    let (again, again_frame) = chunk(3);
+    store.put_chunk(&again, &again_frame).unwrap();
+    cat.remove(&again).unwrap();
+    assert_eq!(store.touch_chunks(&[again]).unwrap(), vec![again]);
+    assert_eq!(
+        store.put_chunk(&again, &again_frame).unwrap(),
+        ferry_store::chunks::PutOutcome::AlreadyPresent
+    );
+    assert_eq!(store.touch_chunks(&[again]).unwrap(), vec![]);
+    assert_eq!(cat.get(&again).unwrap().unwrap().len, again_frame.len() as u64);
+
     // GC's listing shows them as unmarked objects, marked by their LastModified.
     let entries = data.list_chunk_entries(&lost.store_prefix()).unwrap();
     let e = entries.iter().find(|e| e.chunk == Some(lost)).unwrap();
