@@ -57,7 +57,10 @@ fn unmarked_objects_are_listed_for_gc_and_a_lost_marker_is_rebuilt_by_the_mark()
         ferry_store::chunks::PutOutcome::AlreadyPresent
     );
     assert_eq!(store.touch_chunks(&[again]).unwrap(), vec![]);
-    assert_eq!(cat.get(&again).unwrap().unwrap().len, again_frame.len() as u64);
+    assert_eq!(
+        cat.get(&again).unwrap().unwrap().len,
+        again_frame.len() as u64
+    );
 
     // GC's listing shows them as unmarked objects, marked by their LastModified.
     let entries = data.list_chunk_entries(&lost.store_prefix()).unwrap();

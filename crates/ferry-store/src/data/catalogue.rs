@@ -51,9 +51,9 @@ pub trait Catalogue: Send + Sync + fmt::Debug {
     fn lock_chunks(&self, mode: LockMode) -> Result<DataLock>;
     /// One GC at a time over the whole store: `None` when another holds it.
     fn try_lock_gc(&self) -> Result<Option<DataLock>>;
-    /// Publications of snapshots one at a time (two commits of one machine in one second choose
-    /// the same id, possibly on two nodes).
-    fn lock_publish(&self) -> Result<DataLock>;
+    /// The publication of snapshot `id`, one at a time (two commits of one machine in one
+    /// second choose the same id, possibly on two nodes).
+    fn lock_publish(&self, id: &str) -> Result<DataLock>;
     /// Record a stored chunk of `len` bytes, marked now (a new one or a rewrite).
     fn insert(&self, id: &ChunkId, len: u64) -> Result<()>;
     /// Set a chunk's mark to `when`; `false` when it is not catalogued.
@@ -136,7 +136,8 @@ impl Catalogue for LocalCatalogue {
         )
     }
 
-    fn lock_publish(&self) -> Result<DataLock> {
+    fn lock_publish(&self, _id: &str) -> Result<DataLock> {
+        // One node: one lock for every id is as good, and a publication here is quick.
         FileLock::acquire(&self.root.join("snapshots.lock"), LockMode::Exclusive).map(DataLock::new)
     }
 

@@ -170,6 +170,8 @@ struct Inner {
     lock_space: i32,
     /// The chunk catalogue's node-side lock state ([`catalogue`]): one per open store.
     chunk_lock: catalogue::ChunkLock,
+    /// To open the connection that holds the node's shared chunk lock, outside the pool.
+    pg: postgres::Config,
 }
 
 impl fmt::Debug for Inner {
@@ -293,7 +295,7 @@ impl PgRecords {
             .connection_customizer(Box::new(SearchPath(cfg.schema.clone())))
             // Failed connects are in the errors returned; r2d2 would also log each to stderr.
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(Manager(PostgresConnectionManager::new(pg, NoTls)))
+            .build(Manager(PostgresConnectionManager::new(pg.clone(), NoTls)))
             .map_err(pool_err(&target, "connect"))?;
         let digest = blake3::hash(format!("ferry records\0{}", cfg.schema).as_bytes());
         let [a, b, c, d, ..] = *digest.as_bytes();
@@ -305,6 +307,7 @@ impl PgRecords {
                 instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
                 lock_space: i32::from_le_bytes([a, b, c, d]),
                 chunk_lock: catalogue::ChunkLock::default(),
+                pg,
             }),
         };
         off_runtime(|| records.migrate())?;
@@ -421,10 +424,12 @@ impl Inner {
     }
 }
 
-/// Releases one collection lock; the thread's connection goes back to the pool with its last.
+/// Releases one lock; the thread's connection goes back to the pool with its last.
 struct PgLockGuard {
     records: PgRecords,
     key: (i32, i32),
+    /// `pg_advisory_unlock` or `pg_advisory_unlock_shared`.
+    unlock: &'static str,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -436,12 +441,12 @@ impl Drop for PgLockGuard {
             let Some(i) = h.iter().position(|x| x.instance == instance) else {
                 return;
             };
-            let key = self.key;
+            let (key, unlock) = (self.key, self.unlock);
             let inner = &*self.records.inner;
             let conn = &mut h[i].conn;
             let released = off_runtime(move || {
                 inner.run(conn, "release a record lock", |c| {
-                    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])
+                    c.execute(unlock, &[&key.0, &key.1])
                 })
             });
             if let Err(e) = released {
@@ -456,19 +461,34 @@ impl Drop for PgLockGuard {
     }
 }
 
-impl Records for PgRecords {
-    fn lock(&self, c: Collection) -> Result<RecordLock> {
-        let op = format!("lock the {c} records");
+/// How [`PgRecords::lock_key`] takes a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockHow {
+    /// `pg_advisory_lock`: wait for it.
+    Wait,
+    /// `pg_try_advisory_lock`: `None` when another session holds it.
+    Try,
+}
+
+impl PgRecords {
+    /// Take advisory lock `key` (exclusive) on the connection this thread holds its locks on
+    /// (taken from the pool for its first lock): a thread never holds two connections, so a
+    /// full pool cannot deadlock threads that hold locks.
+    pub(crate) fn lock_key(
+        &self,
+        key: (i32, i32),
+        op: &str,
+        how: LockHow,
+    ) -> Result<Option<Box<dyn std::any::Any>>> {
         let instance = self.inner.instance;
-        let key = self.key(c);
-        HELD.with(|h| {
+        let taken = HELD.with(|h| {
             let mut h = h.borrow_mut();
             let inner = &*self.inner;
             let i = match h.iter().position(|x| x.instance == instance) {
                 Some(i) => i,
                 None => {
                     let conn =
-                        off_runtime(|| inner.pool.get()).map_err(pool_err(&inner.target, &op))?;
+                        off_runtime(|| inner.pool.get()).map_err(pool_err(&inner.target, op))?;
                     h.push(Held {
                         instance,
                         conn,
@@ -478,30 +498,44 @@ impl Records for PgRecords {
                 }
             };
             let conn = &mut h[i].conn;
-            let op = &op;
             let taken = off_runtime(move || {
-                inner.run(conn, op, |c| {
-                    c.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1])
+                inner.run(conn, op, |c| match how {
+                    LockHow::Wait => c
+                        .execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1])
+                        .map(|_| true),
+                    LockHow::Try => c
+                        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+                        .map(|r| r.get(0)),
                 })
             });
             match taken {
-                Ok(_) => h[i].locks += 1,
-                Err(e) => {
+                Ok(true) => h[i].locks += 1,
+                Ok(false) | Err(_) => {
                     if h[i].locks == 0 {
                         h.swap_remove(i);
                     }
-                    return Err(e);
                 }
             }
-            Ok(())
+            taken
         })?;
-        Ok(RecordLock {
-            _held: Box::new(PgLockGuard {
+        Ok(taken.then(|| {
+            Box::new(PgLockGuard {
                 records: self.clone(),
                 key,
+                unlock: "SELECT pg_advisory_unlock($1, $2)",
                 _not_send: PhantomData,
-            }),
-        })
+            }) as Box<dyn std::any::Any>
+        }))
+    }
+}
+
+impl Records for PgRecords {
+    fn lock(&self, c: Collection) -> Result<RecordLock> {
+        let op = format!("lock the {c} records");
+        match self.lock_key(self.key(c), &op, LockHow::Wait)? {
+            Some(held) => Ok(RecordLock { _held: held }),
+            None => Err(StoreError::Conflict(format!("{op}: not taken"))),
+        }
     }
 
     fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>> {
@@ -612,7 +646,7 @@ impl Records for PgRecords {
     }
 
     fn chunk_catalogue(&self) -> Option<Arc<dyn crate::data::catalogue::Catalogue>> {
-        Some(Arc::new(PgCatalogue::new(self.inner.clone())))
+        Some(Arc::new(PgCatalogue::new(self.clone())))
     }
 }
 

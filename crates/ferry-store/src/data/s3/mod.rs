@@ -549,7 +549,7 @@ impl DataBackend for S3Data {
         before_visible: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Published> {
         // Two commits of one machine in one second choose the same id, maybe on two nodes.
-        let _lock = self.catalogue.lock_publish()?;
+        let _lock = self.catalogue.lock_publish(id)?;
         if self.snapshot_exists(id)? {
             return Ok(Published::IdTaken);
         }

@@ -1,26 +1,32 @@
 //! The chunk catalogue of an S3 store in PostgreSQL ([`crate::data::catalogue`]), shared by
-//! every node of the store: table `chunk_catalogue` (id, stored length, GC's mark) and three
-//! advisory locks keyed (the schema's hash, N): 100 the chunk lock, 101 GC, 102 publication.
+//! every node of the store: table `chunk_catalogue` (id, stored length, GC's mark) and advisory
+//! locks: keyed (the schema's hash, N) 100 the chunk lock, 101 GC; a snapshot's publication
+//! keyed (hash of "ferry publish" and the schema, hash of the snapshot id).
 //!
 //! The chunk lock is taken shared by every chunk write and touch, so a PostgreSQL session per
-//! holder would use up the pool under load. A node holds it through one connection for all its
-//! shared holders (the first one in takes `pg_advisory_lock_shared`, the last one out releases
-//! it), and a node-side reader-writer state orders them against this node's exclusive holders
-//! (GC's deletions, verify's quarantine), which wait for the node's shared holders to leave,
-//! keep new ones out meanwhile, and then take the lock exclusively in PostgreSQL on their own
-//! connection, where they also wait for the other nodes' shared holders.
+//! holder would use up the pool under load. A node holds it through one connection of its own,
+//! outside the pool, for all its shared holders (the first one in takes
+//! `pg_advisory_lock_shared`, the last one out releases it), and a node-side reader-writer
+//! state orders them against this node's exclusive holders (GC's deletions, verify's
+//! quarantine), which wait for the node's shared holders to leave, keep new ones out meanwhile,
+//! and then take the lock exclusively in PostgreSQL, where they also wait for the other nodes'
+//! shared holders. The exclusive, GC and publication locks are taken like the records' locks,
+//! on the connection the thread holds its locks on, and catalogue reads and writes run on that
+//! connection too while the thread holds one: a thread never needs a second connection while it
+//! holds one (8 threads committing at once on a pool of 16 timed out waiting for connections
+//! when each lock took a connection of its own).
 //!
 //! If a connection holding a lock dies, PostgreSQL drops the lock with it; the release then
 //! logs a warning. Marks are the node's clock (as a local store's mtimes are): GC's margin
 //! ([`crate::gc::GC_MARGIN`]) covers the skew between nodes.
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use ferry_format::ChunkId;
 
-use super::{off_runtime, pool_err, Conn, Inner};
+use super::{off_runtime, LockHow, PgConn, PgRecords};
 use crate::chunks::ChunkUsage;
 use crate::data::catalogue::{Catalogue, CatalogueEntry};
 use crate::data::{DataLock, LockMode};
@@ -28,19 +34,23 @@ use crate::error::{Result, StoreError};
 
 const CHUNK_LOCK: i32 = 100;
 const GC_LOCK: i32 = 101;
-const PUBLISH_LOCK: i32 = 102;
 /// Ids per statement of a batched touch (a known-chunks query holds up to a few thousand).
 const TOUCH_BATCH: usize = 4096;
 
-/// The catalogue's view of a [`super::PgRecords`]: the same pool, schema and lock space.
+/// The catalogue's view of a [`PgRecords`]: the same pool, schema, lock space and held
+/// connections.
 #[derive(Clone)]
 pub struct PgCatalogue {
-    inner: Arc<Inner>,
+    records: PgRecords,
 }
 
 impl fmt::Debug for PgCatalogue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "chunk catalogue in PostgreSQL {}", self.inner.target)
+        write!(
+            f,
+            "chunk catalogue in PostgreSQL {}",
+            self.records.inner.target
+        )
     }
 }
 
@@ -56,8 +66,8 @@ struct LockState {
     readers: usize,
     writer: bool,
     writers_waiting: usize,
-    /// The connection holding the shared lock for this node's readers.
-    shared: Option<Conn>,
+    /// The node's connection for the shared lock (kept between holds; held while readers > 0).
+    conn: Option<PgConn>,
 }
 
 impl ChunkLock {
@@ -75,6 +85,11 @@ fn id_of(bytes: &[u8]) -> Result<ChunkId> {
     <[u8; 32]>::try_from(bytes)
         .map(ChunkId)
         .map_err(|_| StoreError::Invalid(format!("a chunk catalogue id of {} bytes", bytes.len())))
+}
+
+fn first4(h: blake3::Hash) -> [u8; 4] {
+    let [a, b, c, d, ..] = *h.as_bytes();
+    [a, b, c, d]
 }
 
 fn len_of(n: i64) -> u64 {
@@ -98,72 +113,65 @@ fn prefix_range(prefix: &str) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 impl PgCatalogue {
-    pub(super) fn new(inner: Arc<Inner>) -> PgCatalogue {
-        PgCatalogue { inner }
+    pub(super) fn new(records: PgRecords) -> PgCatalogue {
+        PgCatalogue { records }
     }
 
     fn key(&self, n: i32) -> (i32, i32) {
-        (self.inner.lock_space, n)
+        (self.records.inner.lock_space, n)
     }
 
-    /// `f` on a pooled connection.
     fn with_conn<T: Send>(
         &self,
         op: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        let inner = &*self.inner;
-        off_runtime(move || {
-            let mut conn = inner.pool.get().map_err(pool_err(&inner.target, op))?;
-            inner.run(&mut conn, op, f)
-        })
+        self.records.with_conn(op, f)
     }
 
-    /// A connection of its own, for a lock held on it.
-    fn lock_conn(&self, op: &str) -> Result<Conn> {
-        let inner = &*self.inner;
-        off_runtime(|| inner.pool.get()).map_err(pool_err(&inner.target, op))
-    }
-
-    /// Run a lock function on `conn`: `pg_advisory_lock*` (void: `true`) or `pg_try_*` (its
-    /// answer).
-    fn advisory(&self, conn: &mut Conn, op: &str, sql: &'static str, n: i32) -> Result<bool> {
-        let key = self.key(n);
-        let inner = &*self.inner;
-        off_runtime(move || {
-            inner.run(conn, op, |c| {
-                if sql.contains("_try_") {
-                    c.query_one(sql, &[&key.0, &key.1]).map(|r| r.get(0))
-                } else {
-                    c.execute(sql, &[&key.0, &key.1]).map(|_| true)
+    /// Run `sql` (a lock function of key `CHUNK_LOCK`) on the node's shared-lock connection,
+    /// opening it first if needed. Called with the lock state held.
+    fn on_shared_conn(&self, st: &mut LockState, op: &str, sql: &'static str) -> Result<()> {
+        let inner = &*self.records.inner;
+        let key = self.key(CHUNK_LOCK);
+        if st
+            .conn
+            .as_ref()
+            .is_none_or(|c| c.0.as_ref().is_none_or(|c| c.is_closed()))
+        {
+            let pg = inner.pg.clone();
+            let client = off_runtime(move || pg.connect(postgres::NoTls)).map_err(|e| {
+                StoreError::Database {
+                    op: op.to_string(),
+                    database: inner.target.clone(),
+                    detail: format!("{e}: {}", super::CONNECT_HINT),
                 }
-            })
-        })
-    }
-
-    fn release(&self, conn: &mut Conn, sql: &'static str, n: i32, what: &str) {
-        if let Err(e) = self.advisory(conn, what, sql, n) {
-            // The connection is gone, and the lock with it.
-            tracing::warn!("{what}: {e}");
+            })?;
+            st.conn = Some(PgConn(Some(client)));
         }
+        let Some(conn) = st.conn.as_mut() else {
+            return Err(StoreError::Conflict(format!("{op}: no connection")));
+        };
+        let done = off_runtime(move || inner.run(conn, op, |c| c.execute(sql, &[&key.0, &key.1])));
+        if done.is_err() {
+            // Broken: opened again next time (PostgreSQL dropped its locks with it).
+            st.conn = None;
+        }
+        done.map(drop)
     }
 
     fn lock_shared(&self) -> Result<DataLock> {
-        let lock = &self.inner.chunk_lock;
+        let lock = &self.records.inner.chunk_lock;
         let mut st = lock.state();
         while st.writer || st.writers_waiting > 0 {
             st = lock.wait(st);
         }
         if st.readers == 0 {
-            let op = "take the chunk lock (shared)";
-            let mut conn = self.lock_conn(op)?;
-            self.advisory(
-                &mut conn,
-                op,
+            self.on_shared_conn(
+                &mut st,
+                "take the chunk lock (shared)",
                 "SELECT pg_advisory_lock_shared($1, $2)",
-                CHUNK_LOCK,
             )?;
-            st.shared = Some(conn);
         }
         st.readers += 1;
         drop(st);
@@ -171,7 +179,7 @@ impl PgCatalogue {
     }
 
     fn lock_exclusive(&self) -> Result<DataLock> {
-        let lock = &self.inner.chunk_lock;
+        let lock = &self.records.inner.chunk_lock;
         let mut st = lock.state();
         st.writers_waiting += 1;
         while st.writer || st.readers > 0 {
@@ -180,21 +188,23 @@ impl PgCatalogue {
         st.writers_waiting -= 1;
         st.writer = true;
         drop(st);
-        let op = "take the chunk lock (exclusive)";
-        let taken = self.lock_conn(op).and_then(|mut conn| {
-            self.advisory(&mut conn, op, "SELECT pg_advisory_lock($1, $2)", CHUNK_LOCK)
-                .map(|_| conn)
-        });
+        let taken = self.records.lock_key(
+            self.key(CHUNK_LOCK),
+            "take the chunk lock (exclusive)",
+            LockHow::Wait,
+        );
         match taken {
-            Ok(conn) => Ok(DataLock::new(ExclusiveGuard {
+            Ok(Some(pg)) => Ok(DataLock::new(ExclusiveGuard {
                 cat: self.clone(),
-                conn,
+                pg: Some(pg),
             })),
-            Err(e) => {
+            Ok(None) | Err(_) => {
                 let mut st = lock.state();
                 st.writer = false;
                 lock.changed.notify_all();
-                Err(e)
+                Err(taken.err().unwrap_or_else(|| {
+                    StoreError::Conflict("the exclusive chunk lock was not taken".into())
+                }))
             }
         }
     }
@@ -207,17 +217,17 @@ struct SharedGuard {
 
 impl Drop for SharedGuard {
     fn drop(&mut self) {
-        let lock = &self.cat.inner.chunk_lock;
+        let lock = &self.cat.records.inner.chunk_lock;
         let mut st = lock.state();
         st.readers -= 1;
         if st.readers == 0 {
-            if let Some(mut conn) = st.shared.take() {
-                self.cat.release(
-                    &mut conn,
-                    "SELECT pg_advisory_unlock_shared($1, $2)",
-                    CHUNK_LOCK,
-                    "release the shared chunk lock",
-                );
+            let op = "release the shared chunk lock";
+            if let Err(e) =
+                self.cat
+                    .on_shared_conn(&mut st, op, "SELECT pg_advisory_unlock_shared($1, $2)")
+            {
+                // The connection is gone, and the lock with it.
+                tracing::warn!("{op}: {e}");
             }
         }
         lock.changed.notify_all();
@@ -226,45 +236,25 @@ impl Drop for SharedGuard {
 
 struct ExclusiveGuard {
     cat: PgCatalogue,
-    conn: Conn,
+    /// The PostgreSQL lock (released first).
+    pg: Option<Box<dyn std::any::Any>>,
 }
 
 impl Drop for ExclusiveGuard {
     fn drop(&mut self) {
-        self.cat.release(
-            &mut self.conn,
-            "SELECT pg_advisory_unlock($1, $2)",
-            CHUNK_LOCK,
-            "release the exclusive chunk lock",
-        );
-        let lock = &self.cat.inner.chunk_lock;
+        drop(self.pg.take());
+        let lock = &self.cat.records.inner.chunk_lock;
         lock.state().writer = false;
         lock.changed.notify_all();
     }
 }
 
-/// A lock held on a connection of its own (GC's, a publication's).
-struct ConnGuard {
-    cat: PgCatalogue,
-    conn: Conn,
-    n: i32,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let n = self.n;
-        self.cat.release(
-            &mut self.conn,
-            "SELECT pg_advisory_unlock($1, $2)",
-            n,
-            "release a catalogue lock",
-        );
-    }
-}
-
 impl Catalogue for PgCatalogue {
     fn describe(&self) -> String {
-        format!("the chunk catalogue in PostgreSQL {}", self.inner.target)
+        format!(
+            "the chunk catalogue in PostgreSQL {}",
+            self.records.inner.target
+        )
     }
 
     fn lock_chunks(&self, mode: LockMode) -> Result<DataLock> {
@@ -275,37 +265,27 @@ impl Catalogue for PgCatalogue {
     }
 
     fn try_lock_gc(&self) -> Result<Option<DataLock>> {
-        let op = "take the GC lock";
-        let mut conn = self.lock_conn(op)?;
-        let got = self.advisory(
-            &mut conn,
-            op,
-            "SELECT pg_try_advisory_lock($1, $2)",
-            GC_LOCK,
-        )?;
-        Ok(got.then(|| {
-            DataLock::new(ConnGuard {
-                cat: self.clone(),
-                conn,
-                n: GC_LOCK,
-            })
-        }))
+        Ok(self
+            .records
+            .lock_key(self.key(GC_LOCK), "take the GC lock", LockHow::Try)?
+            .map(DataLock::new))
     }
 
-    fn lock_publish(&self) -> Result<DataLock> {
-        let op = "take the snapshot publication lock";
-        let mut conn = self.lock_conn(op)?;
-        self.advisory(
-            &mut conn,
-            op,
-            "SELECT pg_advisory_lock($1, $2)",
-            PUBLISH_LOCK,
-        )?;
-        Ok(DataLock::new(ConnGuard {
-            cat: self.clone(),
-            conn,
-            n: PUBLISH_LOCK,
-        }))
+    fn lock_publish(&self, id: &str) -> Result<DataLock> {
+        // Per id: commits of different snapshots publish at once (a publication on S3 is a
+        // few requests, ~200 ms); a hash collision only makes two of them wait for each other.
+        let space = i32::from_le_bytes(first4(blake3::hash(
+            format!("ferry publish\0{}", self.records.inner.schema).as_bytes(),
+        )));
+        let key = i32::from_le_bytes(first4(blake3::hash(id.as_bytes())));
+        self.records
+            .lock_key(
+                (space, key),
+                "take the snapshot publication lock",
+                LockHow::Wait,
+            )?
+            .map(DataLock::new)
+            .ok_or_else(|| StoreError::Conflict("the publication lock was not taken".into()))
     }
 
     fn insert(&self, id: &ChunkId, len: u64) -> Result<()> {
