@@ -55,7 +55,7 @@ fn snapshot_listing_and_known_chunks_latency() {
                         .put_index(&session, "sda", &index, SystemTime::now())
                         .unwrap();
                     store
-                        .commit(&session, &req, &signer, SystemTime::now())
+                        .commit(&session, &req, signer, SystemTime::now())
                         .unwrap();
                 }
             });
