@@ -11,7 +11,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,75 +21,6 @@ const MIB: u64 = 1 << 20;
 const IMAGE_SIZE: u64 = 96 * MIB;
 /// Small chunks: many requests, so the agent always has some in flight.
 const CHUNK_SIZE: &str = "262144";
-
-/// A second `appliance serve` on the store of an [`Appliance`].
-struct Node {
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(data: &Path, log: PathBuf) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut n = Node {
-            port,
-            child: None,
-            log,
-        };
-        n.serve(data);
-        n
-    }
-
-    fn serve(&mut self, data: &Path) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(bin("appliance"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the second appliance node");
-        self.child = Some(child);
-        wait_listening(self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_listening(port: u16) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "appliance node on port {port} did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn signal(child: &Child, sig: &str) {
     ok(Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]));

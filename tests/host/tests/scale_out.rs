@@ -23,71 +23,6 @@ const RESTORES: usize = 10;
 const DISK: usize = 4 << 20;
 const CHUNK_SIZE: &str = "262144";
 
-/// `appliance serve` on a data directory of its own.
-struct Node {
-    data: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(data: PathBuf, log: PathBuf) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut n = Node {
-            data,
-            port,
-            child: None,
-            log,
-        };
-        n.serve();
-        n
-    }
-
-    fn serve(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        self.child = Some(
-            Command::new(bin("appliance"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-                .arg("--data")
-                .arg(&self.data)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn appliance serve"),
-        );
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "node did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `scripts/s3-cluster` on the cluster the tests use.
 fn s3_cluster(args: &[&str]) -> String {
     let env = PathBuf::from(std::env::var_os("FERRY_TEST_S3_ENV").expect("FERRY_TEST_S3_ENV"));
@@ -168,7 +103,7 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
         let e = e.unwrap();
         fs::copy(e.path(), b_data.join("keys").join(e.file_name())).unwrap();
     }
-    let b = Node::start(b_data.clone(), a.dir.path().join("node-b.log"));
+    let b = Node::start(&b_data, a.dir.path().join("node-b.log"));
     let ab = format!("{},{}", a.url(), b.url());
     let ba = format!("{},{}", b.url(), a.url());
 

@@ -7,8 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -19,45 +18,6 @@ use ferry_test_support::https::{load_trust, Client};
 
 /// Jobs raced for, one per pair of agents.
 const ROUNDS: usize = 8;
-
-/// A second `appliance serve` on the same store.
-struct Node {
-    port: u16,
-    child: Child,
-}
-
-impl Node {
-    fn start(data: &Path, log: &Path) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = std::fs::File::create(log).expect("log");
-        let child = Command::new(bin("appliance"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the second node");
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "node 2 did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Node { port, child }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Enroll a machine with `mac` through `c`, then approve it with the CLI as the operator does.
 fn enroll_approved(a: &Appliance, c: &Client, enroll: &str, mac: &str) -> EnrollReply {
@@ -116,7 +76,7 @@ fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
         }),
     };
     let a = Appliance::start_on(&backends);
-    let node2 = Node::start(&a.data(), &a.dir.path().join("node2.log"));
+    let node2 = Node::start(&a.data(), a.dir.path().join("node2.log"));
 
     let img = a.dir.path().join("disk.img");
     make_image(&img, 8 << 20, 7);

@@ -143,10 +143,7 @@ impl Appliance {
         };
         let backup = token("backup");
         let restore = token("restore");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut a = Appliance {
             dir,
             port,
@@ -162,10 +159,7 @@ impl Appliance {
     /// Serve the store in `dir`/data made from `from`'s (`appliance move-store`): the same
     /// tokens, a port of its own.
     pub fn serve_moved(dir: tempfile::TempDir, from: &Appliance) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut a = Appliance {
             dir,
             port,
@@ -354,6 +348,84 @@ impl Appliance {
 }
 
 impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Wait until something listens on `port`.
+pub fn wait_listening(port: u16) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "appliance node on port {port} did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Another `appliance serve` node: on an [`Appliance`]'s store, or on a data directory of its
+/// own. Killed when dropped.
+pub struct Node {
+    pub data: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn start(data: &Path, log: PathBuf) -> Node {
+        let mut n = Node {
+            data: data.to_path_buf(),
+            port: free_port(),
+            child: None,
+            log,
+        };
+        n.serve();
+        n
+    }
+
+    /// Start (or restart) it and wait until it listens.
+    pub fn serve(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(bin("appliance"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn appliance serve");
+        self.child = Some(child);
+        wait_listening(self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
