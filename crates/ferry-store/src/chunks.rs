@@ -114,6 +114,7 @@ impl Store {
                     // The bytes are stored but not catalogued (S3: a node died between the
                     // object's PUT and its catalogue entry), so known-chunks calls the chunk
                     // missing and the agent sends it again: this verified upload catalogues it.
+                    tracing::warn!("chunk {id} was stored but not catalogued: catalogued now");
                     data.write_chunk(id, frame)?;
                 }
             }

@@ -244,6 +244,12 @@ impl Store {
             )));
         }
         if !missing.is_empty() {
+            tracing::warn!(
+                "session {}: the index of disk {disk} references {} chunks the store lacks                  (first {}): asked for them",
+                upload.session,
+                missing.len(),
+                missing[0]
+            );
             return Err(StoreError::MissingChunks(missing));
         }
         self.data()

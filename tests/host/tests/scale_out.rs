@@ -67,10 +67,23 @@ fn agent(kind: &str, urls: &str, token: &str, ca: &Path) -> Command {
     c
 }
 
-/// The agent's JSON report and its log.
-fn finish(child: Child, what: &str) -> (serde_json::Value, String) {
+/// The agent's JSON report and its log; on failure, the nodes' warnings too.
+fn finish(child: Child, what: &str, node_logs: &[&Path]) -> (serde_json::Value, String) {
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        for l in node_logs {
+            let text = fs::read_to_string(l).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            eprintln!("--- {}: last warnings", l.display());
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
     assert!(out.status.success(), "{what}: {}\n{err}", out.status);
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what} --json: {e}"));
     (v, err)
@@ -104,6 +117,11 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
         fs::copy(e.path(), b_data.join("keys").join(e.file_name())).unwrap();
     }
     let b = Node::start(&b_data, a.dir.path().join("node-b.log"));
+    let (log_a, log_b) = (
+        a.dir.path().join("serve.log"),
+        a.dir.path().join("node-b.log"),
+    );
+    let node_logs = [log_a.as_path(), log_b.as_path()];
     let ab = format!("{},{}", a.url(), b.url());
     let ba = format!("{},{}", b.url(), a.url());
 
@@ -148,7 +166,7 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
     let (results, logs): (Vec<serde_json::Value>, Vec<String>) = backups
         .into_iter()
         .enumerate()
-        .map(|(i, c)| finish(c, &format!("backup of m{i:02}")))
+        .map(|(i, c)| finish(c, &format!("backup of m{i:02}"), &node_logs))
         .unzip();
     // Agents that were talking to A when it died carried on through B.
     let moved = logs
@@ -202,7 +220,7 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
         })
         .collect();
     for (i, dest, child) in restores {
-        finish(child, &format!("restore of m{i:02}"));
+        finish(child, &format!("restore of m{i:02}"), &node_logs);
         cmp(&disks[i], &dest);
     }
     log(format!(
