@@ -179,7 +179,22 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
             ))
         })
         .count();
-    log(format!("{moved} backup agents moved from node A to node B"));
+    let count = |what: &str| {
+        node_logs
+            .iter()
+            .map(|l| {
+                fs::read_to_string(l)
+                    .unwrap_or_default()
+                    .matches(what)
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    log(format!(
+        "{moved} backup agents moved from node A to node B; the nodes catalogued {} stored but uncatalogued chunks and asked for {} missing ones at index uploads",
+        count("was stored but not catalogued"),
+        count("chunks the store lacks")
+    ));
     assert!(
         moved > 0,
         "no agent was talking to node A when it was killed"
