@@ -2,7 +2,8 @@
 //! PostgreSQL (docs/operations.md, "Several nodes") — see one catalogue and one set of locks: a
 //! chunk one node stored is known to the other, a touch on one is the mark GC on the other
 //! reads, one GC at a time over both, and one node's exclusive chunk lock holds the other's
-//! writers back. Runs with `FERRY_TEST_STORAGE=s3 FERRY_TEST_RECORDS=pg` only.
+//! writers back; and a source's due sync is handed out once when two nodes are asked at once.
+//! Runs with `FERRY_TEST_STORAGE=s3 FERRY_TEST_RECORDS=pg` (the last with PostgreSQL alone).
 
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -88,4 +89,42 @@ fn two_nodes_share_one_chunk_catalogue_and_its_locks() {
         assert_eq!(written.unwrap(), PutOutcome::Stored);
     });
     assert!(a.has_chunk(&chunk(3).0));
+}
+
+/// A source's schedule fires once however many nodes its agent and the schedulers reach: two
+/// nodes asked for the due task at the same instant, 20 times, hand out the same task.
+#[test]
+fn two_nodes_hand_out_one_sync_task_when_asked_at_once() {
+    if !is_pg() {
+        println!("SKIPPED: needs FERRY_TEST_RECORDS=pg (docs/development.md, \"Backends\")");
+        return;
+    }
+    let backends = test_storage();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = new_store_on(da.path(), &backends);
+    let (b, _) = new_store_on(db.path(), &backends);
+    for round in 0..20 {
+        let machine = format!("src{round:02}");
+        let req = ferry_format::source::SourceEnrollRequest {
+            machine: machine.clone(),
+            inventory: None,
+            version: "0.1.0".into(),
+        };
+        a.enroll_source(&req, SystemTime::now()).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let now = SystemTime::now();
+        let (ta, tb) = std::thread::scope(|s| {
+            let ja = s.spawn(|| {
+                barrier.wait();
+                a.take_task(&machine, now).unwrap()
+            });
+            let jb = s.spawn(|| {
+                barrier.wait();
+                b.take_task(&machine, now).unwrap()
+            });
+            (ja.join().unwrap(), jb.join().unwrap())
+        });
+        let (ta, tb) = (ta.expect("a due task"), tb.expect("a due task"));
+        assert_eq!(ta.id, tb.id, "round {round}: two sync tasks for one source");
+    }
 }
