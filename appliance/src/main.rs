@@ -76,10 +76,7 @@ fn run(cmd: Cmd, at: &At) -> Result<()> {
             records,
             json,
         } => {
-            let backends = ferry_store::config::Backends {
-                storage: appliance::storage::from_args(storage)?,
-                records: appliance::storage::records_from_args(records)?,
-            };
+            let backends = appliance::storage::backends_from_args(storage, records)?;
             commands::init(&local_dir(at, "init")?, &names, &backends, json)
         }
         Cmd::MoveStore {
@@ -89,10 +86,7 @@ fn run(cmd: Cmd, at: &At) -> Result<()> {
             dry_run,
             json,
         } => {
-            let backends = ferry_store::config::Backends {
-                storage: appliance::storage::from_args(storage)?,
-                records: appliance::storage::records_from_args(records)?,
-            };
+            let backends = appliance::storage::backends_from_args(storage, records)?;
             commands::move_store(&local_dir(at, "move-store")?, &to, &backends, dry_run, json)
         }
         Cmd::Serve {

@@ -88,6 +88,17 @@ pub fn from_args(a: StorageArgs) -> Result<Storage, StorageArgsError> {
     }))
 }
 
+/// The data and records backends of `init` and `move-store`.
+pub fn backends_from_args(
+    storage: StorageArgs,
+    records: RecordsArgs,
+) -> Result<ferry_store::config::Backends, StorageArgsError> {
+    Ok(ferry_store::config::Backends {
+        storage: from_args(storage)?,
+        records: records_from_args(records)?,
+    })
+}
+
 /// The records `init` records: the URL file made absolute (the file itself is read, and its
 /// mode checked, when init connects).
 pub fn records_from_args(a: RecordsArgs) -> Result<RecordsConfig, StorageArgsError> {
