@@ -10,8 +10,9 @@
 //!    last activity. A session kept alive by a request a day therefore holds back GC by a day at
 //!    most, not forever.
 //! 3. Mark: the mtime of every chunk a committed snapshot references is set to now.
-//! 4. Sweep: per prefix directory, chunk files (and stale temporary files) with mtime < cutoff
-//!    are listed, then re-stated and unlinked while `chunks/.lock` is held exclusive.
+//! 4. Sweep: prefix by prefix, chunk files (and stale temporary files) with mtime < cutoff are
+//!    listed; every [`DELETE_BATCH`] of them (and the rest at the end) are re-stated and
+//!    unlinked while `chunks/.lock` is held exclusive.
 //!
 //! Why it is safe: the server sets a chunk's mtime to now, holding `chunks/.lock` shared,
 //! whenever a session learns the chunk is present (known-chunks, index upload, PUT of a present
@@ -41,9 +42,15 @@ use crate::fsx::TMP_PREFIX;
 use crate::index_file::scan_index;
 use crate::meta::Collection;
 use crate::snapshots::rfc3339;
-use crate::{fsx, Store};
+use crate::state::StateDoc;
+use crate::Store;
 
 /// Slack between the cutoff and the oldest thing GC must respect (clock steps, coarse mtimes).
+/// Candidates re-checked and deleted per hold of the exclusive chunk lock: uploads wait for one
+/// batch at a time, and on several nodes each hold costs the other nodes a drain of their
+/// uploads (the PostgreSQL chunk catalogue), so not one hold per prefix either.
+const DELETE_BATCH: usize = 512;
+
 pub const GC_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long the record of a committed session stays (to answer a commit retried after its reply
@@ -91,8 +98,6 @@ pub struct GcStatus {
     pub last: Option<GcRun>,
 }
 
-const GC_LAST: &str = "gc.last.json";
-
 impl Store {
     /// Run garbage collection with `now` as its start time T0, and record its outcome for
     /// [`Store::gc_status`] (a run refused because another holds the lock records nothing).
@@ -114,9 +119,10 @@ impl Store {
         // The record is for operators: failing to write it does not fail the GC.
         if let Err(e) = serde_json::to_vec_pretty(&run)
             .map_err(|e| StoreError::Invalid(e.to_string()))
-            .and_then(|b| fsx::write_atomic(&self.root().join(GC_LAST), &b, 0o644))
+            .and_then(|b| self.state_put(StateDoc::GcLast, &b))
         {
-            tracing::warn!("record the gc run in {GC_LAST}: {e}");
+            let at = self.state_location(StateDoc::GcLast);
+            tracing::warn!("record the gc run in {at}: {e}");
         }
         result
     }
@@ -124,14 +130,12 @@ impl Store {
     /// Whether a GC runs now and how the last one went.
     pub fn gc_status(&self) -> Result<GcStatus> {
         let running = self.data().try_lock_gc()?.is_none();
-        let path = self.root().join(GC_LAST);
-        let last = match fs::read(&path) {
-            Ok(b) => Some(
-                serde_json::from_slice(&b)
-                    .map_err(|e| StoreError::Invalid(format!("parse {}: {e}", path.display())))?,
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let last = match self.state_get(StateDoc::GcLast)? {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                let at = self.state_location(StateDoc::GcLast);
+                StoreError::Invalid(format!("parse {at}: {e}"))
+            })?),
+            None => None,
         };
         Ok(GcStatus { running, last })
     }
@@ -252,8 +256,8 @@ impl Store {
 
     fn sweep(&self, cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
         let data = self.data();
+        let mut candidates = Vec::new();
         for prefix in data.chunk_prefixes()? {
-            let mut candidates = Vec::new();
             for entry in data.list_chunk_entries(&prefix)? {
                 if entry.marked < cutoff {
                     candidates.push(entry);
@@ -262,15 +266,19 @@ impl Store {
                     report.kept_bytes += entry.len;
                 }
             }
-            if !candidates.is_empty() {
+            if candidates.len() >= DELETE_BATCH {
                 self.delete_old(&candidates, cutoff, report)?;
+                candidates.clear();
             }
+        }
+        if !candidates.is_empty() {
+            self.delete_old(&candidates, cutoff, report)?;
         }
         Ok(())
     }
 
-    /// Re-read and delete candidates under the exclusive chunk lock (one prefix at a time, so
-    /// the server waits at most that long).
+    /// Re-read and delete candidates under the exclusive chunk lock (a batch at a time, so the
+    /// server waits at most that long).
     fn delete_old(
         &self,
         candidates: &[ChunkEntry],

@@ -50,6 +50,17 @@ pub fn chunk(seed: u8) -> (ChunkId, Vec<u8>) {
     )
 }
 
+/// A chunk of `CS` bytes, zero but for `n` in its first 8 (little-endian): one of as many
+/// distinct chunks as a test needs. Its id and its frame (zstd level 1).
+pub fn numbered_chunk(n: u64) -> (ChunkId, Vec<u8>) {
+    let mut plain = vec![0; CS as usize];
+    plain[..8].copy_from_slice(&n.to_le_bytes());
+    (
+        ChunkId::of(&plain),
+        zstd::bulk::compress(&plain, 1).unwrap(),
+    )
+}
+
 /// A chunk of `CS` bytes that vary with their offset (byte `i` is `i * seed`): its id and its
 /// frame (zstd level 3).
 pub fn patterned_chunk(seed: u8) -> (ChunkId, Vec<u8>) {

@@ -16,13 +16,22 @@
 //! holds one (8 threads committing at once on a pool of 16 timed out waiting for connections
 //! when each lock took a connection of its own).
 //!
+//! A node's shared hold can last as long as it has uploads in flight, which on a busy node is
+//! always, and PostgreSQL grants a waiting exclusive request only once every shared holder is
+//! gone: GC on another node would wait for this one to go idle. So a node holding the lock
+//! shared looks, at most every [`DRAIN_CHECK`], whether an exclusive request waits for it
+//! (`pg_locks`); if one does, it drains: new holders wait, the ones in flight finish (a chunk
+//! write each), the lock is released, and the next holder's `pg_advisory_lock_shared` queues
+//! behind the exclusive request in PostgreSQL. GC deletes in batches ([`crate::gc`]), so it pays
+//! the drain once per batch.
+//!
 //! If a connection holding a lock dies, PostgreSQL drops the lock with it; the release then
 //! logs a warning. Marks are the node's clock (as a local store's mtimes are): GC's margin
 //! ([`crate::gc::GC_MARGIN`]) covers the skew between nodes.
 
 use std::fmt;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use ferry_format::ChunkId;
 
@@ -34,6 +43,15 @@ use crate::error::{Result, StoreError};
 
 const CHUNK_LOCK: i32 = 100;
 const GC_LOCK: i32 = 101;
+/// How often a node holding the chunk lock shared looks for an exclusive request waiting for it
+/// (module doc): a bound on how long GC on another node waits past the uploads in flight.
+const DRAIN_CHECK: Duration = Duration::from_millis(250);
+/// Whether an exclusive request waits for the chunk lock: the lock function's two keys are
+/// `classid` and `objid` in `pg_locks` (`objsubid` 2), as unsigned 32-bit numbers.
+const EXCLUSIVE_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
+     WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database \
+     WHERE datname = current_database()) AND classid = $1::int4::oid \
+     AND objid = $2::int4::oid AND objsubid = 2 AND mode = 'ExclusiveLock' AND NOT granted)";
 /// Ids per statement of a batched touch (a known-chunks query holds up to a few thousand).
 const TOUCH_BATCH: usize = 4096;
 
@@ -66,6 +84,11 @@ struct LockState {
     readers: usize,
     writer: bool,
     writers_waiting: usize,
+    /// Another node waits for the exclusive lock: no new holders until the readers have left
+    /// and the PostgreSQL lock is released (module doc).
+    draining: bool,
+    /// When this node last looked for a waiting exclusive request.
+    checked: Option<Instant>,
     /// The node's connection for the shared lock (kept between holds; held while readers > 0).
     conn: Option<PgConn>,
 }
@@ -129,9 +152,15 @@ impl PgCatalogue {
         self.records.with_conn(op, f)
     }
 
-    /// Run `sql` (a lock function of key `CHUNK_LOCK`) on the node's shared-lock connection,
-    /// opening it first if needed. Called with the lock state held.
-    fn on_shared_conn(&self, st: &mut LockState, op: &str, sql: &'static str) -> Result<()> {
+    /// Run `sql` (a lock function of key `CHUNK_LOCK`, or a query of it) on the node's
+    /// shared-lock connection, opening it first if needed. Called with the lock state held.
+    fn on_shared_conn<T: Send>(
+        &self,
+        st: &mut LockState,
+        op: &str,
+        sql: &'static str,
+        read: impl FnOnce(postgres::Row) -> T + Send,
+    ) -> Result<T> {
         let inner = &*self.records.inner;
         let key = self.key(CHUNK_LOCK);
         if st
@@ -139,39 +168,55 @@ impl PgCatalogue {
             .as_ref()
             .is_none_or(|c| c.0.as_ref().is_none_or(|c| c.is_closed()))
         {
-            let pg = inner.pg.clone();
-            let client = off_runtime(move || pg.connect(postgres::NoTls)).map_err(|e| {
-                StoreError::Database {
-                    op: op.to_string(),
-                    database: inner.target.clone(),
-                    detail: format!("{e}: {}", super::CONNECT_HINT),
-                }
-            })?;
+            let (pg, tls) = (inner.pg.clone(), inner.tls.clone());
+            let client =
+                off_runtime(move || pg.connect(tls)).map_err(super::db_err(&inner.target, op))?;
             st.conn = Some(PgConn(Some(client)));
         }
         let Some(conn) = st.conn.as_mut() else {
             return Err(StoreError::Conflict(format!("{op}: no connection")));
         };
-        let done = off_runtime(move || inner.run(conn, op, |c| c.execute(sql, &[&key.0, &key.1])));
+        let done = off_runtime(move || {
+            inner.run(conn, op, |c| c.query_one(sql, &[&key.0, &key.1]).map(read))
+        });
         if done.is_err() {
             // Broken: opened again next time (PostgreSQL dropped its locks with it).
             st.conn = None;
         }
-        done.map(drop)
+        done
     }
 
     fn lock_shared(&self) -> Result<DataLock> {
         let lock = &self.records.inner.chunk_lock;
         let mut st = lock.state();
-        while st.writer || st.writers_waiting > 0 {
-            st = lock.wait(st);
+        loop {
+            while st.writer || st.writers_waiting > 0 || st.draining {
+                st = lock.wait(st);
+            }
+            if st.readers == 0 || st.checked.is_some_and(|t| t.elapsed() < DRAIN_CHECK) {
+                break;
+            }
+            st.checked = Some(Instant::now());
+            let op = "look for a node waiting for the exclusive chunk lock";
+            match self.on_shared_conn(&mut st, op, EXCLUSIVE_WAITING, |r| r.get::<_, bool>(0)) {
+                Ok(true) => st.draining = true,
+                Ok(false) => break,
+                // The connection is gone, and the lock with it: the holders in flight fail
+                // or finish unprotected either way; drain so the next one takes it again.
+                Err(e) => {
+                    tracing::warn!("{op}: {e}");
+                    st.draining = true;
+                }
+            }
         }
         if st.readers == 0 {
             self.on_shared_conn(
                 &mut st,
                 "take the chunk lock (shared)",
                 "SELECT pg_advisory_lock_shared($1, $2)",
+                drop,
             )?;
+            st.checked = Some(Instant::now());
         }
         st.readers += 1;
         drop(st);
@@ -222,13 +267,12 @@ impl Drop for SharedGuard {
         st.readers -= 1;
         if st.readers == 0 {
             let op = "release the shared chunk lock";
-            if let Err(e) =
-                self.cat
-                    .on_shared_conn(&mut st, op, "SELECT pg_advisory_unlock_shared($1, $2)")
-            {
+            let sql = "SELECT pg_advisory_unlock_shared($1, $2)";
+            if let Err(e) = self.cat.on_shared_conn(&mut st, op, sql, drop) {
                 // The connection is gone, and the lock with it.
                 tracing::warn!("{op}: {e}");
             }
+            st.draining = false;
         }
         lock.changed.notify_all();
     }
