@@ -117,6 +117,10 @@ pub struct RecordsArgs {
     /// database may hold several stores)
     #[arg(long, value_name = "NAME")]
     pub pg_schema: Option<String>,
+    /// With --records postgres: PEM CA certificate(s) that sign the server's certificate; the
+    /// connection then requires TLS and checks the server's name against the URL's host
+    #[arg(long, value_name = "FILE")]
+    pub pg_ca: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

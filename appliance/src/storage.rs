@@ -106,6 +106,7 @@ pub fn records_from_args(a: RecordsArgs) -> Result<RecordsConfig, StorageArgsErr
         let given = [
             ("--pg-url-file", a.pg_url_file.is_some()),
             ("--pg-schema", a.pg_schema.is_some()),
+            ("--pg-ca", a.pg_ca.is_some()),
         ];
         if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
             return Err(StorageArgsError::PgFlagWithLocal { flag });
@@ -119,6 +120,7 @@ pub fn records_from_args(a: RecordsArgs) -> Result<RecordsConfig, StorageArgsErr
         url_file: absolute("--pg-url-file", &url_file)?,
         schema: a.pg_schema.unwrap_or_else(|| DEFAULT_PG_SCHEMA.to_string()),
         pool_size: None,
+        ca: a.pg_ca.map(|p| absolute("--pg-ca", &p)).transpose()?,
     }))
 }
 

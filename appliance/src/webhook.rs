@@ -24,15 +24,14 @@ fn parse_backoff(text: &str) -> Result<u64> {
     }
 }
 
-fn need_store(data: &Path) -> Result<()> {
-    ferry_store::config::StoreConfig::load(data)
-        .map(|_| ())
-        .with_context(|| {
-            format!(
-                "{} is not an appliance store (run `appliance init`)",
-                data.display()
-            )
-        })
+fn need_store(data: &Path) -> Result<ferry_store::Store> {
+    ferry_store::config::StoreConfig::load(data).with_context(|| {
+        format!(
+            "{} is not an appliance store (run `appliance init`)",
+            data.display()
+        )
+    })?;
+    ferry_store::Store::open(data).with_context(|| format!("open the store in {}", data.display()))
 }
 
 pub fn set(
@@ -43,7 +42,7 @@ pub fn set(
     attempts: u32,
     backoff: &str,
 ) -> Result<()> {
-    need_store(data)?;
+    let store = need_store(data)?;
     let generated = secret_file.is_none();
     let secret = match secret_file {
         Some(f) => std::fs::read_to_string(f)
@@ -62,7 +61,7 @@ pub fn set(
         attempts,
         backoff_ms: parse_backoff(backoff)?,
     };
-    webhook::save(data, &cfg)?;
+    webhook::save(&store, &cfg)?;
     if cfg.url.starts_with("http://") {
         eprintln!("warning: {} is plain HTTP: events travel in clear (the signature still proves their origin)", cfg.url);
     }
@@ -71,7 +70,7 @@ pub fn set(
         eprintln!(
             "webhook set: events go to {}; the HMAC secret above is shown once (it is stored in {}): give it to the receiver, which checks X-Ferry-Signature",
             cfg.url,
-            webhook::config_path(data).display()
+            webhook::location(&store)
         );
     } else {
         eprintln!("webhook set: events go to {}", cfg.url);
@@ -80,8 +79,8 @@ pub fn set(
 }
 
 pub fn show(data: &Path) -> Result<()> {
-    need_store(data)?;
-    match webhook::load(data)? {
+    let store = need_store(data)?;
+    match webhook::load(&store)? {
         None => println!("no webhook (set one with `appliance webhook set --url URL`)"),
         Some(c) => println!(
             "url {}\nca {}\nattempts {}\nbackoff {} ms (doubled per retry, at most 5 min)",
@@ -98,21 +97,21 @@ pub fn show(data: &Path) -> Result<()> {
 }
 
 pub fn remove(data: &Path) -> Result<()> {
-    need_store(data)?;
-    match std::fs::remove_file(webhook::config_path(data)) {
-        Ok(()) => eprintln!("webhook removed: no more events are sent"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!("no webhook was set"),
-        Err(e) => return Err(e).context("remove the webhook"),
+    let store = need_store(data)?;
+    if webhook::remove(&store)? {
+        eprintln!("webhook removed: no more events are sent");
+    } else {
+        eprintln!("no webhook was set");
     }
     Ok(())
 }
 
 pub fn test(data: &Path) -> Result<()> {
-    need_store(data)?;
-    let Some(cfg) = webhook::load(data)? else {
+    let store = need_store(data)?;
+    let Some(cfg) = webhook::load(&store)? else {
         bail!("no webhook is set: `appliance webhook set --data DIR --url URL` first");
     };
-    let name = ferry_store::config::StoreConfig::load(data)?.name;
+    let name = store.config().name.clone();
     let d = Delivery {
         id: format!("evt-ping-{}", std::process::id()),
         event: "ping".into(),

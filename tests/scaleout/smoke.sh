@@ -105,7 +105,7 @@ done
 # shellcheck source=/dev/null
 . "$PGDIR/env"
 for v in FERRY_S3_ENDPOINTS FERRY_S3_BUCKET FERRY_S3_REGION FERRY_S3_CREDENTIALS AWS_ACCESS_KEY_ID \
-  AWS_SECRET_ACCESS_KEY FERRY_PG_URL; do
+  AWS_SECRET_ACCESS_KEY FERRY_PG_URL FERRY_PG_CA; do
   [ -n "${!v:-}" ] || fail "$v is not set by the env files"
 done
 grep -q "^aws_secret_access_key = $AWS_SECRET_ACCESS_KEY$" "$FERRY_S3_CREDENTIALS" ||
@@ -156,6 +156,14 @@ EOF
 [ "$(psql -X -At "$FERRY_PG_URL" -c 'SELECT what FROM smoke WHERE id = 1')" = scale-out ] ||
   fail "psql did not read back the row"
 [ "$(psql -X -At "$FERRY_PG_URL" -c 'SELECT current_user')" = ferry ] || fail "not connected as ferry"
+say "PostgreSQL: TLS verified against FERRY_PG_CA; without TLS refused"
+[ "$(PGSSLMODE=verify-full PGSSLROOTCERT=$FERRY_PG_CA psql -X -At "$FERRY_PG_URL" \
+  -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')" = t ] ||
+  fail "no TLS connection verified against $FERRY_PG_CA"
+if PGSSLMODE=disable psql -X -At "$FERRY_PG_URL" -c 'SELECT 1' >"$WORK/plain.log" 2>&1; then
+  fail "a connection without TLS was accepted"
+fi
+grep -q "no encryption" "$WORK/plain.log" || fail "plain connection: $(cat "$WORK/plain.log")"
 
 say "stop everything"
 timed "S3 cluster stop" "$ROOT/scripts/s3-cluster" stop "$S3DIR"

@@ -261,12 +261,10 @@ pub fn move_store(
             let mode = if name.ends_with(".pem") { 0o644 } else { 0o600 };
             fsx::write_atomic(&to.join("keys").join(name), &bytes, mode)?;
         }
-        for name in ["ca.pem", "webhook.json"] {
-            let from = src_dir.join(name);
-            if let Ok(bytes) = std::fs::read(&from) {
-                let mode = if name == "ca.pem" { 0o644 } else { 0o600 };
-                fsx::write_atomic(&to.join(name), &bytes, mode)?;
-            }
+        // The webhook's configuration moves with the records (store-state).
+        let ca = src_dir.join("ca.pem");
+        if let Ok(bytes) = std::fs::read(&ca) {
+            fsx::write_atomic(&to.join("ca.pem"), &bytes, 0o644)?;
         }
         fsx::fsync_dir(&to.join("keys"))?;
         let state = MoveState {
@@ -374,10 +372,18 @@ fn describe_records(r: &config::RecordsConfig) -> String {
     match r {
         config::RecordsConfig::Local => "the local directory".into(),
         config::RecordsConfig::Postgres(p) => format!(
-            "PostgreSQL (URL in {}), schema {}",
+            "PostgreSQL (URL in {}), schema {}, {}",
             p.url_file.display(),
-            p.schema
+            p.schema,
+            pg_tls(p)
         ),
+    }
+}
+
+fn pg_tls(p: &config::PostgresConfig) -> String {
+    match &p.ca {
+        Some(ca) => format!("TLS verified with CA {}", ca.display()),
+        None => "no TLS".into(),
     }
 }
 
@@ -403,9 +409,10 @@ pub fn init(data: &Path, names: &[String], backends: &config::Backends, json: bo
     }
     if let config::RecordsConfig::Postgres(pg) = &backends.records {
         println!(
-            "Records in PostgreSQL:    schema {} (URL in {})",
+            "Records in PostgreSQL:    schema {} (URL in {}; {})",
             pg.schema,
-            pg.url_file.display()
+            pg.url_file.display(),
+            pg_tls(pg)
         );
     }
     println!("Server certificate names: {}", out.names.join(", "));

@@ -44,10 +44,7 @@ impl AppState {
             scopes: ScopeCache::default(),
             metrics: crate::metrics::Metrics::default(),
             sessions: crate::console::Sessions::default(),
-            webhooks: crate::webhook::Webhooks::start(
-                store.root().to_path_buf(),
-                store.config().name.clone(),
-            ),
+            webhooks: crate::webhook::Webhooks::start(store.clone(), store.config().name.clone()),
             store,
         })
     }

@@ -2,14 +2,18 @@
 //! state, a snapshot is committed, or a migration moves (cutover asked, cutover steps).
 //!
 //! - Configured by `appliance webhook set` into `DATA/webhook.json` (0600: it holds the HMAC
-//!   secret), read again before each delivery when it changed: no restart needed.
+//!   secret), or with records on PostgreSQL into a record every node reads
+//!   ([`ferry_store::state`]); read again before each delivery: no restart needed.
 //! - Each body is signed: `X-Ferry-Signature: sha256=HEX(HMAC-SHA256(secret, body))`; the body
 //!   carries an id (`X-Ferry-Delivery` too) and its time, so a receiver can refuse replays.
 //! - A failing hook never blocks the appliance: events go through a bounded queue to one
 //!   delivery thread (a full queue drops the event with a warning), and each delivery is retried
 //!   with exponential backoff up to `attempts` times, then dropped with a warning.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use ferry_store::state::StateDoc;
+use ferry_store::Store;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 /// Events waiting for delivery; beyond this they are dropped (with a warning).
 pub const QUEUE: usize = 1024;
-pub const CONFIG_FILE: &str = "webhook.json";
 
 /// `DATA/webhook.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,34 +62,43 @@ impl WebhookConfig {
     }
 }
 
-pub fn config_path(data: &Path) -> PathBuf {
-    data.join(CONFIG_FILE)
+/// Where the configuration is kept, for messages: `DATA/webhook.json`, or its record in
+/// PostgreSQL, which every node of the store reads.
+pub fn location(store: &Store) -> String {
+    store.state_location(StateDoc::Webhook)
 }
 
 /// The configuration, `None` when no webhook is set.
-pub fn load(data: &Path) -> Result<Option<WebhookConfig>> {
-    let path = config_path(data);
-    match std::fs::read(&path) {
-        Ok(b) => {
+pub fn load(store: &Store) -> Result<Option<WebhookConfig>> {
+    let at = || location(store);
+    match store
+        .state_get(StateDoc::Webhook)
+        .with_context(|| format!("read {}", at()))?
+    {
+        Some(b) => {
             let c: WebhookConfig =
-                serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))?;
+                serde_json::from_slice(&b).with_context(|| format!("parse {}", at()))?;
             c.check()?;
             Ok(Some(c))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        None => Ok(None),
     }
 }
 
-pub fn save(data: &Path, c: &WebhookConfig) -> Result<()> {
+pub fn save(store: &Store, c: &WebhookConfig) -> Result<()> {
     c.check()?;
     let text = serde_json::to_vec_pretty(c)?;
-    ferry_store::fsx::write_atomic(
-        &config_path(data),
-        &text,
-        ferry_store::fsx::PRIVATE_FILE_MASK,
-    )?;
+    store
+        .state_put(StateDoc::Webhook, &text)
+        .with_context(|| format!("write {}", location(store)))?;
     Ok(())
+}
+
+/// False if none was set.
+pub fn remove(store: &Store) -> Result<bool> {
+    store
+        .state_delete(StateDoc::Webhook)
+        .with_context(|| format!("remove {}", location(store)))
 }
 
 /// `sha256=HEX`: what `X-Ferry-Signature` carries for `body`.
@@ -116,11 +128,11 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts the delivery thread for the store at `data`.
-    pub fn start(data: PathBuf, appliance: String) -> Webhooks {
+    pub fn start(store: Store, appliance: String) -> Webhooks {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("webhooks".into())
-            .spawn(move || deliver_all(&data, rx));
+            .spawn(move || deliver_all(&store, rx));
         if let Err(e) = spawned {
             tracing::warn!(
                 "webhooks: cannot start the delivery thread: {e}; no webhook will be sent"
@@ -162,9 +174,9 @@ pub fn new_secret() -> String {
     random_hex(32)
 }
 
-fn deliver_all(data: &Path, rx: Receiver<Delivery>) {
+fn deliver_all(store: &Store, rx: Receiver<Delivery>) {
     for d in rx {
-        let cfg = match load(data) {
+        let cfg = match load(store) {
             Ok(Some(c)) => c,
             Ok(None) => continue,
             Err(e) => {

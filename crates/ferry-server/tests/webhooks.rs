@@ -65,7 +65,7 @@ fn receiver(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<Received>>>) {
 
 fn configure(w: &World, url: String, attempts: u32, backoff_ms: u64) {
     webhook::save(
-        w._dir.path(),
+        &w.store,
         &WebhookConfig {
             url,
             secret: SECRET.into(),

@@ -63,6 +63,11 @@ pub struct PostgresConfig {
     /// Connections per node; absent: [`DEFAULT_PG_POOL`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<u32>,
+    /// PEM CA certificate(s) that sign the server's certificate: TLS is then required and the
+    /// server's name (the URL's host) verified. Absent: no TLS (a database on this host or a
+    /// private link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Connections per node to PostgreSQL unless config.json says otherwise.

@@ -64,6 +64,7 @@ pub mod relocate;
 pub mod sessions;
 pub mod snapshots;
 pub mod sources;
+pub mod state;
 pub mod tokens;
 pub mod verify;
 pub mod views;

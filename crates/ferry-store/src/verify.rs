@@ -22,8 +22,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs;
-use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,15 +30,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunks::check_chunk;
 use crate::data::LockMode;
-use crate::error::{io_err, Result, StoreError};
-use crate::fsx::{self, FileLock};
+use crate::error::{Result, StoreError};
 use crate::sessions::unique_data_chunks;
 use crate::snapshots::rfc3339;
+use crate::state::StateDoc;
 use crate::Store;
 
-/// The checkpoint of an interrupted run, under the store's root.
+/// The checkpoint of an interrupted run, at the store's root with local records
+/// ([`StateDoc::VerifyCheckpoint`]).
 pub const VERIFY_STATE: &str = "verify.state";
-/// flock: one verify at a time.
+/// flock, with local records: one verify at a time (the lock of
+/// [`crate::meta::Collection::StoreState`]).
 pub const VERIFY_LOCK: &str = "verify.lock";
 /// Where bad chunks are moved (kept for inspection; safe to delete).
 pub const DAMAGED_DIR: &str = "damaged";
@@ -162,12 +162,11 @@ impl Store {
 
     /// Run `verify` (see the module doc).
     pub fn verify(&self, opts: VerifyOptions) -> Result<VerifyReport> {
-        let _lock = FileLock::try_acquire(&self.root().join(VERIFY_LOCK), LockMode::Exclusive)?
-            .ok_or_else(|| {
-                StoreError::Conflict(
-                    "another verify is running on this store: wait for it or stop it".into(),
-                )
-            })?;
+        let _lock = self.try_lock_verify()?.ok_or_else(|| {
+            StoreError::Conflict(
+                "another verify is running on this store: wait for it or stop it".into(),
+            )
+        })?;
         let mut cp = self.load_checkpoint(opts.start)?;
         let mut report = VerifyReport {
             started: cp.started.clone(),
@@ -186,21 +185,12 @@ impl Store {
         report.rate = report.bytes_checked as f64 / report.seconds.max(1e-6);
         report.bad_chunks = cp.bad.clone();
         self.snapshot_pass(&mut report)?;
-        match fs::remove_file(self.state_path()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("remove", &self.state_path())(e))
-            }
-            _ => {}
-        }
+        self.state_delete(StateDoc::VerifyCheckpoint)?;
         Ok(report)
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.root().join(VERIFY_STATE)
-    }
-
     fn load_checkpoint(&self, start: Start) -> Result<Checkpoint> {
-        let path = self.state_path();
+        let path = self.state_location(StateDoc::VerifyCheckpoint);
         let fresh = Checkpoint {
             version: STATE_VERSION,
             started: rfc3339(SystemTime::now()),
@@ -212,29 +202,23 @@ impl Store {
         if start == Start::Restart {
             return Ok(fresh);
         }
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if start == Start::Resume {
-                    return Err(StoreError::NotFound(format!(
-                        "no interrupted verify to resume ({} does not exist): run verify without --resume",
-                        path.display()
-                    )));
-                }
-                return Ok(fresh);
+        let Some(bytes) = self.state_get(StateDoc::VerifyCheckpoint)? else {
+            if start == Start::Resume {
+                return Err(StoreError::NotFound(format!(
+                    "no interrupted verify to resume ({path} does not exist): run verify \
+                     without --resume"
+                )));
             }
-            Err(e) => return Err(io_err("read", &path)(e)),
+            return Ok(fresh);
         };
         let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
             StoreError::Invalid(format!(
-                "parse the verify checkpoint {}: {e}; run verify with --restart",
-                path.display()
+                "parse the verify checkpoint {path}: {e}; run verify with --restart"
             ))
         })?;
         if cp.version != STATE_VERSION {
             return Err(StoreError::Invalid(format!(
-                "the verify checkpoint {} has version {}: run verify with --restart",
-                path.display(),
+                "the verify checkpoint {path} has version {}: run verify with --restart",
                 cp.version
             )));
         }
@@ -244,7 +228,7 @@ impl Store {
     fn save_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         let bytes =
             serde_json::to_vec_pretty(cp).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        fsx::write_atomic(&self.state_path(), &bytes, 0o600)
+        self.state_put(StateDoc::VerifyCheckpoint, &bytes)
     }
 
     /// Step 2: every stored chunk after the checkpoint, in id order.

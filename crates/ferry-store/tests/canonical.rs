@@ -8,8 +8,10 @@ use ferry_format::index::Entry;
 use ferry_format::{ChunkId, DiskIndex};
 use ferry_store::chunks::PutOutcome;
 use ferry_store::keys::ManifestSigner;
+use ferry_store::state::StateDoc;
 use ferry_store::verify::{Start, VerifyOptions, VERIFY_STATE};
 use ferry_store::{Store, StoreError};
+use ferry_test_support::storage::is_pg;
 use ferry_test_support::store::{
     commit_request, mark_of, new_local_store, new_store, plant_chunk, remove_chunk, set_mark,
     stored_frame, CS,
@@ -248,7 +250,10 @@ fn verify_quarantines_bad_chunks_names_damaged_snapshots_and_a_backup_heals_them
     );
     let healed = verify(&store, Start::Auto);
     assert!(healed.is_clean(), "{healed}");
-    assert!(!dir.path().join(VERIFY_STATE).exists());
+    assert!(store
+        .state_get(StateDoc::VerifyCheckpoint)
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -319,8 +324,14 @@ fn verify_resumes_after_the_checkpoint_and_resume_needs_one() {
         "version": 1, "started": "2026-01-01T00:00:00Z", "after": ids[14],
         "checked": 15, "bytes": 12345, "bad": []
     });
-    let path = dir.path().join(VERIFY_STATE);
-    fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let checkpoint = serde_json::to_vec(&state).unwrap();
+    store
+        .state_put(StateDoc::VerifyCheckpoint, &checkpoint)
+        .unwrap();
+    if !is_pg() {
+        // Where it has always been with local records.
+        assert!(dir.path().join(VERIFY_STATE).exists());
+    }
     // A chunk before the checkpoint is corrupted: the resumed run does not read it again.
     plant_chunk(&store, &ids[3], b"garbage");
     let r = verify(&store, Start::Resume);
@@ -328,9 +339,17 @@ fn verify_resumes_after_the_checkpoint_and_resume_needs_one() {
     assert_eq!((r.chunks_skipped, r.chunks_checked), (15, 25));
     assert_eq!(r.started, "2026-01-01T00:00:00Z");
     assert!(r.bad_chunks.is_empty());
-    assert!(!path.exists(), "a finished run removes its checkpoint");
+    assert!(
+        store
+            .state_get(StateDoc::VerifyCheckpoint)
+            .unwrap()
+            .is_none(),
+        "a finished run removes its checkpoint"
+    );
     // --restart reads everything and finds it.
-    fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    store
+        .state_put(StateDoc::VerifyCheckpoint, &checkpoint)
+        .unwrap();
     let r = verify(&store, Start::Restart);
     assert_eq!((r.chunks_skipped, r.chunks_checked), (0, 40));
     assert_eq!(r.bad_chunks.len(), 1);

@@ -29,6 +29,7 @@ impl Pg {
             url: self.0.url.clone(),
             schema: schema.into(),
             pool_size: 4,
+            ca: Some(self.0.ca()),
         }
     }
 
@@ -183,4 +184,88 @@ fn records_on_postgresql_keep_the_contract_and_lock_across_nodes() {
     // A schema name that is not a plain identifier never reaches SQL.
     let e = PgRecords::open(&pg.config("x; DROP TABLE records")).expect_err("bad schema");
     assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+}
+
+/// The cluster takes TLS connections only (scripts/pg): with its CA a node connects; without a
+/// CA, with another CA, with a URL asking for TLS but no CA, or with a CA file that holds no
+/// certificate, the open fails naming the database and what to give.
+#[test]
+fn postgresql_connections_use_tls_verified_against_the_given_ca() {
+    let pg = Pg::start();
+    let good = pg.records("tls_ok");
+    assert_eq!(good.schema_version().expect("version"), SCHEMA_VERSION);
+    // Every connection of user ferry (the pool's, this psql's own) is encrypted.
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FILTER (WHERE NOT s.ssl) || '/' || count(*) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'ferry'"
+        )
+        .split('/')
+        .next(),
+        Some("0")
+    );
+
+    let open_err = |cfg: PgConfig| match PgRecords::open(&cfg) {
+        Err(e @ StoreError::Database { .. }) => e.to_string(),
+        Err(e) => panic!("not a database error: {e}"),
+        Ok(_) => panic!("opened with {cfg:?}"),
+    };
+    let plain = PgConfig {
+        ca: None,
+        ..pg.config("tls_plain")
+    };
+    let e = open_err(plain.clone());
+    assert!(
+        e.contains("pg_hba.conf refuses this node") && e.contains("--pg-ca"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let e = open_err(PgConfig {
+        ca: Some(other_ca.clone()),
+        ..pg.config("tls_other")
+    });
+    assert!(
+        e.contains("not signed by the CA given with --pg-ca")
+            && e.contains(&other_ca.display().to_string()),
+        "{e}"
+    );
+
+    let e = open_err(PgConfig {
+        url: format!("{}?sslmode=require", pg.0.url),
+        ..plain
+    });
+    assert!(
+        e.contains("sslmode=require") && e.contains("--pg-ca FILE"),
+        "{e}"
+    );
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let e = open_err(PgConfig {
+        ca: Some(empty.clone()),
+        ..pg.config("tls_empty")
+    });
+    assert!(
+        e.contains(&format!("read the PostgreSQL CA file {}", empty.display()))
+            && e.contains("no usable certificate"),
+        "{e}"
+    );
 }

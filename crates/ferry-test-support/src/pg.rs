@@ -47,6 +47,22 @@ impl TestPg {
     pub fn env_file(&self) -> PathBuf {
         self.dir.path().join("env")
     }
+
+    /// The CA that signs its certificate (what `--pg-ca` takes).
+    pub fn ca(&self) -> PathBuf {
+        ca_of(&self.env_file()).expect("scripts/pg writes FERRY_PG_CA to DIR/env")
+    }
+}
+
+/// `FERRY_PG_CA` of a `scripts/pg` env file: the CA its server's certificate is signed by
+/// (the server takes TLS connections only).
+pub fn ca_of(env: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(env)
+        .unwrap_or_else(|e| panic!("read the PostgreSQL env file {}: {e}", env.display()));
+    ferry_store::data::s3::parse_env_lines(&text)
+        .into_iter()
+        .find(|(k, v)| k == "FERRY_PG_CA" && !v.is_empty())
+        .map(|(_, v)| PathBuf::from(v))
 }
 
 impl Drop for TestPg {

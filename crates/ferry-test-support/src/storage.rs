@@ -72,6 +72,7 @@ pub fn test_records() -> RecordsConfig {
         .expect("FERRY_TEST_RECORDS=pg needs FERRY_TEST_PG_ENV=DIR/env of `scripts/pg start DIR`");
     let rand: [u8; 8] = std::array::from_fn(|_| fastrand_byte());
     RecordsConfig::Postgres(PostgresConfig {
+        ca: crate::pg::ca_of(&url_file),
         url_file,
         schema: format!("t_{}", hex(&rand)),
         // Two test threads, each with a server and the test's own store: stay well inside the
@@ -92,6 +93,9 @@ pub fn init_args(backends: &Backends) -> Vec<String> {
             "--pg-schema".into(),
             pg.schema.clone(),
         ]);
+        if let Some(ca) = &pg.ca {
+            args.extend(["--pg-ca".into(), ca.display().to_string()]);
+        }
     }
     let Storage::S3(c) = &backends.storage else {
         return args;

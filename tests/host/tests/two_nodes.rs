@@ -70,6 +70,7 @@ fn a_job_is_handed_out_once_when_two_agents_poll_two_nodes_at_once() {
     let backends = Backends {
         storage: Storage::Local,
         records: RecordsConfig::Postgres(PostgresConfig {
+            ca: ferry_test_support::pg::ca_of(&env),
             url_file: env,
             schema: format!("two_nodes_{rand:08x}"),
             pool_size: None,

@@ -27,7 +27,7 @@ impl LocalRecords {
     fn dir(&self, c: Collection) -> PathBuf {
         match c {
             Collection::Beacons => self.root.join(Collection::Jobs.name()),
-            Collection::Tokens => self.root.clone(),
+            Collection::Tokens | Collection::StoreState => self.root.clone(),
             _ => self.root.join(c.name()),
         }
     }
@@ -48,12 +48,22 @@ impl LocalRecords {
             }
             return Ok(self.root.join("tokens.json"));
         }
+        if c == Collection::StoreState {
+            // A fixed set of file names, not ids of the caller's choosing.
+            return match crate::state::StateDoc::from_id(id) {
+                Some(doc) => Ok(self.root.join(doc.id())),
+                None => Err(StoreError::Invalid(format!(
+                    "no store-state document {id:?}"
+                ))),
+            };
+        }
         Ok(self.dir(c).join(format!("{id}{}", Self::suffix(c))))
     }
 
     fn lock_path(&self, c: Collection) -> PathBuf {
         match c.lock_owner() {
             Collection::Tokens => self.root.join("tokens.lock"),
+            Collection::StoreState => self.root.join(crate::verify::VERIFY_LOCK),
             owner => self.dir(owner).join(".lock"),
         }
     }
@@ -95,6 +105,12 @@ impl Records for LocalRecords {
         })
     }
 
+    fn try_lock(&self, c: Collection) -> Result<Option<RecordLock>> {
+        fsx::create_dir_all(&self.dir(c.lock_owner()))?;
+        let lock = FileLock::try_acquire(&self.lock_path(c), LockMode::Exclusive)?;
+        Ok(lock.map(|l| RecordLock { _held: Box::new(l) }))
+    }
+
     fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>> {
         read_optional(&self.path(c, id)?)
     }
@@ -121,6 +137,16 @@ impl Records for LocalRecords {
                 .then(|| TOKENS_RECORD.to_string())
                 .into_iter()
                 .collect());
+        }
+        if c == Collection::StoreState {
+            let mut ids = Vec::new();
+            for doc in crate::state::StateDoc::ALL {
+                if fs::symlink_metadata(self.root.join(doc.id())).is_ok() {
+                    ids.push(doc.id().to_string());
+                }
+            }
+            ids.sort();
+            return Ok(ids);
         }
         let mut ids = fsx::record_ids(&self.dir(c), Self::suffix(c))?;
         ids.sort();

@@ -38,6 +38,7 @@ pub fn open_records(root: &Path, cfg: &RecordsConfig) -> Result<Arc<dyn Records>
             url: read_url_file(&pg.url_file)?,
             schema: pg.schema.clone(),
             pool_size: pg.pool_size.unwrap_or(DEFAULT_PG_POOL),
+            ca: pg.ca.clone(),
         })?)),
     }
 }
@@ -93,6 +94,10 @@ pub enum Collection {
     /// S3 does not GET every manifest. Made again from the manifests when missing; not in
     /// [`Collection::ALL`] (a store move does not copy it).
     SnapshotSummaries,
+    /// Documents about the store as a whole ([`crate::state::StateDoc`]: GC's last run,
+    /// verify's checkpoint, the webhook), each id a file name at the store's root when the
+    /// records are local. Its lock is verify's, taken with [`Records::try_lock`].
+    StoreState,
 }
 
 /// The id of the token table in [`Collection::Tokens`].
@@ -100,7 +105,7 @@ pub const TOKENS_RECORD: &str = "tokens";
 
 impl Collection {
     /// Every collection that holds state (not [`Collection::SnapshotSummaries`], a cache).
-    pub const ALL: [Collection; 7] = [
+    pub const ALL: [Collection; 8] = [
         Collection::Agents,
         Collection::Jobs,
         Collection::Sources,
@@ -108,6 +113,7 @@ impl Collection {
         Collection::Sessions,
         Collection::Beacons,
         Collection::Tokens,
+        Collection::StoreState,
     ];
 
     /// The directory name (local) and the `collection` column (PostgreSQL).
@@ -121,6 +127,7 @@ impl Collection {
             Collection::Beacons => "beacons",
             Collection::Tokens => "tokens",
             Collection::SnapshotSummaries => "snapshot-summaries",
+            Collection::StoreState => "store-state",
         }
     }
 
@@ -143,6 +150,7 @@ impl Collection {
             Collection::Beacons => 6,
             Collection::Tokens => 7,
             Collection::SnapshotSummaries => 8,
+            Collection::StoreState => 9,
         }
     }
 }
@@ -172,6 +180,8 @@ pub trait Records: Send + Sync + fmt::Debug {
     /// are taken in the store's lock order (jobs, migrations, agents, sources, ...) to stay
     /// free of deadlocks.
     fn lock(&self, c: Collection) -> Result<RecordLock>;
+    /// [`Records::lock`] if no one holds it, else `None` at once.
+    fn try_lock(&self, c: Collection) -> Result<Option<RecordLock>>;
     /// The record, or `None` if there is none.
     fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>>;
     /// Create or replace a record, atomically and durably.

@@ -13,6 +13,9 @@
 //!   its locks with it), the writes made under the lock fail too instead of going on
 //!   unprotected. A thread takes at most one connection for its locks, taken before its first
 //!   lock, so a full pool cannot deadlock threads that hold locks.
+//! - TLS: with a CA ([`PgConfig::ca`]) every connection requires TLS (rustls) and verifies the
+//!   server's certificate against that CA and the URL's host; without one, none is attempted (a
+//!   URL asking for TLS is refused then, rather than half-honoured).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -22,8 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::NoTls;
+use postgres::config::SslMode;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Collection, RecordLock, Records};
 use crate::error::{Result, StoreError};
@@ -76,6 +80,8 @@ pub struct PgConfig {
     pub schema: String,
     /// Connections per node.
     pub pool_size: u32,
+    /// PEM CA certificate(s) that sign the server's certificate: TLS required and verified.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for PgConfig {
@@ -84,6 +90,7 @@ impl fmt::Debug for PgConfig {
         f.debug_struct("PgConfig")
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("ca", &self.ca)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +124,12 @@ impl Drop for PgConn {
     }
 }
 
+impl From<postgres::Client> for PgConn {
+    fn from(client: postgres::Client) -> PgConn {
+        PgConn(Some(client))
+    }
+}
+
 impl PgConn {
     fn client(&mut self) -> Result<&mut postgres::Client, ConnError> {
         self.0.as_mut().ok_or(ConnError::Closed)
@@ -133,7 +146,7 @@ enum ConnError {
 }
 
 /// r2d2_postgres's manager, handing out [`PgConn`]s.
-struct Manager(PostgresConnectionManager<NoTls>);
+struct Manager(PostgresConnectionManager<MakeRustlsConnect>);
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
@@ -172,6 +185,7 @@ struct Inner {
     chunk_lock: catalogue::ChunkLock,
     /// To open the connection that holds the node's shared chunk lock, outside the pool.
     pg: postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 impl fmt::Debug for Inner {
@@ -199,12 +213,32 @@ const CONNECT_HINT: &str = "check that PostgreSQL is running and reachable from 
 
 fn db_err<'a>(database: &'a str, op: &'a str) -> impl FnOnce(postgres::Error) -> StoreError + 'a {
     move |e| {
-        // A closed or refused connection is the database being away, not a bad query.
-        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        let detail = if e.is_closed() || io {
-            format!("{e}: {CONNECT_HINT}")
+        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        let tls = io
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        // "db error" alone says nothing: the server's message.
+        let what = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        };
+        let refused =
+            e.code() == Some(&postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        let detail = if let Some(tls) = tls {
+            format!(
+                "TLS handshake: {tls}: the server's certificate is not signed by the CA given \
+                 with --pg-ca, or does not name the host of the URL"
+            )
+        } else if refused {
+            format!(
+                "{what}: the server's pg_hba.conf refuses this node; if it accepts TLS \
+                 connections only, give the CA that signs its certificate with --pg-ca"
+            )
+        } else if e.is_closed() || io.is_some() {
+            // A closed or refused connection is the database being away, not a bad query.
+            format!("{what}: {CONNECT_HINT}")
         } else {
-            e.to_string()
+            what
         };
         StoreError::Database {
             op: op.to_string(),
@@ -220,6 +254,58 @@ fn pool_err<'a>(database: &'a str, op: &'a str) -> impl FnOnce(r2d2::Error) -> S
         database: database.to_string(),
         detail: format!("no connection within {CONNECT_TIMEOUT:?} ({e}): {CONNECT_HINT}"),
     }
+}
+
+/// The connector for `cfg`, with the URL's `sslmode` set to what it does (module doc).
+fn tls_for(cfg: &PgConfig, pg: &mut postgres::Config, target: &str) -> Result<MakeRustlsConnect> {
+    let err = |op: String, detail: String| StoreError::Database {
+        op,
+        database: target.to_string(),
+        detail,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("set up TLS".into(), e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.ca {
+        None if matches!(pg.get_ssl_mode(), SslMode::Require) => {
+            return Err(err(
+                "read the PostgreSQL URL".into(),
+                "it asks for TLS (sslmode=require) but the appliance has no CA to verify the \
+                 server with: give the CA that signs the server's certificate with --pg-ca FILE"
+                    .into(),
+            ));
+        }
+        // No TLS: the connector is never used.
+        None => {
+            pg.ssl_mode(SslMode::Disable);
+        }
+        Some(_) if matches!(pg.get_ssl_mode(), SslMode::Disable) => {
+            return Err(err(
+                "read the PostgreSQL URL".into(),
+                "it says sslmode=disable but a CA is given (--pg-ca), which means TLS: \
+                 remove one of them"
+                    .into(),
+            ));
+        }
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let op = || format!("read the PostgreSQL CA file {}", path.display());
+            let hint = "give --pg-ca a PEM file of CERTIFICATE blocks";
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| err(op(), format!("{e}; {hint}")))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(err(op(), format!("no usable certificate in it; {hint}")));
+            }
+            pg.ssl_mode(SslMode::Require);
+        }
+    }
+    Ok(MakeRustlsConnect::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// "ferry at 127.0.0.1:5432, schema s": the URL without its user and password.
@@ -281,13 +367,24 @@ impl PgRecords {
     /// Connect, create the schema if needed and bring it to [`SCHEMA_VERSION`].
     pub fn open(cfg: &PgConfig) -> Result<PgRecords> {
         check_schema(&cfg.schema)?;
-        let pg = postgres::Config::from_str(&cfg.url).map_err(|e| StoreError::Database {
+        let mut pg = postgres::Config::from_str(&cfg.url).map_err(|e| StoreError::Database {
             op: "read the PostgreSQL URL".into(),
             database: format!("(schema {})", cfg.schema),
             // Not the URL: it holds the password.
             detail: format!("{e}: write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
         })?;
-        let target = describe_target(&pg, &cfg.schema);
+        let mut target = describe_target(&pg, &cfg.schema);
+        let tls = tls_for(cfg, &mut pg, &target)?;
+        if let Some(ca) = &cfg.ca {
+            target.push_str(&format!(" (TLS, CA {})", ca.display()));
+        }
+        // One connection first: the pool reports a failed connect as a timeout, without why
+        // (refused, TLS, authentication), which is what the operator needs.
+        let first = {
+            let (pg, tls) = (pg.clone(), tls.clone());
+            off_runtime(move || pg.connect(tls).map(PgConn::from))
+        };
+        drop(first.map_err(db_err(&target, "connect"))?);
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool_size.max(2))
             .min_idle(Some(1))
@@ -295,7 +392,10 @@ impl PgRecords {
             .connection_customizer(Box::new(SearchPath(cfg.schema.clone())))
             // Failed connects are in the errors returned; r2d2 would also log each to stderr.
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(Manager(PostgresConnectionManager::new(pg.clone(), NoTls)))
+            .build(Manager(PostgresConnectionManager::new(
+                pg.clone(),
+                tls.clone(),
+            )))
             .map_err(pool_err(&target, "connect"))?;
         let digest = blake3::hash(format!("ferry records\0{}", cfg.schema).as_bytes());
         let [a, b, c, d, ..] = *digest.as_bytes();
@@ -308,6 +408,7 @@ impl PgRecords {
                 lock_space: i32::from_le_bytes([a, b, c, d]),
                 chunk_lock: catalogue::ChunkLock::default(),
                 pg,
+                tls,
             }),
         };
         off_runtime(|| records.migrate())?;
@@ -538,6 +639,13 @@ impl Records for PgRecords {
         }
     }
 
+    fn try_lock(&self, c: Collection) -> Result<Option<RecordLock>> {
+        let op = format!("lock the {c} records");
+        Ok(self
+            .lock_key(self.key(c), &op, LockHow::Try)?
+            .map(|held| RecordLock { _held: held }))
+    }
+
     fn get(&self, c: Collection, id: &str) -> Result<Option<Vec<u8>>> {
         self.with_conn(&format!("read {c} record {id}"), |conn| {
             conn.query_opt(
@@ -676,6 +784,7 @@ mod tests {
             url: format!("postgres://ferry:secret@127.0.0.1:{port}/ferrydb"),
             schema: "site1".into(),
             pool_size: 2,
+            ca: None,
         };
         let e = PgRecords::open(&cfg).unwrap_err();
         let text = e.to_string();
