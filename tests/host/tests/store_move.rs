@@ -52,10 +52,19 @@ fn a_local_store_moves_with_every_chunk_checked_and_restores_identically() {
     write_region(&f, 8 * MIB, 2 * MIB as usize, "random", &mut Rng::new(7));
     drop(f);
     let second = src.backup("web01", &[&web]);
+    // A move goes oldest first, ties broken by id (db01 < web01): db01's snapshot must be the
+    // newest by a second for web01's to move before it (the damage below).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let other = src.backup("db01", &[&db]);
     src.kill();
     let ids = snapshot_ids(&src);
     assert_eq!(ids.len(), 3);
+    // A webhook and a GC report: store-state records, which move with the others.
+    ok(src
+        .appliance()
+        .args(["webhook", "set", "--url", "https://hooks.example/ferry", "--data"])
+        .arg(src.data()));
+    ok(src.appliance().args(["gc", "--data"]).arg(src.data()));
 
     let backends =
         ferry_test_support::storage::init_args(&ferry_test_support::storage::test_storage());
@@ -143,6 +152,18 @@ fn a_local_store_moves_with_every_chunk_checked_and_restores_identically() {
     drop(store);
     let moved = Appliance::serve_moved(dest, &src);
     assert_eq!(snapshot_ids(&moved), ids);
+    // The webhook and the last GC report came along (on PostgreSQL: rows, not files).
+    let hook = ok(moved
+        .appliance()
+        .args(["webhook", "show", "--data"])
+        .arg(moved.data()));
+    assert!(hook.contains("url https://hooks.example/ferry"), "{hook}");
+    let status = ok(moved
+        .appliance()
+        .args(["gc", "--status", "--json", "--data"])
+        .arg(moved.data()));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["last"]["finished"].is_string(), "{status}");
     for (snap, img, disk) in [(&second, &web, "web"), (&other, &db, "db")] {
         let out = work.path().join("restored.img");
         moved.restore(snap["snapshot"].as_str().unwrap(), &[(disk, &out)], &[]);
