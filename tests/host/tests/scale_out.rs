@@ -2,7 +2,8 @@
 //! hosts: the same keys and config.json), on one S3 cluster and one PostgreSQL. 50 backup agents
 //! (different machines sharing half of their data) back up at once, half of them given node A
 //! first and half node B; mid-run node A is killed, one Ceph OSD is stopped and GC runs from
-//! node A's directory while the backups go on through node B. Then 10 restores at once, spread
+//! node A's directory while the backups go on through node B, deleting garbage planted before
+//! the run (so its exclusive chunk lock meets B's uploads). Then 10 restores at once, spread
 //! over both nodes (A back), each `cmp`-identical, and GC reports nothing missing.
 //!
 //! Runs with `FERRY_TEST_STORAGE=s3 FERRY_TEST_RECORDS=pg` only (scripts/test's scaled-out
@@ -17,9 +18,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_test_support::storage::{is_pg, is_s3, test_storage};
+use ferry_test_support::store::{ago, numbered_chunk, set_mark};
 
 const AGENTS: usize = 50;
 const RESTORES: usize = 10;
+/// Unreferenced chunks planted before the run, for the mid-run GC to delete.
+const GARBAGE: u64 = 24;
 const DISK: usize = 4 << 20;
 const CHUNK_SIZE: &str = "262144";
 
@@ -117,6 +121,16 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
         fs::copy(e.path(), b_data.join("keys").join(e.file_name())).unwrap();
     }
     let b = Node::start(&b_data, a.dir.path().join("node-b.log"));
+    // Garbage for the GC that runs mid-run: chunks nothing references, unused for 20 days,
+    // so its deletions hold the chunk lock exclusively while node B takes uploads.
+    {
+        let store = ferry_store::Store::open(&a.data()).expect("open the store from A's directory");
+        for n in 0..GARBAGE {
+            let (id, frame) = numbered_chunk(7 << 40 | n);
+            store.put_chunk(&id, &frame).expect("store a garbage chunk");
+            set_mark(&store, &id, ago(20 * 86_400));
+        }
+    }
     let (log_a, log_b) = (
         a.dir.path().join("serve.log"),
         a.dir.path().join("node-b.log"),
@@ -158,11 +172,14 @@ fn fifty_agents_and_ten_restores_over_two_nodes_through_a_node_kill_and_a_ceph_n
     let killed_at = t.elapsed();
     let osd = StoppedOsd("1");
     s3_cluster(&["stop-node", osd.0]);
+    let gc_started = Instant::now();
     let during = gc(&a.data());
     log(format!(
-        "node A killed at {:.1} s; osd.1 stopped; GC during the backups: {during}",
-        killed_at.as_secs_f64()
+        "node A killed at {:.1} s; osd.1 stopped; GC during the backups ({:.1} s): {during}",
+        killed_at.as_secs_f64(),
+        gc_started.elapsed().as_secs_f64()
     ));
+    assert_eq!(during["removed_chunks"], GARBAGE, "{during}");
     let (results, logs): (Vec<serde_json::Value>, Vec<String>) = backups
         .into_iter()
         .enumerate()

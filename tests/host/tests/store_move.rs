@@ -62,7 +62,13 @@ fn a_local_store_moves_with_every_chunk_checked_and_restores_identically() {
     // A webhook and a GC report: store-state records, which move with the others.
     ok(src
         .appliance()
-        .args(["webhook", "set", "--url", "https://hooks.example/ferry", "--data"])
+        .args([
+            "webhook",
+            "set",
+            "--url",
+            "https://hooks.example/ferry",
+            "--data",
+        ])
         .arg(src.data()));
     ok(src.appliance().args(["gc", "--data"]).arg(src.data()));
 
