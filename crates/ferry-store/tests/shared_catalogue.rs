@@ -12,11 +12,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ferry_store::chunks::PutOutcome;
 use ferry_store::data::LockMode;
-use ferry_store::StoreError;
+use ferry_store::{Store, StoreError};
 use ferry_test_support::storage::{is_pg, is_s3, test_storage};
 use ferry_test_support::store::{ago, chunk, mark_of, new_store_on, numbered_chunk, set_mark};
 
 const DAY: u64 = 86_400;
+
+/// Two stores on one test storage (bucket prefix and schema): two nodes, each with a data
+/// directory of its own (kept while the returned directories live).
+fn two_nodes() -> ([tempfile::TempDir; 2], Store, Store) {
+    let backends = test_storage();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (a, _) = new_store_on(dirs[0].path(), &backends);
+    let (b, _) = new_store_on(dirs[1].path(), &backends);
+    (dirs, a, b)
+}
 
 #[test]
 fn two_nodes_share_one_chunk_catalogue_and_its_locks() {
@@ -27,10 +37,7 @@ fn two_nodes_share_one_chunk_catalogue_and_its_locks() {
         );
         return;
     }
-    let backends = test_storage();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, _) = new_store_on(da.path(), &backends);
-    let (b, _) = new_store_on(db.path(), &backends);
+    let (_dirs, a, b) = two_nodes();
 
     // What A stores, B knows, without a request to the bucket per chunk.
     let (kept, kept_frame) = chunk(1);
@@ -107,10 +114,7 @@ fn gc_on_one_node_finishes_while_the_other_uploads_steadily() {
     }
     const WRITERS: u64 = 8;
     const GARBAGE: u64 = 40;
-    let backends = test_storage();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, _) = new_store_on(da.path(), &backends);
-    let (b, _) = new_store_on(db.path(), &backends);
+    let (_dirs, a, b) = two_nodes();
     let garbage: Vec<_> = (0..GARBAGE).map(|n| numbered_chunk(1 << 40 | n)).collect();
     for (id, frame) in &garbage {
         a.put_chunk(id, frame).unwrap();
@@ -174,10 +178,7 @@ fn two_nodes_hand_out_one_sync_task_when_asked_at_once() {
         println!("SKIPPED: needs FERRY_TEST_RECORDS=pg (docs/development.md, \"Backends\")");
         return;
     }
-    let backends = test_storage();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, _) = new_store_on(da.path(), &backends);
-    let (b, _) = new_store_on(db.path(), &backends);
+    let (_dirs, a, b) = two_nodes();
     for round in 0..20 {
         let machine = format!("src{round:02}");
         let req = ferry_format::source::SourceEnrollRequest {
@@ -215,10 +216,7 @@ fn two_nodes_share_gc_status_verify_lock_and_webhook() {
         println!("SKIPPED: needs FERRY_TEST_RECORDS=pg (docs/development.md, \"Backends\")");
         return;
     }
-    let backends = test_storage();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, _) = new_store_on(da.path(), &backends);
-    let (b, _) = new_store_on(db.path(), &backends);
+    let (dirs, a, b) = two_nodes();
 
     assert!(b.gc_status().unwrap().last.is_none());
     let report = a.gc(SystemTime::now()).unwrap();
@@ -228,7 +226,7 @@ fn two_nodes_share_gc_status_verify_lock_and_webhook() {
         .last
         .expect("A's GC run, seen from B");
     assert_eq!(seen.report, Some(report));
-    assert!(!db.path().join(StateDoc::GcLast.id()).exists());
+    assert!(!dirs[1].path().join(StateDoc::GcLast.id()).exists());
 
     // A verify running on A (its lock held) is one B waits for, and B's refusal names it.
     let held = a.records().try_lock(Collection::StoreState).unwrap();
