@@ -236,9 +236,33 @@ mod tests {
         let file = dir.path().join("pg.url");
         std::fs::write(&file, "postgres://u:p@db/ferry\n").unwrap();
         pg.pg_url_file = Some(file.clone());
-        let RecordsConfig::Postgres(c) = records_from_args(pg).unwrap() else {
+        let RecordsConfig::Postgres(c) = records_from_args(pg.clone()).unwrap() else {
             panic!("not postgres")
         };
         assert_eq!((c.url_file, c.schema.as_str()), (file, DEFAULT_PG_SCHEMA));
+        assert_eq!(c.ca, None);
+        // --pg-ca: recorded as given (absolute), and only with --records postgres.
+        let ca = dir.path().join("pg-ca.pem");
+        pg.pg_ca = Some(ca.clone());
+        assert!(matches!(
+            records_from_args(pg.clone()).unwrap_err(),
+            StorageArgsError::File {
+                flag: "--pg-ca",
+                ..
+            }
+        ));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let RecordsConfig::Postgres(c) = records_from_args(pg).unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(c.ca, Some(ca.clone()));
+        let ca_only = RecordsArgs {
+            pg_ca: Some(ca),
+            ..RecordsArgs::default()
+        };
+        assert_eq!(
+            records_from_args(ca_only).unwrap_err(),
+            StorageArgsError::PgFlagWithLocal { flag: "--pg-ca" }
+        );
     }
 }
