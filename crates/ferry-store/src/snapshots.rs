@@ -222,11 +222,20 @@ impl Store {
     /// cache ([`Collection::SnapshotSummaries`]): one LIST and one read of the records instead
     /// of a GET per manifest; a snapshot missing from the cache is read and added.
     pub fn list_snapshots(&self, machine: Option<&str>) -> Result<Vec<SnapshotSummary>> {
-        let ids = self.snapshot_ids()?;
+        // A machine's snapshot ids start with its name (cut as `snapshot_id` cuts it) and a
+        // dash; the prefix may catch a longer name too (`web` and `web-2`), filtered below.
+        let prefix = machine.map_or(String::new(), |m| {
+            format!("{}-", m.get(..m.len().min(ID_MACHINE_MAX)).unwrap_or(m))
+        });
+        let mut ids = self.snapshot_ids()?;
+        ids.retain(|id| id.starts_with(&prefix));
         let cache = !self.config().storage.is_local();
         let mut cached: HashMap<String, SnapshotSummary> = HashMap::new();
         if cache {
-            for (id, body) in self.records().all(Collection::SnapshotSummaries)? {
+            let entries = self
+                .records()
+                .all_with_prefix(Collection::SnapshotSummaries, &prefix)?;
+            for (id, body) in entries {
                 match serde_json::from_slice::<SnapshotSummary>(&body) {
                     Ok(s) if s.snapshot == id => {
                         cached.insert(id, s);

@@ -84,4 +84,36 @@ fn listing_uses_the_summary_cache_and_keeps_it_true_to_the_bucket() {
     assert!(cached(&ghost.snapshot).is_none());
     let fixed: SnapshotSummary = serde_json::from_slice(&cached(&ids[0]).unwrap()).unwrap();
     assert_eq!(fixed, entry);
+
+    // One machine's listing reads the entries of ids with its prefix only, and a machine whose
+    // name extends another's (web01-b) is told apart.
+    let (id, frame) = chunk(3);
+    store.put_chunk(&id, &frame).unwrap();
+    let session = store
+        .start_session("web01-b", 65536, SystemTime::now())
+        .unwrap();
+    let (index, req) = disk(&[id]);
+    store
+        .put_index(&session, "sda", &index, SystemTime::now())
+        .unwrap();
+    let longer = store
+        .commit(&session, &req, &signer, SystemTime::now())
+        .unwrap();
+    let names = |machine| -> Vec<String> {
+        let listed = store.list_snapshots(Some(machine)).unwrap();
+        listed.into_iter().map(|s| s.snapshot).collect()
+    };
+    assert_eq!(names("web01"), vec![ids[0].clone()]);
+    assert_eq!(names("web01-b"), vec![longer.clone()]);
+    assert_eq!(names("db01"), vec![ids[1].clone()]);
+    assert!(names("nobody").is_empty());
+    let with_prefix: Vec<String> = records
+        .all_with_prefix(Collection::SnapshotSummaries, "web01-")
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut want = vec![ids[0].clone(), longer];
+    want.sort();
+    assert_eq!(with_prefix, want);
 }

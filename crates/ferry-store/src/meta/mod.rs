@@ -193,8 +193,13 @@ pub trait Records: Send + Sync + fmt::Debug {
     /// Every record with its id, sorted by id; one whose body cannot be read is left out with a
     /// warning (as a damaged file always was).
     fn all(&self, c: Collection) -> Result<Vec<(String, Vec<u8>)>> {
+        self.all_with_prefix(c, "")
+    }
+    /// [`Records::all`] of the records whose id starts with `prefix` (one machine's snapshot
+    /// summaries: ids are `<machine>-<time>`).
+    fn all_with_prefix(&self, c: Collection, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
-        for id in self.ids(c)? {
+        for id in self.ids(c)?.into_iter().filter(|id| id.starts_with(prefix)) {
             match self.get(c, &id) {
                 Ok(Some(body)) => out.push((id, body)),
                 // Deleted since the listing.

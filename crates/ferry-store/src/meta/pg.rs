@@ -697,11 +697,12 @@ impl Records for PgRecords {
         })
     }
 
-    fn all(&self, c: Collection) -> Result<Vec<(String, Vec<u8>)>> {
+    fn all_with_prefix(&self, c: Collection, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         self.with_conn(&format!("read the {c} records"), |conn| {
             conn.query(
-                "SELECT id, body::text FROM records WHERE collection = $1 ORDER BY id COLLATE \"C\"",
-                &[&c.name()],
+                "SELECT id, body::text FROM records WHERE collection = $1 AND starts_with(id, $2)
+                 ORDER BY id COLLATE \"C\"",
+                &[&c.name(), &prefix],
             )
             .map(|rows| {
                 rows.iter()
