@@ -11,20 +11,19 @@
 //!   with exponential backoff up to `attempts` times, then dropped with a warning.
 
 use std::path::PathBuf;
-
-use ferry_store::state::StateDoc;
-use ferry_store::Store;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use ferry_store::state::StateDoc;
+use ferry_store::Store;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 /// Events waiting for delivery; beyond this they are dropped (with a warning).
 pub const QUEUE: usize = 1024;
 
-/// `DATA/webhook.json`.
+/// The webhook configuration ([`StateDoc::Webhook`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -127,7 +126,7 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the delivery thread for the store at `data`.
+    /// Starts the delivery thread for `store` (its configuration is read before each event).
     pub fn start(store: Store, appliance: String) -> Webhooks {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let spawned = std::thread::Builder::new()

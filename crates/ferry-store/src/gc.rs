@@ -45,12 +45,12 @@ use crate::snapshots::rfc3339;
 use crate::state::StateDoc;
 use crate::Store;
 
-/// Slack between the cutoff and the oldest thing GC must respect (clock steps, coarse mtimes).
 /// Candidates re-checked and deleted per hold of the exclusive chunk lock: uploads wait for one
 /// batch at a time, and on several nodes each hold costs the other nodes a drain of their
 /// uploads (the PostgreSQL chunk catalogue), so not one hold per prefix either.
 const DELETE_BATCH: usize = 512;
 
+/// Slack between the cutoff and the oldest thing GC must respect (clock steps, coarse mtimes).
 pub const GC_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long the record of a committed session stays (to answer a commit retried after its reply

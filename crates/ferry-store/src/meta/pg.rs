@@ -153,7 +153,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnError;
 
     fn connect(&self) -> Result<PgConn, ConnError> {
-        Ok(PgConn(Some(self.0.connect()?)))
+        Ok(PgConn::from(self.0.connect()?))
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnError> {

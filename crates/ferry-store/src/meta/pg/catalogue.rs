@@ -171,7 +171,7 @@ impl PgCatalogue {
             let (pg, tls) = (inner.pg.clone(), inner.tls.clone());
             let client =
                 off_runtime(move || pg.connect(tls)).map_err(super::db_err(&inner.target, op))?;
-            st.conn = Some(PgConn(Some(client)));
+            st.conn = Some(PgConn::from(client));
         }
         let Some(conn) = st.conn.as_mut() else {
             return Err(StoreError::Conflict(format!("{op}: no connection")));
@@ -265,13 +265,17 @@ impl Drop for SharedGuard {
         let lock = &self.cat.records.inner.chunk_lock;
         let mut st = lock.state();
         st.readers -= 1;
-        if st.readers == 0 {
+        // No connection: it broke, and PostgreSQL dropped the lock with it (opening one only
+        // to unlock would release nothing).
+        if st.readers == 0 && st.conn.is_some() {
             let op = "release the shared chunk lock";
             let sql = "SELECT pg_advisory_unlock_shared($1, $2)";
             if let Err(e) = self.cat.on_shared_conn(&mut st, op, sql, drop) {
                 // The connection is gone, and the lock with it.
                 tracing::warn!("{op}: {e}");
             }
+        }
+        if st.readers == 0 {
             st.draining = false;
         }
         lock.changed.notify_all();
